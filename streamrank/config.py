@@ -1,0 +1,129 @@
+"""The single source of endpoints, topic names, ports and intervals.
+
+Every component (CLI, stream workers, learners, feature store, serving, tests) reads its
+settings from :func:`load_settings`, so the same code runs against the embedded stack or an
+external Kafka/Redis just by changing environment variables:
+
+* ``STREAMRANK_HOME``          state directory (default ``.streamrank/`` in the cwd)
+* ``STREAMRANK_KAFKA``         bootstrap servers, e.g. ``127.0.0.1:9092`` (default: the
+                               address written by ``streamrank up`` in the state directory)
+* ``STREAMRANK_REDIS``         ``host:port`` or ``redis://host:port/db`` (same default rule)
+* ``STREAMRANK_TOPIC_PREFIX``  prefix for every topic name (default ``streamrank.``)
+* ``STREAMRANK_BROKER``        embedded broker implementation: ``noida`` or ``tansu``
+* ``STREAMRANK_PARTITIONS``    partitions per topic created by the stack (default 4)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+#: Logical topic names (see DESIGN.md, "Topics"); the physical name adds the prefix.
+TOPIC_NAMES: tuple[str, ...] = ("impressions", "feedback", "examples", "model-updates", "dead-letter")
+
+DEFAULT_BROKER = "noida"
+STACK_STATE_FILE = "stack.json"
+
+
+@dataclass(frozen=True)
+class Topics:
+    """Physical topic names for one deployment (logical name + prefix)."""
+
+    prefix: str = "streamrank."
+
+    def name(self, logical: str) -> str:
+        if logical not in TOPIC_NAMES:
+            raise KeyError(f"unknown topic {logical!r}; known: {', '.join(TOPIC_NAMES)}")
+        return f"{self.prefix}{logical}"
+
+    @property
+    def impressions(self) -> str:
+        return self.name("impressions")
+
+    @property
+    def feedback(self) -> str:
+        return self.name("feedback")
+
+    @property
+    def examples(self) -> str:
+        return self.name("examples")
+
+    @property
+    def model_updates(self) -> str:
+        return self.name("model-updates")
+
+    @property
+    def dead_letter(self) -> str:
+        return self.name("dead-letter")
+
+    def all(self) -> dict[str, str]:
+        return {logical: self.name(logical) for logical in TOPIC_NAMES}
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Resolved settings. Build with :func:`load_settings`; override with ``dataclasses.replace``."""
+
+    home: Path
+    kafka: str | None
+    redis: str | None
+    topics: Topics = field(default_factory=Topics)
+    broker: str = DEFAULT_BROKER
+    partitions: int = 4
+    max_list_size: int = 200
+    max_event_bytes: int = 1_000_000
+
+    @property
+    def kafka_bootstrap(self) -> str:
+        """Bootstrap servers; raises a clear error when neither env nor a running stack gives one."""
+        if not self.kafka:
+            raise RuntimeError(
+                "no Kafka address: set STREAMRANK_KAFKA or run `streamrank up` "
+                f"(looked for {self.home / STACK_STATE_FILE})"
+            )
+        return self.kafka
+
+    @property
+    def redis_url(self) -> str:
+        """``redis://host:port/db`` form of the configured Redis."""
+        if not self.redis:
+            raise RuntimeError(
+                "no Redis address: set STREAMRANK_REDIS or run `streamrank up` "
+                f"(looked for {self.home / STACK_STATE_FILE})"
+            )
+        return self.redis if "://" in self.redis else f"redis://{self.redis}/0"
+
+    def with_endpoints(self, kafka: str | None = None, redis: str | None = None) -> "Settings":
+        return replace(self, kafka=kafka or self.kafka, redis=redis or self.redis)
+
+
+def read_stack_state(home: Path) -> dict:
+    """The endpoints written by ``streamrank up`` (empty when no stack was started)."""
+    path = home / STACK_STATE_FILE
+    if not path.exists():
+        return {}
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return {}
+
+
+def load_settings(env: dict[str, str] | None = None) -> Settings:
+    """Resolve settings from the environment, falling back to the embedded stack's state file."""
+    env = dict(os.environ if env is None else env)
+    home = Path(env.get("STREAMRANK_HOME", ".streamrank")).resolve()
+    state = read_stack_state(home)
+    partitions = int(env.get("STREAMRANK_PARTITIONS", state.get("partitions", 4)))
+    if partitions < 1:
+        raise ValueError(f"STREAMRANK_PARTITIONS must be >= 1, got {partitions}")
+    return Settings(
+        home=home,
+        kafka=env.get("STREAMRANK_KAFKA") or state.get("kafka"),
+        redis=env.get("STREAMRANK_REDIS") or state.get("redis"),
+        topics=Topics(prefix=env.get("STREAMRANK_TOPIC_PREFIX", state.get("topic_prefix", "streamrank."))),
+        broker=env.get("STREAMRANK_BROKER", DEFAULT_BROKER),
+        partitions=partitions,
+        max_list_size=int(env.get("STREAMRANK_MAX_LIST_SIZE", 200)),
+    )
