@@ -16,7 +16,8 @@ import click
 
 from streamrank.config import load_settings
 
-STAGE_COMMAND_MODULES = ("streams.commands", "learners.commands", "feature_store.commands", "serving.commands")
+STAGE_COMMAND_MODULES = ("streams.commands", "learners.commands", "learners.policy_commands",
+                         "feature_store.commands", "serving.commands")
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 

@@ -1,0 +1,75 @@
+"""One protocol for every online learner (after River's ``learn_many``/``predict`` API).
+
+A learner consumes :class:`~streams.events.LabeledList` examples in micro-batches and can
+be checkpointed and restored exactly:
+
+* ``learn_many(batch) -> metrics``: one incremental update from a batch of examples.
+* ``state_dict() -> LearnerState`` / ``load_state_dict(state)``: model weights, optimizer
+  state, RNG state, counters and the Kafka offsets already applied, split into tensors
+  (saved as safetensors) and JSON-able metadata (saved in the manifest). Never pickle.
+
+Model-specific inference (``score`` for calibrators, ``rerank`` for LDRO/DRPO) is declared
+by each family; the serving layer depends only on those.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Protocol, Sequence, runtime_checkable
+
+import torch
+
+from streams.events import LabeledList
+
+
+@dataclass
+class LearnerState:
+    """A checkpoint: tensors (safetensors-able, flat names) + JSON-able metadata."""
+
+    tensors: dict[str, torch.Tensor] = field(default_factory=dict)
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for name, tensor in self.tensors.items():
+            if not isinstance(tensor, torch.Tensor):
+                raise TypeError(f"LearnerState.tensors[{name!r}] is {type(tensor).__name__}, not a tensor")
+
+
+@runtime_checkable
+class Learner(Protocol):
+    """What every model family implements. ``name`` identifies the model in snapshots and topics."""
+
+    name: str
+
+    def learn_many(self, batch: Sequence[LabeledList]) -> dict[str, float]:
+        """Apply one update from ``batch``; return scalar metrics (loss, ...)."""
+
+    def state_dict(self) -> LearnerState:
+        """Everything needed to continue learning bit-for-bit after a restart."""
+
+    def load_state_dict(self, state: LearnerState) -> None:
+        """Restore from :meth:`state_dict`'s output."""
+
+
+@dataclass(frozen=True)
+class RerankRequest:
+    """What serving hands a list-wise model: the candidates of one request.
+
+    ``features`` is ``[n, d]`` dense item features; ``task_scores`` maps task -> ``[n]``
+    (calibrated when a calibrator ran first); ``context`` holds request-level fields.
+    """
+
+    item_ids: tuple[str, ...]
+    features: torch.Tensor
+    task_scores: dict[str, torch.Tensor]
+    context: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class RerankResult:
+    """A ranked list: ``order`` indexes the request's candidates, best first."""
+
+    order: list[int]
+    scores: list[float]
+    logprob: float | None = None  # log-prob of this order under the (sampling) policy
+    extras: dict[str, Any] = field(default_factory=dict)  # e.g. fusion weights and their log-prob

@@ -1,0 +1,36 @@
+"""Model name -> learner factory, resolved lazily so each family stays an independent module.
+
+``build_learner(name, **config)`` is what ``streamrank learn --model NAME``, the snapshot
+loader in serving and the evaluations call. Each factory returns an object satisfying
+:class:`learners.protocol.Learner`.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from learners.protocol import Learner
+
+FACTORIES: dict[str, str] = {
+    "umnn": "learners.calibration.learner:build_umnn",
+    "platt": "learners.calibration.learner:build_platt",
+    "isotonic": "learners.calibration.learner:build_isotonic",
+    "ldro": "learners.ldro.learner:build_ldro",
+    "grpo": "learners.ldro.learner:build_grpo",
+    "drpo": "learners.drpo.learner:build_drpo",
+}
+
+
+def model_names() -> list[str]:
+    return sorted(FACTORIES)
+
+
+def build_learner(name: str, **config: Any) -> Learner:
+    try:
+        target = FACTORIES[name]
+    except KeyError:
+        raise ValueError(f"unknown model {name!r}; known: {', '.join(model_names())}") from None
+    module_name, _, attr = target.partition(":")
+    factory = getattr(importlib.import_module(module_name), attr)
+    return factory(**config)

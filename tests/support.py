@@ -1,0 +1,31 @@
+"""Helpers shared by tests (importable as ``support`` because pytest puts tests/ on the path)."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from dataclasses import replace
+from pathlib import Path
+
+from streamrank import stack
+from streamrank.config import Settings, Topics
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+
+def fresh_topics(settings: Settings, partitions: int | None = None) -> Settings:
+    """``settings`` with a unique topic prefix whose topics exist with ``partitions`` partitions."""
+    prefix = f"t{uuid.uuid4().hex[:10]}."
+    fresh = replace(settings, topics=Topics(prefix=prefix), partitions=partitions or settings.partitions)
+    stack.ensure_topics(fresh.kafka_bootstrap, list(fresh.topics.all().values()), fresh.partitions)
+    return fresh
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    """Environment that points a subprocess (``streamrank ...``) at ``settings``."""
+    env = dict(os.environ)
+    env.update(STREAMRANK_KAFKA=settings.kafka_bootstrap, STREAMRANK_REDIS=settings.redis or "",
+               STREAMRANK_TOPIC_PREFIX=settings.topics.prefix, STREAMRANK_HOME=str(settings.home),
+               STREAMRANK_PARTITIONS=str(settings.partitions), PYTHONUNBUFFERED="1")
+    return env
