@@ -1,0 +1,380 @@
+"""Versioned model snapshots in Redis: safetensors weights + a JSON manifest, a ``current`` pointer, rollback.
+
+Interface (serving and the learners rely on exactly this)::
+
+    registry = SnapshotRegistry(settings.redis_url, settings)     # or an existing redis.Redis client
+    manifest = registry.publish("ldro", learner.state_dict(), metrics={"loss": 0.3}, parent=None)
+    manifest = registry.current("ldro")                           # Manifest | None
+    manifest, state = registry.load("ldro")                       # current; or load("ldro", "7")
+    registry.rollback("ldro", "6")                                # moves the pointer back to a kept version
+    registry.list_versions("ldro")                                # [Manifest, ...] oldest first
+    registry.verify("ldro", "7")                                  # Verification(ok, reason, manifest)
+
+What a snapshot is (DESIGN.md, "Snapshots and hot-swap"): the bytes of
+``safetensors.torch.save(state.tensors)`` plus a JSON manifest with ``name``, ``version``
+(a decimal string, increasing per model: "1", "2", ...), ``parent`` (the version it continues,
+by default the current one), ``created_at`` (epoch seconds), ``offsets`` (the applied Kafka
+offsets, taken from ``state.meta["offsets"]``), ``metrics``, ``sha256`` (of the safetensors
+bytes), ``size_bytes``, ``tensors`` (name -> dtype and shape) and ``meta`` (``state.meta``
+itself, JSON). No pickle anywhere: the blob is safetensors, the rest is JSON.
+
+Redis layout (``NS`` = ``<topic prefix>snapshots``, e.g. ``streamrank.snapshots``; each model
+has its own keys so one model's publish never touches another's):
+
+====================================  =========  ==============================================
+key                                   type       content
+====================================  =========  ==============================================
+``NS:models``                         set        model names that have snapshots
+``NS:{model}:seq``                    string     last allocated version number (INCR)
+``NS:{model}:versions``               zset       kept versions, score = version number
+``NS:{model}:v:{version}:blob``       string     safetensors bytes
+``NS:{model}:v:{version}:manifest``   string     manifest JSON
+``NS:{model}:rejected``               hash       version -> why verification refused it
+``NS:{model}:current``                string     the serving version
+====================================  =========  ==============================================
+
+Publishing writes blob + manifest + the version entry in one MULTI/EXEC, reads the blob back
+and verifies it (checksum, safetensors header, finite float tensors, names/shapes equal to the
+manifest) and only then moves ``current`` with a Lua script that re-checks the manifest's
+checksum, sets the pointer and PUBLISHes the manifest on the pub/sub channel
+``<topic prefix>model-updates`` in one atomic step. A refused snapshot is kept (marked in
+``rejected``) for inspection but never becomes ``current``. After the pointer moved, the
+manifest is produced to the ``model-updates`` Kafka topic (key = model name, value = manifest
+JSON, plus an ``event`` field: ``publish`` or ``rollback``) and versions beyond the newest
+``keep`` are pruned (the current one is never pruned).
+
+Durability: a crash or restart of Redis between those steps leaves the old pointer (or the
+new one, once the script ran) because every step is atomic on its own; with Redis persistence
+(AOF, ``appendfsync always``) the same holds across a Redis restart. Without persistence a
+restart loses everything, snapshots included: run the snapshot Redis with AOF in production.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any, Iterable
+
+import redis
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load as safetensors_load
+from safetensors.torch import save as safetensors_save
+
+from learners.protocol import LearnerState
+from streamrank.config import Settings
+
+log = logging.getLogger(__name__)
+
+MANIFEST_SCHEMA = "streamrank.snapshot.v1"
+DEFAULT_KEEP = 5
+
+#: Moves ``current`` only when the manifest exists and carries the expected checksum; then
+#: announces the manifest on pub/sub. KEYS: current, manifest. ARGV: version, sha256, channel, message.
+_MOVE_POINTER = """
+local manifest = redis.call('GET', KEYS[2])
+if not manifest then return redis.error_reply('NOMANIFEST version ' .. ARGV[1] .. ' has no manifest') end
+local doc = cjson.decode(manifest)
+if doc['sha256'] ~= ARGV[2] then return redis.error_reply('BADSHA manifest checksum changed') end
+local previous = redis.call('GET', KEYS[1])
+redis.call('SET', KEYS[1], ARGV[1])
+redis.call('PUBLISH', ARGV[3], ARGV[4])
+return previous
+"""
+
+
+class SnapshotError(RuntimeError):
+    """Base class: a snapshot could not be published, found or trusted."""
+
+
+class SnapshotNotFound(SnapshotError):
+    """No such model or version (or it was pruned)."""
+
+
+class SnapshotCorrupt(SnapshotError):
+    """The stored bytes do not match the manifest (checksum, header, names or shapes)."""
+
+
+class SnapshotInvalid(SnapshotError):
+    """The weights are well-formed but unusable (NaN or infinite values, non-JSON meta)."""
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """The JSON document stored next to each blob (and announced on ``model-updates``)."""
+
+    name: str
+    version: str
+    parent: str | None
+    created_at: float
+    sha256: str
+    size_bytes: int
+    tensors: dict[str, dict[str, Any]]
+    offsets: Any = None
+    metrics: dict[str, Any] = field(default_factory=dict)
+    meta: dict[str, Any] = field(default_factory=dict)
+    schema: str = MANIFEST_SCHEMA
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True, allow_nan=False)
+
+    @classmethod
+    def from_json(cls, raw: bytes | str) -> "Manifest":
+        try:
+            doc = json.loads(raw)
+            return cls(**doc)
+        except (ValueError, TypeError) as exc:
+            raise SnapshotCorrupt(f"unreadable manifest: {exc}") from None
+
+
+@dataclass(frozen=True)
+class Verification:
+    """Outcome of :meth:`SnapshotRegistry.verify`: ``ok`` or the ``reason`` it was refused."""
+
+    model: str
+    version: str
+    ok: bool
+    reason: str | None = None
+    manifest: Manifest | None = None
+
+
+def serialize_state(state: LearnerState) -> bytes:
+    """Safetensors bytes of ``state.tensors`` (contiguous CPU copies; names sorted by safetensors)."""
+    tensors = {name: t.detach().to("cpu").contiguous().clone() for name, t in state.tensors.items()}
+    return safetensors_save(tensors)
+
+
+def check_finite(tensors: dict[str, torch.Tensor]) -> None:
+    """Raise :class:`SnapshotInvalid` naming the first floating tensor with NaN or inf values."""
+    for name, tensor in tensors.items():
+        if (tensor.is_floating_point() or tensor.is_complex()) and not bool(torch.isfinite(tensor).all()):
+            bad = int((~torch.isfinite(tensor)).sum())
+            raise SnapshotInvalid(f"tensor {name!r} has {bad} non-finite values (NaN/inf)")
+
+
+def tensor_specs(tensors: dict[str, torch.Tensor]) -> dict[str, dict[str, Any]]:
+    return {name: {"dtype": str(t.dtype).removeprefix("torch."), "shape": list(t.shape)}
+            for name, t in sorted(tensors.items())}
+
+
+def decode_blob(blob: bytes, manifest: Manifest) -> dict[str, torch.Tensor]:
+    """Check ``blob`` against ``manifest`` and return its tensors; raises a :class:`SnapshotError`."""
+    digest = hashlib.sha256(blob).hexdigest()
+    if digest != manifest.sha256:
+        raise SnapshotCorrupt(f"{manifest.name} v{manifest.version}: sha256 {digest[:12]}... does not match "
+                              f"the manifest's {manifest.sha256[:12]}...")
+    try:
+        tensors = safetensors_load(blob)
+    except (SafetensorError, ValueError, RuntimeError) as exc:
+        raise SnapshotCorrupt(f"{manifest.name} v{manifest.version}: not a safetensors blob: {exc}") from None
+    if tensor_specs(tensors) != manifest.tensors:
+        raise SnapshotCorrupt(f"{manifest.name} v{manifest.version}: tensor names/dtypes/shapes differ from the manifest")
+    check_finite(tensors)
+    return tensors
+
+
+def _json_safe(value: Any, what: str) -> Any:
+    """``value`` round-tripped through strict JSON (no NaN/inf, no objects): manifests are JSON only."""
+    try:
+        return json.loads(json.dumps(value, allow_nan=False, sort_keys=True))
+    except (TypeError, ValueError) as exc:
+        raise SnapshotInvalid(f"{what} is not strict JSON: {exc}") from None
+
+
+class SnapshotRegistry:
+    """Publish, load, verify and roll back model snapshots in Redis (layout in the module docstring)."""
+
+    def __init__(self, redis_url_or_client: str | redis.Redis, settings: Settings, keep: int = DEFAULT_KEEP,
+                 announce_kafka: bool = True) -> None:
+        if keep < 1:
+            raise ValueError(f"keep must be >= 1, got {keep}")
+        if isinstance(redis_url_or_client, redis.Redis):
+            self.redis = redis_url_or_client
+        else:
+            self.redis = redis.Redis.from_url(redis_url_or_client)
+        self.settings = settings
+        self.keep = keep
+        self.namespace = f"{settings.topics.prefix}snapshots"
+        self.channel = settings.topics.model_updates  # pub/sub channel = the topic's physical name
+        self.topic = settings.topics.model_updates
+        self._announce_kafka = announce_kafka and bool(settings.kafka)
+        self._producer = None
+        self._move_pointer = self.redis.register_script(_MOVE_POINTER)
+
+    # -- keys ---------------------------------------------------------------------------------
+    def _key(self, model: str, *parts: str) -> str:
+        if not model or ":" in model:
+            raise ValueError(f"model name must be non-empty and free of ':', got {model!r}")
+        return ":".join((self.namespace, model, *parts))
+
+    def _blob_key(self, model: str, version: str) -> str:
+        return self._key(model, "v", version, "blob")
+
+    def _manifest_key(self, model: str, version: str) -> str:
+        return self._key(model, "v", version, "manifest")
+
+    # -- reading --------------------------------------------------------------------------------
+    def models(self) -> list[str]:
+        return sorted(m.decode() for m in self.redis.smembers(f"{self.namespace}:models"))
+
+    def current_version(self, model: str) -> str | None:
+        raw = self.redis.get(self._key(model, "current"))
+        return raw.decode() if raw is not None else None
+
+    def manifest(self, model: str, version: str) -> Manifest:
+        raw = self.redis.get(self._manifest_key(model, version))
+        if raw is None:
+            raise SnapshotNotFound(f"{model} has no version {version!r} (kept: {', '.join(self._versions(model)) or 'none'})")
+        return Manifest.from_json(raw)
+
+    def current(self, model: str) -> Manifest | None:
+        version = self.current_version(model)
+        return self.manifest(model, version) if version is not None else None
+
+    def _versions(self, model: str) -> list[str]:
+        return [v.decode() for v in self.redis.zrange(self._key(model, "versions"), 0, -1)]
+
+    def list_versions(self, model: str) -> list[Manifest]:
+        """Kept versions, oldest first."""
+        out = []
+        for version in self._versions(model):
+            try:
+                out.append(self.manifest(model, version))
+            except SnapshotNotFound:
+                continue  # pruned between the two reads
+        return out
+
+    def rejected(self, model: str) -> dict[str, str]:
+        return {k.decode(): v.decode() for k, v in self.redis.hgetall(self._key(model, "rejected")).items()}
+
+    def load(self, model: str, version: str | None = None) -> tuple[Manifest, LearnerState]:
+        """The verified weights of ``version`` (default: current); raises :class:`SnapshotError` otherwise."""
+        if version is None:
+            version = self.current_version(model)
+            if version is None:
+                raise SnapshotNotFound(f"{model} has no current snapshot")
+        # Blob and manifest in one MULTI so a concurrent prune can't split them.
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.get(self._manifest_key(model, version))
+        pipe.get(self._blob_key(model, version))
+        raw_manifest, blob = pipe.execute()
+        if raw_manifest is None or blob is None:
+            raise SnapshotNotFound(f"{model} has no version {version!r}")
+        manifest = Manifest.from_json(raw_manifest)
+        tensors = decode_blob(blob, manifest)
+        return manifest, LearnerState(tensors=tensors, meta=dict(manifest.meta))
+
+    def verify(self, model: str, version: str | None = None) -> Verification:
+        """Checksum, header, names/shapes and finiteness of a stored version, without raising."""
+        version = version or self.current_version(model)
+        if version is None:
+            return Verification(model, "", False, "no current snapshot")
+        try:
+            manifest, _ = self.load(model, version)
+        except SnapshotError as exc:
+            return Verification(model, version, False, f"{type(exc).__name__}: {exc}")
+        return Verification(model, version, True, None, manifest)
+
+    # -- writing --------------------------------------------------------------------------------
+    def publish(self, model_name: str, state: LearnerState, metrics: dict | None = None,
+                parent: str | None = None) -> Manifest:
+        """Store ``state`` as a new version, verify it from Redis, then make it ``current`` and announce it.
+
+        Raises :class:`SnapshotInvalid` (NaN/inf weights, non-JSON meta or metrics) or
+        :class:`SnapshotCorrupt` (read-back mismatch); ``current`` is unchanged then.
+        """
+        meta = _json_safe(state.meta, "state.meta")
+        metrics = _json_safe(metrics or {}, "metrics")
+        blob = serialize_state(state)
+        version = str(self.redis.incr(self._key(model_name, "seq")))
+        manifest = Manifest(name=model_name, version=version,
+                            parent=parent if parent is not None else self.current_version(model_name),
+                            created_at=time.time(), sha256=hashlib.sha256(blob).hexdigest(), size_bytes=len(blob),
+                            tensors=tensor_specs(state.tensors), offsets=meta.get("offsets"), metrics=metrics,
+                            meta=meta)
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.set(self._blob_key(model_name, version), blob)
+        pipe.set(self._manifest_key(model_name, version), manifest.to_json())
+        pipe.zadd(self._key(model_name, "versions"), {version: int(version)})
+        pipe.sadd(f"{self.namespace}:models", model_name)
+        pipe.execute()
+        check = self.verify(model_name, version)
+        if not check.ok:
+            self.redis.hset(self._key(model_name, "rejected"), version, check.reason or "refused")
+            self._prune(model_name)
+            raise (SnapshotInvalid if "SnapshotInvalid" in (check.reason or "") else SnapshotCorrupt)(
+                f"snapshot {model_name} v{version} refused, current stays {self.current_version(model_name)}: "
+                f"{check.reason}")
+        self._point_to(manifest, event="publish")
+        self._prune(model_name)
+        return manifest
+
+    def rollback(self, model: str, version: str) -> Manifest:
+        """Point ``current`` back at a kept ``version`` after verifying it; announced like a publish."""
+        check = self.verify(model, version)
+        if not check.ok or check.manifest is None:
+            raise (SnapshotNotFound if "SnapshotNotFound" in (check.reason or "") else SnapshotCorrupt)(
+                f"cannot roll {model} back to v{version}: {check.reason}")
+        self._point_to(check.manifest, event="rollback")
+        return check.manifest
+
+    def _point_to(self, manifest: Manifest, event: str) -> None:
+        announcement = json.dumps({**json.loads(manifest.to_json()), "event": event}, sort_keys=True)
+        try:
+            self._move_pointer(keys=[self._key(manifest.name, "current"),
+                                     self._manifest_key(manifest.name, manifest.version)],
+                               args=[manifest.version, manifest.sha256, self.channel, announcement])
+        except redis.ResponseError as exc:
+            raise SnapshotCorrupt(f"pointer for {manifest.name} not moved to v{manifest.version}: {exc}") from None
+        self._announce(manifest.name, announcement)
+
+    def _announce(self, model: str, announcement: str) -> None:
+        if not self._announce_kafka:
+            return
+        try:
+            if self._producer is None:
+                from kafka import KafkaProducer  # noqa: PLC0415 - only needed when Kafka is configured
+
+                self._producer = KafkaProducer(bootstrap_servers=self.settings.kafka_bootstrap, acks="all",
+                                               linger_ms=0, request_timeout_ms=10_000, max_block_ms=10_000)
+            self._producer.send(self.topic, key=model.encode(), value=announcement.encode()).get(timeout=10)
+        except Exception as exc:  # noqa: BLE001 - the pointer moved; pub/sub carried it; say so loudly
+            log.warning("snapshot %s announced on Redis pub/sub but not on Kafka topic %s: %s", model, self.topic, exc)
+
+    def _prune(self, model: str) -> list[str]:
+        """Drop versions older than the newest ``keep`` (never the current one); returns what was dropped."""
+        versions = self._versions(model)
+        current = self.current_version(model)
+        stale = [v for v in versions[: max(0, len(versions) - self.keep)] if v != current]
+        if stale:
+            pipe = self.redis.pipeline(transaction=True)
+            for version in stale:
+                pipe.zrem(self._key(model, "versions"), version)
+                pipe.delete(self._blob_key(model, version), self._manifest_key(model, version))
+                pipe.hdel(self._key(model, "rejected"), version)
+            pipe.execute()
+        return stale
+
+    def close(self) -> None:
+        if self._producer is not None:
+            self._producer.close(timeout=5)
+            self._producer = None
+
+    def __enter__(self) -> "SnapshotRegistry":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def iter_announcements(pubsub_messages: Iterable[dict]) -> Iterable[Manifest]:
+    """Manifests from raw ``redis`` pub/sub messages (skips subscribe confirmations)."""
+    for message in pubsub_messages:
+        if message.get("type") != "message":
+            continue
+        doc = json.loads(message["data"])
+        doc.pop("event", None)
+        yield Manifest(**doc)
