@@ -1,0 +1,113 @@
+"""apscheduler jobs for the learner process: periodic snapshots (and one on shutdown), scheduled materialize.
+
+Usage from a learner process (it does not depend on the learner runtime's internals)::
+
+    def snapshot_source():
+        # (model_name, LearnerState, metrics, changed): ``changed`` is True when the model was
+        # updated since the caller last reported it; take the state under the learner's lock.
+        return "ldro", learner.state_dict(), last_metrics, learner.updates_since_report() > 0
+
+    jobs = LearnerJobs(registry, snapshot_source, load_feature_store_settings(settings),
+                       materialize=lambda: materialize_incremental(settings))
+    jobs.start()          # BackgroundScheduler thread: snapshot every T s when changed, materialize on schedule
+    ...
+    jobs.shutdown()       # stops the jobs, then publishes a last snapshot if anything changed
+
+Intervals come from :mod:`feature_store.settings` (``STREAMRANK_SNAPSHOT_INTERVAL_S``,
+``STREAMRANK_MATERIALIZE_INTERVAL_S``). A failed publish (Redis down, NaN weights) is logged
+and retried at the next tick even if the source then reports no change, so a change is never
+forgotten; a refused (NaN) state is not retried until the model changes again.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from apscheduler.schedulers.background import BackgroundScheduler
+
+from feature_store.settings import FeatureStoreSettings
+from feature_store.snapshots import Manifest, SnapshotInvalid, SnapshotRegistry
+from learners.protocol import LearnerState
+
+log = logging.getLogger(__name__)
+
+SnapshotSource = Callable[[], tuple[str, LearnerState, dict[str, Any] | None, bool]]
+
+
+@dataclass
+class JobStats:
+    """What the jobs did (for logs, metrics and tests)."""
+
+    published: list[Manifest] = field(default_factory=list)
+    skipped_unchanged: int = 0
+    failures: list[str] = field(default_factory=list)
+    materialized: int = 0
+
+
+class LearnerJobs:
+    """A BackgroundScheduler with a snapshot job and an optional materialize job."""
+
+    def __init__(self, registry: SnapshotRegistry, source: SnapshotSource, config: FeatureStoreSettings,
+                 materialize: Callable[[], Any] | None = None) -> None:
+        self.registry = registry
+        self.source = source
+        self.config = config
+        self.materialize = materialize
+        self.stats = JobStats()
+        self._pending = False  # a change seen but not yet published (failed attempt)
+        self._lock = threading.Lock()  # one snapshot at a time (tick vs. shutdown)
+        self.scheduler = BackgroundScheduler(timezone="UTC")
+
+    def start(self) -> None:
+        self.scheduler.add_job(self.snapshot_if_changed, "interval", seconds=self.config.snapshot_interval_s,
+                               id="snapshot", max_instances=1, coalesce=True)
+        if self.materialize is not None:
+            self.scheduler.add_job(self.run_materialize, "interval", seconds=self.config.materialize_interval_s,
+                                   id="materialize", max_instances=1, coalesce=True)
+        self.scheduler.start()
+
+    def snapshot_if_changed(self) -> Manifest | None:
+        """One tick: publish when the source reports a change (or a previous attempt failed)."""
+        with self._lock:
+            try:
+                model, state, metrics, changed = self.source()
+            except Exception as exc:  # noqa: BLE001 - a broken source must not kill the scheduler
+                log.exception("snapshot source failed")
+                self.stats.failures.append(f"source: {exc}")
+                return None
+            if not (changed or self._pending):
+                self.stats.skipped_unchanged += 1
+                return None
+            try:
+                manifest = self.registry.publish(model, state, metrics=metrics)
+            except SnapshotInvalid as exc:
+                log.error("snapshot of %s refused: %s", model, exc)
+                self.stats.failures.append(str(exc))
+                self._pending = False  # retrying the same bad weights would be refused again
+                return None
+            except Exception as exc:  # noqa: BLE001 - Redis down etc.: retry next tick
+                log.warning("snapshot of %s failed, retrying next tick: %s", model, exc)
+                self.stats.failures.append(str(exc))
+                self._pending = True
+                return None
+            self._pending = False
+            self.stats.published.append(manifest)
+            log.info("published %s v%s", manifest.name, manifest.version)
+            return manifest
+
+    def run_materialize(self) -> None:
+        try:
+            self.materialize()  # type: ignore[misc]
+            self.stats.materialized += 1
+        except Exception as exc:  # noqa: BLE001
+            log.exception("scheduled materialize failed")
+            self.stats.failures.append(f"materialize: {exc}")
+
+    def shutdown(self, final_snapshot: bool = True) -> Manifest | None:
+        """Stop the jobs (waiting for a running one), then publish a last snapshot if the model changed."""
+        if self.scheduler.running:
+            self.scheduler.shutdown(wait=True)
+        return self.snapshot_if_changed() if final_snapshot else None
