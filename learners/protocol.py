@@ -9,7 +9,12 @@ be checkpointed and restored exactly:
   (saved as safetensors) and JSON-able metadata (saved in the manifest). Never pickle.
 
 Model-specific inference (``score`` for calibrators, ``rerank`` for LDRO/DRPO) is declared
-by each family; the serving layer depends only on those.
+by each family; the serving layer depends only on those. Calibrators implement
+:class:`Calibrator` (``calibrate(task_scores, context) -> task_scores``, monotone per task).
+
+The learner runtime (``learners/runtime.py``) stores its stream bookkeeping (applied offsets
+per partition, recent example ids, counters) in ``LearnerState.meta[RUNTIME_META_KEY]``;
+learners must leave that key alone and must accept (ignore) it in ``load_state_dict``.
 """
 
 from __future__ import annotations
@@ -35,6 +40,10 @@ class LearnerState:
                 raise TypeError(f"LearnerState.tensors[{name!r}] is {type(tensor).__name__}, not a tensor")
 
 
+#: Meta key reserved for the learner runtime's stream bookkeeping (offsets, example ids).
+RUNTIME_META_KEY = "runtime"
+
+
 @runtime_checkable
 class Learner(Protocol):
     """What every model family implements. ``name`` identifies the model in snapshots and topics."""
@@ -49,6 +58,22 @@ class Learner(Protocol):
 
     def load_state_dict(self, state: LearnerState) -> None:
         """Restore from :meth:`state_dict`'s output."""
+
+
+@runtime_checkable
+class Calibrator(Protocol):
+    """A learner whose inference maps raw task scores to calibrated probabilities (serving uses this)."""
+
+    name: str
+    tasks: tuple[str, ...]
+
+    def calibrate(self, task_scores: dict[str, torch.Tensor], context: dict[str, Any]) -> dict[str, torch.Tensor]:
+        """Per task: raw ``p_hat`` [n] -> calibrated ``p`` [n], monotone non-decreasing in ``p_hat``.
+
+        ``context`` holds per-item fields as lists/tensors of length n (``position``,
+        ``item``) and request-level fields as scalars (``user``, impression context keys).
+        Tasks without a calibrator are returned unchanged.
+        """
 
 
 @dataclass(frozen=True)

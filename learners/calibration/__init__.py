@@ -1,0 +1,1 @@
+"""Calibration learners: UMNN/UMC monotone calibrator with SCLoss, and Platt/isotonic baselines."""

@@ -1,0 +1,324 @@
+r"""Calibration learners behind :class:`learners.protocol.Learner` and :class:`~learners.protocol.Calibrator`.
+
+* ``umnn`` (:func:`build_umnn`): UMC per task (:mod:`learners.calibration.umnn`) over a shared
+  hashed context encoder :math:`h(x)` (:mod:`learners.calibration.context`), trained online on
+  :math:`\mathrm{BCE} + \lambda L_{SC}` (:mod:`learners.calibration.scloss`) with Adam
+  (lr :math:`10^{-3}`, UMC's setting). ``sc_weight=0`` gives "UMNN without SCLoss";
+  ``context_fields=()`` gives UMC's context-free UMNN.
+* ``platt`` (:func:`build_platt`), ``isotonic`` (:func:`build_isotonic`): the baselines of
+  :mod:`learners.calibration.baselines`.
+
+Serving API (all three)::
+
+    calibrate(task_scores: dict[str, Tensor[n]], context: dict) -> dict[str, Tensor[n]]
+
+``task_scores[task]`` are raw upstream probabilities; ``context`` maps field names to
+per-item sequences of length n (``position``, ``item``) or request-level scalars
+(``user``, ``query``, impression context keys). The output is monotone non-decreasing in
+each task's raw score for a fixed context (strictly increasing for UMNN and Platt). Tasks
+the learner does not calibrate pass through unchanged.
+
+Learning (``learn_many``) is deterministic given the seed and input order; the state holds
+the modules, Adam's moments, SCLoss caches, the RNG state and counters.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any, Sequence
+
+import torch
+from torch import nn
+
+from learners.calibration.baselines import PlattHead, StreamingIsotonic
+from learners.calibration.context import ContextEncoder, TaskRows, check_tasks, extract_rows
+from learners.calibration.scloss import SCLossConfig, SmoothCalibrationLoss
+from learners.calibration.umnn import UMNNCalibrator
+from learners.checkpoint_state import (generator_state, load_module_tensors, load_optimizer_parts, module_tensors,
+                                       optimizer_parts, set_generator_state)
+from learners.protocol import LearnerState
+from streams.events import LabeledList
+
+DEFAULT_TASKS = ("click", "long_view")
+DEFAULT_FIELDS = ("position", "item", "user")
+
+
+@dataclass(frozen=True)
+class CalibrationConfig:
+    """Everything that shapes a calibration learner (saved in the checkpoint meta)."""
+
+    tasks: tuple[str, ...] = DEFAULT_TASKS
+    context_fields: tuple[str, ...] = DEFAULT_FIELDS
+    buckets: int = 1024
+    embedding_dim: int = 8
+    integrand_hidden: tuple[int, ...] = (50, 50)
+    context_hidden: tuple[int, ...] = (200, 200)
+    steps: int = 50
+    leibniz: bool = True
+    lr: float = 1e-3
+    sc_bins: int = 10
+    sc_beta: float = 0.95
+    sc_weight: float = 1e-2
+    seed: int = 0
+    # isotonic / histogram
+    hist_bins: int = 200
+    hist_logit_range: float = 12.0
+    hist_prior: float = 1.0
+    monotone: bool = True
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "tasks", check_tasks(tuple(self.tasks)))
+        object.__setattr__(self, "context_fields", tuple(self.context_fields))
+        object.__setattr__(self, "integrand_hidden", tuple(int(h) for h in self.integrand_hidden))
+        object.__setattr__(self, "context_hidden", tuple(int(h) for h in self.context_hidden))
+        if self.steps < 2 or self.steps % 2:
+            raise ValueError(f"steps must be an even number >= 2, got {self.steps}")
+        if self.lr <= 0:
+            raise ValueError(f"lr must be > 0, got {self.lr}")
+        SCLossConfig(self.sc_bins, self.sc_beta, self.sc_weight)  # validates
+
+    @classmethod
+    def from_kwargs(cls, **kwargs: Any) -> "CalibrationConfig":
+        known = set(cls.__dataclass_fields__)
+        unknown = set(kwargs) - known
+        if unknown:
+            raise ValueError(f"unknown calibration settings {sorted(unknown)}; known: {sorted(known)}")
+        return cls(**kwargs)
+
+    def as_json(self) -> dict[str, Any]:
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+
+
+def _request_context(context: dict[str, Any], n: int) -> dict[str, Sequence[Any]]:
+    out: dict[str, Sequence[Any]] = {}
+    for name, value in context.items():
+        if isinstance(value, torch.Tensor):
+            value = value.tolist() if value.dim() else value.item()
+        out[name] = value if isinstance(value, (list, tuple)) else [value] * n
+    return out
+
+
+class _CalibrationBase:
+    name: str
+    config: CalibrationConfig
+
+    def __init__(self, name: str, config: CalibrationConfig) -> None:
+        self.name = name
+        self.config = config
+        self.tasks = config.tasks
+        self.updates = 0
+        self.examples_seen = 0
+        self.rows_seen = 0
+        self.generator = torch.Generator().manual_seed(config.seed)
+
+    # -- shared ---------------------------------------------------------------------------------
+    def rows(self, batch: Sequence[LabeledList]) -> dict[str, TaskRows]:
+        return extract_rows(batch, self.tasks, self.config.context_fields)
+
+    def _meta(self) -> dict[str, Any]:
+        return {"model": self.name, "family": "calibration", "config": self.config.as_json(),
+                "counters": {"updates": self.updates, "examples": self.examples_seen, "rows": self.rows_seen}}
+
+    def _load_meta(self, meta: dict[str, Any]) -> None:
+        saved = meta.get("config")
+        if saved is not None and saved != self.config.as_json():
+            raise ValueError(f"checkpoint config differs from this learner's config: {saved} != {self.config.as_json()}")
+        counters = meta.get("counters", {})
+        self.updates = int(counters.get("updates", 0))
+        self.examples_seen = int(counters.get("examples", 0))
+        self.rows_seen = int(counters.get("rows", 0))
+
+    def predict_rows(self, rows: dict[str, TaskRows]) -> dict[str, torch.Tensor]:
+        """Calibrated probability of every row (per task, in row order)."""
+        return {task: self._predict(task, r.logits(), r.fields, torch.tensor(r.p_hat, dtype=torch.float32))
+                for task, r in rows.items() if len(r)}
+
+    def score(self, batch: Sequence[LabeledList]) -> dict[str, torch.Tensor]:
+        return self.predict_rows(self.rows(batch))
+
+    def calibrate(self, task_scores: dict[str, torch.Tensor], context: dict[str, Any]) -> dict[str, torch.Tensor]:
+        out: dict[str, torch.Tensor] = {}
+        for task, scores in task_scores.items():
+            scores = torch.as_tensor(scores, dtype=torch.float32).reshape(-1)
+            if task not in self.tasks or scores.numel() == 0:
+                out[task] = scores
+                continue
+            logit = torch.logit(scores.clamp(1e-6, 1 - 1e-6))
+            out[task] = self._predict(task, logit, _request_context(context, scores.numel()), scores)
+        return out
+
+    def _predict(self, task: str, logit: torch.Tensor, fields: dict[str, Sequence[Any]], p_hat: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+
+class NeuralCalibrationLearner(_CalibrationBase):
+    """UMNN/UMC or Platt heads per task, trained by Adam on BCE + lambda * SCLoss."""
+
+    def __init__(self, name: str, config: CalibrationConfig, head: str = "umnn") -> None:
+        super().__init__(name, config)
+        if head not in ("umnn", "platt"):
+            raise ValueError(f"unknown head {head!r}")
+        self.head_kind = head
+        uses_context = head == "umnn" and bool(config.context_fields)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(config.seed)
+            self.encoder = ContextEncoder(config.context_fields if uses_context else (), config.buckets,
+                                          config.embedding_dim)
+            heads: dict[str, nn.Module] = {}
+            for task in config.tasks:
+                if head == "umnn":
+                    heads[task] = UMNNCalibrator(self.encoder.out_dim, config.integrand_hidden, config.context_hidden,
+                                                 config.steps, rescaling=True, leibniz=config.leibniz)
+                else:
+                    heads[task] = PlattHead()
+            self.module = nn.ModuleDict({"encoder": self.encoder, "heads": nn.ModuleDict(heads)})
+        self.optimizer = torch.optim.Adam(self.module.parameters(), lr=config.lr)
+        sc = SCLossConfig(config.sc_bins, config.sc_beta, config.sc_weight)
+        self.sc_losses = {task: SmoothCalibrationLoss(sc) for task in config.tasks}
+
+    def _context(self, fields: dict[str, Sequence[Any]], n: int) -> torch.Tensor:
+        return self.encoder(self.encoder.indices(fields, n))
+
+    def forward_rows(self, task: str, logit: torch.Tensor, context_index: torch.Tensor) -> torch.Tensor:
+        """Calibrated logit; ``context_index`` from ``encoder.indices`` (used by the bench too)."""
+        return self.module["heads"][task](logit, self.encoder(context_index))
+
+    def _predict(self, task, logit, fields, p_hat):
+        with torch.no_grad():
+            z = self.module["heads"][task](logit, self._context(fields, logit.shape[0]))
+        return torch.sigmoid(z)
+
+    def update_tensors(self, task_batches: dict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor]]) -> dict[str, float]:
+        """One Adam step on ``{task: (logit, label, context_index)}``; returns loss parts."""
+        self.optimizer.zero_grad(set_to_none=True)
+        total = None
+        metrics: dict[str, float] = {}
+        lam = self.config.sc_weight
+        for task, (logit, y, index) in task_batches.items():
+            if logit.numel() == 0:
+                continue
+            z = self.forward_rows(task, logit, index)
+            bce = nn.functional.binary_cross_entropy_with_logits(z, y)
+            loss = bce
+            if lam > 0:
+                sc = self.sc_losses[task](torch.sigmoid(z), y)
+                loss = loss + lam * sc
+                metrics[f"{task}.sc"] = float(sc.detach())
+            metrics[f"{task}.bce"] = float(bce.detach())
+            total = loss if total is None else total + loss
+        if total is None:
+            return metrics
+        total.backward()
+        self.optimizer.step()
+        self.updates += 1
+        metrics["loss"] = float(total.detach())
+        return metrics
+
+    def learn_many(self, batch: Sequence[LabeledList]) -> dict[str, float]:
+        rows = self.rows(batch)
+        task_batches = {task: (r.logits(), r.label_tensor(), self.encoder.indices(r.fields, len(r)))
+                        for task, r in rows.items() if len(r)}
+        metrics = self.update_tensors(task_batches)
+        n_rows = sum(len(r) for r in rows.values())
+        self.examples_seen += len(batch)
+        self.rows_seen += n_rows
+        metrics["rows"] = float(n_rows)
+        metrics["examples"] = float(len(batch))
+        return metrics
+
+    def state_dict(self) -> LearnerState:
+        tensors = module_tensors(self.module)
+        optim_tensors, optim_meta = optimizer_parts(self.optimizer)
+        tensors.update(optim_tensors)
+        for task, sc in self.sc_losses.items():
+            tensors.update(sc.state_tensors(f"sc.{task}."))
+        tensors["rng.torch"] = generator_state(self.generator)
+        meta = self._meta()
+        meta["head"] = self.head_kind
+        meta["optim"] = optim_meta
+        return LearnerState(tensors=tensors, meta=meta)
+
+    def load_state_dict(self, state: LearnerState) -> None:
+        self._load_meta(state.meta)
+        load_module_tensors(self.module, state.tensors)
+        load_optimizer_parts(self.optimizer, state.tensors, state.meta["optim"])
+        for task, sc in self.sc_losses.items():
+            sc.load_tensors(state.tensors, f"sc.{task}.")
+        set_generator_state(self.generator, state.tensors["rng.torch"])
+
+
+class IsotonicCalibrationLearner(_CalibrationBase):
+    """Streaming isotonic (or histogram-binning) calibration per task."""
+
+    def __init__(self, name: str, config: CalibrationConfig) -> None:
+        super().__init__(name, config)
+        self.histograms = {task: StreamingIsotonic(config.hist_bins, config.hist_logit_range, config.hist_prior,
+                                                   config.monotone) for task in config.tasks}
+
+    def _predict(self, task, logit, fields, p_hat):
+        return self.histograms[task].predict(logit, p_hat)
+
+    def learn_many(self, batch: Sequence[LabeledList]) -> dict[str, float]:
+        rows = self.rows(batch)
+        metrics: dict[str, float] = {}
+        total = 0.0
+        for task, r in rows.items():
+            if not len(r):
+                continue
+            logit, y = r.logits(), r.label_tensor()
+            p_hat = torch.tensor(r.p_hat, dtype=torch.float32)
+            p = self.histograms[task].predict(logit, p_hat).clamp(1e-7, 1 - 1e-7)  # loss before the update
+            bce = float(nn.functional.binary_cross_entropy(p, y))
+            metrics[f"{task}.bce"] = bce
+            total += bce
+            self.histograms[task].update(logit, p_hat, y)
+        n_rows = sum(len(r) for r in rows.values())
+        if n_rows:
+            self.updates += 1
+            metrics["loss"] = total
+        self.examples_seen += len(batch)
+        self.rows_seen += n_rows
+        metrics["rows"] = float(n_rows)
+        metrics["examples"] = float(len(batch))
+        return metrics
+
+    def state_dict(self) -> LearnerState:
+        tensors: dict[str, torch.Tensor] = {}
+        for task, hist in self.histograms.items():
+            tensors.update(hist.state_tensors(f"hist.{task}."))
+        tensors["rng.torch"] = generator_state(self.generator)
+        return LearnerState(tensors=tensors, meta=self._meta())
+
+    def load_state_dict(self, state: LearnerState) -> None:
+        self._load_meta(state.meta)
+        for task, hist in self.histograms.items():
+            hist.load_tensors(state.tensors, f"hist.{task}.")
+        set_generator_state(self.generator, state.tensors["rng.torch"])
+
+
+def build_umnn(**config: Any) -> NeuralCalibrationLearner:
+    """UMC calibrator (BCE + SCLoss by default; ``sc_weight=0`` for plain BCE)."""
+    name = config.pop("name", "umnn")
+    return NeuralCalibrationLearner(name, CalibrationConfig.from_kwargs(**config), head="umnn")
+
+
+def build_platt(**config: Any) -> NeuralCalibrationLearner:
+    name = config.pop("name", "platt")
+    config.setdefault("sc_weight", 0.0)
+    config.setdefault("lr", 1e-2)
+    config.setdefault("context_fields", ())
+    return NeuralCalibrationLearner(name, CalibrationConfig.from_kwargs(**config), head="platt")
+
+
+def build_isotonic(**config: Any) -> IsotonicCalibrationLearner:
+    name = config.pop("name", "isotonic")
+    config.setdefault("context_fields", ())
+    return IsotonicCalibrationLearner(name, CalibrationConfig.from_kwargs(**config))
+
+
+def build_histogram(**config: Any) -> IsotonicCalibrationLearner:
+    name = config.pop("name", "histogram")
+    config.setdefault("context_fields", ())
+    config["monotone"] = False
+    return IsotonicCalibrationLearner(name, CalibrationConfig.from_kwargs(**config))

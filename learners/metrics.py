@@ -1,0 +1,110 @@
+r"""Calibration and ranking metrics for binary predictions (numpy in, floats out).
+
+Definitions follow UMC's evaluation code (Bai et al., SIGIR 2025, baiyimeng/UMC
+``utils/metric.py``) and the usual calibration literature:
+
+* **ECE** (expected calibration error, Naeini et al. 2015) with :math:`K` equal-width bins on
+  :math:`p`: :math:`\mathrm{ECE} = \sum_k \frac{n_k}{n} \lvert \bar y_k - \bar p_k \rvert`.
+* **PCOC** (predicted over observed clicks): :math:`\sum_i p_i / \sum_i y_i`; 1 is calibrated on
+  average, ``inf`` when no positive was observed.
+* **LogLoss**: mean binary cross-entropy with :math:`p` clipped to :math:`[\epsilon, 1-\epsilon]`.
+* **AUC**: the Mann-Whitney statistic (ties count one half); ``nan`` with one class only.
+* **Field-level ECE** (UMC's F-ECE): for a field :math:`F` (e.g. position, item),
+  :math:`\sum_{v} \frac{n_v}{n} \lvert \bar y_v - \bar p_v \rvert` over the field's values;
+  it measures miscalibration that a global ECE averages away (a calibrator that ignores
+  the context cannot fix it).
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+EPS = 1e-7
+
+
+def _arrays(y: Sequence[float] | np.ndarray, p: Sequence[float] | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    y_arr = np.asarray(y, dtype=np.float64).ravel()
+    p_arr = np.asarray(p, dtype=np.float64).ravel()
+    if y_arr.shape != p_arr.shape:
+        raise ValueError(f"labels and predictions differ in length: {y_arr.size} != {p_arr.size}")
+    if p_arr.size and (not np.all(np.isfinite(p_arr)) or p_arr.min() < 0.0 or p_arr.max() > 1.0):
+        raise ValueError("predictions must be finite probabilities in [0, 1]")
+    return y_arr, p_arr
+
+
+def ece(y, p, bins: int = 100) -> float:
+    """Expected calibration error over ``bins`` equal-width bins of ``p`` (UMC uses 100)."""
+    y_arr, p_arr = _arrays(y, p)
+    if y_arr.size == 0:
+        return float("nan")
+    idx = np.minimum((p_arr * bins).astype(np.int64), bins - 1)
+    count = np.bincount(idx, minlength=bins)
+    gap = np.abs(np.bincount(idx, weights=y_arr, minlength=bins) - np.bincount(idx, weights=p_arr, minlength=bins))
+    return float(gap.sum() / y_arr.size)  # sum_k n_k/n * |mean_y - mean_p| = sum_k |sum_y - sum_p| / n
+
+
+def pcoc(y, p) -> float:
+    y_arr, p_arr = _arrays(y, p)
+    positives = y_arr.sum()
+    return float(p_arr.sum() / positives) if positives > 0 else float("inf")
+
+
+def logloss(y, p) -> float:
+    y_arr, p_arr = _arrays(y, p)
+    if y_arr.size == 0:
+        return float("nan")
+    q = np.clip(p_arr, EPS, 1.0 - EPS)
+    return float(-np.mean(y_arr * np.log(q) + (1.0 - y_arr) * np.log1p(-q)))
+
+
+def auc(y, p) -> float:
+    y_arr, p_arr = _arrays(y, p)
+    pos = y_arr > 0.5
+    n_pos, n_neg = int(pos.sum()), int((~pos).sum())
+    if n_pos == 0 or n_neg == 0:
+        return float("nan")
+    order = np.argsort(p_arr, kind="mergesort")
+    sorted_p = p_arr[order]
+    ranks = np.empty_like(sorted_p)
+    # average ranks over ties
+    _, first, counts = np.unique(sorted_p, return_index=True, return_counts=True)
+    avg = first + (counts - 1) / 2.0 + 1.0
+    ranks[:] = np.repeat(avg, counts)
+    full = np.empty_like(ranks)
+    full[order] = ranks
+    return float((full[pos].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
+
+
+def field_ece(y, p, field_values: Sequence) -> float:
+    """Field-level ECE: calibration gap per value of a field, weighted by the value's share."""
+    y_arr, p_arr = _arrays(y, p)
+    values = np.asarray(field_values).ravel()
+    if values.size != y_arr.size:
+        raise ValueError(f"field has {values.size} values for {y_arr.size} predictions")
+    if y_arr.size == 0:
+        return float("nan")
+    _, inverse = np.unique(values, return_inverse=True)
+    gap = np.abs(np.bincount(inverse, weights=y_arr) - np.bincount(inverse, weights=p_arr))
+    return float(gap.sum() / y_arr.size)
+
+
+def calibration_report(y, p, fields: dict[str, Sequence] | None = None, bins: int = 100) -> dict[str, float]:
+    """All metrics for one method: ``ece``, ``pcoc``, ``logloss``, ``auc`` and ``field_ece_<name>``."""
+    report = {"ece": ece(y, p, bins), "pcoc": pcoc(y, p), "logloss": logloss(y, p), "auc": auc(y, p),
+              "n": float(np.asarray(y).size), "positives": float(np.asarray(y, dtype=np.float64).sum())}
+    for name, values in (fields or {}).items():
+        report[f"field_ece_{name}"] = field_ece(y, p, values)
+    return report
+
+
+def reliability_curve(y, p, bins: int = 20) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per equal-width bin: mean prediction, observed rate and count (empty bins dropped)."""
+    y_arr, p_arr = _arrays(y, p)
+    idx = np.minimum((p_arr * bins).astype(np.int64), bins - 1)
+    count = np.bincount(idx, minlength=bins)
+    keep = count > 0
+    mean_p = np.bincount(idx, weights=p_arr, minlength=bins)[keep] / count[keep]
+    mean_y = np.bincount(idx, weights=y_arr, minlength=bins)[keep] / count[keep]
+    return mean_p, mean_y, count[keep]
