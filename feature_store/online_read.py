@@ -1,0 +1,203 @@
+"""Serving's feature read: one user + one query + N candidate items in a single Redis round trip.
+
+Feast stays the writer and the schema owner; this module reads the very keys Feast's Redis
+online store wrote (feast 0.67, ``feast/infra/online_stores/redis.py`` and ``helpers.py``):
+
+* Redis key of an entity = ``serialize_entity_key(EntityKey(join_keys=[k], entity_values=[v]),
+  entity_key_serialization_version=3) + project.encode()``; it is a hash holding the features of
+  *every* view keyed by that entity;
+* hash field of a feature = ``mmh3_32("<view>:<feature>")`` packed little-endian (4 bytes);
+  field ``_ts:<view>`` holds the write time (protobuf ``Timestamp``);
+* value = a serialized ``feast.types.Value`` protobuf.
+
+:class:`DirectFeatureReader` resolves the requested ``view:feature`` references against the
+Feast registry once (views, join keys, TTLs), then per request sends one HMGET per entity
+(1 user + 1 query + N items) in one non-transactional pipeline: one round trip, as Feast's
+own ``online_read`` does per view. ``bench/feature_bench.py`` measures it against
+``FeatureStore.get_online_features`` (see BENCHMARKS.md, "feature store"); serving uses this
+path because it is faster and returns the same values (an integration test checks both).
+
+Output (both readers)::
+
+    FeatureBundle(user={"user_profile__activity": ..., ...}, query={...},
+                  items=[{"letor_document__features": [...], "item_stats__click_rate": ...}, ...])
+
+A feature that was never written is ``None``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from typing import Any, Sequence
+
+import redis
+
+from feast.infra.key_encoding_utils import serialize_entity_key
+from feast.infra.online_stores.helpers import _mmh3
+from feast.protos.feast.types.EntityKey_pb2 import EntityKey as EntityKeyProto
+from feast.protos.feast.types.Value_pb2 import Value as ValueProto
+from google.protobuf.timestamp_pb2 import Timestamp
+
+#: What serving reads by default: user profile, item content and streaming stats, query stats.
+DEFAULT_FEATURES: tuple[str, ...] = (
+    "user_profile:activity", "user_profile:activity_level", "user_profile:profile_vector",
+    "letor_document:features",
+    "kuairand_video:duration_ms",
+    "item_stats:impressions", "item_stats:click_rate", "item_stats:long_view_rate", "item_stats:mean_watch_time_ms",
+    "query_stats:requests", "query_stats:click_through_rate", "query_stats:reformulation_rate",
+    "query_stats:satisfaction",
+)
+ENTITY_ROLES = {"user_id": "user", "item_id": "item", "query_id": "query"}
+
+
+class FeatureReadError(ValueError):
+    """A feature reference that the Feast registry does not know (names the reference)."""
+
+
+@dataclass
+class FeatureBundle:
+    """Features of one request: the user's, the query's and each candidate item's (in request order)."""
+
+    user: dict[str, Any] = field(default_factory=dict)
+    query: dict[str, Any] = field(default_factory=dict)
+    items: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class _ViewPlan:
+    view: str
+    join_key: str
+    features: tuple[str, ...]
+    ttl: timedelta
+
+
+def value_to_python(raw: bytes | None) -> Any:
+    """Decode one serialized ``feast.types.Value`` (lists become Python lists; unset -> None)."""
+    if raw is None:
+        return None
+    value = ValueProto.FromString(raw)
+    kind = value.WhichOneof("val")
+    if kind is None or kind == "null_val":
+        return None
+    got = getattr(value, kind)
+    return list(got.val) if kind.endswith("_list_val") else got
+
+
+def plan_reads(store, feature_refs: Sequence[str]) -> list[_ViewPlan]:
+    """Group ``view:feature`` references by view, checked against the Feast registry."""
+    by_view: dict[str, list[str]] = {}
+    for ref in feature_refs:
+        view, sep, feature = ref.partition(":")
+        if not sep or not view or not feature:
+            raise FeatureReadError(f"feature reference {ref!r} is not 'view:feature'")
+        by_view.setdefault(view, []).append(feature)
+    plans = []
+    for view, features in by_view.items():
+        try:
+            fv = store.get_feature_view(view)
+        except Exception as exc:  # noqa: BLE001 - Feast raises FeatureViewNotFoundException
+            raise FeatureReadError(f"unknown feature view {view!r} in the Feast registry: {exc}") from None
+        known = {f.name for f in fv.features}
+        unknown = [f for f in features if f not in known]
+        if unknown:
+            raise FeatureReadError(f"feature view {view!r} has no feature(s) {unknown}; known: {sorted(known)}")
+        join_keys = list(fv.join_keys)
+        if len(join_keys) != 1 or join_keys[0] not in ENTITY_ROLES:
+            raise FeatureReadError(f"feature view {view!r} is keyed by {join_keys}, expected one of {list(ENTITY_ROLES)}")
+        plans.append(_ViewPlan(view, join_keys[0], tuple(features), fv.ttl or timedelta(0)))
+    return plans
+
+
+class DirectFeatureReader:
+    """Pipelined HMGETs on Feast-written Redis keys: 1 user + 1 query + N items in one round trip."""
+
+    def __init__(self, store, feature_refs: Sequence[str] = DEFAULT_FEATURES,
+                 client: redis.Redis | None = None) -> None:
+        config = store.config
+        if config.entity_key_serialization_version != 3:
+            raise ValueError("the direct reader implements entity_key_serialization_version 3 only")
+        self.project = config.project.encode("utf-8")
+        if client is None:
+            from feature_store.feast_repo import redis_url_from_connection_string  # noqa: PLC0415
+
+            client = redis.Redis.from_url(redis_url_from_connection_string(config.online_store.connection_string))
+        self.redis = client
+        plans = plan_reads(store, feature_refs)
+        # One HMGET per entity role; remember which field answers which output name.
+        self._fields: dict[str, list[bytes]] = {}
+        self._names: dict[str, list[str]] = {}
+        self._ttl_checks: dict[str, list[tuple[int, str, timedelta, list[str]]]] = {}
+        for plan in plans:
+            role = ENTITY_ROLES[plan.join_key]
+            fields, names = self._fields.setdefault(role, []), self._names.setdefault(role, [])
+            outputs = [f"{plan.view}__{f}" for f in plan.features]
+            for feature, out in zip(plan.features, outputs):
+                fields.append(_mmh3(f"{plan.view}:{feature}"))
+                names.append(out)
+            if plan.ttl > timedelta(0):
+                fields.append(f"_ts:{plan.view}".encode())
+                names.append("")
+                self._ttl_checks.setdefault(role, []).append((len(fields) - 1, plan.view, plan.ttl, outputs))
+
+    def entity_key(self, join_key: str, value: str) -> bytes:
+        key = EntityKeyProto(join_keys=[join_key], entity_values=[ValueProto(string_val=value)])
+        return serialize_entity_key(key, entity_key_serialization_version=3) + self.project
+
+    def _decode(self, role: str, raw: list[bytes | None]) -> dict[str, Any]:
+        out = {name: value_to_python(value) for name, value in zip(self._names[role], raw) if name}
+        for index, _view, ttl, outputs in self._ttl_checks.get(role, ()):
+            stamp = raw[index]
+            if stamp is None:
+                continue
+            ts = Timestamp.FromString(stamp).ToDatetime(tzinfo=timezone.utc)
+            if ts < datetime.now(timezone.utc) - ttl:
+                out.update({name: None for name in outputs})  # expired, as Feast would report it
+        return out
+
+    def read(self, user_id: str | None, query_id: str | None, item_ids: Sequence[str]) -> FeatureBundle:
+        roles: list[str] = []
+        with self.redis.pipeline(transaction=False) as pipe:
+            for role, join_key, value in (("user", "user_id", user_id), ("query", "query_id", query_id)):
+                if value is not None and role in self._fields:
+                    pipe.hmget(self.entity_key(join_key, value), self._fields[role])
+                    roles.append(role)
+            if "item" in self._fields:
+                for item_id in item_ids:
+                    pipe.hmget(self.entity_key("item_id", item_id), self._fields["item"])
+            replies = pipe.execute()
+        bundle = FeatureBundle()
+        for role, reply in zip(roles, replies):
+            setattr(bundle, role, self._decode(role, reply))
+        if "item" in self._fields:
+            bundle.items = [self._decode("item", reply) for reply in replies[len(roles):]]
+        else:
+            bundle.items = [{} for _ in item_ids]
+        return bundle
+
+
+class FeastSdkReader:
+    """The same read through ``FeatureStore.get_online_features`` (one call; for comparison and fallback)."""
+
+    def __init__(self, store, feature_refs: Sequence[str] = DEFAULT_FEATURES) -> None:
+        self.store = store
+        self.plans = plan_reads(store, feature_refs)
+        self.refs = list(feature_refs)
+        self.roles = {f"{p.view}__{f}": ENTITY_ROLES[p.join_key] for p in self.plans for f in p.features}
+
+    def read(self, user_id: str | None, query_id: str | None, item_ids: Sequence[str]) -> FeatureBundle:
+        rows = [{"user_id": user_id or "", "query_id": query_id or "", "item_id": item} for item in item_ids]
+        if not rows:
+            rows = [{"user_id": user_id or "", "query_id": query_id or "", "item_id": ""}]
+        result = self.store.get_online_features(features=self.refs, entity_rows=rows,
+                                                full_feature_names=True).to_dict()
+        bundle = FeatureBundle()
+        for name, role in self.roles.items():
+            column = result[name]
+            if role == "item":
+                continue
+            if (role == "user" and user_id is not None) or (role == "query" and query_id is not None):
+                getattr(bundle, role)[name] = column[0]
+        bundle.items = [{name: result[name][i] for name, role in self.roles.items() if role == "item"}
+                        for i in range(len(item_ids))]
+        return bundle
