@@ -1,0 +1,271 @@
+"""The reranker service (FastAPI): ``POST /rerank``, ``GET /healthz``, ``GET /models``, ``GET /metrics``.
+
+``POST /rerank`` validates the body (:mod:`serving.api_models`; 422 naming the field, the
+model is never called), reads the current :class:`~serving.holder.Bundle` once, then runs
+calibrator -> fusion weights -> reranker (greedy, or a Gumbel-Max sample when exploring, with
+the list log-prob and fusion log-prob kept), answers, and hands the Impression to the
+non-blocking emitter (:mod:`serving.emitter`): building and encoding the event happen on the
+emitter's thread, not in the response path.
+
+Build with :func:`create_app`; the :class:`ServingRuntime` it returns in ``app.state.runtime``
+owns the holder, watcher, emitter and examples reader, started/stopped by the app lifespan.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+from learners.protocol import RerankRequest
+from serving import components
+from serving.api_models import RankedItem, RerankBody, RerankResponse
+from serving.emitter import ImpressionEmitter
+from serving.holder import Bundle, ModelHolder
+from serving.recent_examples import RecentExamples
+from serving.serve_config import ServeConfig
+from streamrank.config import Settings
+from streams.events import IMPRESSION_SCHEMA, FusionDecision, Impression, ShownItem, encode
+
+log = logging.getLogger(__name__)
+
+
+class InputError(ValueError):
+    """A request the service refuses (HTTP 422) with the field at fault."""
+
+    def __init__(self, field: str, reason: str) -> None:
+        super().__init__(f"{field}: {reason}")
+        self.field = field
+        self.reason = reason
+
+
+def _loc_to_field(loc: tuple | list) -> str:
+    parts = [str(p) for p in loc if p != "body"]
+    return ".".join(parts) or "<body>"
+
+
+def validation_error_body(exc: RequestValidationError) -> dict[str, Any]:
+    errors = exc.errors()
+    first = errors[0] if errors else {"loc": (), "msg": "invalid request", "type": "invalid"}
+    return {"error": "invalid_request", "field": _loc_to_field(first.get("loc", ())), "reason": first.get("type"),
+            "message": str(first.get("msg")),
+            "errors": [{"field": _loc_to_field(e.get("loc", ())), "reason": e.get("type"), "message": str(e.get("msg"))}
+                       for e in errors[:20]]}
+
+
+class Metrics:
+    """Prometheus metrics of one app instance (own registry, so tests can build many apps)."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter("streamrank_rerank_requests", "rerank requests answered", ["status"],
+                                registry=self.registry)
+        self.latency = Histogram("streamrank_rerank_seconds", "rerank handler latency", registry=self.registry,
+                                 buckets=(0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.015, 0.025, 0.05, 0.1, 0.25, 1.0))
+        self.swaps = Gauge("streamrank_model_swaps", "snapshots swapped in", registry=self.registry)
+        self.refusals = Gauge("streamrank_model_refusals", "snapshots refused or blocked", registry=self.registry)
+        self.emitted = Gauge("streamrank_impressions_acked", "impressions acknowledged by Kafka", registry=self.registry)
+        self.dropped = Gauge("streamrank_impressions_dropped", "impressions dropped (buffer full)",
+                             registry=self.registry)
+        self.failed = Gauge("streamrank_impressions_failed", "impressions the broker never acknowledged",
+                            registry=self.registry)
+        self.queued = Gauge("streamrank_impressions_queued", "impressions waiting in the buffer", registry=self.registry)
+
+
+@dataclass
+class ServingRuntime:
+    """Everything the app runs besides request handling."""
+
+    settings: Settings
+    config: ServeConfig
+    holder: ModelHolder
+    emitter: ImpressionEmitter
+    examples: RecentExamples | None = None
+    watcher: Any = None  # serving.watcher.SnapshotWatcher (None: no snapshot registry, cold start only)
+    registry: Any = None
+
+    def start(self) -> None:
+        self.emitter.start()
+        if self.examples is not None:
+            self.examples.start()
+        if self.watcher is not None:
+            self.watcher.start()
+
+    def close(self) -> None:
+        if self.watcher is not None:
+            self.watcher.close()
+        if self.examples is not None:
+            self.examples.close()
+        self.emitter.close(timeout=3)
+        if self.registry is not None:
+            self.registry.close()
+
+
+def build_runtime(settings: Settings, config: ServeConfig, with_watcher: bool = True) -> ServingRuntime:
+    """Wire holder, emitter, examples reader and snapshot watcher from settings."""
+    holder = ModelHolder()
+    emitter = ImpressionEmitter(settings.kafka, settings.topics.impressions, max_queue=config.emit_queue)
+    examples = RecentExamples(settings.kafka, settings.topics.examples, maxlen=config.gate.window) \
+        if settings.kafka and config.gate.enabled else None
+    watcher = registry = None
+    if with_watcher and settings.redis:
+        from feature_store.snapshots import SnapshotRegistry  # noqa: PLC0415
+        from serving.gate import PromotionGate  # noqa: PLC0415
+        from serving.watcher import SnapshotWatcher  # noqa: PLC0415
+
+        registry = SnapshotRegistry(settings.redis_url, settings, announce_kafka=False)
+        watcher = SnapshotWatcher(registry, holder, config.roles(), gate=PromotionGate(config.gate), examples=examples,
+                                  poll_interval_s=config.poll_interval_s, use_pubsub=config.watch_pubsub,
+                                  use_kafka=config.watch_kafka, tasks=config.tasks)
+    return ServingRuntime(settings, config, holder, emitter, examples, watcher, registry)
+
+
+# -- the request path ---------------------------------------------------------------------------
+def _features(body: RerankBody) -> torch.Tensor:
+    feats = [c.features for c in body.candidates]
+    if all(f is None for f in feats):
+        return torch.zeros((len(feats), 0))
+    dims = {len(f) for f in feats if f is not None}
+    if any(f is None for f in feats) or len(dims) != 1:
+        bad = next(i for i, f in enumerate(feats) if f is None or len(f) != len(feats[0] or []))
+        raise InputError(f"candidates.{bad}.features", "every candidate needs features of the same length, or none")
+    return torch.tensor(feats, dtype=torch.float32)
+
+
+def rerank_once(bundle: Bundle, body: RerankBody, config: ServeConfig) -> dict[str, Any]:
+    """Calibrate -> fuse -> rerank on one bundle; pure apart from the models' own RNG."""
+    n = len(body.candidates)
+    explore = config.explore if body.explore is None else body.explore
+    tasks = list(body.candidates[0].scores)
+    raw = {t: torch.tensor([c.scores[t] for c in body.candidates], dtype=torch.float64) for t in tasks}
+    context: dict[str, Any] = dict(body.context)
+    context.update(user_id=body.user_id, query=body.query)
+    calibrated = components.calibrate(bundle.calibrator, raw, context)
+    weights, fusion_logprob = components.fusion(bundle.fusion, calibrated, context, explore,
+                                                config.default_fusion_weights)
+    request = RerankRequest(item_ids=tuple(c.item_id for c in body.candidates), features=_features(body),
+                            task_scores=calibrated, context={**context, "fusion_weights": weights})
+    result = components.rerank(bundle.reranker, request, explore)
+    if sorted(result.order) != list(range(n)):
+        raise RuntimeError("reranker returned an order that is not a permutation of the candidates")
+    list_logprob = result.logprob if explore else 0.0  # greedy: the shown order had probability 1
+    if list_logprob is not None:
+        list_logprob = min(0.0, float(list_logprob))
+    return {"order": list(result.order), "scores": list(result.scores), "calibrated": calibrated, "weights": weights,
+            "fusion_logprob": fusion_logprob, "list_logprob": list_logprob, "explored": explore,
+            "versions": bundle.model_versions(), "request": request}
+
+
+def impression_factory(body: RerankBody, out: dict[str, Any], config: ServeConfig, ts: float):
+    """A closure building the Impression bytes (runs on the emitter thread)."""
+
+    def build() -> bytes:
+        items = []
+        for pos, idx in enumerate(out["order"], 1):
+            cand = body.candidates[idx]
+            items.append(ShownItem(item_id=cand.item_id, position=pos, scores=cand.scores,
+                                   calibrated={t: float(v[idx]) for t, v in out["calibrated"].items()},
+                                   duration_ms=cand.duration_ms,
+                                   features=cand.features if config.log_features else None))
+        context: dict[str, float | str] = {k: v for k, v in body.context.items()}
+        context["explored"] = 1.0 if out["explored"] else 0.0
+        event = Impression(schema=IMPRESSION_SCHEMA, event_id=f"{body.request_id}:imp:{uuid.uuid4().hex[:8]}",
+                           request_id=body.request_id, ts=ts, user_id=body.user_id, query=body.query, items=items,
+                           fusion=FusionDecision(weights=out["weights"], logprob=out["fusion_logprob"]),
+                           list_logprob=out["list_logprob"], model_versions=out["versions"], context=context,
+                           source="serving")
+        return encode(event)
+
+    return build
+
+
+def create_app(runtime: ServingRuntime) -> FastAPI:
+    config = runtime.config
+    metrics = Metrics()
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI):
+        torch.set_num_threads(max(1, config.torch_threads))
+        runtime.start()
+        try:
+            yield
+        finally:
+            runtime.close()
+
+    app = FastAPI(title="streamrank reranker", version="1", lifespan=lifespan,
+                  description="Calibrate -> fuse -> rerank with hot-swapped model snapshots.")
+    app.state.runtime = runtime
+    app.state.metrics = metrics
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        metrics.requests.labels(status="422").inc()
+        return JSONResponse(status_code=422, content=validation_error_body(exc))
+
+    @app.exception_handler(InputError)
+    async def _input_error(_request: Request, exc: InputError) -> JSONResponse:
+        metrics.requests.labels(status="422").inc()
+        return JSONResponse(status_code=422, content={"error": "invalid_request", "field": exc.field,
+                                                      "reason": exc.reason, "message": str(exc)})
+
+    @app.post("/rerank", response_model=RerankResponse)
+    def rerank(body: RerankBody) -> RerankResponse:
+        started = time.perf_counter()
+        if len(body.candidates) > config.max_candidates:
+            raise InputError("candidates", f"{len(body.candidates)} candidates > the maximum {config.max_candidates}")
+        bundle = runtime.holder.bundle  # read once: this request finishes on this bundle
+        out = rerank_once(bundle, body, config)
+        if runtime.watcher is not None:
+            runtime.watcher.canary = out["request"]
+        logged = runtime.emitter.offer(body.request_id.encode(), impression_factory(body, out, config, time.time()))
+        items = [RankedItem(item_id=body.candidates[idx].item_id, position=pos, score=float(score),
+                            calibrated={t: float(v[idx]) for t, v in out["calibrated"].items()})
+                 for pos, (idx, score) in enumerate(zip(out["order"], out["scores"]), 1)]
+        response = RerankResponse(request_id=body.request_id, items=items, model_versions=out["versions"],
+                                  fusion_weights=out["weights"], fusion_logprob=out["fusion_logprob"],
+                                  list_logprob=out["list_logprob"], explored=out["explored"], impression_logged=logged)
+        metrics.latency.observe(time.perf_counter() - started)
+        metrics.requests.labels(status="200").inc()
+        return response
+
+    @app.get("/healthz")
+    def healthz() -> dict[str, Any]:
+        return {"status": "ok", "models": runtime.holder.bundle.versions(),
+                "impressions": runtime.emitter.stats.as_dict()}
+
+    @app.get("/models")
+    def models() -> dict[str, Any]:
+        bundle = runtime.holder.bundle
+        serving = {}
+        for role in ("calibrator", "fusion", "reranker"):
+            comp = bundle.component(role)
+            serving[role] = {"model": comp.name, "version": comp.version, "sha256": comp.sha256,
+                             "loaded_at": comp.loaded_at} if comp else {"model": config.roles()[role],
+                                                                        "version": None, "cold_start": True}
+        return {"serving": serving, "generation": bundle.generation, "swaps": runtime.holder.swaps,
+                "refusals": runtime.holder.refusals, "decisions": runtime.holder.recent_decisions(),
+                "gate": {"enabled": config.gate.enabled, "estimator": config.gate.estimator,
+                         "max_relative_drop": config.gate.max_relative_drop, "min_samples": config.gate.min_samples,
+                         "recent_examples": len(runtime.examples) if runtime.examples is not None else 0}}
+
+    @app.get("/metrics")
+    def prometheus() -> Response:
+        stats = runtime.emitter.stats
+        metrics.swaps.set(runtime.holder.swaps)
+        metrics.refusals.set(runtime.holder.refusals)
+        metrics.emitted.set(stats.acked)
+        metrics.dropped.set(stats.dropped)
+        metrics.failed.set(stats.failed)
+        metrics.queued.set(runtime.emitter.queued)
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    return app

@@ -1,0 +1,156 @@
+"""Turn snapshots into serving components and give each role one calling convention.
+
+A served policy has three roles (DESIGN.md): **calibrator** (UMNN: task p_hat -> calibrated p),
+**fusion** (DRPO: context -> fusion weights over tasks + their log-prob), **reranker** (LDRO:
+candidates -> order + list log-prob). Each role is filled by a model name from config; the
+snapshot of that name is rebuilt with :func:`learners.registry.build_learner` (or this
+package's :mod:`serving.baseline` for ``linear-pl``) and ``load_state_dict``.
+
+The learners' inference methods differ by family, so the adapters below accept the names the
+learner families expose and fall back to the cold-start policy when a role has no snapshot:
+
+* calibrator: ``calibrate(task_scores: dict[str, Tensor], context) -> dict[str, Tensor]``
+* fusion: ``fusion_weights(task_scores, context, explore=...) -> (dict[str, float], logprob)``
+  or ``fuse(...)`` with the same signature
+* reranker: ``rerank(RerankRequest, explore=...) -> RerankResult`` and, for the promotion gate,
+  ``candidate_scores(RerankRequest) -> Tensor[n]`` (else the scores of ``rerank(explore=False)``
+  mapped back to candidates)
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from learners.protocol import LearnerState, RerankRequest, RerankResult
+from serving.baseline import FusedScoreReranker, LinearListScorer
+
+ROLES = ("calibrator", "fusion", "reranker")
+SERVING_BUILTINS = {"linear-pl": LinearListScorer}
+
+
+class ComponentError(RuntimeError):
+    """A snapshot could not be turned into a working component (wrong shapes, bad outputs...)."""
+
+
+@dataclass(frozen=True)
+class Component:
+    """One loaded model: its role, name, version and the object that runs it."""
+
+    role: str
+    name: str
+    version: str
+    model: Any
+    sha256: str = ""
+    loaded_at: float = 0.0
+
+
+def build_component_model(name: str, state: LearnerState) -> Any:
+    """Rebuild a model object from a snapshot's tensors and meta (config in ``meta['config']``)."""
+    config = dict(state.meta.get("config") or {})
+    if name in SERVING_BUILTINS or state.meta.get("family") == "serving.baseline":
+        model = SERVING_BUILTINS[state.meta.get("model", name)](**config)
+    else:
+        from learners.registry import build_learner  # noqa: PLC0415 - learners are optional at import time
+
+        try:
+            model = build_learner(name, **config)
+        except TypeError:
+            model = build_learner(name)
+    try:
+        model.load_state_dict(state)
+    except (RuntimeError, ValueError, KeyError, TypeError) as exc:
+        raise ComponentError(f"{name}: weights do not fit the model: {str(exc)[:300]}") from None
+    if isinstance(model, torch.nn.Module):
+        model.eval()
+    return model
+
+
+# -- role calls -----------------------------------------------------------------------------------
+def calibrate(component: Component | None, task_scores: dict[str, torch.Tensor],
+              context: dict[str, Any]) -> dict[str, torch.Tensor]:
+    if component is None:
+        return task_scores
+    out = component.model.calibrate(task_scores, context)
+    return {task: torch.as_tensor(out.get(task, task_scores[task]), dtype=torch.float64) for task in task_scores}
+
+
+def fusion(component: Component | None, task_scores: dict[str, torch.Tensor], context: dict[str, Any],
+           explore: bool, default_weights: dict[str, float]) -> tuple[dict[str, float], float | None]:
+    if component is None:
+        return {t: float(default_weights.get(t, 1.0)) for t in task_scores}, None
+    method = getattr(component.model, "fusion_weights", None) or getattr(component.model, "fuse")
+    weights, logprob = method(task_scores, context, explore=explore)
+    return {str(k): float(v) for k, v in dict(weights).items()}, (None if logprob is None else float(logprob))
+
+
+_COLD_START = FusedScoreReranker()
+
+
+def rerank(component: Component | None, request: RerankRequest, explore: bool) -> RerankResult:
+    model = _COLD_START if component is None else component.model
+    with torch.no_grad():
+        return model.rerank(request, explore=explore)
+
+
+def candidate_scores(component: Component | None, request: RerankRequest) -> torch.Tensor:
+    """Per-candidate scores (for PL log-probs in the promotion gate)."""
+    model = _COLD_START if component is None else component.model
+    with torch.no_grad():
+        if hasattr(model, "candidate_scores"):
+            return torch.as_tensor(model.candidate_scores(request), dtype=torch.float64)
+        result = model.rerank(request, explore=False)
+    scores = torch.empty(len(request.item_ids), dtype=torch.float64)
+    scores[torch.as_tensor(result.order)] = torch.as_tensor(result.scores, dtype=torch.float64)
+    return scores
+
+
+# -- canary -----------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class CanaryRequest:
+    """A fixed request every new component must answer sensibly before it may serve."""
+
+    request: RerankRequest
+    context: dict[str, Any] = field(default_factory=dict)
+
+
+def canary_request(n_features: int, tasks: tuple[str, ...], n: int = 8, seed: int = 1234) -> RerankRequest:
+    gen = torch.Generator().manual_seed(seed)
+    return RerankRequest(item_ids=tuple(f"canary-{i}" for i in range(n)),
+                         features=torch.rand((n, n_features), generator=gen) if n_features else torch.zeros((n, 0)),
+                         task_scores={t: torch.rand(n, generator=gen, dtype=torch.float64) * 0.9 + 0.05 for t in tasks},
+                         context={"user_id": "canary", "query": "canary"})
+
+
+def check_component(component: Component, request: RerankRequest) -> None:
+    """Run the role's call on the canary; raise :class:`ComponentError` on errors or non-finite output."""
+    n = len(request.item_ids)
+    try:
+        if component.role == "calibrator":
+            out = calibrate(component, request.task_scores, request.context)
+            for task, values in out.items():
+                if values.shape != (n,) or not bool(torch.isfinite(values).all()) or bool(((values < 0) | (values > 1)).any()):
+                    raise ComponentError(f"calibrator {component.name} v{component.version}: bad output for {task}")
+        elif component.role == "fusion":
+            weights, logprob = fusion(component, request.task_scores, request.context, False, {})
+            if not weights or not all(math.isfinite(w) for w in weights.values()) or \
+                    (logprob is not None and not math.isfinite(logprob)):
+                raise ComponentError(f"fusion {component.name} v{component.version}: non-finite weights {weights}")
+        else:
+            result = rerank(component, request, explore=False)
+            if sorted(result.order) != list(range(n)):
+                raise ComponentError(f"reranker {component.name} v{component.version}: order is not a permutation")
+            if not all(math.isfinite(s) for s in result.scores) or \
+                    (result.logprob is not None and not math.isfinite(result.logprob)):
+                raise ComponentError(f"reranker {component.name} v{component.version}: non-finite scores on the canary")
+            scores = candidate_scores(component, request)
+            if not bool(torch.isfinite(scores).all()):
+                raise ComponentError(f"reranker {component.name} v{component.version}: non-finite candidate scores")
+    except ComponentError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - any failure on the canary refuses the snapshot
+        raise ComponentError(f"{component.role} {component.name} v{component.version} failed the canary: "
+                             f"{type(exc).__name__}: {str(exc)[:300]}") from None

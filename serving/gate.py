@@ -1,0 +1,137 @@
+r"""Promotion gate: a new reranker snapshot serves only if its off-policy value is not clearly worse.
+
+On the most recent logged examples that serving produced **with exploration** (so every shown
+order had a known, non-degenerate probability, logged as ``impression.list_logprob``), both the
+serving reranker and the candidate are evaluated as Plackett--Luce policies over their candidate
+scores. The list-wise importance weight of round :math:`i` is
+:math:`w_i = \min(\exp(\log\pi(y_i) - \log\pi_b(y_i)), \lambda)` and the value estimate is
+SNIPS (default) or IPS over the list rewards (:mod:`serving.ope`). The candidate is blocked when
+
+.. math:: \hat V(\text{candidate}) < \hat V(\text{current}) - \delta\,\max(|\hat V(\text{current})|, \epsilon)
+
+with :math:`\delta` = ``max_relative_drop``. With fewer than ``min_samples`` usable examples
+the gate lets the snapshot through and says so ("insufficient data") in the decision.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+from learners.protocol import RerankRequest
+from serving.baseline import pl_logprob
+from serving.components import Component, candidate_scores
+from serving.ope import ESTIMATORS
+from streams.events import LabeledList
+
+
+@dataclass(frozen=True)
+class GateConfig:
+    enabled: bool = True
+    estimator: str = "snipw"
+    max_relative_drop: float = 0.05
+    min_samples: int = 30
+    clip: float = 50.0
+    window: int = 2000  # most recent usable examples considered
+
+    def __post_init__(self) -> None:
+        if self.estimator not in ("ipw", "snipw"):
+            raise ValueError(f"gate estimator must be 'ipw' or 'snipw', got {self.estimator!r}")
+        if self.max_relative_drop < 0:
+            raise ValueError("max_relative_drop must be >= 0")
+
+
+@dataclass(frozen=True)
+class GateDecision:
+    accepted: bool
+    reason: str
+    n: int
+    current_value: float | None = None
+    candidate_value: float | None = None
+    estimator: str = "snipw"
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"accepted": self.accepted, "reason": self.reason, "n": self.n, "estimator": self.estimator,
+                "current_value": self.current_value, "candidate_value": self.candidate_value}
+
+
+def usable(example: LabeledList) -> bool:
+    """Served by us with exploration and a logged list log-prob."""
+    imp = example.impression
+    return imp.list_logprob is not None and float(imp.context.get("explored", 0.0) or 0.0) > 0 and len(imp.items) > 1
+
+
+def request_from_example(example: LabeledList) -> RerankRequest:
+    """The candidates as served (in shown order), with the task scores and fusion weights logged."""
+    imp = example.impression
+    tasks = list(imp.items[0].scores)
+    task_scores = {}
+    for t in tasks:
+        task_scores[t] = torch.tensor([(it.calibrated or it.scores).get(t, it.scores.get(t, 0.5)) for it in imp.items],
+                                      dtype=torch.float64)
+    dims = {len(it.features) for it in imp.items if it.features is not None}
+    if len(dims) == 1 and all(it.features is not None for it in imp.items):
+        features = torch.tensor([it.features for it in imp.items], dtype=torch.float32)
+    else:
+        features = torch.zeros((len(imp.items), 0))
+    context: dict[str, Any] = dict(imp.context)
+    context.update(user_id=imp.user_id, query=imp.query)
+    if imp.fusion is not None:
+        context["fusion_weights"] = dict(imp.fusion.weights)
+    return RerankRequest(item_ids=tuple(it.item_id for it in imp.items), features=features, task_scores=task_scores,
+                         context=context)
+
+
+def policy_logprobs(component: Component | None, examples: Sequence[LabeledList]) -> np.ndarray:
+    """Log-prob of each logged (shown) order under ``component``'s PL policy."""
+    out = np.empty(len(examples))
+    for i, ex in enumerate(examples):
+        req = request_from_example(ex)
+        out[i] = pl_logprob(candidate_scores(component, req), range(len(req.item_ids)))
+    return out
+
+
+class PromotionGate:
+    """Compares candidate and current reranker on recent logged data (see the module docstring)."""
+
+    def __init__(self, config: GateConfig | None = None) -> None:
+        self.config = config or GateConfig()
+
+    def estimate(self, component: Component | None, examples: Sequence[LabeledList]) -> float:
+        reward = np.array([ex.list_reward for ex in examples], dtype=np.float64)
+        logged = np.array([ex.impression.list_logprob for ex in examples], dtype=np.float64)
+        new = policy_logprobs(component, examples)
+        w = np.minimum(np.exp(np.clip(new - logged, -700, 700)), self.config.clip)
+        # Weights are ratios already: pass them as evaluation_prob with pscore 1.
+        estimator = ESTIMATORS[self.config.estimator]()
+        if self.config.estimator == "snipw" and w.sum() <= 0:
+            return 0.0
+        return estimator.estimate_policy_value(reward, np.ones_like(w), w)
+
+    def decide(self, current: Component | None, candidate: Component,
+               examples: Sequence[LabeledList]) -> GateDecision:
+        cfg = self.config
+        if not cfg.enabled:
+            return GateDecision(True, "gate disabled", 0, estimator=cfg.estimator)
+        data = [ex for ex in examples if usable(ex)][-cfg.window:]
+        if len(data) < cfg.min_samples:
+            return GateDecision(True, f"insufficient data ({len(data)} < {cfg.min_samples} explored examples)",
+                                len(data), estimator=cfg.estimator)
+        try:
+            v_cur = self.estimate(current, data)
+            v_new = self.estimate(candidate, data)
+        except Exception as exc:  # noqa: BLE001 - a candidate that cannot score logged lists is refused
+            return GateDecision(False, f"candidate could not be evaluated: {type(exc).__name__}: {str(exc)[:200]}",
+                                len(data), estimator=cfg.estimator)
+        if not (math.isfinite(v_cur) and math.isfinite(v_new)):
+            return GateDecision(False, "non-finite estimate", len(data), v_cur, v_new, cfg.estimator)
+        floor = v_cur - cfg.max_relative_drop * max(abs(v_cur), 1e-9)
+        if v_new < floor:
+            return GateDecision(False, f"estimated value {v_new:.4f} < {v_cur:.4f} - {cfg.max_relative_drop:.0%}",
+                                len(data), v_cur, v_new, cfg.estimator)
+        return GateDecision(True, f"estimated value {v_new:.4f} vs current {v_cur:.4f}", len(data), v_cur, v_new,
+                            cfg.estimator)

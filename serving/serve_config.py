@@ -1,0 +1,92 @@
+"""Serving settings: which model fills each role, limits, exploration, gate and watcher intervals.
+
+Read from (lowest to highest precedence) the defaults below, the ``[serving]`` section of the
+``STREAMRANK_CONFIG`` file (when the config module supports it) and ``STREAMRANK_SERVE_*``
+environment variables; endpoints and topics always come from :func:`streamrank.config.load_settings`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field, fields, replace
+from typing import Any
+
+from serving.gate import GateConfig
+from streamrank.config import Settings
+
+DEFAULT_FUSION_WEIGHTS = {"click": 1.0, "long_view": 1.0, "watch_time": 1.0}
+
+
+@dataclass(frozen=True)
+class ServeConfig:
+    host: str = "127.0.0.1"
+    port: int = 8080
+    max_candidates: int = 200
+    calibrator: str = "umnn"
+    fusion: str = "drpo"
+    reranker: str = "ldro"
+    explore: bool = False  # default for requests that do not say
+    tasks: tuple[str, ...] = ("click", "long_view", "watch_time")
+    default_fusion_weights: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_FUSION_WEIGHTS))
+    emit_queue: int = 10_000
+    log_features: bool = True
+    poll_interval_s: float = 1.0
+    watch_pubsub: bool = True
+    watch_kafka: bool = True
+    gate: GateConfig = field(default_factory=GateConfig)
+    torch_threads: int = 1
+
+    def roles(self) -> dict[str, str]:
+        return {"calibrator": self.calibrator, "fusion": self.fusion, "reranker": self.reranker}
+
+    def __post_init__(self) -> None:
+        if self.host != "127.0.0.1" and not os.environ.get("STREAMRANK_ALLOW_PUBLIC_BIND"):
+            raise ValueError(f"serving binds to 127.0.0.1 only (got {self.host!r}); deploy/ sets up public access")
+        if self.max_candidates < 1:
+            raise ValueError(f"max_candidates must be >= 1, got {self.max_candidates}")
+
+
+def _coerce(kind: Any, raw: Any) -> Any:
+    if isinstance(raw, str):
+        if kind in (bool, "bool"):
+            return raw.strip().lower() in ("1", "true", "yes", "on")
+        if kind in (int, "int"):
+            return int(raw)
+        if kind in (float, "float"):
+            return float(raw)
+        if kind in ("tuple[str, ...]",):
+            return tuple(t.strip() for t in raw.split(",") if t.strip())
+        if kind in ("dict[str, float]",):
+            return {k: float(v) for k, v in json.loads(raw).items()}
+    if kind in ("tuple[str, ...]",) and isinstance(raw, list):
+        return tuple(raw)
+    return raw
+
+
+def load_serve_config(settings: Settings, env: dict[str, str] | None = None, **overrides: Any) -> ServeConfig:
+    """Defaults < ``[serving]`` config section < ``STREAMRANK_SERVE_<FIELD>`` env < explicit ``overrides``."""
+    env = dict(os.environ if env is None else env)
+    values: dict[str, Any] = {"max_candidates": settings.max_list_size}
+    try:
+        from streamrank.config import config_section  # noqa: PLC0415 - newer config modules only
+
+        values.update(config_section(settings, "serving"))
+    except ImportError:
+        pass
+    gate_values = dict(values.pop("gate", {}) or {})
+    by_name = {f.name: f for f in fields(ServeConfig)}
+    for name, f in by_name.items():
+        key = f"STREAMRANK_SERVE_{name.upper()}"
+        if key in env and name != "gate":
+            values[name] = env[key]
+    for gf in fields(GateConfig):
+        key = f"STREAMRANK_SERVE_GATE_{gf.name.upper()}"
+        if key in env:
+            gate_values[gf.name] = _coerce(gf.type, env[key])
+    values.update({k: v for k, v in overrides.items() if v is not None and k != "gate"})
+    values = {k: _coerce(by_name[k].type, v) for k, v in values.items() if k in by_name}
+    config = ServeConfig(**values, gate=GateConfig(**gate_values) if gate_values else GateConfig())
+    if overrides.get("gate") is not None:
+        config = replace(config, gate=overrides["gate"])
+    return config

@@ -1,0 +1,146 @@
+"""POST /rerank: bad input gets a 422 naming the field and never reaches a model; good input ranks."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from fastapi.testclient import TestClient
+
+from serving.app import build_runtime, create_app
+from serving.baseline import LinearListScorer
+from serving.components import Component
+from serving.serve_config import ServeConfig
+from streamrank.config import Settings
+
+
+class CountingScorer(LinearListScorer):
+    """A real linear PL scorer that counts how often serving called it."""
+
+    def __init__(self, **kw) -> None:
+        super().__init__(**kw)
+        self.calls = 0
+
+    def rerank(self, request, explore=False):
+        self.calls += 1
+        return super().rerank(request, explore)
+
+
+@pytest.fixture
+def served(tmp_path):
+    settings = Settings(home=tmp_path, kafka=None, redis=None)
+    runtime = build_runtime(settings, ServeConfig(max_candidates=5, reranker="linear-pl"), with_watcher=False)
+    model = CountingScorer(n_features=2)
+    with torch.no_grad():
+        model.feature_weight.copy_(torch.tensor([1.0, 0.0]))
+    runtime.holder.swap(Component("reranker", "linear-pl", "7", model))
+    with TestClient(create_app(runtime)) as client:
+        yield client, model, runtime
+
+
+def body(n: int = 3, **changes) -> dict:
+    doc = {"request_id": "r1", "user_id": "u1", "query": "q",
+           "candidates": [{"item_id": f"i{k}", "scores": {"click": 0.5, "long_view": 0.2}, "features": [float(k), 0.0]}
+                          for k in range(n)]}
+    doc.update(changes)
+    return doc
+
+
+def with_candidate(k: int, **changes) -> dict:
+    doc = body()
+    doc["candidates"][k].update(changes)
+    return doc
+
+
+BAD = [
+    ("missing request_id", {k: v for k, v in body().items() if k != "request_id"}, "request_id"),
+    ("missing candidates", {k: v for k, v in body().items() if k != "candidates"}, "candidates"),
+    ("empty candidates", body(candidates=[]), "candidates"),
+    ("too many candidates", body(6), "candidates"),
+    ("score out of range", with_candidate(1, scores={"click": 1.5, "long_view": 0.2}), "candidates.1.scores.click"),
+    ("score wrong type", with_candidate(0, scores={"click": "high", "long_view": 0.2}), "candidates.0.scores.click"),
+    ("user_id wrong type", body(user_id=123), "user_id"),
+    ("number as string", with_candidate(0, scores={"click": "0.5", "long_view": 0.2}), "candidates.0.scores.click"),
+    ("explore wrong type", body(explore="yes"), "explore"),
+    ("candidates wrong type", body(candidates="i0,i1"), "candidates"),
+    ("unknown field", body(colour="red"), "colour"),
+    ("duplicate item", body(candidates=[body()["candidates"][0]] * 2), "candidates"),
+    ("feature lengths differ", with_candidate(2, features=[1.0]), "candidates.2.features"),
+    ("missing scores", with_candidate(0, scores={}), "candidates.0.scores"),
+]
+
+
+@pytest.mark.parametrize("case,doc,field", BAD, ids=[b[0] for b in BAD])
+def test_bad_input_is_a_422_naming_the_field_and_never_reaches_the_model(served, case, doc, field):
+    client, model, _ = served
+    response = client.post("/rerank", json=doc)
+    assert response.status_code == 422, response.text
+    assert response.json()["field"] == field
+    assert model.calls == 0
+
+
+@pytest.mark.parametrize("raw,field", [
+    (b'{"request_id":"r","user_id":"u","candidates":[{"item_id":"a","scores":{"click":NaN}}]}', "candidates.0.scores.click"),
+    (b'{"request_id":"r","user_id":"u","candidates":[{"item_id":"a","scores":{"click":0.1},"features":[Infinity]}]}',
+     "candidates.0.features.0"),
+])
+def test_nan_and_infinite_numbers_are_refused(served, raw, field):
+    client, model, _ = served
+    response = client.post("/rerank", content=raw, headers={"content-type": "application/json"})
+    assert response.status_code == 422
+    assert response.json()["field"] == field
+    assert model.calls == 0
+
+
+def test_not_json_is_a_422(served):
+    client, model, _ = served
+    response = client.post("/rerank", content=b"{nope", headers={"content-type": "application/json"})
+    assert response.status_code == 422 and model.calls == 0
+
+
+def test_valid_request_is_ranked_by_the_loaded_model_and_logged(served):
+    client, model, runtime = served
+    response = client.post("/rerank", json=body(4))
+    assert response.status_code == 200, response.text
+    doc = response.json()
+    # feature 0 has weight 1 and the task scores are equal: highest feature first.
+    assert [it["item_id"] for it in doc["items"]] == ["i3", "i2", "i1", "i0"]
+    assert [it["position"] for it in doc["items"]] == [1, 2, 3, 4]
+    assert doc["model_versions"] == {"linear-pl": "7"}
+    assert doc["list_logprob"] == 0.0 and doc["explored"] is False
+    assert doc["impression_logged"] is True and runtime.emitter.queued == 1
+    assert model.calls == 1
+
+
+def test_exploration_logs_a_plackett_luce_log_prob_and_a_valid_impression(served):
+    client, _, runtime = served
+    doc = client.post("/rerank", json=body(4, explore=True)).json()
+    assert doc["explored"] is True and doc["list_logprob"] < 0.0
+    # The impression the emitter would send is a valid contract event with the same order.
+    _, build = runtime.emitter._queue.get_nowait()
+    from streams.events import decode
+
+    event = decode(build())
+    assert [it.item_id for it in event.items] == [it["item_id"] for it in doc["items"]]
+    assert event.list_logprob == pytest.approx(doc["list_logprob"])
+    assert event.context["explored"] == 1.0 and event.model_versions == {"linear-pl": "7"}
+
+
+def test_cold_start_ranks_by_fused_scores_without_any_snapshot(tmp_path):
+    runtime = build_runtime(Settings(home=tmp_path, kafka=None, redis=None), ServeConfig(), with_watcher=False)
+    with TestClient(create_app(runtime)) as client:
+        doc = client.post("/rerank", json={"request_id": "r", "user_id": "u", "candidates": [
+            {"item_id": "low", "scores": {"click": 0.1}}, {"item_id": "high", "scores": {"click": 0.9}}]}).json()
+        assert [it["item_id"] for it in doc["items"]] == ["high", "low"]
+        assert doc["model_versions"] == {}
+        models = client.get("/models").json()
+        assert models["serving"]["reranker"]["cold_start"] is True
+        metrics = client.get("/metrics").text
+        assert 'streamrank_rerank_requests_total{status="200"} 1.0' in metrics
+
+
+def test_openapi_documents_the_rerank_body(served):
+    client, _, _ = served
+    schema = client.get("/openapi.json").json()
+    assert "/rerank" in schema["paths"] and "RerankBody" in json.dumps(schema["components"])
