@@ -11,6 +11,8 @@ external Kafka/Redis just by changing environment variables:
 * ``STREAMRANK_TOPIC_PREFIX``  prefix for every topic name (default ``streamrank.``)
 * ``STREAMRANK_BROKER``        embedded broker implementation: ``noida`` or ``tansu``
 * ``STREAMRANK_PARTITIONS``    partitions per topic created by the stack (default 4)
+* ``STREAMRANK_CONFIG``        optional TOML or JSON file with per-stage sections (e.g. ``[join]``,
+                               ``[rewards]``); read with :func:`config_section`
 """
 
 from __future__ import annotations
@@ -74,6 +76,7 @@ class Settings:
     partitions: int = 4
     max_list_size: int = 200
     max_event_bytes: int = 1_000_000
+    config_path: Path | None = None
 
     @property
     def kafka_bootstrap(self) -> str:
@@ -126,4 +129,33 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         broker=env.get("STREAMRANK_BROKER", DEFAULT_BROKER),
         partitions=partitions,
         max_list_size=int(env.get("STREAMRANK_MAX_LIST_SIZE", 200)),
+        config_path=Path(env["STREAMRANK_CONFIG"]).resolve() if env.get("STREAMRANK_CONFIG") else None,
     )
+
+
+def config_section(settings: Settings, name: str) -> dict:
+    """Section ``name`` of the ``STREAMRANK_CONFIG`` file (TOML or JSON); empty when unset.
+
+    Stages keep their tunables (reward weights, join window, ...) in such sections so they
+    live in config, not code. A missing or unparsable file is an error, not a silent default.
+    """
+    path = settings.config_path
+    if path is None:
+        return {}
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ValueError(f"STREAMRANK_CONFIG {path}: {exc}") from None
+    try:
+        if path.suffix == ".json":
+            doc = json.loads(text)
+        else:
+            import tomllib  # noqa: PLC0415
+
+            doc = tomllib.loads(text)
+    except ValueError as exc:
+        raise ValueError(f"STREAMRANK_CONFIG {path}: {exc}") from None
+    section = doc.get(name, {})
+    if not isinstance(section, dict):
+        raise ValueError(f"STREAMRANK_CONFIG {path}: [{name}] must be a table/object")
+    return section

@@ -1,0 +1,320 @@
+"""The join agent's work per batch: decode, dead-letter, join state, close windows, emit.
+
+:class:`Joiner` holds what one worker process needs between batches (watermarks, deadline
+heaps, parsed impressions) around two changelog-backed Faust tables:
+
+* ``join-state``: request_id -> entry dict (:func:`streams.join.new_entry`), written once
+  per request per batch (writes are coalesced so a burst of feedback costs one changelog
+  record);
+* ``join-impressions``: request_id -> the impression's original bytes, written once,
+  deleted when the example is out.
+
+Both tables use the producer's key partitioner (``use_partitioner=True``), so a key's
+changelog partition is ``murmur2(request_id) % N``, the partition the key's events live on
+(the replay and any Kafka producer with the default partitioner key by request_id). That
+lets a whole ``take_events`` batch spanning several partitions update the tables, and lets
+timers update them outside any event.
+
+Effectively-once output (at-least-once delivery + stable example ids): an example is sent
+and the producer flushed *before* its entry becomes a tombstone, and Faust flushes the
+producer before it commits source offsets. A crash anywhere therefore re-emits an example
+(same ``example_id``, same labels) rather than losing it; consumers dedupe by id.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import time
+from dataclasses import dataclass
+from typing import Any, Iterable
+
+from kafka.partitioner.default import murmur2
+
+from streamrank.config import Settings
+from streams.dead_letter import DeadLetter
+from streams.events import EventError, Feedback, Impression, LabeledList, decode, encode
+from streams.join import (ClosedBy, JoinConfig, Watermarks, apply_feedback, apply_impression, close_entry,
+                          close_reason, new_entry, orphan_expired, tombstone_expired)
+from streams.metrics import StreamMetrics
+from streams.rewards import RewardWeights
+
+
+def partition_for_key(key: str, partitions: int) -> int:
+    """The default Kafka partitioner (murmur2 of the UTF-8 key), as kafka-python and aiokafka use it."""
+    return (murmur2(key.encode("utf-8")) & 0x7FFFFFFF) % partitions
+
+
+def _partition_of(key: bytes, partitions: int) -> int:
+    return (murmur2(bytes(key)) & 0x7FFFFFFF) % partitions
+
+
+@dataclass
+class Rejected:
+    """Why one consumed record is not a usable event."""
+
+    reason: str
+    field: str
+    detail: str
+
+
+def validate_record(value: Any, key: Any, logical_topic: str, settings: Settings) -> Impression | Feedback | Rejected:
+    """Decode and check one record of ``impressions`` or ``feedback`` (never raises on bad input)."""
+    if not isinstance(value, (bytes, bytearray)) or not value:
+        return Rejected("empty_value", "", "record has no value")
+    try:
+        event = decode(bytes(value), max_bytes=settings.max_event_bytes, max_list_size=settings.max_list_size)
+    except EventError as exc:
+        return Rejected(exc.reason, exc.field, exc.detail)
+    except Exception as exc:  # noqa: BLE001 - a hostile payload must never stop the agent
+        return Rejected("undecodable", "", f"{type(exc).__name__}: {exc}"[:500])
+    wanted = Impression if logical_topic == "impressions" else Feedback
+    if not isinstance(event, wanted):
+        return Rejected("wrong_topic", "schema", f"{event.schema_} on the {logical_topic} topic")
+    if key is not None and bytes(key) != event.request_id.encode("utf-8"):
+        return Rejected("key_mismatch", "request_id", "record key differs from request_id (breaks co-partitioning)")
+    return event
+
+
+class Joiner:
+    """Per-worker join processor; the Faust agent and timer in :mod:`streams.app` call it."""
+
+    def __init__(self, app: Any, settings: Settings, config: JoinConfig, weights: RewardWeights,
+                 metrics: StreamMetrics, state: Any, impressions: Any, examples_topic: Any,
+                 dead_letter_topic: Any) -> None:
+        self.app = app
+        self.settings = settings
+        self.config = config
+        self.weights = weights
+        self.metrics = metrics
+        self.state = state
+        self.impressions = impressions
+        self.examples_topic = examples_topic
+        self.dead_letter_topic = dead_letter_topic
+        self.logical = {settings.topics.impressions: "impressions", settings.topics.feedback: "feedback"}
+        self.watermarks = Watermarks(config.allowed_lateness_s)
+        self.deadlines: dict[int, list[tuple[float, str]]] = {}
+        self.session_ended: set[str] = set()
+        self.parsed: dict[str, Impression] = {}
+        self.closing: set[str] = set()
+        self.held_since: dict[str, float] = {}
+        self.last_offsets: dict[tuple[str, int], int] = {}
+        self.last_input = time.monotonic()
+        self.lock = asyncio.Lock()
+
+    # -- ingest ---------------------------------------------------------------------------------
+    async def process(self, events: Iterable[Any]) -> None:
+        """Apply one batch of Faust events, then close the windows it made due."""
+        self.last_input = time.monotonic()
+        dirty: dict[str, dict] = {}
+        touched: set[int] = set()
+        dead: list[DeadLetter] = []
+        for event in events:
+            message = event.message
+            self.metrics.inc("events_in")
+            self.last_offsets[(message.topic, message.partition)] = message.offset
+            logical = self.logical.get(message.topic, "feedback")
+            checked = validate_record(message.value, message.key, logical, self.settings)
+            if isinstance(checked, Rejected):
+                dead.append(DeadLetter(checked.reason, checked.field, checked.detail, message.topic,
+                                       message.partition, message.offset, message.key, message.value))
+                continue
+            rid = checked.request_id
+            if rid in self.closing:
+                self._count_after_close(checked)
+                continue
+            entry = dirty.get(rid)
+            if entry is None:
+                entry = self.state.get(rid.encode("utf-8"))
+                entry = new_entry() if entry is None else entry
+            partition = message.partition
+            self.watermarks.observe(partition, logical, checked.ts)
+            touched.add(partition)
+            if isinstance(checked, Impression):
+                result = apply_impression(entry, checked)
+                if result.outcome == "conflict":
+                    dead.append(DeadLetter("conflicting_impression", "event_id",
+                                           f"request already has impression {entry['imp']!r}", message.topic,
+                                           partition, message.offset, message.key, message.value))
+                    continue
+                if result.outcome == "duplicate":
+                    self.metrics.inc("duplicates")
+                    continue
+                self.metrics.inc("impressions_in")
+                entry["off"] = f"{message.topic}/{partition}/{message.offset}"
+                self.impressions[rid.encode("utf-8")] = bytes(message.value)
+                self.parsed[rid] = checked
+                self.held_since.pop(rid, None)
+                heapq.heappush(self.deadlines.setdefault(partition, []), (checked.ts + self.config.window_s, rid))
+                if entry["end"]:
+                    self.session_ended.add(rid)
+            else:
+                result = apply_feedback(entry, checked, self.config)
+                if result.outcome == "late":
+                    self.metrics.inc("late")
+                    continue
+                if result.outcome == "duplicate":
+                    self.metrics.inc("duplicates")
+                    continue
+                self.metrics.inc("feedback_in")
+                if result.outcome == "early":
+                    self.metrics.inc("early_feedback")
+                    self.held_since.setdefault(rid, time.monotonic())
+                elif entry["end"]:
+                    self.session_ended.add(rid)
+            dirty[rid] = entry
+        for rid, entry in dirty.items():
+            self.state[rid.encode("utf-8")] = entry
+        for letter in dead:
+            await self._dead_letter(letter)
+        await self.close_due(touched)
+
+    def _count_after_close(self, event: Impression | Feedback) -> None:
+        self.metrics.inc("duplicates" if isinstance(event, Impression) else "late")
+
+    async def _dead_letter(self, letter: DeadLetter) -> None:
+        await self.dead_letter_topic.send(key=letter.key, value=letter.value if letter.value is not None else b"",
+                                          headers=letter.headers(), force=True)
+        self.metrics.inc("dead_lettered")
+        self.metrics.dead_letter_reasons[letter.reason] += 1
+
+    # -- close ----------------------------------------------------------------------------------
+    async def close_due(self, partitions: Iterable[int]) -> int:
+        """Close entries whose window passed the watermark of their partition, or whose session ended."""
+        due: list[tuple[str, ClosedBy, float]] = []
+        for partition in partitions:
+            heap = self.deadlines.get(partition)
+            watermark = self.watermarks.get(partition)
+            while heap and heap[0][0] <= watermark:
+                _, rid = heapq.heappop(heap)
+                due.append((rid, "window", watermark))
+        for rid in list(self.session_ended):
+            self.session_ended.discard(rid)
+            due.append((rid, "session_end", self.watermarks.get(partition_for_key(rid, self.settings.partitions))))
+        return await self._close(due)
+
+    async def _close(self, due: list[tuple[str, ClosedBy | None, float]]) -> int:
+        """Emit the examples of ``due`` (``None`` reason: re-check), flush, then tombstone the entries."""
+        if not due:
+            return 0
+        async with self.lock:
+            ready: list[tuple[str, dict, LabeledList]] = []
+            for rid, forced, watermark in due:
+                entry = self.state.get(rid.encode("utf-8"))
+                if entry is None or rid in self.closing:
+                    continue
+                reason = close_reason(entry, watermark, self.config)
+                if reason is None and forced == "idle" and entry["imp"] is not None and entry["closed"] is None:
+                    reason = "idle"
+                if reason is None:
+                    continue
+                impression = self.parsed.get(rid) or self._impression_from_table(rid)
+                if impression is None:
+                    continue
+                entry = dict(entry)  # the stored entry stays open until the example is flushed
+                example = close_entry(entry, impression, self.config, self.weights, reason, watermark,
+                                      impression_offset=entry.get("off"))
+                self.closing.add(rid)
+                ready.append((rid, entry, example))
+            if not ready:
+                return 0
+            try:
+                for rid, _entry, example in ready:
+                    await self.examples_topic.send(key=rid.encode("utf-8"), value=encode(example), force=True)
+                await self.app.producer.flush()
+                for rid, entry, example in ready:
+                    key = rid.encode("utf-8")
+                    self.state[key] = entry
+                    if key in self.impressions:
+                        del self.impressions[key]
+                    self.parsed.pop(rid, None)
+                    self.metrics.inc("examples_out")
+                    self.metrics.closed_by[example.join.closed_by] += 1
+            finally:
+                for rid, _entry, _example in ready:
+                    self.closing.discard(rid)
+            return len(ready)
+
+    def _impression_from_table(self, rid: str) -> Impression | None:
+        raw = self.impressions.get(rid.encode("utf-8"))
+        if raw is None:
+            return None
+        event = decode(raw, max_bytes=self.settings.max_event_bytes)
+        return event if isinstance(event, Impression) else None
+
+    # -- periodic -------------------------------------------------------------------------------
+    def assigned_partitions(self) -> set[int]:
+        topic = self.settings.topics.impressions
+        return {tp.partition for tp in self.app.consumer.assignment() if tp.topic == topic}
+
+    async def tick(self) -> None:
+        """Housekeeping every interval: recovered/idle closes, purges, lag and status."""
+        assigned = self.assigned_partitions()
+        idle = time.monotonic() - self.last_input >= self.config.idle_timeout_s
+        due: list[tuple[str, ClosedBy | None, float]] = []
+        drop: list[str] = []
+        now = time.monotonic()
+        open_windows = 0
+        for key, entry in list(self.state.items()):
+            rid = key.decode("utf-8")
+            partition = partition_for_key(rid, self.settings.partitions)
+            if partition not in assigned:
+                continue
+            watermark = self.watermarks.get(partition)
+            if entry["closed"] is not None:
+                if tombstone_expired(entry, watermark, self.config):
+                    drop.append(rid)
+                continue
+            if entry["imp"] is None:
+                held = self.held_since.setdefault(rid, now)
+                if orphan_expired(entry, watermark, self.config) or (
+                        idle and now - held >= self.config.orphan_timeout_s):
+                    self.metrics.inc("orphaned", len(entry["fb"]))
+                    self.held_since.pop(rid, None)
+                    drop.append(rid)
+                continue
+            open_windows += 1
+            if idle:
+                due.append((rid, "idle", watermark))
+            elif close_reason(entry, watermark, self.config) is not None:
+                due.append((rid, None, watermark))
+        for rid in drop:
+            key = rid.encode("utf-8")
+            if rid not in self.closing and key in self.state:
+                del self.state[key]
+        closed = await self._close(due)
+        self.metrics.open_windows = max(0, open_windows - closed)
+        self.update_lag()
+        self.metrics.write_status(self.settings.home / "workers")
+
+    def update_lag(self) -> None:
+        consumer = self.app.consumer
+        lag: dict[str, int] = {}
+        for tp in consumer.assignment():
+            if tp.topic not in self.logical:
+                continue
+            try:
+                highwater = consumer.highwater(tp)
+            except Exception:  # noqa: BLE001 - not known yet right after assignment
+                continue
+            if highwater is None:
+                continue
+            last = self.last_offsets.get((tp.topic, tp.partition), -1)
+            lag[f"{tp.topic}/{tp.partition}"] = max(0, int(highwater) - last - 1)
+        self.metrics.lag = lag
+
+    def on_revoked(self, partitions: set[int]) -> None:
+        """Forget in-memory state of partitions another worker now owns (no changelog writes)."""
+        if not partitions:
+            return
+        for table in (self.state, self.impressions):
+            store = table.data
+            for key in [k for k in list(store.keys()) if _partition_of(k, self.settings.partitions) in partitions]:
+                store.pop(key, None)
+        for rid in [r for r in self.parsed if partition_for_key(r, self.settings.partitions) in partitions]:
+            self.parsed.pop(rid, None)
+        self.session_ended = {r for r in self.session_ended
+                              if partition_for_key(r, self.settings.partitions) not in partitions}
+        for partition in partitions:
+            self.deadlines.pop(partition, None)
+            self.watermarks.forget(partition)

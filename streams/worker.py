@@ -1,0 +1,23 @@
+"""Run one streams worker process (what ``streamrank worker`` does).
+
+Several workers with the same settings form one consumer group (the app id) and split the
+partitions of ``impressions``/``feedback``; each needs its own ``name`` and web port.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import faust
+
+from streamrank.config import Settings
+from streams.app import WorkerOptions, build_app
+
+
+def run_worker(settings: Settings, options: WorkerOptions, loglevel: str = "warning") -> None:
+    """Start the Faust worker and block until it is stopped (SIGTERM/SIGINT)."""
+    streams_app = build_app(settings, options)
+    streams_app.metrics.write_status(settings.home / "workers")
+    logging.getLogger("faust").setLevel(loglevel.upper())
+    worker = faust.Worker(streams_app.app, loglevel=loglevel, quiet=True)
+    worker.execute_from_commandline()
