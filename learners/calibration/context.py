@@ -96,7 +96,7 @@ class ContextEncoder(nn.Module):
         self.buckets = int(buckets)
         self.dim = int(dim)
         self.table = nn.Embedding(max(1, len(self.fields)) * self.buckets, self.dim)
-        nn.init.normal_(self.table.weight, 0.0, 0.1)
+        nn.init.normal_(self.table.weight, 0.0, 1e-2)
         self._cache: dict[tuple[str, Any], int] = {}
 
     @property

@@ -20,6 +20,13 @@ memory-light Leibniz backward. As in UMC, the logit input is detached.
 ``rescaling=False`` (or no context fields) gives UMC's plain "UMNN" variant:
 :math:`z = \int_0^l f(t)\,dt + b_0`.
 
+Initialisation: UMC's (Xavier-normal weights, tiny biases), except that with
+``identity_init`` (default) the last layers of the integrand and of the context net start at
+zero, so the calibrator starts as the identity :math:`z = l` (:math:`f = 1, w = 1, b = 0`): an
+online calibrator should begin at the upstream model's calibration, not at a random map
+(UMC trains offline for 20 epochs; a stream gives one pass). Gradients still reach every
+layer (the zero layer's gradient is the activations below it).
+
 Implementation note: the integrand's first layer is split, :math:`W[t; h] = W_t t + W_h h`, so
 :math:`W_h h` is computed once per example instead of once per quadrature node; it is the
 same function and the same parameters.
@@ -65,7 +72,7 @@ class UMNNCalibrator(nn.Module):
 
     def __init__(self, context_dim: int, integrand_hidden: Sequence[int] = (50, 50),
                  context_hidden: Sequence[int] = (200, 200), steps: int = 50, rescaling: bool = True,
-                 leibniz: bool = True) -> None:
+                 leibniz: bool = True, identity_init: bool = True) -> None:
         super().__init__()
         self.context_dim = int(context_dim)
         self.steps = int(steps)
@@ -79,6 +86,10 @@ class UMNNCalibrator(nn.Module):
                 nn.init.xavier_normal_(module.weight, gain=nn.init.calculate_gain("relu"))
                 if module.bias is not None:
                     nn.init.trunc_normal_(module.bias, 0.0, 1e-4)
+        if identity_init:  # start at z = l: f = ELU(0) + 1 = 1, w = e^0 = 1, b = 0
+            for last in [self.integrand.rest[-1], *([self.context_net[-1]] if self.context_net is not None else [])]:
+                nn.init.zeros_(last.weight)
+                nn.init.zeros_(last.bias)
 
     def _scale_shift(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         a = h

@@ -1,0 +1,212 @@
+"""The learner worker (``streamrank learn --model NAME``): a Faust agent feeding the learner runtime.
+
+One Faust app per model and topic prefix (app id = consumer group
+``<prefix>learner-<model>``) reads **every** partition of ``examples`` (DESIGN.md: a learner
+is one model, not one partition; run one instance per model). The agent micro-batches with
+``stream.take_events(batch_size, within=...)`` and hands raw records to
+:class:`learners.runtime.LearnerRuntime`, which skips what the checkpoint already holds,
+learns full batches, checkpoints every N batches and reports seeks and dead letters; the
+agent executes those (``consumer.seek``; dead letters to the ``dead-letter`` topic with the
+``dl.*`` headers of :mod:`streams.dead_letter`).
+
+Effectively-once across kill -9: Faust commits offsets on its own schedule, possibly past
+the last checkpoint. The runtime knows the next offset it must see per partition (from the
+checkpoint, or the partition's earliest offset at assignment when the checkpoint has none)
+and, when a partition starts past it, the agent seeks back to it; records at or below the
+checkpoint's offsets and recently applied example ids are skipped.
+
+A timer flushes a partial batch when the stream has been idle for ``idle_flush_s`` (then
+checkpoints), logs progress (examples/s, loss, lag, skips) every ``progress_s`` and writes
+``<checkpoint_dir>/<model>/status.json``; ``stop_after`` ends the worker once that many
+examples are applied in total (replays, tests).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import json
+import logging
+import os
+import signal
+import socket
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import faust
+from faust.types import TP
+
+from learners.checkpoint import CheckpointStore
+from learners.registry import build_learner
+from learners.runtime import LearnerRuntime, Record, RuntimeConfig, StepResult
+from streamrank.config import Settings
+
+log = logging.getLogger("streamrank.learner")
+LOOPBACK = "127.0.0.1"
+
+
+@dataclass(frozen=True)
+class LearnWorkerOptions:
+    model: str
+    checkpoint_dir: Path
+    batch_size: int = 256
+    within_s: float = 0.5
+    checkpoint_every: int = 10
+    idle_flush_s: float = 2.0
+    progress_s: float = 5.0
+    stop_after: int | None = None
+    web_port: int = 0
+    model_config: dict[str, Any] = field(default_factory=dict)
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((LOOPBACK, 0))
+        return int(sock.getsockname()[1])
+
+
+def learner_app_id(settings: Settings, model: str) -> str:
+    return f"{settings.topics.prefix}learner-{model}"
+
+
+def _atomic_json(path: Path, doc: dict) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(doc, indent=2, sort_keys=True, default=str))
+    os.replace(tmp, path)
+
+
+@dataclass
+class LearnerApp:
+    app: faust.App
+    runtime: LearnerRuntime
+    options: LearnWorkerOptions
+    status_path: Path
+
+
+def build_learner_app(settings: Settings, options: LearnWorkerOptions) -> LearnerApp:
+    learner = build_learner(options.model, **dict(options.model_config))
+    store = CheckpointStore(options.checkpoint_dir, options.model)
+    runtime = LearnerRuntime(options.model, learner, store,
+                             RuntimeConfig(batch_size=options.batch_size, checkpoint_every=options.checkpoint_every,
+                                           max_event_bytes=settings.max_event_bytes))
+    runtime.restore()
+    status_path = store.dir / "status.json"
+    app = faust.App(
+        learner_app_id(settings, options.model),
+        broker=f"kafka://{settings.kafka_bootstrap}",
+        store="memory://",
+        autodiscover=False,
+        datadir=str(Path(settings.home) / "faust" / f"learner-{options.model}-{os.getpid()}"),
+        web_enabled=False,
+        web_host=LOOPBACK,
+        web_bind=LOOPBACK,
+        web_port=options.web_port or free_port(),
+        broker_session_timeout=6,
+        broker_heartbeat_interval=1,
+        consumer_auto_offset_reset="earliest",
+        topic_partitions=settings.partitions,
+        topic_replication_factor=1,
+        topic_disable_leader=True,
+        topic_allow_declare=False,
+        stream_recovery_delay=0,
+        producer_max_request_size=8 * 1024 * 1024,
+    )
+    examples_topic = settings.topics.examples
+    source = app.topic(examples_topic, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")
+    dead_letter = app.topic(settings.topics.dead_letter, key_type=bytes, value_type=bytes, key_serializer="raw",
+                            value_serializer="raw")
+    lock = asyncio.Lock()
+    progress = {"last": time.monotonic(), "stopping": False}
+
+    async def execute(result: StepResult) -> None:
+        for letter in result.dead_letters:
+            await dead_letter.send(key=letter.key, value=letter.value if letter.value is not None else b"",
+                                   headers=letter.headers(), force=True)
+        for tp, offset in result.seeks.items():
+            topic, _, partition = tp.rpartition(":")
+            await app.consumer.seek(TP(topic, int(partition)), offset)
+
+    @app.agent(source, name=f"learn-{options.model}")
+    async def learn(stream: Any) -> None:
+        async for events in stream.take_events(options.batch_size, within=options.within_s):
+            records = [Record(e.message.topic, e.message.partition, e.message.offset, e.message.key, e.message.value)
+                       for e in events]
+            async with lock:
+                result = await asyncio.to_thread(runtime.offer, records)
+            await execute(result)
+
+    @app.on_partitions_assigned.connect
+    async def on_assigned(sender: Any, assigned: Any, **kwargs: Any) -> None:
+        mine = [tp for tp in assigned if tp.topic == examples_topic]
+        unknown = [tp for tp in mine if runtime.next_offset(f"{tp.topic}:{tp.partition}") is None]
+        if unknown:
+            try:
+                earliest = await app.consumer.earliest_offsets(*unknown)
+            except Exception:  # noqa: BLE001 - best effort; records are still de-duplicated by id
+                log.exception("could not read earliest offsets")
+                return
+            for tp, offset in earliest.items():
+                runtime.expect(f"{tp.topic}:{tp.partition}", int(offset or 0))
+
+    def lag() -> int | None:
+        try:
+            total = 0
+            for tp in app.consumer.assignment():
+                if tp.topic != examples_topic:
+                    continue
+                high = app.consumer.highwater(tp)
+                done = runtime.offsets.get(f"{tp.topic}:{tp.partition}", -1) + 1
+                total += max(0, (high or 0) - done)
+            return total
+        except Exception:  # noqa: BLE001 - not assigned yet
+            return None
+
+    def write_status() -> dict:
+        doc = runtime.status()
+        doc.update(lag=lag(), pid=os.getpid(), ts=time.time())
+        _atomic_json(status_path, doc)
+        return doc
+
+    @app.timer(interval=0.5, name=f"learn-{options.model}-tick")
+    async def tick() -> None:
+        now = time.monotonic()
+        async with lock:
+            if runtime.queued and now - runtime.last_record_at >= options.idle_flush_s:
+                result = await asyncio.to_thread(runtime.flush)
+                await execute(result)
+                await asyncio.to_thread(runtime.checkpoint)
+        if now - progress["last"] >= options.progress_s:
+            progress["last"] = now
+            doc = write_status()
+            log.warning("%s: applied %d (%.1f ex/s) loss %s lag %s skipped %d/%d dead-lettered %d checkpoint %s",
+                        options.model, doc["applied"], doc["examples_per_s"], doc["metrics"].get("loss"), doc["lag"],
+                        doc["skipped_offsets"], doc["skipped_ids"], doc["dead_lettered"], doc["checkpoint_seq"])
+        if (options.stop_after is not None and not progress["stopping"] and runtime.applied >= options.stop_after):
+            progress["stopping"] = True
+            async with lock:
+                await asyncio.to_thread(runtime.checkpoint)
+            write_status()
+            log.warning("%s: applied %d >= stop_after %d: stopping", options.model, runtime.applied,
+                        options.stop_after)
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    return LearnerApp(app=app, runtime=runtime, options=options, status_path=status_path)
+
+
+def run_learner(settings: Settings, options: LearnWorkerOptions, loglevel: str = "warning") -> None:
+    """Start the learner worker and block until SIGTERM/SIGINT (or ``stop_after``)."""
+    learner_app = build_learner_app(settings, options)
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
+    logging.getLogger("faust").setLevel(loglevel.upper())
+
+    def final_checkpoint() -> None:
+        runtime = learner_app.runtime
+        if runtime.batches and runtime.store is not None:
+            runtime.checkpoint()
+            _atomic_json(learner_app.status_path, {**runtime.status(), "final": True, "ts": time.time()})
+
+    atexit.register(final_checkpoint)
+    worker = faust.Worker(learner_app.app, loglevel=loglevel, quiet=True)
+    worker.execute_from_commandline()
