@@ -176,6 +176,18 @@ class DirectFeatureReader:
         return bundle
 
 
+    def read_entities(self, role: str, ids: Sequence[str]) -> list[dict[str, Any]]:
+        """Features of many entities of one role (``user``, ``item`` or ``query``) in one round trip."""
+        if role not in self._fields:
+            raise FeatureReadError(f"no requested feature is keyed by {role!r}")
+        join_key = {v: k for k, v in ENTITY_ROLES.items()}[role]
+        with self.redis.pipeline(transaction=False) as pipe:
+            for value in ids:
+                pipe.hmget(self.entity_key(join_key, value), self._fields[role])
+            replies = pipe.execute()
+        return [self._decode(role, reply) for reply in replies]
+
+
 class FeastSdkReader:
     """The same read through ``FeatureStore.get_online_features`` (one call; for comparison and fallback)."""
 
