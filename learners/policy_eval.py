@@ -345,10 +345,14 @@ def evaluate_drpo(train: LetorDataset, test: LetorDataset, kuairand: KuaiRandMar
                   eval_requests: int = 2000, grid_requests: int = 1000, grid_steps: int = 6,
                   click_model: str = "pbm", learner_config: dict[str, Any] | None = None,
                   progress: bool = True) -> dict[str, dict[str, float]]:
-    """DRPO vs the best static fusion weights (grid search on training requests) vs click-only."""
+    """DRPO vs the best static fusion weights (grid search on training requests) vs click-only.
+
+    ``ideal`` ranks by the hidden true relevance: the ceiling a fusion policy could approach
+    (it shows how much satisfaction headroom the simulator leaves above the static weights).
+    """
     kuairand = kuairand or load_kuairand()
     cm = ClickModel(kind=click_model, max_grade=max(1, train.max_grade))
-    per_seed: dict[str, list[dict[str, float]]] = {"drpo": [], "static_best": [], "logged": []}
+    per_seed: dict[str, list[dict[str, float]]] = {"drpo": [], "static_best": [], "logged": [], "ideal": []}
     for seed in seeds:
         test_sim = SessionSimulator(test, kuairand, SimulatorConfig(click_model=cm), seed=10_000 + seed,
                                     namespace="heldout")
@@ -360,6 +364,8 @@ def evaluate_drpo(train: LetorDataset, test: LetorDataset, kuairand: KuaiRandMar
         static = policy_metrics(test_sim, eval_reqs, lambda r: fused_order(r, best))
         per_seed["static_best"].append({**static, **{f"w_{t}": w for t, w in zip(DEFAULT_TASKS, best)}})
         per_seed["logged"].append(policy_metrics(test_sim, eval_reqs, lambda r: range(len(r.candidates))))
+        per_seed["ideal"].append(policy_metrics(test_sim, eval_reqs,
+                                                lambda r: np.argsort(-r.relevance, kind="stable").tolist()))
         sim = SessionSimulator(train, kuairand, SimulatorConfig(click_model=cm), seed=seed, namespace="train")
         learner = train_drpo(sim, interactions=interactions, batch_size=batch_size, seed=seed,
                              learner_config=learner_config, progress=progress)
