@@ -149,7 +149,11 @@ def rerank_once(bundle: Bundle, body: RerankBody, config: ServeConfig) -> dict[s
     raw = {t: torch.tensor([c.scores[t] for c in body.candidates], dtype=torch.float64) for t in tasks}
     context: dict[str, Any] = dict(body.context)
     context.update(user_id=body.user_id, query=body.query)
-    calibrated = components.calibrate(bundle.calibrator, raw, context)
+    # Calibrator context fields (learners.calibration): per-item id, the user, and the upstream
+    # position (the final position is not known before reranking).
+    calibration_context = {**context, "item": [c.item_id for c in body.candidates], "user": body.user_id,
+                           "position": list(range(1, n + 1))}
+    calibrated = components.calibrate(bundle.calibrator, raw, calibration_context)
     weights, fusion_logprob = components.fusion(bundle.fusion, calibrated, context, explore,
                                                 config.default_fusion_weights)
     request = RerankRequest(item_ids=tuple(c.item_id for c in body.candidates), features=_features(body),
@@ -229,7 +233,7 @@ def create_app(runtime: ServingRuntime) -> FastAPI:
         logged = runtime.emitter.offer(body.request_id.encode(), impression_factory(body, out, config, time.time()))
         items = [RankedItem(item_id=body.candidates[idx].item_id, position=pos, score=float(score),
                             calibrated={t: float(v[idx]) for t, v in out["calibrated"].items()})
-                 for pos, (idx, score) in enumerate(zip(out["order"], out["scores"]), 1)]
+                 for pos, (idx, score) in enumerate(((i, out["scores"][i]) for i in out["order"]), 1)]
         response = RerankResponse(request_id=body.request_id, items=items, model_versions=out["versions"],
                                   fusion_weights=out["weights"], fusion_logprob=out["fusion_logprob"],
                                   list_logprob=out["list_logprob"], explored=out["explored"], impression_logged=logged)

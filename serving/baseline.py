@@ -82,7 +82,7 @@ class FusedScoreReranker:
     def rerank(self, request: RerankRequest, explore: bool = False) -> RerankResult:
         scores = self.candidate_scores(request)
         order = pl_order(scores, explore, self._generator)
-        return RerankResult(order=order, scores=[float(scores[i]) for i in order], logprob=pl_logprob(scores, order))
+        return RerankResult(order=order, scores=scores.tolist(), logprob=pl_logprob(scores, order))
 
 
 class LinearListScorer(torch.nn.Module):
@@ -124,7 +124,7 @@ class LinearListScorer(torch.nn.Module):
     def rerank(self, request: RerankRequest, explore: bool = False) -> RerankResult:
         scores = self.candidate_scores(request)
         order = pl_order(scores, explore, self._generator)
-        return RerankResult(order=order, scores=[float(scores[i]) for i in order], logprob=pl_logprob(scores, order))
+        return RerankResult(order=order, scores=scores.tolist(), logprob=pl_logprob(scores, order))
 
     # -- learning -------------------------------------------------------------------------------
     def learn_many(self, batch: Sequence[LabeledList]) -> dict[str, float]:

@@ -13,8 +13,10 @@ learner families expose and fall back to the cold-start policy when a role has n
 * fusion: ``fusion_weights(task_scores, context, explore=...) -> (dict[str, float], logprob)``
   or ``fuse(...)`` with the same signature
 * reranker: ``rerank(RerankRequest, explore=...) -> RerankResult`` and, for the promotion gate,
-  ``candidate_scores(RerankRequest) -> Tensor[n]`` (else the scores of ``rerank(explore=False)``
-  mapped back to candidates)
+  ``candidate_scores(RerankRequest) -> Tensor[n]`` (else ``rerank(explore=False).scores``)
+
+``RerankResult.scores`` are per candidate (index = the request's candidate index, as LDRO
+returns them), not per rank.
 """
 
 from __future__ import annotations
@@ -103,9 +105,7 @@ def candidate_scores(component: Component | None, request: RerankRequest) -> tor
         if hasattr(model, "candidate_scores"):
             return torch.as_tensor(model.candidate_scores(request), dtype=torch.float64)
         result = model.rerank(request, explore=False)
-    scores = torch.empty(len(request.item_ids), dtype=torch.float64)
-    scores[torch.as_tensor(result.order)] = torch.as_tensor(result.scores, dtype=torch.float64)
-    return scores
+    return torch.as_tensor(result.scores, dtype=torch.float64)
 
 
 # -- canary -----------------------------------------------------------------------------------
@@ -143,7 +143,7 @@ def check_component(component: Component, request: RerankRequest) -> None:
             result = rerank(component, request, explore=False)
             if sorted(result.order) != list(range(n)):
                 raise ComponentError(f"reranker {component.name} v{component.version}: order is not a permutation")
-            if not all(math.isfinite(s) for s in result.scores) or \
+            if len(result.scores) != n or not all(math.isfinite(s) for s in result.scores) or \
                     (result.logprob is not None and not math.isfinite(result.logprob)):
                 raise ComponentError(f"reranker {component.name} v{component.version}: non-finite scores on the canary")
             scores = candidate_scores(component, request)

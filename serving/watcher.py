@@ -135,7 +135,7 @@ class SnapshotWatcher:
     def _canary_for(self, built) -> RerankRequest:
         if self.canary is not None:
             return self.canary
-        n_features = int(getattr(built, "n_features", 0) or 0)
+        n_features = int(getattr(built, "n_features", 0) or getattr(getattr(built, "config", None), "n_features", 0) or 0)
         return canary_request(n_features, self.tasks)
 
     # -- threads ------------------------------------------------------------------------------------
