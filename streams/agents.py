@@ -27,6 +27,7 @@ import asyncio
 import heapq
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Iterable
 
 from kafka.partitioner.default import murmur2
@@ -38,6 +39,11 @@ from streams.join import (ClosedBy, JoinConfig, Watermarks, apply_feedback, appl
                           close_reason, new_entry, orphan_expired, tombstone_expired)
 from streams.metrics import StreamMetrics
 from streams.rewards import RewardWeights
+
+
+def status_dir(settings: Settings) -> Path:
+    """Where the workers of ``settings``' deployment (topic prefix) write their status files."""
+    return Path(settings.home) / "workers" / settings.topics.prefix.rstrip(".")
 
 
 def partition_for_key(key: str, partitions: int) -> int:
@@ -99,13 +105,13 @@ class Joiner:
         self.closing: set[str] = set()
         self.held_since: dict[str, float] = {}
         self.last_offsets: dict[tuple[str, int], int] = {}
-        self.last_input = time.monotonic()
+        self.last_input: dict[int, float] = {}
         self.lock = asyncio.Lock()
 
     # -- ingest ---------------------------------------------------------------------------------
     async def process(self, events: Iterable[Any]) -> None:
         """Apply one batch of Faust events, then close the windows it made due."""
-        self.last_input = time.monotonic()
+        now = time.monotonic()
         dirty: dict[str, dict] = {}
         touched: set[int] = set()
         dead: list[DeadLetter] = []
@@ -113,6 +119,7 @@ class Joiner:
             message = event.message
             self.metrics.inc("events_in")
             self.last_offsets[(message.topic, message.partition)] = message.offset
+            self.last_input[message.partition] = now
             logical = self.logical.get(message.topic, "feedback")
             checked = validate_record(message.value, message.key, logical, self.settings)
             if isinstance(checked, Rejected):
@@ -250,10 +257,11 @@ class Joiner:
     async def tick(self) -> None:
         """Housekeeping every interval: recovered/idle closes, purges, lag and status."""
         assigned = self.assigned_partitions()
-        idle = time.monotonic() - self.last_input >= self.config.idle_timeout_s
+        self.update_lag()
+        now = time.monotonic()
+        idle = {p for p in assigned if self.partition_idle(p, now)}
         due: list[tuple[str, ClosedBy | None, float]] = []
         drop: list[str] = []
-        now = time.monotonic()
         open_windows = 0
         for key, entry in list(self.state.items()):
             rid = key.decode("utf-8")
@@ -268,13 +276,13 @@ class Joiner:
             if entry["imp"] is None:
                 held = self.held_since.setdefault(rid, now)
                 if orphan_expired(entry, watermark, self.config) or (
-                        idle and now - held >= self.config.orphan_timeout_s):
+                        partition in idle and now - held >= self.config.orphan_timeout_s):
                     self.metrics.inc("orphaned", len(entry["fb"]))
                     self.held_since.pop(rid, None)
                     drop.append(rid)
                 continue
             open_windows += 1
-            if idle:
+            if partition in idle:
                 due.append((rid, "idle", watermark))
             elif close_reason(entry, watermark, self.config) is not None:
                 due.append((rid, None, watermark))
@@ -284,8 +292,28 @@ class Joiner:
                 del self.state[key]
         closed = await self._close(due)
         self.metrics.open_windows = max(0, open_windows - closed)
-        self.update_lag()
-        self.metrics.write_status(self.settings.home / "workers")
+        self.metrics.assigned = sorted(assigned)
+        self.metrics.write_status(self.status_dir)
+
+    @property
+    def status_dir(self):
+        """Status files of this deployment's workers (one folder per topic prefix)."""
+        return status_dir(self.settings)
+
+    def partition_idle(self, partition: int, now: float) -> bool:
+        """No input from ``partition`` for ``idle_timeout_s`` and nothing left to read on it.
+
+        Idleness is processing time, so it closes the tail of a finished replay; requiring zero
+        lag keeps a stalled or rebalancing worker from closing windows whose feedback is
+        still waiting in the topic.
+        """
+        last = self.last_input.setdefault(partition, now)
+        if now - last < self.config.idle_timeout_s:
+            return False
+        for logical_topic in self.logical:
+            if self.metrics.lag.get(f"{logical_topic}/{partition}", 0) > 0:
+                return False
+        return True
 
     def update_lag(self) -> None:
         consumer = self.app.consumer
@@ -318,3 +346,4 @@ class Joiner:
         for partition in partitions:
             self.deadlines.pop(partition, None)
             self.watermarks.forget(partition)
+            self.last_input.pop(partition, None)

@@ -114,7 +114,7 @@ def build_app(settings: Settings, options: WorkerOptions | None = None, join_con
                       use_partitioner=True, default=None)
     impressions = app.Table("join-impressions", key_type=bytes, value_type=bytes, partitions=settings.partitions,
                             use_partitioner=True, default=None)
-    metrics = StreamMetrics(worker=options.name)
+    metrics = StreamMetrics(worker=options.name, web_port=options.web_port)
     joiner = Joiner(app, settings, join_config, weights, metrics, state, impressions, examples, dead_letter)
 
     @app.agent(source, name="join")

@@ -40,14 +40,16 @@ def worker(name: str | None, web_port: int, batch_size: int, loglevel: str, show
 
 
 def _print_status(settings, as_json: bool) -> None:
+    from streams.agents import status_dir  # noqa: PLC0415
     from streams.metrics import read_statuses  # noqa: PLC0415
 
-    statuses = read_statuses(settings.home / "workers")
+    folder = status_dir(settings)
+    statuses = read_statuses(folder)
     if as_json:
         click.echo(json.dumps(statuses, indent=2))
         return
     if not statuses:
-        click.echo(f"no worker status under {settings.home / 'workers'}")
+        click.echo(f"no worker status under {folder}")
         return
     for doc in statuses:
         age = time.time() - doc.get("updated_at", 0)

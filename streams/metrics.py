@@ -1,7 +1,7 @@
 """Counters of the streams worker, rendered as Prometheus text and written to a status file.
 
 The worker serves :meth:`StreamMetrics.prometheus` at ``http://127.0.0.1:<web_port>/metrics``
-and rewrites ``STREAMRANK_HOME/workers/<name>.json`` every tick so ``streamrank worker
+and rewrites ``STREAMRANK_HOME/workers/<topic prefix>/<name>.json`` every tick so ``streamrank worker
 --status`` can report every worker without scraping (and after a worker died, its last
 numbers stay readable).
 """
@@ -39,6 +39,8 @@ class StreamMetrics:
     closed_by: Counter = field(default_factory=Counter)
     lag: dict[str, int] = field(default_factory=dict)
     open_windows: int = 0
+    assigned: list[int] = field(default_factory=list)
+    web_port: int | None = None
     started_at: float = field(default_factory=time.time)
 
     def inc(self, name: str, n: int = 1) -> None:
@@ -50,7 +52,8 @@ class StreamMetrics:
         return {"worker": self.worker, "pid": os.getpid(), "updated_at": time.time(),
                 "started_at": self.started_at, "counts": {k: self.counts.get(k, 0) for k in COUNTERS},
                 "dead_letter_reasons": dict(self.dead_letter_reasons), "closed_by": dict(self.closed_by),
-                "lag": dict(self.lag), "total_lag": sum(self.lag.values()), "open_windows": self.open_windows}
+                "lag": dict(self.lag), "total_lag": sum(self.lag.values()), "open_windows": self.open_windows,
+                "assigned": list(self.assigned), "web_port": self.web_port}
 
     def prometheus(self) -> str:
         """Prometheus text exposition format (version 0.0.4)."""

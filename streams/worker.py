@@ -17,7 +17,7 @@ from streams.app import WorkerOptions, build_app
 def run_worker(settings: Settings, options: WorkerOptions, loglevel: str = "warning") -> None:
     """Start the Faust worker and block until it is stopped (SIGTERM/SIGINT)."""
     streams_app = build_app(settings, options)
-    streams_app.metrics.write_status(settings.home / "workers")
+    streams_app.metrics.write_status(streams_app.joiner.status_dir)
     logging.getLogger("faust").setLevel(loglevel.upper())
     worker = faust.Worker(streams_app.app, loglevel=loglevel, quiet=True)
     worker.execute_from_commandline()

@@ -1,0 +1,109 @@
+"""The streams worker on the real broker: real-data logs in, one correct example per impression out."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+import httpx
+import pytest
+
+from simulator.click_models import ClickModel
+from simulator.kuairand import load_kuairand
+from simulator.letor import load_letor
+from simulator.logs import simulated_sessions, write_log
+from simulator.obd import obd_events
+from simulator.session import SessionSimulator, SimulatorConfig
+from streams.labeling import example_id_for
+from streams.replay import replay
+from streams_expect import (assert_matches_expected, expected_from_log, log_events, start_worker,
+                            wait_for_examples, worker_env)
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
+
+
+@pytest.fixture(scope="module")
+def letor_log(tmp_path_factory, shared_data) -> Path:
+    path = tmp_path_factory.mktemp("streams-logs") / "letor.jsonl"
+    dataset = load_letor(shared_data / "letor" / "rank.train")
+    sim = SessionSimulator(dataset, load_kuairand(shared_data / "kuairand"),
+                           SimulatorConfig(click_model=ClickModel("pbm"), max_candidates=12, with_features=False),
+                           seed=11, namespace="letor")
+    write_log(simulated_sessions(sim, 150), path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def obd_log(tmp_path_factory, shared_data) -> Path:
+    """300 rows of the real OBD log (bts policy, all campaign) with a few clicks in them."""
+    folder = tmp_path_factory.mktemp("streams-obd")
+    rows = (shared_data / "obd" / "bts" / "all" / "all.csv").read_text().splitlines()
+    header, body = rows[0], rows[1:]
+    clicked = [r for r in body if r.split(",")[4] == "1"][:20]
+    plain = [r for r in body[:400] if r not in clicked][:280]
+    csv_path = folder / "obd.csv"
+    csv_path.write_text("\n".join([header, *sorted(clicked + plain, key=lambda r: r.split(",")[1])]) + "\n")
+    path = folder / "obd.jsonl"
+    write_log(obd_events(csv_path), path)
+    return path
+
+
+def check_one_correct_example_per_impression(settings, log: Path, examples) -> dict:
+    events = log_events(log)
+    expected = expected_from_log(events)
+    by_request = Counter(e.request_id for e in examples)
+    assert set(by_request) == set(expected)
+    assert max(by_request.values()) == 1, "a clean run emits exactly one example per impression"
+    impressions = {d["request_id"]: d for d in events if d["schema"] == "streamrank.impression.v1"}
+    for example in examples:
+        assert example.impression.event_id == impressions[example.request_id]["event_id"]
+        assert example.example_id == example_id_for(example.impression)
+        assert_matches_expected(example, expected[example.request_id])
+    return expected
+
+
+def test_letor_replay_gives_one_example_per_impression_with_independently_computed_rewards(
+        settings, tmp_path, letor_log):
+    worker = start_worker(settings, tmp_path, "letor-w1")
+    try:
+        summary = replay([letor_log], settings, progress=False)
+        assert summary.errors == []
+        n_imp = summary.by_topic["impressions"]
+        examples = wait_for_examples(settings, {d["request_id"] for d in log_events(letor_log)
+                                                if d["schema"] == "streamrank.impression.v1"}, workers=(worker,))
+        assert len(examples) == n_imp
+        expected = check_one_correct_example_per_impression(settings, letor_log, examples)
+        # the log exercises every reward path
+        assert any(e["reformulated"] for e in expected.values())
+        assert any(e["query_reward"] == 1.0 for e in expected.values())
+        closed_by = Counter(e.join.closed_by for e in examples)
+        assert closed_by["session_end"] > 0 and closed_by["window"] + closed_by["idle"] > 0
+
+        # metrics: Prometheus text on the worker's loopback web port, and the status command
+        status = worker.status()
+        text = httpx.get(f"http://127.0.0.1:{status['web_port']}/metrics", timeout=10).text
+        assert f'streamrank_streams_examples_out_total{{worker="letor-w1"}} {n_imp}' in text
+        assert "streamrank_streams_lag{" in text
+        assert status["counts"]["events_in"] == summary.events
+        cli = subprocess.run([sys.executable, "-m", "streamrank.cli", "worker", "--status"],
+                             env=worker_env(settings, tmp_path), capture_output=True, text=True, timeout=60)
+        assert cli.returncode == 0 and "letor-w1" in cli.stdout and f"examples_out={n_imp}" in cli.stdout
+    finally:
+        worker.stop()
+
+
+def test_obd_replay_gives_one_example_per_impression_with_click_labels(settings, tmp_path, obd_log):
+    worker = start_worker(settings, tmp_path, "obd-w1")
+    try:
+        summary = replay([obd_log], settings, progress=False)
+        assert summary.by_topic["impressions"] == 300 and summary.by_topic["feedback"] == 20
+        request_ids = {d["request_id"] for d in log_events(obd_log) if d["schema"] == "streamrank.impression.v1"}
+        examples = wait_for_examples(settings, request_ids, workers=(worker,))
+        expected = check_one_correct_example_per_impression(settings, obd_log, examples)
+        clicks = sum(e.labels[0].click for e in examples)
+        assert clicks == sum(x["labels"][0]["click"] for x in expected.values()) >= 15
+        assert all(e.impression.items[0].propensity is not None for e in examples)
+    finally:
+        worker.stop()
