@@ -21,9 +21,11 @@ DESIGN.md "DRPO"):
              + \beta\,\mathrm{KL}(\pi_{ref}(\cdot\mid ctx) \,\|\, \pi_\theta(\cdot\mid ctx)),
              \quad \rho = \frac{\pi_\theta(w \mid ctx)}{\pi_{behaviour}(w \mid ctx)}
 
-   (the ``max(·, cA)`` applies only where :math:`A < 0`).
+   (the ``max(·, cA)`` applies only where :math:`A < 0`; :mod:`learners.drpo.objective`).
 
-Serving API: :meth:`DRPOLearner.fusion` -> ``(weights by task, log-prob)`` and
+Serving API: :meth:`DRPOLearner.fusion` -> ``(weights by task, log-prob)`` (and
+:meth:`DRPOLearner.fusion_weights` ``(task_scores, context, explore)`` with the same result, the
+fusion-role call of :mod:`serving.components`), and
 :meth:`DRPOLearner.rerank` -> :class:`~learners.protocol.RerankResult` with the fused order,
 fused scores, ``logprob=None`` (the order is a deterministic function of ``w``; the
 randomness is in ``w``) and ``extras = {"fusion": weights, "fusion_logprob": logprob}``.
@@ -32,12 +34,13 @@ randomness is in ``w``) and ``extras = {"fusion": weights, "fusion_logprob": log
 from __future__ import annotations
 
 import copy
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from typing import Any, Sequence
 
 import torch
 
 from learners import advantages as adv
+from learners.drpo.objective import clipped_policy_loss
 from learners.drpo.context import context_dims, request_context, task_statistics
 from learners.drpo.policy import TaskRelationPolicy, gaussian_kl, gaussian_logprob
 from learners.drpo.satisfaction import SatisfactionModel
@@ -153,10 +156,8 @@ class DRPOLearner:
 
         for _ in range(cfg.epochs):
             mean, log_std = self.policy(stats, ctx)
-            ratio = torch.exp((gaussian_logprob(actions, mean, log_std) - old_logp).clamp(-20.0, 20.0))
-            surrogate = torch.minimum(ratio * advantage, ratio.clamp(1 - cfg.clip, 1 + cfg.clip) * advantage)
-            surrogate = torch.where(advantage < 0, torch.maximum(surrogate, cfg.dual_clip * advantage), surrogate)
-            pg = -(surrogate * group_mask).sum() / group_mask.sum().clamp_min(1)
+            pg = clipped_policy_loss(gaussian_logprob(actions, mean, log_std), old_logp, advantage, group_mask,
+                                     cfg.clip, cfg.dual_clip)
             kl = gaussian_kl(ref_mean, ref_log_std, mean, log_std).mean()
             loss = pg + cfg.kl_weight * kl
             self._step(self.policy_opt, self.policy, loss)
@@ -203,6 +204,15 @@ class DRPOLearner:
         weights, logprob = self.fusion_for(from_request(request, self.config.n_features, self.config.tasks), explore)
         return {t: float(w) for t, w in zip(self.config.tasks, weights[0])}, float(logprob[0])
 
+    def fusion_weights(self, task_scores: dict[str, torch.Tensor], context: dict[str, Any] | None = None,
+                       explore: bool = False) -> tuple[dict[str, float], float]:
+        """Serving's fusion-role call (:mod:`serving.components`): weights from task scores + context only."""
+        n = len(next(iter(task_scores.values()))) if task_scores else 0
+        request = RerankRequest(item_ids=tuple(str(i) for i in range(n)),
+                                features=torch.zeros(n, self.config.n_features), task_scores=task_scores,
+                                context=dict(context or {}))
+        return self.fusion(request, explore)
+
     def rerank(self, request: RerankRequest, explore: bool = False) -> RerankResult:
         """Fused ranking: score_i = sum_k w_k g(p_ik), best first; fusion weights and log-prob in ``extras``."""
         lists = from_request(request, self.config.n_features, self.config.tasks)
@@ -236,8 +246,9 @@ class DRPOLearner:
         if meta.get("family") != "drpo":
             raise ValueError(f"not a DRPO checkpoint (family={meta.get('family')!r})")
         saved = DRPOConfig.from_kwargs(**meta["config"])
-        if saved != self.config:
+        if replace(saved, seed=self.config.seed) != self.config:  # the seed only drew what the checkpoint restores
             raise ValueError(f"checkpoint config differs from this learner's: {saved} != {self.config}")
+        self.config = saved
         for prefix, module, opt in self._parts():
             load_module(prefix, module, state.tensors)
             load_optimizer(f"optim.{prefix}", opt, state.tensors, meta["optimizers"][prefix])

@@ -31,7 +31,7 @@ the order's PL log-probability, which serving logs as ``impression.list_logprob`
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from typing import Any, Sequence
 
 import torch
@@ -190,6 +190,10 @@ class LDROLearner:
         finally:
             self.student.train()
 
+    def candidate_scores(self, request: RerankRequest) -> torch.Tensor:
+        """Per-candidate PL scores ``[n]`` (serving's promotion gate computes log-probs from them)."""
+        return self.scores_for(from_request(request, self.config.n_features, self.config.tasks))[0]
+
     def rerank(self, request: RerankRequest, explore: bool = False) -> RerankResult:
         """Rank the request's candidates: PL mode (``explore=False``) or one PL sample; with its log-prob."""
         lists = from_request(request, self.config.n_features, self.config.tasks)
@@ -222,8 +226,9 @@ class LDROLearner:
         if meta.get("family") != "ldro":
             raise ValueError(f"not an LDRO checkpoint (family={meta.get('family')!r})")
         saved = LDROConfig.from_kwargs(**meta["config"])
-        if saved != self.config:
+        if replace(saved, seed=self.config.seed) != self.config:  # the seed only drew what the checkpoint restores
             raise ValueError(f"checkpoint config differs from this learner's: {saved} != {self.config}")
+        self.config = saved
         for prefix, module, opt in self._parts():
             load_module(prefix, module, state.tensors)
             load_optimizer(f"optim.{prefix}", opt, state.tensors, meta["optimizers"][prefix])

@@ -1,0 +1,63 @@
+"""Advantage normalisations: group z-score (GRPO), decoupled (LDRO), dual-relative (DRPO)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from learners.advantages import RunningMoments, decoupled, dual_relative, group_normalised
+
+
+def test_group_normalised_has_zero_mean_unit_std_per_group():
+    rewards = torch.tensor([[1.0, 2.0, 3.0, 6.0], [10.0, 10.5, 9.0, 11.0]], dtype=torch.float64)
+    adv = group_normalised(rewards, eps=0.0)
+    assert torch.allclose(adv.mean(-1), torch.zeros(2, dtype=torch.float64), atol=1e-12)
+    assert torch.allclose(adv.std(-1, unbiased=False), torch.ones(2, dtype=torch.float64), atol=1e-12)
+
+
+def test_group_normalised_respects_the_mask_and_zeroes_single_slot_groups():
+    rewards = torch.tensor([[1.0, 3.0, 100.0], [5.0, 0.0, 0.0]], dtype=torch.float64)
+    mask = torch.tensor([[True, True, False], [True, False, False]])
+    adv = group_normalised(rewards, mask)
+    assert adv[0, :2].tolist() == pytest.approx([-1.0, 1.0], abs=1e-5)
+    assert adv[0, 2] == 0 and (adv[1] == 0).all()
+    assert torch.isfinite(adv).all()
+
+
+def test_decoupled_centres_within_group_and_scales_by_running_std():
+    rewards = torch.tensor([[1.0, 2.0, 3.0], [10.0, 10.1, 10.2]], dtype=torch.float64)
+    running = RunningMoments(decay=0.9)
+    adv = decoupled(rewards, running, eps=0.0)
+    centred = rewards - rewards.mean(-1, keepdim=True)
+    scale = float(centred.flatten().std(unbiased=False))  # first batch: its own std
+    assert torch.allclose(adv, centred / scale, atol=1e-9)
+    assert torch.allclose(adv.sum(-1), torch.zeros(2, dtype=torch.float64), atol=1e-9)
+    # unlike GRPO, a group with tiny differences keeps tiny advantages
+    assert adv[1].abs().max() < 0.2 * adv[0].abs().max()
+    assert group_normalised(rewards)[1].abs().max() > 1.0
+
+
+def test_running_moments_match_a_bias_corrected_ema():
+    rng = np.random.default_rng(0)
+    running = RunningMoments(decay=0.8)
+    batches = [rng.normal(3.0, 2.0, size=16) for _ in range(5)]
+    m = s = w = 0.0
+    for batch in batches:
+        running.update(torch.tensor(batch))
+        m = 0.8 * m + 0.2 * batch.mean()
+        s = 0.8 * s + 0.2 * (batch ** 2).mean()
+        w = 0.8 * w + 0.2
+    assert running.corrected_mean == pytest.approx(m / w)
+    assert running.corrected_std == pytest.approx(np.sqrt(s / w - (m / w) ** 2))
+    assert RunningMoments.from_dict(running.as_dict()) == running
+
+
+def test_dual_relative_is_the_sum_of_the_group_and_batch_terms():
+    rewards = torch.tensor([[0.2, 0.8], [0.5, 0.9]], dtype=torch.float64)
+    running = RunningMoments(decay=0.5)
+    adv = dual_relative(rewards, running, eps=0.0)
+    batch_z = (rewards - rewards.mean()) / rewards.flatten().std(unbiased=False)
+    assert torch.allclose(adv, group_normalised(rewards, eps=0.0) + batch_z, atol=1e-9)
+    only_group = dual_relative(rewards, RunningMoments(), across_batches=False)
+    assert torch.allclose(only_group, group_normalised(rewards))
