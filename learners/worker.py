@@ -58,6 +58,7 @@ class LearnWorkerOptions:
     progress_s: float = 5.0
     stop_after: int | None = None
     web_port: int = 0
+    group: str | None = None  # consumer group (Faust app id); default <prefix>learner-<model>
     model_config: dict[str, Any] = field(default_factory=dict)
 
 
@@ -83,6 +84,7 @@ class LearnerApp:
     runtime: LearnerRuntime
     options: LearnWorkerOptions
     status_path: Path
+    progress: dict[str, Any]
 
 
 def build_learner_app(settings: Settings, options: LearnWorkerOptions) -> LearnerApp:
@@ -93,12 +95,14 @@ def build_learner_app(settings: Settings, options: LearnWorkerOptions) -> Learne
                                            max_event_bytes=settings.max_event_bytes))
     runtime.restore()
     status_path = store.dir / "status.json"
+    datadir = store.dir / "faust"  # Faust's own scratch space (memory store: nearly empty)
+    datadir.parent.mkdir(parents=True, exist_ok=True)
     app = faust.App(
-        learner_app_id(settings, options.model),
+        options.group or learner_app_id(settings, options.model),
         broker=f"kafka://{settings.kafka_bootstrap}",
         store="memory://",
         autodiscover=False,
-        datadir=str(Path(settings.home) / "faust" / f"learner-{options.model}-{os.getpid()}"),
+        datadir=str(datadir),
         web_enabled=False,
         web_host=LOOPBACK,
         web_bind=LOOPBACK,
@@ -118,7 +122,7 @@ def build_learner_app(settings: Settings, options: LearnWorkerOptions) -> Learne
     dead_letter = app.topic(settings.topics.dead_letter, key_type=bytes, value_type=bytes, key_serializer="raw",
                             value_serializer="raw")
     lock = asyncio.Lock()
-    progress = {"last": time.monotonic(), "stopping": False}
+    progress: dict[str, Any] = {"last": time.monotonic(), "stopping": False, "lag": None}
 
     async def execute(result: StepResult) -> None:
         for letter in result.dead_letters:
@@ -165,7 +169,8 @@ def build_learner_app(settings: Settings, options: LearnWorkerOptions) -> Learne
 
     def write_status() -> dict:
         doc = runtime.status()
-        doc.update(lag=lag(), pid=os.getpid(), ts=time.time())
+        progress["lag"] = lag()
+        doc.update(lag=progress["lag"], pid=os.getpid(), ts=time.time())
         _atomic_json(status_path, doc)
         return doc
 
@@ -192,7 +197,7 @@ def build_learner_app(settings: Settings, options: LearnWorkerOptions) -> Learne
                         options.stop_after)
             os.kill(os.getpid(), signal.SIGTERM)
 
-    return LearnerApp(app=app, runtime=runtime, options=options, status_path=status_path)
+    return LearnerApp(app=app, runtime=runtime, options=options, status_path=status_path, progress=progress)
 
 
 def run_learner(settings: Settings, options: LearnWorkerOptions, loglevel: str = "warning") -> None:
@@ -205,7 +210,8 @@ def run_learner(settings: Settings, options: LearnWorkerOptions, loglevel: str =
         runtime = learner_app.runtime
         if runtime.batches and runtime.store is not None:
             runtime.checkpoint()
-            _atomic_json(learner_app.status_path, {**runtime.status(), "final": True, "ts": time.time()})
+            _atomic_json(learner_app.status_path, {**runtime.status(), "lag": learner_app.progress.get("lag"),
+                                                   "final": True, "pid": os.getpid(), "ts": time.time()})
 
     atexit.register(final_checkpoint)
     worker = faust.Worker(learner_app.app, loglevel=loglevel, quiet=True)

@@ -1,0 +1,49 @@
+"""The learner worker (Faust) on the real broker: learns everything once, dead-letters bad input."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from learners.checkpoint import CheckpointStore
+from learners.runtime import digest_of
+from learners.runtime_examples import produce_examples, simulated_examples
+from learners.runtime_process import LearnerProcess
+from streams.consume import read_topic
+from streams.dead_letter import DeadLetter
+
+pytestmark = pytest.mark.integration
+
+
+def test_worker_learns_each_example_once_and_dead_letters_bad_records(settings, tmp_path):
+    examples = simulated_examples(300, seed=11)
+    produce_examples(settings, examples[:200])
+    # re-delivered examples (same example_id) and two bad records in the middle
+    produce_examples(settings, [b"{not json", b'{"schema":"streamrank.labeled_list.v1"}'],
+                     raw_keys=[b"bad-1", b"bad-2"])
+    produce_examples(settings, examples[150:300])
+    worker = LearnerProcess(settings, "umnn", tmp_path / "ckpt",
+                            ["--batch-size", "32", "--checkpoint-every", "3", "--idle-flush", "1",
+                             "--progress", "0.5", "--stop-after", "300"]).start()
+    try:
+        assert worker.wait_exit(timeout=120) == 0, worker.log_tail()
+    finally:
+        worker.stop()
+    seq, state = CheckpointStore(tmp_path / "ckpt", "umnn").load_latest()
+    runtime = state.meta["runtime"]
+    assert runtime["applied"] == 300
+    assert int(runtime["digest"]) == digest_of([e.example_id for e in examples])
+    assert runtime["skipped_ids"] == 50
+    assert runtime["dead_lettered"] == 2
+    assert sum(runtime["offsets"].values()) + len(runtime["offsets"]) == 352  # every record consumed
+    assert all(math.isfinite(float(t.float().abs().max())) for t in state.tensors.values() if t.numel())
+    status = worker.status()
+    assert status is not None and status["applied"] == 300 and status["lag"] in (0, None)
+
+    letters = []
+    read_topic(settings.kafka_bootstrap, settings.topics.dead_letter, lambda r: letters.append(DeadLetter.from_record(r)),
+               expected=2, idle_s=5)
+    assert sorted(letter.key for letter in letters) == [b"bad-1", b"bad-2"]
+    assert {letter.reason for letter in letters} == {"bad_json", "missing_field"}
+    assert all(letter.topic == settings.topics.examples for letter in letters)
