@@ -159,6 +159,21 @@ def consume(topics: tuple[str, ...], idle: float) -> None:
     _echo_json({k: v.as_dict() for k, v in result.items()})
 
 
+@cli.command(name="data-demo")
+@click.option("--output", type=click.Path(file_okay=False), default="out/data-demo", show_default=True)
+@click.option("--sessions", default=2000, show_default=True, help="simulated LETOR sessions")
+@click.option("--keep-stack", is_flag=True, help="leave the embedded stack running afterwards")
+def data_demo(output: str, sessions: int, keep_stack: bool) -> None:
+    """Data path end to end: stack up, real data -> logs, replay, read back, summary."""
+    from streamrank.demo import run_data_demo  # noqa: PLC0415
+
+    summary = run_data_demo(load_settings(), Path(output), sessions=sessions, keep_stack=keep_stack)
+    _echo_json({k: summary[k] for k in ("broker", "replay", "read_back", "errors", "seconds")})
+    click.echo(f"summary written to {Path(output) / 'summary.json'}")
+    if summary["errors"]:
+        sys.exit(1)
+
+
 def _register_stage_commands() -> None:
     for module_name in STAGE_COMMAND_MODULES:
         try:

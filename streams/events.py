@@ -15,6 +15,7 @@ or raises :class:`EventError` whose ``field`` names the offending field (dotted 
 from __future__ import annotations
 
 import json
+import re
 import sys
 from pathlib import Path
 from typing import Annotated, Literal, Union
@@ -236,6 +237,16 @@ def decode(raw: bytes | str, expected: str | None = None, max_bytes: int = 1_000
         raise EventError("too_large", "", f"{len(raw)} bytes > {max_bytes}")
     schema = expected
     if schema is None:
+        # Fast path: the first "schema" key (top-level in canonical encoding) picks the model; if
+        # that guess fails to validate, fall through to a full parse to find the real schema.
+        match = _SCHEMA_KEY.search(raw, 0, 200)
+        if match and match.group(1).decode() in MODELS:
+            try:
+                event = MODELS[match.group(1).decode()].model_validate_json(raw)
+            except ValidationError:
+                pass
+            else:
+                return _check_list_size(event, max_list_size)
         try:
             doc = json.loads(raw)
         except (UnicodeDecodeError, ValueError) as exc:
@@ -250,6 +261,13 @@ def decode(raw: bytes | str, expected: str | None = None, max_bytes: int = 1_000
         event = model.model_validate_json(raw)
     except ValidationError as exc:
         raise _from_validation_error(exc) from None
+    return _check_list_size(event, max_list_size)
+
+
+_SCHEMA_KEY = re.compile(rb'"schema"\s*:\s*"([a-z_.0-9]{1,64})"')
+
+
+def _check_list_size(event: AnyEvent, max_list_size: int | None) -> AnyEvent:
     if max_list_size is not None and isinstance(event, Impression) and len(event.items) > max_list_size:
         raise EventError("oversized_list", "items", f"{len(event.items)} items > {max_list_size}")
     return event
