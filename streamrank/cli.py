@@ -174,6 +174,22 @@ def data_demo(output: str, sessions: int, keep_stack: bool) -> None:
         sys.exit(1)
 
 
+@cli.command()
+@click.option("--url", default=None, help="healthy when this URL answers 2xx")
+@click.option("--status-file", type=click.Path(dir_okay=False), default=None,
+              help="healthy when this status file was updated recently")
+@click.option("--max-age", default=60.0, show_default=True, help="seconds, for --status-file")
+def health(url: str | None, status_file: str | None, max_age: float) -> None:
+    """Exit 0 when the service answers (container health checks)."""
+    from streamrank.health import check_status_file, check_url  # noqa: PLC0415
+
+    if bool(url) == bool(status_file):
+        raise click.UsageError("give exactly one of --url and --status-file")
+    ok, detail = check_url(url) if url else check_status_file(Path(status_file), max_age)
+    click.echo(("healthy: " if ok else "unhealthy: ") + detail)
+    sys.exit(0 if ok else 1)
+
+
 def _register_stage_commands() -> None:
     for module_name in STAGE_COMMAND_MODULES:
         try:
