@@ -81,15 +81,26 @@ def eval_ope(data_spec: str, policies: tuple[str, ...], alpha: float, n_bootstra
 @click.option("--duration", default=120.0, show_default=True, help="seconds of simulated traffic")
 @click.option("--output", default="out/demo", show_default=True, type=click.Path(file_okay=False))
 @click.option("--rate", default=20.0, show_default=True, help="simulated requests per second")
+@click.option("--concurrency", default=4, show_default=True, help="simulated users in parallel")
 @click.option("--snapshot-interval", default=1.0, show_default=True, help="learner snapshot interval (s)")
+@click.option("--learners", default="ldro,umnn", show_default=True, help="learner workers to run (comma-separated)")
+@click.option("--reranker", default="ldro", show_default=True)
+@click.option("--calibrator", default="umnn", show_default=True, help="'' for none")
+@click.option("--fusion", default="", show_default=True, help="e.g. drpo (add it to --learners)")
+@click.option("--feast/--no-feast", default=True, show_default=True, help="apply the Feast repo first")
 @click.option("--seed", default=0, show_default=True)
-def demo(duration: float, output: str, rate: float, snapshot_interval: float, seed: int) -> None:
+def demo(duration: float, output: str, rate: float, concurrency: int, snapshot_interval: float, learners: str,
+         reranker: str, calibrator: str, fusion: str, feast: bool, seed: int) -> None:
     """The closed loop: stack up, workers + learners + server, the simulator as users; summary + plots."""
-    from serving.loop import DemoConfig, run_demo  # noqa: PLC0415
+    from serving.loop import DemoConfig, headline, run_demo  # noqa: PLC0415
 
-    summary = run_demo(DemoConfig(duration_s=duration, output=Path(output), rate=rate,
-                                  snapshot_interval_s=snapshot_interval, seed=seed), load_settings())
-    click.echo(json.dumps({k: v for k, v in summary.items() if not isinstance(v, (list, dict))}, indent=2))
+    config = DemoConfig(duration_s=duration, output=Path(output), rate=rate, concurrency=concurrency,
+                        snapshot_interval_s=snapshot_interval, seed=seed,
+                        learners=tuple(m for m in learners.split(",") if m), reranker=reranker,
+                        calibrator=calibrator, fusion=fusion, feast=feast)
+    summary = run_demo(config, load_settings())
+    click.echo(headline(summary))
+    click.echo(f"summary and plots in {output}/")
     if summary.get("errors"):
         sys.exit(1)
 

@@ -1,0 +1,146 @@
+r"""Pure summaries of a closed-loop run: reward/NDCG/ECE over time, staleness, throughput, plots.
+
+* **ECE** (Naeini et al., AAAI 2015; Guo et al., ICML 2017): :math:`\sum_b \frac{n_b}{N}
+  |\bar y_b - \bar p_b|` over ``bins`` equal-width bins of the predicted probability.
+* **NDCG@k** on the simulator's hidden LETOR grades (:func:`simulator.session.ndcg_at_k`).
+* **Staleness** of an example: from the wall time its last feedback event was produced to the
+  wall time a response first carried a reranker version whose snapshot had applied the
+  example (its ``examples`` offset is at or below the snapshot's applied offset for that
+  partition, from the manifest's ``meta.runtime.offsets``).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+
+
+@dataclass
+class Served:
+    """One simulated request as the demo saw it."""
+
+    t: float  # wall time the response arrived
+    request_id: str
+    ok: bool
+    latency_s: float
+    versions: dict[str, str] = field(default_factory=dict)
+    reward: float = 0.0
+    ndcg10: float = 0.0
+    clicks: list[int] = field(default_factory=list)
+    click_probs: list[float] = field(default_factory=list)
+    feedback_done_at: float = 0.0
+    error: str = ""
+
+
+def ece(probs: Sequence[float], labels: Sequence[int], bins: int = 10) -> float:
+    p = np.asarray(probs, dtype=np.float64)
+    y = np.asarray(labels, dtype=np.float64)
+    if p.size == 0:
+        return float("nan")
+    idx = np.minimum((p * bins).astype(int), bins - 1)
+    total = 0.0
+    for b in range(bins):
+        sel = idx == b
+        if sel.any():
+            total += sel.sum() / p.size * abs(y[sel].mean() - p[sel].mean())
+    return float(total)
+
+
+def curves(served: Sequence[Served], start: float, bucket_s: float) -> list[dict[str, float]]:
+    """Per time bucket: requests, mean list reward, mean NDCG@10, ECE of the served click probabilities."""
+    ok = [s for s in served if s.ok]
+    if not ok:
+        return []
+    n_buckets = int(math.floor((max(s.t for s in ok) - start) / bucket_s)) + 1
+    out = []
+    for b in range(n_buckets):
+        rows = [s for s in ok if start + b * bucket_s <= s.t < start + (b + 1) * bucket_s]
+        if not rows:
+            continue
+        probs = [p for s in rows for p in s.click_probs]
+        labels = [c for s in rows for c in s.clicks]
+        out.append({"t": round((b + 0.5) * bucket_s, 3), "requests": len(rows),
+                    "reward": float(np.mean([s.reward for s in rows])),
+                    "ndcg10": float(np.mean([s.ndcg10 for s in rows])),
+                    "ece": ece(probs, labels)})
+    return out
+
+
+def first_served(served: Iterable[Served], model: str) -> dict[str, float]:
+    """Wall time each version of ``model`` first appeared in a response."""
+    out: dict[str, float] = {}
+    for s in sorted(served, key=lambda s: s.t):
+        version = s.versions.get(model)
+        if version is not None and version not in out:
+            out[version] = s.t
+    return out
+
+
+def manifest_offsets(manifest: dict[str, Any]) -> dict[str, int]:
+    """``{"topic:partition": last applied offset}`` from a snapshot manifest (learner runtime meta)."""
+    meta = manifest.get("meta") or {}
+    for candidate in ((meta.get("runtime") or {}).get("offsets"), manifest.get("offsets"), meta.get("offsets")):
+        if isinstance(candidate, dict) and candidate:
+            return {str(k): int(v) for k, v in candidate.items()}
+    return {}
+
+
+def staleness(examples: dict[str, tuple[str, int]], feedback_done: dict[str, float],
+              manifests: Sequence[dict[str, Any]], served_at: dict[str, float]) -> tuple[list[float], int]:
+    """Staleness (s) of every example that a served version learned from; plus how many were never served.
+
+    ``examples``: request_id -> ("topic:partition", offset); ``feedback_done``: request_id -> wall time
+    of its last feedback event; ``manifests``: announcements of one model; ``served_at``: version -> first
+    served wall time.
+    """
+    versions = sorted(((int(m["version"]), m) for m in manifests if str(m["version"]) in served_at),
+                      key=lambda vm: vm[0])
+    values: list[float] = []
+    unserved = 0
+    for request_id, (tp, offset) in examples.items():
+        if request_id not in feedback_done:
+            continue
+        hit = None
+        for _, manifest in versions:
+            if manifest_offsets(manifest).get(tp, -1) >= offset:
+                hit = served_at[str(manifest["version"])]
+                break
+        if hit is None:
+            unserved += 1
+        else:
+            values.append(max(0.0, hit - feedback_done[request_id]))
+    return values, unserved
+
+
+def percentile(values: Sequence[float], q: float) -> float | None:
+    return float(np.percentile(values, q)) if len(values) else None
+
+
+def plot(curve: list[dict[str, float]], output: Path, swaps_at: Sequence[float] = ()) -> list[Path]:
+    """reward.png, ndcg.png, ece.png (Agg backend; swap times as faint vertical lines)."""
+    import matplotlib  # noqa: PLC0415
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt  # noqa: PLC0415
+
+    paths = []
+    t = [row["t"] for row in curve]
+    for key, label in (("reward", "mean list reward"), ("ndcg10", "NDCG@10 (hidden LETOR grades)"),
+                       ("ece", "ECE of served click probability")):
+        fig, ax = plt.subplots(figsize=(6, 3.2), dpi=100)
+        for x in swaps_at:
+            ax.axvline(x, color="0.85", lw=0.6, zorder=0)
+        ax.plot(t, [row[key] for row in curve], marker="o", ms=3)
+        ax.set_xlabel("seconds since start")
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3)
+        fig.tight_layout()
+        path = output / f"{key}.png"
+        fig.savefig(path)
+        plt.close(fig)
+        paths.append(path)
+    return paths

@@ -1,0 +1,456 @@
+"""``streamrank demo``: the closed loop serve -> log -> join -> learn -> snapshot -> swap -> serve.
+
+What it starts (and stops again, in reverse order, whatever happens):
+
+1. the embedded stack (broker + Redis) unless one is running or ``STREAMRANK_KAFKA``/
+   ``STREAMRANK_REDIS`` point at external ones; a fresh topic prefix per run;
+2. the Feast repo, applied against that Redis (when ``feature_store`` provides it);
+3. subprocesses: the streams worker (``streamrank worker``: impressions ⋈ feedback ->
+   ``examples``), one learner worker per model (``streamrank learn --model NAME``), and the
+   reranker (``streamrank serve``) with exploration on;
+4. a checkpoint publisher (:mod:`serving.snapshot_bridge`) that turns learner checkpoints into
+   snapshots every ``snapshot_interval_s`` unless the learners publish them themselves;
+5. the LETOR/KuaiRand simulator as users: ``rate`` requests/s over HTTP from ``concurrency``
+   threads, each answered with the simulator's feedback events on the ``feedback`` topic.
+
+At the end it reads ``examples`` and ``model-updates`` back, computes the summary
+(:mod:`serving.demo_metrics`), writes ``summary.json`` and PNG plots to ``output`` and prints
+the headline numbers.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+from serving import demo_metrics as dm
+from streamrank import stack
+from streamrank.config import Settings, Topics, read_stack_state
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class DemoConfig:
+    duration_s: float = 120.0
+    output: Path = Path("out/demo")
+    rate: float = 20.0  # requests per second
+    concurrency: int = 4
+    snapshot_interval_s: float = 1.0
+    seed: int = 0
+    learners: tuple[str, ...] = ("ldro", "umnn")
+    reranker: str = "ldro"
+    calibrator: str = "umnn"
+    fusion: str = ""  # e.g. "drpo" (add it to learners too)
+    max_candidates: int = 30
+    bucket_s: float = 10.0
+    drain_s: float = 8.0
+    join_window_s: float = 20.0
+    learner_batch: int = 16
+    gate_window: int = 200
+    feast: bool = True
+    startup_timeout_s: float = 120.0
+
+
+@dataclass
+class Child:
+    name: str
+    proc: subprocess.Popen
+    log_path: Path
+    exited_early: int | None = None
+
+
+class Children:
+    """Subprocesses of the demo (own process groups), stopped in reverse start order."""
+
+    def __init__(self, env: dict[str, str], log_dir: Path) -> None:
+        self.env = env
+        self.log_dir = log_dir
+        self.children: list[Child] = []
+
+    def start(self, name: str, *args: str) -> Child:
+        path = self.log_dir / f"{name}.log"
+        fh = open(path, "ab")  # noqa: SIM115 - handed to the child
+        proc = subprocess.Popen([sys.executable, "-m", "streamrank.cli", *args], stdout=fh, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL, env=self.env, start_new_session=True)
+        fh.close()
+        child = Child(name, proc, path)
+        self.children.append(child)
+        return child
+
+    def crashed(self) -> list[Child]:
+        for child in self.children:
+            if child.exited_early is None and child.proc.poll() is not None:
+                child.exited_early = child.proc.returncode
+        return [c for c in self.children if c.exited_early is not None]
+
+    def stop_all(self) -> None:
+        self.crashed()
+        for child in reversed(self.children):
+            if child.proc.poll() is None:
+                stack.stop_pid(child.proc.pid, grace=15)
+            try:
+                child.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                pass
+
+
+def _wait_http(url: str, timeout: float, children: Children) -> None:
+    import httpx  # noqa: PLC0415
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if children.crashed():
+            raise RuntimeError(f"a demo process exited during start-up: {[c.name for c in children.crashed()]} "
+                               f"(logs under {children.log_dir})")
+        try:
+            if httpx.get(url, timeout=1.0).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.25)
+    raise RuntimeError(f"{url} did not answer within {timeout:.0f}s")
+
+
+# -- the simulated users ---------------------------------------------------------------------------
+class Users:
+    """The simulator as users: request over HTTP, answer with feedback on Kafka, record what happened."""
+
+    def __init__(self, settings: Settings, config: DemoConfig, base_url: str) -> None:
+        from kafka import KafkaProducer  # noqa: PLC0415
+
+        from simulator.click_models import ClickModel  # noqa: PLC0415
+        from simulator.kuairand import load_kuairand  # noqa: PLC0415
+        from simulator.letor import load_letor  # noqa: PLC0415
+        from simulator.session import SessionSimulator, SimulatorConfig  # noqa: PLC0415
+
+        data = Path(__file__).resolve().parents[2] / "shared" / "data"
+        dataset = load_letor(data / "letor" / "rank.train")
+        self.sim = SessionSimulator(dataset, load_kuairand(data / "kuairand"),
+                                    SimulatorConfig(click_model=ClickModel("pbm", max_grade=max(1, dataset.max_grade)),
+                                                    max_candidates=config.max_candidates),
+                                    seed=config.seed, namespace=f"demo{int(time.time())}")
+        self.url = f"{base_url}/rerank"
+        self.topic = settings.topics.feedback
+        self.producer = KafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks=1, linger_ms=5,
+                                      max_block_ms=5000)
+        self.served: list[dm.Served] = []
+        self.feedback_events = 0
+        self.produce_errors = 0
+        self._lock = threading.Lock()
+        self._local = threading.local()
+
+    def _client(self):
+        import httpx  # noqa: PLC0415
+
+        if not hasattr(self._local, "client"):
+            self._local.client = httpx.Client(timeout=10.0)
+        return self._local.client
+
+    def one(self, index: int) -> None:
+        from simulator.session import ndcg_at_k  # noqa: PLC0415
+        from streams.events import encode  # noqa: PLC0415
+        from streams.rewards import ListOutcome, RewardWeights, item_reward, list_reward  # noqa: PLC0415
+
+        request = self.sim.request(index, ts=time.time())
+        body = {"request_id": request.request_id, "user_id": request.user_id, "query": request.query,
+                "context": {"user_activity": request.user_activity},
+                "candidates": [{"item_id": c.item_id, "scores": c.scores, "duration_ms": c.duration_ms,
+                                "features": [round(float(x), 4) for x in c.features]} for c in request.candidates]}
+        started = time.monotonic()
+        try:
+            response = self._client().post(self.url, json=body)
+            ok = response.status_code == 200
+            doc = response.json() if ok else {}
+            error = "" if ok else f"HTTP {response.status_code}: {response.text[:200]}"
+        except Exception as exc:  # noqa: BLE001 - any failure is an error of the loop
+            ok, doc, error = False, {}, f"{type(exc).__name__}: {exc}"
+        latency = time.monotonic() - started
+        record = dm.Served(t=time.time(), request_id=request.request_id, ok=ok, latency_s=latency, error=error)
+        if ok:
+            index_of = request.item_index()
+            order = [index_of[item["item_id"]] for item in doc["items"]]
+            feedback = self.sim.respond(request, order, shown_at=request.ts)
+            for event in feedback:
+                try:
+                    self.producer.send(self.topic, key=request.request_id.encode(), value=encode(event))
+                except Exception:  # noqa: BLE001
+                    with self._lock:
+                        self.produce_errors += 1
+            outcome = ListOutcome()
+            for event in feedback:
+                outcome.add(event.item_id, event.kind, event.value)
+            weights = RewardWeights()
+            shown = [request.candidates[j] for j in order]
+            rewards = [item_reward(outcome.items[c.item_id], c.duration_ms, weights) if c.item_id in outcome.items
+                       else 0.0 for c in shown]
+            record.versions = dict(doc.get("model_versions", {}))
+            record.reward = list_reward(rewards, range(1, len(shown) + 1))
+            record.ndcg10 = ndcg_at_k(request.relevance[order], 10)
+            record.clicks = [int(c.item_id in outcome.items and outcome.items[c.item_id].click > 0) for c in shown]
+            record.click_probs = [float(item["calibrated"].get("click", 0.5)) for item in doc["items"]]
+            record.feedback_done_at = time.time()
+            with self._lock:
+                self.feedback_events += len(feedback)
+        with self._lock:
+            self.served.append(record)
+
+    def run(self, duration_s: float, rate: float, concurrency: int) -> None:
+        interval = 1.0 / rate
+        start = time.monotonic()
+        futures = []
+        with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="user") as pool, \
+                tqdm(total=int(duration_s * rate), desc="requests", unit="req", disable=None) as bar:
+            index = 0
+            while time.monotonic() - start < duration_s:
+                target = start + index * interval
+                delay = target - time.monotonic()
+                if delay > 0:
+                    time.sleep(delay)
+                futures.append(pool.submit(self.one, index))
+                index += 1
+                bar.update(1)
+                if len(futures) > 4 * concurrency:  # back-pressure: never queue unboundedly
+                    futures.pop(0).result()
+            for f in futures:
+                f.result()
+        self.producer.flush(10)
+
+    def close(self) -> None:
+        self.producer.close(5)
+
+
+# -- reading the topics back ------------------------------------------------------------------------
+def example_offsets(settings: Settings) -> dict[str, tuple[str, int]]:
+    from streams.consume import read_topic  # noqa: PLC0415
+
+    out: dict[str, tuple[str, int]] = {}
+
+    def on_record(record) -> None:
+        rid = record.key.decode() if record.key else ""
+        out.setdefault(rid, (f"{record.topic}:{record.partition}", record.offset))
+
+    read_topic(settings.kafka_bootstrap, settings.topics.examples, on_record, idle_s=3.0, timeout_s=60)
+    return out
+
+
+def announcements(settings: Settings) -> list[dict[str, Any]]:
+    from streams.consume import read_topic  # noqa: PLC0415
+
+    out: list[dict[str, Any]] = []
+
+    def on_record(record) -> None:
+        try:
+            out.append(json.loads(record.value))
+        except ValueError:
+            pass
+
+    read_topic(settings.kafka_bootstrap, settings.topics.model_updates, on_record, idle_s=3.0, timeout_s=60)
+    return out
+
+
+def _get_json(url: str) -> dict:
+    import httpx  # noqa: PLC0415
+
+    try:
+        return httpx.get(url, timeout=5).json()
+    except Exception as exc:  # noqa: BLE001
+        return {"error": str(exc)}
+
+
+def _metric(text: str, name: str) -> float:
+    for line in text.splitlines():
+        if line.startswith(name + " ") or line.startswith(name + "{"):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+# -- the run ------------------------------------------------------------------------------------------
+def _stack_settings(settings: Settings) -> tuple[Settings, bool]:
+    """Endpoints of a running/external stack, or a newly started one (then ``True``: stop it at the end)."""
+    if settings.kafka and settings.redis and (os.environ.get("STREAMRANK_KAFKA") or _alive(settings)):
+        return settings, False
+    state = stack.up(settings)
+    return settings.with_endpoints(kafka=state["kafka"], redis=state["redis"]), bool(state.get("pids"))
+
+
+def _alive(settings: Settings) -> bool:
+    state = read_stack_state(settings.home)
+    return bool(state) and all(stack.pid_alive(int(p)) for p in state.get("pids", {}).values())
+
+
+def run_demo(config: DemoConfig, settings: Settings) -> dict[str, Any]:
+    output = Path(config.output)
+    (output / "logs").mkdir(parents=True, exist_ok=True)
+    base, started_stack = _stack_settings(settings)
+    settings = replace(base, topics=Topics(prefix=f"demo{int(time.time())}."))
+    stack.ensure_topics(settings.kafka_bootstrap, list(settings.topics.all().values()), settings.partitions)
+    children: Children | None = None
+    publisher = users = registry = None
+    summary: dict[str, Any] = {"errors": 0, "error_details": []}
+    try:
+        feast_status = _apply_feast(settings, config) if config.feast else "skipped (--no-feast)"
+        demo_config = output / "streamrank-demo.json"
+        demo_config.write_text(json.dumps({"join": {"window_s": config.join_window_s, "idle_timeout_s": 5.0}}))
+        port = stack.free_port()
+        env = dict(os.environ)
+        env.update(STREAMRANK_KAFKA=settings.kafka_bootstrap, STREAMRANK_REDIS=settings.redis or "",
+                   STREAMRANK_TOPIC_PREFIX=settings.topics.prefix, STREAMRANK_HOME=str(settings.home),
+                   STREAMRANK_PARTITIONS=str(settings.partitions), STREAMRANK_CONFIG=str(demo_config.resolve()),
+                   STREAMRANK_SNAPSHOT_INTERVAL_S=str(config.snapshot_interval_s), PYTHONUNBUFFERED="1",
+                   OMP_NUM_THREADS="1", MKL_NUM_THREADS="1",
+                   STREAMRANK_SERVE_PORT=str(port), STREAMRANK_SERVE_EXPLORE="1",
+                   STREAMRANK_SERVE_RERANKER=config.reranker, STREAMRANK_SERVE_CALIBRATOR=config.calibrator,
+                   STREAMRANK_SERVE_FUSION=config.fusion, STREAMRANK_SERVE_POLL_INTERVAL_S="0.5",
+                   STREAMRANK_SERVE_GATE_WINDOW=str(config.gate_window))
+        children = Children(env, output / "logs")
+        checkpoints = output / "checkpoints"
+        children.start("streams-worker", "worker", "--name", "demo-worker")
+        for model in config.learners:
+            children.start(f"learner-{model}", "learn", "--model", model, "--checkpoint-dir", str(checkpoints),
+                           "--batch-size", str(config.learner_batch), "--within", "0.5", "--checkpoint-every", "1",
+                           "--idle-flush", "1.0", "--progress", "10")
+        children.start("server", "serve")
+        base_url = f"http://127.0.0.1:{port}"
+        _wait_http(f"{base_url}/healthz", config.startup_timeout_s, children)
+
+        from feature_store.snapshots import SnapshotRegistry  # noqa: PLC0415
+        from serving.snapshot_bridge import CheckpointPublisher  # noqa: PLC0415
+
+        registry = SnapshotRegistry(settings.redis_url, settings)
+        publisher = CheckpointPublisher(registry, checkpoints, list(config.learners), config.snapshot_interval_s).start()
+        users = Users(settings, config, base_url)
+        started = time.time()
+        users.run(config.duration_s, config.rate, config.concurrency)
+        time.sleep(config.drain_s)  # let the last examples be learned, published and swapped
+        models = _get_json(f"{base_url}/models")
+        import httpx  # noqa: PLC0415
+
+        metrics_text = httpx.get(f"{base_url}/metrics", timeout=5).text
+        crashed = children.crashed()
+        summary = summarise(config, settings, users, models, metrics_text, started, publisher, crashed, feast_status)
+    finally:
+        if users is not None:
+            users.close()
+        if publisher is not None:
+            publisher.close()
+        if registry is not None:
+            registry.close()
+        if children is not None:
+            children.stop_all()
+        if started_stack:
+            stack.down(base)
+    output.mkdir(parents=True, exist_ok=True)
+    (output / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
+    return summary
+
+
+def _apply_feast(settings: Settings, config: DemoConfig) -> str:
+    try:
+        from feature_store.feast_repo import apply  # noqa: PLC0415
+    except ImportError as exc:
+        return f"skipped (feature_store not available: {exc})"
+    try:
+        repo = apply(settings, limit=2000, progress=True)
+        return f"applied ({repo.path})"
+    except Exception as exc:  # noqa: BLE001 - the loop serves with request features without it
+        log.warning("feast apply failed: %s", exc)
+        return f"failed: {type(exc).__name__}: {str(exc)[:300]}"
+
+
+def summarise(config: DemoConfig, settings: Settings, users: Users, models: dict, metrics_text: str, started: float,
+              publisher, crashed: list[Child], feast_status: str) -> dict[str, Any]:
+    served = users.served
+    ok = [s for s in served if s.ok]
+    failed = [s for s in served if not s.ok]
+    curve = dm.curves(served, started, config.bucket_s)
+    examples = example_offsets(settings)
+    updates = announcements(settings)
+    by_model: dict[str, list[dict]] = {}
+    for doc in updates:
+        by_model.setdefault(doc.get("name", "?"), []).append(doc)
+    feedback_done = {s.request_id: s.feedback_done_at for s in ok}
+    served_at = dm.first_served(ok, config.reranker)
+    stale, unserved = dm.staleness(examples, feedback_done, by_model.get(config.reranker, []), served_at)
+    elapsed = max(1e-9, max((s.t for s in served), default=started) - started)
+    third = max(1, len(curve) // 3)
+    errors = len(failed) + users.produce_errors + len(crashed)
+    details = [s.error for s in failed[:10]]
+    details += [f"{c.name} exited with {c.exited_early} (log {c.log_path})" for c in crashed]
+    if users.produce_errors:
+        details.append(f"{users.produce_errors} feedback events not produced")
+    swaps_at = [d["at"] - started for d in models.get("decisions", []) if d.get("action") == "swapped"]
+    latencies = [s.latency_s * 1000 for s in ok]
+    applied = {m: max((int(((d.get("meta") or {}).get("runtime") or {}).get("applied", 0)) for d in docs), default=0)
+               for m, docs in by_model.items()}
+
+    def mean(rows, key):
+        vals = [r[key] for r in rows if r[key] == r[key]]
+        return float(np.mean(vals)) if vals else None
+
+    summary = {
+        "errors": errors,
+        "error_details": details,
+        "swaps": int(models.get("swaps", 0)),
+        "refusals": int(models.get("refusals", 0)),
+        "staleness_p50_s": dm.percentile(stale, 50),
+        "staleness_p99_s": dm.percentile(stale, 99),
+        "staleness_examples": len(stale),
+        "examples_not_yet_served": unserved,
+        "reward_curve": curve,
+        "reward_first_third": mean(curve[:third], "reward"),
+        "reward_last_third": mean(curve[-third:], "reward"),
+        "ndcg10_first_third": mean(curve[:third], "ndcg10"),
+        "ndcg10_last_third": mean(curve[-third:], "ndcg10"),
+        "ece_first_third": mean(curve[:third], "ece"),
+        "ece_last_third": mean(curve[-third:], "ece"),
+        "requests": len(served),
+        "latency_p50_ms": dm.percentile(latencies, 50),
+        "latency_p99_ms": dm.percentile(latencies, 99),
+        "throughput_per_s": {
+            "simulator_requests": len(ok) / elapsed,
+            "feedback_events": users.feedback_events / elapsed,
+            "impressions_acked": dm_metric(metrics_text, "streamrank_impressions_acked") / elapsed,
+            "examples_joined": len(examples) / elapsed,
+            **{f"learner_{m}_examples": n / elapsed for m, n in applied.items()},
+            **{f"snapshots_{m}": len(docs) / elapsed for m, docs in by_model.items()},
+        },
+        "impressions": {"acked": dm_metric(metrics_text, "streamrank_impressions_acked"),
+                        "dropped": dm_metric(metrics_text, "streamrank_impressions_dropped"),
+                        "failed": dm_metric(metrics_text, "streamrank_impressions_failed")},
+        "snapshots_published": {m: len(docs) for m, docs in by_model.items()},
+        "snapshot_publisher": {"bridge_published": dict(publisher.published), "errors": publisher.errors[:10]},
+        "serving": models.get("serving"),
+        "decisions": models.get("decisions", [])[-20:],
+        "feast": feast_status,
+        "duration_s": elapsed,
+        "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(config).items()},
+        "topic_prefix": settings.topics.prefix,
+    }
+    output = Path(config.output)
+    summary["plots"] = [str(p) for p in dm.plot(curve, output, swaps_at)] if curve else []
+    return summary
+
+
+def dm_metric(text: str, name: str) -> float:
+    return _metric(text, name)
+
+
+def headline(summary: dict[str, Any]) -> str:
+    keys = ("errors", "swaps", "refusals", "staleness_p50_s", "staleness_p99_s", "reward_first_third",
+            "reward_last_third", "ndcg10_first_third", "ndcg10_last_third", "ece_first_third", "ece_last_third",
+            "requests", "latency_p50_ms", "latency_p99_ms")
+    return json.dumps({k: summary.get(k) for k in keys}, indent=2, default=str)
+
