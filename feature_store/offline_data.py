@@ -125,7 +125,8 @@ def kuairand_video_frame(paths: DataPaths, limit: int | None = None) -> pd.DataF
 
 
 def obd_item_frame(paths: DataPaths, limit: int | None = None) -> pd.DataFrame:
-    contexts = sorted(paths.root.glob("obd/*/all/item_context.csv"))
+    # The uniform-random log's context (the bts one hashes the same items' features differently).
+    contexts = sorted(paths.root.glob("obd/*/all/item_context.csv"), key=lambda p: p.parts[-3] != "random")
     if not contexts:
         raise FileNotFoundError(f"no obd/*/all/item_context.csv under {paths.root}")
     raw = pd.read_csv(contexts[0], nrows=limit)

@@ -1,0 +1,163 @@
+"""The real Feast repo on the real Redis: `feast apply` (Feast's CLI), materialize, reads, the stats agent."""
+
+from __future__ import annotations
+
+import csv
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import replace
+
+import numpy as np
+import pytest
+from kafka import KafkaProducer
+
+from feature_store.feast_repo import apply, materialize_all
+from feature_store.online_read import DEFAULT_FEATURES, DirectFeatureReader, FeastSdkReader, FeatureReadError
+from feature_store.settings import FeatureStoreSettings
+from feature_store.simulated_examples import simulated_labeled_lists
+from feature_store.stream_stats import StatsBook
+from simulator.letor import load_letor
+from streams.consume import read_topic
+from streams.events import encode
+from support import REPO, fresh_topics, settings_env
+
+pytestmark = pytest.mark.integration
+HALF_LIFE = 3600.0
+
+
+@pytest.fixture(scope="module")
+def feast_env(embedded_stack, tmp_path_factory, shared_data):
+    home = tmp_path_factory.mktemp("feast-home")
+    settings = replace(embedded_stack, home=home)
+    fs = FeatureStoreSettings(feast_project=f"it_{uuid.uuid4().hex[:8]}", stats_batch=50, stats_latency_ms=200,
+                              stats_half_life_s=HALF_LIFE)
+    repo = apply(settings, fs, data_root=shared_data, limit=400, progress=False)  # runs `feast -c <repo> apply`
+    store = repo.store()
+    materialize_all(repo, store=store)
+    return settings, fs, repo, store
+
+
+def test_feast_cli_apply_registered_every_view(feast_env):
+    _, _, repo, store = feast_env  # the fixture ran Feast's own CLI: `feast -c <repo> apply`
+    assert {fv.name for fv in store.list_feature_views()} == {
+        "user_profile", "obd_user", "letor_document", "kuairand_video", "obd_item", "item_stats", "query_stats"}
+    assert {"item_stats_push", "query_stats_push"} <= {ds.name for ds in store.list_data_sources()}
+    assert {e.name for e in store.list_entities()} >= {"user", "item", "query"}
+    assert (repo.data / "registry.db").exists() and (repo.data / "user_profile.parquet").exists()
+
+
+def test_materialized_real_data_reads_back_through_feast(feast_env, shared_data):
+    _, _, _, store = feast_env
+    with (shared_data / "kuairand" / "user_features_pure.csv").open() as fh:
+        user = next(csv.DictReader(fh))
+    with (shared_data / "obd" / "random" / "all" / "item_context.csv").open() as fh:
+        obd_item = next(csv.DictReader(fh))
+    got = store.get_online_features(
+        ["user_profile:activity", "user_profile:fans_user_num", "letor_document:features",
+         "obd_item:item_feature_1", "kuairand_video:duration_ms"],
+        entity_rows=[{"user_id": f"kr{user['user_id']}", "item_id": "q1-d1"},
+                     {"user_id": "kr-unknown", "item_id": obd_item["item_id"]}]).to_dict()
+    assert got["activity"] == [user["user_active_degree"], None]
+    assert got["fans_user_num"] == [int(user["fans_user_num"]), None]
+    letor = load_letor(shared_data / "letor" / "rank.train")
+    np.testing.assert_array_equal(np.asarray(got["features"][0], dtype=np.float32), letor.queries[1].features[1])
+    assert got["item_feature_1"] == [None, obd_item["item_feature_1"]]
+
+
+def test_direct_pipelined_read_equals_feast_sdk(feast_env):
+    _, _, _, store = feast_env
+    direct, sdk = DirectFeatureReader(store), FeastSdkReader(store)
+    items = [f"q0-d{j}" for j in range(8)] + ["kv1", "kv2", "nope"]
+    a, b = direct.read("kr0", "q0", items), sdk.read("kr0", "q0", items)
+    assert a == b
+    assert a.user["user_profile__activity"] is not None
+    assert a.items[0]["letor_document__features"] is not None and a.items[-1]["letor_document__features"] is None
+    assert len(a.items) == len(items) and set(a.items[0]) == {r.replace(":", "__") for r in DEFAULT_FEATURES
+                                                              if r.split(":")[0] in ("letor_document", "kuairand_video",
+                                                                                     "item_stats")}
+    with pytest.raises(FeatureReadError, match="unknown feature view 'nope'"):
+        DirectFeatureReader(store, ["nope:x"])
+    with pytest.raises(FeatureReadError, match="has no feature"):
+        DirectFeatureReader(store, ["item_stats:ctr_typo"])
+
+
+def _start_agent(settings, fs) -> subprocess.Popen:
+    env = settings_env(settings)
+    env.update(STREAMRANK_FEAST_PROJECT=fs.feast_project, STREAMRANK_STATS_BATCH=str(fs.stats_batch),
+               STREAMRANK_STATS_LATENCY_MS=str(fs.stats_latency_ms), STREAMRANK_STATS_HALF_LIFE_S=str(HALF_LIFE))
+    log = open(settings.home / f"agent-{time.time_ns()}.log", "wb")  # noqa: SIM115 - handed to the child
+    return subprocess.Popen([sys.executable, "-m", "feature_store.stats_agent"], env=env, cwd=REPO,
+                            stdout=log, stderr=subprocess.STDOUT)
+
+
+def _produce(settings, payloads) -> None:
+    producer = KafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all")
+    for key, value in payloads:
+        producer.send(settings.topics.examples, key=key, value=value)
+    producer.flush()
+    producer.close()
+
+
+def _wait_for_stats(store, expected: dict[str, dict[str, float]], timeout: float = 90.0) -> dict:
+    ids = sorted(expected)
+    deadline = time.monotonic() + timeout
+    got: dict = {}
+    while time.monotonic() < deadline:
+        got = store.get_online_features(["item_stats:impressions", "item_stats:clicks", "item_stats:click_rate"],
+                                        entity_rows=[{"item_id": i} for i in ids]).to_dict()
+        if all(g is not None and abs(g - expected[i]["impressions"]) < 1e-6 * max(1, g)
+               for i, g in zip(ids, got["impressions"])):
+            return got
+        time.sleep(0.5)
+    raise AssertionError(f"stats never matched: {list(zip(ids, got.get('impressions', [])))[:5]}")
+
+
+def test_stats_agent_pushes_stats_read_back_through_feast_and_resumes_after_restart(feast_env, embedded_stack,
+                                                                                      shared_data):
+    base, fs, repo, store = feast_env
+    settings = replace(fresh_topics(embedded_stack), home=base.home)
+    examples = simulated_labeled_lists(80, seed=11, data_root=shared_data)
+    first, second = examples[:50], examples[50:]
+    expected = StatsBook(HALF_LIFE)
+    expected.add_all(first)
+
+    agent = _start_agent(settings, fs)
+    try:
+        _produce(settings, [(ex.request_id.encode(), encode(ex)) for ex in first[:25]]
+                 + [(b"bad-1", b'{"schema": "streamrank.labeled_list.v1", "oops": 1}')]
+                 + [(ex.request_id.encode(), encode(ex)) for ex in first[25:]])
+        items, queries = expected.pending_rows()
+        got = _wait_for_stats(store, items)
+        ids = sorted(items)
+        np.testing.assert_allclose(got["clicks"], [items[i]["clicks"] for i in ids], rtol=1e-9)
+        np.testing.assert_allclose(got["click_rate"], [items[i]["click_rate"] for i in ids], rtol=1e-9)
+        q = sorted(queries)
+        qgot = store.get_online_features(["query_stats:requests", "query_stats:satisfaction"],
+                                         entity_rows=[{"query_id": x} for x in q]).to_dict()
+        np.testing.assert_allclose(qgot["requests"], [queries[x]["requests"] for x in q], rtol=1e-9)
+        np.testing.assert_allclose(qgot["satisfaction"], [queries[x]["satisfaction"] for x in q], rtol=1e-9)
+
+        dead = []
+        read_topic(settings.kafka_bootstrap, settings.topics.dead_letter, dead.append, expected=1, idle_s=5)
+        assert [(r.key, dict(r.headers)["dl.reason"]) for r in dead] == [(b"bad-1", b"missing_field")]
+
+        agent.send_signal(signal.SIGTERM)
+        agent.wait(60)
+        # A new agent (its own topics and consumer group, so no rebalance wait) on the same online
+        # store: its in-memory state is empty, so the counts can only continue from what is stored.
+        settings = replace(fresh_topics(embedded_stack), home=base.home)
+        agent = _start_agent(settings, fs)
+        _produce(settings, [(ex.request_id.encode(), encode(ex)) for ex in second])
+        expected.add_all(second)
+        items, _ = expected.pending_rows()
+        _wait_for_stats(store, items)  # counts continued from the stored values, nothing re-counted
+    finally:
+        if agent.poll() is None:
+            agent.send_signal(signal.SIGTERM)
+            try:
+                agent.wait(30)
+            except subprocess.TimeoutExpired:
+                agent.kill()
