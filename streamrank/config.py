@@ -76,6 +76,7 @@ class Settings:
     partitions: int = 4
     max_list_size: int = 200
     max_event_bytes: int = 1_000_000
+    bind_host: str = "127.0.0.1"
     config_path: Path | None = None
 
     @property
