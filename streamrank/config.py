@@ -11,6 +11,8 @@ external Kafka/Redis just by changing environment variables:
 * ``STREAMRANK_TOPIC_PREFIX``  prefix for every topic name (default ``streamrank.``)
 * ``STREAMRANK_BROKER``        embedded broker implementation: ``noida`` or ``tansu``
 * ``STREAMRANK_PARTITIONS``    partitions per topic created by the stack (default 4)
+* ``STREAMRANK_BIND_HOST``     address HTTP endpoints bind to (default ``127.0.0.1``; containers
+                               set ``0.0.0.0`` so health checks and Prometheus reach them)
 * ``STREAMRANK_CONFIG``        optional TOML or JSON file with per-stage sections (e.g. ``[join]``,
                                ``[rewards]``); read with :func:`config_section`
 """
@@ -131,6 +133,7 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
         partitions=partitions,
         max_list_size=int(env.get("STREAMRANK_MAX_LIST_SIZE", 200)),
         config_path=Path(env["STREAMRANK_CONFIG"]).resolve() if env.get("STREAMRANK_CONFIG") else None,
+        bind_host=env.get("STREAMRANK_BIND_HOST", "127.0.0.1"),
     )
 
 
