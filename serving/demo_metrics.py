@@ -90,25 +90,28 @@ def manifest_offsets(manifest: dict[str, Any]) -> dict[str, int]:
 
 
 def staleness(examples: dict[str, tuple[str, int]], feedback_done: dict[str, float],
-              manifests: Sequence[dict[str, Any]], served_at: dict[str, float]) -> tuple[list[float], int]:
-    """Staleness (s) of every example that a served version learned from; plus how many were never served.
+              manifests: dict[str, Sequence[dict[str, Any]]],
+              served_at: dict[str, dict[str, float]]) -> tuple[list[float], int]:
+    """Staleness (s) of every example some served model version learned from; plus how many were never served.
 
     ``examples``: request_id -> ("topic:partition", offset); ``feedback_done``: request_id -> wall time
-    of its last feedback event; ``manifests``: announcements of one model; ``served_at``: version -> first
-    served wall time.
+    of its last feedback event; ``manifests``: model -> its snapshot announcements; ``served_at``:
+    model -> version -> first served wall time. An example's staleness ends at the earliest first
+    serving of any model version whose applied offsets cover it.
     """
-    versions = sorted(((int(m["version"]), m) for m in manifests if str(m["version"]) in served_at),
-                      key=lambda vm: vm[0])
+    covered: list[tuple[float, dict[str, int]]] = []
+    for model, docs in manifests.items():
+        for doc in docs:
+            when = served_at.get(model, {}).get(str(doc.get("version")))
+            if when is not None:
+                covered.append((when, manifest_offsets(doc)))
+    covered.sort(key=lambda c: c[0])
     values: list[float] = []
     unserved = 0
     for request_id, (tp, offset) in examples.items():
         if request_id not in feedback_done:
             continue
-        hit = None
-        for _, manifest in versions:
-            if manifest_offsets(manifest).get(tp, -1) >= offset:
-                hit = served_at[str(manifest["version"])]
-                break
+        hit = next((when for when, offsets in covered if offsets.get(tp, -1) >= offset), None)
         if hit is None:
             unserved += 1
         else:

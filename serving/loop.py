@@ -28,7 +28,7 @@ import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -62,6 +62,10 @@ class DemoConfig:
     gate_window: int = 200
     feast: bool = True
     startup_timeout_s: float = 120.0
+    #: Cold start (no reranker snapshot yet, or none passed the gate) ranks by these fusion weights
+    #: over the task logits; the default is the upstream ranker's own order (its click score), the
+    #: baseline a learned reranker has to beat.
+    cold_start_weights: dict[str, float] = field(default_factory=lambda: {"click": 1.0})
 
 
 @dataclass
@@ -314,7 +318,8 @@ def run_demo(config: DemoConfig, settings: Settings) -> dict[str, Any]:
                    STREAMRANK_SERVE_PORT=str(port), STREAMRANK_SERVE_EXPLORE="1",
                    STREAMRANK_SERVE_RERANKER=config.reranker, STREAMRANK_SERVE_CALIBRATOR=config.calibrator,
                    STREAMRANK_SERVE_FUSION=config.fusion, STREAMRANK_SERVE_POLL_INTERVAL_S="0.5",
-                   STREAMRANK_SERVE_GATE_WINDOW=str(config.gate_window))
+                   STREAMRANK_SERVE_GATE_WINDOW=str(config.gate_window),
+                   STREAMRANK_SERVE_DEFAULT_FUSION_WEIGHTS=json.dumps(config.cold_start_weights))
         children = Children(env, output / "logs")
         checkpoints = output / "checkpoints"
         children.start("streams-worker", "worker", "--name", "demo-worker")
@@ -382,8 +387,8 @@ def summarise(config: DemoConfig, settings: Settings, users: Users, models: dict
     for doc in updates:
         by_model.setdefault(doc.get("name", "?"), []).append(doc)
     feedback_done = {s.request_id: s.feedback_done_at for s in ok}
-    served_at = dm.first_served(ok, config.reranker)
-    stale, unserved = dm.staleness(examples, feedback_done, by_model.get(config.reranker, []), served_at)
+    served_at = {m: dm.first_served(ok, m) for m in by_model}
+    stale, unserved = dm.staleness(examples, feedback_done, by_model, served_at)
     elapsed = max(1e-9, max((s.t for s in served), default=started) - started)
     third = max(1, len(curve) // 3)
     errors = len(failed) + users.produce_errors + len(crashed)
