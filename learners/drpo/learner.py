@@ -188,12 +188,8 @@ class DRPOLearner:
     @torch.no_grad()
     def fusion_for(self, lists: ListBatch, explore: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
         """Weights ``[B, K]`` (the policy mean, or a sample when exploring) and their log-density ``[B]``."""
-        self.policy.eval()
-        try:
-            mean, log_std = self.policy(task_statistics(lists.task_logits, lists.mask),
-                                        request_context(lists.task_logits, lists.mask, lists.activity))
-        finally:
-            self.policy.train()
+        mean, log_std = self.policy(task_statistics(lists.task_logits, lists.mask),
+                                    request_context(lists.task_logits, lists.mask, lists.activity))
         weights = mean
         if explore:
             weights = mean + torch.randn(mean.shape, generator=self.serve_generator) * torch.exp(log_std)

@@ -124,7 +124,6 @@ class LDROLearner:
         """One update from an already-tensorised batch (what :mod:`bench.policy_bench` times)."""
         cfg = self.config
         x, mask = lists.inputs, lists.mask
-        self.student.train()
         metrics: dict[str, float] = {"examples": float(lists.size)}
 
         reward_loss = self.reward_model.loss(x, mask, lists.item_rewards)
@@ -184,11 +183,7 @@ class LDROLearner:
     @torch.no_grad()
     def scores_for(self, lists: ListBatch) -> torch.Tensor:
         """Student scores ``[B, n]`` (the PL logits)."""
-        self.student.eval()
-        try:
-            return self.student(lists.inputs, lists.mask)
-        finally:
-            self.student.train()
+        return self.student(lists.inputs, lists.mask)  # no dropout/batch-norm: train mode is inference too
 
     def candidate_scores(self, request: RerankRequest) -> torch.Tensor:
         """Per-candidate PL scores ``[n]`` (serving's promotion gate computes log-probs from them)."""
