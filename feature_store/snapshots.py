@@ -58,6 +58,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any, Iterable
 
+import numpy as np
 import redis
 import torch
 from safetensors import SafetensorError
@@ -141,18 +142,48 @@ class Verification:
     manifest: Manifest | None = None
 
 
+def _numpy_view(tensor: torch.Tensor) -> np.ndarray | None:
+    """The tensor's data as numpy (no copy), or None for dtypes numpy lacks (bfloat16, ...)."""
+    try:
+        return tensor.numpy()
+    except (TypeError, RuntimeError):
+        return None
+
+
 def serialize_state(state: LearnerState) -> bytes:
-    """Safetensors bytes of ``state.tensors`` (contiguous CPU copies; names sorted by safetensors)."""
-    tensors = {name: t.detach().to("cpu").contiguous().clone() for name, t in state.tensors.items()}
+    """Safetensors bytes of ``state.tensors`` (names sorted by safetensors).
+
+    Tensors that are views or share storage with another tensor are copied first (safetensors
+    refuses shared storage); numpy does the copies and the finiteness checks below because
+    torch's per-op overhead dominates for the ~150 small tensors of a learner state
+    (bench/snapshot_bench.py: ~100x on this 2-core machine).
+    """
+    seen: set[int] = set()
+    tensors: dict[str, torch.Tensor] = {}
+    for name, tensor in state.tensors.items():
+        tensor = tensor.detach().to("cpu")
+        storage = tensor.untyped_storage()
+        whole = (tensor.is_contiguous() and tensor.storage_offset() == 0
+                 and storage.nbytes() == tensor.numel() * tensor.element_size())
+        if not whole or storage.data_ptr() in seen or tensor.numel() == 0:
+            array = _numpy_view(tensor)
+            tensor = (torch.from_numpy(np.array(array, copy=True, order="C")) if array is not None
+                      else tensor.contiguous().clone())
+        seen.add(storage.data_ptr())
+        tensors[name] = tensor
     return safetensors_save(tensors)
 
 
 def check_finite(tensors: dict[str, torch.Tensor]) -> None:
     """Raise :class:`SnapshotInvalid` naming the first floating tensor with NaN or inf values."""
     for name, tensor in tensors.items():
-        if (tensor.is_floating_point() or tensor.is_complex()) and not bool(torch.isfinite(tensor).all()):
-            bad = int((~torch.isfinite(tensor)).sum())
-            raise SnapshotInvalid(f"tensor {name!r} has {bad} non-finite values (NaN/inf)")
+        if not (tensor.is_floating_point() or tensor.is_complex()):
+            continue
+        tensor = tensor.detach().to("cpu")
+        array = _numpy_view(tensor)
+        finite = np.isfinite(array) if array is not None else torch.isfinite(tensor).numpy()
+        if not bool(finite.all()):
+            raise SnapshotInvalid(f"tensor {name!r} has {int((~finite).sum())} non-finite values (NaN/inf)")
 
 
 def tensor_specs(tensors: dict[str, torch.Tensor]) -> dict[str, dict[str, Any]]:

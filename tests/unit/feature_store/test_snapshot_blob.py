@@ -91,3 +91,15 @@ def test_manifest_json_round_trip():
     assert Manifest.from_json(manifest.to_json()) == manifest
     with pytest.raises(SnapshotCorrupt, match="unreadable manifest"):
         Manifest.from_json(b'{"name": "m"}')
+
+
+def test_dtypes_numpy_lacks_and_empty_tensors_round_trip_and_are_checked():
+    state = LearnerState(tensors={"bf16": torch.tensor([1.5, -2.0], dtype=torch.bfloat16),
+                                  "half": torch.tensor([0.5], dtype=torch.float16),
+                                  "empty": torch.zeros(0, 3), "flag": torch.tensor([True, False])})
+    blob = serialize_state(state)
+    out = decode_blob(blob, _manifest(blob, state))
+    for name, tensor in state.tensors.items():
+        assert out[name].dtype == tensor.dtype and torch.equal(out[name], tensor)
+    with pytest.raises(SnapshotInvalid, match="'bf16' has 1 non-finite"):
+        check_finite({"bf16": torch.tensor([1.0, float("nan")], dtype=torch.bfloat16)})
