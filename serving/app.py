@@ -92,6 +92,7 @@ class ServingRuntime:
     examples: RecentExamples | None = None
     watcher: Any = None  # serving.watcher.SnapshotWatcher (None: no snapshot registry, cold start only)
     registry: Any = None
+    features: Any = None  # serving.features.FeastItemFeatures (None: features only from the request)
 
     def start(self) -> None:
         self.emitter.start()
@@ -126,13 +127,18 @@ def build_runtime(settings: Settings, config: ServeConfig, with_watcher: bool = 
         watcher = SnapshotWatcher(registry, holder, config.roles(), gate=PromotionGate(config.gate), examples=examples,
                                   poll_interval_s=config.poll_interval_s, use_pubsub=config.watch_pubsub,
                                   use_kafka=config.watch_kafka, tasks=config.tasks)
-    return ServingRuntime(settings, config, holder, emitter, examples, watcher, registry)
+    from serving.features import build_feature_source  # noqa: PLC0415
+
+    features = build_feature_source(config.feature_source, settings)
+    return ServingRuntime(settings, config, holder, emitter, examples, watcher, registry, features)
 
 
 # -- the request path ---------------------------------------------------------------------------
-def _features(body: RerankBody) -> torch.Tensor:
+def _features(body: RerankBody, source=None) -> torch.Tensor:
     feats = [c.features for c in body.candidates]
     if all(f is None for f in feats):
+        if source is not None:
+            return source.fetch(body.user_id, body.query, [c.item_id for c in body.candidates])
         return torch.zeros((len(feats), 0))
     dims = {len(f) for f in feats if f is not None}
     if any(f is None for f in feats) or len(dims) != 1:
@@ -141,7 +147,7 @@ def _features(body: RerankBody) -> torch.Tensor:
     return torch.tensor(feats, dtype=torch.float32)
 
 
-def rerank_once(bundle: Bundle, body: RerankBody, config: ServeConfig) -> dict[str, Any]:
+def rerank_once(bundle: Bundle, body: RerankBody, config: ServeConfig, feature_source=None) -> dict[str, Any]:
     """Calibrate -> fuse -> rerank on one bundle; pure apart from the models' own RNG."""
     n = len(body.candidates)
     explore = config.explore if body.explore is None else body.explore
@@ -156,7 +162,7 @@ def rerank_once(bundle: Bundle, body: RerankBody, config: ServeConfig) -> dict[s
     calibrated = components.calibrate(bundle.calibrator, raw, calibration_context)
     weights, fusion_logprob = components.fusion(bundle.fusion, calibrated, context, explore,
                                                 config.default_fusion_weights)
-    request = RerankRequest(item_ids=tuple(c.item_id for c in body.candidates), features=_features(body),
+    request = RerankRequest(item_ids=tuple(c.item_id for c in body.candidates), features=_features(body, feature_source),
                             task_scores=calibrated, context={**context, "fusion_weights": weights})
     result = components.rerank(bundle.reranker, request, explore)
     if sorted(result.order) != list(range(n)):
@@ -174,12 +180,16 @@ def impression_factory(body: RerankBody, out: dict[str, Any], config: ServeConfi
 
     def build() -> bytes:
         items = []
+        fetched = out["request"].features
         for pos, idx in enumerate(out["order"], 1):
             cand = body.candidates[idx]
+            features = None
+            if config.log_features:  # as served: from the request, or as fetched from the feature store
+                features = cand.features if cand.features is not None else \
+                    ([round(float(x), 4) for x in fetched[idx].tolist()] if fetched.shape[1] else None)
             items.append(ShownItem(item_id=cand.item_id, position=pos, scores=cand.scores,
                                    calibrated={t: float(v[idx]) for t, v in out["calibrated"].items()},
-                                   duration_ms=cand.duration_ms,
-                                   features=cand.features if config.log_features else None))
+                                   duration_ms=cand.duration_ms, features=features))
         context: dict[str, float | str] = {k: v for k, v in body.context.items()}
         context["explored"] = 1.0 if out["explored"] else 0.0
         event = Impression(schema=IMPRESSION_SCHEMA, event_id=f"{body.request_id}:imp:{uuid.uuid4().hex[:8]}",
@@ -227,7 +237,7 @@ def create_app(runtime: ServingRuntime) -> FastAPI:
         if len(body.candidates) > config.max_candidates:
             raise InputError("candidates", f"{len(body.candidates)} candidates > the maximum {config.max_candidates}")
         bundle = runtime.holder.bundle  # read once: this request finishes on this bundle
-        out = rerank_once(bundle, body, config)
+        out = rerank_once(bundle, body, config, runtime.features)
         if runtime.watcher is not None:
             runtime.watcher.canary = out["request"]
         logged = runtime.emitter.offer(body.request_id.encode(), impression_factory(body, out, config, time.time()))
@@ -244,7 +254,8 @@ def create_app(runtime: ServingRuntime) -> FastAPI:
     @app.get("/healthz")
     def healthz() -> dict[str, Any]:
         return {"status": "ok", "models": runtime.holder.bundle.versions(),
-                "impressions": runtime.emitter.stats.as_dict()}
+                "impressions": runtime.emitter.stats.as_dict(), "feature_source": config.feature_source,
+                "features_missing": getattr(runtime.features, "missing", 0)}
 
     @app.get("/models")
     def models() -> dict[str, Any]:

@@ -51,7 +51,11 @@ def ece(probs: Sequence[float], labels: Sequence[int], bins: int = 10) -> float:
 
 
 def curves(served: Sequence[Served], start: float, bucket_s: float) -> list[dict[str, float]]:
-    """Per time bucket: requests, mean list reward, mean NDCG@10, ECE of the served click probabilities."""
+    """Per time bucket: requests, mean list reward, mean NDCG@10, ECE of the served click probabilities.
+
+    A trailing bucket with less than half the median number of requests (the run ended inside
+    it) is left out: its mean would be noise.
+    """
     ok = [s for s in served if s.ok]
     if not ok:
         return []
@@ -67,6 +71,8 @@ def curves(served: Sequence[Served], start: float, bucket_s: float) -> list[dict
                     "reward": float(np.mean([s.reward for s in rows])),
                     "ndcg10": float(np.mean([s.ndcg10 for s in rows])),
                     "ece": ece(probs, labels)})
+    if len(out) > 2 and out[-1]["requests"] < 0.5 * float(np.median([row["requests"] for row in out])):
+        out.pop()
     return out
 
 
@@ -117,6 +123,30 @@ def staleness(examples: dict[str, tuple[str, int]], feedback_done: dict[str, flo
         else:
             values.append(max(0.0, hit - feedback_done[request_id]))
     return values, unserved
+
+
+def staleness_breakdown(examples: dict[str, tuple[str, int, float]], feedback_done: dict[str, float],
+                        manifests: dict[str, Sequence[dict[str, Any]]],
+                        served_at: dict[str, dict[str, float]]) -> dict[str, list[float]]:
+    """Where the staleness goes, per example: join (feedback -> example produced), learn+publish
+    (example -> snapshot created), swap (snapshot created -> first response that used it)."""
+    covered: list[tuple[float, float, dict[str, int]]] = []
+    for model, docs in manifests.items():
+        for doc in docs:
+            when = served_at.get(model, {}).get(str(doc.get("version")))
+            if when is not None:
+                covered.append((when, float(doc.get("created_at", when)), manifest_offsets(doc)))
+    covered.sort(key=lambda c: c[0])
+    out: dict[str, list[float]] = {"join_s": [], "learn_publish_s": [], "swap_s": []}
+    for request_id, (tp, offset, produced_at) in examples.items():
+        if request_id not in feedback_done:
+            continue
+        hit = next(((when, created) for when, created, offs in covered if offs.get(tp, -1) >= offset), None)
+        out["join_s"].append(max(0.0, produced_at - feedback_done[request_id]))
+        if hit is not None:
+            out["learn_publish_s"].append(max(0.0, hit[1] - produced_at))
+            out["swap_s"].append(max(0.0, hit[0] - hit[1]))
+    return out
 
 
 def percentile(values: Sequence[float], q: float) -> float | None:

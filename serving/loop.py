@@ -132,7 +132,7 @@ def _wait_http(url: str, timeout: float, children: Children) -> None:
 class Users:
     """The simulator as users: request over HTTP, answer with feedback on Kafka, record what happened."""
 
-    def __init__(self, settings: Settings, config: DemoConfig, base_url: str) -> None:
+    def __init__(self, settings: Settings, config: DemoConfig, base_url: str, send_features: bool = True) -> None:
         from kafka import KafkaProducer  # noqa: PLC0415
 
         from simulator.click_models import ClickModel  # noqa: PLC0415
@@ -147,6 +147,7 @@ class Users:
                                                     max_candidates=config.max_candidates),
                                     seed=config.seed, namespace=f"demo{int(time.time())}")
         self.url = f"{base_url}/rerank"
+        self.send_features = send_features  # False: the server fetches them from Feast
         self.topic = settings.topics.feedback
         self.producer = KafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks=1, linger_ms=5,
                                       max_block_ms=5000)
@@ -171,8 +172,11 @@ class Users:
         request = self.sim.request(index, ts=time.time())
         body = {"request_id": request.request_id, "user_id": request.user_id, "query": request.query,
                 "context": {"user_activity": request.user_activity},
-                "candidates": [{"item_id": c.item_id, "scores": c.scores, "duration_ms": c.duration_ms,
-                                "features": [round(float(x), 4) for x in c.features]} for c in request.candidates]}
+                "candidates": [{"item_id": c.item_id, "scores": c.scores, "duration_ms": c.duration_ms}
+                               for c in request.candidates]}
+        if self.send_features:
+            for cand, c in zip(body["candidates"], request.candidates):
+                cand["features"] = [round(float(x), 4) for x in c.features]
         started = time.monotonic()
         try:
             response = self._client().post(self.url, json=body)
@@ -237,14 +241,15 @@ class Users:
 
 
 # -- reading the topics back ------------------------------------------------------------------------
-def example_offsets(settings: Settings) -> dict[str, tuple[str, int]]:
+def example_offsets(settings: Settings) -> dict[str, tuple[str, int, float]]:
+    """request_id -> ("topic:partition", offset, produce time in s) of its joined example."""
     from streams.consume import read_topic  # noqa: PLC0415
 
-    out: dict[str, tuple[str, int]] = {}
+    out: dict[str, tuple[str, int, float]] = {}
 
     def on_record(record) -> None:
         rid = record.key.decode() if record.key else ""
-        out.setdefault(rid, (f"{record.topic}:{record.partition}", record.offset))
+        out.setdefault(rid, (f"{record.topic}:{record.partition}", record.offset, record.timestamp / 1000.0))
 
     read_topic(settings.kafka_bootstrap, settings.topics.examples, on_record, idle_s=3.0, timeout_s=60)
     return out
@@ -306,6 +311,7 @@ def run_demo(config: DemoConfig, settings: Settings) -> dict[str, Any]:
     summary: dict[str, Any] = {"errors": 0, "error_details": []}
     try:
         feast_status = _apply_feast(settings, config) if config.feast else "skipped (--no-feast)"
+        use_feast = feast_status.startswith("applied")
         demo_config = output / "streamrank-demo.json"
         demo_config.write_text(json.dumps({"join": {"window_s": config.join_window_s, "idle_timeout_s": 5.0}}))
         port = stack.free_port()
@@ -319,7 +325,8 @@ def run_demo(config: DemoConfig, settings: Settings) -> dict[str, Any]:
                    STREAMRANK_SERVE_RERANKER=config.reranker, STREAMRANK_SERVE_CALIBRATOR=config.calibrator,
                    STREAMRANK_SERVE_FUSION=config.fusion, STREAMRANK_SERVE_POLL_INTERVAL_S="0.5",
                    STREAMRANK_SERVE_GATE_WINDOW=str(config.gate_window),
-                   STREAMRANK_SERVE_DEFAULT_FUSION_WEIGHTS=json.dumps(config.cold_start_weights))
+                   STREAMRANK_SERVE_DEFAULT_FUSION_WEIGHTS=json.dumps(config.cold_start_weights),
+                   STREAMRANK_SERVE_FEATURE_SOURCE="feast" if use_feast else "request")
         children = Children(env, output / "logs")
         checkpoints = output / "checkpoints"
         children.start("streams-worker", "worker", "--name", "demo-worker")
@@ -336,7 +343,7 @@ def run_demo(config: DemoConfig, settings: Settings) -> dict[str, Any]:
 
         registry = SnapshotRegistry(settings.redis_url, settings)
         publisher = CheckpointPublisher(registry, checkpoints, list(config.learners), config.snapshot_interval_s).start()
-        users = Users(settings, config, base_url)
+        users = Users(settings, config, base_url, send_features=not use_feast)
         started = time.time()
         users.run(config.duration_s, config.rate, config.concurrency)
         time.sleep(config.drain_s)  # let the last examples be learned, published and swapped
@@ -345,7 +352,8 @@ def run_demo(config: DemoConfig, settings: Settings) -> dict[str, Any]:
 
         metrics_text = httpx.get(f"{base_url}/metrics", timeout=5).text
         crashed = children.crashed()
-        summary = summarise(config, settings, users, models, metrics_text, started, publisher, crashed, feast_status)
+        summary = summarise(config, settings, users, models, metrics_text, started, publisher, crashed, feast_status,
+                            children.children)
     finally:
         if users is not None:
             users.close()
@@ -363,12 +371,14 @@ def run_demo(config: DemoConfig, settings: Settings) -> dict[str, Any]:
 
 
 def _apply_feast(settings: Settings, config: DemoConfig) -> str:
+    """``feast apply`` + materialise (all 3,005 LETOR documents); the server then fetches item features."""
     try:
-        from feature_store.feast_repo import apply  # noqa: PLC0415
+        from feature_store.feast_repo import apply, materialize_all  # noqa: PLC0415
     except ImportError as exc:
         return f"skipped (feature_store not available: {exc})"
     try:
-        repo = apply(settings, limit=2000, progress=True)
+        repo = apply(settings, limit=3005, progress=True)
+        materialize_all(repo, store=repo.store())
         return f"applied ({repo.path})"
     except Exception as exc:  # noqa: BLE001 - the loop serves with request features without it
         log.warning("feast apply failed: %s", exc)
@@ -376,7 +386,7 @@ def _apply_feast(settings: Settings, config: DemoConfig) -> str:
 
 
 def summarise(config: DemoConfig, settings: Settings, users: Users, models: dict, metrics_text: str, started: float,
-              publisher, crashed: list[Child], feast_status: str) -> dict[str, Any]:
+              publisher, crashed: list[Child], feast_status: str, children_list: list[Child]) -> dict[str, Any]:
     served = users.served
     ok = [s for s in served if s.ok]
     failed = [s for s in served if not s.ok]
@@ -388,7 +398,8 @@ def summarise(config: DemoConfig, settings: Settings, users: Users, models: dict
         by_model.setdefault(doc.get("name", "?"), []).append(doc)
     feedback_done = {s.request_id: s.feedback_done_at for s in ok}
     served_at = {m: dm.first_served(ok, m) for m in by_model}
-    stale, unserved = dm.staleness(examples, feedback_done, by_model, served_at)
+    stale, unserved = dm.staleness({k: v[:2] for k, v in examples.items()}, feedback_done, by_model, served_at)
+    parts = dm.staleness_breakdown(examples, feedback_done, by_model, served_at)
     elapsed = max(1e-9, max((s.t for s in served), default=started) - started)
     third = max(1, len(curve) // 3)
     errors = len(failed) + users.produce_errors + len(crashed)
@@ -413,6 +424,8 @@ def summarise(config: DemoConfig, settings: Settings, users: Users, models: dict
         "staleness_p50_s": dm.percentile(stale, 50),
         "staleness_p99_s": dm.percentile(stale, 99),
         "staleness_examples": len(stale),
+        "staleness_breakdown_p50_s": {k: dm.percentile(v, 50) for k, v in parts.items()},
+        "staleness_breakdown_p99_s": {k: dm.percentile(v, 99) for k, v in parts.items()},
         "examples_not_yet_served": unserved,
         "reward_curve": curve,
         "reward_first_third": mean(curve[:third], "reward"),
@@ -443,6 +456,7 @@ def summarise(config: DemoConfig, settings: Settings, users: Users, models: dict
         "duration_s": elapsed,
         "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(config).items()},
         "topic_prefix": settings.topics.prefix,
+        "pids": {c.name: c.proc.pid for c in children_list},
     }
     output = Path(config.output)
     summary["plots"] = [str(p) for p in dm.plot(curve, output, swaps_at)] if curve else []

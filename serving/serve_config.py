@@ -36,6 +36,7 @@ class ServeConfig:
     watch_kafka: bool = True
     gate: GateConfig = field(default_factory=GateConfig)
     torch_threads: int = 1
+    feature_source: str = "request"  # "feast": fetch item features the request does not carry
 
     def roles(self) -> dict[str, str]:
         return {"calibrator": self.calibrator, "fusion": self.fusion, "reranker": self.reranker}

@@ -1,0 +1,245 @@
+"""Load test of the reranker while snapshots are published every second (bounded in time).
+
+Starts its own embedded stack (broker + Redis on free loopback ports, temporary home), applies
+the Feast repo and materialises the real LETOR document features, publishes initial UMNN /
+DRPO / LDRO snapshots (the full calibrate -> fuse -> rerank path), starts ``streamrank serve``
+as a **second process** on 127.0.0.1 (item features fetched from Feast's Redis keys, not sent
+in the request), then drives it from this process:
+
+1. ``single``: one client, ``--single-s`` seconds: rerank p50/p99 for ``--candidates`` candidates
+   including the feature fetch (goal: p99 <= 10 ms);
+2. ``steady``: ``--clients`` concurrent clients, no publishing (``--steady-s`` seconds, half
+   before and half after the swap phase so that drift on the shared machine cancels);
+3. ``swaps``: the same clients for ``--swap-s`` (>= 60) seconds while a new LDRO snapshot is
+   published every ``--publish-interval`` seconds.
+
+Prints client-side latency percentiles, failures (must be 0), swaps done, and the ratio
+p99(swaps) / p99(steady) (goal <= 1.25), measured in the same run. ``--output`` writes JSON.
+
+    .venv/bin/python bench/serving_load.py --clients 8 --swap-s 60 --output out/bench/serving_load.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from streamrank import stack  # noqa: E402
+from streamrank.config import load_settings  # noqa: E402
+
+
+def percentiles(values: list[float]) -> dict[str, float]:
+    if not values:
+        return {"n": 0}
+    arr = np.asarray(values) * 1000.0
+    return {"n": int(arr.size), "p50_ms": float(np.percentile(arr, 50)), "p90_ms": float(np.percentile(arr, 90)),
+            "p99_ms": float(np.percentile(arr, 99)), "max_ms": float(arr.max())}
+
+
+class Clients:
+    """``n`` client threads posting rerank requests; records (start, latency, ok) per request."""
+
+    def __init__(self, url: str, bodies: list[dict], n: int) -> None:
+        self.url, self.bodies, self.n = url, bodies, n
+        self.records: list[tuple[float, float, bool, str]] = []
+        self._lock = threading.Lock()
+
+    def run(self, seconds: float, label: str) -> list[tuple[float, float, bool, str]]:
+        import httpx  # noqa: PLC0415
+
+        stop_at = time.monotonic() + seconds
+        out: list[tuple[float, float, bool, str]] = []
+
+        def worker(k: int) -> None:
+            local = []
+            with httpx.Client(timeout=10.0) as client:
+                i = k
+                while time.monotonic() < stop_at:
+                    body = dict(self.bodies[i % len(self.bodies)], request_id=f"{label}-{k}-{i}")
+                    i += self.n
+                    t0 = time.monotonic()
+                    try:
+                        ok = client.post(self.url, json=body).status_code == 200
+                    except Exception:  # noqa: BLE001 - a failed request is counted, never hidden
+                        ok = False
+                    local.append((t0, time.monotonic() - t0, ok, label))
+            with self._lock:
+                out.extend(local)
+
+        threads = [threading.Thread(target=worker, args=(k,)) for k in range(self.n)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        self.records.extend(out)
+        return out
+
+
+def make_bodies(n_candidates: int, count: int, seed: int) -> list[dict]:
+    from simulator.letor import load_letor  # noqa: PLC0415
+
+    dataset = load_letor(ROOT.parent / "shared" / "data" / "letor" / "rank.train")
+    doc_ids = [d for q in dataset.queries for d in q.doc_ids]
+    rng = np.random.default_rng(seed)
+    bodies = []
+    for i in range(count):
+        items = rng.choice(len(doc_ids), size=n_candidates, replace=False)
+        bodies.append({"request_id": f"b{i}", "user_id": f"kr{int(rng.integers(1000))}", "query": f"q{int(rng.integers(200))}",
+                       "candidates": [{"item_id": doc_ids[j], "scores": {"click": float(rng.uniform(0.05, 0.9)),
+                                                                           "long_view": float(rng.uniform(0.01, 0.5)),
+                                                                           "watch_time": float(rng.uniform(0.1, 0.9))}}
+                                      for j in items]})
+    return bodies
+
+
+def publisher(registry, model: str, base_state, interval: float, stop: threading.Event, published: list) -> None:
+    """Publish ``model`` every ``interval`` s with slightly perturbed weights (a new version each time)."""
+    import torch  # noqa: PLC0415
+
+    from learners.protocol import LearnerState  # noqa: PLC0415
+
+    gen = torch.Generator().manual_seed(0)
+    next_at = time.monotonic()
+    while not stop.is_set():
+        tensors = {k: (v + 1e-3 * torch.randn(v.shape, generator=gen) if v.is_floating_point() else v)
+                   for k, v in base_state.tensors.items()}
+        t0 = time.monotonic()
+        manifest = registry.publish(model, LearnerState(tensors=tensors, meta=base_state.meta))
+        published.append((t0, manifest.version))
+        next_at += interval
+        stop.wait(max(0.0, next_at - time.monotonic()))
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--clients", type=int, default=8)
+    ap.add_argument("--candidates", type=int, default=50)
+    ap.add_argument("--single-s", type=float, default=20.0)
+    ap.add_argument("--steady-s", type=float, default=60.0)
+    ap.add_argument("--swap-s", type=float, default=60.0)
+    ap.add_argument("--publish-interval", type=float, default=1.0)
+    ap.add_argument("--features", choices=("feast", "request"), default="feast")
+    ap.add_argument("--output", type=Path, default=None)
+    args = ap.parse_args()
+
+    home = Path(tempfile.mkdtemp(prefix="serving-load-"))
+    env = dict(os.environ, STREAMRANK_HOME=str(home))
+    env.pop("STREAMRANK_KAFKA", None)
+    env.pop("STREAMRANK_REDIS", None)
+    base = load_settings(env)
+    state = stack.up(base)
+    settings = base.with_endpoints(kafka=state["kafka"], redis=state["redis"])
+    server = None
+    result: dict = {"args": {k: str(v) for k, v in vars(args).items()}}
+    try:
+        print(f"stack up: kafka {settings.kafka} redis {settings.redis}", flush=True)
+        if args.features == "feast":
+            from feature_store.feast_repo import apply, materialize_all  # noqa: PLC0415
+
+            t0 = time.monotonic()
+            repo = apply(settings, limit=3005, progress=True)
+            materialize_all(repo, store=repo.store())
+            print(f"feast apply + materialize: {time.monotonic() - t0:.1f}s", flush=True)
+
+        from feature_store.snapshots import SnapshotRegistry  # noqa: PLC0415
+        from learners.registry import build_learner  # noqa: PLC0415
+
+        registry = SnapshotRegistry(settings.redis_url, settings)
+        states = {}
+        for model in ("umnn", "drpo", "ldro"):
+            states[model] = build_learner(model).state_dict()
+            registry.publish(model, states[model])
+        port = stack.free_port()
+        server_env = dict(env, STREAMRANK_KAFKA=settings.kafka, STREAMRANK_REDIS=settings.redis,
+                          STREAMRANK_SERVE_PORT=str(port), STREAMRANK_SERVE_FEATURE_SOURCE=args.features,
+                          STREAMRANK_SERVE_FUSION="drpo", STREAMRANK_SERVE_POLL_INTERVAL_S="1.0",
+                          OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+        log = open(home / "server.log", "ab")  # noqa: SIM115
+        server = subprocess.Popen([sys.executable, "-m", "streamrank.cli", "serve"], env=server_env, stdout=log,
+                                  stderr=subprocess.STDOUT, start_new_session=True, cwd=ROOT)
+        url = f"http://127.0.0.1:{port}"
+        stack.wait_until(lambda: stack.port_open("127.0.0.1", port), 120, "server", server.pid)
+        import httpx  # noqa: PLC0415
+
+        stack.wait_until(lambda: httpx.get(f"{url}/models").json()["serving"]["reranker"]["version"] == "1", 60,
+                         "initial snapshots")
+        bodies = make_bodies(args.candidates, 200, seed=0)
+        if args.features == "request":
+            import torch  # noqa: PLC0415
+
+            gen = torch.Generator().manual_seed(0)
+            for b in bodies:
+                for c in b["candidates"]:
+                    c["features"] = [round(float(x), 4) for x in torch.rand(300, generator=gen)]
+        Clients(f"{url}/rerank", bodies, 2).run(5.0, "warmup")
+
+        single = Clients(f"{url}/rerank", bodies, 1).run(args.single_s, "single")
+        clients = Clients(f"{url}/rerank", bodies, args.clients)
+        steady = clients.run(args.steady_s / 2, "steady")
+        stop, published = threading.Event(), []
+        pub = threading.Thread(target=publisher, args=(registry, "ldro", states["ldro"], args.publish_interval, stop,
+                                                       published))
+        swap_start = time.monotonic()
+        pub.start()
+        swaps = clients.run(args.swap_s, "swaps")
+        stop.set()
+        pub.join()
+        swap_end = time.monotonic()
+        time.sleep(2.0)
+        steady += clients.run(args.steady_s / 2, "steady")
+        models = httpx.get(f"{url}/models").json()
+        health = httpx.get(f"{url}/healthz").json()
+        registry.close()
+
+        def lat(records):
+            return [r[1] for r in records if r[2]]
+
+        swap_decisions = [d for d in models["decisions"] if d["model"] == "ldro" and d["action"] == "swapped"]
+        result.update({
+            "single_client": percentiles(lat(single)),
+            "steady": percentiles(lat(steady)),
+            "during_swaps": percentiles(lat(swaps)),
+            "failed_requests": sum(1 for r in single + steady + swaps if not r[2]),
+            "requests": len(single) + len(steady) + len(swaps),
+            "snapshots_published": len(published),
+            "swaps_seen_by_server": models["swaps"],
+            "refusals": models["refusals"],
+            "swap_phase_s": swap_end - swap_start,
+            "load_s_p50": float(np.median([d["details"].get("load_s", 0) for d in swap_decisions] or [0])),
+            "features_missing": health.get("features_missing"),
+            "throughput_rps": {"steady": len(steady) / args.steady_s, "swaps": len(swaps) / args.swap_s},
+        })
+        result["p99_ratio_swaps_over_steady"] = result["during_swaps"]["p99_ms"] / result["steady"]["p99_ms"]
+        result["p50_ratio_swaps_over_steady"] = result["during_swaps"]["p50_ms"] / result["steady"]["p50_ms"]
+    finally:
+        if server is not None:
+            stack.stop_pid(server.pid, grace=10)
+        stack.down(replace(base))
+    print(json.dumps(result, indent=2))
+    print(f"\nsingle client, {args.candidates} candidates (features via {args.features}): "
+          f"p50 {result['single_client']['p50_ms']:.2f} ms  p99 {result['single_client']['p99_ms']:.2f} ms (goal p99 <= 10)")
+    print(f"{args.clients} clients: steady p99 {result['steady']['p99_ms']:.2f} ms, during swaps p99 "
+          f"{result['during_swaps']['p99_ms']:.2f} ms -> ratio {result['p99_ratio_swaps_over_steady']:.3f} (goal <= 1.25); "
+          f"{result['snapshots_published']} snapshots published, {result['swaps_seen_by_server']} swaps, "
+          f"{result['failed_requests']} failed of {result['requests']} requests")
+    if args.output:
+        args.output.parent.mkdir(parents=True, exist_ok=True)
+        args.output.write_text(json.dumps(result, indent=2))
+    return 0 if result["failed_requests"] == 0 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

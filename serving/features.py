@@ -1,0 +1,62 @@
+"""Where serving gets dense item features when a request does not carry them.
+
+* ``request``: only the features in the request (candidates without features get none).
+* ``feast``: the item features of the applied Feast repo (``letor_document:features`` by
+  default), read with :class:`feature_store.online_read.DirectFeatureReader`: one pipelined
+  Redis round trip for the N candidates (and the user and query). Items the store does not
+  know get zeros and are counted (``missing``), so one unknown item never fails a request.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Sequence
+
+import torch
+
+from streamrank.config import Settings
+
+DEFAULT_ITEM_FEATURE = "letor_document:features"
+
+
+class FeastItemFeatures:
+    """Item feature vectors from the Feast online store (Redis)."""
+
+    def __init__(self, settings: Settings, feature: str = DEFAULT_ITEM_FEATURE) -> None:
+        from feature_store.feast_repo import FeastRepo, repo_path  # noqa: PLC0415
+        from feature_store.online_read import DirectFeatureReader  # noqa: PLC0415
+        from feature_store.settings import load_feature_store_settings  # noqa: PLC0415
+
+        fs = load_feature_store_settings(settings)
+        path = repo_path(settings, fs)
+        if not (path / "feature_store.yaml").exists():
+            raise RuntimeError(f"no applied Feast repo at {path}: run the feature store's apply first")
+        self.reader = DirectFeatureReader(FeastRepo(path, fs.feast_project).store(), [feature])
+        self.output = feature.replace(":", "__")
+        self.missing = 0
+        self._lock = threading.Lock()
+
+    def fetch(self, user_id: str | None, query: str | None, item_ids: Sequence[str]) -> torch.Tensor:
+        """``[n, d]`` float32 features of ``item_ids`` (zeros for unknown items; ``[n, 0]`` if none is known)."""
+        bundle = self.reader.read(user_id, query, item_ids)
+        rows = [item.get(self.output) for item in bundle.items]
+        width = next((len(r) for r in rows if r is not None), 0)
+        out = torch.zeros((len(rows), width), dtype=torch.float32)
+        missing = 0
+        for i, row in enumerate(rows):
+            if row is None or len(row) != width:
+                missing += 1
+            else:
+                out[i] = torch.as_tensor(row, dtype=torch.float32)
+        if missing:
+            with self._lock:
+                self.missing += missing
+        return out
+
+
+def build_feature_source(kind: str, settings: Settings) -> FeastItemFeatures | None:
+    if kind == "request":
+        return None
+    if kind == "feast":
+        return FeastItemFeatures(settings)
+    raise ValueError(f"feature_source must be 'request' or 'feast', got {kind!r}")
