@@ -55,7 +55,7 @@ import hashlib
 import json
 import logging
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any, Iterable
 
 import numpy as np
@@ -119,8 +119,12 @@ class Manifest:
     meta: dict[str, Any] = field(default_factory=dict)
     schema: str = MANIFEST_SCHEMA
 
+    def as_dict(self) -> dict[str, Any]:
+        """Shallow field dict (``dataclasses.asdict`` deep-copies the meta: slow for big optimizer metadata)."""
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
     def to_json(self) -> str:
-        return json.dumps(asdict(self), sort_keys=True, allow_nan=False)
+        return json.dumps(self.as_dict(), sort_keys=True, allow_nan=False)
 
     @classmethod
     def from_json(cls, raw: bytes | str) -> "Manifest":
@@ -353,7 +357,7 @@ class SnapshotRegistry:
         return check.manifest
 
     def _point_to(self, manifest: Manifest, event: str) -> None:
-        announcement = json.dumps({**json.loads(manifest.to_json()), "event": event}, sort_keys=True)
+        announcement = json.dumps({**manifest.as_dict(), "event": event}, sort_keys=True, allow_nan=False)
         try:
             self._move_pointer(keys=[self._key(manifest.name, "current"),
                                      self._manifest_key(manifest.name, manifest.version)],
