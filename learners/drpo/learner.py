@@ -224,8 +224,8 @@ class DRPOLearner:
     def state_dict(self) -> LearnerState:
         tensors: dict[str, torch.Tensor] = module_tensors("reference", self.reference)
         meta: dict[str, Any] = {"model": self.name, "family": "drpo",
-                                "config": {k: (list(v) if isinstance(v, tuple) else v)
-                                           for k, v in asdict(self.config).items()},
+                                "config": {k: (list(v) if isinstance(v, tuple) else v)  # without the name:
+                                           for k, v in asdict(self.config).items() if k != "name"},  # build_learner(model, **config)
                                 "updates": self.updates, "examples_seen": self.examples_seen,
                                 "running": self.running.as_dict(),
                                 "rng": {"learn": generator_state(self.generator),
@@ -241,7 +241,7 @@ class DRPOLearner:
         meta = state.meta
         if meta.get("family") != "drpo":
             raise ValueError(f"not a DRPO checkpoint (family={meta.get('family')!r})")
-        saved = DRPOConfig.from_kwargs(**meta["config"])
+        saved = DRPOConfig.from_kwargs(**{**meta["config"], "name": meta.get("model", self.config.name)})
         if replace(saved, seed=self.config.seed) != self.config:  # the seed only drew what the checkpoint restores
             raise ValueError(f"checkpoint config differs from this learner's: {saved} != {self.config}")
         self.config = saved

@@ -204,7 +204,7 @@ class LDROLearner:
     # -- checkpoints ------------------------------------------------------------------------
     def state_dict(self) -> LearnerState:
         tensors: dict[str, torch.Tensor] = {}
-        meta: dict[str, Any] = {"model": self.name, "family": "ldro", "config": _jsonable(asdict(self.config)),
+        meta: dict[str, Any] = {"model": self.name, "family": "ldro", "config": _jsonable(asdict(self.config)),  # build_learner(model, **config) rebuilds it
                                 "updates": self.updates, "examples_seen": self.examples_seen,
                                 "running": self.running.as_dict(),
                                 "rng": {"learn": generator_state(self.generator),
@@ -220,7 +220,7 @@ class LDROLearner:
         meta = state.meta
         if meta.get("family") != "ldro":
             raise ValueError(f"not an LDRO checkpoint (family={meta.get('family')!r})")
-        saved = LDROConfig.from_kwargs(**meta["config"])
+        saved = LDROConfig.from_kwargs(**{**meta["config"], "name": meta.get("model", self.config.name)})
         if replace(saved, seed=self.config.seed) != self.config:  # the seed only drew what the checkpoint restores
             raise ValueError(f"checkpoint config differs from this learner's: {saved} != {self.config}")
         self.config = saved
@@ -239,7 +239,8 @@ class LDROLearner:
 
 
 def _jsonable(doc: dict[str, Any]) -> dict[str, Any]:
-    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in doc.items()}
+    """The config as JSON, without ``name`` (the manifest's ``model``; ``build_learner(name, **config)``)."""
+    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in doc.items() if k != "name"}
 
 
 def build_ldro(**config: Any) -> LDROLearner:

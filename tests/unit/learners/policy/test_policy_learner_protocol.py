@@ -181,3 +181,16 @@ def test_rerank_request_from_the_simulator_matches_the_impression(letor, kuairan
     assert rr.item_ids == tuple(c.item_id for c in req.candidates)
     assert rr.features.shape == (len(req.candidates), 300)
     assert rr.context["user_activity"] == req.user_activity
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_a_snapshot_rebuilds_as_serving_does(name, examples):
+    """serving.components: ``build_learner(name, **meta['config'])`` then ``load_state_dict``."""
+    learner = build(name)
+    learner.learn_many(examples[:16])
+    state = through_process_boundary(learner.state_dict())
+    rebuilt = build_learner(state.meta["model"], **state.meta["config"])
+    rebuilt.load_state_dict(state)
+    assert rebuilt.config == learner.config
+    request = rerank_request_from(examples[1])
+    assert rebuilt.rerank(request) == learner.rerank(request)
