@@ -26,8 +26,10 @@ Feedback before its impression is held (``early_feedback_count``). Duplicate fee
 conflict (dead-lettered by the agent).
 
 Late-feedback policy: **count and drop**. Feedback is *late* when it arrives after its
-request's example closed, or when its ``ts`` is past :math:`t_0 + W`. It is counted in the
-``late`` metric and never changes an emitted example (examples are immutable, so a learner
+request's example closed (metric ``late``) and *outside the window* when its ``ts`` is past
+:math:`t_0 + W` (metric ``outside_window``; with an event-time window this is decided by the
+timestamps alone, so it does not depend on replay speed). Either way it is dropped and never
+changes an emitted example (examples are immutable, so a learner
 never has to retract one). A closed entry keeps a small tombstone until the watermark passes
 :math:`t_0 + W + R` (``retention_s``) so late feedback is recognised rather than mistaken for
 early feedback of an impression to come; feedback that never finds an impression is dropped
@@ -80,7 +82,7 @@ class JoinConfig:
 class ApplyResult:
     """What applying one event did (the agent turns these into metrics)."""
 
-    outcome: Literal["applied", "duplicate", "late", "conflict", "early"]
+    outcome: Literal["applied", "duplicate", "late", "outside_window", "conflict", "early"]
     changed: bool
 
 
@@ -118,7 +120,7 @@ def apply_feedback(entry: dict, feedback: Feedback, config: JoinConfig) -> Apply
         entry["dups"] += 1
         return ApplyResult("duplicate", True)
     if entry["t0"] is not None and feedback.ts > entry["t0"] + config.window_s:
-        return ApplyResult("late", False)
+        return ApplyResult("outside_window", False)
     entry["fb"][feedback.event_id] = [feedback.item_id, feedback.kind, feedback.value, feedback.ts]
     if feedback.kind == "session_end":
         entry["end"] = True

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -21,7 +22,8 @@ COUNTERS = {
     "impressions_in": "Valid impressions applied",
     "feedback_in": "Valid feedback events applied (including early ones)",
     "examples_out": "LabeledList examples produced to the examples topic",
-    "late": "Feedback that arrived after its window closed (counted and dropped)",
+    "late": "Feedback that arrived after its example was emitted (counted and dropped)",
+    "outside_window": "Feedback whose event time is past its impression's window (counted and dropped)",
     "duplicates": "Re-delivered impressions or feedback (same event_id), counted once",
     "early_feedback": "Feedback that arrived before its impression (held)",
     "orphaned": "Held feedback dropped because its impression never arrived",
@@ -41,6 +43,9 @@ class StreamMetrics:
     open_windows: int = 0
     assigned: list[int] = field(default_factory=list)
     web_port: int | None = None
+    member_id: str | None = None
+    last_error: str | None = None
+    host: str = field(default_factory=socket.gethostname)
     started_at: float = field(default_factory=time.time)
 
     def inc(self, name: str, n: int = 1) -> None:
@@ -53,7 +58,8 @@ class StreamMetrics:
                 "started_at": self.started_at, "counts": {k: self.counts.get(k, 0) for k in COUNTERS},
                 "dead_letter_reasons": dict(self.dead_letter_reasons), "closed_by": dict(self.closed_by),
                 "lag": dict(self.lag), "total_lag": sum(self.lag.values()), "open_windows": self.open_windows,
-                "assigned": list(self.assigned), "web_port": self.web_port}
+                "assigned": list(self.assigned), "web_port": self.web_port,
+                "member_id": self.member_id, "host": self.host, "last_error": self.last_error}
 
     def prometheus(self) -> str:
         """Prometheus text exposition format (version 0.0.4)."""

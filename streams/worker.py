@@ -6,17 +6,23 @@ partitions of ``impressions``/``feedback``; each needs its own ``name`` and web 
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import os
 
 import faust
 
 from streamrank.config import Settings
-from streams.app import WorkerOptions, build_app
+from streams.app import WorkerOptions, app_id, build_app
+from streams.worker_fencing import fence_dead_members
 
 
 def run_worker(settings: Settings, options: WorkerOptions, loglevel: str = "warning") -> None:
     """Start the Faust worker and block until it is stopped (SIGTERM/SIGINT)."""
     streams_app = build_app(settings, options)
+    # A worker killed with -9 may still hold partitions on brokers that never expire it.
+    asyncio.run(fence_dead_members(settings.kafka_bootstrap, app_id(settings), streams_app.joiner.status_dir,
+                                   os.getpid()))
     streams_app.metrics.write_status(streams_app.joiner.status_dir)
     logging.getLogger("faust").setLevel(loglevel.upper())
     worker = faust.Worker(streams_app.app, loglevel=loglevel, quiet=True)

@@ -1,0 +1,136 @@
+"""kill -9 a streams worker mid-replay (alone, and in a two-worker group): no example is lost,
+and a re-delivered example carries the same example id and the same labels."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import pytest
+
+from simulator.click_models import ClickModel
+from simulator.kuairand import load_kuairand
+from simulator.letor import load_letor
+from simulator.logs import simulated_sessions, write_log
+from simulator.session import SessionSimulator, SimulatorConfig
+from streams.events import LabeledList
+from streams.labeling import example_id_for
+from streams.replay import replay
+from streams_expect import assert_matches_expected, expected_from_log, log_events, start_worker, wait_for_examples
+
+pytestmark = [pytest.mark.faults, pytest.mark.timeout(150)]
+
+REPLAY_SECONDS = 10.0
+
+
+@pytest.fixture(scope="module")
+def long_log(tmp_path_factory, shared_data) -> Path:
+    path = tmp_path_factory.mktemp("streams-kill") / "letor.jsonl"
+    dataset = load_letor(shared_data / "letor" / "rank.train")
+    sim = SessionSimulator(dataset, load_kuairand(shared_data / "kuairand"),
+                           SimulatorConfig(click_model=ClickModel("pbm"), max_candidates=10, with_features=False),
+                           seed=5, namespace="kill")
+    write_log(simulated_sessions(sim, 400), path)
+    return path
+
+
+class PacedReplay(threading.Thread):
+    """Replays ``log`` in the background so that it takes about ``seconds`` of wall time."""
+
+    def __init__(self, log: Path, settings, seconds: float) -> None:
+        super().__init__(daemon=True)
+        events = log_events(log)
+        span = max(1.0, events[-1]["ts"] - events[0]["ts"])
+        self.log, self.settings, self.speed = log, settings, span / seconds
+        self.summary = None
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            self.summary = replay([self.log], self.settings, speed=self.speed, progress=False)
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the test thread
+            self.error = exc
+
+    def finish(self, timeout: float = 60.0) -> None:
+        self.join(timeout)
+        assert not self.is_alive(), "replay did not finish"
+        if self.error:
+            raise self.error
+
+
+def wait_for_progress(worker, examples_out: int, timeout: float = 40.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        doc = worker.status()
+        if doc and doc["counts"]["examples_out"] >= examples_out:
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"worker made no progress:\n{worker.log_tail()}")
+
+
+def check_no_loss_and_stable_ids(log: Path, examples: list[LabeledList]) -> dict[str, list[LabeledList]]:
+    expected = expected_from_log(log_events(log))
+    by_id: dict[str, list[LabeledList]] = defaultdict(list)
+    for example in examples:
+        by_id[example.example_id].append(example)
+    assert {e.request_id for e in examples} == set(expected)
+    for example_id, copies in by_id.items():
+        assert {c.request_id for c in copies} == {copies[0].request_id}
+        assert example_id == example_id_for(copies[0].impression)
+        # a re-delivered example is the same example: same labels and rewards
+        assert len({(tuple(c.labels), c.list_reward, c.query_reward) for c in copies}) == 1, example_id
+        assert_matches_expected(copies[0], expected[copies[0].request_id])
+    assert len(by_id) == len(expected), "one example id per impression"
+    return by_id
+
+
+def test_kill9_mid_replay_and_restart_loses_no_example(settings, tmp_path, long_log):
+    request_ids = {d["request_id"] for d in log_events(long_log) if d["schema"] == "streamrank.impression.v1"}
+    first = start_worker(settings, tmp_path, "kill-a")
+    second = None
+    feeder = PacedReplay(long_log, settings, REPLAY_SECONDS)
+    try:
+        feeder.start()
+        wait_for_progress(first, len(request_ids) // 5)
+        first.kill9()
+        second = start_worker(settings, tmp_path, "kill-b")
+        feeder.finish()
+        examples = wait_for_examples(settings, request_ids, timeout_s=60, workers=(second,))
+        by_id = check_no_loss_and_stable_ids(long_log, examples)
+        assert second.status()["counts"]["examples_out"] > 0
+        print(f"{len(examples)} examples for {len(by_id)} impressions "
+              f"({len(examples) - len(by_id)} re-deliveries)")
+    finally:
+        first.kill9()
+        if second is not None:
+            second.stop()
+
+
+def test_two_workers_split_partitions_and_survive_a_rebalance_and_a_kill9(settings, tmp_path, long_log):
+    request_ids = {d["request_id"] for d in log_events(long_log) if d["schema"] == "streamrank.impression.v1"}
+    a = start_worker(settings, tmp_path, "group-a")
+    b = None
+    feeder = PacedReplay(long_log, settings, 2.5 * REPLAY_SECONDS)  # long enough for a rebalance mid-replay
+    try:
+        feeder.start()
+        wait_for_progress(a, 5)
+        b = start_worker(settings, tmp_path, "group-b")  # joins: the group rebalances, b recovers a's tables
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not (
+                b.status() and b.status()["counts"]["examples_out"] > 0
+                and len(a.status()["assigned"]) < settings.partitions):
+            time.sleep(0.2)
+        assert len(b.status()["assigned"]) + len(a.status()["assigned"]) == settings.partitions
+        assert b.status()["counts"]["examples_out"] > 0, b.log_tail()
+        assert feeder.is_alive(), "the rebalance should happen mid-replay"
+        a.kill9()  # b takes over every partition from the changelogs
+        feeder.finish()
+        examples = wait_for_examples(settings, request_ids, timeout_s=60, workers=(b,))
+        check_no_loss_and_stable_ids(long_log, examples)
+        assert sorted(b.status()["assigned"]) == list(range(settings.partitions))
+    finally:
+        a.kill9()
+        if b is not None:
+            b.stop()
