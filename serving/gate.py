@@ -100,11 +100,27 @@ class PromotionGate:
 
     def __init__(self, config: GateConfig | None = None) -> None:
         self.config = config or GateConfig()
+        # Log-probs of the serving policy per example, reused while that version serves (the
+        # candidate changes every snapshot, the current one only on a swap).
+        self._cache: dict[tuple[str, str, str], float] = {}
 
-    def estimate(self, component: Component | None, examples: Sequence[LabeledList]) -> float:
+    def _logprobs(self, component: Component | None, examples: Sequence[LabeledList], cache: bool) -> np.ndarray:
+        if not cache:
+            return policy_logprobs(component, examples)
+        tag = (component.name, component.version) if component is not None else ("cold-start", "")
+        keys = [(*tag, ex.example_id) for ex in examples]
+        missing = [i for i, k in enumerate(keys) if k not in self._cache]
+        if missing:
+            fresh = policy_logprobs(component, [examples[i] for i in missing])
+            if len(self._cache) > 20 * self.config.window:
+                self._cache.clear()
+            self._cache.update({keys[i]: float(v) for i, v in zip(missing, fresh)})
+        return np.array([self._cache[k] for k in keys])
+
+    def estimate(self, component: Component | None, examples: Sequence[LabeledList], cache: bool = False) -> float:
         reward = np.array([ex.list_reward for ex in examples], dtype=np.float64)
         logged = np.array([ex.impression.list_logprob for ex in examples], dtype=np.float64)
-        new = policy_logprobs(component, examples)
+        new = self._logprobs(component, examples, cache)
         w = np.minimum(np.exp(np.clip(new - logged, -700, 700)), self.config.clip)
         # Weights are ratios already: pass them as evaluation_prob with pscore 1.
         estimator = ESTIMATORS[self.config.estimator]()
@@ -122,7 +138,7 @@ class PromotionGate:
             return GateDecision(True, f"insufficient data ({len(data)} < {cfg.min_samples} explored examples)",
                                 len(data), estimator=cfg.estimator)
         try:
-            v_cur = self.estimate(current, data)
+            v_cur = self.estimate(current, data, cache=True)
             v_new = self.estimate(candidate, data)
         except Exception as exc:  # noqa: BLE001 - a candidate that cannot score logged lists is refused
             return GateDecision(False, f"candidate could not be evaluated: {type(exc).__name__}: {str(exc)[:200]}",

@@ -59,7 +59,7 @@ class DemoConfig:
     drain_s: float = 8.0
     join_window_s: float = 20.0
     learner_batch: int = 16
-    gate_window: int = 200
+    gate_window: int = 100
     feast: bool = True
     startup_timeout_s: float = 120.0
     #: Cold start (no reranker snapshot yet, or none passed the gate) ranks by these fusion weights

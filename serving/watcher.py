@@ -1,7 +1,8 @@
 """Snapshot watcher: hears about new snapshots, loads and verifies them off the request path, swaps.
 
 Three ways to hear that a model's ``current`` pointer moved (publish or rollback), all of
-which only *wake up* one worker thread (so duplicates and bursts cost one check each):
+which only *wake up* that model's worker thread (so duplicates and bursts cost one check each,
+and one model's slow check never delays another's swap):
 
 * Redis pub/sub on the ``model-updates`` channel (published atomically with the pointer move),
 * the ``model-updates`` Kafka topic (key = model name),
@@ -63,7 +64,9 @@ class SnapshotWatcher:
         self.on_swap = on_swap
         self.canary: RerankRequest | None = None  # the app stores the last real request here
         self.refused: dict[tuple[str, str], str] = {}
-        self.wakeups: queue.Queue[tuple[str, str]] = queue.Queue()
+        # One queue and worker thread per model: a slow check of one model (e.g. the reranker's
+        # promotion gate) never delays the swap of another.
+        self.wakeups: dict[str, queue.Queue[str]] = {model: queue.Queue() for model in self.model_roles}
         self.load_seconds: list[float] = []
         self._specs: dict[tuple[str, str], dict] = {}
         self._stop = threading.Event()
@@ -145,7 +148,8 @@ class SnapshotWatcher:
                 self.check(model, source="startup")
             except Exception as exc:  # noqa: BLE001 - Redis down at start: keep the cold-start policy
                 log.warning("initial snapshot check of %s failed: %s", model, exc)
-        self._spawn(self._worker, "snapshot-worker")
+        for model in self.model_roles:
+            self._spawn(lambda model=model: self._worker(model), f"snapshot-worker-{model}")
         if self.use_pubsub:
             self._spawn(self._listen_pubsub, "snapshot-pubsub")
         if self.use_kafka:
@@ -158,24 +162,25 @@ class SnapshotWatcher:
         self._threads.append(thread)
 
     def wake(self, model: str, source: str) -> None:
-        if model in self.model_roles:
-            self.wakeups.put((model, source))
+        if model in self.wakeups:
+            self.wakeups[model].put(source)
 
-    def _worker(self) -> None:
+    def _worker(self, model: str) -> None:
+        wakeups = self.wakeups[model]
         next_poll = time.monotonic() + self.poll_interval_s
         while not self._stop.is_set():
             timeout = max(0.0, next_poll - time.monotonic())
             try:
-                model, source = self.wakeups.get(timeout=timeout)
-                models = [(model, source)]
+                source = wakeups.get(timeout=timeout)
+                while not wakeups.empty():  # a burst of announcements costs one check
+                    wakeups.get_nowait()
             except queue.Empty:
-                models = [(m, "poll") for m in self.model_roles]
+                source = "poll"
                 next_poll = time.monotonic() + self.poll_interval_s
-            for model, source in models:
-                try:
-                    self.check(model, source)
-                except Exception as exc:  # noqa: BLE001 - Redis hiccup: the next wake-up or poll retries
-                    log.warning("snapshot check of %s failed: %s", model, exc)
+            try:
+                self.check(model, source)
+            except Exception as exc:  # noqa: BLE001 - Redis hiccup: the next wake-up or poll retries
+                log.warning("snapshot check of %s failed: %s", model, exc)
 
     def _listen_pubsub(self) -> None:
         pubsub = None
