@@ -76,8 +76,9 @@ def validate_record(value: Any, key: Any, logical_topic: str, settings: Settings
     wanted = Impression if logical_topic == "impressions" else Feedback
     if not isinstance(event, wanted):
         return Rejected("wrong_topic", "schema", f"{event.schema_} on the {logical_topic} topic")
-    if key is not None and bytes(key) != event.request_id.encode("utf-8"):
-        return Rejected("key_mismatch", "request_id", "record key differs from request_id (breaks co-partitioning)")
+    if key is None or bytes(key) != event.request_id.encode("utf-8"):
+        return Rejected("key_mismatch", "request_id",
+                        "record key must equal request_id (impressions and feedback meet by key partitioning)")
     return event
 
 

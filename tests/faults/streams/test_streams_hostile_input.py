@@ -1,0 +1,230 @@
+"""Over a thousand malformed or hostile records, generated with hypothesis, through a running worker.
+
+Every bad record must land in dead-letter with its original bytes, its source
+topic/partition/offset and a reason; the valid events around them must still become correct
+examples; the worker must stay up.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, Phase, given, settings as hyp_settings, strategies as st
+
+from simulator.click_models import ClickModel
+from simulator.kuairand import load_kuairand
+from simulator.letor import load_letor
+from simulator.logs import simulated_sessions, write_log
+from simulator.session import SessionSimulator, SimulatorConfig
+from streams.consume import read_topic
+from streams.dead_letter import DeadLetter
+from streams.events import FEEDBACK_KINDS
+from streams.replay import make_producer
+from streams_expect import assert_matches_expected, expected_from_log, log_events, start_worker, wait_for_examples
+
+pytestmark = [pytest.mark.faults, pytest.mark.timeout(180)]
+
+N_HOSTILE = 1000
+MAX_LIST = 200  # STREAMRANK_MAX_LIST_SIZE default; the worker reads the same settings
+
+
+def feedback_doc(rid: str, n: int) -> dict:
+    return {"schema": "streamrank.feedback.v1", "event_id": f"{rid}:fb{n}", "request_id": rid, "item_id": "d1",
+            "ts": 1767225600.0 + n, "kind": "click", "value": 1.0}
+
+
+def impression_doc(rid: str, n_items: int = 2) -> dict:
+    return {"schema": "streamrank.impression.v1", "event_id": f"{rid}:imp", "request_id": rid,
+            "ts": 1767225600.0, "user_id": "u1", "query": "q",
+            "items": [{"item_id": f"d{i}", "position": i + 1, "scores": {"click": 0.5}, "duration_ms": 1000.0}
+                      for i in range(n_items)]}
+
+
+def dumps(doc) -> bytes:
+    return json.dumps(doc).encode()
+
+
+ids = st.integers(0, 10**9).map(lambda n: f"hx-{n}")
+not_a_number = st.one_of(st.text(alphabet="abcxyz", min_size=1, max_size=5), st.lists(st.integers(), max_size=2),
+                         st.dictionaries(st.text(max_size=3), st.integers(), max_size=2))
+not_a_string = st.one_of(st.integers(), st.lists(st.integers(), max_size=2), st.none(), st.booleans())
+
+
+@st.composite
+def hostile(draw) -> tuple[str, bytes | None, bytes]:
+    """(logical topic, key, value) of one record that breaks the contract."""
+    rid = draw(ids)
+    key = rid.encode()
+    kind = draw(st.sampled_from(["garbage", "non_utf8", "not_object", "nan", "negative_watch", "oversized",
+                                 "unknown_kind", "huge_string", "wrong_type", "missing", "extra", "wrong_topic",
+                                 "key_mismatch", "unknown_schema", "item_required", "duplicate_items"]))
+    topic = draw(st.sampled_from(["impressions", "feedback"]))
+    if kind == "garbage":
+        value = draw(st.binary(min_size=1, max_size=300).filter(lambda b: not b.lstrip().startswith(b"{")))
+    elif kind == "non_utf8":
+        good = dumps(feedback_doc(rid, 0))
+        cut = draw(st.integers(1, len(good) - 1))
+        value = good[:cut] + draw(st.sampled_from([b"\xff", b"\xc3\x28", b"\xed\xa0\x80", b"\x80\x80"])) + good[cut:]
+    elif kind == "not_object":
+        value = dumps(draw(st.one_of(st.integers(), st.lists(st.integers(), max_size=3), st.text(max_size=20),
+                                     st.none(), st.booleans())))
+    elif kind == "nan":
+        token = draw(st.sampled_from(["NaN", "Infinity", "-Infinity"]))
+        if topic == "feedback":
+            value = dumps(feedback_doc(rid, 0)).replace(b'"value": 1.0', b'"value": ' + token.encode())
+        else:
+            field = draw(st.sampled_from([b'"ts": 1767225600.0', b'"click": 0.5', b'"duration_ms": 1000.0']))
+            value = dumps(impression_doc(rid)).replace(field, field.split(b":")[0] + b": " + token.encode(), 1)
+    elif kind == "negative_watch":
+        topic = "feedback"
+        doc = feedback_doc(rid, 0) | {"kind": "play_time_ms",
+                                      "value": -draw(st.floats(1e-6, 1e9, allow_nan=False))}
+        value = dumps(doc)
+    elif kind == "oversized":
+        topic = "impressions"
+        value = dumps(impression_doc(rid, draw(st.integers(MAX_LIST + 1, MAX_LIST + 120))))
+    elif kind == "unknown_kind":
+        topic = "feedback"
+        value = dumps(feedback_doc(rid, 0) | {"kind": draw(st.text(min_size=1, max_size=30).filter(
+            lambda k: k not in FEEDBACK_KINDS))})
+    elif kind == "huge_string":
+        size = draw(st.integers(1025, 60_000))
+        field = draw(st.sampled_from(["event_id", "user_id", "query"]))
+        if topic == "feedback":
+            value = dumps(feedback_doc(rid, 0) | {"event_id": "x" * size})
+        else:
+            value = dumps(impression_doc(rid) | {field: "q" * size})
+    elif kind == "wrong_type":
+        if topic == "feedback":
+            field = draw(st.sampled_from(["ts", "value", "event_id", "request_id"]))
+            bad = draw(not_a_number if field in ("ts", "value") else not_a_string)
+            value = dumps(feedback_doc(rid, 0) | {field: bad})
+        else:
+            doc = impression_doc(rid)
+            field = draw(st.sampled_from(["ts", "items", "user_id", "position"]))
+            if field == "position":
+                doc["items"][0]["position"] = draw(st.one_of(not_a_number, st.integers(-5, 0), st.just(1.5)))
+            else:
+                doc[field] = draw(not_a_number if field in ("ts", "items") else not_a_string)
+            value = dumps(doc)
+    elif kind == "missing":
+        doc = feedback_doc(rid, 0) if topic == "feedback" else impression_doc(rid)
+        doc.pop(draw(st.sampled_from(["event_id", "request_id", "ts"] + (["kind"] if topic == "feedback"
+                                                                         else ["items", "user_id"]))))
+        value = dumps(doc)
+    elif kind == "extra":
+        doc = feedback_doc(rid, 0) if topic == "feedback" else impression_doc(rid)
+        doc[draw(st.sampled_from(["admin", "__proto__", "$where", "extra"]))] = draw(st.integers())
+        value = dumps(doc)
+    elif kind == "wrong_topic":
+        value = dumps(impression_doc(rid) if topic == "feedback" else feedback_doc(rid, 0))
+    elif kind == "key_mismatch":
+        value = dumps(feedback_doc(rid, 0) if topic == "feedback" else impression_doc(rid))
+        key = draw(st.sampled_from([b"other-key", b"", "hx-\u00e9".encode()]))
+    elif kind == "unknown_schema":
+        doc = feedback_doc(rid, 0) if topic == "feedback" else impression_doc(rid)
+        doc["schema"] = draw(st.sampled_from(["streamrank.feedback.v2", "streamrank.click.v1", "", None, 7]))
+        value = dumps(doc)
+    elif kind == "item_required":
+        topic = "feedback"
+        doc = feedback_doc(rid, 0) | {"kind": draw(st.sampled_from(["click", "long_view", "like", "play_time_ms"]))}
+        doc.pop("item_id")
+        value = dumps(doc)
+    else:  # duplicate_items
+        topic = "impressions"
+        doc = impression_doc(rid, 3)
+        doc["items"][2]["item_id"] = doc["items"][0]["item_id"]
+        value = dumps(doc)
+    return topic, key, value
+
+
+def generate_hostile(n: int) -> list[tuple[str, bytes | None, bytes]]:
+    collected: list[tuple[str, bytes | None, bytes]] = []
+
+    @hyp_settings(max_examples=n + 100, database=None, phases=[Phase.generate], deadline=None,
+                  suppress_health_check=list(HealthCheck))
+    @given(hostile())
+    def collect(record) -> None:
+        collected.append(record)
+
+    while len(collected) < n:
+        collect()
+    return collected[:n]
+
+
+@pytest.fixture(scope="module")
+def valid_log(tmp_path_factory, shared_data) -> Path:
+    path = tmp_path_factory.mktemp("streams-hostile") / "letor.jsonl"
+    dataset = load_letor(shared_data / "letor" / "rank.train")
+    sim = SessionSimulator(dataset, load_kuairand(shared_data / "kuairand"),
+                           SimulatorConfig(click_model=ClickModel("cascade"), max_candidates=8, with_features=False),
+                           seed=2, namespace="hostile")
+    write_log(simulated_sessions(sim, 80), path)
+    return path
+
+
+def test_hostile_records_go_to_dead_letter_and_valid_ones_still_become_examples(settings, tmp_path, valid_log):
+    hostile_records = generate_hostile(N_HOSTILE)
+    assert len(hostile_records) >= 1000
+    assert len({kind for kind in Counter(v[:1] for _, _, v in hostile_records)}) > 1
+    valid_lines = valid_log.read_bytes().splitlines()
+    valid = [("impressions" if b'"streamrank.impression.v1"' in line else "feedback",
+              json.loads(line)["request_id"].encode(), line) for line in valid_lines]
+    # interleave: valid events keep their log order, hostile ones are sprinkled between them
+    rng = random.Random(7)
+    slots = sorted(rng.randrange(len(valid) + 1) for _ in hostile_records)
+    stream: list[tuple[bool, tuple[str, bytes | None, bytes]]] = []
+    hi = 0
+    for i, record in enumerate(valid + [None]):
+        while hi < len(slots) and slots[hi] == i:
+            stream.append((True, hostile_records[hi]))
+            hi += 1
+        if record is not None:
+            stream.append((False, record))
+
+    producer = make_producer(settings.kafka_bootstrap)
+    sent: list[tuple[bytes, object]] = []
+    for is_bad, (logical, key, value) in stream:
+        future = producer.send(settings.topics.name(logical), key=key, value=value)
+        if is_bad:
+            sent.append((value, future))
+    producer.flush()
+    producer.close()
+    provenance = {}
+    for value, future in sent:
+        meta = future.get(timeout=30)
+        provenance[(meta.topic, meta.partition, meta.offset)] = value
+
+    worker = start_worker(settings, tmp_path, "hostile-w1")
+    try:
+        letters: list[DeadLetter] = []
+        read_topic(settings.kafka_bootstrap, settings.topics.dead_letter,
+                   lambda r: letters.append(DeadLetter.from_record(r)), expected=len(provenance), idle_s=8,
+                   timeout_s=120)
+        request_ids = {d["request_id"] for d in log_events(valid_log) if d["schema"] == "streamrank.impression.v1"}
+        examples = wait_for_examples(settings, request_ids, workers=(worker,))
+        assert worker.alive(), worker.log_tail()
+        status = worker.status()
+    finally:
+        worker.stop()
+
+    got = {(d.topic, d.partition, d.offset): d for d in letters}
+    assert len(got) == len(letters), "each bad record is dead-lettered once"
+    assert set(got) == set(provenance), "every hostile record, and nothing else, is in dead-letter"
+    for where, letter in got.items():
+        assert letter.value == provenance[where], "dead-letter keeps the original bytes"
+        assert letter.reason and letter.reason != "undecodable", (letter.reason, letter.detail)
+    reasons = Counter(d.reason for d in letters)
+    for expected_reason in ("bad_json", "not_finite", "out_of_range", "oversized_list", "unknown_kind", "schema_violation",
+                            "wrong_topic", "key_mismatch", "missing_field", "unknown_field", "unknown_schema"):
+        assert reasons[expected_reason] > 0, (expected_reason, reasons)
+    assert status["counts"]["dead_lettered"] == len(provenance)
+
+    expected = expected_from_log(log_events(valid_log))
+    assert {e.request_id for e in examples} == set(expected) and len(examples) == len(expected)
+    for example in examples:
+        assert_matches_expected(example, expected[example.request_id])
