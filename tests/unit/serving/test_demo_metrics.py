@@ -1,0 +1,41 @@
+"""Pure summaries of the closed loop: ECE, curves, staleness attribution."""
+
+from __future__ import annotations
+
+import pytest
+
+from serving import demo_metrics as dm
+
+
+def test_ece_is_zero_when_calibrated_per_bin_and_the_gap_otherwise():
+    assert dm.ece([0.25] * 4, [1, 0, 0, 0]) == pytest.approx(0.0)
+    # Two bins: [0.1 x2 with 1 click] gap 0.4 and [0.9 x2 with 2 clicks] gap 0.1, weights 1/2 each.
+    assert dm.ece([0.1, 0.1, 0.9, 0.9], [1, 0, 1, 1]) == pytest.approx(0.5 * 0.4 + 0.5 * 0.1)
+
+
+def test_curves_bucket_by_time_and_drop_a_tiny_trailing_bucket():
+    rows = [dm.Served(t=100 + i, request_id=str(i), ok=True, latency_s=0.01, reward=float(i < 10), ndcg10=0.5,
+                      clicks=[1], click_probs=[0.5]) for i in range(21)]
+    rows.append(dm.Served(t=99, request_id="bad", ok=False, latency_s=1.0))
+    curve = dm.curves(rows, start=100, bucket_s=10)
+    assert [(c["t"], c["requests"], c["reward"]) for c in curve] == [(5.0, 10, 1.0), (15.0, 10, 0.0)]
+
+
+def test_staleness_uses_the_first_served_version_that_covers_the_example():
+    examples = {"a": ("ex:0", 5), "b": ("ex:1", 2), "c": ("ex:0", 9)}
+    feedback = {"a": 10.0, "b": 11.0, "c": 12.0}
+    manifests = {"ldro": [{"version": "1", "meta": {"runtime": {"offsets": {"ex:0": 4, "ex:1": 7}}}},
+                          {"version": "2", "meta": {"runtime": {"offsets": {"ex:0": 6, "ex:1": 7}}}}],
+                 "umnn": [{"version": "7", "meta": {"runtime": {"offsets": {"ex:0": 9}}}}]}
+    served_at = {"ldro": {"1": 13.0, "2": 15.0}, "umnn": {"7": 20.0}}
+    values, unserved = dm.staleness(examples, feedback, manifests, served_at)
+    # a: offset 5 first covered by ldro v2 (served 15); b: ldro v1 (13); c: only umnn v7 (20).
+    assert sorted(values) == [2.0, 5.0, 8.0] and unserved == 0
+    values, unserved = dm.staleness(examples, feedback, {"ldro": manifests["ldro"]}, {"ldro": served_at["ldro"]})
+    assert sorted(values) == [2.0, 5.0] and unserved == 1
+
+
+def test_first_served_records_the_first_response_per_version():
+    rows = [dm.Served(t=t, request_id="x", ok=True, latency_s=0, versions=v)
+            for t, v in [(3.0, {"m": "2"}), (1.0, {"m": "1"}), (2.0, {"m": "1"}), (4.0, {})]]
+    assert dm.first_served(rows, "m") == {"1": 1.0, "2": 3.0}

@@ -1,0 +1,83 @@
+"""Promotion gate decisions on hand-built logged lists (pure: no broker, no Redis)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from serving.baseline import LinearListScorer, pl_logprob
+from serving.components import Component
+from serving.gate import GateConfig, PromotionGate, usable
+from streams.events import IMPRESSION_SCHEMA, FusionDecision, Impression, JoinInfo, ShownItem
+from streams.labeling import label_impression
+from streams.rewards import ListOutcome, RewardWeights
+
+
+def scorer(weight: float) -> Component:
+    model = LinearListScorer(n_features=1)
+    with torch.no_grad():
+        model.task_weight.zero_()
+        model.feature_weight.fill_(weight)
+    return Component("reranker", "linear-pl", str(weight), model)
+
+
+def logged(i: int, order: list[int], relevance: list[float], logging_weight: float, explored: bool = True):
+    """An explored impression shown in ``order`` with its PL log-prob under ``logging_weight``; clicks on relevant top-2."""
+    scores = torch.tensor(relevance, dtype=torch.float64) * logging_weight
+    items = [ShownItem(item_id=f"{i}-{j}", position=p, scores={"click": 0.3}, features=[relevance[j]])
+             for p, j in enumerate(order, 1)]
+    imp = Impression(schema=IMPRESSION_SCHEMA, event_id=f"e{i}", request_id=f"r{i}", ts=1.0, user_id="u", items=items,
+                     fusion=FusionDecision(weights={"click": 1.0}), list_logprob=pl_logprob(scores, order),
+                     context={"explored": 1.0 if explored else 0.0})
+    outcome = ListOutcome()
+    for item in items[:2]:
+        if relevance[int(item.item_id.split("-")[1])] > 0.5:
+            outcome.add(item.item_id, "click", 1.0)
+    return label_impression(imp, outcome, RewardWeights(), JoinInfo(closed_by="window", window_s=1, feedback_count=0,
+                                                                      closed_at_ts=1.0))
+
+
+@pytest.fixture(scope="module")
+def examples():
+    gen = torch.Generator().manual_seed(0)
+    out = []
+    for i in range(80):
+        relevance = torch.rand(5, generator=gen).tolist()
+        scores = torch.tensor(relevance, dtype=torch.float64)
+        u = torch.rand(5, generator=gen, dtype=torch.float64).clamp_min(1e-12)
+        order = torch.argsort(scores - torch.log(-torch.log(u)), descending=True).tolist()  # PL sample, weight 1
+        out.append(logged(i, order, relevance, 1.0))
+    return out
+
+
+def test_worse_candidate_is_blocked_better_or_equal_passes(examples):
+    gate = PromotionGate(GateConfig(min_samples=30, max_relative_drop=0.05))
+    current = scorer(1.0)
+    worse = gate.decide(current, scorer(-3.0), examples)
+    assert not worse.accepted and worse.candidate_value < worse.current_value and worse.n == 80
+    better = gate.decide(current, scorer(3.0), examples)
+    assert better.accepted and better.candidate_value > better.current_value
+    same = gate.decide(current, scorer(1.0), examples)
+    assert same.accepted and math.isclose(same.candidate_value, same.current_value)
+
+
+def test_unexplored_or_too_few_examples_let_the_snapshot_through_with_the_reason(examples):
+    gate = PromotionGate(GateConfig(min_samples=30))
+    greedy = [logged(1000 + i, [0, 1, 2], [0.9, 0.5, 0.1], 1.0, explored=False) for i in range(50)]
+    assert not any(usable(ex) for ex in greedy)
+    verdict = gate.decide(scorer(1.0), scorer(-3.0), greedy + examples[:10])
+    assert verdict.accepted and "insufficient data (10 < 30" in verdict.reason
+
+
+def test_disabled_gate_accepts_everything(examples):
+    verdict = PromotionGate(GateConfig(enabled=False)).decide(scorer(1.0), scorer(-3.0), examples)
+    assert verdict.accepted and verdict.reason == "gate disabled"
+
+
+@pytest.mark.parametrize("kwargs,message", [({"estimator": "dr"}, "gate estimator"),
+                                            ({"max_relative_drop": -0.1}, "max_relative_drop")])
+def test_bad_gate_config_is_refused(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        GateConfig(**kwargs)
