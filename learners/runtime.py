@@ -8,8 +8,9 @@ directly). For any registered learner it:
    restart or rebalance) and examples whose ``example_id`` was applied recently (the same
    example produced twice upstream);
 3. asks for a **seek** when a partition jumps past the next expected offset (Faust committed
-   ahead of the last checkpoint, then crashed): records of that partition are dropped until
-   the expected offset arrives (DESIGN.md, "Learners on a stream: two traps");
+   ahead of the last checkpoint, then crashed), or starts far behind it (a new consumer group
+   at the earliest offset): records of that partition are dropped until the expected offset
+   arrives (DESIGN.md, "Learners on a stream: two traps");
 4. decodes through :func:`streams.events.decode`; a bad record becomes a
    :class:`streams.dead_letter.DeadLetter` (original bytes; reason, field and source
    topic/partition/offset in headers) and is never retried;
@@ -78,6 +79,7 @@ class RuntimeConfig:
     checkpoint_every: int = 10  # batches
     recent_ids: int = 20_000
     max_event_bytes: int = 1_000_000
+    seek_forward_min: int = 1_000  # a partition this far behind the checkpoint is sought forward, not read
 
     def __post_init__(self) -> None:
         if self.batch_size < 1 or self.checkpoint_every < 1 or self.recent_ids < 0:
@@ -214,6 +216,9 @@ class LearnerRuntime:
             expected = self._seen_next.get(tp)
             if expected is not None and rec.offset < expected:
                 self.skipped_offsets += 1
+                if expected - rec.offset >= self.config.seek_forward_min and waiting is None:
+                    self._rewinding[tp] = expected  # e.g. a new consumer group starting at the earliest offset
+                    result.seeks[tp] = expected
                 continue
             if expected is not None and rec.offset > expected and waiting is None:
                 # The transport skipped records we never applied: rewind once to the expected offset.

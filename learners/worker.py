@@ -15,6 +15,12 @@ checkpoint, or the partition's earliest offset at assignment when the checkpoint
 and, when a partition starts past it, the agent seeks back to it; records at or below the
 checkpoint's offsets and recently applied example ids are skipped.
 
+The consumer group's commits are therefore only a hint: a worker started with another group
+(``--group``; a standby taking over) resumes exactly where the checkpoint says. That is also
+the restart path after a kill -9 on noida-db 0.2.3, which never evicts the killed member: a
+restart in the same group was measured to loop on "(Re-)joining group" at the same
+generation for minutes (Tansu rebalances normally after ``broker_rebalance_timeout``).
+
 A timer flushes a partial batch when the stream has been idle for ``idle_flush_s`` (then
 checkpoints), logs progress (examples/s, loss, lag, skips) every ``progress_s`` and writes
 ``<checkpoint_dir>/<model>/status.json``; ``stop_after`` ends the worker once that many
@@ -109,6 +115,7 @@ def build_learner_app(settings: Settings, options: LearnWorkerOptions) -> Learne
         web_port=options.web_port or free_port(),
         broker_session_timeout=6,
         broker_heartbeat_interval=1,
+        broker_rebalance_timeout=10,  # a kill -9'd member is waited for this long on rejoin (default 60 s)
         consumer_auto_offset_reset="earliest",
         topic_partitions=settings.partitions,
         topic_replication_factor=1,
