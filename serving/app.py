@@ -29,6 +29,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, G
 from learners.protocol import RerankRequest
 from serving import components
 from serving.api_models import RankedItem, RerankBody, RerankResponse
+from serving.baseline import pl_logprob
+from serving.gate import prefix_key
 from serving.emitter import ImpressionEmitter
 from serving.holder import Bundle, ModelHolder
 from serving.recent_examples import RecentExamples
@@ -170,9 +172,13 @@ def rerank_once(bundle: Bundle, body: RerankBody, config: ServeConfig, feature_s
     list_logprob = result.logprob if explore else 0.0  # greedy: the shown order had probability 1
     if list_logprob is not None:
         list_logprob = min(0.0, float(list_logprob))
+    prefix_logprob = None
+    if explore and config.gate.prefix_k and len(result.scores) == n:
+        # The PL log-prob of the top-k placements (the promotion gate's low-variance estimator).
+        prefix_logprob = min(0.0, pl_logprob(torch.tensor(result.scores), result.order, config.gate.prefix_k))
     return {"order": list(result.order), "scores": list(result.scores), "calibrated": calibrated, "weights": weights,
             "fusion_logprob": fusion_logprob, "list_logprob": list_logprob, "explored": explore,
-            "versions": bundle.model_versions(), "request": request}
+            "prefix_logprob": prefix_logprob, "versions": bundle.model_versions(), "request": request}
 
 
 def impression_factory(body: RerankBody, out: dict[str, Any], config: ServeConfig, ts: float):
@@ -192,6 +198,8 @@ def impression_factory(body: RerankBody, out: dict[str, Any], config: ServeConfi
                                    duration_ms=cand.duration_ms, features=features))
         context: dict[str, float | str] = {k: v for k, v in body.context.items()}
         context["explored"] = 1.0 if out["explored"] else 0.0
+        if out["prefix_logprob"] is not None:
+            context[prefix_key(config.gate.prefix_k)] = out["prefix_logprob"]
         event = Impression(schema=IMPRESSION_SCHEMA, event_id=f"{body.request_id}:imp:{uuid.uuid4().hex[:8]}",
                            request_id=body.request_id, ts=ts, user_id=body.user_id, query=body.query, items=items,
                            fusion=FusionDecision(weights=out["weights"], logprob=out["fusion_logprob"]),

@@ -37,11 +37,16 @@ def logit(p: torch.Tensor) -> torch.Tensor:
     return torch.log(p) - torch.log1p(-p)
 
 
-def pl_logprob(scores: torch.Tensor, order: Sequence[int]) -> float:
-    """Plackett--Luce log-probability of ``order`` (candidate indices, best first) under ``scores``."""
-    placed = scores[torch.as_tensor(list(order), dtype=torch.long)].double()
+def pl_logprob(scores: torch.Tensor, order: Sequence[int], top_k: int | None = None) -> float:
+    """Plackett--Luce log-probability of ``order`` (candidate indices, best first) under ``scores``.
+
+    With ``top_k``: the log-probability of the first ``top_k`` placements only,
+    :math:`\sum_{k \le K} [s_{y_k} - \log\sum_{j \ge k} e^{s_{y_j}}]` (the prefix of the same sum).
+    """
+    placed = torch.as_tensor(scores, dtype=torch.float64)[torch.as_tensor(list(order), dtype=torch.long)]
     tail = torch.logcumsumexp(placed.flip(0), dim=0).flip(0)
-    return float((placed - tail).sum())
+    steps = placed - tail
+    return float(steps[:top_k].sum() if top_k else steps.sum())
 
 
 def pl_order(scores: torch.Tensor, explore: bool, generator: torch.Generator | None = None) -> list[int]:

@@ -5,7 +5,14 @@ order had a known, non-degenerate probability, logged as ``impression.list_logpr
 serving reranker and the candidate are evaluated as Plackett--Luce policies over their candidate
 scores. The list-wise importance weight of round :math:`i` is
 :math:`w_i = \min(\exp(\log\pi(y_i) - \log\pi_b(y_i)), \lambda)` and the value estimate is
-SNIPS (default) or IPS over the list rewards (:mod:`serving.ope`). The candidate is blocked when
+SNIPS (default) or IPS over the list rewards (:mod:`serving.ope`).
+
+Whole-list weights of 20-30 item permutations have enormous variance (log-prob differences of
+tens of nats), so by default (``prefix_k = 3``) the weight uses only the PL probability of the
+**top-k placements** (logged by serving as ``impression.context["logprob_top<k>"]``): the
+top-k "prefix" estimator, unbiased when the list reward is determined by the top k (as the
+position-discounted rewards mostly are) and far less variable (cf. Li et al., "Offline
+Evaluation of Ranking Policies with Click Models", KDD 2018). The candidate is blocked when
 
 .. math:: \hat V(\text{candidate}) < \hat V(\text{current}) - \delta\,\max(|\hat V(\text{current})|, \epsilon)
 
@@ -37,12 +44,15 @@ class GateConfig:
     min_samples: int = 30
     clip: float = 50.0
     window: int = 2000  # most recent usable examples considered
+    prefix_k: int = 3  # 0: whole-list weights
 
     def __post_init__(self) -> None:
         if self.estimator not in ("ipw", "snipw"):
             raise ValueError(f"gate estimator must be 'ipw' or 'snipw', got {self.estimator!r}")
         if self.max_relative_drop < 0:
             raise ValueError("max_relative_drop must be >= 0")
+        if self.prefix_k < 0:
+            raise ValueError("prefix_k must be >= 0")
 
 
 @dataclass(frozen=True)
@@ -59,10 +69,21 @@ class GateDecision:
                 "current_value": self.current_value, "candidate_value": self.candidate_value}
 
 
-def usable(example: LabeledList) -> bool:
-    """Served by us with exploration and a logged list log-prob."""
+def prefix_key(k: int) -> str:
+    return f"logprob_top{k}"
+
+
+def usable(example: LabeledList, prefix_k: int = 0) -> bool:
+    """Served by us with exploration and a logged list log-prob (and top-k log-prob when asked)."""
     imp = example.impression
+    if prefix_k and not isinstance(imp.context.get(prefix_key(prefix_k)), float):
+        return False
     return imp.list_logprob is not None and float(imp.context.get("explored", 0.0) or 0.0) > 0 and len(imp.items) > 1
+
+
+def logged_logprob(example: LabeledList, prefix_k: int = 0) -> float:
+    imp = example.impression
+    return float(imp.context[prefix_key(prefix_k)]) if prefix_k else float(imp.list_logprob)
 
 
 def request_from_example(example: LabeledList) -> RerankRequest:
@@ -86,12 +107,12 @@ def request_from_example(example: LabeledList) -> RerankRequest:
                          context=context)
 
 
-def policy_logprobs(component: Component | None, examples: Sequence[LabeledList]) -> np.ndarray:
-    """Log-prob of each logged (shown) order under ``component``'s PL policy."""
+def policy_logprobs(component: Component | None, examples: Sequence[LabeledList], prefix_k: int = 0) -> np.ndarray:
+    """Log-prob of each logged (shown) order (or of its top ``prefix_k``) under ``component``'s PL policy."""
     out = np.empty(len(examples))
     for i, ex in enumerate(examples):
         req = request_from_example(ex)
-        out[i] = pl_logprob(candidate_scores(component, req), range(len(req.item_ids)))
+        out[i] = pl_logprob(candidate_scores(component, req), range(len(req.item_ids)), prefix_k or None)
     return out
 
 
@@ -105,13 +126,14 @@ class PromotionGate:
         self._cache: dict[tuple[str, str, str], float] = {}
 
     def _logprobs(self, component: Component | None, examples: Sequence[LabeledList], cache: bool) -> np.ndarray:
+        k = self.config.prefix_k
         if not cache:
-            return policy_logprobs(component, examples)
+            return policy_logprobs(component, examples, k)
         tag = (component.name, component.version) if component is not None else ("cold-start", "")
         keys = [(*tag, ex.example_id) for ex in examples]
         missing = [i for i, k in enumerate(keys) if k not in self._cache]
         if missing:
-            fresh = policy_logprobs(component, [examples[i] for i in missing])
+            fresh = policy_logprobs(component, [examples[i] for i in missing], k)
             if len(self._cache) > 20 * self.config.window:
                 self._cache.clear()
             self._cache.update({keys[i]: float(v) for i, v in zip(missing, fresh)})
@@ -119,7 +141,7 @@ class PromotionGate:
 
     def estimate(self, component: Component | None, examples: Sequence[LabeledList], cache: bool = False) -> float:
         reward = np.array([ex.list_reward for ex in examples], dtype=np.float64)
-        logged = np.array([ex.impression.list_logprob for ex in examples], dtype=np.float64)
+        logged = np.array([logged_logprob(ex, self.config.prefix_k) for ex in examples], dtype=np.float64)
         new = self._logprobs(component, examples, cache)
         w = np.minimum(np.exp(np.clip(new - logged, -700, 700)), self.config.clip)
         # Weights are ratios already: pass them as evaluation_prob with pscore 1.
@@ -133,7 +155,7 @@ class PromotionGate:
         cfg = self.config
         if not cfg.enabled:
             return GateDecision(True, "gate disabled", 0, estimator=cfg.estimator)
-        data = [ex for ex in examples if usable(ex)][-cfg.window:]
+        data = [ex for ex in examples if usable(ex, cfg.prefix_k)][-cfg.window:]
         if len(data) < cfg.min_samples:
             return GateDecision(True, f"insufficient data ({len(data)} < {cfg.min_samples} explored examples)",
                                 len(data), estimator=cfg.estimator)

@@ -30,7 +30,7 @@ def logged(i: int, order: list[int], relevance: list[float], logging_weight: flo
              for p, j in enumerate(order, 1)]
     imp = Impression(schema=IMPRESSION_SCHEMA, event_id=f"e{i}", request_id=f"r{i}", ts=1.0, user_id="u", items=items,
                      fusion=FusionDecision(weights={"click": 1.0}), list_logprob=pl_logprob(scores, order),
-                     context={"explored": 1.0 if explored else 0.0})
+                     context={"explored": 1.0 if explored else 0.0, "logprob_top3": pl_logprob(scores, order, 3)})
     outcome = ListOutcome()
     for item in items[:2]:
         if relevance[int(item.item_id.split("-")[1])] > 0.5:
@@ -52,8 +52,9 @@ def examples():
     return out
 
 
-def test_worse_candidate_is_blocked_better_or_equal_passes(examples):
-    gate = PromotionGate(GateConfig(min_samples=30, max_relative_drop=0.05))
+@pytest.mark.parametrize("prefix_k", [0, 3], ids=["whole-list", "top-3 prefix"])
+def test_worse_candidate_is_blocked_better_or_equal_passes(examples, prefix_k):
+    gate = PromotionGate(GateConfig(min_samples=30, max_relative_drop=0.05, prefix_k=prefix_k))
     current = scorer(1.0)
     worse = gate.decide(current, scorer(-3.0), examples)
     assert not worse.accepted and worse.candidate_value < worse.current_value and worse.n == 80
@@ -71,13 +72,23 @@ def test_unexplored_or_too_few_examples_let_the_snapshot_through_with_the_reason
     assert verdict.accepted and "insufficient data (10 < 30" in verdict.reason
 
 
+def test_prefix_log_prob_is_the_first_k_terms_of_the_list_log_prob():
+    scores = torch.tensor([0.3, -1.0, 2.0, 0.5])
+    order = [2, 0, 3, 1]
+    full = pl_logprob(scores, order)
+    assert pl_logprob(scores, order, 4) == pytest.approx(full)
+    first = 2.0 - math.log(sum(math.exp(v) for v in (0.3, -1.0, 2.0, 0.5)))
+    assert pl_logprob(scores, order, 1) == pytest.approx(first)
+    assert full < pl_logprob(scores, order, 2) < pl_logprob(scores, order, 1) < 0
+
+
 def test_disabled_gate_accepts_everything(examples):
     verdict = PromotionGate(GateConfig(enabled=False)).decide(scorer(1.0), scorer(-3.0), examples)
     assert verdict.accepted and verdict.reason == "gate disabled"
 
 
 @pytest.mark.parametrize("kwargs,message", [({"estimator": "dr"}, "gate estimator"),
-                                            ({"max_relative_drop": -0.1}, "max_relative_drop")])
+                                            ({"max_relative_drop": -0.1}, "max_relative_drop"), ({"prefix_k": -1}, "prefix_k")])
 def test_bad_gate_config_is_refused(kwargs, message):
     with pytest.raises(ValueError, match=message):
         GateConfig(**kwargs)
