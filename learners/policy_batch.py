@@ -81,14 +81,16 @@ class ListBatch:
 
 
 def _features(items, n_features: int, where: str) -> np.ndarray:
-    out = np.zeros((len(items), n_features), dtype=np.float32)
     for i, item in enumerate(items):
-        if item.features is None:
-            continue
-        if len(item.features) != n_features:
+        if item.features is not None and len(item.features) != n_features:
             raise PolicyInputError(f"{where}.items.{i}.features",
                                    f"has {len(item.features)} values, the model expects {n_features}")
-        out[i] = item.features
+    if all(item.features is not None for item in items):
+        return np.asarray([item.features for item in items], dtype=np.float32).reshape(len(items), n_features)
+    out = np.zeros((len(items), n_features), dtype=np.float32)
+    for i, item in enumerate(items):
+        if item.features is not None:
+            out[i] = item.features
     return out
 
 

@@ -66,12 +66,17 @@ def register(cli: click.Group, eval_group: click.Group) -> None:  # noqa: ARG001
     @click.option("--methods", default="ldro,grpo", show_default=True)
     @click.option("--curves", "curves_path", default=None, type=click.Path(dir_okay=False),
                   help="write learning curves (PNG if it ends in .png, else JSON)")
+    @click.option("--threads", default=1, show_default=True, help="torch threads (small nets: 1 avoids contention)")
     @click.option("--json", "as_json", is_flag=True)
     def eval_ldro(data_spec: str, test_spec: str | None, seeds: int, interactions: int, batch_size: int, warmup: int,
                   held_out: int, click_model: str, shift: bool, methods: str, curves_path: str | None,
-                  as_json: bool) -> None:
+                  threads: int, as_json: bool) -> None:
         """LDRO vs GRPO vs logged order vs LightGBM lambdarank: NDCG@{1,5,10} on held-out queries."""
+        import torch  # noqa: PLC0415
+
         from learners.policy_eval import evaluate_ldro, train_test  # noqa: PLC0415
+
+        torch.set_num_threads(threads)
 
         train, test = train_test(data_spec, test_spec)
         curves: dict[str, list] = {}
@@ -104,11 +109,17 @@ def register(cli: click.Group, eval_group: click.Group) -> None:  # noqa: ARG001
     @click.option("--grid-requests", default=1000, show_default=True, help="requests to pick the static weights on")
     @click.option("--grid-steps", default=6, show_default=True, help="simplex grid resolution 1/steps")
     @click.option("--click-model", type=click.Choice(["pbm", "cascade"]), default="pbm", show_default=True)
+    @click.option("--threads", default=1, show_default=True, help="torch threads (small nets: 1 avoids contention)")
     @click.option("--json", "as_json", is_flag=True)
     def eval_drpo(data_spec: str, test_spec: str | None, seeds: int, interactions: int, batch_size: int,
-                  eval_requests: int, grid_requests: int, grid_steps: int, click_model: str, as_json: bool) -> None:
+                  eval_requests: int, grid_requests: int, grid_steps: int, click_model: str, threads: int,
+                  as_json: bool) -> None:
         """DRPO vs the best static fusion weights (grid search) vs click-only: simulator satisfaction."""
+        import torch  # noqa: PLC0415
+
         from learners.policy_eval import evaluate_drpo, train_test  # noqa: PLC0415
+
+        torch.set_num_threads(threads)
 
         train, test = train_test(data_spec, test_spec)
         results = evaluate_drpo(train, test, seeds=tuple(range(seeds)), interactions=interactions,

@@ -66,6 +66,7 @@ class LDROConfig:
     distill: bool = True
     kd_weight: float = 1.0
     kd_decay_updates: float = 0.0  # > 0: lambda_KD / (1 + updates / kd_decay_updates)
+    kd_path: str = "target"  # "target": along the teacher's training target; "greedy": its own greedy list
     teacher_pretrain_updates: int = 20
     lr: float = 3e-3
     reward_lr: float = 1e-2
@@ -87,6 +88,8 @@ class LDROConfig:
             raise ValueError("group_size must be >= 1")
         if cfg.n_features < 0:
             raise ValueError("n_features must be >= 0")
+        if cfg.kd_path not in ("target", "greedy"):
+            raise ValueError(f"kd_path must be 'target' or 'greedy', got {cfg.kd_path!r}")
         return cfg
 
 
@@ -134,7 +137,8 @@ class LDROLearner:
         if cfg.distill:
             served = torch.arange(x.shape[1]).expand(x.shape[0], -1)
             target = served if self.updates < cfg.teacher_pretrain_updates else preferred_order(lists.item_rewards, mask)
-            teacher_loss = self.teacher.nll(x, mask, target)
+            teacher_loss, teacher_steps = self.teacher.nll_and_steps(x, mask, target)
+            teacher_steps = teacher_steps.detach()
             self._step(self.teacher_opt, self.teacher, teacher_loss)
             metrics["teacher_nll"] = float(teacher_loss.detach())
 
@@ -153,7 +157,10 @@ class LDROLearner:
         loss = list_policy_loss(scores, orders, advantage, mask, cfg.rank_weighted)
         metrics["pg_loss"] = float(loss.detach())
         if cfg.distill and kd_weight > 0:
-            teacher_orders, teacher_logp = self.teacher.greedy(x, mask)
+            if cfg.kd_path == "greedy":
+                teacher_orders, teacher_logp = self.teacher.greedy(x, mask)
+            else:  # "target": the teacher-forced distributions of this update's teacher step
+                teacher_orders, teacher_logp = target, teacher_steps
             kd = sequential_kd(scores, mask, teacher_orders, teacher_logp)
             loss = loss + kd_weight * kd
             metrics["kd"] = float(kd.detach())

@@ -16,9 +16,12 @@ Training targets (switchable by ``pretrain_updates``):
    logged item reward (ties keep the served position), i.e. GReF's Rerank-DPO "preferred
    list" (position order lifted by engagement), here as a likelihood target.
 
-Distillation (:func:`sequential_kd`): along the teacher's greedy list, the student's PL step
+Distillation (:func:`sequential_kd`): along a reference list, the student's PL step
 distribution is pulled toward the teacher's, :math:`\sum_t \mathrm{KL}(\pi_T(\cdot\mid y_{<t})
-\,\|\, \pi_S(\cdot\mid y_{<t}))` averaged over real steps.
+\,\|\, \pi_S(\cdot\mid y_{<t}))` averaged over real steps. The reference is either the
+teacher's training target (teacher forcing; "word-level" KD of Kim & Rush, 2016, one
+vectorised pass, the default) or the teacher's own greedy list ("sequence-level" KD, one
+decoder step per rank), switch ``kd_path``.
 """
 
 from __future__ import annotations
@@ -38,7 +41,7 @@ class PointerTeacher(nn.Module):
         self.key = nn.Linear(hidden, hidden)
         self.query = nn.Linear(hidden, hidden)
         self.init = nn.Linear(hidden, hidden)
-        self.cell = nn.GRUCell(hidden, hidden)
+        self.gru = nn.GRU(hidden, hidden, batch_first=True)
         self.scale = 1.0 / math.sqrt(hidden)
 
     def _start(self, x: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -47,46 +50,58 @@ class PointerTeacher(nn.Module):
         pooled = (e * m).sum(1) / m.sum(1).clamp_min(1.0)
         return e, self.key(e), torch.tanh(self.init(pooled))
 
-    def _logits(self, keys: torch.Tensor, state: torch.Tensor, unavailable: torch.Tensor) -> torch.Tensor:
-        logits = torch.einsum("bnh,bh->bn", keys, self.query(state)) * self.scale
-        return logits.masked_fill(unavailable, PAD_SCORE)
-
     def step_log_distributions(self, x: torch.Tensor, mask: torch.Tensor, orders: torch.Tensor) -> torch.Tensor:
-        """Teacher-forced ``log π_T(· | y_<t)`` along ``orders`` ``[B, n]`` -> ``[B, n, n]``."""
-        e, keys, state = self._start(x, mask)
-        unavailable = ~mask
-        rows = []
-        for t in range(x.shape[1]):
-            rows.append(torch.log_softmax(self._logits(keys, state, unavailable), dim=-1))
-            chosen = orders[:, t]
-            unavailable = unavailable | nn.functional.one_hot(chosen, x.shape[1]).bool()
-            state = self.cell(e[torch.arange(x.shape[0]), chosen], state)
-        return torch.stack(rows, dim=1)
+        """Teacher-forced ``log π_T(· | y_<t)`` along ``orders`` ``[B, n]`` -> ``[B, n, n]``.
+
+        Vectorised: the decoder states of all steps come from one ``nn.GRU`` pass over the
+        embeddings of the items placed so far, and the availability mask from the ranks.
+        """
+        e, keys, h0 = self._start(x, mask)
+        B, n, H = e.shape
+        placed = e.gather(1, orders[:, :-1].unsqueeze(-1).expand(B, n - 1, H))
+        if n > 1:
+            later, _ = self.gru(placed, h0.unsqueeze(0).contiguous())
+            states = torch.cat([h0.unsqueeze(1), later], dim=1)
+        else:
+            states = h0.unsqueeze(1)
+        logits = torch.einsum("bth,bnh->btn", self.query(states), keys) * self.scale
+        rank = torch.empty_like(orders)
+        rank.scatter_(1, orders, torch.arange(n).expand(B, n))
+        available = (rank.unsqueeze(1) >= torch.arange(n).view(1, n, 1)) & mask.unsqueeze(1)
+        return torch.log_softmax(logits.masked_fill(~available, PAD_SCORE), dim=-1)
 
     def nll(self, x: torch.Tensor, mask: torch.Tensor, orders: torch.Tensor) -> torch.Tensor:
         """Mean negative log-likelihood per real step of ``orders`` (teacher forcing)."""
-        logp = self.step_log_distributions(x, mask, orders).gather(-1, orders.unsqueeze(-1)).squeeze(-1)
+        return self.nll_and_steps(x, mask, orders)[0]
+
+    def nll_and_steps(self, x: torch.Tensor, mask: torch.Tensor,
+                      orders: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The NLL and the step log-distributions it came from (reused for distillation)."""
+        steps = self.step_log_distributions(x, mask, orders)
+        logp = steps.gather(-1, orders.unsqueeze(-1)).squeeze(-1)
         valid = step_valid(orders, mask)
-        return -(logp * valid).sum() / valid.sum().clamp_min(1)
+        return -(logp * valid).sum() / valid.sum().clamp_min(1), steps
 
     @torch.no_grad()
     def greedy(self, x: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Greedy decode: the teacher's list ``[B, n]`` and its step log-distributions ``[B, n, n]``."""
         e, keys, state = self._start(x, mask)
+        B, n, _ = e.shape
         unavailable = ~mask
+        used = torch.zeros_like(mask)
+        hidden = state.unsqueeze(0).contiguous()
         rows, picks = [], []
-        for _ in range(x.shape[1]):
-            logp = torch.log_softmax(self._logits(keys, state, unavailable), dim=-1)
+        for _ in range(n):
+            logits = torch.einsum("bnh,bh->bn", keys, self.query(hidden[0])) * self.scale
+            logp = torch.log_softmax(logits.masked_fill(unavailable, PAD_SCORE), dim=-1)
             chosen = logp.masked_fill(unavailable, float("-inf")).argmax(-1)
-            exhausted = unavailable.all(-1)
-            if exhausted.any():  # padding steps: take the first still-unused (padding) slot
-                spare = (~(nn.functional.one_hot(torch.stack(picks, 1), x.shape[1]).sum(1).bool())
-                         if picks else torch.ones_like(mask)).float().argmax(-1)
-                chosen = torch.where(exhausted, spare, chosen)
+            exhausted = unavailable.all(-1)  # padding steps: the first unused (padding) slot
+            chosen = torch.where(exhausted, (~used).float().argmax(-1), chosen)
             rows.append(logp)
             picks.append(chosen)
-            unavailable = unavailable | nn.functional.one_hot(chosen, x.shape[1]).bool()
-            state = self.cell(e[torch.arange(x.shape[0]), chosen], state)
+            one_hot = nn.functional.one_hot(chosen, n).bool()
+            unavailable, used = unavailable | one_hot, used | one_hot
+            _, hidden = self.gru(e[torch.arange(B), chosen].unsqueeze(1), hidden)
         return torch.stack(picks, dim=1), torch.stack(rows, dim=1)
 
 

@@ -81,6 +81,10 @@ def test_teacher_pretrained_on_exposure_order_reproduces_it():
     assert all(sorted(row.tolist()) == list(range(6)) for row in decoded)  # permutations, padding last
     assert (decoded[:4, 4:] >= 4).all()
     assert torch.allclose(logp.exp()[mask.all(-1)].sum(-1), torch.ones(12, 6), atol=1e-5)
+    # the vectorised teacher-forced pass gives the decoder's step-by-step distributions
+    forced = teacher.step_log_distributions(x, mask, decoded)
+    valid = mask.gather(1, decoded)
+    assert torch.allclose(forced.exp()[valid], logp.exp()[valid], atol=1e-5)
 
 
 def test_sequential_distillation_pulls_the_student_to_the_teacher_order():
