@@ -116,3 +116,39 @@ def test_dr_without_a_reward_model_is_refused():
 def test_snips_refuses_when_the_policy_never_takes_a_logged_action():
     with pytest.raises(ope.OpeInputError, match="SNIPS is undefined"):
         ope.SelfNormalizedInverseProbabilityWeighting().estimate_policy_value([1.0], [0.5], [0.0])
+
+
+def test_eval_ope_cli_prints_the_estimates_of_each_policy(shared_data):
+    import json
+
+    import click
+    from click.testing import CliRunner
+
+    from serving.commands import eval_ope
+    from serving.ope_obd import evaluate_obd
+
+    path = shared_data / "obd" / "bts" / "all" / "all.csv"
+    group = click.Group(commands={"ope": eval_ope})
+    result = CliRunner().invoke(group, ["ope", "--data", f"obd:{path}", "--policy", "uniform", "--policy",
+                                        "affinity-softmax:0.05", "--bootstrap", "200", "--json"])
+    assert result.exit_code == 0, result.output
+    reports = json.loads(result.output)
+    assert [r["policy"] for r in reports] == ["uniform", "affinity-softmax:0.05"]
+    expected = evaluate_obd(path, "uniform", n_bootstrap_samples=200).as_dict()
+    assert reports[0]["estimates"] == expected["estimates"]
+    assert set(reports[1]["estimates"]) == {"ipw", "snipw", "dr"}
+
+
+@pytest.mark.parametrize("args,message", [(["--data", "csv:x"], "expected obd:PATH"),
+                                          (["--data", "obd:/nope.csv"], "OBD file not found"),
+                                          (["--policy", "greedy"], "unknown policy 'greedy'")])
+def test_eval_ope_cli_reports_bad_arguments(shared_data, args, message):
+    import click
+    from click.testing import CliRunner
+
+    from serving.commands import eval_ope
+
+    base = ["--data", f"obd:{shared_data / 'obd' / 'random' / 'all' / 'all.csv'}"]
+    argv = ["ope", *(base if "--data" not in args else []), *args, "--bootstrap", "10"]
+    result = CliRunner().invoke(click.Group(commands={"ope": eval_ope}), argv)
+    assert result.exit_code != 0 and message in result.output
