@@ -69,8 +69,7 @@ def register(cli: click.Group, eval_group: click.Group) -> None:  # noqa: ARG001
     @click.option("--view", "views", multiple=True, help="only these feature views")
     def features_materialize(everything: bool, end: str | None, views: tuple[str, ...]) -> None:
         """Load offline rows into the Redis online store (incremental unless --all)."""
-        from feature_store.feast_repo import materialize, materialize_all, render_repo  # noqa: PLC0415
-        from feature_store.offline_data import PROFILE_TS  # noqa: PLC0415
+        from feature_store.feast_repo import EARLIEST, materialize, materialize_all, render_repo  # noqa: PLC0415
 
         repo = render_repo(load_settings())
         if not (repo.data / "registry.db").exists():
@@ -79,8 +78,10 @@ def register(cli: click.Group, eval_group: click.Group) -> None:  # noqa: ARG001
         if everything and not views:
             materialize_all(repo)
         else:
-            start = PROFILE_TS.replace(year=PROFILE_TS.year - 1) if everything else None
-            materialize(repo, end=end_ts, start=start, views=list(views) or None)
+            try:
+                materialize(repo, end=end_ts, start=EARLIEST if everything else None, views=list(views) or None)
+            except ValueError as exc:
+                raise click.ClickException(str(exc)) from None
         click.echo(f"materialized {', '.join(views) or 'all views'}")
 
     @features.command("stats-agent")

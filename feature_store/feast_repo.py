@@ -28,6 +28,8 @@ from feature_store.settings import FeatureStoreSettings, load_feature_store_sett
 from streamrank.config import Settings
 
 DEFINITIONS = Path(__file__).resolve().parent / "repo"
+#: Start of a full materialization: before every generated offline row.
+EARLIEST = PROFILE_TS.replace(year=PROFILE_TS.year - 1)
 YAML_TEMPLATE = """\
 # Rendered by feature_store/feast_repo.py from the streamrank config; edits are overwritten.
 project: {project}
@@ -130,24 +132,34 @@ def apply(settings: Settings, fs: FeatureStoreSettings | None = None, data_root:
 
 
 def materialize(repo: FeastRepo, end: datetime | None = None, start: datetime | None = None,
-                views: list[str] | None = None, store=None) -> dict[str, int]:
-    """Load offline rows with timestamps in ``[start, end]`` into Redis; returns rows per view.
+                views: list[str] | None = None, store=None) -> list[str]:
+    """Load offline rows with timestamps in ``[start, end]`` into Redis; returns the views loaded.
 
-    Without ``start`` it is incremental (Feast remembers what each view materialized).
+    Without ``start`` it is incremental (Feast remembers what each view materialized). A view
+    never materialized before is loaded from before :data:`PROFILE_TS` instead: Feast would
+    start a view with ``ttl=0`` only 52 weeks back and miss the profile rows.
     """
     store = store or repo.store()
     end = end or datetime.now(timezone.utc)
-    names = views or [fv.name for fv in store.list_feature_views() if fv.online]
-    if start is None:
-        store.materialize_incremental(end_date=end, feature_views=names)
-    else:
+    online = [fv for fv in store.list_feature_views() if fv.online and (not views or fv.name in views)]
+    if views and len(online) != len(set(views)):
+        raise ValueError(f"unknown or offline-only feature views: {sorted(set(views) - {fv.name for fv in online})}")
+    names = [fv.name for fv in online]
+    if start is not None:
         store.materialize(start_date=start, end_date=end, feature_views=names)
-    return {name: 1 for name in names}
+        return names
+    fresh = [fv.name for fv in online if fv.most_recent_end_time is None]
+    seen = [name for name in names if name not in fresh]
+    if fresh:
+        store.materialize(start_date=EARLIEST, end_date=end, feature_views=fresh)
+    if seen:
+        store.materialize_incremental(end_date=end, feature_views=seen)
+    return names
 
 
-def materialize_all(repo: FeastRepo, store=None) -> None:
+def materialize_all(repo: FeastRepo, store=None) -> list[str]:
     """Materialize everything from before the profile timestamp until now (what ``features materialize --all`` does)."""
-    materialize(repo, start=PROFILE_TS.replace(year=PROFILE_TS.year - 1), store=store)
+    return materialize(repo, start=EARLIEST, store=store)
 
 
 def redis_url_from_connection_string(connection_string: str) -> str:

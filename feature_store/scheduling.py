@@ -8,7 +8,7 @@ Usage from a learner process (it does not depend on the learner runtime's intern
         return "ldro", learner.state_dict(), last_metrics, learner.updates_since_report() > 0
 
     jobs = LearnerJobs(registry, snapshot_source, load_feature_store_settings(settings),
-                       materialize=lambda: materialize_incremental(settings))
+                       materialize=incremental_materialize_job(settings))
     jobs.start()          # BackgroundScheduler thread: snapshot every T s when changed, materialize on schedule
     ...
     jobs.shutdown()       # stops the jobs, then publishes a last snapshot if anything changed
@@ -29,6 +29,7 @@ from typing import Any, Callable
 from apscheduler.schedulers.background import BackgroundScheduler
 
 from feature_store.settings import FeatureStoreSettings
+from streamrank.config import Settings
 from feature_store.snapshots import Manifest, SnapshotInvalid, SnapshotRegistry
 from learners.protocol import LearnerState
 
@@ -45,6 +46,24 @@ class JobStats:
     skipped_unchanged: int = 0
     failures: list[str] = field(default_factory=list)
     materialized: int = 0
+
+
+def incremental_materialize_job(settings: Settings, fs: FeatureStoreSettings | None = None) -> Callable[[], None]:
+    """A ``materialize`` callable for :class:`LearnerJobs`: ``materialize-incremental`` of the rendered repo up to now.
+
+    The Feast store is opened on first use (in the scheduler thread) and reused.
+    """
+    from feature_store.feast_repo import materialize, render_repo  # noqa: PLC0415
+
+    repo = render_repo(settings, fs)
+    holder: dict[str, Any] = {}
+
+    def job() -> None:
+        if "store" not in holder:
+            holder["store"] = repo.store()
+        materialize(repo, store=holder["store"])
+
+    return job
 
 
 class LearnerJobs:

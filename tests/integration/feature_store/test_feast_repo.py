@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import signal
 import subprocess
 import sys
@@ -10,14 +11,20 @@ import time
 import uuid
 from dataclasses import replace
 
+import click
 import numpy as np
+import pandas as pd
 import pytest
+from click.testing import CliRunner
 from kafka import KafkaProducer
 
+from feature_store.commands import register
 from feature_store.feast_repo import apply, materialize_all
+from feature_store.scheduling import incremental_materialize_job
 from feature_store.online_read import DEFAULT_FEATURES, DirectFeatureReader, FeastSdkReader, FeatureReadError
 from feature_store.settings import FeatureStoreSettings
 from feature_store.simulated_examples import simulated_labeled_lists
+from feature_store.stats_agent import RawRecord, StatsRuntime
 from feature_store.stream_stats import StatsBook
 from simulator.letor import load_letor
 from streams.consume import read_topic
@@ -84,6 +91,31 @@ def test_direct_pipelined_read_equals_feast_sdk(feast_env):
         DirectFeatureReader(store, ["item_stats:ctr_typo"])
 
 
+def test_scheduled_incremental_materialize_loads_new_offline_rows_and_cli_reads_them(feast_env):
+    settings, fs, repo, store = feast_env
+    path = repo.data / "kuairand_video.parquet"
+    videos = pd.read_parquet(path)
+    new = videos.head(1).copy()
+    new["item_id"], new["duration_ms"], new["event_timestamp"] = "kv-new", 1234.0, pd.Timestamp.now(tz="UTC")
+    pd.concat([videos, new]).to_parquet(path, index=False)
+    job = incremental_materialize_job(settings, fs)
+    read = DirectFeatureReader(store, ["kuairand_video:duration_ms"])
+    assert read.read(None, None, ["kv-new"]).items == [{"kuairand_video__duration_ms": None}]
+    job()
+    assert read.read(None, None, ["kv-new"]).items == [{"kuairand_video__duration_ms": 1234.0}]
+
+    runner = CliRunner(env={**settings_env(settings), "STREAMRANK_FEAST_PROJECT": fs.feast_project})
+    root = click.Group("root")
+    register(root, click.Group("eval"))
+    out = runner.invoke(root, ["features", "read", "--user", "kr0", "kv-new", "q1-d1"])
+    assert out.exit_code == 0, out.output
+    doc = json.loads(out.output)
+    assert doc["items"]["kv-new"]["kuairand_video__duration_ms"] == 1234.0
+    assert doc["user"]["user_profile__activity"] is not None
+    bad = runner.invoke(root, ["features", "materialize", "--view", "nope"])
+    assert bad.exit_code != 0 and "unknown or offline-only feature views: ['nope']" in bad.output
+
+
 def _start_agent(settings, fs) -> subprocess.Popen:
     env = settings_env(settings)
     env.update(STREAMRANK_FEAST_PROJECT=fs.feast_project, STREAMRANK_STATS_BATCH=str(fs.stats_batch),
@@ -101,7 +133,7 @@ def _produce(settings, payloads) -> None:
     producer.close()
 
 
-def _wait_for_stats(store, expected: dict[str, dict[str, float]], timeout: float = 90.0) -> dict:
+def _wait_for_stats(store, expected: dict[str, dict[str, float]], timeout: float = 240.0) -> dict:
     ids = sorted(expected)
     deadline = time.monotonic() + timeout
     got: dict = {}
@@ -115,8 +147,8 @@ def _wait_for_stats(store, expected: dict[str, dict[str, float]], timeout: float
     raise AssertionError(f"stats never matched: {list(zip(ids, got.get('impressions', [])))[:5]}")
 
 
-def test_stats_agent_pushes_stats_read_back_through_feast_and_resumes_after_restart(feast_env, embedded_stack,
-                                                                                      shared_data):
+def test_stats_agent_pushes_stats_read_back_through_feast_and_dead_letters_bad_records(feast_env, embedded_stack,
+                                                                                        shared_data):
     base, fs, repo, store = feast_env
     settings = replace(fresh_topics(embedded_stack), home=base.home)
     examples = simulated_labeled_lists(80, seed=11, data_root=shared_data)
@@ -143,21 +175,18 @@ def test_stats_agent_pushes_stats_read_back_through_feast_and_resumes_after_rest
         dead = []
         read_topic(settings.kafka_bootstrap, settings.topics.dead_letter, dead.append, expected=1, idle_s=5)
         assert [(r.key, dict(r.headers)["dl.reason"]) for r in dead] == [(b"bad-1", b"missing_field")]
-
-        agent.send_signal(signal.SIGTERM)
-        agent.wait(60)
-        # A new agent (its own topics and consumer group, so no rebalance wait) on the same online
-        # store: its in-memory state is empty, so the counts can only continue from what is stored.
-        settings = replace(fresh_topics(embedded_stack), home=base.home)
-        agent = _start_agent(settings, fs)
-        _produce(settings, [(ex.request_id.encode(), encode(ex)) for ex in second])
-        expected.add_all(second)
-        items, _ = expected.pending_rows()
-        _wait_for_stats(store, items)  # counts continued from the stored values, nothing re-counted
     finally:
-        if agent.poll() is None:
-            agent.send_signal(signal.SIGTERM)
-            try:
-                agent.wait(30)
-            except subprocess.TimeoutExpired:
-                agent.kill()
+        agent.send_signal(signal.SIGTERM)
+        try:
+            agent.wait(30)
+        except subprocess.TimeoutExpired:
+            agent.kill()
+
+    # A restarted agent starts with empty memory: its counts must continue from the stored ones.
+    restarted = StatsRuntime(settings, fs, repo.path)
+    rejected = restarted.process([RawRecord(ex.request_id.encode(), encode(ex), settings.topics.examples, 0, n)
+                                  for n, ex in enumerate(second)])
+    assert rejected == []
+    expected.add_all(second)
+    items, _ = expected.pending_rows()
+    _wait_for_stats(store, items, timeout=5)
