@@ -29,6 +29,7 @@ import logging
 import os
 import time
 from dataclasses import dataclass
+from functools import lru_cache, partial
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -49,6 +50,7 @@ def status_dir(settings: Settings) -> Path:
     return Path(settings.home) / "workers" / settings.topics.prefix.rstrip(".")
 
 
+@lru_cache(maxsize=200_000)
 def partition_for_key(key: str, partitions: int) -> int:
     """The default Kafka partitioner (murmur2 of the UTF-8 key), as kafka-python and aiokafka use it."""
     return (murmur2(key.encode("utf-8")) & 0x7FFFFFFF) % partitions
@@ -106,14 +108,17 @@ class Joiner:
         self.held_since: dict[str, float] = {}
         self.last_offsets: dict[tuple[str, int], int] = {}
         self.last_input: dict[int, float] = {}
-        self.lock = asyncio.Lock()
         self.fencing = False
+        self.status_written = 0.0
         self.ghost_member_ids: set[str] = set()
 
     # -- ingest ---------------------------------------------------------------------------------
     async def process(self, events: Iterable[Any]) -> None:
         """Apply one batch of Faust events, then close the windows it made due."""
         now = time.monotonic()
+        wall = time.time()
+        if self.metrics.first_input_at is None:
+            self.metrics.first_input_at = wall
         dirty: dict[str, dict] = {}
         touched: set[int] = set()
         dead: list[DeadLetter] = []
@@ -177,6 +182,9 @@ class Joiner:
         for letter in dead:
             await self._dead_letter(letter)
         await self.close_due(touched)
+        self.metrics.last_input_at = time.time()
+        self.metrics.inc("batches")
+        self.metrics.busy_s += time.monotonic() - now
 
     def _count_after_close(self, event: Impression | Feedback) -> None:
         self.metrics.inc("duplicates" if isinstance(event, Impression) else "late")
@@ -203,46 +211,56 @@ class Joiner:
         return await self._close(due)
 
     async def _close(self, due: list[tuple[str, ClosedBy | None, float]]) -> int:
-        """Emit the examples of ``due`` (``None`` reason: re-check), flush, then tombstone the entries."""
-        if not due:
-            return 0
-        async with self.lock:
-            ready: list[tuple[str, dict, LabeledList]] = []
-            for rid, forced, watermark in due:
-                entry = self.state.get(rid.encode("utf-8"))
-                if entry is None or rid in self.closing:
-                    continue
-                reason = close_reason(entry, watermark, self.config)
-                if reason is None and forced == "idle" and entry["imp"] is not None and entry["closed"] is None:
-                    reason = "idle"
-                if reason is None:
-                    continue
-                impression = self.parsed.get(rid) or self._impression_from_table(rid)
-                if impression is None:
-                    continue
-                entry = dict(entry)  # the stored entry stays open until the example is flushed
-                example = close_entry(entry, impression, self.config, self.weights, reason, watermark,
-                                      impression_offset=entry.get("off"))
-                self.closing.add(rid)
-                ready.append((rid, entry, example))
-            if not ready:
-                return 0
+        """Emit the examples of ``due`` (``None`` reason: re-check); tombstone each entry once delivered.
+
+        The entry stays open in the table until the broker acknowledged its example (the
+        delivery callback writes the tombstone), so a crash in between re-emits the example
+        with the same id instead of losing it. No flush per batch: Faust flushes the producer
+        before it commits source offsets anyway.
+        """
+        ready: list[tuple[str, dict, LabeledList]] = []
+        for rid, forced, watermark in due:
+            if rid in self.closing:
+                continue
+            entry = self.state.get(rid.encode("utf-8"))
+            if entry is None:
+                continue
+            reason = close_reason(entry, watermark, self.config)
+            if reason is None and forced == "idle" and entry["imp"] is not None and entry["closed"] is None:
+                reason = "idle"
+            if reason is None:
+                continue
+            impression = self.parsed.get(rid) or self._impression_from_table(rid)
+            if impression is None:
+                continue
+            entry = dict(entry)  # the stored entry stays open until the example is delivered
+            example = close_entry(entry, impression, self.config, self.weights, reason, watermark,
+                                  impression_offset=entry.get("off"))
+            self.closing.add(rid)
+            ready.append((rid, entry, example))
+        for rid, entry, example in ready:
             try:
-                for rid, _entry, example in ready:
-                    await self.examples_topic.send(key=rid.encode("utf-8"), value=encode(example), force=True)
-                await self.app.producer.flush()
-                for rid, entry, example in ready:
-                    key = rid.encode("utf-8")
-                    self.state[key] = entry
-                    if key in self.impressions:
-                        del self.impressions[key]
-                    self.parsed.pop(rid, None)
-                    self.metrics.inc("examples_out")
-                    self.metrics.closed_by[example.join.closed_by] += 1
-            finally:
-                for rid, _entry, _example in ready:
-                    self.closing.discard(rid)
-            return len(ready)
+                delivery = await self.examples_topic.send(key=rid.encode("utf-8"), value=encode(example), force=True)
+            except Exception as exc:  # noqa: BLE001 - stays open; the next tick retries
+                self.closing.discard(rid)
+                self.metrics.last_error = f"examples send: {type(exc).__name__}: {exc}"
+                continue
+            delivery.add_done_callback(partial(self._delivered, rid, entry, example.join.closed_by))
+        return len(ready)
+
+    def _delivered(self, rid: str, tombstone: dict, closed_by: str, delivery: asyncio.Future) -> None:
+        """The broker has the example: now the entry may become a tombstone."""
+        self.closing.discard(rid)
+        if delivery.cancelled() or delivery.exception() is not None:
+            self.metrics.last_error = f"example for {rid} not delivered: {delivery!r}"
+            return
+        key = rid.encode("utf-8")
+        self.state[key] = tombstone
+        if key in self.impressions:
+            del self.impressions[key]
+        self.parsed.pop(rid, None)
+        self.metrics.inc("examples_out")
+        self.metrics.closed_by[closed_by] += 1
 
     def _impression_from_table(self, rid: str) -> Impression | None:
         raw = self.impressions.get(rid.encode("utf-8"))
@@ -296,7 +314,9 @@ class Joiner:
         self.metrics.open_windows = max(0, open_windows - closed)
         self.metrics.assigned = sorted(assigned)
         self.track_member_id()
-        self.metrics.write_status(self.status_dir)
+        if time.monotonic() - self.status_written >= 1.0:
+            self.metrics.write_status(self.status_dir)
+            self.status_written = time.monotonic()
         await self.fence_dead_peers()
         await self.fence_own_ghosts()
 

@@ -28,6 +28,7 @@ COUNTERS = {
     "early_feedback": "Feedback that arrived before its impression (held)",
     "orphaned": "Held feedback dropped because its impression never arrived",
     "dead_lettered": "Invalid records routed to the dead-letter topic",
+    "batches": "take_events batches processed",
 }
 
 
@@ -45,6 +46,9 @@ class StreamMetrics:
     web_port: int | None = None
     member_id: str | None = None
     last_error: str | None = None
+    first_input_at: float | None = None
+    busy_s: float = 0.0
+    last_input_at: float | None = None
     host: str = field(default_factory=socket.gethostname)
     started_at: float = field(default_factory=time.time)
 
@@ -59,7 +63,9 @@ class StreamMetrics:
                 "dead_letter_reasons": dict(self.dead_letter_reasons), "closed_by": dict(self.closed_by),
                 "lag": dict(self.lag), "total_lag": sum(self.lag.values()), "open_windows": self.open_windows,
                 "assigned": list(self.assigned), "web_port": self.web_port,
-                "member_id": self.member_id, "host": self.host, "last_error": self.last_error}
+                "member_id": self.member_id, "host": self.host, "last_error": self.last_error,
+                "first_input_at": self.first_input_at, "last_input_at": self.last_input_at,
+                "busy_s": round(self.busy_s, 3)}
 
     def prometheus(self) -> str:
         """Prometheus text exposition format (version 0.0.4)."""

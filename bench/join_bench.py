@@ -1,0 +1,177 @@
+"""Streams worker throughput (decode + validate + join + rewards + emit) vs raw consumers, same run.
+
+    .venv/bin/python bench/join_bench.py [--sessions 5000] [--rounds 2] [--features]
+
+Each round replays a simulated LETOR log into fresh topics on the embedded broker (noida),
+then reads the same topics three ways:
+
+* ``aiokafka raw``: an ``AIOKafkaConsumer`` assigned every partition of ``impressions`` and
+  ``feedback``, ``getmany`` until every record was seen (no decoding): the floor for the
+  client Faust itself uses;
+* ``kafka-python raw``: the same with ``KafkaConsumer.poll``;
+* ``worker``: a ``streamrank worker`` subprocess (Faust, ``take_events`` batches, tables with
+  changelogs, examples and metrics out). Its span is from the start of its first batch to the
+  end of the batch holding the last record, read from its status file; start-up and group
+  join are excluded, as the raw consumers' connection set-up is.
+
+Prints events/s for each and the worker's ratio to each raw consumer (median over rounds).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "tests"))
+
+from rich.console import Console  # noqa: E402
+from rich.table import Table  # noqa: E402
+
+from simulator.click_models import ClickModel  # noqa: E402
+from simulator.kuairand import load_kuairand  # noqa: E402
+from simulator.letor import load_letor  # noqa: E402
+from simulator.logs import simulated_sessions, write_log  # noqa: E402
+from simulator.session import SessionSimulator, SimulatorConfig  # noqa: E402
+from streamrank import stack  # noqa: E402
+from streamrank.config import load_settings  # noqa: E402
+from streams.replay import replay  # noqa: E402
+from streams.worker_process import WorkerProcess  # noqa: E402
+from support import fresh_topics, settings_env  # noqa: E402
+
+DATA = REPO.parent / "shared" / "data"
+CONFIG = "[join]\nwindow_s = 20.0\nallowed_lateness_s = 1.0\nidle_timeout_s = 2.0\n"
+
+
+async def aiokafka_raw(bootstrap: str, topics: list[str], expected: int) -> float:
+    from aiokafka import AIOKafkaConsumer, TopicPartition  # noqa: PLC0415
+
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, auto_offset_reset="earliest",
+                                max_partition_fetch_bytes=8 * 1024 * 1024, fetch_max_bytes=32 * 1024 * 1024)
+    await consumer.start()
+    try:
+        tps = [TopicPartition(t, p) for t in topics for p in sorted(consumer.partitions_for_topic(t) or [])]
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        count, start = 0, None
+        while count < expected:
+            batch = await consumer.getmany(timeout_ms=1000, max_records=5000)
+            got = sum(len(v) for v in batch.values())
+            if got and start is None:
+                start = time.perf_counter()
+            count += got
+        return count / (time.perf_counter() - start)
+    finally:
+        await consumer.stop()
+
+
+def kafka_python_raw(bootstrap: str, topics: list[str], expected: int) -> float:
+    from kafka import KafkaConsumer, TopicPartition  # noqa: PLC0415
+
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None,
+                             auto_offset_reset="earliest", max_poll_records=5000,
+                             max_partition_fetch_bytes=8 * 1024 * 1024, fetch_max_bytes=32 * 1024 * 1024)
+    try:
+        tps = [TopicPartition(t, p) for t in topics for p in sorted(consumer.partitions_for_topic(t) or [])]
+        consumer.assign(tps)
+        consumer.seek_to_beginning(*tps)
+        count, start = 0, None
+        while count < expected:
+            batch = consumer.poll(timeout_ms=1000)
+            got = sum(len(v) for v in batch.values())
+            if got and start is None:
+                start = time.perf_counter()
+            count += got
+        return count / (time.perf_counter() - start)
+    finally:
+        consumer.close()
+
+
+def worker_rate(settings, env: dict, expected: int, n_impressions: int, log_dir: Path) -> tuple[float, dict]:
+    worker = WorkerProcess(settings, env, "bench-worker", log_dir).start()
+    try:
+        worker.wait_ready(120)
+        deadline = time.monotonic() + 600
+        while time.monotonic() < deadline:
+            doc = worker.status() or {}
+            counts = doc.get("counts", {})
+            if counts.get("events_in", 0) >= expected and counts.get("examples_out", 0) >= n_impressions:
+                break
+            time.sleep(0.2)
+        else:
+            raise TimeoutError(f"worker did not finish:\n{worker.log_tail()}")
+        span = doc["last_input_at"] - doc["first_input_at"]
+        return counts["events_in"] / span, doc
+    finally:
+        worker.stop()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sessions", type=int, default=5000)
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--features", action="store_true", help="include 300-dim item features (bigger events)")
+    parser.add_argument("--json", dest="json_out", default=None, help="also write the results to this file")
+    args = parser.parse_args()
+    console = Console()
+
+    home = Path(tempfile.mkdtemp(prefix="join-bench-"))
+    base = load_settings({**os.environ, "STREAMRANK_HOME": str(home)})
+    external = bool(os.environ.get("STREAMRANK_KAFKA"))
+    state = {"kafka": base.kafka, "redis": base.redis} if external else stack.up(base)
+    base = base.with_endpoints(kafka=state["kafka"], redis=state["redis"])
+    try:
+        log = home / "letor.jsonl"
+        sim = SessionSimulator(load_letor(DATA / "letor" / "rank.train"), load_kuairand(DATA / "kuairand"),
+                               SimulatorConfig(click_model=ClickModel("pbm"), max_candidates=10,
+                                               with_features=args.features), seed=0, namespace="bench")
+        summary = write_log(simulated_sessions(sim, args.sessions), log, desc="simulate")
+        config = home / "bench.toml"
+        config.write_text(CONFIG)
+        mean_bytes = log.stat().st_size / summary.events
+        rows = []
+        for round_no in range(args.rounds):
+            settings = fresh_topics(base)
+            replay([log], settings)
+            topics = [settings.topics.impressions, settings.topics.feedback]
+            env = settings_env(settings) | {"STREAMRANK_CONFIG": str(config)}
+            raw_aio = asyncio.run(aiokafka_raw(settings.kafka_bootstrap, topics, summary.events))
+            raw_kp = kafka_python_raw(settings.kafka_bootstrap, topics, summary.events)
+            ours, doc = worker_rate(settings, env, summary.events, summary.impressions, home / f"logs-{round_no}")
+            rows.append({"aiokafka": raw_aio, "kafka_python": raw_kp, "worker": ours,
+                         "examples_out": doc["counts"]["examples_out"], "closed_by": doc["closed_by"]})
+            console.print(f"round {round_no + 1}: aiokafka raw {raw_aio:,.0f} ev/s, kafka-python raw "
+                          f"{raw_kp:,.0f} ev/s, worker {ours:,.0f} ev/s (examples {doc['counts']['examples_out']}, "
+                          f"closed by {doc['closed_by']})")
+    finally:
+        if not external:
+            stack.down(base)
+
+    med = {k: statistics.median(r[k] for r in rows) for k in ("aiokafka", "kafka_python", "worker")}
+    ratio_aio = statistics.median(r["worker"] / r["aiokafka"] for r in rows)
+    ratio_kp = statistics.median(r["worker"] / r["kafka_python"] for r in rows)
+    table = Table(title=f"join throughput: {summary.events:,} events ({summary.impressions:,} impressions), "
+                        f"mean {mean_bytes:,.0f} B")
+    for col in ("reader", "events/s (median)", "worker ratio (median of rounds)"):
+        table.add_column(col)
+    table.add_row("aiokafka raw consumer", f"{med['aiokafka']:,.0f}", f"{ratio_aio:.2f}")
+    table.add_row("kafka-python raw consumer", f"{med['kafka_python']:,.0f}", f"{ratio_kp:.2f}")
+    table.add_row("streamrank worker (join+reward)", f"{med['worker']:,.0f}", "1.00")
+    console.print(table)
+    result = {"events": summary.events, "impressions": summary.impressions, "mean_bytes": mean_bytes,
+              "rounds": rows, "median": med, "ratio_vs_aiokafka": ratio_aio, "ratio_vs_kafka_python": ratio_kp}
+    print(json.dumps(result, default=float))
+    if args.json_out:
+        Path(args.json_out).write_text(json.dumps(result, indent=2, default=float))
+
+
+if __name__ == "__main__":
+    main()
