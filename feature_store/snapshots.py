@@ -36,7 +36,8 @@ key                                   type       content
 Publishing writes blob + manifest + the version entry in one MULTI/EXEC, reads the blob back
 and verifies it (checksum, safetensors header, finite float tensors, names/shapes equal to the
 manifest) and only then moves ``current`` with a Lua script that re-checks the manifest's
-checksum, sets the pointer and PUBLISHes the manifest on the pub/sub channel
+checksum, refuses to move it backwards on a publish (a slow concurrent publisher; a rollback
+may go back), sets the pointer and PUBLISHes the manifest on the pub/sub channel
 ``<topic prefix>model-updates`` in one atomic step. A refused snapshot is kept (marked in
 ``rejected``) for inspection but never becomes ``current``. After the pointer moved, the
 manifest is produced to the ``model-updates`` Kafka topic (key = model name, value = manifest
@@ -73,14 +74,19 @@ log = logging.getLogger(__name__)
 MANIFEST_SCHEMA = "streamrank.snapshot.v1"
 DEFAULT_KEEP = 5
 
-#: Moves ``current`` only when the manifest exists and carries the expected checksum; then
-#: announces the manifest on pub/sub. KEYS: current, manifest. ARGV: version, sha256, channel, message.
+#: Moves ``current`` only when the manifest exists and carries the expected checksum, and (for a
+#: publish, not a rollback) only forward, so a slow concurrent publisher cannot move it back;
+#: then announces the manifest on pub/sub.
+#: KEYS: current, manifest. ARGV: version, sha256, channel, message, event.
 _MOVE_POINTER = """
 local manifest = redis.call('GET', KEYS[2])
 if not manifest then return redis.error_reply('NOMANIFEST version ' .. ARGV[1] .. ' has no manifest') end
 local doc = cjson.decode(manifest)
 if doc['sha256'] ~= ARGV[2] then return redis.error_reply('BADSHA manifest checksum changed') end
 local previous = redis.call('GET', KEYS[1])
+if ARGV[5] == 'publish' and previous and tonumber(previous) > tonumber(ARGV[1]) then
+  return redis.error_reply('STALE current is already v' .. previous)
+end
 redis.call('SET', KEYS[1], ARGV[1])
 redis.call('PUBLISH', ARGV[3], ARGV[4])
 return previous
@@ -361,7 +367,7 @@ class SnapshotRegistry:
         try:
             self._move_pointer(keys=[self._key(manifest.name, "current"),
                                      self._manifest_key(manifest.name, manifest.version)],
-                               args=[manifest.version, manifest.sha256, self.channel, announcement])
+                               args=[manifest.version, manifest.sha256, self.channel, announcement, event])
         except redis.ResponseError as exc:
             raise SnapshotCorrupt(f"pointer for {manifest.name} not moved to v{manifest.version}: {exc}") from None
         self._announce(manifest.name, announcement)

@@ -148,3 +148,13 @@ def test_models_are_isolated_and_unknown_names_give_clear_errors(registry):
         registry.rollback("a", "9")
     with pytest.raises(ValueError, match="free of ':'"):
         registry.publish("bad:name", make_state(1))
+
+
+def test_a_late_publish_never_moves_the_pointer_backwards(registry):
+    v1 = registry.publish("ldro", make_state(1))
+    registry.publish("ldro", make_state(2))
+    with pytest.raises(SnapshotCorrupt, match="STALE current is already v2"):
+        registry._point_to(v1, event="publish")  # what a slow concurrent publisher of v1 would do last
+    assert registry.current_version("ldro") == "2"
+    registry._point_to(v1, event="rollback")  # an explicit rollback may go back
+    assert registry.current_version("ldro") == "1"
