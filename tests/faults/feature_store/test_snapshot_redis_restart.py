@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import random
 import shutil
-import signal
-import subprocess
 import threading
 import time
 
@@ -20,39 +18,10 @@ import torch
 
 from feature_store.snapshots import SnapshotRegistry
 from learners.protocol import LearnerState
-from streamrank import stack
+from durable_redis import DurableRedis
 from support import fresh_topics
 
 pytestmark = pytest.mark.faults
-
-
-class DurableRedis:
-    """A redis-server on loopback with an append-only file that survives kill -9."""
-
-    def __init__(self, directory) -> None:
-        self.directory = directory
-        self.port = stack.free_port()
-        self.proc: subprocess.Popen | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self) -> None:
-        self.proc = subprocess.Popen(
-            [shutil.which("redis-server"), "--bind", "127.0.0.1", "--port", str(self.port), "--save", "",
-             "--appendonly", "yes", "--appendfsync", "always", "--aof-load-truncated", "yes",
-             "--dir", str(self.directory)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        stack.wait_until(lambda: stack.redis_ready(self.url), 20, "durable redis", self.proc.pid)
-
-    def kill9(self) -> None:
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(10)
-
-    def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            self.proc.wait(10)
 
 
 def big_state(seed: int) -> LearnerState:
