@@ -106,6 +106,32 @@ def _task_probs(items, tasks: Sequence[str]) -> np.ndarray:
     return out
 
 
+@dataclass(frozen=True)
+class Rejected:
+    """An example a learner skipped, and why (the runtime may dead-letter it with this reason)."""
+
+    example_id: str
+    field: str
+    detail: str
+
+
+def split_usable(batch: Sequence[LabeledList], n_features: int) -> tuple[list[LabeledList], list[Rejected]]:
+    """Examples the policy can learn from, and the others with the offending field.
+
+    A bad example must neither stop the worker nor take its batch down with it: it is left
+    out (and reported) while the rest of the batch is learned as if it had never been there.
+    """
+    good, bad = [], []
+    for ex in batch:
+        try:
+            _features(ex.impression.items, n_features, "impression")
+        except PolicyInputError as exc:
+            bad.append(Rejected(ex.example_id, exc.field, exc.detail))
+            continue
+        good.append(ex)
+    return good, bad
+
+
 def from_examples(batch: Sequence[LabeledList], n_features: int, tasks: Sequence[str] = DEFAULT_TASKS) -> ListBatch:
     """Pad ``batch`` into tensors (items in served-position order)."""
     if not batch:

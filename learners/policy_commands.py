@@ -61,6 +61,7 @@ def register(cli: click.Group, eval_group: click.Group) -> None:  # noqa: ARG001
     @click.option("--batch-size", default=32, show_default=True)
     @click.option("--warmup", default=500, show_default=True, help="first requests served in the logged order")
     @click.option("--held-out", default=300, show_default=True, help="held-out requests for NDCG")
+    @click.option("--lgb-requests", default=1000, show_default=True, help="training requests for LightGBM")
     @click.option("--click-model", type=click.Choice(["pbm", "cascade"]), default="pbm", show_default=True)
     @click.option("--shift", is_flag=True, help="shift the click model half-way (reward-shift experiment)")
     @click.option("--methods", default="ldro,grpo", show_default=True)
@@ -69,7 +70,7 @@ def register(cli: click.Group, eval_group: click.Group) -> None:  # noqa: ARG001
     @click.option("--threads", default=1, show_default=True, help="torch threads (small nets: 1 avoids contention)")
     @click.option("--json", "as_json", is_flag=True)
     def eval_ldro(data_spec: str, test_spec: str | None, seeds: int, interactions: int, batch_size: int, warmup: int,
-                  held_out: int, click_model: str, shift: bool, methods: str, curves_path: str | None,
+                  held_out: int, lgb_requests: int, click_model: str, shift: bool, methods: str, curves_path: str | None,
                   threads: int, as_json: bool) -> None:
         """LDRO vs GRPO vs logged order vs LightGBM lambdarank: NDCG@{1,5,10} on held-out queries."""
         import torch  # noqa: PLC0415
@@ -82,7 +83,7 @@ def register(cli: click.Group, eval_group: click.Group) -> None:  # noqa: ARG001
         curves: dict[str, list] = {}
         results = evaluate_ldro(train, test, seeds=tuple(range(seeds)), methods=tuple(methods.split(",")),
                                 interactions=interactions, batch_size=batch_size, warmup=warmup,
-                                held_out_requests=held_out, click_model=click_model, shift=shift,
+                                held_out_requests=held_out, lgb_requests=lgb_requests, click_model=click_model, shift=shift,
                                 eval_every=max(1, interactions // 20) if curves_path else 0,
                                 progress=not as_json, curves=curves)
         if curves_path:

@@ -139,17 +139,17 @@ def test_bad_requests_are_refused_naming_the_field(name, field, corrupt, example
 
 
 @pytest.mark.parametrize("name", MODELS)
-def test_bad_example_is_refused_naming_the_field_and_changes_nothing(name, examples):
-    learner = build(name)
-    learner.learn_many(examples[:8])
-    before = learner.state_dict()
+def test_a_bad_example_is_skipped_and_named_and_the_rest_learned_as_without_it(name, examples):
     items = list(examples[9].impression.items)
     items[2] = items[2].model_copy(update={"features": items[2].features[:5]})
     bad = examples[9].model_copy(update={"impression": examples[9].impression.model_copy(update={"items": items})})
-    with pytest.raises(PolicyInputError) as err:
-        learner.learn_many([examples[8], bad])
-    assert err.value.field == "examples.1.impression.items.2.features"
-    assert_same_state(learner.state_dict(), before)
+    learner, clean = build(name), build(name)
+    metrics = learner.learn_many([examples[8], bad, examples[10]])
+    assert metrics["rejected"] == 1.0 and metrics["examples"] == 2.0
+    assert [(r.example_id, r.field) for r in learner.last_rejected] == [(bad.example_id, "impression.items.2.features")]
+    clean.learn_many([examples[8], examples[10]])
+    assert_same_state(learner.state_dict(), clean.state_dict())
+    assert learner.learn_many([bad]) == {"examples": 0.0, "rejected": 1.0}
 
 
 @pytest.mark.parametrize("name", MODELS)
