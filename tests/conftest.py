@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
@@ -19,6 +20,11 @@ import pytest
 from streamrank import stack
 from streamrank.config import Settings, load_settings
 from support import SHARED_DATA, fresh_topics
+
+# Kafka clients log every refused connection at ERROR; fault tests cause many on purpose and
+# they bury the real failure in the report.
+for _name in ("kafka", "aiokafka"):
+    logging.getLogger(_name).setLevel(logging.CRITICAL)
 
 
 @pytest.fixture(scope="session")
