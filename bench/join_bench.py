@@ -6,13 +6,16 @@ Each round replays a simulated LETOR log into fresh topics on the embedded broke
 then reads the same topics three ways:
 
 * ``aiokafka raw``: an ``AIOKafkaConsumer`` assigned every partition of ``impressions`` and
-  ``feedback``, ``getmany`` until every record was seen (no decoding): the floor for the
-  client Faust itself uses;
+  ``feedback``, ``getmany`` from the seek until every record was seen (no decoding): the
+  ceiling of the client Faust itself uses;
 * ``kafka-python raw``: the same with ``KafkaConsumer.poll``;
+* ``faust no-op``: a minimal Faust app (same broker settings as the worker) whose agent only
+  counts ``take_events`` batches: Faust's own per-event ceiling on this machine;
 * ``worker``: a ``streamrank worker`` subprocess (Faust, ``take_events`` batches, tables with
   changelogs, examples and metrics out). Its span is from the start of its first batch to the
   end of the batch holding the last record, read from its status file; start-up and group
-  join are excluded, as the raw consumers' connection set-up is.
+  join are excluded, as the raw consumers' connection set-up is (the worker's span starts at
+  its first batch, so its first fetch is not counted: a small bias in its favour).
 
 Prints events/s for each and the worker's ratio to each raw consumer (median over rounds).
 """
@@ -24,6 +27,7 @@ import asyncio
 import json
 import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -61,13 +65,10 @@ async def aiokafka_raw(bootstrap: str, topics: list[str], expected: int) -> floa
         tps = [TopicPartition(t, p) for t in topics for p in sorted(consumer.partitions_for_topic(t) or [])]
         consumer.assign(tps)
         await consumer.seek_to_beginning(*tps)
-        count, start = 0, None
+        count, start = 0, time.perf_counter()  # from the seek: includes the first fetch, as the worker's does
         while count < expected:
             batch = await consumer.getmany(timeout_ms=1000, max_records=5000)
-            got = sum(len(v) for v in batch.values())
-            if got and start is None:
-                start = time.perf_counter()
-            count += got
+            count += sum(len(v) for v in batch.values())
         return count / (time.perf_counter() - start)
     finally:
         await consumer.stop()
@@ -83,16 +84,51 @@ def kafka_python_raw(bootstrap: str, topics: list[str], expected: int) -> float:
         tps = [TopicPartition(t, p) for t in topics for p in sorted(consumer.partitions_for_topic(t) or [])]
         consumer.assign(tps)
         consumer.seek_to_beginning(*tps)
-        count, start = 0, None
+        count, start = 0, time.perf_counter()
         while count < expected:
             batch = consumer.poll(timeout_ms=1000)
-            got = sum(len(v) for v in batch.values())
-            if got and start is None:
-                start = time.perf_counter()
-            count += got
+            count += sum(len(v) for v in batch.values())
         return count / (time.perf_counter() - start)
     finally:
         consumer.close()
+
+
+def faust_noop_child(bootstrap: str, prefix: str, expected: int, port: int) -> None:
+    """Run in a subprocess: a Faust app that only counts events, then prints its rate."""
+    import faust  # noqa: PLC0415
+
+    app = faust.App(f"{prefix}noop-bench", broker=f"kafka://{bootstrap}", store="memory://", web_host="127.0.0.1",
+                    web_port=port, web_bind="127.0.0.1", broker_session_timeout=6, broker_heartbeat_interval=1,
+                    consumer_auto_offset_reset="earliest", topic_partitions=4, topic_replication_factor=1,
+                    broker_max_poll_records=5000, consumer_max_fetch_size=8 * 1024 * 1024,
+                    stream_buffer_maxsize=20000, autodiscover=False)
+    source = app.topic(f"{prefix}impressions", f"{prefix}feedback", key_type=bytes, value_type=bytes,
+                       key_serializer="raw", value_serializer="raw")
+    seen = {"n": 0, "t0": None}
+
+    @app.agent(source)
+    async def count(stream):  # noqa: ANN001, ANN202
+        async for events in stream.take_events(1000, within=0.25):
+            seen["t0"] = seen["t0"] or time.time()
+            seen["n"] += len(events)
+            if seen["n"] >= expected:
+                print(f"FAUST_NOOP_RATE {seen['n'] / (time.time() - seen['t0'])}", flush=True)
+                os._exit(0)
+
+    sys.argv = [sys.argv[0], "worker", "-l", "warn"]
+    app.main()
+
+
+def faust_noop_rate(settings, expected: int) -> float:
+    from streams.app import free_port  # noqa: PLC0415
+
+    proc = subprocess.run([sys.executable, __file__, "--faust-noop-child", settings.kafka_bootstrap,
+                           settings.topics.prefix, str(expected), str(free_port())],
+                          capture_output=True, text=True, timeout=300)
+    for line in (proc.stdout + proc.stderr).splitlines():
+        if "FAUST_NOOP_RATE" in line:
+            return float(line.split("FAUST_NOOP_RATE", 1)[1].split()[0])
+    raise RuntimeError(f"faust no-op run failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}")
 
 
 def worker_rate(settings, env: dict, expected: int, n_impressions: int, log_dir: Path) -> tuple[float, dict]:
@@ -145,33 +181,41 @@ def main() -> None:
             env = settings_env(settings) | {"STREAMRANK_CONFIG": str(config)}
             raw_aio = asyncio.run(aiokafka_raw(settings.kafka_bootstrap, topics, summary.events))
             raw_kp = kafka_python_raw(settings.kafka_bootstrap, topics, summary.events)
+            noop = faust_noop_rate(settings, summary.events)
             ours, doc = worker_rate(settings, env, summary.events, summary.impressions, home / f"logs-{round_no}")
-            rows.append({"aiokafka": raw_aio, "kafka_python": raw_kp, "worker": ours,
+            rows.append({"aiokafka": raw_aio, "kafka_python": raw_kp, "faust_noop": noop, "worker": ours,
+                         "worker_busy_s": doc["busy_s"], "worker_batches": doc["counts"]["batches"],
                          "examples_out": doc["counts"]["examples_out"], "closed_by": doc["closed_by"]})
             console.print(f"round {round_no + 1}: aiokafka raw {raw_aio:,.0f} ev/s, kafka-python raw "
-                          f"{raw_kp:,.0f} ev/s, worker {ours:,.0f} ev/s (examples {doc['counts']['examples_out']}, "
+                          f"{raw_kp:,.0f} ev/s, faust no-op {noop:,.0f} ev/s, worker {ours:,.0f} ev/s (examples {doc['counts']['examples_out']}, "
                           f"closed by {doc['closed_by']})")
     finally:
         if not external:
             stack.down(base)
 
-    med = {k: statistics.median(r[k] for r in rows) for k in ("aiokafka", "kafka_python", "worker")}
+    med = {k: statistics.median(r[k] for r in rows) for k in ("aiokafka", "kafka_python", "faust_noop", "worker")}
     ratio_aio = statistics.median(r["worker"] / r["aiokafka"] for r in rows)
     ratio_kp = statistics.median(r["worker"] / r["kafka_python"] for r in rows)
+    ratio_noop = statistics.median(r["worker"] / r["faust_noop"] for r in rows)
     table = Table(title=f"join throughput: {summary.events:,} events ({summary.impressions:,} impressions), "
                         f"mean {mean_bytes:,.0f} B")
     for col in ("reader", "events/s (median)", "worker ratio (median of rounds)"):
         table.add_column(col)
     table.add_row("aiokafka raw consumer", f"{med['aiokafka']:,.0f}", f"{ratio_aio:.2f}")
     table.add_row("kafka-python raw consumer", f"{med['kafka_python']:,.0f}", f"{ratio_kp:.2f}")
+    table.add_row("Faust no-op agent (take_events)", f"{med['faust_noop']:,.0f}", f"{ratio_noop:.2f}")
     table.add_row("streamrank worker (join+reward)", f"{med['worker']:,.0f}", "1.00")
     console.print(table)
     result = {"events": summary.events, "impressions": summary.impressions, "mean_bytes": mean_bytes,
-              "rounds": rows, "median": med, "ratio_vs_aiokafka": ratio_aio, "ratio_vs_kafka_python": ratio_kp}
+              "rounds": rows, "median": med, "ratio_vs_aiokafka": ratio_aio, "ratio_vs_kafka_python": ratio_kp,
+              "ratio_vs_faust_noop": ratio_noop}
     print(json.dumps(result, default=float))
     if args.json_out:
         Path(args.json_out).write_text(json.dumps(result, indent=2, default=float))
 
 
 if __name__ == "__main__":
-    main()
+    if len(sys.argv) == 6 and sys.argv[1] == "--faust-noop-child":
+        faust_noop_child(sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5]))
+    else:
+        main()
