@@ -12,6 +12,7 @@ from __future__ import annotations
 import threading
 from typing import Sequence
 
+import numpy as np
 import torch
 
 from streamrank.config import Settings
@@ -41,17 +42,17 @@ class FeastItemFeatures:
         bundle = self.reader.read(user_id, query, item_ids)
         rows = [item.get(self.output) for item in bundle.items]
         width = next((len(r) for r in rows if r is not None), 0)
-        out = torch.zeros((len(rows), width), dtype=torch.float32)
+        out = np.zeros((len(rows), width), dtype=np.float32)
         missing = 0
         for i, row in enumerate(rows):
             if row is None or len(row) != width:
                 missing += 1
             else:
-                out[i] = torch.as_tensor(row, dtype=torch.float32)
+                out[i] = row
         if missing:
             with self._lock:
                 self.missing += missing
-        return out
+        return torch.from_numpy(out)
 
 
 def build_feature_source(kind: str, settings: Settings) -> FeastItemFeatures | None:

@@ -1,0 +1,82 @@
+"""Where a rerank's time goes: in-process cost of each stage for N candidates, against the cold start.
+
+Builds untrained UMNN / DRPO / LDRO learners (weights do not change the cost), then times
+:func:`serving.app.rerank_once` (calibrate -> fuse -> rerank, no HTTP) for bundles with more and
+more roles filled, plus request validation and the Feast-free feature path, all in one process
+and interleaved round by round so that load on the shared machine hits every variant alike.
+Prints median milliseconds per call and the ratio to the cold-start bundle (no model at all).
+
+    .venv/bin/python bench/serving_stages.py --candidates 50 --rounds 5 --calls 40
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from learners.registry import build_learner  # noqa: E402
+from serving.api_models import RerankBody  # noqa: E402
+from serving.app import rerank_once  # noqa: E402
+from serving.components import Component  # noqa: E402
+from serving.holder import Bundle  # noqa: E402
+from serving.serve_config import ServeConfig  # noqa: E402
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--candidates", type=int, default=50)
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--calls", type=int, default=40)
+    args = ap.parse_args()
+    torch.set_num_threads(1)
+    rng = np.random.default_rng(0)
+    doc = {"request_id": "r", "user_id": "u", "query": "q",
+           "candidates": [{"item_id": f"i{k}", "scores": {"click": float(rng.uniform(0.05, 0.9)),
+                                                        "long_view": float(rng.uniform(0.01, 0.5)),
+                                                        "watch_time": float(rng.uniform(0.1, 0.9))},
+                           "features": [round(float(x), 4) for x in rng.random(300)]}
+                          for k in range(args.candidates)]}
+    body = RerankBody.model_validate(doc)
+    cal = Component("calibrator", "umnn", "1", build_learner("umnn"))
+    fus = Component("fusion", "drpo", "1", build_learner("drpo"))
+    rer = Component("reranker", "ldro", "1", build_learner("ldro"))
+    variants = {"cold start (no model)": Bundle(), "ldro": Bundle(reranker=rer), "drpo+ldro": Bundle(fusion=fus, reranker=rer),
+                "umnn+ldro": Bundle(calibrator=cal, reranker=rer), "umnn+drpo+ldro": Bundle(calibrator=cal, fusion=fus, reranker=rer)}
+    config = ServeConfig()
+    timings: dict[str, list[float]] = {name: [] for name in [*variants, "validate body (300 features/item)"]}
+    for name, bundle in variants.items():  # warm-up
+        for _ in range(3):
+            rerank_once(bundle, body, config)
+    for _ in range(args.rounds):
+        for name, bundle in variants.items():
+            t0 = time.perf_counter()
+            for _ in range(args.calls):
+                rerank_once(bundle, body, config)
+                rerank_once(bundle, body, ServeConfig(explore=True))
+            timings[name].append((time.perf_counter() - t0) / (2 * args.calls) * 1000)
+        t0 = time.perf_counter()
+        for _ in range(args.calls):
+            RerankBody.model_validate(doc)
+        timings["validate body (300 features/item)"].append((time.perf_counter() - t0) / args.calls * 1000)
+    base = statistics.median(timings["cold start (no model)"])
+    rows = {name: {"median_ms": statistics.median(v), "ratio_to_cold_start": statistics.median(v) / base}
+            for name, v in timings.items()}
+    print(json.dumps({"candidates": args.candidates, "rounds": args.rounds, "calls": args.calls, "stages": rows},
+                     indent=2))
+    print(f"\n{'variant':36s} {'median ms':>10s} {'x cold start':>13s}")
+    for name, row in rows.items():
+        print(f"{name:36s} {row['median_ms']:10.2f} {row['ratio_to_cold_start']:13.1f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
