@@ -25,11 +25,11 @@ SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
 def simulated_examples(n: int, seed: int = 0, data: Path = SHARED_DATA, max_candidates: int | None = 10,
-                       namespace: str = "learn") -> list[LabeledList]:
+                       namespace: str = "learn", with_features: bool = False) -> list[LabeledList]:
     """``n`` LabeledLists from simulated LETOR sessions (upstream click/long_view scores included)."""
     dataset = load_letor(data / "letor" / "rank.train")
     config = SimulatorConfig(click_model=ClickModel("pbm", max_grade=max(1, dataset.max_grade)),
-                             max_candidates=max_candidates, with_features=False)
+                             max_candidates=max_candidates, with_features=with_features)
     sim = SessionSimulator(dataset, load_kuairand(data / "kuairand"), config, seed=seed, namespace=namespace)
     weights = RewardWeights()
     out = []

@@ -8,7 +8,9 @@ For a batch of upper limits :math:`x_i` and contexts :math:`h_i`,
 .. math:: I_i = \int_0^{x_i} f(t, h_i)\,dt \approx \frac{x_i}{2} \sum_{j=0}^{S} c_j\,
           f\!\left(\tfrac{x_i}{2}(s_j + 1), h_i\right),\qquad s_j = \cos(j\pi/S)
 
-with the Clenshaw–Curtis weights :math:`c_j` (exact for polynomials of degree :math:`\le S`).
+with the Clenshaw–Curtis weights :math:`c_j` (exact for polynomials of degree :math:`\le S`; UMNN's
+``compute_cc_weights`` forgets to halve the last cosine moment, which makes it inexact at
+degree :math:`S`; here it is halved).
 
 Backward (:class:`NeuralIntegral`): the forward pass runs without an autograd graph and
 keeps only :math:`x, h`; the backward recomputes the integrand at the nodes and gets
@@ -48,7 +50,8 @@ def _cc_numpy(steps: int) -> tuple[np.ndarray, np.ndarray]:
     moments = np.zeros(steps + 1)
     even = j[::2]
     moments[::2] = 2.0 / (1.0 - even**2)
-    moments[0] = 1.0  # the k=0 term carries the half weight of the cosine series
+    moments[0] = 1.0  # the k=0 and k=S terms carry half weight in the cosine series
+    moments[-1] *= 0.5  # (UMNN's compute_cc_weights omits this half: inexact at degree S)
     weights = lam.T @ moments
     return weights, nodes
 

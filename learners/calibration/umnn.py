@@ -13,7 +13,10 @@ with :math:`f_\psi = \mathrm{ELU}(\mathrm{MLP}_\psi([t, h])) + 1 > 0` (ReLU hidd
 UMC's ``IntegrandNN``), :math:`[\log w(x), b(x)] = \mathrm{MLP}(h)` (ReLU hidden layers, UMC
 uses [200, 200]) so :math:`w > 0`. Since :math:`f > 0` and :math:`w > 0`, :math:`z` is strictly
 increasing in :math:`l`, hence in :math:`\hat p`, for every context and every parameter value:
-monotone by construction, no constraint on the weights. The integral is the Clenshaw–Curtis
+monotone by construction, no constraint on the weights. (Strictly, the *integral* is; its
+quadrature is monotone as long as the nodes resolve :math:`f`. Measured with 50 nodes in
+float64: UMC's random initialisation never dipped; adding N(0, 0.1) noise to every weight
+gave dips of at most 3.5e-5 of max|z|, N(0, 0.3) up to 1.1e-3; see the property tests.) The integral is the Clenshaw–Curtis
 quadrature of :mod:`learners.calibration.quadrature` (default 50 steps, as UMC) with its
 memory-light Leibniz backward. As in UMC, the logit input is detached.
 
