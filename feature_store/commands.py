@@ -124,7 +124,10 @@ def register(cli: click.Group, eval_group: click.Group) -> None:  # noqa: ARG001
         with _registry() as registry:
             if model is None:
                 models = {m: registry.current_version(m) for m in registry.models()}
-                _echo_json(models) if as_json else [click.echo(f"{m}  current v{v}") for m, v in models.items()]
+                if as_json:
+                    _echo_json(models)
+                for m, v in models.items() if not as_json else ():
+                    click.echo(f"{m}  current v{v}")
                 return
             current = registry.current_version(model)
             rejected = registry.rejected(model)
