@@ -18,6 +18,7 @@ from simulator.obd import obd_events
 from simulator.session import SessionSimulator, SimulatorConfig
 from streams.labeling import example_id_for
 from streams.replay import replay
+from support import fresh_topics
 from streams_expect import (assert_matches_expected, expected_from_log, log_events, start_worker,
                             wait_for_examples, worker_env)
 
@@ -107,3 +108,24 @@ def test_obd_replay_gives_one_example_per_impression_with_click_labels(settings,
         assert all(e.impression.items[0].propensity is not None for e in examples)
     finally:
         worker.stop()
+
+
+def test_examples_do_not_depend_on_replay_speed(embedded_stack, tmp_path, letor_log):
+    """Max-speed replay into a stopped worker vs a paced replay into a running one: same examples."""
+    events = log_events(letor_log)
+    request_ids = {d["request_id"] for d in events if d["schema"] == "streamrank.impression.v1"}
+    span = events[-1]["ts"] - events[0]["ts"]
+    results = []
+    for speed, worker_first in ((None, False), (span / 6.0, True)):
+        settings = fresh_topics(embedded_stack)
+        worker = start_worker(settings, tmp_path, f"speed-{len(results)}") if worker_first else None
+        try:
+            replay([letor_log], settings, speed=speed, progress=False)
+            worker = worker or start_worker(settings, tmp_path, f"speed-{len(results)}")
+            examples = wait_for_examples(settings, request_ids, workers=(worker,))
+        finally:
+            worker.stop()
+        results.append({e.request_id: (tuple(e.labels), e.list_reward, e.query_reward, e.reformulated,
+                                       e.example_id) for e in examples})
+    assert len(results[0]) == len(request_ids)
+    assert results[0] == results[1]
