@@ -175,6 +175,33 @@ def data_demo(output: str, sessions: int, keep_stack: bool) -> None:
 
 
 @cli.command()
+@click.option("--server", required=True, help="base URL of a running `streamrank serve`")
+@click.option("--duration", default=0.0, show_default=True, help="seconds to run (0: until stopped)")
+@click.option("--rate", default=20.0, show_default=True, help="requests per second")
+@click.option("--concurrency", default=4, show_default=True, help="simulated users in parallel")
+@click.option("--seed", default=0, show_default=True)
+@click.option("--report-every", default=60.0, show_default=True, help="seconds between progress reports")
+def simulate(server: str, duration: float, rate: float, concurrency: int, seed: int, report_every: float) -> None:
+    """Simulated users (LETOR relevance, KuaiRand durations) querying a server and sending feedback."""
+    from serving.loop import DemoConfig, Users  # noqa: PLC0415
+
+    users = Users(load_settings(), DemoConfig(rate=rate, concurrency=concurrency, seed=seed), server.rstrip("/"))
+    remaining = duration if duration > 0 else float("inf")
+    try:
+        while remaining > 0:
+            chunk = min(report_every, remaining)
+            users.run(chunk, rate, concurrency)
+            remaining -= chunk
+            served, users.served = users.served, []  # report per chunk; keep memory bounded
+            ok = [s for s in served if s.ok]
+            mean_reward = sum(s.reward for s in ok) / max(1, len(ok))
+            click.echo(f"simulate: {len(served)} requests, {len(served) - len(ok)} failed, "
+                       f"mean list reward {mean_reward:.3f}, feedback events {users.feedback_events}", err=True)
+    finally:
+        users.close()
+
+
+@cli.command()
 @click.option("--url", default=None, help="healthy when this URL answers 2xx")
 @click.option("--status-file", type=click.Path(dir_okay=False), default=None,
               help="healthy when this status file was updated recently")

@@ -4,7 +4,7 @@ command starts against the embedded stack and passes the service's own health ch
 No Docker engine runs here, so each service's `command` and `environment` are taken from
 `docker-compose config` (the normalised file) and mapped onto the embedded stack: Kafka and
 Redis addresses, a fresh topic prefix, a temporary STREAMRANK_HOME in place of the volume,
-free loopback ports in place of the container ports, the shared data folder in place of /data.
+free loopback ports in place of the container ports.
 """
 
 from __future__ import annotations
@@ -21,7 +21,8 @@ import pytest
 import yaml
 
 from streamrank.stack import free_port
-from support import REPO, SHARED_DATA
+from streams.consume import read_topic
+from support import REPO
 
 pytestmark = [pytest.mark.integration,
               pytest.mark.skipif(shutil.which("docker-compose") is None,
@@ -81,7 +82,7 @@ class Mapping:
         return self.ports.setdefault(container_port, free_port())
 
     def arg(self, text: str) -> str:
-        text = text.replace(CONTAINER_HOME, str(self.home)).replace("/data", str(SHARED_DATA))
+        text = text.replace(CONTAINER_HOME, str(self.home))
         text = re.sub(r"http://(?:127\.0\.0\.1|[a-z-]+):(\d+)", lambda m: f"http://127.0.0.1:{self.port(m.group(1))}", text)
         return text
 
@@ -155,9 +156,12 @@ def test_service_command_starts_healthy_on_the_embedded_stack(service, settings,
             assert proc.wait(timeout=300) == 0, (logs / f"{service}.log").read_text()[-3000:]
         elif "healthcheck" in svc:
             wait_healthy(service, proc, mapping, logs)
-        else:  # e.g. the simulator: runs until stopped; it must stay up and do its work
+        else:  # the simulator: runs until stopped; it must stay up and send traffic
             time.sleep(20)
             assert proc.poll() is None, (logs / f"{service}.log").read_text()[-3000:]
+            impressions: list = []
+            read_topic(settings.kafka_bootstrap, settings.topics.impressions, impressions.append, expected=1, idle_s=10)
+            assert impressions, "the simulator's requests produced no impressions"
     finally:
         for proc in reversed(started):
             stop(proc)
