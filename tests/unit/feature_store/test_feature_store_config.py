@@ -74,3 +74,13 @@ def test_bad_records_are_rejected_with_reason_and_the_rest_kept(shared_data):
     assert [(b.record.offset, b.error.reason) for b in bad] == [(1, "bad_json"), (7, "bad_value"), (8, "empty_value")]
     headers = dict(bad[1].headers())
     assert headers["dl.offset"] == b"7" and headers["dl.partition"] == b"1" and headers["dl.field"] == b"schema"
+
+
+def test_config_file_section_is_read_and_env_wins(tmp_path):
+    config = tmp_path / "streamrank.toml"
+    config.write_text('[feature_store]\nsnapshot_interval_s = 7\nsnapshot_keep = 3\nunrelated = "x"\n')
+    env = {"STREAMRANK_HOME": str(tmp_path), "STREAMRANK_CONFIG": str(config)}
+    cfg = load_feature_store_settings(load_settings(env), env=env)
+    assert (cfg.snapshot_interval_s, cfg.snapshot_keep) == (7.0, 3)
+    env["STREAMRANK_SNAPSHOT_KEEP"] = "8"
+    assert load_feature_store_settings(load_settings(env), env=env).snapshot_keep == 8
