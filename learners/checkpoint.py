@@ -77,7 +77,7 @@ def state_sha256(state: LearnerState) -> str:
     for name in sorted(state.tensors):
         t = state.tensors[name].detach().cpu().contiguous()
         digest.update(name.encode() + b"\0" + str(t.dtype).encode() + str(tuple(t.shape)).encode())
-        digest.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+        digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
     digest.update(json.dumps(state.meta, sort_keys=True, separators=(",", ":")).encode())
     return digest.hexdigest()
 

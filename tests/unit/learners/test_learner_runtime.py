@@ -1,0 +1,110 @@
+"""The learner runtime without a broker: skips by offset and example id, seeks, dead letters, deterministic batches."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from learners.checkpoint import CheckpointStore, state_sha256
+from learners.registry import build_learner
+from learners.runtime import LearnerRuntime, Record, RuntimeConfig, digest_of
+from learners.runtime_examples import simulated_examples
+from streams.events import encode
+
+TOPIC = "t.examples"
+
+
+@pytest.fixture(scope="module")
+def examples():
+    return simulated_examples(70, seed=5)
+
+
+def records(examples, partition=0, start=0):
+    return [Record(TOPIC, partition, start + i, ex.request_id.encode(), encode(ex)) for i, ex in enumerate(examples)]
+
+
+def runtime(store=None, batch=8, every=2, model="platt") -> LearnerRuntime:
+    return LearnerRuntime(model, build_learner(model), store, RuntimeConfig(batch_size=batch, checkpoint_every=every))
+
+
+def test_batches_depend_on_the_log_not_on_how_records_arrive(examples):
+    recs = records(examples)
+    whole = runtime()
+    whole.offer(recs)
+    whole.flush()
+    pieces = runtime()
+    for chunk in (recs[:3], recs[3:20], recs[20:21], recs[21:]):
+        pieces.offer(chunk)
+    pieces.flush()
+    assert state_sha256(whole.state()) == state_sha256(pieces.state())
+    assert whole.batches == 70 // 8 + 1
+
+
+def test_redelivered_offsets_and_example_ids_are_applied_once(examples):
+    rt = runtime()
+    rt.offer(records(examples[:40]))
+    rt.offer(records(examples[:16]))  # same offsets again (restart / rebalance)
+    rt.offer(records(examples[30:50], start=40))  # examples 30..39 again at new offsets (upstream re-delivery)
+    rt.flush()
+    assert rt.applied == 50
+    assert rt.skipped_offsets == 16 and rt.skipped_ids == 10
+    assert rt.digest == digest_of([e.example_id for e in examples[:50]])
+    assert rt.offsets == {f"{TOPIC}:0": 59}
+
+
+def test_bad_records_become_dead_letters_and_do_not_stop_learning(examples):
+    rt = runtime()
+    recs = records(examples[:10])
+    bad = [Record(TOPIC, 0, 10, b"k1", b"{not json"), Record(TOPIC, 0, 11, b"k2", b'{"schema":"streamrank.impression.v1"}')]
+    result = rt.offer([*recs, *bad])
+    result_flush = rt.flush()
+    letters = result.dead_letters + result_flush.dead_letters
+    assert [(d.offset, d.reason) for d in letters] == [(10, "bad_json"), (11, "bad_value")]
+    assert all(d.topic == TOPIC and d.value for d in letters)
+    assert rt.applied == 10 and rt.offsets == {f"{TOPIC}:0": 11}
+
+
+def test_a_partition_that_jumps_ahead_is_sought_back_and_stale_records_dropped(examples):
+    rt = runtime(batch=100)
+    rt.offer(records(examples[:5]))
+    result = rt.offer(records(examples[10:15], start=10))  # offsets 5..9 never arrived
+    assert result.seeks == {f"{TOPIC}:0": 5}
+    assert rt.queued == 5
+    rt.offer(records(examples[5:15], start=5))  # after the seek
+    rt.flush()
+    assert rt.applied == 15 and rt.digest == digest_of([e.example_id for e in examples[:15]])
+
+
+def test_a_partition_far_behind_the_checkpoint_is_sought_forward(examples, tmp_path):
+    rt = LearnerRuntime("platt", build_learner("platt"), None, RuntimeConfig(batch_size=4, seek_forward_min=10))
+    rt.expect(f"{TOPIC}:0", 30)
+    result = rt.offer(records(examples[:3]))
+    assert result.seeks == {f"{TOPIC}:0": 30} and rt.applied == 0
+
+
+def test_checkpoints_follow_the_cadence_call_hooks_and_restore_the_position(examples, tmp_path):
+    store = CheckpointStore(tmp_path, "platt")
+    rt = runtime(store)
+    seen = []
+    rt.on_checkpoint.append(lambda name, state, metrics: seen.append((name, state.meta["runtime"]["applied"], metrics)))
+    rt.offer(records(examples[:35]))  # 4 batches of 8 -> checkpoints after batches 2 and 4
+    assert [s[1] for s in seen] == [16, 32] and seen[0][0] == "platt" and "loss" in seen[0][2]
+    resumed = runtime(CheckpointStore(tmp_path, "platt"))
+    assert resumed.restore()
+    assert resumed.applied == 32 and resumed.offsets == {f"{TOPIC}:0": 31}
+    assert state_sha256(resumed.state()) == state_sha256(store.load_latest()[1])
+    # resuming and finishing equals never stopping
+    resumed.offer(records(examples))
+    resumed.flush()
+    straight = runtime()
+    straight.offer(records(examples))
+    straight.flush()
+    for name, tensor in straight.state().tensors.items():
+        assert torch.equal(tensor, resumed.state().tensors[name]), name
+
+
+def test_a_failing_hook_does_not_stop_learning(examples, tmp_path):
+    rt = runtime(CheckpointStore(tmp_path, "platt"), every=1)
+    rt.on_checkpoint.append(lambda *a: 1 / 0)
+    rt.offer(records(examples[:16]))
+    assert rt.applied == 16 and rt.checkpoint_seq == 2
