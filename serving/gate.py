@@ -16,7 +16,10 @@ Evaluation of Ranking Policies with Click Models", KDD 2018). The candidate is b
 
 .. math:: \hat V(\text{candidate}) < \hat V(\text{current}) - \delta\,\max(|\hat V(\text{current})|, \epsilon)
 
-with :math:`\delta` = ``max_relative_drop``. With fewer than ``min_samples`` usable examples
+with :math:`\delta` = ``max_relative_drop``, or when (``confidence`` > 0) the one-sided
+paired-bootstrap lower bound of :math:`\hat V(\text{candidate}) - \hat V(\text{current})` at that
+confidence is below :math:`-\delta\,\max(|\hat V(\text{current})|, \epsilon)`: a candidate must be
+*confidently* not worse, so a lucky estimate on a few hundred noisy rounds does not promote it. With fewer than ``min_samples`` usable examples
 the gate lets the snapshot through and says so ("insufficient data") in the decision.
 """
 
@@ -45,6 +48,9 @@ class GateConfig:
     clip: float = 50.0
     window: int = 2000  # most recent usable examples considered
     prefix_k: int = 3  # 0: whole-list weights
+    confidence: float = 0.9  # one-sided paired-bootstrap confidence that the drop is within bounds (0: point estimates)
+    n_bootstrap: int = 300
+    seed: int = 0
 
     def __post_init__(self) -> None:
         if self.estimator not in ("ipw", "snipw"):
@@ -53,6 +59,8 @@ class GateConfig:
             raise ValueError("max_relative_drop must be >= 0")
         if self.prefix_k < 0:
             raise ValueError("prefix_k must be >= 0")
+        if not 0.0 <= self.confidence < 1.0:
+            raise ValueError("confidence must be in [0, 1)")
 
 
 @dataclass(frozen=True)
@@ -139,16 +147,34 @@ class PromotionGate:
             self._cache.update({keys[i]: float(v) for i, v in zip(missing, fresh)})
         return np.array([self._cache[k] for k in keys])
 
-    def estimate(self, component: Component | None, examples: Sequence[LabeledList], cache: bool = False) -> float:
-        reward = np.array([ex.list_reward for ex in examples], dtype=np.float64)
+    def weights(self, component: Component | None, examples: Sequence[LabeledList], cache: bool = False) -> np.ndarray:
+        """Clipped importance weights of ``component`` on the logged rounds."""
         logged = np.array([logged_logprob(ex, self.config.prefix_k) for ex in examples], dtype=np.float64)
         new = self._logprobs(component, examples, cache)
-        w = np.minimum(np.exp(np.clip(new - logged, -700, 700)), self.config.clip)
+        return np.minimum(np.exp(np.clip(new - logged, -700, 700)), self.config.clip)
+
+    def estimate(self, component: Component | None, examples: Sequence[LabeledList], cache: bool = False) -> float:
+        reward = np.array([ex.list_reward for ex in examples], dtype=np.float64)
+        w = self.weights(component, examples, cache)
         # Weights are ratios already: pass them as evaluation_prob with pscore 1.
         estimator = ESTIMATORS[self.config.estimator]()
         if self.config.estimator == "snipw" and w.sum() <= 0:
             return 0.0
         return estimator.estimate_policy_value(reward, np.ones_like(w), w)
+
+    def _value(self, reward: np.ndarray, w: np.ndarray) -> np.ndarray:
+        """IPS or SNIPS along the last axis (rows = bootstrap resamples)."""
+        if self.config.estimator == "ipw":
+            return (reward * w).mean(axis=-1)
+        return (reward * w).sum(axis=-1) / np.maximum(w.sum(axis=-1), 1e-300)
+
+    def difference_lower_bound(self, reward: np.ndarray, w_new: np.ndarray, w_cur: np.ndarray) -> float:
+        """One-sided lower confidence bound of V(candidate) - V(current) by a paired bootstrap
+        (both estimates on the same resampled rounds, so their shared noise cancels)."""
+        rng = np.random.default_rng(self.config.seed)
+        idx = rng.integers(0, reward.shape[0], size=(self.config.n_bootstrap, reward.shape[0]))
+        diff = self._value(reward[idx], w_new[idx]) - self._value(reward[idx], w_cur[idx])
+        return float(np.quantile(diff, 1.0 - self.config.confidence))
 
     def decide(self, current: Component | None, candidate: Component,
                examples: Sequence[LabeledList]) -> GateDecision:
@@ -159,17 +185,25 @@ class PromotionGate:
         if len(data) < cfg.min_samples:
             return GateDecision(True, f"insufficient data ({len(data)} < {cfg.min_samples} explored examples)",
                                 len(data), estimator=cfg.estimator)
+        reward = np.array([ex.list_reward for ex in data], dtype=np.float64)
         try:
-            v_cur = self.estimate(current, data, cache=True)
-            v_new = self.estimate(candidate, data)
+            w_cur = self.weights(current, data, cache=True)
+            w_new = self.weights(candidate, data)
         except Exception as exc:  # noqa: BLE001 - a candidate that cannot score logged lists is refused
             return GateDecision(False, f"candidate could not be evaluated: {type(exc).__name__}: {str(exc)[:200]}",
                                 len(data), estimator=cfg.estimator)
+        v_cur, v_new = float(self._value(reward, w_cur)), float(self._value(reward, w_new))
         if not (math.isfinite(v_cur) and math.isfinite(v_new)):
             return GateDecision(False, "non-finite estimate", len(data), v_cur, v_new, cfg.estimator)
-        floor = v_cur - cfg.max_relative_drop * max(abs(v_cur), 1e-9)
-        if v_new < floor:
+        allowed = cfg.max_relative_drop * max(abs(v_cur), 1e-9)
+        if v_new < v_cur - allowed:
             return GateDecision(False, f"estimated value {v_new:.4f} < {v_cur:.4f} - {cfg.max_relative_drop:.0%}",
                                 len(data), v_cur, v_new, cfg.estimator)
+        if cfg.confidence > 0:
+            lower = self.difference_lower_bound(reward, w_new, w_cur)
+            if lower < -allowed:
+                return GateDecision(False, f"estimated value {v_new:.4f} vs current {v_cur:.4f}, but the "
+                                           f"{cfg.confidence:.0%} lower bound of the difference {lower:.4f} is below "
+                                           f"-{allowed:.4f}", len(data), v_cur, v_new, cfg.estimator)
         return GateDecision(True, f"estimated value {v_new:.4f} vs current {v_cur:.4f}", len(data), v_cur, v_new,
                             cfg.estimator)

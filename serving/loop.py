@@ -59,7 +59,7 @@ class DemoConfig:
     drain_s: float = 8.0
     join_window_s: float = 20.0
     learner_batch: int = 16
-    gate_window: int = 100
+    gate_window: int = 150
     feast: bool = True
     startup_timeout_s: float = 120.0
     #: Cold start (no reranker snapshot yet, or none passed the gate) ranks by these fusion weights
@@ -324,7 +324,7 @@ def run_demo(config: DemoConfig, settings: Settings) -> dict[str, Any]:
                    STREAMRANK_SERVE_PORT=str(port), STREAMRANK_SERVE_EXPLORE="1",
                    STREAMRANK_SERVE_RERANKER=config.reranker, STREAMRANK_SERVE_CALIBRATOR=config.calibrator,
                    STREAMRANK_SERVE_FUSION=config.fusion, STREAMRANK_SERVE_POLL_INTERVAL_S="0.5",
-                   STREAMRANK_SERVE_GATE_WINDOW=str(config.gate_window),
+                   STREAMRANK_SERVE_GATE_WINDOW=str(config.gate_window), STREAMRANK_SERVE_GATE_MIN_SAMPLES="60",
                    STREAMRANK_SERVE_DEFAULT_FUSION_WEIGHTS=json.dumps(config.cold_start_weights),
                    STREAMRANK_SERVE_FEATURE_SOURCE="feast" if use_feast else "request")
         children = Children(env, output / "logs")
