@@ -7,6 +7,7 @@ import math
 
 import pytest
 import torch
+from hypothesis import given, settings as hsettings, strategies as st
 
 from feature_store.snapshots import (Manifest, SnapshotCorrupt, SnapshotInvalid, _json_safe, check_finite,
                                      decode_blob, serialize_state, tensor_specs)
@@ -103,3 +104,25 @@ def test_dtypes_numpy_lacks_and_empty_tensors_round_trip_and_are_checked():
         assert out[name].dtype == tensor.dtype and torch.equal(out[name], tensor)
     with pytest.raises(SnapshotInvalid, match="'bf16' has 1 non-finite"):
         check_finite({"bf16": torch.tensor([1.0, float("nan")], dtype=torch.bfloat16)})
+
+
+_DTYPES = [torch.float32, torch.float64, torch.float16, torch.bfloat16, torch.int64, torch.int32, torch.uint8,
+           torch.bool]
+
+
+@given(st.lists(st.tuples(st.sampled_from(_DTYPES), st.lists(st.integers(0, 5), min_size=0, max_size=3),
+                          st.booleans()), min_size=1, max_size=6), st.integers(0, 2**31 - 1))
+@hsettings(max_examples=40, deadline=None)
+def test_any_state_round_trips_bitwise(specs, seed):
+    g = torch.Generator().manual_seed(seed)
+    tensors = {}
+    for n, (dtype, shape, transposed) in enumerate(specs):
+        base = (torch.randn(tuple(shape), generator=g) * 100).to(dtype)
+        tensors[f"t{n}"] = base.t() if transposed and base.dim() == 2 else base
+    state = LearnerState(tensors=tensors)
+    blob = serialize_state(state)
+    out = decode_blob(blob, _manifest(blob, state))
+    for name, tensor in tensors.items():
+        assert out[name].dtype == tensor.dtype and out[name].shape == tensor.shape
+        as_bytes = lambda t: t.contiguous().reshape(-1).view(torch.uint8).tolist()  # noqa: E731
+        assert as_bytes(out[name]) == as_bytes(tensor)
