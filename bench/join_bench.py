@@ -26,6 +26,7 @@ import argparse
 import asyncio
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -155,6 +156,7 @@ def main() -> None:
     parser.add_argument("--sessions", type=int, default=5000)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--features", action="store_true", help="include 300-dim item features (bigger events)")
+    parser.add_argument("--keep", action="store_true", help="keep the temporary home (logs, status files)")
     parser.add_argument("--json", dest="json_out", default=None, help="also write the results to this file")
     args = parser.parse_args()
     console = Console()
@@ -192,6 +194,8 @@ def main() -> None:
     finally:
         if not external:
             stack.down(base)
+        if not args.keep:
+            shutil.rmtree(home, ignore_errors=True)
 
     med = {k: statistics.median(r[k] for r in rows) for k in ("aiokafka", "kafka_python", "faust_noop", "worker")}
     ratio_aio = statistics.median(r["worker"] / r["aiokafka"] for r in rows)
