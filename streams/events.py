@@ -201,6 +201,7 @@ _REASONS = {
     "finite_number": "not_finite",
     "literal_error": "bad_value",
     "too_long": "too_long",
+    "string_too_long": "too_long",
     "missing": "missing_field",
     "extra_forbidden": "unknown_field",
     "greater_than_equal": "out_of_range",

@@ -123,3 +123,9 @@ def test_models_are_immutable():
     item = ShownItem(item_id="a", position=1)
     with pytest.raises(Exception):
         item.position = 2  # type: ignore[misc]
+
+
+def test_oversized_string_is_reported_as_too_long():
+    with pytest.raises(EventError) as info:
+        decode(json.dumps(impression(user_id="u" * 300)))
+    assert (info.value.reason, info.value.field) == ("too_long", "user_id")
