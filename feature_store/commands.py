@@ -126,6 +126,8 @@ def register(cli: click.Group, eval_group: click.Group) -> None:  # noqa: ARG001
                 models = {m: registry.current_version(m) for m in registry.models()}
                 if as_json:
                     _echo_json(models)
+                elif not models:
+                    click.echo(f"no snapshots under {registry.namespace}")
                 for m, v in models.items() if not as_json else ():
                     click.echo(f"{m}  current v{v}")
                 return
