@@ -70,8 +70,8 @@ def register(cli: click.Group, eval_group: click.Group) -> None:  # noqa: ARG001
     @click.option("--threads", default=1, show_default=True, help="torch threads (small nets: 1 avoids contention)")
     @click.option("--json", "as_json", is_flag=True)
     def eval_ldro(data_spec: str, test_spec: str | None, seeds: int, interactions: int, batch_size: int, warmup: int,
-                  held_out: int, lgb_requests: int, click_model: str, shift: bool, methods: str, curves_path: str | None,
-                  threads: int, as_json: bool) -> None:
+                  held_out: int, lgb_requests: int, click_model: str, shift: bool, methods: str,
+                  curves_path: str | None, threads: int, as_json: bool) -> None:
         """LDRO vs GRPO vs logged order vs LightGBM lambdarank: NDCG@{1,5,10} on held-out queries."""
         import torch  # noqa: PLC0415
 
