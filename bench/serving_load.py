@@ -132,6 +132,8 @@ def main() -> int:
     ap.add_argument("--swap-s", type=float, default=60.0)
     ap.add_argument("--publish-interval", type=float, default=1.0)
     ap.add_argument("--features", choices=("feast", "request"), default="feast")
+    ap.add_argument("--calibrator", default="umnn", help="'' to serve without a calibrator")
+    ap.add_argument("--fusion", default="drpo", help="'' to serve without a fusion policy")
     ap.add_argument("--output", type=Path, default=None)
     args = ap.parse_args()
 
@@ -159,13 +161,14 @@ def main() -> int:
 
         registry = SnapshotRegistry(settings.redis_url, settings)
         states = {}
-        for model in ("umnn", "drpo", "ldro"):
+        for model in [m for m in (args.calibrator, args.fusion) if m] + ["ldro"]:
             states[model] = build_learner(model).state_dict()
             registry.publish(model, states[model])
         port = stack.free_port()
         server_env = dict(env, STREAMRANK_KAFKA=settings.kafka, STREAMRANK_REDIS=settings.redis,
                           STREAMRANK_SERVE_PORT=str(port), STREAMRANK_SERVE_FEATURE_SOURCE=args.features,
-                          STREAMRANK_SERVE_FUSION="drpo", STREAMRANK_SERVE_POLL_INTERVAL_S="1.0",
+                          STREAMRANK_SERVE_FUSION=args.fusion, STREAMRANK_SERVE_CALIBRATOR=args.calibrator,
+                          STREAMRANK_SERVE_POLL_INTERVAL_S="1.0",
                           OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
         log = open(home / "server.log", "ab")  # noqa: SIM115
         server = subprocess.Popen([sys.executable, "-m", "streamrank.cli", "serve"], env=server_env, stdout=log,
