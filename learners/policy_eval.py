@@ -171,7 +171,7 @@ def lightgbm_reference(train_requests: Sequence[SimRequest], held_out: HeldOut, 
 
     x, y, groups = _lgb_rows(train_requests, with_scores)
     model = lgb.LGBMRanker(objective="lambdarank", n_estimators=200, learning_rate=0.05, num_leaves=15,
-                           min_child_samples=5, random_state=seed, n_jobs=2, verbose=-1)
+                           min_child_samples=5, random_state=seed, n_jobs=1, verbose=-1)  # 1: no OpenMP spinning on a shared box
     model.fit(x, y, group=groups)
     xt, _, gt = _lgb_rows(held_out.requests, with_scores)
     pred = model.predict(xt)
