@@ -51,7 +51,7 @@ def test_table_output_and_a_method_subset(runner, obd_slice):
     result = runner.invoke(cli, ["eval", "calibration", "--data", f"obd:{obd_slice}", "--methods", "platt,backbone"],
                            catch_exceptions=False)
     assert result.exit_code == 0, result.output
-    lines = result.output.splitlines()
+    lines = [line.split("\r")[-1].strip() for line in result.output.splitlines()]  # drop progress bars
     header = next(i for i, line in enumerate(lines) if line.startswith("method"))
     assert lines[header].split()[:3] == ["method", "ece", "field_ece_position"]
     assert [line.split()[0] for line in lines[header + 2:header + 4]] == ["platt", "backbone"]
