@@ -13,8 +13,12 @@ A thin Faust agent (own consumer group ``<topic prefix>feature-stats``) over raw
    tested), first seeding keys it has not seen from the online store so a restarted agent
    continues the stored counts;
 4. push the changed rows through Feast (:class:`feature_store.stats_push.StatsPusher`) in a
-   worker thread (the Feast client blocks), retrying with back-off; rows stay pending until
-   a push succeeded.
+   worker thread (the Feast client blocks), retrying with back-off until the store answers
+   (consumption waits meanwhile); rows stay pending until a push succeeded.
+
+Delivery is at-least-once: redeliveries seen by the running agent are skipped by example id,
+but after a kill -9 the examples after the last committed offset (Faust commits every
+``broker_commit_interval``, 2.8 s by default) are counted again.
 
 Run: ``streamrank features stats-agent`` (or ``python -m feature_store.stats_agent``); it needs
 an applied repo (``streamrank features apply``). One instance per deployment: the stats are
@@ -80,12 +84,12 @@ def validate(records: Sequence[RawRecord], max_bytes: int) -> tuple[list[Labeled
 class StatsRuntime:
     """The agent's state and the blocking part of one batch (runs in a worker thread)."""
 
-    def __init__(self, settings: Settings, fs: FeatureStoreSettings, repo_path: Path, retries: int = 6) -> None:
+    def __init__(self, settings: Settings, fs: FeatureStoreSettings, repo_path: Path, retries: int | None = None) -> None:
         self.settings = settings
         self.fs = fs
         self.repo_path = repo_path
         self.book = StatsBook(fs.stats_half_life_s)
-        self.retries = retries
+        self.retries = retries  # None: retry until the store answers (consumption waits meanwhile)
         self._pusher = None
         self.batches = 0
 
@@ -101,8 +105,9 @@ class StatsRuntime:
 
     def process(self, records: Sequence[RawRecord]) -> list[Rejected]:
         good, bad = validate(records, self.settings.max_event_bytes)
-        delay = 0.2
-        for attempt in range(self.retries):
+        delay, attempt = 0.2, 0
+        while True:
+            attempt += 1
             try:
                 if good:
                     self.pusher.seed(self.book, [lab.item_id for ex in good for lab in ex.labels],
@@ -115,9 +120,9 @@ class StatsRuntime:
                 self.book.mark_clean()
                 break
             except Exception as exc:  # noqa: BLE001 - Redis hiccup: back off, keep the rows pending
-                if attempt == self.retries - 1:
+                if self.retries is not None and attempt >= self.retries:
                     raise
-                log.warning("stats push failed (attempt %d), retrying in %.1fs: %s", attempt + 1, delay, exc)
+                log.warning("stats push failed (attempt %d), retrying in %.1fs: %s", attempt, delay, exc)
                 time.sleep(delay)
                 delay = min(5.0, delay * 2)
         self.batches += 1

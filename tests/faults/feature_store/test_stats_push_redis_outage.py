@@ -38,6 +38,19 @@ def test_push_retries_through_a_redis_restart(tmp_path, embedded_stack, shared_d
         restart.join()
         assert any("stats push failed" in r.getMessage() for r in caplog.records)  # the outage was hit
 
+        # A push that gives up keeps its rows pending; the next batch (even an empty one) writes them.
+        server.kill9()
+        impatient = runtime
+        impatient.retries = 1  # (redis-py itself retries a refused connection with back-off first)
+        with pytest.raises(Exception):
+            impatient.process(records[:0] + [RawRecord(b"x", encode(examples[0].model_copy(
+                update={"example_id": "fresh-id"})), "examples", 0, 99)])
+        assert impatient.book.dirty_items  # nothing was lost
+        server.start()
+        assert impatient.process([]) == []
+        assert not impatient.book.dirty_items
+        examples = examples + [examples[0].model_copy(update={"example_id": "fresh-id"})]
+
         expected = StatsBook(fs.stats_half_life_s)
         expected.add_all(examples)
         items, queries = expected.pending_rows()
