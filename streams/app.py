@@ -22,6 +22,7 @@ from typing import Any
 import faust
 
 from streamrank.config import Settings, config_section
+from streams import fetch_backoff
 from streams.agents import Joiner
 from streams.join import JoinConfig
 from streams.metrics import StreamMetrics
@@ -40,6 +41,11 @@ class WorkerOptions:
     batch_within_s: float = 0.25
     tick_s: float = 0.5
     commit_interval_s: float = 1.0
+    #: pause after a fetch that brought no records (streams.fetch_backoff: the embedded broker
+    #: answers empty fetches at once instead of holding them, and the spinning starves the agent)
+    empty_fetch_backoff_s: float = 0.05
+    #: how long the producer waits to fill a batch (changelog writes and examples of one take() batch)
+    producer_linger_ms: int = 50
 
 
 def free_port() -> int:
@@ -81,6 +87,7 @@ def build_app(settings: Settings, options: WorkerOptions | None = None, join_con
     file_join, file_weights = load_stage_config(settings)
     join_config = join_config or file_join
     weights = weights or file_weights
+    fetch_backoff.install(options.empty_fetch_backoff_s)
     datadir = Path(settings.home) / "faust" / options.name
     datadir.mkdir(parents=True, exist_ok=True)
     app = faust.App(
@@ -102,6 +109,9 @@ def build_app(settings: Settings, options: WorkerOptions | None = None, join_con
         table_standby_replicas=0,
         stream_recovery_delay=0,
         producer_max_request_size=8 * 1024 * 1024,
+        # changelog + example sends of a batch leave as a few produce requests instead of one each
+        producer_linger_ms=options.producer_linger_ms,
+        producer_max_batch_size=1024 * 1024,
         # bigger fetches and stream buffers: measured 1.1k -> 1.6k ev/s for a no-op agent (bench/join_bench.py)
         broker_max_poll_records=5000,
         consumer_max_fetch_size=8 * 1024 * 1024,
