@@ -19,7 +19,9 @@ Evaluation of Ranking Policies with Click Models", KDD 2018). The candidate is b
 with :math:`\delta` = ``max_relative_drop``, or when (``confidence`` > 0) the one-sided
 paired-bootstrap lower bound of :math:`\hat V(\text{candidate}) - \hat V(\text{current})` at that
 confidence is below :math:`-\delta\,\max(|\hat V(\text{current})|, \epsilon)`: a candidate must be
-*confidently* not worse, so a lucky estimate on a few hundred noisy rounds does not promote it. With fewer than ``min_samples`` usable examples
+*confidently* not worse, so a lucky estimate on a few hundred noisy rounds does not promote it.
+With ``floor_cold_start`` the reference value is the better of the current snapshot's and the
+cold-start policy's, so successive small "not worse" steps cannot drift below the fallback. With fewer than ``min_samples`` usable examples
 the gate lets the snapshot through and says so ("insufficient data") in the decision.
 """
 
@@ -51,6 +53,7 @@ class GateConfig:
     confidence: float = 0.9  # one-sided paired-bootstrap confidence that the drop is within bounds (0: point estimates)
     n_bootstrap: int = 300
     seed: int = 0
+    floor_cold_start: bool = True  # the reference is the better of the current snapshot and the cold-start policy
 
     def __post_init__(self) -> None:
         if self.estimator not in ("ipw", "snipw"):
@@ -192,18 +195,25 @@ class PromotionGate:
         except Exception as exc:  # noqa: BLE001 - a candidate that cannot score logged lists is refused
             return GateDecision(False, f"candidate could not be evaluated: {type(exc).__name__}: {str(exc)[:200]}",
                                 len(data), estimator=cfg.estimator)
+        reference = "current"
+        if current is not None and cfg.floor_cold_start:
+            # Never promote below the fallback policy either: comparing only with the current
+            # snapshot lets a chain of small, noisy "not worse" steps drift downwards.
+            w_cold = self.weights(None, data, cache=True)
+            if float(self._value(reward, w_cold)) > float(self._value(reward, w_cur)):
+                w_cur, reference = w_cold, "cold-start"
         v_cur, v_new = float(self._value(reward, w_cur)), float(self._value(reward, w_new))
         if not (math.isfinite(v_cur) and math.isfinite(v_new)):
             return GateDecision(False, "non-finite estimate", len(data), v_cur, v_new, cfg.estimator)
         allowed = cfg.max_relative_drop * max(abs(v_cur), 1e-9)
         if v_new < v_cur - allowed:
-            return GateDecision(False, f"estimated value {v_new:.4f} < {v_cur:.4f} - {cfg.max_relative_drop:.0%}",
+            return GateDecision(False, f"estimated value {v_new:.4f} < {reference} {v_cur:.4f} - {cfg.max_relative_drop:.0%}",
                                 len(data), v_cur, v_new, cfg.estimator)
         if cfg.confidence > 0:
             lower = self.difference_lower_bound(reward, w_new, w_cur)
             if lower < -allowed:
-                return GateDecision(False, f"estimated value {v_new:.4f} vs current {v_cur:.4f}, but the "
+                return GateDecision(False, f"estimated value {v_new:.4f} vs {reference} {v_cur:.4f}, but the "
                                            f"{cfg.confidence:.0%} lower bound of the difference {lower:.4f} is below "
                                            f"-{allowed:.4f}", len(data), v_cur, v_new, cfg.estimator)
-        return GateDecision(True, f"estimated value {v_new:.4f} vs current {v_cur:.4f}", len(data), v_cur, v_new,
+        return GateDecision(True, f"estimated value {v_new:.4f} vs {reference} {v_cur:.4f}", len(data), v_cur, v_new,
                             cfg.estimator)

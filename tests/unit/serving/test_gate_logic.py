@@ -92,3 +92,13 @@ def test_disabled_gate_accepts_everything(examples):
 def test_bad_gate_config_is_refused(kwargs, message):
     with pytest.raises(ValueError, match=message):
         GateConfig(**kwargs)
+
+
+def test_a_candidate_better_than_a_bad_current_but_worse_than_the_cold_start_is_blocked(examples):
+    # In these logs the cold start ranks uniformly at random (equal click scores): better than
+    # ranking by *inverse* relevance, worse than ranking by relevance.
+    bad_current, less_bad = scorer(-3.0), scorer(-1.0)
+    loose = PromotionGate(GateConfig(min_samples=30, floor_cold_start=False, confidence=0.0))
+    assert loose.decide(bad_current, less_bad, examples).accepted
+    floored = PromotionGate(GateConfig(min_samples=30, confidence=0.0)).decide(bad_current, less_bad, examples)
+    assert not floored.accepted and "cold-start" in floored.reason
