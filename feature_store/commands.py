@@ -86,7 +86,8 @@ def register(cli: click.Group, eval_group: click.Group) -> None:  # noqa: ARG001
 
     @features.command("stats-agent")
     @click.option("--loglevel", default="warning", show_default=True)
-    def features_stats_agent(loglevel: str) -> None:
+    @click.option("--web-port", type=int, default=None, help="serve /healthz on STREAMRANK_BIND_HOST:PORT")
+    def features_stats_agent(loglevel: str, web_port: int | None) -> None:
         """Run the streaming stats agent: examples -> decayed item/query stats -> Feast push."""
         from feature_store.feast_repo import repo_path  # noqa: PLC0415
         from feature_store.settings import load_feature_store_settings  # noqa: PLC0415
@@ -95,7 +96,7 @@ def register(cli: click.Group, eval_group: click.Group) -> None:  # noqa: ARG001
         settings = load_settings()
         fs = load_feature_store_settings(settings)
         sys.argv = [sys.argv[0]]  # the Faust worker parses argv itself
-        run_worker(settings, fs, repo_path(settings, fs), loglevel=loglevel)
+        run_worker(settings, fs, repo_path(settings, fs), loglevel=loglevel, web_port=web_port)
 
     @features.command("read")
     @click.option("--user", "user_id", default=None)

@@ -139,7 +139,7 @@ def build_app(settings: Settings, fs: FeatureStoreSettings, repo_path: Path, web
     datadir = settings.home / "faust" / app_id
     datadir.mkdir(parents=True, exist_ok=True)
     app = faust.App(app_id, broker=f"kafka://{settings.kafka_bootstrap}", store="memory://",
-                    web_host="127.0.0.1", web_port=web_port or free_port(), web_enabled=False,
+                    web_host=settings.bind_host, web_port=web_port or free_port(), web_enabled=bool(web_port),
                     broker_session_timeout=6, topic_partitions=settings.partitions, datadir=str(datadir),
                     consumer_auto_offset_reset="earliest")
     examples = app.topic(settings.topics.examples, key_type=bytes, value_type=bytes, key_serializer="raw",
@@ -148,6 +148,10 @@ def build_app(settings: Settings, fs: FeatureStoreSettings, repo_path: Path, web
                             value_serializer="raw")
     runtime = StatsRuntime(settings, fs, repo_path)
     app.stats_runtime = runtime
+
+    @app.page("/healthz")
+    async def healthz(web, request):  # noqa: ARG001 - Faust's view signature
+        return web.json({"batches": runtime.batches})
 
     @app.agent(examples, name="feature-stats")
     async def feature_stats(stream):
@@ -164,13 +168,14 @@ def build_app(settings: Settings, fs: FeatureStoreSettings, repo_path: Path, web
     return app
 
 
-def run_worker(settings: Settings, fs: FeatureStoreSettings, repo_path: Path, loglevel: str = "warning") -> None:
+def run_worker(settings: Settings, fs: FeatureStoreSettings, repo_path: Path, loglevel: str = "warning",
+               web_port: int | None = None) -> None:
     """Run the agent in the foreground until SIGTERM/SIGINT."""
     import faust  # noqa: PLC0415
 
     if not (repo_path / "feature_store.yaml").exists():
         raise FileNotFoundError(f"no Feast repo at {repo_path}: run `streamrank features apply` first")
-    app = build_app(settings, fs, repo_path)
+    app = build_app(settings, fs, repo_path, web_port=web_port)
     faust.Worker(app, loglevel=loglevel, quiet=True).execute_from_commandline()
 
 
