@@ -11,7 +11,8 @@ in the request), then drives it from this process:
 2. ``steady``: ``--clients`` concurrent clients, no publishing (``--steady-s`` seconds, half
    before and half after the swap phase so that drift on the shared machine cancels);
 3. ``swaps``: the same clients for ``--swap-s`` (>= 60) seconds while a new LDRO snapshot is
-   published every ``--publish-interval`` seconds.
+   published every ``--publish-interval`` seconds (promotion gate off: there is no logged
+   traffic to judge the snapshots by, and the gate would keep version 1).
 
 Prints client-side latency percentiles, failures (must be 0), swaps done, and the ratio
 p99(swaps) / p99(steady) (goal <= 1.25), measured in the same run. ``--output`` writes JSON.
@@ -169,6 +170,9 @@ def main() -> int:
                           STREAMRANK_SERVE_PORT=str(port), STREAMRANK_SERVE_FEATURE_SOURCE=args.features,
                           STREAMRANK_SERVE_FUSION=args.fusion, STREAMRANK_SERVE_CALIBRATOR=args.calibrator,
                           STREAMRANK_SERVE_POLL_INTERVAL_S="1.0",
+                          # No logged traffic to judge snapshots by: the gate would (rightly) keep
+                          # version 1; this bench measures the swap path, so the gate is off.
+                          STREAMRANK_SERVE_GATE_ENABLED="0",
                           OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
         log = open(home / "server.log", "ab")  # noqa: SIM115
         server = subprocess.Popen([sys.executable, "-m", "streamrank.cli", "serve"], env=server_env, stdout=log,

@@ -22,7 +22,8 @@ confidence is below :math:`-\delta\,\max(|\hat V(\text{current})|, \epsilon)`: a
 *confidently* not worse, so a lucky estimate on a few hundred noisy rounds does not promote it.
 With ``floor_cold_start`` the reference value is the better of the current snapshot's and the
 cold-start policy's, so successive small "not worse" steps cannot drift below the fallback. With fewer than ``min_samples`` usable examples
-the gate lets the snapshot through and says so ("insufficient data") in the decision.
+the gate keeps the serving policy (``accept_without_data=False``, the default) or lets the
+snapshot through (``True``), and says "insufficient data" in the decision either way.
 """
 
 from __future__ import annotations
@@ -54,6 +55,7 @@ class GateConfig:
     n_bootstrap: int = 300
     seed: int = 0
     floor_cold_start: bool = True  # the reference is the better of the current snapshot and the cold-start policy
+    accept_without_data: bool = False  # fewer than min_samples explored examples: keep serving what serves
 
     def __post_init__(self) -> None:
         if self.estimator not in ("ipw", "snipw"):
@@ -186,7 +188,10 @@ class PromotionGate:
             return GateDecision(True, "gate disabled", 0, estimator=cfg.estimator)
         data = [ex for ex in examples if usable(ex, cfg.prefix_k)][-cfg.window:]
         if len(data) < cfg.min_samples:
-            return GateDecision(True, f"insufficient data ({len(data)} < {cfg.min_samples} explored examples)",
+            # Without evidence the serving policy stays (default): a first, barely trained snapshot
+            # must not replace the cold start before the logs can judge it.
+            return GateDecision(cfg.accept_without_data,
+                                f"insufficient data ({len(data)} < {cfg.min_samples} explored examples)",
                                 len(data), estimator=cfg.estimator)
         reward = np.array([ex.list_reward for ex in data], dtype=np.float64)
         try:

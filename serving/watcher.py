@@ -18,7 +18,8 @@ was not refused before, runs the checks in order, stopping at the first failure:
 3. the model is rebuilt and ``load_state_dict`` succeeds;
 4. a canary request (the last real request seen, or a synthetic one) gives a permutation
    with finite scores and log-prob;
-5. for the reranker, the promotion gate (:mod:`serving.gate`).
+5. for the reranker, the promotion gate (:mod:`serving.gate`), except for the snapshot that is
+   current when the server starts (restored as is: no recent logs exist yet to judge it).
 
 Only then is the one reference in :class:`serving.holder.ModelHolder` replaced. Every
 outcome becomes a :class:`serving.holder.Decision` (``GET /models``).
@@ -114,7 +115,11 @@ class SnapshotWatcher:
         except ComponentError as exc:
             return self._refuse(model, version, str(exc), source)
         gate_details = {}
-        if role == "reranker":
+        if role == "reranker" and source == "startup":
+            # Restoring what the registry says is serving (e.g. after a restart): there are no
+            # recent logs to judge it by yet, and falling back to the cold start would be worse.
+            gate_details = {"accepted": True, "reason": "startup: restoring the registry's current snapshot"}
+        elif role == "reranker":
             examples = self.examples.snapshot() if self.examples is not None else []
             verdict = self.gate.decide(current, component, examples)
             gate_details = verdict.as_dict()

@@ -77,12 +77,16 @@ def test_the_gate_blocks_a_worse_snapshot_and_lets_a_good_one_through(settings):
     registry.close()
 
 
-def test_without_enough_logged_data_the_gate_lets_snapshots_through_and_says_why(settings):
+@pytest.mark.parametrize("accept", [False, True], ids=["keeps serving", "lets through"])
+def test_without_enough_logged_data_the_gate_decides_by_config_and_says_why(settings, accept):
     registry = SnapshotRegistry(settings.redis_url, settings)
     registry.publish("linear-pl", scorer([3.0, 0, 0, 0]).state_dict())
-    config = serve_config(gate=GateConfig(enabled=True, min_samples=30))
+    config = serve_config(gate=GateConfig(enabled=True, min_samples=30, accept_without_data=accept))
     with served(settings, config) as (client, _):
         registry.publish("linear-pl", scorer([-3.0, 0, 0, 0]).state_dict())
-        assert wait_for(lambda: served_version(client) == "2")
-        assert "insufficient data" in client.get("/models").json()["decisions"][-1]["details"]["gate"]["reason"]
+        assert wait_for(lambda: any(d["version"] == "2" for d in client.get("/models").json()["decisions"]))
+        decision = client.get("/models").json()["decisions"][-1]
+        assert "insufficient data" in decision["details"]["gate"]["reason"]
+        assert decision["action"] == ("swapped" if accept else "blocked-by-gate")
+        assert served_version(client) == ("2" if accept else "1")
     registry.close()

@@ -64,12 +64,14 @@ def test_worse_candidate_is_blocked_better_or_equal_passes(examples, prefix_k):
     assert same.accepted and math.isclose(same.candidate_value, same.current_value)
 
 
-def test_unexplored_or_too_few_examples_let_the_snapshot_through_with_the_reason(examples):
+def test_unexplored_or_too_few_examples_keep_the_serving_policy_unless_told_otherwise(examples):
     gate = PromotionGate(GateConfig(min_samples=30))
     greedy = [logged(1000 + i, [0, 1, 2], [0.9, 0.5, 0.1], 1.0, explored=False) for i in range(50)]
     assert not any(usable(ex) for ex in greedy)
     verdict = gate.decide(scorer(1.0), scorer(-3.0), greedy + examples[:10])
-    assert verdict.accepted and "insufficient data (10 < 30" in verdict.reason
+    assert not verdict.accepted and "insufficient data (10 < 30" in verdict.reason
+    lenient = PromotionGate(GateConfig(min_samples=30, accept_without_data=True))
+    assert lenient.decide(scorer(1.0), scorer(-3.0), greedy + examples[:10]).accepted
 
 
 def test_prefix_log_prob_is_the_first_k_terms_of_the_list_log_prob():
