@@ -18,6 +18,27 @@ from streamrank.cli import DEFAULT_DATA
 DEFAULT_LETOR = f"letor:{DEFAULT_DATA / 'letor' / 'rank.train'}"
 
 
+def _parse_sets(pairs: tuple[str, ...], keyed_by_method: bool) -> dict:
+    """``KEY=JSON`` (DRPO) or ``METHOD.KEY=JSON`` (LDRO; METHOD as in --methods, e.g. ``ldro@nokd``)."""
+    out: dict = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep:
+            raise click.BadParameter(f"{pair!r}: expected KEY=VALUE", param_hint="--set")
+        try:
+            value = json.loads(raw)
+        except ValueError:
+            value = raw
+        if keyed_by_method:
+            method, dot, name = key.partition(".")
+            if not dot:
+                raise click.BadParameter(f"{pair!r}: expected METHOD.KEY=VALUE", param_hint="--set")
+            out.setdefault(method, {})[name] = value
+        else:
+            out[key] = value
+    return out
+
+
 def _print_table(results: dict[str, dict[str, float]], keys: list[str]) -> None:
     click.echo(f"{'method':<20}" + "".join(f"{k:>22}" for k in keys))
     for method, metrics in results.items():
@@ -64,14 +85,17 @@ def register(cli: click.Group, eval_group: click.Group) -> None:  # noqa: ARG001
     @click.option("--lgb-requests", default=1000, show_default=True, help="training requests for LightGBM")
     @click.option("--click-model", type=click.Choice(["pbm", "cascade"]), default="pbm", show_default=True)
     @click.option("--shift", is_flag=True, help="shift the click model half-way (reward-shift experiment)")
-    @click.option("--methods", default="ldro,grpo", show_default=True)
+    @click.option("--methods", default="ldro,grpo", show_default=True,
+                  help="registered models; NAME@TAG runs NAME again under another label (for ablations)")
+    @click.option("--set", "sets", multiple=True,
+                  help="ablation setting METHOD.KEY=JSON, e.g. --methods ldro,ldro@nokd --set ldro@nokd.distill=false")
     @click.option("--curves", "curves_path", default=None, type=click.Path(dir_okay=False),
                   help="write learning curves (PNG if it ends in .png, else JSON)")
     @click.option("--threads", default=1, show_default=True, help="torch threads (small nets: 1 avoids contention)")
     @click.option("--json", "as_json", is_flag=True)
     def eval_ldro(data_spec: str, test_spec: str | None, seeds: int, interactions: int, batch_size: int, warmup: int,
                   held_out: int, lgb_requests: int, click_model: str, shift: bool, methods: str,
-                  curves_path: str | None, threads: int, as_json: bool) -> None:
+                  curves_path: str | None, sets: tuple[str, ...], threads: int, as_json: bool) -> None:
         """LDRO vs GRPO vs logged order vs LightGBM lambdarank: NDCG@{1,5,10} on held-out queries."""
         import torch  # noqa: PLC0415
 
@@ -85,6 +109,7 @@ def register(cli: click.Group, eval_group: click.Group) -> None:  # noqa: ARG001
                                 interactions=interactions, batch_size=batch_size, warmup=warmup,
                                 held_out_requests=held_out, lgb_requests=lgb_requests, click_model=click_model, shift=shift,
                                 eval_every=max(1, interactions // 20) if curves_path else 0,
+                                learner_config=_parse_sets(sets, keyed_by_method=True),
                                 progress=not as_json, curves=curves)
         if curves_path:
             if curves_path.endswith(".png"):
@@ -110,11 +135,12 @@ def register(cli: click.Group, eval_group: click.Group) -> None:  # noqa: ARG001
     @click.option("--grid-requests", default=1000, show_default=True, help="requests to pick the static weights on")
     @click.option("--grid-steps", default=6, show_default=True, help="simplex grid resolution 1/steps")
     @click.option("--click-model", type=click.Choice(["pbm", "cascade"]), default="pbm", show_default=True)
+    @click.option("--set", "sets", multiple=True, help="DRPO setting KEY=JSON, e.g. --set task_relation=false")
     @click.option("--threads", default=1, show_default=True, help="torch threads (small nets: 1 avoids contention)")
     @click.option("--json", "as_json", is_flag=True)
     def eval_drpo(data_spec: str, test_spec: str | None, seeds: int, interactions: int, batch_size: int,
-                  eval_requests: int, grid_requests: int, grid_steps: int, click_model: str, threads: int,
-                  as_json: bool) -> None:
+                  eval_requests: int, grid_requests: int, grid_steps: int, click_model: str, sets: tuple[str, ...],
+                  threads: int, as_json: bool) -> None:
         """DRPO vs the best static fusion weights (grid search) vs click-only: simulator satisfaction."""
         import torch  # noqa: PLC0415
 
@@ -125,7 +151,8 @@ def register(cli: click.Group, eval_group: click.Group) -> None:  # noqa: ARG001
         train, test = train_test(data_spec, test_spec)
         results = evaluate_drpo(train, test, seeds=tuple(range(seeds)), interactions=interactions,
                                 batch_size=batch_size, eval_requests=eval_requests, grid_requests=grid_requests,
-                                grid_steps=grid_steps, click_model=click_model, progress=not as_json)
+                                grid_steps=grid_steps, click_model=click_model,
+                                learner_config=_parse_sets(sets, keyed_by_method=False), progress=not as_json)
         if as_json:
             click.echo(json.dumps(results, indent=2))
             return

@@ -102,13 +102,13 @@ def test_satisfaction_model_learns_that_relevant_tops_satisfy():
     model = SatisfactionModel(0, 3, context_dims(3), hidden=16)
     opt = torch.optim.Adam(model.parameters(), lr=1e-2)
     features = torch.zeros(B, n, 0)
-    start = float(model.loss(features, logits, mask, ctx, target))
+    start = float(model.loss(features, logits, mask, ctx, target).detach())
     for _ in range(200):
         loss = model.loss(features, logits, mask, ctx, target)
         opt.zero_grad()
         loss.backward()
         opt.step()
-    assert float(loss) < 0.5 * start
+    assert float(loss.detach()) < 0.5 * start
     best_first = torch.argsort(logits[..., 0], -1, descending=True).unsqueeze(1)
     worst_first = torch.argsort(logits[..., 0], -1).unsqueeze(1)
     assert (model.logits(features, logits, mask, ctx, best_first) >

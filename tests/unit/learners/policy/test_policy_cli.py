@@ -64,6 +64,19 @@ def test_eval_drpo_json_reports_the_ratio_to_the_static_best(cli, shared_data, t
     assert ratio == pytest.approx(doc["drpo"]["satisfaction"] / doc["static_best"]["satisfaction"])
 
 
+def test_eval_ldro_runs_an_ablation_under_its_own_label(cli, shared_data, tmp_path):
+    train = letor_slice(shared_data, tmp_path / "slice.train", 0, 30)
+    result = CliRunner().invoke(cli, ["eval", "ldro", "--data", train, "--seeds", "1", "--interactions", "64",
+                                      "--warmup", "32", "--held-out", "20", "--lgb-requests", "60",
+                                      "--methods", "ldro,ldro@nokd", "--set", "ldro@nokd.distill=false", "--json"])
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.output)
+    assert {"ldro", "ldro@nokd"} <= set(doc)
+    assert doc["ldro"]["ndcg@10"] != doc["ldro@nokd"]["ndcg@10"]  # the switch changed the learner
+    bad = CliRunner().invoke(cli, ["eval", "ldro", "--data", train, "--set", "distill=false", "--json"])
+    assert bad.exit_code != 0 and "METHOD.KEY=VALUE" in bad.output
+
+
 def test_eval_rejects_a_data_spec_it_cannot_read(cli, tmp_path):
     result = CliRunner().invoke(cli, ["eval", "ldro", "--data", f"letor:{tmp_path / 'missing'}", "--json"])
     assert result.exit_code != 0 and "no such LETOR file" in str(result.exception)
