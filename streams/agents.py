@@ -1,24 +1,29 @@
 """The join agent's work per batch: decode, dead-letter, join state, close windows, emit.
 
 :class:`Joiner` holds what one worker process needs between batches (watermarks, deadline
-heaps, parsed impressions) around two changelog-backed Faust tables:
+heaps, parsed impressions) around one changelog-backed Faust table, ``join-state``:
+request_id -> entry dict (:func:`streams.join.new_entry`) that also carries the impression's
+original JSON (``raw``) while the window is open, so a recovered worker can still build the
+example.
 
-* ``join-state``: request_id -> entry dict (:func:`streams.join.new_entry`), written once
-  per request per batch (writes are coalesced so a burst of feedback costs one changelog
-  record);
-* ``join-impressions``: request_id -> the impression's original bytes, written once,
-  deleted when the example is out.
+Changelog traffic is what limits the worker (BENCHMARKS.md, "Streams join"), so a whole
+``take_events`` batch is applied to an in-memory working set first and each touched entry is
+written at most once, at the end of the batch: a burst of feedback costs one changelog
+record, and an entry whose window opens and closes within the batch is never written open
+at all, only as the tombstone once its example is delivered.
 
-Both tables use the producer's key partitioner (``use_partitioner=True``), so a key's
+The table uses the producer's key partitioner (``use_partitioner=True``), so a key's
 changelog partition is ``murmur2(request_id) % N``, the partition the key's events live on
 (the replay and any Kafka producer with the default partitioner key by request_id). That
-lets a whole ``take_events`` batch spanning several partitions update the tables, and lets
-timers update them outside any event.
+lets a whole ``take_events`` batch spanning several partitions update the table, and lets
+timers update it outside any event.
 
 Effectively-once output (at-least-once delivery + stable example ids): an example is sent
-and the producer flushed *before* its entry becomes a tombstone, and Faust flushes the
-producer before it commits source offsets. A crash anywhere therefore re-emits an example
-(same ``example_id``, same labels) rather than losing it; consumers dedupe by id.
+and delivered *before* its entry becomes a tombstone, and Faust acks a batch's source
+records only after the batch (examples sent, open entries written) and flushes the producer
+before it commits source offsets. A crash anywhere therefore re-emits an example (same
+``example_id``, same labels) rather than losing it; consumers dedupe by id. If an example's
+delivery fails, its open entry is written back so the next tick retries it.
 """
 
 from __future__ import annotations
@@ -88,15 +93,13 @@ class Joiner:
     """Per-worker join processor; the Faust agent and timer in :mod:`streams.app` call it."""
 
     def __init__(self, app: Any, settings: Settings, config: JoinConfig, weights: RewardWeights,
-                 metrics: StreamMetrics, state: Any, impressions: Any, examples_topic: Any,
-                 dead_letter_topic: Any) -> None:
+                 metrics: StreamMetrics, state: Any, examples_topic: Any, dead_letter_topic: Any) -> None:
         self.app = app
         self.settings = settings
         self.config = config
         self.weights = weights
         self.metrics = metrics
         self.state = state
-        self.impressions = impressions
         self.examples_topic = examples_topic
         self.dead_letter_topic = dead_letter_topic
         self.logical = {settings.topics.impressions: "impressions", settings.topics.feedback: "feedback"}
@@ -111,10 +114,18 @@ class Joiner:
         self.fencing = False
         self.status_written = 0.0
         self.ghost_member_ids: set[str] = set()
+        # A batch's entries live in a working set until the end of the batch, and the table's
+        # entries are mutated in place: the housekeeping tick must not scan the table halfway
+        # through a batch (it would close an entry the batch then closes again).
+        self.batch_lock = asyncio.Lock()
 
     # -- ingest ---------------------------------------------------------------------------------
     async def process(self, events: Iterable[Any]) -> None:
         """Apply one batch of Faust events, then close the windows it made due."""
+        async with self.batch_lock:
+            await self._process(events)
+
+    async def _process(self, events: Iterable[Any]) -> None:
         now = time.monotonic()
         wall = time.time()
         if self.metrics.first_input_at is None:
@@ -156,7 +167,7 @@ class Joiner:
                     continue
                 self.metrics.inc("impressions_in")
                 entry["off"] = f"{message.topic}/{partition}/{message.offset}"
-                self.impressions[rid.encode("utf-8")] = bytes(message.value)
+                entry["raw"] = bytes(message.value).decode("utf-8")  # validated JSON, so valid UTF-8
                 self.parsed[rid] = checked
                 self.held_since.pop(rid, None)
                 heapq.heappush(self.deadlines.setdefault(partition, []), (checked.ts + self.config.window_s, rid))
@@ -177,11 +188,13 @@ class Joiner:
                 elif entry["end"]:
                     self.session_ended.add(rid)
             dirty[rid] = entry
-        for rid, entry in dirty.items():
-            self.state[rid.encode("utf-8")] = entry
         for letter in dead:
             await self._dead_letter(letter)
-        await self.close_due(touched)
+        closing = set(await self.close_due(touched, dirty))
+        for rid, entry in dirty.items():
+            # a closing entry's next write is its tombstone, once delivered (maybe already, during close_due)
+            if rid not in closing and rid not in self.closing:
+                self.state[rid.encode("utf-8")] = entry
         self.metrics.last_input_at = time.time()
         self.metrics.inc("batches")
         self.metrics.busy_s += time.monotonic() - now
@@ -196,8 +209,11 @@ class Joiner:
         self.metrics.dead_letter_reasons[letter.reason] += 1
 
     # -- close ----------------------------------------------------------------------------------
-    async def close_due(self, partitions: Iterable[int]) -> int:
-        """Close entries whose window passed the watermark of their partition, or whose session ended."""
+    async def close_due(self, partitions: Iterable[int], working: dict[str, dict] | None = None) -> list[str]:
+        """Close entries whose window passed the watermark of their partition, or whose session ended.
+
+        ``working``: entries of the current batch not yet written to the table (they win over it).
+        """
         due: list[tuple[str, ClosedBy, float]] = []
         for partition in partitions:
             heap = self.deadlines.get(partition)
@@ -208,21 +224,26 @@ class Joiner:
         for rid in list(self.session_ended):
             self.session_ended.discard(rid)
             due.append((rid, "session_end", self.watermarks.get(partition_for_key(rid, self.settings.partitions))))
-        return await self._close(due)
+        return await self._close(due, working)
 
-    async def _close(self, due: list[tuple[str, ClosedBy | None, float]]) -> int:
+    async def _close(self, due: list[tuple[str, ClosedBy | None, float]],
+                     working: dict[str, dict] | None = None) -> list[str]:
         """Emit the examples of ``due`` (``None`` reason: re-check); tombstone each entry once delivered.
 
-        The entry stays open in the table until the broker acknowledged its example (the
-        delivery callback writes the tombstone), so a crash in between re-emits the example
-        with the same id instead of losing it. No flush per batch: Faust flushes the producer
-        before it commits source offsets anyway.
+        The entry stays open (in the table, or only in ``working`` while its batch is not acked)
+        until the broker acknowledged its example (the delivery callback writes the tombstone),
+        so a crash in between re-emits the example with the same id instead of losing it. No
+        flush per batch: Faust flushes the producer before it commits source offsets anyway.
+        Returns the request ids whose examples were sent.
         """
-        ready: list[tuple[str, dict, LabeledList]] = []
+        ready: list[tuple[str, dict, dict, LabeledList]] = []
+        working = working or {}
         for rid, forced, watermark in due:
             if rid in self.closing:
                 continue
-            entry = self.state.get(rid.encode("utf-8"))
+            entry = working.get(rid)
+            if entry is None:
+                entry = self.state.get(rid.encode("utf-8"))
             if entry is None:
                 continue
             reason = close_reason(entry, watermark, self.config)
@@ -230,43 +251,48 @@ class Joiner:
                 reason = "idle"
             if reason is None:
                 continue
-            impression = self.parsed.get(rid) or self._impression_from_table(rid)
+            impression = self.parsed.get(rid) or self._impression_from_entry(entry)
             if impression is None:
                 continue
-            entry = dict(entry)  # the stored entry stays open until the example is delivered
-            example = close_entry(entry, impression, self.config, self.weights, reason, watermark,
+            tombstone = dict(entry)  # the open entry stays as it is until the example is delivered
+            example = close_entry(tombstone, impression, self.config, self.weights, reason, watermark,
                                   impression_offset=entry.get("off"))
+            tombstone.pop("raw", None)
             self.closing.add(rid)
-            ready.append((rid, entry, example))
-        for rid, entry, example in ready:
+            ready.append((rid, entry, tombstone, example))
+        for rid, entry, tombstone, example in ready:
             try:
                 delivery = await self.examples_topic.send(key=rid.encode("utf-8"), value=encode(example), force=True)
             except Exception as exc:  # noqa: BLE001 - stays open; the next tick retries
-                self.closing.discard(rid)
-                self.metrics.last_error = f"examples send: {type(exc).__name__}: {exc}"
+                self._not_delivered(rid, entry, f"examples send: {type(exc).__name__}: {exc}")
                 continue
-            delivery.add_done_callback(partial(self._delivered, rid, entry, example.join.closed_by))
-        return len(ready)
+            delivery.add_done_callback(partial(self._delivered, rid, entry, tombstone, example.join.closed_by))
+        return [rid for rid, _entry, _tombstone, _example in ready]
 
-    def _delivered(self, rid: str, tombstone: dict, closed_by: str, delivery: asyncio.Future) -> None:
-        """The broker has the example: now the entry may become a tombstone."""
+    def _not_delivered(self, rid: str, open_entry: dict, error: str) -> None:
+        """Keep the entry open in the table (it may never have been written) so a tick retries it."""
         self.closing.discard(rid)
+        self.metrics.last_error = error
+        self.state[rid.encode("utf-8")] = open_entry
+
+    def _delivered(self, rid: str, open_entry: dict, tombstone: dict, closed_by: str,
+                   delivery: asyncio.Future) -> None:
+        """The broker has the example: now the entry may become a tombstone."""
         if delivery.cancelled() or delivery.exception() is not None:
-            self.metrics.last_error = f"example for {rid} not delivered: {delivery!r}"
+            self._not_delivered(rid, open_entry, f"example for {rid} not delivered: {delivery!r}")
             return
-        key = rid.encode("utf-8")
-        self.state[key] = tombstone
-        if key in self.impressions:
-            del self.impressions[key]
+        self.closing.discard(rid)
+        self.state[rid.encode("utf-8")] = tombstone
         self.parsed.pop(rid, None)
         self.metrics.inc("examples_out")
         self.metrics.closed_by[closed_by] += 1
 
-    def _impression_from_table(self, rid: str) -> Impression | None:
-        raw = self.impressions.get(rid.encode("utf-8"))
+    def _impression_from_entry(self, entry: dict) -> Impression | None:
+        """The impression kept in an entry (after a restart or rebalance, when it was not parsed here)."""
+        raw = entry.get("raw")
         if raw is None:
             return None
-        event = decode(raw, max_bytes=self.settings.max_event_bytes)
+        event = decode(raw.encode("utf-8"), max_bytes=self.settings.max_event_bytes)
         return event if isinstance(event, Impression) else None
 
     # -- periodic -------------------------------------------------------------------------------
@@ -276,42 +302,43 @@ class Joiner:
 
     async def tick(self) -> None:
         """Housekeeping every interval: recovered/idle closes, purges, lag and status."""
-        assigned = self.assigned_partitions()
-        self.update_lag()
-        now = time.monotonic()
-        idle = {p for p in assigned if self.partition_idle(p, now)}
-        due: list[tuple[str, ClosedBy | None, float]] = []
-        drop: list[str] = []
-        open_windows = 0
-        for key, entry in list(self.state.items()):
-            rid = key.decode("utf-8")
-            partition = partition_for_key(rid, self.settings.partitions)
-            if partition not in assigned:
-                continue
-            watermark = self.watermarks.get(partition)
-            if entry["closed"] is not None:
-                if tombstone_expired(entry, watermark, self.config):
-                    drop.append(rid)
-                continue
-            if entry["imp"] is None:
-                held = self.held_since.setdefault(rid, now)
-                if orphan_expired(entry, watermark, self.config) or (
-                        partition in idle and now - held >= self.config.orphan_timeout_s):
-                    self.metrics.inc("orphaned", len(entry["fb"]))
-                    self.held_since.pop(rid, None)
-                    drop.append(rid)
-                continue
-            open_windows += 1
-            if partition in idle:
-                due.append((rid, "idle", watermark))
-            elif close_reason(entry, watermark, self.config) is not None:
-                due.append((rid, None, watermark))
-        for rid in drop:
-            key = rid.encode("utf-8")
-            if rid not in self.closing and key in self.state:
-                del self.state[key]
-        closed = await self._close(due)
-        self.metrics.open_windows = max(0, open_windows - closed)
+        async with self.batch_lock:
+            assigned = self.assigned_partitions()
+            self.update_lag()
+            now = time.monotonic()
+            idle = {p for p in assigned if self.partition_idle(p, now)}
+            due: list[tuple[str, ClosedBy | None, float]] = []
+            drop: list[str] = []
+            open_windows = 0
+            for key, entry in list(self.state.items()):
+                rid = key.decode("utf-8")
+                partition = partition_for_key(rid, self.settings.partitions)
+                if partition not in assigned:
+                    continue
+                watermark = self.watermarks.get(partition)
+                if entry["closed"] is not None:
+                    if tombstone_expired(entry, watermark, self.config):
+                        drop.append(rid)
+                    continue
+                if entry["imp"] is None:
+                    held = self.held_since.setdefault(rid, now)
+                    if orphan_expired(entry, watermark, self.config) or (
+                            partition in idle and now - held >= self.config.orphan_timeout_s):
+                        self.metrics.inc("orphaned", len(entry["fb"]))
+                        self.held_since.pop(rid, None)
+                        drop.append(rid)
+                    continue
+                open_windows += 1
+                if partition in idle:
+                    due.append((rid, "idle", watermark))
+                elif close_reason(entry, watermark, self.config) is not None:
+                    due.append((rid, None, watermark))
+            for rid in drop:
+                key = rid.encode("utf-8")
+                if rid not in self.closing and key in self.state:
+                    del self.state[key]
+            closed = await self._close(due)
+            self.metrics.open_windows = max(0, open_windows - len(closed))
         self.metrics.assigned = sorted(assigned)
         self.track_member_id()
         if time.monotonic() - self.status_written >= 1.0:

@@ -2,8 +2,8 @@
 
 Built by :func:`build_app` from :class:`~streamrank.config.Settings` so tests and workers
 get isolated apps per topic prefix (app id ``<prefix>streams``; its changelog topics are
-``<prefix>streams-join-state-changelog`` and ``<prefix>streams-join-impressions-changelog``,
-created by Faust with the configured partition count).
+``<prefix>streams-join-state-changelog``, created by Faust with the configured partition
+count).
 
 Faust pitfalls handled here (INFRA.md): raw bytes in (``value_serializer="raw"``) and our own
 validation, so a bad payload is dead-lettered instead of killing the agent; the web server
@@ -126,10 +126,8 @@ def build_app(settings: Settings, options: WorkerOptions | None = None, join_con
     # bytes keys -> "raw" key serializer: the changelog key is the UTF-8 request_id, hashed like the source
     state = app.Table("join-state", key_type=bytes, value_type=None, partitions=settings.partitions,
                       use_partitioner=True, default=None)
-    impressions = app.Table("join-impressions", key_type=bytes, value_type=bytes, partitions=settings.partitions,
-                            use_partitioner=True, default=None)
     metrics = StreamMetrics(worker=options.name, web_port=options.web_port)
-    joiner = Joiner(app, settings, join_config, weights, metrics, state, impressions, examples, dead_letter)
+    joiner = Joiner(app, settings, join_config, weights, metrics, state, examples, dead_letter)
 
     @app.agent(source, name="join")
     async def join_agent(stream: Any) -> None:

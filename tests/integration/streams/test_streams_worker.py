@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from collections import Counter
@@ -16,6 +17,8 @@ from simulator.letor import load_letor
 from simulator.logs import simulated_sessions, write_log
 from simulator.obd import obd_events
 from simulator.session import SessionSimulator, SimulatorConfig
+from streams.app import app_id
+from streams.consume import read_topic
 from streams.labeling import example_id_for
 from streams.replay import replay
 from support import fresh_topics
@@ -81,6 +84,15 @@ def test_letor_replay_gives_one_example_per_impression_with_independently_comput
         assert any(e["query_reward"] == 1.0 for e in expected.values())
         closed_by = Counter(e.join.closed_by for e in examples)
         assert closed_by["session_end"] > 0 and closed_by["window"] + closed_by["idle"] > 0
+
+        # the join state's changelog (what a restarted worker recovers) ends with one closed tombstone
+        # per request: no open entry was written over a tombstone, and no tombstone keeps the impression
+        final: dict[bytes, dict | None] = {}
+        read_topic(settings.kafka_bootstrap, f"{app_id(settings)}-join-state-changelog",
+                   lambda r: final.__setitem__(r.key, None if r.value is None else json.loads(r.value)),
+                   idle_s=1.5, timeout_s=30)
+        assert {k.decode() for k in final} == {e.request_id for e in examples}
+        assert all(doc is not None and doc["closed"] is not None and "raw" not in doc for doc in final.values())
 
         # metrics: Prometheus text on the worker's loopback web port, and the status command
         status = worker.status()
