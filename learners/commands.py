@@ -46,11 +46,12 @@ def register(cli: click.Group, eval_group: click.Group) -> None:
                   help="learn a partial batch after this many idle seconds")
     @click.option("--progress", "progress_s", default=5.0, show_default=True, help="seconds between progress lines")
     @click.option("--stop-after", type=int, default=None, help="exit once this many examples are applied in total")
+    @click.option("--publish", is_flag=True, help="publish checkpoints as model snapshots (Redis snapshot registry)")
     @click.option("--group", default=None, help="consumer group (default: <topic prefix>learner-<model>)")
     @click.option("--set", "sets", multiple=True, help="model setting KEY=VALUE (JSON values), e.g. --set lr=0.01")
     @click.option("--loglevel", default="warning", show_default=True)
     def learn(model: str, checkpoint_dir: str | None, batch_size: int, within_s: float, checkpoint_every: int,
-              idle_flush_s: float, progress_s: float, stop_after: int | None, group: str | None, sets: tuple[str, ...],
+              idle_flush_s: float, progress_s: float, stop_after: int | None, publish: bool, group: str | None, sets: tuple[str, ...],
               loglevel: str) -> None:
         """Run the learner worker of MODEL on the `examples` topic (effectively-once checkpoints)."""
         from learners.registry import model_names  # noqa: PLC0415
@@ -66,7 +67,7 @@ def register(cli: click.Group, eval_group: click.Group) -> None:
         options = LearnWorkerOptions(
             model=model, checkpoint_dir=Path(checkpoint_dir) if checkpoint_dir else settings.home / "checkpoints",
             batch_size=batch_size, within_s=within_s, checkpoint_every=checkpoint_every, idle_flush_s=idle_flush_s,
-            progress_s=progress_s, stop_after=stop_after, group=group, model_config=model_config)
+            progress_s=progress_s, stop_after=stop_after, group=group, publish=publish, model_config=model_config)
         run_learner(settings, options, loglevel=loglevel)
 
     @eval_group.command("calibration")

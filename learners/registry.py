@@ -16,6 +16,7 @@ FACTORIES: dict[str, str] = {
     "umnn": "learners.calibration.learner:build_umnn",
     "platt": "learners.calibration.learner:build_platt",
     "isotonic": "learners.calibration.learner:build_isotonic",
+    "histogram": "learners.calibration.learner:build_histogram",
     "ldro": "learners.ldro.learner:build_ldro",
     "grpo": "learners.ldro.learner:build_grpo",
     "drpo": "learners.drpo.learner:build_drpo",

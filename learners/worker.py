@@ -24,7 +24,9 @@ generation for minutes (Tansu rebalances normally after ``broker_rebalance_timeo
 A timer flushes a partial batch when the stream has been idle for ``idle_flush_s`` (then
 checkpoints), logs progress (examples/s, loss, lag, skips) every ``progress_s`` and writes
 ``<checkpoint_dir>/<model>/status.json``; ``stop_after`` ends the worker once that many
-examples are applied in total (replays, tests).
+examples are applied in total (replays, tests). With ``publish`` every checkpoint is also
+handed to an apscheduler job that publishes it to the snapshot registry
+(``feature_store.snapshots``) when it changed, and once more at shutdown.
 """
 
 from __future__ import annotations
@@ -65,6 +67,7 @@ class LearnWorkerOptions:
     stop_after: int | None = None
     web_port: int = 0
     group: str | None = None  # consumer group (Faust app id); default <prefix>learner-<model>
+    publish: bool = False  # publish checkpoints as snapshots (feature_store.SnapshotRegistry, apscheduler job)
     model_config: dict[str, Any] = field(default_factory=dict)
 
 
@@ -91,6 +94,41 @@ class LearnerApp:
     options: LearnWorkerOptions
     status_path: Path
     progress: dict[str, Any]
+    jobs: Any = None  # feature_store.scheduling.LearnerJobs when publishing
+
+
+def snapshot_publisher(settings: Settings, runtime: LearnerRuntime) -> Any:
+    """An apscheduler job publishing the newest checkpoint to the snapshot registry when it changed.
+
+    The runtime's ``on_checkpoint`` hook hands each checkpointed state over (states are
+    copies, so the scheduler thread never touches the live model); the job publishes it with
+    the applied offsets as the manifest's training offsets.
+    """
+    import threading  # noqa: PLC0415
+
+    from feature_store.scheduling import LearnerJobs  # noqa: PLC0415
+    from feature_store.settings import load_feature_store_settings  # noqa: PLC0415
+    from feature_store.snapshots import SnapshotRegistry  # noqa: PLC0415
+    from learners.protocol import RUNTIME_META_KEY, LearnerState  # noqa: PLC0415
+
+    lock = threading.Lock()
+    latest: dict[str, Any] = {"state": None, "metrics": None, "changed": False}
+
+    def remember(model: str, state: LearnerState, metrics: dict) -> None:
+        meta = dict(state.meta)
+        meta["offsets"] = dict(meta.get(RUNTIME_META_KEY, {}).get("offsets", {}))
+        with lock:
+            latest.update(state=LearnerState(tensors=state.tensors, meta=meta), metrics=dict(metrics), changed=True)
+
+    def source() -> tuple[str, LearnerState, dict | None, bool]:
+        with lock:
+            state, metrics, changed = latest["state"], latest["metrics"], latest["changed"]
+            latest["changed"] = False
+        return runtime.model_name, state if state is not None else LearnerState(), metrics, changed and state is not None
+
+    runtime.on_checkpoint.append(remember)
+    registry = SnapshotRegistry(settings.redis_url, settings)
+    return LearnerJobs(registry, source, load_feature_store_settings(settings))
 
 
 def build_learner_app(settings: Settings, options: LearnWorkerOptions) -> LearnerApp:
@@ -204,7 +242,8 @@ def build_learner_app(settings: Settings, options: LearnWorkerOptions) -> Learne
                         options.stop_after)
             os.kill(os.getpid(), signal.SIGTERM)
 
-    return LearnerApp(app=app, runtime=runtime, options=options, status_path=status_path, progress=progress)
+    jobs = snapshot_publisher(settings, runtime) if options.publish else None
+    return LearnerApp(app=app, runtime=runtime, options=options, status_path=status_path, progress=progress, jobs=jobs)
 
 
 def run_learner(settings: Settings, options: LearnWorkerOptions, loglevel: str = "warning") -> None:
@@ -217,9 +256,13 @@ def run_learner(settings: Settings, options: LearnWorkerOptions, loglevel: str =
         runtime = learner_app.runtime
         if runtime.batches and runtime.store is not None:
             runtime.checkpoint()
+        if learner_app.jobs is not None:
+            learner_app.jobs.shutdown(final_snapshot=True)
             _atomic_json(learner_app.status_path, {**runtime.status(), "lag": learner_app.progress.get("lag"),
                                                    "final": True, "pid": os.getpid(), "ts": time.time()})
 
     atexit.register(final_checkpoint)
+    if learner_app.jobs is not None:
+        learner_app.jobs.start()
     worker = faust.Worker(learner_app.app, loglevel=loglevel, quiet=True)
     worker.execute_from_commandline()

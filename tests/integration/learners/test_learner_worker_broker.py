@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import pytest
+import torch
 
 from learners.checkpoint import CheckpointStore
 from learners.runtime import digest_of
@@ -47,3 +48,23 @@ def test_worker_learns_each_example_once_and_dead_letters_bad_records(settings, 
     assert sorted(letter.key for letter in letters) == [b"bad-1", b"bad-2"]
     assert {letter.reason for letter in letters} == {"bad_json", "missing_field"}
     assert all(letter.topic == settings.topics.examples for letter in letters)
+
+
+def test_worker_publishes_checkpoints_as_snapshots_with_their_offsets(settings, tmp_path):
+    from feature_store.snapshots import SnapshotRegistry
+
+    examples = simulated_examples(96, seed=12)
+    produce_examples(settings, examples)
+    worker = LearnerProcess(settings, "platt", tmp_path / "ckpt",
+                            ["--batch-size", "16", "--checkpoint-every", "2", "--idle-flush", "1", "--publish",
+                             "--stop-after", "96"]).start()
+    try:
+        assert worker.wait_exit(timeout=120) == 0, worker.log_tail()
+    finally:
+        worker.stop()
+    registry = SnapshotRegistry(settings.redis_url, settings, announce_kafka=False)
+    manifest, state = registry.load("platt")
+    _, checkpoint = CheckpointStore(tmp_path / "ckpt", "platt").load_latest()
+    assert state.meta["runtime"]["applied"] == 96
+    assert manifest.offsets == checkpoint.meta["runtime"]["offsets"]
+    assert all(torch.equal(state.tensors[k], checkpoint.tensors[k]) for k in checkpoint.tensors)
