@@ -68,3 +68,23 @@ def test_worker_publishes_checkpoints_as_snapshots_with_their_offsets(settings, 
     assert state.meta["runtime"]["applied"] == 96
     assert manifest.offsets == checkpoint.meta["runtime"]["offsets"]
     assert all(torch.equal(state.tensors[k], checkpoint.tensors[k]) for k in checkpoint.tensors)
+
+
+# One list-wise family is enough to show the worker is generic (drpo runs the same path; it was
+# checked by hand with `streamrank learn --model drpo`); each extra model costs ~15 s of CI.
+@pytest.mark.parametrize("model", ["ldro"])
+def test_the_same_worker_runs_the_list_wise_families_by_name(settings, tmp_path, model):
+    pytest.importorskip(f"learners.{model}.learner", reason=f"{model} factory not importable yet")
+    examples = simulated_examples(48, seed=13, with_features=True)
+    produce_examples(settings, examples)
+    worker = LearnerProcess(settings, model, tmp_path / "ckpt",
+                            ["--batch-size", "16", "--checkpoint-every", "2", "--idle-flush", "1",
+                             "--stop-after", "48"]).start()
+    try:
+        assert worker.wait_exit(timeout=120) == 0, worker.log_tail()
+    finally:
+        worker.stop()
+    _, state = CheckpointStore(tmp_path / "ckpt", model).load_latest()
+    assert state.meta["family"] == model
+    assert state.meta["runtime"]["applied"] == 48
+    assert int(state.meta["runtime"]["digest"]) == digest_of([e.example_id for e in examples])
