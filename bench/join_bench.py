@@ -9,8 +9,9 @@ then reads the same topics three ways:
   ``feedback``, ``getmany`` from the seek until every record was seen (no decoding): the
   ceiling of the client Faust itself uses;
 * ``kafka-python raw``: the same with ``KafkaConsumer.poll``;
-* ``faust no-op``: a minimal Faust app (same broker settings as the worker) whose agent only
-  counts ``take_events`` batches: Faust's own per-event ceiling on this machine;
+* ``faust no-op``: a minimal Faust app (same broker settings as the worker, including its
+  empty-fetch backoff, streams.fetch_backoff) whose agent only counts ``take_events``
+  batches: Faust's own per-event ceiling on this machine;
 * ``worker``: a ``streamrank worker`` subprocess (Faust, ``take_events`` batches, tables with
   changelogs, examples and metrics out). Its span is from the start of its first batch to the
   end of the batch holding the last record, read from its status file; start-up and group
@@ -98,6 +99,10 @@ def faust_noop_child(bootstrap: str, prefix: str, expected: int, port: int) -> N
     """Run in a subprocess: a Faust app that only counts events, then prints its rate."""
     import faust  # noqa: PLC0415
 
+    from streams import fetch_backoff  # noqa: PLC0415
+    from streams.app import WorkerOptions  # noqa: PLC0415
+
+    fetch_backoff.install(WorkerOptions().empty_fetch_backoff_s)
     app = faust.App(f"{prefix}noop-bench", broker=f"kafka://{bootstrap}", store="memory://", web_host="127.0.0.1",
                     web_port=port, web_bind="127.0.0.1", broker_session_timeout=6, broker_heartbeat_interval=1,
                     consumer_auto_offset_reset="earliest", topic_partitions=4, topic_replication_factor=1,

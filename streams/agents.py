@@ -93,7 +93,8 @@ class Joiner:
     """Per-worker join processor; the Faust agent and timer in :mod:`streams.app` call it."""
 
     def __init__(self, app: Any, settings: Settings, config: JoinConfig, weights: RewardWeights,
-                 metrics: StreamMetrics, state: Any, examples_topic: Any, dead_letter_topic: Any) -> None:
+                 metrics: StreamMetrics, state: Any, examples_topic: Any, dead_letter_topic: Any,
+                 full_scan_s: float = 5.0) -> None:
         self.app = app
         self.settings = settings
         self.config = config
@@ -113,6 +114,10 @@ class Joiner:
         self.last_input: dict[int, float] = {}
         self.fencing = False
         self.status_written = 0.0
+        self.full_scan_s = full_scan_s
+        self.last_scan = float("-inf")
+        self.scanned_assignment: set[int] | None = None
+        self.scanned_idle: set[int] = set()
         self.ghost_member_ids: set[str] = set()
         # A batch's entries live in a working set until the end of the batch, and the table's
         # entries are mutated in place: the housekeeping tick must not scan the table halfway
@@ -300,6 +305,19 @@ class Joiner:
         topic = self.settings.topics.impressions
         return {tp.partition for tp in self.app.consumer.assignment() if tp.topic == topic}
 
+    def scan_due(self, assigned: set[int], idle: set[int], now: float) -> bool:
+        """Whether this tick walks the whole table.
+
+        The walk costs time proportional to the table (tombstones stay for ``retention_s`` of
+        event time), so it runs when it can find something: after the assignment changed
+        (recovered entries), when a partition just became idle (its open windows close now), and
+        every ``full_scan_s`` (orphans, expired tombstones, recovered windows the watermark passed).
+        Windows of this process close on their own from the deadline heaps.
+        """
+        self.scanned_idle &= idle
+        return (assigned != self.scanned_assignment or bool(idle - self.scanned_idle)
+                or now - self.last_scan >= self.full_scan_s)
+
     async def tick(self) -> None:
         """Housekeeping every interval: recovered/idle closes, purges, lag and status."""
         async with self.batch_lock:
@@ -307,38 +325,9 @@ class Joiner:
             self.update_lag()
             now = time.monotonic()
             idle = {p for p in assigned if self.partition_idle(p, now)}
-            due: list[tuple[str, ClosedBy | None, float]] = []
-            drop: list[str] = []
-            open_windows = 0
-            for key, entry in list(self.state.items()):
-                rid = key.decode("utf-8")
-                partition = partition_for_key(rid, self.settings.partitions)
-                if partition not in assigned:
-                    continue
-                watermark = self.watermarks.get(partition)
-                if entry["closed"] is not None:
-                    if tombstone_expired(entry, watermark, self.config):
-                        drop.append(rid)
-                    continue
-                if entry["imp"] is None:
-                    held = self.held_since.setdefault(rid, now)
-                    if orphan_expired(entry, watermark, self.config) or (
-                            partition in idle and now - held >= self.config.orphan_timeout_s):
-                        self.metrics.inc("orphaned", len(entry["fb"]))
-                        self.held_since.pop(rid, None)
-                        drop.append(rid)
-                    continue
-                open_windows += 1
-                if partition in idle:
-                    due.append((rid, "idle", watermark))
-                elif close_reason(entry, watermark, self.config) is not None:
-                    due.append((rid, None, watermark))
-            for rid in drop:
-                key = rid.encode("utf-8")
-                if rid not in self.closing and key in self.state:
-                    del self.state[key]
-            closed = await self._close(due)
-            self.metrics.open_windows = max(0, open_windows - len(closed))
+            if self.scan_due(assigned, idle, now):
+                self.last_scan, self.scanned_assignment, self.scanned_idle = now, assigned, set(idle)
+                await self._scan(assigned, idle, now)
         self.metrics.assigned = sorted(assigned)
         self.track_member_id()
         if time.monotonic() - self.status_written >= 1.0:
@@ -346,6 +335,41 @@ class Joiner:
             self.status_written = time.monotonic()
         await self.fence_dead_peers()
         await self.fence_own_ghosts()
+
+    async def _scan(self, assigned: set[int], idle: set[int], now: float) -> None:
+        """Walk the table: close idle and recovered windows, drop orphans and expired tombstones."""
+        due: list[tuple[str, ClosedBy | None, float]] = []
+        drop: list[str] = []
+        open_windows = 0
+        for key, entry in list(self.state.items()):
+            rid = key.decode("utf-8")
+            partition = partition_for_key(rid, self.settings.partitions)
+            if partition not in assigned:
+                continue
+            watermark = self.watermarks.get(partition)
+            if entry["closed"] is not None:
+                if tombstone_expired(entry, watermark, self.config):
+                    drop.append(rid)
+                continue
+            if entry["imp"] is None:
+                held = self.held_since.setdefault(rid, now)
+                if orphan_expired(entry, watermark, self.config) or (
+                        partition in idle and now - held >= self.config.orphan_timeout_s):
+                    self.metrics.inc("orphaned", len(entry["fb"]))
+                    self.held_since.pop(rid, None)
+                    drop.append(rid)
+                continue
+            open_windows += 1
+            if partition in idle:
+                due.append((rid, "idle", watermark))
+            elif close_reason(entry, watermark, self.config) is not None:
+                due.append((rid, None, watermark))
+        for rid in drop:
+            key = rid.encode("utf-8")
+            if rid not in self.closing and key in self.state:
+                del self.state[key]
+        closed = await self._close(due)
+        self.metrics.open_windows = max(0, open_windows - len(closed))
 
     def member_id(self) -> str | None:
         """This worker's consumer-group member id (recorded so peers can fence it if it dies)."""

@@ -40,6 +40,8 @@ class WorkerOptions:
     batch_size: int = 1000
     batch_within_s: float = 0.25
     tick_s: float = 0.5
+    #: how often the housekeeping tick walks the whole join table without a reason to (Joiner.scan_due)
+    full_scan_s: float = 5.0
     commit_interval_s: float = 1.0
     #: pause after a fetch that brought no records (streams.fetch_backoff: the embedded broker
     #: answers empty fetches at once instead of holding them, and the spinning starves the agent)
@@ -127,7 +129,8 @@ def build_app(settings: Settings, options: WorkerOptions | None = None, join_con
     state = app.Table("join-state", key_type=bytes, value_type=None, partitions=settings.partitions,
                       use_partitioner=True, default=None)
     metrics = StreamMetrics(worker=options.name, web_port=options.web_port)
-    joiner = Joiner(app, settings, join_config, weights, metrics, state, examples, dead_letter)
+    joiner = Joiner(app, settings, join_config, weights, metrics, state, examples, dead_letter,
+                    full_scan_s=options.full_scan_s)
 
     @app.agent(source, name="join")
     async def join_agent(stream: Any) -> None:
