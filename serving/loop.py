@@ -8,8 +8,8 @@ What it starts (and stops again, in reverse order, whatever happens):
 3. subprocesses: the streams worker (``streamrank worker``: impressions ⋈ feedback ->
    ``examples``), one learner worker per model (``streamrank learn --model NAME``), and the
    reranker (``streamrank serve``) with exploration on;
-4. a checkpoint publisher (:mod:`serving.snapshot_bridge`) that turns learner checkpoints into
-   snapshots every ``snapshot_interval_s`` unless the learners publish them themselves;
+4. snapshots every ``snapshot_interval_s``: by the learners themselves (``learn --publish``),
+   or, with learner workers that cannot, by :mod:`serving.snapshot_bridge` from their checkpoints;
 5. the LETOR/KuaiRand simulator as users: ``rate`` requests/s over HTTP from ``concurrency``
    threads, each answered with the simulator's feedback events on the ``feedback`` topic.
 
@@ -330,10 +330,11 @@ def run_demo(config: DemoConfig, settings: Settings) -> dict[str, Any]:
         children = Children(env, output / "logs")
         checkpoints = output / "checkpoints"
         children.start("streams-worker", "worker", "--name", "demo-worker")
+        learners_publish = _learn_can_publish()
         for model in config.learners:
             children.start(f"learner-{model}", "learn", "--model", model, "--checkpoint-dir", str(checkpoints),
                            "--batch-size", str(config.learner_batch), "--within", "0.5", "--checkpoint-every", "1",
-                           "--idle-flush", "1.0", "--progress", "10")
+                           "--idle-flush", "1.0", "--progress", "10", *(["--publish"] if learners_publish else []))
         children.start("server", "serve")
         base_url = f"http://127.0.0.1:{port}"
         _wait_http(f"{base_url}/healthz", config.startup_timeout_s, children)
@@ -342,7 +343,10 @@ def run_demo(config: DemoConfig, settings: Settings) -> dict[str, Any]:
         from serving.snapshot_bridge import CheckpointPublisher  # noqa: PLC0415
 
         registry = SnapshotRegistry(settings.redis_url, settings)
-        publisher = CheckpointPublisher(registry, checkpoints, list(config.learners), config.snapshot_interval_s).start()
+        publisher = CheckpointPublisher(registry, checkpoints, list(config.learners), config.snapshot_interval_s)
+        publisher.learners_publish = learners_publish
+        if not learners_publish:  # older learner workers: publish their checkpoints from here
+            publisher.start()
         users = Users(settings, config, base_url, send_features=not use_feast)
         started = time.time()
         users.run(config.duration_s, config.rate, config.concurrency)
@@ -368,6 +372,18 @@ def run_demo(config: DemoConfig, settings: Settings) -> dict[str, Any]:
     output.mkdir(parents=True, exist_ok=True)
     (output / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
     return summary
+
+
+def _learn_can_publish() -> bool:
+    """Whether ``streamrank learn`` publishes snapshots itself (``--publish``)."""
+    try:
+        from streamrank import cli  # noqa: PLC0415
+
+        if "learn" not in cli.cli.commands:
+            cli._register_stage_commands()
+        return any(p.name == "publish" for p in cli.cli.commands["learn"].params)
+    except Exception:  # noqa: BLE001 - no learner CLI: the bridge publishes
+        return False
 
 
 def _apply_feast(settings: Settings, config: DemoConfig) -> str:
@@ -449,7 +465,8 @@ def summarise(config: DemoConfig, settings: Settings, users: Users, models: dict
                         "dropped": dm_metric(metrics_text, "streamrank_impressions_dropped"),
                         "failed": dm_metric(metrics_text, "streamrank_impressions_failed")},
         "snapshots_published": {m: len(docs) for m, docs in by_model.items()},
-        "snapshot_publisher": {"bridge_published": dict(publisher.published), "errors": publisher.errors[:10]},
+        "snapshot_publisher": {"by": "learners (learn --publish)" if publisher.learners_publish else "checkpoint bridge",
+                               "bridge_published": dict(publisher.published), "errors": publisher.errors[:10]},
         "serving": models.get("serving"),
         "decisions": models.get("decisions", [])[-20:],
         "feast": feast_status,

@@ -33,6 +33,7 @@ class CheckpointPublisher:
         self.interval_s = interval_s
         self.published: dict[str, int] = {m: 0 for m in models}
         self.errors: list[str] = []
+        self.learners_publish = False  # set by the demo when the learner workers publish themselves
         self._seen: dict[str, int] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="checkpoint-publisher", daemon=True)
