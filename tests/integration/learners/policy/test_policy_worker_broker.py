@@ -4,6 +4,8 @@ produced to ``examples``, learned by the worker, checkpointed and served again."
 from __future__ import annotations
 
 import math
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -66,10 +68,16 @@ def test_worker_learns_the_policy_from_the_examples_topic(settings, tmp_path, sh
     assert state.meta["runtime"]["applied"] == N_EXAMPLES
     assert state.meta["updates"] == N_EXAMPLES // BATCH and state.meta["examples_seen"] == N_EXAMPLES
 
-    # the same model as learning in-process from the same batches in log order
-    reference = build_learner(model, **SETTINGS[model])
-    for start in range(0, N_EXAMPLES, BATCH):
-        reference.learn_many(seen[start:start + BATCH])
+    # the same model as learning in-process from the same batches in log order (with the
+    # worker's torch thread count: float reductions, hence Adam's early steps, depend on it)
+    before = torch.get_num_threads()
+    torch.set_num_threads(fresh_process_threads())
+    try:
+        reference = build_learner(model, **SETTINGS[model])
+        for start in range(0, N_EXAMPLES, BATCH):
+            reference.learn_many(seen[start:start + BATCH])
+    finally:
+        torch.set_num_threads(before)
     expected = reference.state_dict()
     assert expected.tensors.keys() <= state.tensors.keys()
     for name, tensor in expected.tensors.items():
@@ -82,6 +90,12 @@ def test_worker_learns_the_policy_from_the_examples_topic(settings, tmp_path, sh
     result = served.rerank(rerank_request_for(examples[0]))
     assert sorted(result.order) == list(range(len(examples[0].impression.items)))
     assert all(math.isfinite(s) for s in result.scores)
+
+
+def fresh_process_threads() -> int:
+    out = subprocess.run([sys.executable, "-c", "import torch; print(torch.get_num_threads())"],
+                         capture_output=True, text=True, check=True)
+    return int(out.stdout.strip())
 
 
 def rerank_request_for(example):

@@ -11,6 +11,16 @@ from click.testing import CliRunner
 from learners import policy_commands
 
 
+@pytest.fixture(autouse=True)
+def keep_torch_threads():
+    """The eval commands set torch's thread count for their process; give the test process its own back."""
+    import torch  # noqa: PLC0415
+
+    before = torch.get_num_threads()
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="module")
 def cli():
     @click.group()
