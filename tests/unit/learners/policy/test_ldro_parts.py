@@ -69,7 +69,7 @@ def test_teacher_pretrained_on_exposure_order_reproduces_it():
     torch.manual_seed(0)
     teacher = PointerTeacher(5, hidden=16)
     opt = torch.optim.Adam(teacher.parameters(), lr=1e-2)
-    start = float(teacher.nll(x, mask, target))
+    start = float(teacher.nll(x, mask, target).detach())
     for _ in range(200):
         loss = teacher.nll(x, mask, target)
         opt.zero_grad()
