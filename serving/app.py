@@ -268,7 +268,7 @@ def create_app(runtime: ServingRuntime) -> FastAPI:
                 "features_missing": getattr(runtime.features, "missing", 0)}
 
     @app.get("/models")
-    def models() -> dict[str, Any]:
+    def models(limit: int = 50) -> dict[str, Any]:
         bundle = runtime.holder.bundle
         serving = {}
         for role in ("calibrator", "fusion", "reranker"):
@@ -277,7 +277,8 @@ def create_app(runtime: ServingRuntime) -> FastAPI:
                              "loaded_at": comp.loaded_at} if comp else {"model": config.roles()[role],
                                                                         "version": None, "cold_start": True}
         return {"serving": serving, "generation": bundle.generation, "swaps": runtime.holder.swaps,
-                "refusals": runtime.holder.refusals, "decisions": runtime.holder.recent_decisions(),
+                "refusals": runtime.holder.refusals,
+                "decisions": runtime.holder.recent_decisions(max(0, min(limit, 1000))),
                 "gate": {"enabled": config.gate.enabled, "estimator": config.gate.estimator,
                          "max_relative_drop": config.gate.max_relative_drop, "min_samples": config.gate.min_samples,
                          "recent_examples": len(runtime.examples) if runtime.examples is not None else 0}}

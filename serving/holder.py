@@ -63,7 +63,7 @@ class Decision:
 class ModelHolder:
     """Holds the current :class:`Bundle`; ``swap`` replaces one role's component."""
 
-    def __init__(self, bundle: Bundle | None = None, history: int = 200) -> None:
+    def __init__(self, bundle: Bundle | None = None, history: int = 1000) -> None:
         self._bundle = bundle or Bundle()
         self._write_lock = threading.Lock()
         self.decisions: deque[Decision] = deque(maxlen=history)

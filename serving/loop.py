@@ -351,7 +351,7 @@ def run_demo(config: DemoConfig, settings: Settings) -> dict[str, Any]:
         started = time.time()
         users.run(config.duration_s, config.rate, config.concurrency)
         time.sleep(config.drain_s)  # let the last examples be learned, published and swapped
-        models = _get_json(f"{base_url}/models")
+        models = _get_json(f"{base_url}/models?limit=1000")
         import httpx  # noqa: PLC0415
 
         metrics_text = httpx.get(f"{base_url}/metrics", timeout=5).text
