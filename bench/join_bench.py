@@ -137,10 +137,19 @@ def faust_noop_rate(settings, expected: int) -> float:
     raise RuntimeError(f"faust no-op run failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}")
 
 
+def process_cpu_s(pid: int) -> float:
+    """User + system CPU seconds of a process so far (/proc; Linux only)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def worker_rate(settings, env: dict, expected: int, n_impressions: int, log_dir: Path) -> tuple[float, dict]:
+    """Events/s of a worker subprocess, and its status doc plus ``cpu_s``: CPU it used from ready to done
+    (start-up and group join excluded; less sensitive than wall time to other load on the machine)."""
     worker = WorkerProcess(settings, env, "bench-worker", log_dir).start()
     try:
         worker.wait_ready(120)
+        cpu_at_ready = process_cpu_s(worker.proc.pid)
         deadline = time.monotonic() + 600
         while time.monotonic() < deadline:
             doc = worker.status() or {}
@@ -150,6 +159,7 @@ def worker_rate(settings, env: dict, expected: int, n_impressions: int, log_dir:
             time.sleep(0.2)
         else:
             raise TimeoutError(f"worker did not finish:\n{worker.log_tail()}")
+        doc["cpu_s"] = process_cpu_s(worker.proc.pid) - cpu_at_ready
         span = doc["last_input_at"] - doc["first_input_at"]
         return counts["events_in"] / span, doc
     finally:
@@ -192,9 +202,11 @@ def main() -> None:
             ours, doc = worker_rate(settings, env, summary.events, summary.impressions, home / f"logs-{round_no}")
             rows.append({"aiokafka": raw_aio, "kafka_python": raw_kp, "faust_noop": noop, "worker": ours,
                          "worker_busy_s": doc["busy_s"], "worker_batches": doc["counts"]["batches"],
+                         "worker_cpu_us_per_event": 1e6 * doc["cpu_s"] / summary.events,
                          "examples_out": doc["counts"]["examples_out"], "closed_by": doc["closed_by"]})
             console.print(f"round {round_no + 1}: aiokafka raw {raw_aio:,.0f} ev/s, kafka-python raw "
-                          f"{raw_kp:,.0f} ev/s, faust no-op {noop:,.0f} ev/s, worker {ours:,.0f} ev/s (examples {doc['counts']['examples_out']}, "
+                          f"{raw_kp:,.0f} ev/s, faust no-op {noop:,.0f} ev/s, worker {ours:,.0f} ev/s, "
+                          f"{1e6 * doc['cpu_s'] / summary.events:,.0f} CPU us/event (examples {doc['counts']['examples_out']}, "
                           f"closed by {doc['closed_by']})")
     finally:
         if not external:
@@ -214,10 +226,12 @@ def main() -> None:
     table.add_row("kafka-python raw consumer", f"{med['kafka_python']:,.0f}", f"{ratio_kp:.2f}")
     table.add_row("Faust no-op agent (take_events)", f"{med['faust_noop']:,.0f}", f"{ratio_noop:.2f}")
     table.add_row("streamrank worker (join+reward)", f"{med['worker']:,.0f}", "1.00")
+    cpu_us = statistics.median(r["worker_cpu_us_per_event"] for r in rows)
+    console.print(f"worker CPU per event (median of rounds): {cpu_us:,.0f} us")
     console.print(table)
     result = {"events": summary.events, "impressions": summary.impressions, "mean_bytes": mean_bytes,
               "rounds": rows, "median": med, "ratio_vs_aiokafka": ratio_aio, "ratio_vs_kafka_python": ratio_kp,
-              "ratio_vs_faust_noop": ratio_noop}
+              "ratio_vs_faust_noop": ratio_noop, "worker_cpu_us_per_event": cpu_us}
     print(json.dumps(result, default=float))
     if args.json_out:
         Path(args.json_out).write_text(json.dumps(result, indent=2, default=float))
