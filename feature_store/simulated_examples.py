@@ -9,33 +9,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from simulator.click_models import ClickModel
-from simulator.kuairand import load_kuairand
-from simulator.letor import load_letor
-from simulator.session import SessionSimulator, SimulatorConfig
-from streams.events import JoinInfo, LabeledList
-from streams.labeling import label_impression
-from streams.rewards import ListOutcome, RewardWeights
+from simulator.examples import SHARED_DATA
+from simulator.examples import simulated_labeled_lists as _simulated
+from streams.events import LabeledList
 
 
 def simulated_labeled_lists(n: int, seed: int = 0, data_root: Path | None = None,
                             max_candidates: int | None = 20, with_features: bool = False) -> list[LabeledList]:
     """``n`` labelled lists of simulated sessions over the real LETOR queries and KuaiRand users/videos."""
-    root = Path(data_root) if data_root else Path(__file__).resolve().parents[2] / "shared" / "data"
-    dataset = load_letor(root / "letor" / "rank.train")
-    sim = SessionSimulator(dataset, load_kuairand(root / "kuairand"),
-                           SimulatorConfig(click_model=ClickModel("pbm", max_grade=max(1, dataset.max_grade)),
-                                           max_candidates=max_candidates, with_features=with_features),
-                           seed=seed, namespace="fs")
-    weights = RewardWeights()
-    out = []
-    for request in sim.requests(n):
-        impression = sim.impression(request)
-        feedback = sim.respond(request)
-        outcome = ListOutcome()
-        for fb in feedback:
-            outcome.add(fb.item_id, fb.kind, fb.value)
-        closed_at = max([fb.ts for fb in feedback], default=impression.ts)
-        join = JoinInfo(closed_by="window", window_s=120.0, feedback_count=len(feedback), closed_at_ts=closed_at)
-        out.append(label_impression(impression, outcome, weights, join))
-    return out
+    return _simulated(n, seed=seed, data=Path(data_root) if data_root else SHARED_DATA, max_candidates=max_candidates,
+                      namespace="fs", with_features=with_features, window_s=120.0)

@@ -12,37 +12,16 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Iterable, Sequence
 
-from simulator.click_models import ClickModel
-from simulator.kuairand import load_kuairand
-from simulator.letor import load_letor
-from simulator.session import SessionSimulator, SimulatorConfig
+from simulator.examples import SHARED_DATA, simulated_labeled_lists
 from streamrank.config import Settings
-from streams.events import JoinInfo, LabeledList, encode
-from streams.labeling import label_impression
-from streams.rewards import ListOutcome, RewardWeights
-
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+from streams.events import LabeledList, encode
 
 
 def simulated_examples(n: int, seed: int = 0, data: Path = SHARED_DATA, max_candidates: int | None = 10,
                        namespace: str = "learn", with_features: bool = False) -> list[LabeledList]:
     """``n`` LabeledLists from simulated LETOR sessions (upstream click/long_view scores included)."""
-    dataset = load_letor(data / "letor" / "rank.train")
-    config = SimulatorConfig(click_model=ClickModel("pbm", max_grade=max(1, dataset.max_grade)),
-                             max_candidates=max_candidates, with_features=with_features)
-    sim = SessionSimulator(dataset, load_kuairand(data / "kuairand"), config, seed=seed, namespace=namespace)
-    weights = RewardWeights()
-    out = []
-    for request in sim.requests(n):
-        impression = sim.impression(request)
-        feedback = sim.respond(request)
-        outcome = ListOutcome()
-        for fb in feedback:
-            outcome.add(fb.item_id, fb.kind, fb.value)
-        closed = max([impression.ts, *(fb.ts for fb in feedback)])
-        join = JoinInfo(closed_by="window", window_s=60.0, feedback_count=len(feedback), closed_at_ts=closed)
-        out.append(label_impression(impression, outcome, weights, join))
-    return out
+    return simulated_labeled_lists(n, seed=seed, data=data, max_candidates=max_candidates, namespace=namespace,
+                                   with_features=with_features, window_s=60.0)
 
 
 def produce_examples(settings: Settings, examples: Iterable[LabeledList | bytes], raw_keys: Sequence[bytes] | None = None,

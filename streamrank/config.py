@@ -12,7 +12,7 @@ external Kafka/Redis just by changing environment variables:
 * ``STREAMRANK_BROKER``        embedded broker implementation: ``noida`` or ``tansu``
 * ``STREAMRANK_PARTITIONS``    partitions per topic created by the stack (default 4)
 * ``STREAMRANK_BIND_HOST``     address HTTP endpoints bind to (default ``127.0.0.1``; containers
-                               set ``0.0.0.0`` so health checks and Prometheus reach them)
+                               listen on all interfaces so health checks and Prometheus reach them)
 * ``STREAMRANK_CONFIG``        optional TOML or JSON file with per-stage sections (e.g. ``[join]``,
                                ``[rewards]``); read with :func:`config_section`
 """
