@@ -135,6 +135,9 @@ def build_app(settings: Settings, fs: FeatureStoreSettings, repo_path: Path, web
 
     from streamrank.stack import free_port  # noqa: PLC0415
 
+    from streams import fetch_backoff  # noqa: PLC0415
+
+    fetch_backoff.install(0.05)  # the embedded broker answers empty fetches at once: don't spin on them
     app_id = f"{settings.topics.prefix}feature-stats"
     datadir = settings.home / "faust" / app_id
     datadir.mkdir(parents=True, exist_ok=True)

@@ -50,6 +50,7 @@ from learners.checkpoint import CheckpointStore
 from learners.registry import build_learner
 from learners.runtime import LearnerRuntime, Record, RuntimeConfig, StepResult
 from streamrank.config import Settings
+from streams import fetch_backoff
 
 log = logging.getLogger("streamrank.learner")
 LOOPBACK = "127.0.0.1"
@@ -141,6 +142,7 @@ def build_learner_app(settings: Settings, options: LearnWorkerOptions) -> Learne
     status_path = store.dir / "status.json"
     datadir = store.dir / "faust"  # Faust's own scratch space (memory store: nearly empty)
     datadir.parent.mkdir(parents=True, exist_ok=True)
+    fetch_backoff.install(0.05)  # the embedded broker answers empty fetches at once: don't spin on them
     app = faust.App(
         options.group or learner_app_id(settings, options.model),
         broker=f"kafka://{settings.kafka_bootstrap}",
