@@ -16,6 +16,8 @@ naming the field (a bad example must not silently become a different one).
 
 from __future__ import annotations
 
+import logging
+
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -30,6 +32,8 @@ ACTIVITY_LEVELS: tuple[str, ...] = ("full_active", "high_active", "middle_active
                                     "single_day_new", "UNKNOWN")
 P_CLIP = 1e-4
 
+
+log = logging.getLogger(__name__)
 
 class PolicyInputError(ValueError):
     """An example or request the policy cannot use; ``field`` names the offending field."""
@@ -195,3 +199,26 @@ def from_request(request: RerankRequest, n_features: int, tasks: Sequence[str] =
         mask=torch.ones(1, n, dtype=torch.bool), activity=torch.tensor([activity_index(request.context)]),
         item_rewards=torch.zeros(1, n), list_reward=torch.zeros(1), query_reward=torch.zeros(1),
         fusion_weights=torch.zeros(1, len(tasks)), fusion_logprob=nan.clone(), list_logprob=nan.clone())
+
+
+class ListPolicyLearning:
+    """``learn_many`` shared by the list-wise policies (LDRO, GRPO, DRPO).
+
+    Unusable examples (e.g. a feature vector of the wrong length) are skipped, logged and listed
+    in ``last_rejected`` (metric ``rejected``), never the reason a batch fails; the rest is
+    tensorised once and handed to the family's ``update``. Needs ``name``, ``config.n_features``,
+    ``config.tasks``, ``update(ListBatch)``, ``examples_seen`` and ``last_rejected``.
+    """
+
+    def learn_many(self, batch: Sequence[LabeledList]) -> dict[str, float]:
+        good, self.last_rejected = split_usable(batch, self.config.n_features)
+        for rejected in self.last_rejected:
+            log.warning("%s: skipped example %s: %s: %s", self.name, rejected.example_id, rejected.field,
+                        rejected.detail)
+        if not good:
+            return {"examples": 0.0, "rejected": float(len(self.last_rejected))} if batch else {"examples": 0.0}
+        lists = from_examples(good, self.config.n_features, self.config.tasks)
+        metrics = self.update(lists)
+        self.examples_seen += len(good)
+        metrics["rejected"] = float(len(self.last_rejected))
+        return metrics

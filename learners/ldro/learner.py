@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import asdict, dataclass, fields, replace
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 
@@ -43,11 +43,10 @@ from learners.ldro.objective import list_policy_loss
 from learners.ldro.reward_model import ItemRewardModel
 from learners.ldro.teacher import PointerTeacher, preferred_order, sequential_kd
 from learners.plackett_luce import greedy_order, gumbel_max_sample, list_logprob
-from learners.policy_batch import DEFAULT_TASKS, ListBatch, Rejected, from_examples, from_request, split_usable
+from learners.policy_batch import DEFAULT_TASKS, ListBatch, ListPolicyLearning, Rejected, from_request
 from learners.policy_state import (generator_state, load_generator, load_module, load_optimizer, make_generator,
                                    module_tensors, optimizer_state)
 from learners.protocol import LearnerState, RerankRequest, RerankResult
-from streams.events import LabeledList
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +95,7 @@ class LDROConfig:
         return cfg
 
 
-class LDROLearner:
+class LDROLearner(ListPolicyLearning):
     """Satisfies :class:`learners.protocol.Learner`; adds :meth:`rerank` and :meth:`scores` for serving."""
 
     def __init__(self, config: LDROConfig) -> None:
@@ -119,21 +118,6 @@ class LDROLearner:
         self.last_rejected: list[Rejected] = []
 
     # -- learning ---------------------------------------------------------------------------
-    def learn_many(self, batch: Sequence[LabeledList]) -> dict[str, float]:
-        """One update from the usable examples of ``batch``; unusable ones are skipped and listed
-        in :attr:`last_rejected` (metric ``rejected``), never the reason the batch fails."""
-        good, self.last_rejected = split_usable(batch, self.config.n_features)
-        for rejected in self.last_rejected:
-            log.warning("%s: skipped example %s: %s: %s", self.name, rejected.example_id, rejected.field,
-                        rejected.detail)
-        if not good:
-            return {"examples": 0.0, "rejected": float(len(self.last_rejected))} if batch else {"examples": 0.0}
-        lists = from_examples(good, self.config.n_features, self.config.tasks)
-        metrics = self.update(lists)
-        self.examples_seen += len(good)
-        metrics["rejected"] = float(len(self.last_rejected))
-        return metrics
-
     def update(self, lists: ListBatch) -> dict[str, float]:
         """One update from an already-tensorised batch (what :mod:`bench.policy_bench` times)."""
         cfg = self.config
