@@ -6,12 +6,11 @@ Run the suite against the other one with ``STREAMRANK_BROKER=tansu pytest tests/
 from __future__ import annotations
 
 import os
-from dataclasses import replace
 
 import pytest
 
 from streamrank import stack
-from streamrank.config import DEFAULT_BROKER, load_settings
+from streamrank.config import DEFAULT_BROKER
 
 
 @pytest.fixture(scope="session")
@@ -19,14 +18,11 @@ def broker_kind() -> str:
     return os.environ.get("STREAMRANK_BROKER", DEFAULT_BROKER)
 
 
-@pytest.fixture(scope="session")
-def bootstrap(tmp_path_factory, broker_kind) -> str:
-    """Bootstrap address of a broker started for this suite alone (external one if STREAMRANK_KAFKA)."""
+def _broker(tmp_path_factory, broker_kind: str):
     if os.environ.get("STREAMRANK_KAFKA"):
         yield os.environ["STREAMRANK_KAFKA"]
         return
     home = tmp_path_factory.mktemp(f"broker-{broker_kind}")
-    settings = replace(load_settings({"STREAMRANK_HOME": str(home)}), broker=broker_kind)
     port = stack.free_port()
     pid = stack.launch(stack.broker_spec(broker_kind, home, port), home)
     address = f"127.0.0.1:{port}"
@@ -35,4 +31,16 @@ def bootstrap(tmp_path_factory, broker_kind) -> str:
         yield address
     finally:
         stack.stop_pid(pid)
-    del settings
+
+
+@pytest.fixture(scope="session")
+def bootstrap(tmp_path_factory, broker_kind) -> str:
+    """Bootstrap address of a broker started for this suite alone (external one if STREAMRANK_KAFKA)."""
+    yield from _broker(tmp_path_factory, broker_kind)
+
+
+@pytest.fixture
+def fresh_bootstrap(tmp_path_factory, broker_kind) -> str:
+    """A broker started for one test (see docs/brokers.md: noida's group coordinator can stall a
+    rebalance after earlier group activity on the same broker)."""
+    yield from _broker(tmp_path_factory, broker_kind)

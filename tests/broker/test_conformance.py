@@ -135,7 +135,8 @@ def test_idempotent_producer_aiokafka(bootstrap):
     assert [r.value for r in got] == [str(i).encode() for i in range(100)]
 
 
-def test_two_member_rebalance_splits_and_reassigns_partitions(bootstrap):
+def test_two_member_rebalance_splits_and_reassigns_partitions(fresh_bootstrap):
+    bootstrap = fresh_bootstrap
     topic = new_topic(bootstrap, partitions=4)
     group = f"g-{uuid.uuid4().hex[:6]}"
     a = group_consumer(bootstrap, topic, group)
