@@ -73,3 +73,65 @@ def make_generator(seed: int) -> torch.Generator:
     generator = torch.Generator()
     generator.manual_seed(int(seed))
     return generator
+
+
+class PolicyCheckpointing:
+    """``state_dict``/``load_state_dict`` shared by the list-wise policies (LDRO, GRPO, DRPO).
+
+    A family names its trained ``(prefix, module, optimizer)`` triples in ``_parts()``, its
+    ``family`` tag and ``config_class``; extra frozen modules (DRPO's KL reference) go in
+    ``_frozen()``. Counters, running advantage moments and both RNG streams go to the JSON meta;
+    ``meta["config"]`` leaves out ``name`` so ``build_learner(meta["model"], **meta["config"])``
+    rebuilds the learner, and loading refuses a config that differs in anything but the seed.
+    """
+
+    family: str
+    config_class: Any
+
+    def _frozen(self) -> list[tuple[str, torch.nn.Module]]:
+        return []
+
+    def state_dict(self) -> "LearnerState":
+        from dataclasses import asdict  # noqa: PLC0415
+
+        from learners.protocol import LearnerState  # noqa: PLC0415
+
+        tensors: dict[str, torch.Tensor] = {}
+        for prefix, module in self._frozen():
+            tensors.update(module_tensors(prefix, module))
+        meta: dict[str, Any] = {
+            "model": self.name, "family": self.family,
+            "config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(self.config).items()
+                       if k != "name"},
+            "updates": self.updates, "examples_seen": self.examples_seen, "running": self.running.as_dict(),
+            "rng": {"learn": generator_state(self.generator), "serve": generator_state(self.serve_generator)},
+            "optimizers": {}}
+        for prefix, module, opt in self._parts():
+            tensors.update(module_tensors(prefix, module))
+            opt_tensors, opt_meta = optimizer_state(f"optim.{prefix}", opt)
+            tensors.update(opt_tensors)
+            meta["optimizers"][prefix] = opt_meta
+        return LearnerState(tensors=tensors, meta=meta)
+
+    def load_state_dict(self, state: "LearnerState") -> None:
+        from dataclasses import replace  # noqa: PLC0415
+
+        from learners import advantages as adv  # noqa: PLC0415
+
+        meta = state.meta
+        if meta.get("family") != self.family:
+            raise ValueError(f"not a {self.family.upper()} checkpoint (family={meta.get('family')!r})")
+        saved = self.config_class.from_kwargs(**{**meta["config"], "name": meta.get("model", self.config.name)})
+        if replace(saved, seed=self.config.seed) != self.config:  # the seed only drew what the checkpoint restores
+            raise ValueError(f"checkpoint config differs from this learner's: {saved} != {self.config}")
+        self.config = saved
+        for prefix, module, opt in self._parts():
+            load_module(prefix, module, state.tensors)
+            load_optimizer(f"optim.{prefix}", opt, state.tensors, meta["optimizers"][prefix])
+        for prefix, module in self._frozen():
+            load_module(prefix, module, state.tensors)
+        self.updates = int(meta["updates"])
+        self.examples_seen = int(meta["examples_seen"])
+        self.running = adv.RunningMoments.from_dict(meta["running"])
+        load_generator(self.generator, meta["rng"]["learn"])
+        load_generator(self.serve_generator, meta["rng"]["serve"])

@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import copy
 import logging
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import dataclass, fields
 from typing import Any
 
 import torch
@@ -46,9 +46,8 @@ from learners.drpo.context import context_dims, request_context, task_statistics
 from learners.drpo.policy import TaskRelationPolicy, gaussian_kl, gaussian_logprob
 from learners.drpo.satisfaction import SatisfactionModel
 from learners.policy_batch import DEFAULT_TASKS, ListBatch, ListPolicyLearning, Rejected, from_request
-from learners.policy_state import (generator_state, load_generator, load_module, load_optimizer, make_generator,
-                                   module_tensors, optimizer_state)
-from learners.protocol import LearnerState, RerankRequest, RerankResult
+from learners.policy_state import PolicyCheckpointing, make_generator
+from learners.protocol import RerankRequest, RerankResult
 
 log = logging.getLogger(__name__)
 
@@ -95,8 +94,11 @@ class DRPOConfig:
         return cfg
 
 
-class DRPOLearner(ListPolicyLearning):
+class DRPOLearner(ListPolicyLearning, PolicyCheckpointing):
     """Satisfies :class:`learners.protocol.Learner`; adds :meth:`fusion` and :meth:`rerank` for serving."""
+
+    family = "drpo"
+    config_class = DRPOConfig
 
     def __init__(self, config: DRPOConfig) -> None:
         self.config = config
@@ -215,40 +217,9 @@ class DRPOLearner(ListPolicyLearning):
                             extras={"model": self.name, "fusion": named, "fusion_logprob": float(logprob[0]),
                                     "updates": self.updates})
 
-    # -- checkpoints ------------------------------------------------------------------------
-    def state_dict(self) -> LearnerState:
-        tensors: dict[str, torch.Tensor] = module_tensors("reference", self.reference)
-        meta: dict[str, Any] = {"model": self.name, "family": "drpo",
-                                "config": {k: (list(v) if isinstance(v, tuple) else v)  # without the name:
-                                           for k, v in asdict(self.config).items() if k != "name"},  # build_learner(model, **config)
-                                "updates": self.updates, "examples_seen": self.examples_seen,
-                                "running": self.running.as_dict(),
-                                "rng": {"learn": generator_state(self.generator),
-                                        "serve": generator_state(self.serve_generator)}, "optimizers": {}}
-        for prefix, module, opt in self._parts():
-            tensors.update(module_tensors(prefix, module))
-            opt_tensors, opt_meta = optimizer_state(f"optim.{prefix}", opt)
-            tensors.update(opt_tensors)
-            meta["optimizers"][prefix] = opt_meta
-        return LearnerState(tensors=tensors, meta=meta)
-
-    def load_state_dict(self, state: LearnerState) -> None:
-        meta = state.meta
-        if meta.get("family") != "drpo":
-            raise ValueError(f"not a DRPO checkpoint (family={meta.get('family')!r})")
-        saved = DRPOConfig.from_kwargs(**{**meta["config"], "name": meta.get("model", self.config.name)})
-        if replace(saved, seed=self.config.seed) != self.config:  # the seed only drew what the checkpoint restores
-            raise ValueError(f"checkpoint config differs from this learner's: {saved} != {self.config}")
-        self.config = saved
-        for prefix, module, opt in self._parts():
-            load_module(prefix, module, state.tensors)
-            load_optimizer(f"optim.{prefix}", opt, state.tensors, meta["optimizers"][prefix])
-        load_module("reference", self.reference, state.tensors)
-        self.updates = int(meta["updates"])
-        self.examples_seen = int(meta["examples_seen"])
-        self.running = adv.RunningMoments.from_dict(meta["running"])
-        load_generator(self.generator, meta["rng"]["learn"])
-        load_generator(self.serve_generator, meta["rng"]["serve"])
+    # -- checkpoints (PolicyCheckpointing) ------------------------------------------------
+    def _frozen(self) -> list[tuple[str, torch.nn.Module]]:
+        return [("reference", self.reference)]
 
     def _parts(self) -> list[tuple[str, torch.nn.Module, torch.optim.Optimizer]]:
         return [("policy", self.policy, self.policy_opt), ("satisfaction", self.satisfaction, self.reward_opt)]

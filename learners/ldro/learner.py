@@ -32,7 +32,7 @@ the order's PL log-probability, which serving logs as ``impression.list_logprob`
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import dataclass, fields
 from typing import Any
 
 import torch
@@ -44,9 +44,8 @@ from learners.ldro.reward_model import ItemRewardModel
 from learners.ldro.teacher import PointerTeacher, preferred_order, sequential_kd
 from learners.plackett_luce import greedy_order, gumbel_max_sample, list_logprob
 from learners.policy_batch import DEFAULT_TASKS, ListBatch, ListPolicyLearning, Rejected, from_request
-from learners.policy_state import (generator_state, load_generator, load_module, load_optimizer, make_generator,
-                                   module_tensors, optimizer_state)
-from learners.protocol import LearnerState, RerankRequest, RerankResult
+from learners.policy_state import PolicyCheckpointing, make_generator
+from learners.protocol import RerankRequest, RerankResult
 
 log = logging.getLogger(__name__)
 
@@ -95,8 +94,11 @@ class LDROConfig:
         return cfg
 
 
-class LDROLearner(ListPolicyLearning):
+class LDROLearner(ListPolicyLearning, PolicyCheckpointing):
     """Satisfies :class:`learners.protocol.Learner`; adds :meth:`rerank` and :meth:`scores` for serving."""
+
+    family = "ldro"
+    config_class = LDROConfig
 
     def __init__(self, config: LDROConfig) -> None:
         self.config = config
@@ -203,46 +205,11 @@ class LDROLearner(ListPolicyLearning):
         return RerankResult(order=order[0].tolist(), scores=scores[0].tolist(), logprob=min(0.0, logprob),
                             extras={"model": self.name, "updates": self.updates})
 
-    # -- checkpoints ------------------------------------------------------------------------
-    def state_dict(self) -> LearnerState:
-        tensors: dict[str, torch.Tensor] = {}
-        meta: dict[str, Any] = {"model": self.name, "family": "ldro", "config": _jsonable(asdict(self.config)),  # build_learner(model, **config) rebuilds it
-                                "updates": self.updates, "examples_seen": self.examples_seen,
-                                "running": self.running.as_dict(),
-                                "rng": {"learn": generator_state(self.generator),
-                                        "serve": generator_state(self.serve_generator)}, "optimizers": {}}
-        for prefix, module, opt in self._parts():
-            tensors.update(module_tensors(prefix, module))
-            opt_tensors, opt_meta = optimizer_state(f"optim.{prefix}", opt)
-            tensors.update(opt_tensors)
-            meta["optimizers"][prefix] = opt_meta
-        return LearnerState(tensors=tensors, meta=meta)
-
-    def load_state_dict(self, state: LearnerState) -> None:
-        meta = state.meta
-        if meta.get("family") != "ldro":
-            raise ValueError(f"not an LDRO checkpoint (family={meta.get('family')!r})")
-        saved = LDROConfig.from_kwargs(**{**meta["config"], "name": meta.get("model", self.config.name)})
-        if replace(saved, seed=self.config.seed) != self.config:  # the seed only drew what the checkpoint restores
-            raise ValueError(f"checkpoint config differs from this learner's: {saved} != {self.config}")
-        self.config = saved
-        for prefix, module, opt in self._parts():
-            load_module(prefix, module, state.tensors)
-            load_optimizer(f"optim.{prefix}", opt, state.tensors, meta["optimizers"][prefix])
-        self.updates = int(meta["updates"])
-        self.examples_seen = int(meta["examples_seen"])
-        self.running = adv.RunningMoments.from_dict(meta["running"])
-        load_generator(self.generator, meta["rng"]["learn"])
-        load_generator(self.serve_generator, meta["rng"]["serve"])
-
+    # -- checkpoints (PolicyCheckpointing) ------------------------------------------------
     def _parts(self) -> list[tuple[str, torch.nn.Module, torch.optim.Optimizer]]:
         return [("student", self.student, self.student_opt), ("reward_model", self.reward_model, self.reward_opt),
                 ("teacher", self.teacher, self.teacher_opt)]
 
-
-def _jsonable(doc: dict[str, Any]) -> dict[str, Any]:
-    """The config as JSON, without ``name`` (the manifest's ``model``; ``build_learner(name, **config)``)."""
-    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in doc.items() if k != "name"}
 
 
 def build_ldro(**config: Any) -> LDROLearner:
