@@ -64,3 +64,20 @@ def simulated_sessions(simulator: SessionSimulator, sessions: int) -> Iterator[I
     for request in simulator.requests(sessions):
         yield simulator.impression(request)
         yield from simulator.respond(request)
+
+
+def write_simulated_log(output: str | Path, data_root: str | Path, sessions: int, seed: int = 0,
+                        namespace: str = "letor", click_model: str = "pbm", max_candidates: int | None = None,
+                        with_features: bool = True) -> LogSummary:
+    """A LETOR/KuaiRand simulator log of ``sessions`` logged-policy sessions (the ``data letor`` recipe)."""
+    from simulator.click_models import ClickModel  # noqa: PLC0415
+    from simulator.kuairand import load_kuairand  # noqa: PLC0415
+    from simulator.letor import load_letor  # noqa: PLC0415
+    from simulator.session import SimulatorConfig  # noqa: PLC0415
+
+    data_root = Path(data_root)
+    dataset = load_letor(data_root / "letor" / "rank.train")
+    config = SimulatorConfig(click_model=ClickModel(click_model, max_grade=max(1, dataset.max_grade)),
+                             max_candidates=max_candidates, with_features=with_features)
+    sim = SessionSimulator(dataset, load_kuairand(data_root / "kuairand"), config, seed=seed, namespace=namespace)
+    return write_log(simulated_sessions(sim, sessions), output)

@@ -15,11 +15,7 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, Phase, given, settings as hyp_settings, strategies as st
 
-from simulator.click_models import ClickModel
-from simulator.kuairand import load_kuairand
-from simulator.letor import load_letor
-from simulator.logs import simulated_sessions, write_log
-from simulator.session import SessionSimulator, SimulatorConfig
+from simulator.logs import write_simulated_log
 from streams.consume import read_topic
 from streams.dead_letter import DeadLetter
 from streams.events import FEEDBACK_KINDS
@@ -159,11 +155,8 @@ def generate_hostile(n: int) -> list[tuple[str, bytes | None, bytes]]:
 @pytest.fixture(scope="module")
 def valid_log(tmp_path_factory, shared_data) -> Path:
     path = tmp_path_factory.mktemp("streams-hostile") / "letor.jsonl"
-    dataset = load_letor(shared_data / "letor" / "rank.train")
-    sim = SessionSimulator(dataset, load_kuairand(shared_data / "kuairand"),
-                           SimulatorConfig(click_model=ClickModel("cascade"), max_candidates=8, with_features=False),
-                           seed=2, namespace="hostile")
-    write_log(simulated_sessions(sim, 80), path)
+    write_simulated_log(path, shared_data, 80, seed=2, namespace="hostile", click_model="cascade", max_candidates=8,
+                        with_features=False)
     return path
 
 

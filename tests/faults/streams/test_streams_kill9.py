@@ -10,11 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from simulator.click_models import ClickModel
-from simulator.kuairand import load_kuairand
-from simulator.letor import load_letor
-from simulator.logs import simulated_sessions, write_log
-from simulator.session import SessionSimulator, SimulatorConfig
+from simulator.logs import write_simulated_log
 from streams.events import LabeledList
 from streams.labeling import example_id_for
 from streams.replay import replay
@@ -28,11 +24,8 @@ REPLAY_SECONDS = 10.0
 @pytest.fixture(scope="module")
 def long_log(tmp_path_factory, shared_data) -> Path:
     path = tmp_path_factory.mktemp("streams-kill") / "letor.jsonl"
-    dataset = load_letor(shared_data / "letor" / "rank.train")
-    sim = SessionSimulator(dataset, load_kuairand(shared_data / "kuairand"),
-                           SimulatorConfig(click_model=ClickModel("pbm"), max_candidates=10, with_features=False),
-                           seed=5, namespace="kill")
-    write_log(simulated_sessions(sim, 400), path)
+    write_simulated_log(path, shared_data, 400, seed=5, namespace="kill", click_model="pbm", max_candidates=10,
+                        with_features=False)
     return path
 
 

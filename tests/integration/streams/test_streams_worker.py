@@ -11,12 +11,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from simulator.click_models import ClickModel
-from simulator.kuairand import load_kuairand
-from simulator.letor import load_letor
-from simulator.logs import simulated_sessions, write_log
+from simulator.logs import write_log, write_simulated_log
 from simulator.obd import obd_events
-from simulator.session import SessionSimulator, SimulatorConfig
 from streams.app import app_id
 from streams.consume import read_topic
 from streams.labeling import example_id_for
@@ -31,11 +27,8 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 @pytest.fixture(scope="module")
 def letor_log(tmp_path_factory, shared_data) -> Path:
     path = tmp_path_factory.mktemp("streams-logs") / "letor.jsonl"
-    dataset = load_letor(shared_data / "letor" / "rank.train")
-    sim = SessionSimulator(dataset, load_kuairand(shared_data / "kuairand"),
-                           SimulatorConfig(click_model=ClickModel("pbm"), max_candidates=12, with_features=False),
-                           seed=11, namespace="letor")
-    write_log(simulated_sessions(sim, 150), path)
+    write_simulated_log(path, shared_data, 150, seed=11, namespace="letor", click_model="pbm", max_candidates=12,
+                        with_features=False)
     return path
 
 
