@@ -20,10 +20,12 @@ timers update it outside any event.
 
 Effectively-once output (at-least-once delivery + stable example ids): an example is sent
 and delivered *before* its entry becomes a tombstone, and Faust acks a batch's source
-records only after the batch (examples sent, open entries written) and flushes the producer
-before it commits source offsets. A crash anywhere therefore re-emits an example (same
-``example_id``, same labels) rather than losing it; consumers dedupe by id. If an example's
-delivery fails, its open entry is written back so the next tick retries it.
+records only after the batch (examples sent, open entries written). Before Faust commits
+source offsets, the commit barrier (:mod:`streams.delivery`) waits until the examples and
+changelog writes (tombstones included) pending at that moment are acked. A crash anywhere
+therefore re-emits an example (same ``example_id``, same labels) rather than losing it or a
+label; consumers dedupe by id. If an example's delivery fails, its open entry is written back
+so the next tick retries it.
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ from kafka.partitioner.default import murmur2
 
 from streamrank.config import Settings
 from streams.dead_letter import DeadLetter
+from streams.delivery import PendingDeliveries
 from streams.events import EventError, Feedback, Impression, LabeledList, decode, encode
 from streams.join import (ClosedBy, JoinConfig, Watermarks, apply_feedback, apply_impression, close_entry,
                           close_reason, new_entry, orphan_expired, tombstone_expired)
@@ -94,7 +97,7 @@ class Joiner:
 
     def __init__(self, app: Any, settings: Settings, config: JoinConfig, weights: RewardWeights,
                  metrics: StreamMetrics, state: Any, examples_topic: Any, dead_letter_topic: Any,
-                 full_scan_s: float = 5.0) -> None:
+                 full_scan_s: float = 5.0, deliveries: PendingDeliveries | None = None) -> None:
         self.app = app
         self.settings = settings
         self.config = config
@@ -103,6 +106,7 @@ class Joiner:
         self.state = state
         self.examples_topic = examples_topic
         self.dead_letter_topic = dead_letter_topic
+        self.deliveries = deliveries or PendingDeliveries()
         self.logical = {settings.topics.impressions: "impressions", settings.topics.feedback: "feedback"}
         self.watermarks = Watermarks(config.allowed_lateness_s)
         self.deadlines: dict[int, list[tuple[float, str]]] = {}
@@ -272,6 +276,7 @@ class Joiner:
                 self._not_delivered(rid, entry, f"examples send: {type(exc).__name__}: {exc}")
                 continue
             delivery.add_done_callback(partial(self._delivered, rid, entry, tombstone, example.join.closed_by))
+            self.deliveries.track_example(delivery)
         return [rid for rid, _entry, _tombstone, _example in ready]
 
     def _not_delivered(self, rid: str, open_entry: dict, error: str) -> None:

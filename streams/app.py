@@ -24,6 +24,7 @@ import faust
 from streamrank.config import Settings, config_section
 from streams import fetch_backoff
 from streams.agents import Joiner
+from streams.delivery import PendingDeliveries, TrackedTable, install_commit_barrier
 from streams.join import JoinConfig
 from streams.metrics import StreamMetrics
 from streams.rewards import RewardWeights
@@ -126,11 +127,15 @@ def build_app(settings: Settings, options: WorkerOptions | None = None, join_con
     dead_letter = app.topic(settings.topics.dead_letter, key_type=bytes, value_type=bytes, key_serializer="raw",
                             value_serializer="raw")
     # bytes keys -> "raw" key serializer: the changelog key is the UTF-8 request_id, hashed like the source
-    state = app.Table("join-state", key_type=bytes, value_type=None, partitions=settings.partitions,
-                      use_partitioner=True, default=None)
+    deliveries = PendingDeliveries()
+    state = app.tables.add(TrackedTable(app, name="join-state", key_type=bytes, value_type=None,
+                                        partitions=settings.partitions, use_partitioner=True, default=None,
+                                        beacon=app.tables.beacon))
+    state.deliveries = deliveries
+    install_commit_barrier(app, deliveries)
     metrics = StreamMetrics(worker=options.name, web_port=options.web_port)
     joiner = Joiner(app, settings, join_config, weights, metrics, state, examples, dead_letter,
-                    full_scan_s=options.full_scan_s)
+                    full_scan_s=options.full_scan_s, deliveries=deliveries)
 
     @app.agent(source, name="join")
     async def join_agent(stream: Any) -> None:

@@ -79,10 +79,6 @@ def check_no_loss_and_stable_ids(log: Path, examples: list[LabeledList]) -> dict
     return by_id
 
 
-@pytest.mark.xfail(strict=False, reason=(
-    "known race since the per-batch working set (3690e01): in 1 of 5 full CI runs one example came out after "
-    "kill -9 with a feedback label missing (kill-5-320), i.e. a source offset committed before the batch's "
-    "table write was durable; issue 3 stays open for it"))
 def test_kill9_mid_replay_and_restart_loses_no_example(settings, tmp_path, long_log):
     request_ids = {d["request_id"] for d in log_events(long_log) if d["schema"] == "streamrank.impression.v1"}
     first = start_worker(settings, tmp_path, "kill-a")

@@ -1,0 +1,58 @@
+"""The commit barrier waits for example deliveries, then for the tombstones their callbacks write."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from streams.delivery import PendingDeliveries
+
+
+def test_settle_waits_for_examples_then_for_the_changelog_writes_their_callbacks_make():
+    async def scenario() -> list[str]:
+        loop = asyncio.get_running_loop()
+        deliveries = PendingDeliveries(timeout_s=5)
+        order: list[str] = []
+        example = loop.create_future()
+        tombstone = loop.create_future()
+
+        def delivered(_future: asyncio.Future) -> None:
+            order.append("example delivered")
+            deliveries.track_changelog(tombstone)  # as Joiner._delivered writes the tombstone
+            loop.call_later(0.05, lambda: (order.append("tombstone acked"), tombstone.set_result(None)))
+
+        example.add_done_callback(delivered)
+        deliveries.track_example(example)
+        loop.call_later(0.05, example.set_result, None)
+        await deliveries.settle()
+        order.append("commit")
+        return order
+
+    assert asyncio.run(scenario()) == ["example delivered", "tombstone acked", "commit"]
+
+
+def test_settle_counts_a_failed_delivery_as_settled_and_forgets_done_futures():
+    async def scenario() -> PendingDeliveries:
+        loop = asyncio.get_running_loop()
+        deliveries = PendingDeliveries(timeout_s=5)
+        failed = loop.create_future()
+        deliveries.track_example(failed)
+        loop.call_later(0.01, failed.set_exception, RuntimeError("broker down"))
+        await deliveries.settle()
+        failed.exception()  # retrieved, as the join's callback does
+        return deliveries
+
+    deliveries = asyncio.run(scenario())
+    assert not deliveries.examples and not deliveries.changelog
+
+
+def test_settle_refuses_to_let_a_commit_through_while_a_write_is_unacked():
+    async def scenario() -> None:
+        loop = asyncio.get_running_loop()
+        deliveries = PendingDeliveries(timeout_s=0.1)
+        deliveries.track_changelog(loop.create_future())  # never acked
+        await deliveries.settle()
+
+    with pytest.raises(TimeoutError, match="not committing"):
+        asyncio.run(scenario())
