@@ -20,6 +20,7 @@ the headline numbers.
 
 from __future__ import annotations
 
+import heapq
 import json
 import logging
 import os
@@ -57,7 +58,16 @@ class DemoConfig:
     max_candidates: int = 30
     bucket_s: float = 10.0
     drain_s: float = 8.0
-    join_window_s: float = 20.0
+    #: Wall seconds per simulated second of a user's session: 0.1 plays a 30 s session (clicks,
+    #: watching, likes, a reformulation, the session end) out in 3 s. Each feedback event is
+    #: produced when its (scaled) event time comes, as a client would send it.
+    session_time_scale: float = 0.1
+    #: The join's event-time window (wall seconds, so in scaled session time: 3 s = 30 s of a
+    #: session) and allowed lateness; sessions without a ``session_end`` close by the window.
+    join_window_s: float = 3.0
+    join_lateness_s: float = 0.5
+    #: LDRO starts from the cold-start policy (its skip term on the task logits), see LDROConfig.
+    warm_start_ldro: bool = True
     learner_batch: int = 16
     gate_window: int = 150
     feast: bool = True
@@ -154,8 +164,19 @@ class Users:
         self.served: list[dm.Served] = []
         self.feedback_events = 0
         self.produce_errors = 0
+        self.time_scale = config.session_time_scale
         self._lock = threading.Lock()
         self._local = threading.local()
+        self.clock = FeedbackClock(self._produce)
+
+    def _produce(self, request_id: str, event: Any) -> None:
+        from streams.events import encode  # noqa: PLC0415
+
+        try:
+            self.producer.send(self.topic, key=request_id.encode(), value=encode(event))
+        except Exception:  # noqa: BLE001
+            with self._lock:
+                self.produce_errors += 1
 
     def _client(self):
         import httpx  # noqa: PLC0415
@@ -166,7 +187,6 @@ class Users:
 
     def one(self, index: int) -> None:
         from simulator.session import ndcg_at_k  # noqa: PLC0415
-        from streams.events import encode  # noqa: PLC0415
         from streams.rewards import ListOutcome, RewardWeights, item_reward, list_reward  # noqa: PLC0415
 
         request = self.sim.request(index, ts=time.time())
@@ -190,13 +210,8 @@ class Users:
         if ok:
             index_of = request.item_index()
             order = [index_of[item["item_id"]] for item in doc["items"]]
-            feedback = self.sim.respond(request, order, shown_at=request.ts)
-            for event in feedback:
-                try:
-                    self.producer.send(self.topic, key=request.request_id.encode(), value=encode(event))
-                except Exception:  # noqa: BLE001
-                    with self._lock:
-                        self.produce_errors += 1
+            feedback = scale_session(self.sim.respond(request, order, shown_at=request.ts), request.ts,
+                                     self.time_scale)
             outcome = ListOutcome()
             for event in feedback:
                 outcome.add(event.item_id, event.kind, event.value)
@@ -209,9 +224,12 @@ class Users:
             record.ndcg10 = ndcg_at_k(request.relevance[order], 10)
             record.clicks = [int(c.item_id in outcome.items and outcome.items[c.item_id].click > 0) for c in shown]
             record.click_probs = [float(item["calibrated"].get("click", 0.5)) for item in doc["items"]]
-            record.feedback_done_at = time.time()
+            record.feedback_done_at = time.time()  # no feedback at all: the impression was the last event
             with self._lock:
                 self.feedback_events += len(feedback)
+                self.served.append(record)
+            self.clock.schedule(request.request_id, feedback, record)
+            return
         with self._lock:
             self.served.append(record)
 
@@ -234,25 +252,101 @@ class Users:
                     futures.pop(0).result()
             for f in futures:
                 f.result()
+        self.clock.drain()
         self.producer.flush(10)
 
     def close(self) -> None:
+        self.clock.close()
         self.producer.close(5)
 
 
+def scale_session(events: list[Any], shown_at: float, scale: float) -> list[Any]:
+    """The same session played ``1/scale`` times faster: ``ts' = shown_at + scale * (ts - shown_at)``."""
+    if scale == 1.0:
+        return list(events)
+    return [e.model_copy(update={"ts": round(shown_at + scale * (e.ts - shown_at), 6)}) for e in events]
+
+
+class FeedbackClock:
+    """Sends each feedback event when its event time comes (one thread, a heap ordered by time).
+
+    A client sends a click when the user clicks, not when the list is shown; producing a whole
+    session at once with future timestamps would move the join's watermark ahead of the clock
+    and would let no session close by its ``session_end`` before its window. A served record's
+    ``feedback_done_at`` is when its last event was produced: where its staleness starts.
+    """
+
+    def __init__(self, send: Any) -> None:
+        self._send = send
+        self._heap: list[tuple[float, int, str, Any, Any, bool]] = []
+        self._seq = 0
+        self._cond = threading.Condition()
+        self._closed = False
+        self._thread = threading.Thread(target=self._loop, name="feedback-clock", daemon=True)
+        self._thread.start()
+
+    def schedule(self, request_id: str, events: list[Any], record: Any) -> None:
+        if not events:
+            return
+        with self._cond:
+            for n, event in enumerate(events):
+                self._seq += 1
+                heapq.heappush(self._heap, (float(event.ts), self._seq, request_id, event, record, n == len(events) - 1))
+            self._cond.notify()
+
+    def pending(self) -> int:
+        with self._cond:
+            return len(self._heap)
+
+    def _loop(self) -> None:
+        while True:
+            with self._cond:
+                while not self._closed and (not self._heap or self._heap[0][0] > time.time()):
+                    self._cond.wait(None if not self._heap else max(0.0, self._heap[0][0] - time.time()))
+                if self._closed:
+                    return
+                _due, _seq, request_id, event, record, last = heapq.heappop(self._heap)
+            self._send(request_id, event)
+            if last:
+                record.feedback_done_at = time.time()
+            with self._cond:
+                self._cond.notify_all()
+
+    def drain(self, timeout_s: float = 120.0) -> None:
+        """Wait until every scheduled event was sent (sessions still playing out at the end of a run)."""
+        deadline = time.monotonic() + timeout_s
+        with self._cond:
+            while self._heap and time.monotonic() < deadline:
+                self._cond.wait(0.2)
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+        self._thread.join(5)
+
+
 # -- reading the topics back ------------------------------------------------------------------------
-def example_offsets(settings: Settings) -> dict[str, tuple[str, int, float]]:
-    """request_id -> ("topic:partition", offset, produce time in s) of its joined example."""
+def example_offsets(settings: Settings) -> tuple[dict[str, tuple[str, int, float]], dict[str, str]]:
+    """request_id -> ("topic:partition", offset, produce time in s) of its joined example, and
+    request_id -> how the join closed it (``session_end``, ``window``, ``idle``)."""
     from streams.consume import read_topic  # noqa: PLC0415
 
     out: dict[str, tuple[str, int, float]] = {}
+    closed_by: dict[str, str] = {}
 
     def on_record(record) -> None:
         rid = record.key.decode() if record.key else ""
-        out.setdefault(rid, (f"{record.topic}:{record.partition}", record.offset, record.timestamp / 1000.0))
+        if rid in out:
+            return
+        out[rid] = (f"{record.topic}:{record.partition}", record.offset, record.timestamp / 1000.0)
+        try:
+            closed_by[rid] = str(json.loads(record.value)["join"]["closed_by"])
+        except (ValueError, KeyError, TypeError):
+            closed_by[rid] = "?"
 
     read_topic(settings.kafka_bootstrap, settings.topics.examples, on_record, idle_s=3.0, timeout_s=60)
-    return out
+    return out, closed_by
 
 
 def announcements(settings: Settings) -> list[dict[str, Any]]:
@@ -313,7 +407,7 @@ def run_demo(config: DemoConfig, settings: Settings) -> dict[str, Any]:
         feast_status = _apply_feast(settings, config) if config.feast else "skipped (--no-feast)"
         use_feast = feast_status.startswith("applied")
         demo_config = output / "streamrank-demo.json"
-        demo_config.write_text(json.dumps({"join": {"window_s": config.join_window_s, "idle_timeout_s": 5.0}}))
+        demo_config.write_text(json.dumps(stage_config(config)))
         port = stack.free_port()
         env = dict(os.environ)
         env.update(STREAMRANK_KAFKA=settings.kafka_bootstrap, STREAMRANK_REDIS=settings.redis or "",
@@ -374,6 +468,15 @@ def run_demo(config: DemoConfig, settings: Settings) -> dict[str, Any]:
     return summary
 
 
+def stage_config(config: DemoConfig) -> dict[str, Any]:
+    """The demo's ``STREAMRANK_CONFIG``: join window in scaled session time, LDRO's warm start."""
+    doc: dict[str, Any] = {"join": {"window_s": config.join_window_s, "allowed_lateness_s": config.join_lateness_s,
+                                    "idle_timeout_s": 5.0}}
+    if config.warm_start_ldro:
+        doc["learners"] = {"ldro": {"init_task_weights": dict(config.cold_start_weights)}}
+    return doc
+
+
 def _learn_can_publish() -> bool:
     """Whether ``streamrank learn`` publishes snapshots itself (``--publish``)."""
     try:
@@ -407,7 +510,7 @@ def summarise(config: DemoConfig, settings: Settings, users: Users, models: dict
     ok = [s for s in served if s.ok]
     failed = [s for s in served if not s.ok]
     curve = dm.curves(served, started, config.bucket_s)
-    examples = example_offsets(settings)
+    examples, closed_by = example_offsets(settings)
     updates = announcements(settings)
     by_model: dict[str, list[dict]] = {}
     for doc in updates:
@@ -416,6 +519,12 @@ def summarise(config: DemoConfig, settings: Settings, users: Users, models: dict
     served_at = {m: dm.first_served(ok, m) for m in by_model}
     stale, unserved = dm.staleness({k: v[:2] for k, v in examples.items()}, feedback_done, by_model, served_at)
     parts = dm.staleness_breakdown(examples, feedback_done, by_model, served_at)
+    by_close: dict[str, dict[str, Any]] = {}
+    for reason in sorted(set(closed_by.values())):
+        subset = {k: v[:2] for k, v in examples.items() if closed_by.get(k) == reason}
+        values, _ = dm.staleness(subset, feedback_done, by_model, served_at)
+        by_close[reason] = {"examples": len(subset), "p50_s": dm.percentile(values, 50),
+                            "p99_s": dm.percentile(values, 99)}
     elapsed = max(1e-9, max((s.t for s in served), default=started) - started)
     third = max(1, len(curve) // 3)
     errors = len(failed) + users.produce_errors + len(crashed)
@@ -442,6 +551,7 @@ def summarise(config: DemoConfig, settings: Settings, users: Users, models: dict
         "staleness_examples": len(stale),
         "staleness_breakdown_p50_s": {k: dm.percentile(v, 50) for k, v in parts.items()},
         "staleness_breakdown_p99_s": {k: dm.percentile(v, 99) for k, v in parts.items()},
+        "staleness_by_close": by_close,
         "examples_not_yet_served": unserved,
         "reward_curve": curve,
         "reward_first_third": mean(curve[:third], "reward"),

@@ -32,7 +32,8 @@ the order's PL log-probability, which serving logs as ``impression.list_logprob`
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, fields
+import math
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 import torch
@@ -75,6 +76,11 @@ class LDROConfig:
     running_decay: float = 0.99
     grad_clip: float = 1.0
     seed: int = 0
+    #: Warm start from the existing ranker: the student's linear skip term starts at these weights
+    #: on the task logits (e.g. ``{"click": 1.0}``), so update 0 ranks like the upstream/cold-start
+    #: policy :math:`s_i = \sum_k w_k\,\mathrm{logit}(p_{ik})` instead of near-uniformly, and
+    #: policy-gradient learning starts from the served system rather than from scratch.
+    init_task_weights: dict[str, float] = field(default_factory=dict)
 
     @classmethod
     def from_kwargs(cls, **config: Any) -> "LDROConfig":
@@ -89,6 +95,11 @@ class LDROConfig:
             raise ValueError("group_size must be >= 1")
         if cfg.n_features < 0:
             raise ValueError("n_features must be >= 0")
+        unknown_tasks = sorted(set(cfg.init_task_weights) - set(cfg.tasks))
+        if unknown_tasks:
+            raise ValueError(f"init_task_weights names tasks {unknown_tasks} that are not in tasks {list(cfg.tasks)}")
+        if not all(isinstance(w, (int, float)) and math.isfinite(w) for w in cfg.init_task_weights.values()):
+            raise ValueError(f"init_task_weights must be finite numbers, got {cfg.init_task_weights}")
         if cfg.kd_path not in ("target", "greedy"):
             raise ValueError(f"kd_path must be 'target' or 'greedy', got {cfg.kd_path!r}")
         return cfg
@@ -109,6 +120,9 @@ class LDROLearner(ListPolicyLearning, PolicyCheckpointing):
             self.student = SetScorer(d_in, config.hidden, config.heads, config.set_aware)
             self.reward_model = ItemRewardModel(d_in, config.hidden)
             self.teacher = PointerTeacher(d_in, config.hidden)
+            with torch.no_grad():
+                for task, weight in config.init_task_weights.items():
+                    self.student.skip.weight[0, config.n_features + config.tasks.index(task)] = float(weight)
         self.student_opt = torch.optim.Adam(self.student.parameters(), lr=config.lr)
         self.reward_opt = torch.optim.Adam(self.reward_model.parameters(), lr=config.reward_lr)
         self.teacher_opt = torch.optim.Adam(self.teacher.parameters(), lr=config.teacher_lr)
