@@ -14,10 +14,12 @@ owns the holder, watcher, emitter and examples reader, started/stopped by the ap
 from __future__ import annotations
 
 import logging
+import random
 import time
 import uuid
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -32,12 +34,15 @@ from serving import components
 from serving.api_models import RankedItem, RerankBody, RerankResponse
 from serving.baseline import pl_logprob
 from serving.gate import prefix_key
+from serving.gate import usable as gate_usable
 from serving.emitter import ImpressionEmitter
 from serving.holder import Bundle, ModelHolder
 from serving.recent_examples import RecentExamples
 from serving.serve_config import ServeConfig
 from streamrank.config import Settings
 from streams.events import IMPRESSION_SCHEMA, FusionDecision, Impression, ShownItem, encode
+
+_EXPLORE_COIN = random.Random()  # which requests explore (ServeConfig.explore_rate)
 
 log = logging.getLogger(__name__)
 
@@ -118,7 +123,8 @@ def build_runtime(settings: Settings, config: ServeConfig, with_watcher: bool = 
     """Wire holder, emitter, examples reader and snapshot watcher from settings."""
     holder = ModelHolder()
     emitter = ImpressionEmitter(settings.kafka, settings.topics.impressions, max_queue=config.emit_queue)
-    examples = RecentExamples(settings.kafka, settings.topics.examples, maxlen=config.gate.window) \
+    examples = RecentExamples(settings.kafka, settings.topics.examples, maxlen=config.gate.window,
+                              keep=partial(gate_usable, prefix_k=config.gate.prefix_k)) \
         if settings.kafka and config.gate.enabled else None
     watcher = registry = None
     if with_watcher and settings.redis:
@@ -154,6 +160,8 @@ def rerank_once(bundle: Bundle, body: RerankBody, config: ServeConfig, feature_s
     """Calibrate -> fuse -> rerank on one bundle; pure apart from the models' own RNG."""
     n = len(body.candidates)
     explore = config.explore if body.explore is None else body.explore
+    if body.explore is None and explore and config.explore_rate < 1.0:
+        explore = _EXPLORE_COIN.random() < config.explore_rate
     tasks = list(body.candidates[0].scores)
     raw = {t: torch.from_numpy(np.fromiter((c.scores[t] for c in body.candidates), dtype=np.float64, count=n))
            for t in tasks}

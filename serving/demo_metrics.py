@@ -125,11 +125,11 @@ def staleness(examples: dict[str, tuple[str, int]], feedback_done: dict[str, flo
     return values, unserved
 
 
-def staleness_breakdown(examples: dict[str, tuple[str, int, float]], feedback_done: dict[str, float],
-                        manifests: dict[str, Sequence[dict[str, Any]]],
-                        served_at: dict[str, dict[str, float]]) -> dict[str, list[float]]:
-    """Where the staleness goes, per example: join (feedback -> example produced), learn+publish
-    (example -> snapshot created), swap (snapshot created -> first response that used it)."""
+def staleness_rows(examples: dict[str, tuple[str, int, float]], feedback_done: dict[str, float],
+                   manifests: dict[str, Sequence[dict[str, Any]]], served_at: dict[str, dict[str, float]],
+                   closed_by: dict[str, str] | None = None) -> list[dict[str, Any]]:
+    """One row per example with feedback: when its last feedback was sent, its example produced,
+    the first snapshot covering it created and first served (``None``: not served by the end)."""
     covered: list[tuple[float, float, dict[str, int]]] = []
     for model, docs in manifests.items():
         for doc in docs:
@@ -137,15 +137,29 @@ def staleness_breakdown(examples: dict[str, tuple[str, int, float]], feedback_do
             if when is not None:
                 covered.append((when, float(doc.get("created_at", when)), manifest_offsets(doc)))
     covered.sort(key=lambda c: c[0])
-    out: dict[str, list[float]] = {"join_s": [], "learn_publish_s": [], "swap_s": []}
+    rows = []
     for request_id, (tp, offset, produced_at) in examples.items():
         if request_id not in feedback_done:
             continue
         hit = next(((when, created) for when, created, offs in covered if offs.get(tp, -1) >= offset), None)
-        out["join_s"].append(max(0.0, produced_at - feedback_done[request_id]))
-        if hit is not None:
-            out["learn_publish_s"].append(max(0.0, hit[1] - produced_at))
-            out["swap_s"].append(max(0.0, hit[0] - hit[1]))
+        rows.append({"request_id": request_id, "closed_by": (closed_by or {}).get(request_id, ""),
+                     "feedback_done_at": feedback_done[request_id], "example_at": produced_at,
+                     "snapshot_created_at": None if hit is None else hit[1],
+                     "first_served_at": None if hit is None else hit[0]})
+    return rows
+
+
+def staleness_breakdown(examples: dict[str, tuple[str, int, float]], feedback_done: dict[str, float],
+                        manifests: dict[str, Sequence[dict[str, Any]]],
+                        served_at: dict[str, dict[str, float]]) -> dict[str, list[float]]:
+    """Where the staleness goes, per example: join (feedback -> example produced), learn+publish
+    (example -> snapshot created), swap (snapshot created -> first response that used it)."""
+    out: dict[str, list[float]] = {"join_s": [], "learn_publish_s": [], "swap_s": []}
+    for row in staleness_rows(examples, feedback_done, manifests, served_at):
+        out["join_s"].append(max(0.0, row["example_at"] - row["feedback_done_at"]))
+        if row["first_served_at"] is not None:
+            out["learn_publish_s"].append(max(0.0, row["snapshot_created_at"] - row["example_at"]))
+            out["swap_s"].append(max(0.0, row["first_served_at"] - row["snapshot_created_at"]))
     return out
 
 

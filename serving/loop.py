@@ -69,6 +69,9 @@ class DemoConfig:
     #: LDRO starts from the cold-start policy (its skip term on the task logits), see LDROConfig.
     warm_start_ldro: bool = True
     learner_batch: int = 16
+    #: Share of requests served by a Gumbel-Max sample (logged with its PL log-prob, used by the
+    #: gate); the others get the current model's greedy order (ServeConfig.explore_rate).
+    explore_rate: float = 0.2
     gate_window: int = 150
     feast: bool = True
     startup_timeout_s: float = 120.0
@@ -416,6 +419,7 @@ def run_demo(config: DemoConfig, settings: Settings) -> dict[str, Any]:
                    STREAMRANK_SNAPSHOT_INTERVAL_S=str(config.snapshot_interval_s), PYTHONUNBUFFERED="1",
                    OMP_NUM_THREADS="1", MKL_NUM_THREADS="1",
                    STREAMRANK_SERVE_PORT=str(port), STREAMRANK_SERVE_EXPLORE="1",
+                   STREAMRANK_SERVE_EXPLORE_RATE=str(config.explore_rate),
                    STREAMRANK_SERVE_RERANKER=config.reranker, STREAMRANK_SERVE_CALIBRATOR=config.calibrator,
                    STREAMRANK_SERVE_FUSION=config.fusion, STREAMRANK_SERVE_POLL_INTERVAL_S="0.5",
                    STREAMRANK_SERVE_GATE_WINDOW=str(config.gate_window), STREAMRANK_SERVE_GATE_MIN_SAMPLES="60",
@@ -519,6 +523,8 @@ def summarise(config: DemoConfig, settings: Settings, users: Users, models: dict
     served_at = {m: dm.first_served(ok, m) for m in by_model}
     stale, unserved = dm.staleness({k: v[:2] for k, v in examples.items()}, feedback_done, by_model, served_at)
     parts = dm.staleness_breakdown(examples, feedback_done, by_model, served_at)
+    _write_staleness_csv(Path(config.output) / "staleness.csv", started,
+                         dm.staleness_rows(examples, feedback_done, by_model, served_at, closed_by))
     by_close: dict[str, dict[str, Any]] = {}
     for reason in sorted(set(closed_by.values())):
         subset = {k: v[:2] for k, v in examples.items() if closed_by.get(k) == reason}
@@ -588,6 +594,24 @@ def summarise(config: DemoConfig, settings: Settings, users: Users, models: dict
     output = Path(config.output)
     summary["plots"] = [str(p) for p in dm.plot(curve, output, swaps_at)] if curve else []
     return summary
+
+
+def _write_staleness_csv(path: Path, started: float, rows: list[dict[str, Any]]) -> None:
+    """Per example, seconds since the run started (empty: not served by the end of the run)."""
+    import csv  # noqa: PLC0415
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["request_id", "closed_by", "feedback_done_s", "example_s", "snapshot_created_s",
+                         "first_served_s", "staleness_s"])
+        for row in sorted(rows, key=lambda r: r["feedback_done_at"]):
+            rel = [None if row[k] is None else round(row[k] - started, 3)
+                   for k in ("feedback_done_at", "example_at", "snapshot_created_at", "first_served_at")]
+            stale = None if row["first_served_at"] is None else round(max(0.0, row["first_served_at"]
+                                                                                - row["feedback_done_at"]), 3)
+            writer.writerow([row["request_id"], row["closed_by"], *("" if v is None else v for v in rel),
+                             "" if stale is None else stale])
 
 
 def dm_metric(text: str, name: str) -> float:

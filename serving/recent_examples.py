@@ -14,6 +14,7 @@ import logging
 import threading
 import time
 from collections import deque
+from typing import Callable
 
 from streams.events import LABELED_LIST_SCHEMA, EventError, LabeledList, decode
 
@@ -23,9 +24,14 @@ log = logging.getLogger(__name__)
 class RecentExamples:
     """Thread-safe ring buffer of :class:`LabeledList` fed by a background consumer."""
 
-    def __init__(self, bootstrap: str | None, topic: str, maxlen: int = 2000) -> None:
+    def __init__(self, bootstrap: str | None, topic: str, maxlen: int = 2000,
+                 keep: Callable[[LabeledList], bool] | None = None) -> None:
         self.bootstrap = bootstrap
         self.topic = topic
+        #: which examples the window holds (the gate's: explored ones only, so a low
+        #: exploration rate does not leave the window full of rounds the gate cannot use)
+        self.keep = keep
+        self.skipped = 0
         self._items: deque[LabeledList] = deque(maxlen=maxlen)
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -34,6 +40,9 @@ class RecentExamples:
         self._thread = threading.Thread(target=self._run, name="recent-examples", daemon=True)
 
     def add(self, example: LabeledList) -> None:
+        if self.keep is not None and not self.keep(example):
+            self.skipped += 1
+            return
         with self._lock:
             self._items.append(example)
 

@@ -27,6 +27,12 @@ class ServeConfig:
     fusion: str = "drpo"
     reranker: str = "ldro"
     explore: bool = False  # default for requests that do not say
+    #: With ``explore`` on, the share of requests (that do not say) served by one Gumbel-Max sample;
+    #: the rest get the greedy order (list log-prob 0). Exploring every request pays the sampling
+    #: noise on every list; a share keeps the logged propensities the gate and OPE need on the
+    #: explored rounds (an explored round's sample is independent of the coin, so IPS over the
+    #: explored rounds stays unbiased) while most users see the model's best order.
+    explore_rate: float = 1.0
     tasks: tuple[str, ...] = ("click", "long_view", "watch_time")
     default_fusion_weights: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_FUSION_WEIGHTS))
     emit_queue: int = 10_000
@@ -44,6 +50,8 @@ class ServeConfig:
     def __post_init__(self) -> None:
         if self.host != "127.0.0.1" and not os.environ.get("STREAMRANK_ALLOW_PUBLIC_BIND"):
             raise ValueError(f"serving binds to 127.0.0.1 only (got {self.host!r}); deploy/ sets up public access")
+        if not 0.0 <= self.explore_rate <= 1.0:
+            raise ValueError(f"explore_rate must be in [0, 1], got {self.explore_rate}")
         if self.max_candidates < 1:
             raise ValueError(f"max_candidates must be >= 1, got {self.max_candidates}")
 

@@ -104,3 +104,18 @@ def test_a_candidate_better_than_a_bad_current_but_worse_than_the_cold_start_is_
     assert loose.decide(bad_current, less_bad, examples).accepted
     floored = PromotionGate(GateConfig(min_samples=30, confidence=0.0)).decide(bad_current, less_bad, examples)
     assert not floored.accepted and "cold-start" in floored.reason
+
+
+def test_the_gate_window_holds_only_explored_examples_so_a_low_explore_rate_still_fills_it():
+    from functools import partial
+
+    from serving.recent_examples import RecentExamples
+
+    window = RecentExamples(None, "examples", maxlen=10, keep=partial(usable, prefix_k=3))
+    for i in range(100):  # 1 explored round in 5, as with explore_rate=0.2
+        window.add(logged(i, [0, 1, 2], [0.9, 0.5, 0.1], 1.0, explored=i % 5 == 0))
+    kept = window.snapshot()
+    assert len(kept) == 10 and window.skipped == 80
+    assert all(usable(e, 3) for e in kept)
+    assert [e.impression.request_id for e in kept] == [logged(i, [0, 1, 2], [0.9, 0.5, 0.1], 1.0).impression.request_id
+                                                        for i in range(50, 100, 5)]

@@ -144,3 +144,28 @@ def test_openapi_documents_the_rerank_body(served):
     client, _, _ = served
     schema = client.get("/openapi.json").json()
     assert "/rerank" in schema["paths"] and "RerankBody" in json.dumps(schema["components"])
+
+
+def test_explore_rate_explores_that_share_of_requests_and_serves_the_rest_greedily(tmp_path):
+    settings = Settings(home=tmp_path, kafka=None, redis=None)
+    runtime = build_runtime(settings, ServeConfig(max_candidates=5, reranker="linear-pl", explore=True,
+                                                  explore_rate=0.25), with_watcher=False)
+    model = CountingScorer(n_features=2)
+    with torch.no_grad():
+        model.feature_weight.copy_(torch.tensor([1.0, 0.0]))
+    runtime.holder.swap(Component("reranker", "linear-pl", "7", model))
+    with TestClient(create_app(runtime)) as client:
+        docs = [client.post("/rerank", json=body(4, request_id=f"r{k}")).json() for k in range(400)]
+        forced = client.post("/rerank", json=body(4, request_id="forced", explore=False)).json()
+    explored = [d for d in docs if d["explored"]]
+    assert 60 <= len(explored) <= 140  # 25% of 400 = 100; binomial sd ~ 8.7
+    assert all(d["list_logprob"] < 0.0 for d in explored)
+    greedy = [d for d in docs if not d["explored"]]
+    assert all(d["list_logprob"] == 0.0 and [it["item_id"] for it in d["items"]] == ["i3", "i2", "i1", "i0"]
+               for d in greedy)
+    assert forced["explored"] is False  # a request that says wins over the rate
+
+
+def test_explore_rate_outside_zero_one_is_refused():
+    with pytest.raises(ValueError, match="explore_rate"):
+        ServeConfig(explore_rate=1.5)
