@@ -98,10 +98,13 @@ def _features(items, n_features: int, where: str) -> np.ndarray:
     return out
 
 
-def _task_probs(items, tasks: Sequence[str]) -> np.ndarray:
+TASK_INPUTS = ("calibrated", "upstream")
+
+
+def _task_probs(items, tasks: Sequence[str], task_inputs: str = "calibrated") -> np.ndarray:
     out = np.full((len(items), len(tasks)), 0.5, dtype=np.float64)
     for i, item in enumerate(items):
-        source = item.calibrated if item.calibrated else item.scores
+        source = item.calibrated if item.calibrated and task_inputs == "calibrated" else item.scores
         for k, task in enumerate(tasks):
             if task in source:
                 out[i, k] = source[task]
@@ -136,8 +139,14 @@ def split_usable(batch: Sequence[LabeledList], n_features: int) -> tuple[list[La
     return good, bad
 
 
-def from_examples(batch: Sequence[LabeledList], n_features: int, tasks: Sequence[str] = DEFAULT_TASKS) -> ListBatch:
-    """Pad ``batch`` into tensors (items in served-position order)."""
+def from_examples(batch: Sequence[LabeledList], n_features: int, tasks: Sequence[str] = DEFAULT_TASKS,
+                  task_inputs: str = "calibrated") -> ListBatch:
+    """Pad ``batch`` into tensors (items in served-position order).
+
+    ``task_inputs``: the task scores a model reads, ``calibrated`` (the served calibrator's
+    output logged with the impression, else the upstream score) or ``upstream`` (the request's
+    own scores; a reranker that must not move when the calibrator is updated).
+    """
     if not batch:
         raise PolicyInputError("batch", "is empty")
     n = max(len(ex.labels) for ex in batch)
@@ -156,7 +165,7 @@ def from_examples(batch: Sequence[LabeledList], n_features: int, tasks: Sequence
         items = [imp.items[i] for i in order]
         m = len(items)
         features[b, :m] = _features(items, n_features, f"examples.{b}.impression")
-        logits[b, :m] = task_logit(_task_probs(items, tasks))
+        logits[b, :m] = task_logit(_task_probs(items, tasks, task_inputs))
         mask[b, :m] = True
         rewards[b, :m] = [ex.labels[i].reward for i in order]
         activity[b] = activity_index(imp.context)
@@ -174,8 +183,10 @@ def from_examples(batch: Sequence[LabeledList], n_features: int, tasks: Sequence
         list_logprob=torch.from_numpy(list_lp), example_ids=tuple(ex.example_id for ex in batch))
 
 
-def from_request(request: RerankRequest, n_features: int, tasks: Sequence[str] = DEFAULT_TASKS) -> ListBatch:
-    """A one-list batch from a serving request (candidates in the request's order)."""
+def from_request(request: RerankRequest, n_features: int, tasks: Sequence[str] = DEFAULT_TASKS,
+                 task_inputs: str = "calibrated") -> ListBatch:
+    """A one-list batch from a serving request (candidates in the request's order); ``task_inputs``
+    as in :func:`from_examples`."""
     n = len(request.item_ids)
     if n == 0:
         raise PolicyInputError("item_ids", "a request needs at least one candidate")
@@ -185,9 +196,12 @@ def from_request(request: RerankRequest, n_features: int, tasks: Sequence[str] =
     if features.shape != (n, n_features):
         raise PolicyInputError("features", f"shape {tuple(features.shape)}, expected ({n}, {n_features})")
     probs = np.full((n, len(tasks)), 0.5)
+    scores = request.task_scores
+    if task_inputs == "upstream" and request.upstream_scores is not None:
+        scores = request.upstream_scores
     for k, task in enumerate(tasks):
-        if task in request.task_scores:
-            values = torch.as_tensor(request.task_scores[task], dtype=torch.float64).numpy()
+        if task in scores:
+            values = torch.as_tensor(scores[task], dtype=torch.float64).numpy()
             if values.shape != (n,):
                 raise PolicyInputError(f"task_scores.{task}", f"shape {values.shape}, expected ({n},)")
             probs[:, k] = values
@@ -217,7 +231,8 @@ class ListPolicyLearning:
                         rejected.detail)
         if not good:
             return {"examples": 0.0, "rejected": float(len(self.last_rejected))} if batch else {"examples": 0.0}
-        lists = from_examples(good, self.config.n_features, self.config.tasks)
+        lists = from_examples(good, self.config.n_features, self.config.tasks,
+                              getattr(self.config, "task_inputs", "calibrated"))
         metrics = self.update(lists)
         self.examples_seen += len(good)
         metrics["rejected"] = float(len(self.last_rejected))

@@ -81,13 +81,16 @@ class RerankRequest:
     """What serving hands a list-wise model: the candidates of one request.
 
     ``features`` is ``[n, d]`` dense item features; ``task_scores`` maps task -> ``[n]``
-    (calibrated when a calibrator ran first); ``context`` holds request-level fields.
+    (calibrated when a calibrator ran first); ``upstream_scores`` the request's own scores
+    before calibration (``None``: the same as ``task_scores``); ``context`` holds
+    request-level fields.
     """
 
     item_ids: tuple[str, ...]
     features: torch.Tensor
     task_scores: dict[str, torch.Tensor]
     context: dict[str, Any] = field(default_factory=dict)
+    upstream_scores: dict[str, torch.Tensor] | None = None
 
 
 @dataclass(frozen=True)

@@ -175,7 +175,8 @@ def rerank_once(bundle: Bundle, body: RerankBody, config: ServeConfig, feature_s
     weights, fusion_logprob = components.fusion(bundle.fusion, calibrated, context, explore,
                                                 config.default_fusion_weights)
     request = RerankRequest(item_ids=tuple(c.item_id for c in body.candidates), features=_features(body, feature_source),
-                            task_scores=calibrated, context={**context, "fusion_weights": weights})
+                            task_scores=calibrated, context={**context, "fusion_weights": weights},
+                            upstream_scores=raw)
     result = components.rerank(bundle.reranker, request, explore)
     if sorted(result.order) != list(range(n)):
         raise RuntimeError("reranker returned an order that is not a permutation of the candidates")

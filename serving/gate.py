@@ -116,8 +116,9 @@ def request_from_example(example: LabeledList) -> RerankRequest:
     context.update(user_id=imp.user_id, query=imp.query)
     if imp.fusion is not None:
         context["fusion_weights"] = dict(imp.fusion.weights)
+    upstream = {t: torch.tensor([it.scores.get(t, 0.5) for it in imp.items], dtype=torch.float64) for t in tasks}
     return RerankRequest(item_ids=tuple(it.item_id for it in imp.items), features=features, task_scores=task_scores,
-                         context=context)
+                         context=context, upstream_scores=upstream)
 
 
 def policy_logprobs(component: Component | None, examples: Sequence[LabeledList], prefix_k: int = 0) -> np.ndarray:

@@ -68,6 +68,9 @@ class DemoConfig:
     join_lateness_s: float = 0.5
     #: LDRO starts from the cold-start policy (its skip term on the task logits), see LDROConfig.
     warm_start_ldro: bool = True
+    #: The task scores LDRO reads: ``upstream`` (stationary) or ``calibrated`` (the online UMNN's
+    #: output, which moves with every calibrator swap and carries the upstream position's bias).
+    ldro_task_inputs: str = "upstream"
     learner_batch: int = 16
     #: Share of requests served by a Gumbel-Max sample (logged with its PL log-prob, used by the
     #: gate); the others get the current model's greedy order (ServeConfig.explore_rate).
@@ -476,8 +479,10 @@ def stage_config(config: DemoConfig) -> dict[str, Any]:
     """The demo's ``STREAMRANK_CONFIG``: join window in scaled session time, LDRO's warm start."""
     doc: dict[str, Any] = {"join": {"window_s": config.join_window_s, "allowed_lateness_s": config.join_lateness_s,
                                     "idle_timeout_s": 5.0}}
+    ldro: dict[str, Any] = {"task_inputs": config.ldro_task_inputs}
     if config.warm_start_ldro:
-        doc["learners"] = {"ldro": {"init_task_weights": dict(config.cold_start_weights)}}
+        ldro["init_task_weights"] = dict(config.cold_start_weights)
+    doc["learners"] = {"ldro": ldro}
     return doc
 
 

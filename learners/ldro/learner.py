@@ -44,7 +44,7 @@ from learners.ldro.objective import list_policy_loss
 from learners.ldro.reward_model import ItemRewardModel
 from learners.ldro.teacher import PointerTeacher, preferred_order, sequential_kd
 from learners.plackett_luce import greedy_order, gumbel_max_sample, list_logprob
-from learners.policy_batch import DEFAULT_TASKS, ListBatch, ListPolicyLearning, Rejected, from_request
+from learners.policy_batch import DEFAULT_TASKS, TASK_INPUTS, ListBatch, ListPolicyLearning, Rejected, from_request
 from learners.policy_state import PolicyCheckpointing, make_generator
 from learners.protocol import RerankRequest, RerankResult
 
@@ -81,6 +81,11 @@ class LDROConfig:
     #: policy :math:`s_i = \sum_k w_k\,\mathrm{logit}(p_{ik})` instead of near-uniformly, and
     #: policy-gradient learning starts from the served system rather than from scratch.
     init_task_weights: dict[str, float] = field(default_factory=dict)
+    #: Which task scores the student reads (policy_batch.from_examples): ``calibrated`` or
+    #: ``upstream``. An online calibrator keeps changing, and with the upstream position in its
+    #: context its calibrated click carries the position bias of the upstream order; ``upstream``
+    #: keeps the reranker's inputs stationary (BENCHMARKS.md, closed loop).
+    task_inputs: str = "calibrated"
 
     @classmethod
     def from_kwargs(cls, **config: Any) -> "LDROConfig":
@@ -100,6 +105,8 @@ class LDROConfig:
             raise ValueError(f"init_task_weights names tasks {unknown_tasks} that are not in tasks {list(cfg.tasks)}")
         if not all(isinstance(w, (int, float)) and math.isfinite(w) for w in cfg.init_task_weights.values()):
             raise ValueError(f"init_task_weights must be finite numbers, got {cfg.init_task_weights}")
+        if cfg.task_inputs not in TASK_INPUTS:
+            raise ValueError(f"task_inputs must be one of {TASK_INPUTS}, got {cfg.task_inputs!r}")
         if cfg.kd_path not in ("target", "greedy"):
             raise ValueError(f"kd_path must be 'target' or 'greedy', got {cfg.kd_path!r}")
         return cfg
@@ -205,11 +212,12 @@ class LDROLearner(ListPolicyLearning, PolicyCheckpointing):
 
     def candidate_scores(self, request: RerankRequest) -> torch.Tensor:
         """Per-candidate PL scores ``[n]`` (serving's promotion gate computes log-probs from them)."""
-        return self.scores_for(from_request(request, self.config.n_features, self.config.tasks))[0]
+        return self.scores_for(from_request(request, self.config.n_features, self.config.tasks,
+                                            self.config.task_inputs))[0]
 
     def rerank(self, request: RerankRequest, explore: bool = False) -> RerankResult:
         """Rank the request's candidates: PL mode (``explore=False``) or one PL sample; with its log-prob."""
-        lists = from_request(request, self.config.n_features, self.config.tasks)
+        lists = from_request(request, self.config.n_features, self.config.tasks, self.config.task_inputs)
         scores = self.scores_for(lists)
         if explore:
             order = gumbel_max_sample(scores, 1, lists.mask, self.serve_generator)[:, 0]

@@ -173,3 +173,32 @@ def test_warm_start_weights_must_name_known_tasks_and_survive_a_checkpoint():
     rebuilt.load_state_dict(state)
     request, _ = _warm_start_request(seed=4)
     assert rebuilt.rerank(request).order == learner.rerank(request).order
+
+
+def test_upstream_task_inputs_ignore_the_calibrator_in_learning_and_in_serving():
+    """A reranker reading upstream scores ranks the same whatever the calibrator made of them."""
+    from dataclasses import replace as dc_replace
+
+    from learners.ldro.learner import build_ldro
+    from learners.policy_batch import from_examples
+    from simulator.examples import simulated_labeled_lists
+
+    request, probs = _warm_start_request()
+    flipped = {t: 1.0 - v for t, v in request.task_scores.items()}  # a calibrator that reverses the order
+    served = dc_replace(request, task_scores=flipped, upstream_scores=request.task_scores)
+    upstream = build_ldro(n_features=8, init_task_weights={"click": 1.0}, task_inputs="upstream")
+    calibrated = build_ldro(n_features=8, init_task_weights={"click": 1.0})
+    assert upstream.rerank(served).order == upstream.rerank(request).order
+    assert calibrated.rerank(served).order != calibrated.rerank(request).order
+
+    examples = [
+        ex.model_copy(update={"impression": ex.impression.model_copy(update={"items": [
+            it.model_copy(update={"calibrated": {t: 0.01 for t in it.scores}}) for it in ex.impression.items]})})
+        for ex in simulated_labeled_lists(3, seed=2)]
+    upstream_logits = from_examples(examples, 0, task_inputs="upstream").task_logits
+    calibrated_logits = from_examples(examples, 0).task_logits
+    assert torch.allclose(calibrated_logits[from_examples(examples, 0).mask][:, 0],
+                          torch.logit(torch.tensor(0.01)), atol=1e-4)
+    assert not torch.allclose(upstream_logits, calibrated_logits)
+    with pytest.raises(ValueError, match="task_inputs"):
+        build_ldro(task_inputs="raw")
