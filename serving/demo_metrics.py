@@ -30,6 +30,12 @@ class Served:
     versions: dict[str, str] = field(default_factory=dict)
     reward: float = 0.0
     ndcg10: float = 0.0
+    #: the same request in the upstream order (what serving got): the per-request baseline that
+    #: takes the draw of queries out of the curve
+    ndcg10_upstream: float = 0.0
+    #: the click model's expected clicks of the served and of the upstream order (low-noise reward)
+    expected_clicks: float = 0.0
+    expected_clicks_upstream: float = 0.0
     clicks: list[int] = field(default_factory=list)
     click_probs: list[float] = field(default_factory=list)
     feedback_done_at: float = 0.0
@@ -70,6 +76,9 @@ def curves(served: Sequence[Served], start: float, bucket_s: float) -> list[dict
         out.append({"t": round((b + 0.5) * bucket_s, 3), "requests": len(rows),
                     "reward": float(np.mean([s.reward for s in rows])),
                     "ndcg10": float(np.mean([s.ndcg10 for s in rows])),
+                    "ndcg10_upstream": float(np.mean([s.ndcg10_upstream for s in rows])),
+                    "expected_clicks": float(np.mean([s.expected_clicks for s in rows])),
+                    "expected_clicks_upstream": float(np.mean([s.expected_clicks_upstream for s in rows])),
                     "ece": ece(probs, labels)})
     if len(out) > 2 and out[-1]["requests"] < 0.5 * float(np.median([row["requests"] for row in out])):
         out.pop()
@@ -177,11 +186,15 @@ def plot(curve: list[dict[str, float]], output: Path, swaps_at: Sequence[float] 
     paths = []
     t = [row["t"] for row in curve]
     for key, label in (("reward", "mean list reward"), ("ndcg10", "NDCG@10 (hidden LETOR grades)"),
+                       ("expected_clicks", "expected clicks (click model)"),
                        ("ece", "ECE of served click probability")):
         fig, ax = plt.subplots(figsize=(6, 3.2), dpi=100)
         for x in swaps_at:
             ax.axvline(x, color="0.85", lw=0.6, zorder=0)
-        ax.plot(t, [row[key] for row in curve], marker="o", ms=3)
+        ax.plot(t, [row[key] for row in curve], marker="o", ms=3, label="served")
+        if f"{key}_upstream" in curve[0]:
+            ax.plot(t, [row[f"{key}_upstream"] for row in curve], ls="--", color="0.5", label="upstream order")
+            ax.legend(loc="lower right", fontsize=8)
         ax.set_xlabel("seconds since start")
         ax.set_ylabel(label)
         ax.grid(alpha=0.3)

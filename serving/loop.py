@@ -228,6 +228,9 @@ class Users:
             record.versions = dict(doc.get("model_versions", {}))
             record.reward = list_reward(rewards, range(1, len(shown) + 1))
             record.ndcg10 = ndcg_at_k(request.relevance[order], 10)
+            record.ndcg10_upstream = ndcg_at_k(request.relevance, 10)  # candidates come in the upstream order
+            record.expected_clicks = self.sim.expected_clicks(request, order)
+            record.expected_clicks_upstream = self.sim.expected_clicks(request, range(len(order)))
             record.clicks = [int(c.item_id in outcome.items and outcome.items[c.item_id].click > 0) for c in shown]
             record.click_probs = [float(item["calibrated"].get("click", 0.5)) for item in doc["items"]]
             record.feedback_done_at = time.time()  # no feedback at all: the impression was the last event
@@ -569,6 +572,12 @@ def summarise(config: DemoConfig, settings: Settings, users: Users, models: dict
         "reward_last_third": mean(curve[-third:], "reward"),
         "ndcg10_first_third": mean(curve[:third], "ndcg10"),
         "ndcg10_last_third": mean(curve[-third:], "ndcg10"),
+        "ndcg10_upstream_first_third": mean(curve[:third], "ndcg10_upstream"),
+        "ndcg10_upstream_last_third": mean(curve[-third:], "ndcg10_upstream"),
+        "expected_clicks_first_third": mean(curve[:third], "expected_clicks"),
+        "expected_clicks_last_third": mean(curve[-third:], "expected_clicks"),
+        "expected_clicks_upstream_first_third": mean(curve[:third], "expected_clicks_upstream"),
+        "expected_clicks_upstream_last_third": mean(curve[-third:], "expected_clicks_upstream"),
         "ece_first_third": mean(curve[:third], "ece"),
         "ece_last_third": mean(curve[-third:], "ece"),
         "requests": len(served),
@@ -625,7 +634,9 @@ def dm_metric(text: str, name: str) -> float:
 
 def headline(summary: dict[str, Any]) -> str:
     keys = ("errors", "swaps", "refusals", "staleness_p50_s", "staleness_p99_s", "reward_first_third",
-            "reward_last_third", "ndcg10_first_third", "ndcg10_last_third", "ece_first_third", "ece_last_third",
+            "reward_last_third", "ndcg10_first_third", "ndcg10_last_third", "ndcg10_upstream_first_third",
+            "ndcg10_upstream_last_third", "expected_clicks_first_third", "expected_clicks_last_third",
+            "ece_first_third", "ece_last_third",
             "requests", "latency_p50_ms", "latency_p99_ms")
     return json.dumps({k: summary.get(k) for k in keys}, indent=2, default=str)
 

@@ -36,13 +36,27 @@ def test_short_demo_run_writes_a_consistent_summary_and_plots_and_stops_what_it_
     assert len(curve) >= 4 and [row["t"] for row in curve] == sorted(row["t"] for row in curve)
     for row in curve:
         assert row["requests"] > 0 and row["reward"] >= 0 and 0 <= row["ndcg10"] <= 1 and 0 <= row["ece"] <= 1
+        assert 0 <= row["ndcg10_upstream"] <= 1 and 0 < row["expected_clicks_upstream"]
+        assert 0 < row["expected_clicks"] <= config.max_candidates
+    # Each example's staleness is attributed to how its window closed, and listed per example.
+    by_close = on_disk["staleness_by_close"]
+    assert sum(v["examples"] for v in by_close.values()) == throughput_examples(on_disk)
+    assert set(by_close) <= {"session_end", "window", "idle", "flush"} and "session_end" in by_close
+    lines = (output / "staleness.csv").read_text().splitlines()
+    assert lines[0].startswith("request_id,closed_by,") and len(lines) - 1 == on_disk["staleness_examples"] + \
+        on_disk["examples_not_yet_served"]
     throughput = on_disk["throughput_per_s"]
     assert throughput["simulator_requests"] > 2 and throughput["examples_joined"] > 0
     # Plots: real PNG files.
-    for name in ("reward.png", "ndcg10.png", "ece.png"):
+    for name in ("reward.png", "ndcg10.png", "expected_clicks.png", "ece.png"):
         data = (output / name).read_bytes()
         assert data.startswith(PNG_MAGIC) and len(data) > 5000
     # Everything the demo started is gone; the shared stack it reused is still up.
     for name, pid in on_disk["pids"].items():
         assert not stack.pid_alive(pid), f"{name} (pid {pid}) still running"
     assert stack.kafka_ready(embedded_stack.kafka_bootstrap)
+
+
+def throughput_examples(summary: dict) -> int:
+    """Examples joined during the run (the examples topic, read back by the demo)."""
+    return round(summary["throughput_per_s"]["examples_joined"] * summary["duration_s"])
