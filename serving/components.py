@@ -83,7 +83,10 @@ def calibrate(component: Component | None, task_scores: dict[str, torch.Tensor],
 def fusion(component: Component | None, task_scores: dict[str, torch.Tensor], context: dict[str, Any],
            explore: bool, default_weights: dict[str, float]) -> tuple[dict[str, float], float | None]:
     if component is None:
-        return {t: float(default_weights.get(t, 1.0)) for t in task_scores}, None
+        # Tasks the configured weights leave out get weight 0 ({"click": 1} is the click order);
+        # no configured weights at all is equal weights.
+        missing = 0.0 if default_weights else 1.0
+        return {t: float(default_weights.get(t, missing)) for t in task_scores}, None
     method = getattr(component.model, "fusion_weights", None) or getattr(component.model, "fuse")
     weights, logprob = method(task_scores, context, explore=explore)
     return {str(k): float(v) for k, v in dict(weights).items()}, (None if logprob is None else float(logprob))

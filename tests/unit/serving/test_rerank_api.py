@@ -169,3 +169,17 @@ def test_explore_rate_explores_that_share_of_requests_and_serves_the_rest_greedi
 def test_explore_rate_outside_zero_one_is_refused():
     with pytest.raises(ValueError, match="explore_rate"):
         ServeConfig(explore_rate=1.5)
+
+
+def test_cold_start_weights_leave_out_the_tasks_they_do_not_name(tmp_path):
+    """``{"click": 1}`` is the click order, not click plus the other tasks at weight 1."""
+    candidates = [{"item_id": "clicky", "scores": {"click": 0.6, "long_view": 0.01}},
+                  {"item_id": "watchy", "scores": {"click": 0.5, "long_view": 0.9}}]
+    orders = {}
+    for name, weights in (("click only", {"click": 1.0}), ("default", None)):
+        config = ServeConfig() if weights is None else ServeConfig(default_fusion_weights=weights)
+        runtime = build_runtime(Settings(home=tmp_path, kafka=None, redis=None), config, with_watcher=False)
+        with TestClient(create_app(runtime)) as client:
+            doc = client.post("/rerank", json={"request_id": "r", "user_id": "u", "candidates": candidates}).json()
+        orders[name] = [it["item_id"] for it in doc["items"]]
+    assert orders == {"click only": ["clicky", "watchy"], "default": ["watchy", "clicky"]}
