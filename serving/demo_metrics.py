@@ -158,6 +158,23 @@ def staleness_rows(examples: dict[str, tuple[str, int, float]], feedback_done: d
     return rows
 
 
+def staleness_by_close(rows: Sequence[dict[str, Any]], since: float | None = None) -> dict[str, dict[str, Any]]:
+    """Staleness p50/p99 of :func:`staleness_rows` overall (``all``) and per close reason, for
+    examples whose feedback ended at or after ``since`` (wall time; ``None``: all of them)."""
+    groups: dict[str, list[float]] = {"all": []}
+    counts: dict[str, int] = {"all": 0}
+    for row in rows:
+        if since is not None and row["feedback_done_at"] < since:
+            continue
+        for key in ("all", row["closed_by"] or "?"):
+            counts[key] = counts.get(key, 0) + 1
+            if row["first_served_at"] is not None:
+                groups.setdefault(key, []).append(max(0.0, row["first_served_at"] - row["feedback_done_at"]))
+    return {key: {"examples": counts[key], "served": len(groups.get(key, [])),
+                  "p50_s": percentile(groups.get(key, []), 50), "p99_s": percentile(groups.get(key, []), 99)}
+            for key in counts}
+
+
 def staleness_breakdown(examples: dict[str, tuple[str, int, float]], feedback_done: dict[str, float],
                         manifests: dict[str, Sequence[dict[str, Any]]],
                         served_at: dict[str, dict[str, float]]) -> dict[str, list[float]]:

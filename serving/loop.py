@@ -75,6 +75,9 @@ class DemoConfig:
     #: Share of requests served by a Gumbel-Max sample (logged with its PL log-prob, used by the
     #: gate); the others get the current model's greedy order (ServeConfig.explore_rate).
     explore_rate: float = 0.2
+    #: staleness is also summarised without the examples whose feedback ended in the first
+    #: ``warmup_s`` seconds (``summary["staleness_after_warmup"]``)
+    warmup_s: float = 10.0
     gate_window: int = 150
     feast: bool = True
     startup_timeout_s: float = 120.0
@@ -531,14 +534,8 @@ def summarise(config: DemoConfig, settings: Settings, users: Users, models: dict
     served_at = {m: dm.first_served(ok, m) for m in by_model}
     stale, unserved = dm.staleness({k: v[:2] for k, v in examples.items()}, feedback_done, by_model, served_at)
     parts = dm.staleness_breakdown(examples, feedback_done, by_model, served_at)
-    _write_staleness_csv(Path(config.output) / "staleness.csv", started,
-                         dm.staleness_rows(examples, feedback_done, by_model, served_at, closed_by))
-    by_close: dict[str, dict[str, Any]] = {}
-    for reason in sorted(set(closed_by.values())):
-        subset = {k: v[:2] for k, v in examples.items() if closed_by.get(k) == reason}
-        values, _ = dm.staleness(subset, feedback_done, by_model, served_at)
-        by_close[reason] = {"examples": len(subset), "p50_s": dm.percentile(values, 50),
-                            "p99_s": dm.percentile(values, 99)}
+    rows = dm.staleness_rows(examples, feedback_done, by_model, served_at, closed_by)
+    _write_staleness_csv(Path(config.output) / "staleness.csv", started, rows)
     elapsed = max(1e-9, max((s.t for s in served), default=started) - started)
     third = max(1, len(curve) // 3)
     errors = len(failed) + users.produce_errors + len(crashed)
@@ -565,7 +562,11 @@ def summarise(config: DemoConfig, settings: Settings, users: Users, models: dict
         "staleness_examples": len(stale),
         "staleness_breakdown_p50_s": {k: dm.percentile(v, 50) for k, v in parts.items()},
         "staleness_breakdown_p99_s": {k: dm.percentile(v, 99) for k, v in parts.items()},
-        "staleness_by_close": by_close,
+        "staleness_by_close": dm.staleness_by_close(rows),
+        # the loop's steady state: examples whose feedback ended after the first warmup_s seconds
+        # (start-up: first snapshots, first canaries and the gate's first 60 explored rounds)
+        "staleness_after_warmup": {"warmup_s": config.warmup_s,
+                                   **dm.staleness_by_close(rows, since=started + config.warmup_s)},
         "examples_not_yet_served": unserved,
         "reward_curve": curve,
         "reward_first_third": mean(curve[:third], "reward"),

@@ -39,3 +39,16 @@ def test_first_served_records_the_first_response_per_version():
     rows = [dm.Served(t=t, request_id="x", ok=True, latency_s=0, versions=v)
             for t, v in [(3.0, {"m": "2"}), (1.0, {"m": "1"}), (2.0, {"m": "1"}), (4.0, {})]]
     assert dm.first_served(rows, "m") == {"1": 1.0, "2": 3.0}
+
+
+def test_staleness_by_close_splits_by_reason_and_drops_the_warm_up():
+    rows = [{"request_id": "a", "closed_by": "session_end", "feedback_done_at": 1.0, "first_served_at": 9.0},
+            {"request_id": "b", "closed_by": "session_end", "feedback_done_at": 20.0, "first_served_at": 22.0},
+            {"request_id": "c", "closed_by": "window", "feedback_done_at": 21.0, "first_served_at": 25.0},
+            {"request_id": "d", "closed_by": "window", "feedback_done_at": 30.0, "first_served_at": None}]
+    everything = dm.staleness_by_close(rows)
+    assert everything["all"] == {"examples": 4, "served": 3, "p50_s": 4.0, "p99_s": pytest.approx(7.92)}
+    assert everything["session_end"]["p50_s"] == 5.0 and everything["window"]["served"] == 1
+    steady = dm.staleness_by_close(rows, since=10.0)
+    assert steady["all"]["examples"] == 3 and steady["session_end"] == {"examples": 1, "served": 1, "p50_s": 2.0,
+                                                                       "p99_s": 2.0}
