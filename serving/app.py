@@ -198,12 +198,16 @@ def impression_factory(body: RerankBody, out: dict[str, Any], config: ServeConfi
     def build() -> bytes:
         items = []
         fetched = out["request"].features
+        rounded = None
+        if config.log_features and fetched.shape[1] and any(c.features is None for c in body.candidates):
+            # one vectorised rounding of the fetched matrix (per-float round() cost ~5 ms of GIL
+            # time per 50 x 300 request, competing with the request path)
+            rounded = np.round(fetched.numpy().astype(np.float64), 4).tolist()
         for pos, idx in enumerate(out["order"], 1):
             cand = body.candidates[idx]
             features = None
             if config.log_features:  # as served: from the request, or as fetched from the feature store
-                features = cand.features if cand.features is not None else \
-                    ([round(float(x), 4) for x in fetched[idx].tolist()] if fetched.shape[1] else None)
+                features = cand.features if cand.features is not None else (rounded[idx] if rounded else None)
             items.append(ShownItem(item_id=cand.item_id, position=pos, scores=cand.scores,
                                    calibrated={t: float(v[idx]) for t, v in out["calibrated"].items()},
                                    duration_ms=cand.duration_ms, features=features))

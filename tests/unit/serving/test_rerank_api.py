@@ -183,3 +183,27 @@ def test_cold_start_weights_leave_out_the_tasks_they_do_not_name(tmp_path):
             doc = client.post("/rerank", json={"request_id": "r", "user_id": "u", "candidates": candidates}).json()
         orders[name] = [it["item_id"] for it in doc["items"]]
     assert orders == {"click only": ["clicky", "watchy"], "default": ["watchy", "clicky"]}
+
+
+def test_fetched_features_are_logged_rounded_in_the_shown_order(tmp_path):
+    """Features the server fetched (not sent by the client) reach the impression, rounded to 4 places."""
+    from serving.app import impression_factory, rerank_once
+    from serving.api_models import RerankBody
+    from serving.holder import Bundle
+    from streams.events import decode
+
+    class Source:
+        def fetch(self, user_id, query, item_ids):
+            return torch.tensor([[0.123456, 1.0], [0.5, 0.333333], [0.987654, 2.0]])[: len(item_ids)]
+
+    config = ServeConfig(max_candidates=5)
+    doc = body(3)
+    for cand in doc["candidates"]:
+        cand.pop("features")
+    doc["candidates"][2]["scores"] = {"click": 0.9, "long_view": 0.2}  # ranks first
+    request = RerankBody.model_validate(doc)
+    out = rerank_once(Bundle(), request, config, Source())
+    event = decode(impression_factory(request, out, config, 1.0)())
+    assert [it.item_id for it in event.items][0] == "i2"
+    by_id = {it.item_id: it.features for it in event.items}
+    assert by_id == {"i0": [0.1235, 1.0], "i1": [0.5, 0.3333], "i2": [0.9877, 2.0]}
