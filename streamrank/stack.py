@@ -184,8 +184,42 @@ def ensure_topics(bootstrap: str, topics: list[str], partitions: int) -> list[st
         admin.close()
 
 
+def group_alive(pgid: int) -> bool:
+    """Whether any process of process group ``pgid`` is still running (zombies aside)."""
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return any(pid_alive(pid) for pid in _group_members(pgid))
+
+
+def _group_members(pgid: int) -> list[int]:
+    """Live (non-zombie) processes of group ``pgid``, from /proc (without /proc: the leader)."""
+    proc = Path("/proc")
+    if not proc.is_dir():
+        return [pgid]
+    members = []
+    for entry in proc.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if len(fields) > 2 and int(fields[2]) == pgid and fields[0] != "Z":  # after "comm)": state, ppid, pgrp
+            members.append(int(entry.name))
+    return members
+
+
 def stop_pid(pid: int, grace: float = 10.0) -> None:
-    """SIGTERM the process group, then SIGKILL after ``grace`` seconds."""
+    """SIGTERM the process group, then SIGKILL after ``grace`` seconds.
+
+    Waits for the whole group, not just ``pid``: a launcher (e.g. the ``noida-db`` wrapper
+    script) can exit at once on SIGTERM while the server it started is still shutting down, or
+    ignores the signal; it then gets the SIGKILL too instead of being left running.
+    """
     for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 5.0)):
         try:
             os.killpg(pid, sig)
@@ -195,7 +229,7 @@ def stop_pid(pid: int, grace: float = 10.0) -> None:
             os.kill(pid, sig)
         deadline = time.monotonic() + wait
         while time.monotonic() < deadline:
-            if not pid_alive(pid):
+            if not group_alive(pid):
                 return
             time.sleep(0.05)
 
