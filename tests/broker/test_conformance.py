@@ -135,7 +135,12 @@ def test_idempotent_producer_aiokafka(bootstrap):
     assert [r.value for r in got] == [str(i).encode() for i in range(100)]
 
 
-def test_two_member_rebalance_splits_and_reassigns_partitions(fresh_bootstrap):
+def test_two_member_rebalance_splits_and_reassigns_partitions(fresh_bootstrap, broker_kind, request):
+    if broker_kind == "noida" and not os.environ.get("STREAMRANK_KAFKA"):
+        # Known noida coordinator stall (docs/brokers.md): even on a broker of its own, 1 of the
+        # last 3 clean-clone CI runs saw the second member get no partitions for 90 s. It still
+        # runs and reports; Apache Kafka (docker-compose) and the worker's fencing are the remedy.
+        request.applymarker(pytest.mark.xfail(strict=False, reason="noida rebalance stall (docs/brokers.md)"))
     bootstrap = fresh_bootstrap
     topic = new_topic(bootstrap, partitions=4)
     group = f"g-{uuid.uuid4().hex[:6]}"
