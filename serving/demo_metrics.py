@@ -104,41 +104,24 @@ def manifest_offsets(manifest: dict[str, Any]) -> dict[str, int]:
     return {}
 
 
-def staleness(examples: dict[str, tuple[str, int]], feedback_done: dict[str, float],
-              manifests: dict[str, Sequence[dict[str, Any]]],
-              served_at: dict[str, dict[str, float]]) -> tuple[list[float], int]:
-    """Staleness (s) of every example some served model version learned from; plus how many were never served.
-
-    ``examples``: request_id -> ("topic:partition", offset); ``feedback_done``: request_id -> wall time
-    of its last feedback event; ``manifests``: model -> its snapshot announcements; ``served_at``:
-    model -> version -> first served wall time. An example's staleness ends at the earliest first
-    serving of any model version whose applied offsets cover it.
-    """
-    covered: list[tuple[float, dict[str, int]]] = []
-    for model, docs in manifests.items():
-        for doc in docs:
-            when = served_at.get(model, {}).get(str(doc.get("version")))
-            if when is not None:
-                covered.append((when, manifest_offsets(doc)))
-    covered.sort(key=lambda c: c[0])
-    values: list[float] = []
-    unserved = 0
-    for request_id, (tp, offset) in examples.items():
-        if request_id not in feedback_done:
-            continue
-        hit = next((when for when, offsets in covered if offsets.get(tp, -1) >= offset), None)
-        if hit is None:
-            unserved += 1
-        else:
-            values.append(max(0.0, hit - feedback_done[request_id]))
-    return values, unserved
+def staleness(rows: Sequence[dict[str, Any]]) -> tuple[list[float], int]:
+    """Staleness (s) of every example of :func:`staleness_rows` some served model version learned
+    from (its last feedback -> first response by a version covering it); plus how many were never served."""
+    values = [max(0.0, r["first_served_at"] - r["feedback_done_at"]) for r in rows if r["first_served_at"] is not None]
+    return values, len(rows) - len(values)
 
 
 def staleness_rows(examples: dict[str, tuple[str, int, float]], feedback_done: dict[str, float],
                    manifests: dict[str, Sequence[dict[str, Any]]], served_at: dict[str, dict[str, float]],
                    closed_by: dict[str, str] | None = None) -> list[dict[str, Any]]:
     """One row per example with feedback: when its last feedback was sent, its example produced,
-    the first snapshot covering it created and first served (``None``: not served by the end)."""
+    the first snapshot covering it created and first served (``None``: not served by the end).
+
+    ``examples``: request_id -> ("topic:partition", offset, produce time); ``feedback_done``:
+    request_id -> wall time of its last feedback event; ``manifests``: model -> its snapshot
+    announcements; ``served_at``: model -> version -> first served wall time. An example counts
+    as learned at the earliest first serving of any model version whose applied offsets cover it.
+    """
     covered: list[tuple[float, float, dict[str, int]]] = []
     for model, docs in manifests.items():
         for doc in docs:
@@ -175,13 +158,11 @@ def staleness_by_close(rows: Sequence[dict[str, Any]], since: float | None = Non
             for key in counts}
 
 
-def staleness_breakdown(examples: dict[str, tuple[str, int, float]], feedback_done: dict[str, float],
-                        manifests: dict[str, Sequence[dict[str, Any]]],
-                        served_at: dict[str, dict[str, float]]) -> dict[str, list[float]]:
-    """Where the staleness goes, per example: join (feedback -> example produced), learn+publish
-    (example -> snapshot created), swap (snapshot created -> first response that used it)."""
+def staleness_breakdown(rows: Sequence[dict[str, Any]]) -> dict[str, list[float]]:
+    """Where the staleness of :func:`staleness_rows` goes, per example: join (feedback -> example
+    produced), learn+publish (example -> snapshot created), swap (snapshot created -> first response)."""
     out: dict[str, list[float]] = {"join_s": [], "learn_publish_s": [], "swap_s": []}
-    for row in staleness_rows(examples, feedback_done, manifests, served_at):
+    for row in rows:
         out["join_s"].append(max(0.0, row["example_at"] - row["feedback_done_at"]))
         if row["first_served_at"] is not None:
             out["learn_publish_s"].append(max(0.0, row["snapshot_created_at"] - row["example_at"]))

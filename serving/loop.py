@@ -519,6 +519,10 @@ def _apply_feast(settings: Settings, config: DemoConfig) -> str:
         return f"failed: {type(exc).__name__}: {str(exc)[:300]}"
 
 
+#: reward-curve columns summarised as first-third and last-third means
+CURVE_KEYS = ("reward", "ndcg10", "ndcg10_upstream", "expected_clicks", "expected_clicks_upstream", "ece")
+
+
 def summarise(config: DemoConfig, settings: Settings, users: Users, models: dict, metrics_text: str, started: float,
               publisher, crashed: list[Child], feast_status: str, children_list: list[Child]) -> dict[str, Any]:
     served = users.served
@@ -532,9 +536,9 @@ def summarise(config: DemoConfig, settings: Settings, users: Users, models: dict
         by_model.setdefault(doc.get("name", "?"), []).append(doc)
     feedback_done = {s.request_id: s.feedback_done_at for s in ok}
     served_at = {m: dm.first_served(ok, m) for m in by_model}
-    stale, unserved = dm.staleness({k: v[:2] for k, v in examples.items()}, feedback_done, by_model, served_at)
-    parts = dm.staleness_breakdown(examples, feedback_done, by_model, served_at)
     rows = dm.staleness_rows(examples, feedback_done, by_model, served_at, closed_by)
+    stale, unserved = dm.staleness(rows)
+    parts = dm.staleness_breakdown(rows)
     _write_staleness_csv(Path(config.output) / "staleness.csv", started, rows)
     elapsed = max(1e-9, max((s.t for s in served), default=started) - started)
     third = max(1, len(curve) // 3)
@@ -569,18 +573,8 @@ def summarise(config: DemoConfig, settings: Settings, users: Users, models: dict
                                    **dm.staleness_by_close(rows, since=started + config.warmup_s)},
         "examples_not_yet_served": unserved,
         "reward_curve": curve,
-        "reward_first_third": mean(curve[:third], "reward"),
-        "reward_last_third": mean(curve[-third:], "reward"),
-        "ndcg10_first_third": mean(curve[:third], "ndcg10"),
-        "ndcg10_last_third": mean(curve[-third:], "ndcg10"),
-        "ndcg10_upstream_first_third": mean(curve[:third], "ndcg10_upstream"),
-        "ndcg10_upstream_last_third": mean(curve[-third:], "ndcg10_upstream"),
-        "expected_clicks_first_third": mean(curve[:third], "expected_clicks"),
-        "expected_clicks_last_third": mean(curve[-third:], "expected_clicks"),
-        "expected_clicks_upstream_first_third": mean(curve[:third], "expected_clicks_upstream"),
-        "expected_clicks_upstream_last_third": mean(curve[-third:], "expected_clicks_upstream"),
-        "ece_first_third": mean(curve[:third], "ece"),
-        "ece_last_third": mean(curve[-third:], "ece"),
+        **{f"{key}_{part}_third": mean(rows_, key) for key in CURVE_KEYS
+           for part, rows_ in (("first", curve[:third]), ("last", curve[-third:]))},
         "requests": len(served),
         "latency_p50_ms": dm.percentile(latencies, 50),
         "latency_p99_ms": dm.percentile(latencies, 99),

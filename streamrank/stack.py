@@ -185,32 +185,21 @@ def ensure_topics(bootstrap: str, topics: list[str], partitions: int) -> list[st
 
 
 def group_alive(pgid: int) -> bool:
-    """Whether any process of process group ``pgid`` is still running (zombies aside)."""
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return any(pid_alive(pid) for pid in _group_members(pgid))
-
-
-def _group_members(pgid: int) -> list[int]:
-    """Live (non-zombie) processes of group ``pgid``, from /proc (without /proc: the leader)."""
+    """Whether any live (non-zombie) process of process group ``pgid`` is left (from /proc;
+    without /proc, whether the leader is)."""
     proc = Path("/proc")
     if not proc.is_dir():
-        return [pgid]
-    members = []
+        return pid_alive(pgid)
     for entry in proc.iterdir():
         if not entry.name.isdigit():
             continue
         try:
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()  # after "comm)": state, ppid, pgrp
         except (OSError, IndexError):
             continue
-        if len(fields) > 2 and int(fields[2]) == pgid and fields[0] != "Z":  # after "comm)": state, ppid, pgrp
-            members.append(int(entry.name))
-    return members
+        if len(fields) > 2 and int(fields[2]) == pgid and fields[0] != "Z":
+            return True
+    return False
 
 
 def stop_pid(pid: int, grace: float = 10.0) -> None:

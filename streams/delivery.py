@@ -37,7 +37,6 @@ class PendingDeliveries:
         self.timeout_s = timeout_s
         self.examples: set[asyncio.Future] = set()
         self.changelog: set[asyncio.Future] = set()
-        self.settles = 0
 
     def track_example(self, future: asyncio.Future) -> None:
         self._track(self.examples, future)
@@ -60,7 +59,6 @@ class PendingDeliveries:
         rewrites it, and that rewrite is itself a tracked changelog write.
         Raises :class:`TimeoutError` (so the caller does not commit) if the producer is stuck.
         """
-        self.settles += 1
         for pending in (self.examples, self.changelog):
             snapshot = set(pending)
             if snapshot:

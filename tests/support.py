@@ -29,3 +29,19 @@ def settings_env(settings: Settings) -> dict[str, str]:
                STREAMRANK_TOPIC_PREFIX=settings.topics.prefix, STREAMRANK_HOME=str(settings.home),
                STREAMRANK_PARTITIONS=str(settings.partitions), PYTHONUNBUFFERED="1")
     return env
+
+
+def stage_cli(register):
+    """A root CLI group with an ``eval`` subgroup and one stage's commands registered (as streamrank.cli does)."""
+    import click  # noqa: PLC0415
+
+    @click.group()
+    def root() -> None:
+        pass
+
+    @root.group(name="eval")
+    def eval_group() -> None:
+        pass
+
+    register(root, eval_group)
+    return root

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 
-import click
 import pytest
 import torch
 from click.testing import CliRunner
@@ -12,23 +11,14 @@ from click.testing import CliRunner
 from feature_store.commands import register
 from feature_store.snapshots import SnapshotRegistry
 from learners.protocol import LearnerState
-from support import settings_env
+from support import settings_env, stage_cli
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
 def cli():
-    @click.group()
-    def root() -> None:
-        pass
-
-    @root.group(name="eval")
-    def eval_group() -> None:
-        pass
-
-    register(root, eval_group)
-    return root
+    return stage_cli(register)
 
 
 def state(value: float) -> LearnerState:

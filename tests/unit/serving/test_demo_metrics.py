@@ -22,17 +22,20 @@ def test_curves_bucket_by_time_and_drop_a_tiny_trailing_bucket():
 
 
 def test_staleness_uses_the_first_served_version_that_covers_the_example():
-    examples = {"a": ("ex:0", 5), "b": ("ex:1", 2), "c": ("ex:0", 9)}
+    examples = {"a": ("ex:0", 5, 10.5), "b": ("ex:1", 2, 11.5), "c": ("ex:0", 9, 12.5)}
     feedback = {"a": 10.0, "b": 11.0, "c": 12.0}
     manifests = {"ldro": [{"version": "1", "meta": {"runtime": {"offsets": {"ex:0": 4, "ex:1": 7}}}},
                           {"version": "2", "meta": {"runtime": {"offsets": {"ex:0": 6, "ex:1": 7}}}}],
                  "umnn": [{"version": "7", "meta": {"runtime": {"offsets": {"ex:0": 9}}}}]}
     served_at = {"ldro": {"1": 13.0, "2": 15.0}, "umnn": {"7": 20.0}}
-    values, unserved = dm.staleness(examples, feedback, manifests, served_at)
+    values, unserved = dm.staleness(dm.staleness_rows(examples, feedback, manifests, served_at))
     # a: offset 5 first covered by ldro v2 (served 15); b: ldro v1 (13); c: only umnn v7 (20).
     assert sorted(values) == [2.0, 5.0, 8.0] and unserved == 0
-    values, unserved = dm.staleness(examples, feedback, {"ldro": manifests["ldro"]}, {"ldro": served_at["ldro"]})
+    rows = dm.staleness_rows(examples, feedback, {"ldro": manifests["ldro"]}, {"ldro": served_at["ldro"]})
+    values, unserved = dm.staleness(rows)
     assert sorted(values) == [2.0, 5.0] and unserved == 1
+    # join = example produced - last feedback, for served and unserved examples alike
+    assert dm.staleness_breakdown(rows)["join_s"] == [0.5, 0.5, 0.5]
 
 
 def test_first_served_records_the_first_response_per_version():

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import json
 
-import click
 import pytest
 from click.testing import CliRunner
 
 from learners import policy_commands
+from support import stage_cli
 
 
 @pytest.fixture(autouse=True)
@@ -23,16 +23,7 @@ def keep_torch_threads():
 
 @pytest.fixture(scope="module")
 def cli():
-    @click.group()
-    def root() -> None:
-        pass
-
-    @root.group(name="eval")
-    def eval_group() -> None:
-        pass
-
-    policy_commands.register(root, eval_group)
-    return root
+    return stage_cli(policy_commands.register)
 
 
 def letor_slice(shared_data, path, first: int, count: int) -> str:
