@@ -92,12 +92,14 @@ def test_corrupt_and_nan_snapshots_published_mid_load_never_serve(settings):
                 good = registry.publish("linear-pl", scorer([1.0 + round_, 0, 0, 0]).state_dict()).version
                 assert wait_for(lambda: served_version(client) == good)
                 good_versions.append(good)
-                state = scorer().state_dict()
-                bad.add(write_raw_snapshot(registry, "linear-pl", state.tensors, state.meta, flip_byte=True))
-                state = scorer().state_dict()
-                state.tensors["task_weight"][0] = float("nan")
-                bad.add(write_raw_snapshot(registry, "linear-pl", state.tensors, state.meta))
-                assert wait_for(lambda: bad <= {d["version"] for d in client.get("/models").json()["decisions"]})
+                # One bad snapshot at a time: the watcher checks the *current* version, so a second
+                # pointer move before its check would skip the first bad one (never decided at all).
+                corrupt = scorer().state_dict()
+                nan = scorer().state_dict()
+                nan.tensors["task_weight"][0] = float("nan")
+                for state, flip in ((corrupt, True), (nan, False)):
+                    bad.add(write_raw_snapshot(registry, "linear-pl", state.tensors, state.meta, flip_byte=flip))
+                    assert wait_for(lambda: bad <= {d["version"] for d in client.get("/models").json()["decisions"]})
         finally:
             stop.set()
             for t in threads:
