@@ -112,6 +112,9 @@ class LearnerRuntime:
         self.store = store
         self.config = config or RuntimeConfig()
         self.on_checkpoint: list[CheckpointHook] = []
+        #: applied to each batch before ``learn_many`` (e.g. learners.feature_fill.FeatureFill:
+        #: item features that the impression names instead of carrying)
+        self.prepare: Callable[[list[LabeledList]], list[LabeledList]] | None = None
         self.offsets: dict[str, int] = {}  # last applied offset per "topic:partition"
         self.recent_ids: deque[str] = deque(maxlen=self.config.recent_ids or None)
         self._recent_set: set[str] = set()
@@ -274,6 +277,8 @@ class LearnerRuntime:
             if item.example is not None:
                 count += 1
         examples = [p.example for p in taken if p.example is not None]
+        if self.prepare is not None:
+            examples = self.prepare(examples)
         metrics = self.learner.learn_many(examples)
         self.last_metrics = {k: float(v) for k, v in metrics.items()}
         self.batches += 1
@@ -314,4 +319,6 @@ class LearnerRuntime:
                 "skipped_offsets": self.skipped_offsets, "skipped_ids": self.skipped_ids,
                 "dead_lettered": self.dead_lettered, "checkpoint_seq": self.checkpoint_seq,
                 "offsets": dict(sorted(self.offsets.items())), "digest": str(self.digest),
-                "examples_per_s": round((self.applied - self._applied_at_start) / elapsed, 2), "metrics": self.last_metrics}
+                "examples_per_s": round((self.applied - self._applied_at_start) / elapsed, 2), "metrics": self.last_metrics,
+                "feature_fill": {k: getattr(self.prepare, k) for k in ("filled", "missing", "errors")
+                                 if hasattr(self.prepare, k)}}

@@ -47,6 +47,7 @@ import faust
 from faust.types import TP
 
 from learners.checkpoint import CheckpointStore
+from learners.feature_fill import FeatureFill, feast_row_reader
 from learners.registry import build_learner
 from learners.runtime import LearnerRuntime, Record, RuntimeConfig, StepResult
 from streamrank.config import Settings
@@ -139,6 +140,8 @@ def build_learner_app(settings: Settings, options: LearnWorkerOptions) -> Learne
                              RuntimeConfig(batch_size=options.batch_size, checkpoint_every=options.checkpoint_every,
                                            max_event_bytes=settings.max_event_bytes))
     runtime.restore()
+    if settings.redis:  # impressions may name item features instead of carrying them (serving's default)
+        runtime.prepare = FeatureFill(feast_row_reader(settings))
     status_path = store.dir / "status.json"
     datadir = store.dir / "faust"  # Faust's own scratch space (memory store: nearly empty)
     datadir.parent.mkdir(parents=True, exist_ok=True)

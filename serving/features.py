@@ -12,7 +12,6 @@ from __future__ import annotations
 import threading
 from typing import Sequence
 
-import numpy as np
 import torch
 
 from streamrank.config import Settings
@@ -33,22 +32,15 @@ class FeastItemFeatures:
         if not (path / "feature_store.yaml").exists():
             raise RuntimeError(f"no applied Feast repo at {path}: run the feature store's apply first")
         self.reader = DirectFeatureReader(FeastRepo(path, fs.feast_project).store(), [feature])
+        self.reference = feature  # what impressions name instead of copying the rows
         self.output = feature.replace(":", "__")
         self.missing = 0
         self._lock = threading.Lock()
 
     def fetch(self, user_id: str | None, query: str | None, item_ids: Sequence[str]) -> torch.Tensor:
         """``[n, d]`` float32 features of ``item_ids`` (zeros for unknown items; ``[n, 0]`` if none is known)."""
-        bundle = self.reader.read(user_id, query, item_ids)
-        rows = [item.get(self.output) for item in bundle.items]
-        width = next((len(r) for r in rows if r is not None), 0)
-        out = np.zeros((len(rows), width), dtype=np.float32)
-        missing = 0
-        for i, row in enumerate(rows):
-            if row is None or len(row) != width:
-                missing += 1
-            else:
-                out[i] = row
+        out, known = self.reader.read_item_vectors(item_ids, self.output)
+        missing = int(known.size - known.sum())
         if missing:
             with self._lock:
                 self.missing += missing

@@ -37,6 +37,13 @@ class ServeConfig:
     default_fusion_weights: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_FUSION_WEIGHTS))
     emit_queue: int = 10_000
     log_features: bool = True
+    #: Copy item features fetched from the feature store into each impression. Off: the
+    #: impression names the feature instead (``context["item_features"]``) and the learners
+    #: read the rows back by item id (learners.feature_fill). A copy is 112 KB of JSON per
+    #: 50 x 300 request: ~1-2 ms of the server's GIL per request, and the embedded noida broker,
+    #: which rewrites its whole log as one JSON file, spent a core on it (BENCHMARKS.md, Serving).
+    #: Turn it on for item features that change faster than the learners read them back.
+    log_fetched_features: bool = False
     poll_interval_s: float = 1.0
     watch_pubsub: bool = True
     watch_kafka: bool = True

@@ -40,6 +40,7 @@ from serving.components import Component, ComponentError, build_component_model,
 from serving.gate import PromotionGate
 from serving.holder import Decision, ModelHolder
 from serving.recent_examples import RecentExamples
+from serving.topic_tail import TopicTail
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +73,7 @@ class SnapshotWatcher:
         self._specs: dict[tuple[str, str], dict] = {}
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
+        self._kafka_tail: TopicTail | None = None
 
     # -- checks -----------------------------------------------------------------------------------
     def served_version(self, model: str) -> str | None:
@@ -157,8 +159,9 @@ class SnapshotWatcher:
             self._spawn(lambda model=model: self._worker(model), f"snapshot-worker-{model}")
         if self.use_pubsub:
             self._spawn(self._listen_pubsub, "snapshot-pubsub")
-        if self.use_kafka:
-            self._spawn(self._listen_kafka, "snapshot-kafka")
+        if self.use_kafka:  # broker down: polling and pub/sub still work
+            self._kafka_tail = TopicTail(self.registry.settings.kafka_bootstrap, self.registry.topic,
+                                         self._on_model_updates, name="snapshot-kafka").start()
         return self
 
     def _spawn(self, target, name: str) -> None:
@@ -207,42 +210,14 @@ class SnapshotWatcher:
         if pubsub is not None:
             pubsub.close()
 
-    def _listen_kafka(self) -> None:
-        from kafka import KafkaConsumer, TopicPartition  # noqa: PLC0415
-
-        consumer = None
-        topic = self.registry.topic
-        while not self._stop.is_set():
-            try:
-                if consumer is None:
-                    consumer = KafkaConsumer(bootstrap_servers=self.registry.settings.kafka_bootstrap, group_id=None,
-                                             enable_auto_commit=False, auto_offset_reset="earliest",
-                                             request_timeout_ms=10_000, fetch_max_wait_ms=200)
-                    partitions = consumer.partitions_for_topic(topic)
-                    if not partitions:
-                        consumer.close()
-                        consumer = None
-                        self._stop.wait(1.0)
-                        continue
-                    consumer.assign([TopicPartition(topic, p) for p in sorted(partitions)])
-                batch = consumer.poll(timeout_ms=300)
-                for records in batch.values():
-                    for record in records:
-                        if record.key:
-                            self.wake(record.key.decode("utf-8", "replace"), "kafka")
-            except Exception as exc:  # noqa: BLE001 - broker down: polling and pub/sub still work
-                log.warning("model-updates topic: %s", exc)
-                if consumer is not None:
-                    try:
-                        consumer.close()
-                    except Exception:  # noqa: BLE001
-                        pass
-                consumer = None
-                self._stop.wait(2.0)
-        if consumer is not None:
-            consumer.close()
+    def _on_model_updates(self, records) -> None:
+        for record in records:
+            if record.key:
+                self.wake(record.key.decode("utf-8", "replace"), "kafka")
 
     def close(self) -> None:
         self._stop.set()
+        if self._kafka_tail is not None:
+            self._kafka_tail.close()
         for thread in self._threads:
             thread.join(5)

@@ -28,6 +28,9 @@ LABELED_LIST_SCHEMA = "streamrank.labeled_list.v1"
 
 #: Hard cap on list length in the contract; deployments may set a lower one in config.
 MAX_LIST_SIZE = 500
+#: Impression context key naming the feature-store feature (``view:feature``) the items were
+#: served with when their rows are not copied into the event; learners read them back by item id.
+ITEM_FEATURES_KEY = "item_features"
 
 FeedbackKind = Literal[
     "click",  # value 1

@@ -190,3 +190,60 @@ def test_stats_agent_pushes_stats_read_back_through_feast_and_dead_letters_bad_r
     expected.add_all(second)
     items, _ = expected.pending_rows()
     _wait_for_stats(store, items, timeout=5)
+
+
+def test_learner_feature_fill_reads_the_rows_serving_fetched(feast_env, shared_data):
+    """Impressions that name ``letor_document:features`` instead of carrying it: the learners'
+    FeatureFill reads the same rows back from the Redis online store, by item id, before a
+    batch is learned (unknown items stay without features and are counted)."""
+    from learners.feature_fill import FeatureFill, feast_row_reader
+    from learners.registry import build_learner
+    from learners.runtime import LearnerRuntime, Record, RuntimeConfig
+    from streams.events import ITEM_FEATURES_KEY
+
+    settings, fs, _, store = feast_env
+    letor = load_letor(shared_data / "letor" / "rank.train")
+    examples = simulated_labeled_lists(4, seed=3, data_root=shared_data, max_candidates=6, with_features=False)
+    rows = {doc: q.features[j] for q in letor.queries[:40] for j, doc in enumerate(q.doc_ids)}
+    pool = list(rows)
+    named = []
+    for k, example in enumerate(examples):
+        items = [item.model_copy(update={"item_id": pool[6 * k + j] if j < 5 else "unknown-item", "features": None})
+                 for j, item in enumerate(example.impression.items)]
+        impression = example.impression.model_copy(
+            update={"items": items, "context": {**example.impression.context, ITEM_FEATURES_KEY: "letor_document:features"}})
+        rename = {old.item_id: new.item_id for old, new in zip(example.impression.items, items)}
+        labels = [label.model_copy(update={"item_id": rename[label.item_id]}) for label in example.labels]
+        named.append(example.model_copy(update={"impression": impression, "labels": labels}))
+    fill = FeatureFill(feast_row_reader(settings, fs))
+    filled = fill(named)
+    for example in filled:
+        for item in example.impression.items:
+            if item.item_id == "unknown-item":
+                assert item.features is None
+            else:
+                np.testing.assert_array_equal(np.asarray(item.features, dtype=np.float32), rows[item.item_id])
+    n_unknown = sum(it.item_id == "unknown-item" for ex in named for it in ex.impression.items)
+    assert fill.missing == n_unknown and fill.filled == sum(len(ex.impression.items) for ex in named) - n_unknown
+    assert fill.errors == 0
+    # the inputs are untouched, and the serving reader agrees row for row
+    assert all(it.features is None for ex in named for it in ex.impression.items)
+    matrix, known = DirectFeatureReader(store, ["letor_document:features"]).read_item_vectors(
+        [letor.queries[0].doc_ids[0], "unknown-item"], "letor_document__features")
+    assert known.tolist() == [True, False] and matrix[1].tolist() == [0.0] * matrix.shape[1]
+    np.testing.assert_array_equal(matrix[0], letor.queries[0].features[0])
+
+    # in the runtime: what learn_many sees is the filled batch
+    seen = []
+    learner = build_learner("ldro")
+    learn_many = learner.learn_many
+    learner.learn_many = lambda batch: (seen.extend(batch), learn_many(batch))[1]
+    runtime = LearnerRuntime("ldro", learner, None, RuntimeConfig(batch_size=len(named)))
+    runtime.prepare = fill
+    step = runtime.offer([Record(topic="examples", partition=0, offset=i, value=encode(ex), key=None)
+                          for i, ex in enumerate(named)])
+    assert not step.dead_letters, step.dead_letters
+    assert len(seen) == len(named) and all(
+        it.features is not None for ex in seen for it in ex.impression.items if it.item_id != "unknown-item")
+    assert runtime.status()["feature_fill"]["errors"] == 0
+

@@ -207,3 +207,39 @@ def test_fetched_features_are_logged_rounded_in_the_shown_order(tmp_path):
     assert [it.item_id for it in event.items][0] == "i2"
     by_id = {it.item_id: it.features for it in event.items}
     assert by_id == {"i0": [0.1235, 1.0], "i1": [0.5, 0.3333], "i2": [0.9877, 2.0]}
+
+
+@pytest.mark.parametrize("log_fetched", [False, True])
+def test_fetched_features_are_named_not_copied_unless_configured(log_fetched):
+    """By default an impression names the feature-store feature it was served with
+    (context ``item_features``) instead of carrying 300 floats per item; ``log_fetched_features``
+    copies them; features sent in the request are always logged."""
+    from serving.app import impression_factory, rerank_once
+    from serving.api_models import RerankBody
+    from serving.holder import Bundle
+    from streams.events import ITEM_FEATURES_KEY, decode
+
+    class FeastLike:
+        reference = "letor_document:features"
+
+        def fetch(self, user_id, query, item_ids):
+            return torch.tensor([[0.25, 1.0], [0.5, 0.75], [0.125, 2.0]])[: len(item_ids)]
+
+    config = ServeConfig(max_candidates=5, log_fetched_features=log_fetched)
+    doc = body(3)
+    sent = RerankBody.model_validate(doc)  # candidates carry their features
+    for cand in doc["candidates"]:
+        cand.pop("features")
+    fetched = RerankBody.model_validate(doc)
+
+    event = decode(impression_factory(fetched, rerank_once(Bundle(), fetched, config, FeastLike()), config, 1.0)())
+    by_id = {it.item_id: it.features for it in event.items}
+    if log_fetched:
+        assert by_id == {"i0": [0.25, 1.0], "i1": [0.5, 0.75], "i2": [0.125, 2.0]}
+        assert ITEM_FEATURES_KEY not in event.context
+    else:
+        assert by_id == {"i0": None, "i1": None, "i2": None}
+        assert event.context[ITEM_FEATURES_KEY] == "letor_document:features"
+
+    event = decode(impression_factory(sent, rerank_once(Bundle(), sent, config, FeastLike()), config, 1.0)())
+    assert all(it.features is not None for it in event.items) and ITEM_FEATURES_KEY not in event.context

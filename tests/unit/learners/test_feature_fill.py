@@ -1,0 +1,45 @@
+"""FeatureFill: only impressions that name a feature and lack rows are filled; a failing store
+never stops a batch."""
+
+from __future__ import annotations
+
+from feature_store.simulated_examples import simulated_labeled_lists
+from learners.feature_fill import FeatureFill
+from streams.events import ITEM_FEATURES_KEY
+
+
+def named(example, ref="letor_document:features"):
+    items = [it.model_copy(update={"features": None}) for it in example.impression.items]
+    impression = example.impression.model_copy(update={"items": items, "context": {**example.impression.context,
+                                                                                   ITEM_FEATURES_KEY: ref}})
+    return example.model_copy(update={"impression": impression})
+
+
+def test_fills_only_named_examples_and_reads_each_item_once(shared_data):
+    plain, with_ref = simulated_labeled_lists(2, seed=1, data_root=shared_data, max_candidates=4, with_features=False)
+    with_ref = named(with_ref)
+    calls = []
+
+    def read(ref, item_ids):
+        calls.append((ref, list(item_ids)))
+        return [[float(len(i)), 1.0] if i != with_ref.impression.items[0].item_id else None for i in item_ids]
+
+    fill = FeatureFill(read)
+    out = fill([plain, with_ref])
+    assert out[0] is plain  # no feature named: untouched
+    assert calls == [("letor_document:features", sorted({it.item_id for it in with_ref.impression.items}))]
+    first, *rest = out[1].impression.items
+    assert first.features is None and all(it.features == [float(len(it.item_id)), 1.0] for it in rest)
+    assert (fill.filled, fill.missing, fill.errors) == (len(rest), 1, 0)
+    assert out[1].example_id == with_ref.example_id and out[1].labels == with_ref.labels
+
+
+def test_a_failing_store_leaves_the_batch_as_it_came(shared_data):
+    example = named(simulated_labeled_lists(1, seed=2, data_root=shared_data, max_candidates=3)[0])
+
+    def down(ref, item_ids):
+        raise ConnectionError("redis: connection refused")
+
+    fill = FeatureFill(down)
+    assert fill([example]) == [example]
+    assert fill.errors == 1 and fill.filled == 0
