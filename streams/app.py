@@ -22,7 +22,7 @@ from typing import Any
 import faust
 
 from streamrank.config import Settings, config_section
-from streams import fetch_backoff
+from streams import fetch_backoff, recovery_order
 from streams.agents import Joiner
 from streams.delivery import PendingDeliveries, TrackedTable, install_commit_barrier
 from streams.join import JoinConfig
@@ -91,6 +91,7 @@ def build_app(settings: Settings, options: WorkerOptions | None = None, join_con
     join_config = join_config or file_join
     weights = weights or file_weights
     fetch_backoff.install(options.empty_fetch_backoff_s)
+    recovery_order.install()  # no records lost around the seek when partitions resume after a rebalance
     datadir = Path(settings.home) / "faust" / options.name
     datadir.mkdir(parents=True, exist_ok=True)
     app = faust.App(

@@ -101,11 +101,6 @@ def test_kill9_mid_replay_and_restart_loses_no_example(settings, tmp_path, long_
             second.stop()
 
 
-@pytest.mark.xfail(strict=False, reason=(
-    "known loss in Faust's consumer across a rebalance (issue 3 open): in 1 of 3 clean-clone CI runs on "
-    "2008fc2 one of 400 impressions (kill-5-289) never produced an example after worker b took over; a "
-    "helper traced the same kind of gap to records of a source partition that the restarted consumer never "
-    "handed to the stream around Recovery._resume_streams / perform_seek (BENCHMARKS.md, Streams join)"))
 def test_two_workers_split_partitions_and_survive_a_rebalance_and_a_kill9(settings, tmp_path, long_log):
     request_ids = {d["request_id"] for d in log_events(long_log) if d["schema"] == "streamrank.impression.v1"}
     a = start_worker(settings, tmp_path, "group-a")
