@@ -58,14 +58,19 @@ class DemoConfig:
     max_candidates: int = 30
     bucket_s: float = 10.0
     drain_s: float = 8.0
-    #: Wall seconds per simulated second of a user's session: 0.1 plays a 30 s session (clicks,
-    #: watching, likes, a reformulation, the session end) out in 3 s. Each feedback event is
+    #: Wall seconds per simulated second of a user's session: 0.05 plays a 30 s session (clicks,
+    #: watching, likes, a reformulation, the session end) out in 1.5 s. Each feedback event is
     #: produced when its (scaled) event time comes, as a client would send it.
-    session_time_scale: float = 0.1
-    #: The join's event-time window (wall seconds, so in scaled session time: 3 s = 30 s of a
-    #: session) and allowed lateness; sessions without a ``session_end`` close by the window.
-    join_window_s: float = 3.0
-    join_lateness_s: float = 0.5
+    session_time_scale: float = 0.05
+    #: The join's event-time window (wall seconds, so in scaled session time: 1.5 s = 30 s of a
+    #: session) and allowed lateness; sessions without a ``session_end`` close by the window, so
+    #: their staleness includes the rest of the window after their last event (the summary splits
+    #: staleness by close reason).
+    join_window_s: float = 1.5
+    join_lateness_s: float = 0.25
+    #: The learners' micro-batch: up to ``learner_batch`` examples, or what arrived within
+    #: ``learner_within_s`` of the first one (the batch wait is part of the staleness).
+    learner_within_s: float = 0.25
     #: LDRO starts from the cold-start policy (its skip term on the task logits), see LDROConfig.
     warm_start_ldro: bool = True
     #: The task scores LDRO reads: ``upstream`` (stationary) or ``calibrated`` (the online UMNN's
@@ -440,7 +445,8 @@ def run_demo(config: DemoConfig, settings: Settings) -> dict[str, Any]:
         learners_publish = _learn_can_publish()
         for model in config.learners:
             children.start(f"learner-{model}", "learn", "--model", model, "--checkpoint-dir", str(checkpoints),
-                           "--batch-size", str(config.learner_batch), "--within", "0.5", "--checkpoint-every", "1",
+                           "--batch-size", str(config.learner_batch), "--within", str(config.learner_within_s),
+                           "--checkpoint-every", "1",
                            "--idle-flush", "1.0", "--progress", "10", *(["--publish"] if learners_publish else []))
         children.start("server", "serve")
         base_url = f"http://127.0.0.1:{port}"

@@ -139,13 +139,18 @@ class _CalibrationBase:
 
     def calibrate(self, task_scores: dict[str, torch.Tensor], context: dict[str, Any]) -> dict[str, torch.Tensor]:
         out: dict[str, torch.Tensor] = {}
+        fields: dict[int, dict[str, Sequence[Any]]] = {}  # one context per list length, shared by the tasks
         for task, scores in task_scores.items():
             scores = torch.as_tensor(scores, dtype=torch.float32).reshape(-1)
             if task not in self.tasks or scores.numel() == 0:
                 out[task] = scores
                 continue
             logit = torch.logit(scores.clamp(1e-6, 1 - 1e-6))
-            out[task] = self._predict(task, logit, _request_context(context, scores.numel()), scores)
+            n = scores.numel()
+            if n not in fields:
+                fields[n] = _request_context(context, n)
+            out[task] = self._predict(task, logit, fields[n], scores)
+        self._last_context: tuple | None = None  # never reused across calls (the weights may change in between)
         return out
 
     def _predict(self, task: str, logit: torch.Tensor, fields: dict[str, Sequence[Any]], p_hat: torch.Tensor) -> torch.Tensor:
@@ -178,7 +183,14 @@ class NeuralCalibrationLearner(_CalibrationBase):
         self.sc_losses = {task: SmoothCalibrationLoss(sc) for task in config.tasks}
 
     def _context(self, fields: dict[str, Sequence[Any]], n: int) -> torch.Tensor:
-        return self.encoder(self.encoder.indices(fields, n))
+        # The tasks of one ``calibrate`` call share ``fields`` (the same object): encode it once.
+        # The entry holds the object itself, not its id, and ``calibrate`` drops it when done.
+        cached = getattr(self, "_last_context", None)
+        if cached is not None and cached[0] is fields and cached[1] == n and not torch.is_grad_enabled():
+            return cached[2]
+        h = self.encoder(self.encoder.indices(fields, n))
+        self._last_context = (fields, n, h)
+        return h
 
     def forward_rows(self, task: str, logit: torch.Tensor, context_index: torch.Tensor) -> torch.Tensor:
         """Calibrated logit; ``context_index`` from ``encoder.indices`` (used by the bench too)."""
