@@ -45,8 +45,8 @@ from kafka.partitioner.default import murmur2
 from streamrank.config import Settings
 from streams.dead_letter import DeadLetter
 from streams.delivery import PendingDeliveries
-from streams.events import EventError, Feedback, Impression, LabeledList, decode, encode
-from streams.join import (ClosedBy, JoinConfig, Watermarks, apply_feedback, apply_impression, close_entry,
+from streams.events import EventError, Feedback, Impression, decode
+from streams.join import (ClosedBy, JoinConfig, Watermarks, apply_feedback, apply_impression, close_entry_json,
                           close_reason, new_entry, orphan_expired, tombstone_expired)
 from streams.metrics import StreamMetrics
 from streams.worker_fencing import dead_members, fence_dead_members, leave_group
@@ -245,7 +245,7 @@ class Joiner:
         flush per batch: Faust flushes the producer before it commits source offsets anyway.
         Returns the request ids whose examples were sent.
         """
-        ready: list[tuple[str, dict, dict, LabeledList]] = []
+        ready: list[tuple[str, dict, dict, bytes, str]] = []
         working = working or {}
         for rid, forced, watermark in due:
             if rid in self.closing:
@@ -264,20 +264,21 @@ class Joiner:
             if impression is None:
                 continue
             tombstone = dict(entry)  # the open entry stays as it is until the example is delivered
-            example = close_entry(tombstone, impression, self.config, self.weights, reason, watermark,
-                                  impression_offset=entry.get("off"))
+            # the LabeledList's wire bytes (encode(close_entry(...)), built without the pydantic models)
+            example = close_entry_json(tombstone, impression, self.config, self.weights, reason, watermark,
+                                       impression_offset=entry.get("off"))
             tombstone.pop("raw", None)
             self.closing.add(rid)
-            ready.append((rid, entry, tombstone, example))
-        for rid, entry, tombstone, example in ready:
+            ready.append((rid, entry, tombstone, example, reason))
+        for rid, entry, tombstone, example, reason in ready:
             try:
-                delivery = await self.examples_topic.send(key=rid.encode("utf-8"), value=encode(example), force=True)
+                delivery = await self.examples_topic.send(key=rid.encode("utf-8"), value=example, force=True)
             except Exception as exc:  # noqa: BLE001 - stays open; the next tick retries
                 self._not_delivered(rid, entry, f"examples send: {type(exc).__name__}: {exc}")
                 continue
-            delivery.add_done_callback(partial(self._delivered, rid, entry, tombstone, example.join.closed_by))
+            delivery.add_done_callback(partial(self._delivered, rid, entry, tombstone, reason))
             self.deliveries.track_example(delivery)
-        return [rid for rid, _entry, _tombstone, _example in ready]
+        return [rid for rid, *_rest in ready]
 
     def _not_delivered(self, rid: str, open_entry: dict, error: str) -> None:
         """Keep the entry open in the table (it may never have been written) so a tick retries it."""

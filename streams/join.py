@@ -44,7 +44,7 @@ from dataclasses import dataclass, fields
 from typing import Any, Literal, Mapping
 
 from streams.events import Feedback, Impression, JoinInfo, LabeledList
-from streams.labeling import label_impression
+from streams.labeling import label_impression, label_impression_json
 from streams.rewards import ListOutcome, RewardWeights
 
 ClosedBy = Literal["window", "session_end", "idle", "flush"]
@@ -163,16 +163,32 @@ def outcome_of(entry: dict, config: JoinConfig) -> ListOutcome:
     return outcome
 
 
+def _join_info(entry: dict, config: JoinConfig, closed_by: ClosedBy, watermark: float,
+               impression_offset: str | None) -> dict:
+    """The :class:`JoinInfo` fields of an entry closing now."""
+    in_window = sum(1 for (_i, _k, _v, ts) in entry["fb"].values() if ts <= entry["t0"] + config.window_s)
+    closed_at = max(0.0, watermark if math.isfinite(watermark) else entry["t0"])
+    return {"closed_by": closed_by, "window_s": config.window_s, "feedback_count": in_window,
+            "duplicate_count": entry["dups"], "early_feedback_count": entry["early"], "closed_at_ts": closed_at,
+            "impression_offset": impression_offset}
+
+
 def close_entry(entry: dict, impression: Impression, config: JoinConfig, weights: RewardWeights,
                 closed_by: ClosedBy, watermark: float, impression_offset: str | None = None) -> LabeledList:
     """Build the example of an open entry and turn the entry into a tombstone (mutates ``entry``)."""
-    in_window = sum(1 for (_i, _k, _v, ts) in entry["fb"].values() if ts <= entry["t0"] + config.window_s)
-    closed_at = max(0.0, watermark if math.isfinite(watermark) else entry["t0"])
-    join = JoinInfo(closed_by=closed_by, window_s=config.window_s, feedback_count=in_window,
-                    duplicate_count=entry["dups"], early_feedback_count=entry["early"], closed_at_ts=closed_at,
-                    impression_offset=impression_offset)
-    example = label_impression(impression, outcome_of(entry, config), weights, join)
-    entry["closed"] = {"by": closed_by, "at": closed_at}
+    info = _join_info(entry, config, closed_by, watermark, impression_offset)
+    example = label_impression(impression, outcome_of(entry, config), weights, JoinInfo(**info))
+    entry["closed"] = {"by": closed_by, "at": info["closed_at_ts"]}
+    entry["fb"] = {}
+    return example
+
+
+def close_entry_json(entry: dict, impression: Impression, config: JoinConfig, weights: RewardWeights,
+                     closed_by: ClosedBy, watermark: float, impression_offset: str | None = None) -> bytes:
+    """:func:`close_entry` returning the example's wire bytes (``encode(close_entry(...))``, no models)."""
+    info = _join_info(entry, config, closed_by, watermark, impression_offset)
+    example = label_impression_json(impression, outcome_of(entry, config), weights, info)
+    entry["closed"] = {"by": closed_by, "at": info["closed_at_ts"]}
     entry["fb"] = {}
     return example
 

@@ -3,14 +3,32 @@
 The example id is a hash of the impression's event id, so any re-delivery of the same joined
 example (a worker restart, a rebalance, a replay) carries the same id and learners can apply
 it effectively once.
+
+Two outputs of the same labels: :func:`label_impression` builds the pydantic model (learners,
+evaluations, tests), and :func:`label_impression_json` builds its wire form directly, the
+bytes ``streams.events.encode(label_impression(...))`` gives, without constructing and
+validating one ``ItemLabels`` per item and a ``LabeledList`` per example (the streams
+worker's hot path; BENCHMARKS.md, "Streams join"). Byte-identity holds because the JSON is
+written by the same serializer (``pydantic_core.to_json``: same float format, same string
+escaping), with the models' field order, every float field coerced to ``float`` as the
+models' lax validation does, and ``None`` left out as ``encode``'s ``exclude_none`` does.
+Values the models would reject (a non-finite reward from extreme weights) take the model
+path, so they fail exactly as before. ``tests/unit/streams/test_streams_labeling_json.py``
+checks the identity on simulated data and edge cases.
 """
 
 from __future__ import annotations
 
 import hashlib
+import math
 
-from streams.events import LABELED_LIST_SCHEMA, Impression, ItemLabels, JoinInfo, LabeledList
+from pydantic_core import to_json
+
+from streams.events import LABELED_LIST_SCHEMA, Impression, ItemLabels, JoinInfo, LabeledList, encode
 from streams.rewards import ItemOutcome, ListOutcome, RewardWeights, item_reward, list_reward, query_satisfaction
+
+_NO_OUTCOME = ItemOutcome()
+_CLOSED_BY = frozenset(JoinInfo.model_fields["closed_by"].annotation.__args__)
 
 
 def example_id_for(impression: Impression) -> str:
@@ -37,3 +55,52 @@ def label_impression(impression: Impression, outcome: ListOutcome, weights: Rewa
         reformulated=outcome.reformulated,
         join=join,
     )
+
+
+def label_impression_json(impression: Impression, outcome: ListOutcome, weights: RewardWeights,
+                          join: dict) -> bytes:
+    """``encode(label_impression(impression, outcome, weights, JoinInfo(**join)))`` without the models.
+
+    ``join``: the :class:`JoinInfo` fields (``closed_by``, ``window_s``, ``feedback_count``,
+    ``duplicate_count``, ``early_feedback_count``, ``closed_at_ts``, ``impression_offset``).
+    """
+    labels = []
+    rewards = []
+    positions = []
+    shown = []
+    plain = True  # every value is what the models would write unchanged
+    get = outcome.items.get
+    for item in impression.items:
+        got = get(item.item_id, _NO_OUTCOME)
+        reward = float(item_reward(got, item.duration_ms, weights))
+        play = float(got.play_time_ms)
+        if got is not _NO_OUTCOME:
+            plain = plain and play >= 0.0 and math.isfinite(play) and all(
+                type(v) is int and 0 <= v <= 1  # noqa: E721 - a bool would be written as true/false
+                for v in (got.click, got.long_view, got.like, got.follow, got.share))
+        plain = plain and math.isfinite(reward)
+        labels.append({"item_id": item.item_id, "position": item.position, "click": got.click,
+                       "long_view": got.long_view, "play_time_ms": play, "like": got.like,
+                       "follow": got.follow, "share": got.share, "reward": reward})
+        rewards.append(reward)
+        positions.append(item.position)
+        shown.append(got)
+    list_r = float(list_reward(rewards, positions))
+    query_r = float(query_satisfaction(shown, outcome.reformulated, weights))
+    info = {"closed_by": join["closed_by"], "window_s": float(join["window_s"]),
+            "feedback_count": join["feedback_count"], "duplicate_count": join.get("duplicate_count", 0),
+            "early_feedback_count": join.get("early_feedback_count", 0),
+            "closed_at_ts": float(join["closed_at_ts"])}
+    if join.get("impression_offset") is not None:
+        info["impression_offset"] = join["impression_offset"]
+    counts = all(type(info[k]) is int and info[k] >= 0  # noqa: E721
+                 for k in ("feedback_count", "duplicate_count", "early_feedback_count"))
+    if not (plain and counts and join["closed_by"] in _CLOSED_BY and type(outcome.reformulated) is bool  # noqa: E721
+            and math.isfinite(list_r) and math.isfinite(query_r) and math.isfinite(info["window_s"])
+            and math.isfinite(info["closed_at_ts"]) and info["closed_at_ts"] >= 0.0):
+        # anything the models would coerce or reject: let them (same bytes or the same error as before)
+        return encode(label_impression(impression, outcome, weights, JoinInfo(**join)))
+    doc = {"schema": LABELED_LIST_SCHEMA, "example_id": example_id_for(impression),
+           "request_id": impression.request_id, "impression": impression, "labels": labels,
+           "list_reward": list_r, "query_reward": query_r, "reformulated": outcome.reformulated, "join": info}
+    return to_json(doc, by_alias=True, exclude_none=True)
