@@ -14,6 +14,12 @@ in the request), then drives it from this process:
    published every ``--publish-interval`` seconds (promotion gate off: there is no logged
    traffic to judge the snapshots by, and the gate would keep version 1).
 
+With ``--baseline-ref REF`` (e.g. the previous release) a second server runs the code of that git
+ref (``git archive``, same venv, same stack) and the single-client phase alternates between the
+two in ``--rounds`` rounds, the server not being measured paused with SIGSTOP so that its
+background threads cost the measured one nothing; the ratio this tree / baseline is printed.
+Both share the broker, so whatever the baseline's impressions cost the broker shows up in both.
+
 Prints client-side latency percentiles, failures (must be 0), swaps done, and the ratio
 p99(swaps) / p99(steady) (goal <= 1.25), measured in the same run. ``--output`` writes JSON.
 
@@ -25,6 +31,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -106,6 +113,14 @@ def make_bodies(n_candidates: int, count: int, seed: int) -> list[dict]:
     return bodies
 
 
+def export_tree(ref: str, dest: Path) -> Path:
+    """The files of git ``ref`` under ``dest`` (``git archive``; run with ``dest`` as cwd, its modules win)."""
+    dest.mkdir(parents=True, exist_ok=True)
+    archive = subprocess.run(["git", "-C", str(ROOT), "archive", ref], check=True, capture_output=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(dest)], input=archive, check=True)
+    return dest
+
+
 def publisher(registry, model: str, base_state, interval: float, stop: threading.Event, published: list) -> None:
     """Publish ``model`` every ``interval`` s with slightly perturbed weights (a new version each time)."""
     import torch  # noqa: PLC0415
@@ -135,6 +150,10 @@ def main() -> int:
     ap.add_argument("--features", choices=("feast", "request"), default="feast")
     ap.add_argument("--calibrator", default="umnn", help="'' to serve without a calibrator")
     ap.add_argument("--fusion", default="drpo", help="'' to serve without a fusion policy")
+    ap.add_argument("--baseline-ref", default=None,
+                    help="also serve this git ref (e.g. a previous release) and interleave single-client rounds "
+                         "between the two servers, the idle one paused with SIGSTOP")
+    ap.add_argument("--rounds", type=int, default=3, help="single-client rounds per server with --baseline-ref")
     ap.add_argument("--output", type=Path, default=None)
     args = ap.parse_args()
 
@@ -193,7 +212,31 @@ def main() -> int:
                     c["features"] = [round(float(x), 4) for x in torch.rand(300, generator=gen)]
         Clients(f"{url}/rerank", bodies, 2).run(5.0, "warmup")
 
-        single = Clients(f"{url}/rerank", bodies, 1).run(args.single_s, "single")
+        if args.baseline_ref:
+            baseline_tree = export_tree(args.baseline_ref, home / "baseline-tree")
+            base_port = stack.free_port()
+            baseline = subprocess.Popen([sys.executable, "-m", "streamrank.cli", "serve"],
+                                        env=dict(server_env, STREAMRANK_SERVE_PORT=str(base_port)),
+                                        stdout=open(home / "baseline-server.log", "ab"),  # noqa: SIM115
+                                        stderr=subprocess.STDOUT, start_new_session=True, cwd=baseline_tree)
+            base_url = f"http://127.0.0.1:{base_port}"
+            stack.wait_until(lambda: stack.port_open("127.0.0.1", base_port), 120, "baseline server", baseline.pid)
+            stack.wait_until(lambda: httpx.get(f"{base_url}/models").json()["serving"]["reranker"]["version"] == "1",
+                             60, "baseline snapshots")
+            Clients(f"{base_url}/rerank", bodies, 2).run(5.0, "warmup")
+            single, single_baseline = [], []
+            for _ in range(args.rounds):  # interleaved; only the measured server runs
+                for target, pause, sink in ((url, baseline, single), (base_url, server, single_baseline)):
+                    os.killpg(pause.pid, signal.SIGSTOP)
+                    try:
+                        sink += Clients(f"{target}/rerank", bodies, 1).run(args.single_s / args.rounds, "single")
+                    finally:
+                        os.killpg(pause.pid, signal.SIGCONT)
+            stack.stop_pid(baseline.pid, grace=10)
+            result["single_client_baseline"] = {"ref": args.baseline_ref,
+                                                **percentiles([r[1] for r in single_baseline if r[2]])}
+        else:
+            single = Clients(f"{url}/rerank", bodies, 1).run(args.single_s, "single")
         clients = Clients(f"{url}/rerank", bodies, args.clients)
         steady = clients.run(args.steady_s / 2, "steady")
         stop, published = threading.Event(), []
@@ -238,6 +281,11 @@ def main() -> int:
     print(json.dumps(result, indent=2))
     print(f"\nsingle client, {args.candidates} candidates (features via {args.features}): "
           f"p50 {result['single_client']['p50_ms']:.2f} ms  p99 {result['single_client']['p99_ms']:.2f} ms (goal p99 <= 10)")
+    if "single_client_baseline" in result:
+        b = result["single_client_baseline"]
+        print(f"single client on {b['ref']} (same run, interleaved): p50 {b['p50_ms']:.2f} ms  p99 {b['p99_ms']:.2f} ms"
+              f" -> this tree / baseline: p50 {result['single_client']['p50_ms'] / b['p50_ms']:.2f}x"
+              f"  p99 {result['single_client']['p99_ms'] / b['p99_ms']:.2f}x")
     print(f"{args.clients} clients: steady p99 {result['steady']['p99_ms']:.2f} ms, during swaps p99 "
           f"{result['during_swaps']['p99_ms']:.2f} ms -> ratio {result['p99_ratio_swaps_over_steady']:.3f} (goal <= 1.25); "
           f"{result['snapshots_published']} snapshots published, {result['swaps_seen_by_server']} swaps, "
