@@ -243,3 +243,18 @@ def test_fetched_features_are_named_not_copied_unless_configured(log_fetched):
 
     event = decode(impression_factory(sent, rerank_once(Bundle(), sent, config, FeastLike()), config, 1.0)())
     assert all(it.features is not None for it in event.items) and ITEM_FEATURES_KEY not in event.context
+
+
+def test_server_start_freezes_the_startup_heap(tmp_path):
+    """After start-up the heap is in the permanent generation, so a full collection no longer
+    walks torch/Feast/pydantic objects in the middle of requests."""
+    import gc
+
+    gc.unfreeze()
+    assert gc.get_freeze_count() == 0
+    runtime = build_runtime(Settings(home=tmp_path, kafka=None, redis=None), ServeConfig(), with_watcher=False)
+    try:
+        with TestClient(create_app(runtime)):
+            assert gc.get_freeze_count() > 10_000
+    finally:
+        gc.unfreeze()
