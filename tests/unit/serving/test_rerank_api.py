@@ -258,3 +258,23 @@ def test_server_start_freezes_the_startup_heap(tmp_path):
             assert gc.get_freeze_count() > 10_000
     finally:
         gc.unfreeze()
+
+
+def test_response_json_is_the_documented_model_and_stays_json_with_a_nan_score():
+    from serving.api_models import RerankBody, RerankResponse
+    from serving.app import response_json
+
+    request = RerankBody.model_validate(body(3))
+    out = {"order": [2, 0, 1], "scores": [0.5, 0.25, 0.75],
+           "calibrated": {"click": torch.tensor([0.1, 0.2, 0.3]), "long_view": torch.tensor([0.0, 0.5, 1.0])},
+           "versions": {"ldro": "4"}, "weights": {"click": 1.0}, "fusion_logprob": None, "list_logprob": 0.0,
+           "explored": False}
+    doc = json.loads(response_json(request, out, True))
+    parsed = RerankResponse.model_validate(doc)
+    assert [it.item_id for it in parsed.items] == ["i2", "i0", "i1"] and [it.position for it in parsed.items] == [1, 2, 3]
+    assert parsed.items[0].score == 0.75 and parsed.items[0].calibrated == {"click": pytest.approx(0.3),
+                                                                            "long_view": 1.0}
+    assert parsed.impression_logged is True and parsed.model_versions == {"ldro": "4"}
+    out["scores"] = [float("nan"), 0.25, 0.75]
+    doc = json.loads(response_json(request, out, False))  # null, not the non-JSON token NaN
+    assert doc["items"][1]["item_id"] == "i0" and doc["items"][1]["score"] is None
