@@ -7,7 +7,8 @@ as a **second process** on 127.0.0.1 (item features fetched from Feast's Redis k
 in the request), then drives it from this process:
 
 1. ``single``: one client, ``--single-s`` seconds: rerank p50/p99 for ``--candidates`` candidates
-   including the feature fetch (goal: p99 <= 10 ms);
+   including the feature fetch (goal: p99 <= 10 ms), then the same client on ``GET /healthz``
+   (the HTTP floor of this machine at that moment: no body, no feature read, no model);
 2. ``steady``: ``--clients`` concurrent clients, no publishing (``--steady-s`` seconds, half
    before and half after the swap phase so that drift on the shared machine cancels);
 3. ``swaps``: the same clients for ``--swap-s`` (>= 60) seconds while a new LDRO snapshot is
@@ -76,11 +77,14 @@ class Clients:
             with httpx.Client(timeout=10.0) as client:
                 i = k
                 while time.monotonic() < stop_at:
-                    body = dict(self.bodies[i % len(self.bodies)], request_id=f"{label}-{k}-{i}")
+                    body = dict(self.bodies[i % len(self.bodies)], request_id=f"{label}-{k}-{i}") if self.bodies else None
                     i += self.n
                     t0 = time.monotonic()
                     try:
-                        ok = client.post(self.url, json=body).status_code == 200
+                        if self.bodies:
+                            ok = client.post(self.url, json=body).status_code == 200
+                        else:  # the HTTP floor: GET, no body, no model
+                            ok = client.get(self.url).status_code == 200
                     except Exception:  # noqa: BLE001 - a failed request is counted, never hidden
                         ok = False
                     local.append((t0, time.monotonic() - t0, ok, label))
@@ -237,6 +241,10 @@ def main() -> int:
                                                 **percentiles([r[1] for r in single_baseline if r[2]])}
         else:
             single = Clients(f"{url}/rerank", bodies, 1).run(args.single_s, "single")
+        # The floor under any endpoint on this machine at this moment: the same client and HTTP
+        # stack on GET /healthz (no body, no feature read, no model).
+        floor = Clients(f"{url}/healthz", [], 1).run(min(10.0, args.single_s / 2), "floor")
+        result["http_floor_single_client"] = percentiles([r[1] for r in floor if r[2]])
         clients = Clients(f"{url}/rerank", bodies, args.clients)
         steady = clients.run(args.steady_s / 2, "steady")
         stop, published = threading.Event(), []
@@ -281,6 +289,8 @@ def main() -> int:
     print(json.dumps(result, indent=2))
     print(f"\nsingle client, {args.candidates} candidates (features via {args.features}): "
           f"p50 {result['single_client']['p50_ms']:.2f} ms  p99 {result['single_client']['p99_ms']:.2f} ms (goal p99 <= 10)")
+    fl = result["http_floor_single_client"]
+    print(f"HTTP floor (GET /healthz, one client, same run): p50 {fl['p50_ms']:.2f} ms  p99 {fl['p99_ms']:.2f} ms")
     if "single_client_baseline" in result:
         b = result["single_client_baseline"]
         print(f"single client on {b['ref']} (same run, interleaved): p50 {b['p50_ms']:.2f} ms  p99 {b['p99_ms']:.2f} ms"
