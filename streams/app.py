@@ -22,7 +22,7 @@ from typing import Any
 import faust
 
 from streamrank.config import Settings, config_section
-from streams import drain_fastpath, fetch_backoff, recovery_order
+from streams import fetch_backoff, recovery_order
 from streams.agents import Joiner
 from streams.delivery import PendingDeliveries, TrackedTable, install_commit_barrier
 from streams.join import JoinConfig
@@ -92,7 +92,6 @@ def build_app(settings: Settings, options: WorkerOptions | None = None, join_con
     weights = weights or file_weights
     fetch_backoff.install(options.empty_fetch_backoff_s)
     recovery_order.install()  # no records lost around the seek when partitions resume after a rebalance
-    drain_fastpath.install()  # no four tasks per record when the stream queue takes it at once
     datadir = Path(settings.home) / "faust" / options.name
     datadir.mkdir(parents=True, exist_ok=True)
     app = faust.App(
