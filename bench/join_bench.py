@@ -11,9 +11,7 @@ then reads the same topics three ways:
 * ``kafka-python raw``: the same with ``KafkaConsumer.poll``;
 * ``faust no-op``: a minimal Faust app (same broker settings as the worker, including its
   empty-fetch backoff, streams.fetch_backoff) whose agent only counts ``take_events``
-  batches: Faust's own per-event ceiling on this machine (it keeps Faust's own drain loop; the
-  worker's streams.drain_fastpath is not installed in it, so the baseline stays comparable with
-  earlier rows);
+  batches: Faust's own per-event ceiling on this machine;
 * ``worker``: a ``streamrank worker`` subprocess (Faust, ``take_events`` batches, tables with
   changelogs, examples and metrics out). Its span is from the start of its first batch to the
   end of the batch holding the last record, read from its status file; start-up and group
