@@ -59,7 +59,8 @@ def percentiles(values: list[float]) -> dict[str, float]:
 
 
 class Clients:
-    """``n`` client threads posting rerank requests; records (start, latency, ok) per request."""
+    """``n`` client threads posting rerank requests (or, with no ``bodies``, plain GETs of ``url``);
+    records (start, latency, ok) per request."""
 
     def __init__(self, url: str, bodies: list[dict], n: int) -> None:
         self.url, self.bodies, self.n = url, bodies, n
@@ -81,10 +82,8 @@ class Clients:
                     i += self.n
                     t0 = time.monotonic()
                     try:
-                        if self.bodies:
-                            ok = client.post(self.url, json=body).status_code == 200
-                        else:  # the HTTP floor: GET, no body, no model
-                            ok = client.get(self.url).status_code == 200
+                        response = client.post(self.url, json=body) if body is not None else client.get(self.url)
+                        ok = response.status_code == 200
                     except Exception:  # noqa: BLE001 - a failed request is counted, never hidden
                         ok = False
                     local.append((t0, time.monotonic() - t0, ok, label))

@@ -13,7 +13,6 @@ owns the holder, watcher, emitter and examples reader, started/stopped by the ap
 
 from __future__ import annotations
 
-import gc
 import json
 import logging
 import random
@@ -42,6 +41,7 @@ from serving.holder import Bundle, ModelHolder
 from serving.recent_examples import RecentExamples
 from serving.serve_config import ServeConfig
 from streamrank.config import Settings
+from streamrank.heap import freeze_startup_heap
 from streams.events import IMPRESSION_SCHEMA, ITEM_FEATURES_KEY, FusionDecision, Impression, ShownItem, encode
 
 _EXPLORE_COIN = random.Random()  # which requests explore (ServeConfig.explore_rate)
@@ -190,7 +190,11 @@ def rerank_once(bundle: Bundle, body: RerankBody, config: ServeConfig, feature_s
         # The PL log-prob of the top-k placements (the promotion gate's low-variance estimator).
         prefix_logprob = min(0.0, pl_logprob(torch.tensor(result.scores), result.order, config.gate.prefix_k))
     fetched = feature_source is not None and all(c.features is None for c in body.candidates)
-    return {"order": list(result.order), "scores": list(result.scores), "calibrated": calibrated, "weights": weights,
+    # Calibrated scores as Python floats, one ``tolist`` per task, shared by the response and the
+    # impression (instead of indexing a tensor once per item and task, twice).
+    calibrated_values = {t: torch.as_tensor(v).tolist() for t, v in calibrated.items()}
+    return {"order": list(result.order), "scores": list(result.scores), "calibrated": calibrated_values,
+            "weights": weights,
             "feature_ref": getattr(feature_source, "reference", None) if fetched else None,
             "fusion_logprob": fusion_logprob, "list_logprob": list_logprob, "explored": explore,
             "prefix_logprob": prefix_logprob, "versions": bundle.model_versions(), "request": request}
@@ -203,7 +207,7 @@ def response_json(body: RerankBody, out: dict[str, Any], logged: bool) -> bytes:
     models was constructing and re-validating 50 ``RankedItem`` models). Non-finite numbers
     cannot be JSON: then the pydantic model serialises it as before (``null``).
     """
-    calibrated = calibrated_lists(out)
+    calibrated = out["calibrated"]
     items = [{"item_id": body.candidates[idx].item_id, "position": pos, "score": float(out["scores"][idx]),
               "calibrated": {t: v[idx] for t, v in calibrated.items()}}
              for pos, idx in enumerate(out["order"], 1)]
@@ -216,18 +220,12 @@ def response_json(body: RerankBody, out: dict[str, Any], logged: bool) -> bytes:
         return RerankResponse.model_validate(doc).model_dump_json().encode("utf-8")
 
 
-def calibrated_lists(out: dict[str, Any]) -> dict[str, list[float]]:
-    """Calibrated scores per task as Python floats, in one ``tolist`` per task (indexing a tensor
-    per item and task cost ~0.3 ms of the request path for 50 x 3 values)."""
-    return {t: torch.as_tensor(v).tolist() for t, v in out["calibrated"].items()}
-
-
 def impression_factory(body: RerankBody, out: dict[str, Any], config: ServeConfig, ts: float):
     """A closure building the Impression bytes (runs on the emitter thread)."""
 
     def build() -> bytes:
         items = []
-        calibrated = calibrated_lists(out)
+        calibrated = out["calibrated"]
         fetched = out["request"].features
         rounded = None
         copy_fetched = config.log_fetched_features or not out.get("feature_ref")
@@ -258,21 +256,6 @@ def impression_factory(body: RerankBody, out: dict[str, Any], config: ServeConfi
         return encode(event)
 
     return build
-
-
-def freeze_startup_heap() -> int:
-    """Move everything alive after start-up (torch, Feast, pydantic, the models: ~400k objects)
-    to the collector's permanent generation and return how many.
-
-    A full (oldest-generation) collection walks every tracked object; with the start-up heap in
-    it, one took ~240 ms on this machine, and it stops every thread, so each one was a latency
-    spike for the requests in flight. Frozen objects are never scanned again (they are not
-    freed either; they live as long as the server anyway), so a full collection then costs
-    what the request path itself allocated.
-    """
-    gc.collect()
-    gc.freeze()
-    return gc.get_freeze_count()
 
 
 def create_app(runtime: ServingRuntime) -> FastAPI:

@@ -40,8 +40,8 @@ class ServeConfig:
     #: Copy item features fetched from the feature store into each impression. Off: the
     #: impression names the feature instead (``context["item_features"]``) and the learners
     #: read the rows back by item id (learners.feature_fill). A copy is 112 KB of JSON per
-    #: 50 x 300 request: ~1-2 ms of the server's GIL per request, and the embedded noida broker,
-    #: which rewrites its whole log as one JSON file, spent a core on it (BENCHMARKS.md, Serving).
+    #: 50 x 300 request, built and encoded on the server's emitter thread, and the embedded noida
+    #: broker rewrites its whole log as one JSON file (docs/brokers.md).
     #: Turn it on for item features that change faster than the learners read them back.
     log_fetched_features: bool = False
     poll_interval_s: float = 1.0

@@ -9,12 +9,11 @@ broker, see INFRA.md), and both must survive a broker that goes away (reconnect 
 Why the short poll and the pause after an empty one: kafka-python's ``poll(timeout_ms=T)``
 loops fetch requests until ``T`` passes. A broker that honours ``fetch.max.wait.ms`` holds each
 empty fetch, so that loop is cheap; the embedded noida broker answers an empty fetch at once,
-and the loop spins. Measured in the reranker under one client (``bench/serving_load.py``,
-per-thread CPU from ``/proc``): the ``model-updates`` tail alone took ~42% of a core (its
-thread plus kafka-python's IO thread), and with it the GIL that the request path needs:
-every hand-off to the request thread could wait out the 5 ms switch interval. So each poll is
+and the loop spins (``tests/integration/serving/test_topic_tail.py``: 2,757 fetch requests in
+2 idle seconds), taking CPU and the GIL from the reranker's request thread (the single-client
+latency in BENCHMARKS.md, "Serving", 20:11 -> 20:17 rows). So each poll is
 short (``poll_ms``) and an empty one is followed by ``idle_s`` of sleep: a caught-up tail
-costs a few fetches per second, and a record arrives at most ~``idle_s`` later than it could.
+costs a few fetches per second (10 in those 2 seconds), and a record arrives at most ~``idle_s`` later than it could.
 """
 
 from __future__ import annotations

@@ -178,8 +178,7 @@ def close_entry(entry: dict, impression: Impression, config: JoinConfig, weights
     """Build the example of an open entry and turn the entry into a tombstone (mutates ``entry``)."""
     info = _join_info(entry, config, closed_by, watermark, impression_offset)
     example = label_impression(impression, outcome_of(entry, config), weights, JoinInfo(**info))
-    entry["closed"] = {"by": closed_by, "at": info["closed_at_ts"]}
-    entry["fb"] = {}
+    _tombstone(entry, info)
     return example
 
 
@@ -188,9 +187,14 @@ def close_entry_json(entry: dict, impression: Impression, config: JoinConfig, we
     """:func:`close_entry` returning the example's wire bytes (``encode(close_entry(...))``, no models)."""
     info = _join_info(entry, config, closed_by, watermark, impression_offset)
     example = label_impression_json(impression, outcome_of(entry, config), weights, info)
-    entry["closed"] = {"by": closed_by, "at": info["closed_at_ts"]}
-    entry["fb"] = {}
+    _tombstone(entry, info)
     return example
+
+
+def _tombstone(entry: dict, info: dict) -> None:
+    """What stays of a closed entry: when and why it closed (its feedback is in the example)."""
+    entry["closed"] = {"by": info["closed_by"], "at": info["closed_at_ts"]}
+    entry["fb"] = {}
 
 
 class Watermarks:

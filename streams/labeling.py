@@ -35,26 +35,47 @@ def example_id_for(impression: Impression) -> str:
     return hashlib.sha1(f"{impression.request_id}\x00{impression.event_id}".encode()).hexdigest()
 
 
-def label_impression(impression: Impression, outcome: ListOutcome, weights: RewardWeights, join: JoinInfo) -> LabeledList:
-    labels = []
+def item_labels(impression: Impression, outcome: ListOutcome,
+                weights: RewardWeights) -> tuple[list[dict], list[ItemOutcome]]:
+    """The :class:`ItemLabels` fields of every shown item (in shown order) and its outcome."""
+    labels, shown = [], []
+    get = outcome.items.get
     for item in impression.items:
-        got = outcome.items.get(item.item_id, ItemOutcome())
-        labels.append(ItemLabels(item_id=item.item_id, position=item.position, click=got.click,
-                                 long_view=got.long_view, play_time_ms=got.play_time_ms, like=got.like,
-                                 follow=got.follow, share=got.share,
-                                 reward=item_reward(got, item.duration_ms, weights)))
-    shown = [outcome.items.get(item.item_id, ItemOutcome()) for item in impression.items]
+        got = get(item.item_id, _NO_OUTCOME)
+        labels.append({"item_id": item.item_id, "position": item.position, "click": got.click,
+                       "long_view": got.long_view, "play_time_ms": float(got.play_time_ms), "like": got.like,
+                       "follow": got.follow, "share": got.share,
+                       "reward": float(item_reward(got, item.duration_ms, weights))})
+        shown.append(got)
+    return labels, shown
+
+
+def label_impression(impression: Impression, outcome: ListOutcome, weights: RewardWeights, join: JoinInfo) -> LabeledList:
+    labels, shown = item_labels(impression, outcome, weights)
     return LabeledList(
         schema=LABELED_LIST_SCHEMA,
         example_id=example_id_for(impression),
         request_id=impression.request_id,
         impression=impression,
-        labels=labels,
-        list_reward=list_reward([lab.reward for lab in labels], [lab.position for lab in labels]),
+        labels=[ItemLabels(**label) for label in labels],
+        list_reward=list_reward([lab["reward"] for lab in labels], [lab["position"] for lab in labels]),
         query_reward=query_satisfaction(shown, outcome.reformulated, weights),
         reformulated=outcome.reformulated,
         join=join,
     )
+
+
+def _plain(labels: list[dict], shown: list[ItemOutcome]) -> bool:
+    """Whether the models would write every label unchanged (else they coerce or reject it)."""
+    for label, got in zip(labels, shown):
+        if not math.isfinite(label["reward"]):
+            return False
+        if got is not _NO_OUTCOME and not (
+                label["play_time_ms"] >= 0.0 and math.isfinite(label["play_time_ms"]) and all(
+                    type(v) is int and 0 <= v <= 1  # noqa: E721 - a bool would be written as true/false
+                    for v in (got.click, got.long_view, got.like, got.follow, got.share))):
+            return False
+    return True
 
 
 def label_impression_json(impression: Impression, outcome: ListOutcome, weights: RewardWeights,
@@ -64,28 +85,8 @@ def label_impression_json(impression: Impression, outcome: ListOutcome, weights:
     ``join``: the :class:`JoinInfo` fields (``closed_by``, ``window_s``, ``feedback_count``,
     ``duplicate_count``, ``early_feedback_count``, ``closed_at_ts``, ``impression_offset``).
     """
-    labels = []
-    rewards = []
-    positions = []
-    shown = []
-    plain = True  # every value is what the models would write unchanged
-    get = outcome.items.get
-    for item in impression.items:
-        got = get(item.item_id, _NO_OUTCOME)
-        reward = float(item_reward(got, item.duration_ms, weights))
-        play = float(got.play_time_ms)
-        if got is not _NO_OUTCOME:
-            plain = plain and play >= 0.0 and math.isfinite(play) and all(
-                type(v) is int and 0 <= v <= 1  # noqa: E721 - a bool would be written as true/false
-                for v in (got.click, got.long_view, got.like, got.follow, got.share))
-        plain = plain and math.isfinite(reward)
-        labels.append({"item_id": item.item_id, "position": item.position, "click": got.click,
-                       "long_view": got.long_view, "play_time_ms": play, "like": got.like,
-                       "follow": got.follow, "share": got.share, "reward": reward})
-        rewards.append(reward)
-        positions.append(item.position)
-        shown.append(got)
-    list_r = float(list_reward(rewards, positions))
+    labels, shown = item_labels(impression, outcome, weights)
+    list_r = float(list_reward([lab["reward"] for lab in labels], [lab["position"] for lab in labels]))
     query_r = float(query_satisfaction(shown, outcome.reformulated, weights))
     info = {"closed_by": join["closed_by"], "window_s": float(join["window_s"]),
             "feedback_count": join["feedback_count"], "duplicate_count": join.get("duplicate_count", 0),
@@ -95,7 +96,8 @@ def label_impression_json(impression: Impression, outcome: ListOutcome, weights:
         info["impression_offset"] = join["impression_offset"]
     counts = all(type(info[k]) is int and info[k] >= 0  # noqa: E721
                  for k in ("feedback_count", "duplicate_count", "early_feedback_count"))
-    if not (plain and counts and join["closed_by"] in _CLOSED_BY and type(outcome.reformulated) is bool  # noqa: E721
+    if not (_plain(labels, shown) and counts and join["closed_by"] in _CLOSED_BY
+            and type(outcome.reformulated) is bool  # noqa: E721
             and math.isfinite(list_r) and math.isfinite(query_r) and math.isfinite(info["window_s"])
             and math.isfinite(info["closed_at_ts"]) and info["closed_at_ts"] >= 0.0):
         # anything the models would coerce or reject: let them (same bytes or the same error as before)

@@ -14,6 +14,7 @@ import os
 import faust
 
 from streamrank.config import Settings
+from streamrank.heap import freeze_startup_heap
 from streams.app import WorkerOptions, app_id, build_app
 from streams.worker_fencing import fence_dead_members
 
@@ -44,8 +45,7 @@ class StreamsWorker(faust.Worker):
 
     async def on_startup_finished(self) -> None:
         await super().on_startup_finished()
-        gc.collect()
-        gc.freeze()
+        freeze_startup_heap()
         gc.set_threshold(*GC_THRESHOLDS)
 
 

@@ -131,7 +131,8 @@ class _CalibrationBase:
 
     def predict_rows(self, rows: dict[str, TaskRows]) -> dict[str, torch.Tensor]:
         """Calibrated probability of every row (per task, in row order)."""
-        return {task: self._predict(task, r.logits(), r.fields, torch.tensor(r.p_hat, dtype=torch.float32))
+        return {task: self._predict(task, r.logits(), self._encode(r.fields, len(r)),
+                                    torch.tensor(r.p_hat, dtype=torch.float32))
                 for task, r in rows.items() if len(r)}
 
     def score(self, batch: Sequence[LabeledList]) -> dict[str, torch.Tensor]:
@@ -139,7 +140,7 @@ class _CalibrationBase:
 
     def calibrate(self, task_scores: dict[str, torch.Tensor], context: dict[str, Any]) -> dict[str, torch.Tensor]:
         out: dict[str, torch.Tensor] = {}
-        fields: dict[int, dict[str, Sequence[Any]]] = {}  # one context per list length, shared by the tasks
+        encoded: dict[int, Any] = {}  # one context per list length, shared by the tasks
         for task, scores in task_scores.items():
             scores = torch.as_tensor(scores, dtype=torch.float32).reshape(-1)
             if task not in self.tasks or scores.numel() == 0:
@@ -147,13 +148,16 @@ class _CalibrationBase:
                 continue
             logit = torch.logit(scores.clamp(1e-6, 1 - 1e-6))
             n = scores.numel()
-            if n not in fields:
-                fields[n] = _request_context(context, n)
-            out[task] = self._predict(task, logit, fields[n], scores)
-        self._last_context: tuple | None = None  # never reused across calls (the weights may change in between)
+            if n not in encoded:
+                encoded[n] = self._encode(_request_context(context, n), n)
+            out[task] = self._predict(task, logit, encoded[n], scores)
         return out
 
-    def _predict(self, task: str, logit: torch.Tensor, fields: dict[str, Sequence[Any]], p_hat: torch.Tensor) -> torch.Tensor:
+    def _encode(self, fields: dict[str, Sequence[Any]], n: int) -> Any:
+        """The context as ``_predict`` takes it, computed once for all tasks of a call (default: the fields)."""
+        return fields
+
+    def _predict(self, task: str, logit: torch.Tensor, context: Any, p_hat: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
 
@@ -182,23 +186,18 @@ class NeuralCalibrationLearner(_CalibrationBase):
         sc = SCLossConfig(config.sc_bins, config.sc_beta, config.sc_weight)
         self.sc_losses = {task: SmoothCalibrationLoss(sc) for task in config.tasks}
 
-    def _context(self, fields: dict[str, Sequence[Any]], n: int) -> torch.Tensor:
-        # The tasks of one ``calibrate`` call share ``fields`` (the same object): encode it once.
-        # The entry holds the object itself, not its id, and ``calibrate`` drops it when done.
-        cached = getattr(self, "_last_context", None)
-        if cached is not None and cached[0] is fields and cached[1] == n and not torch.is_grad_enabled():
-            return cached[2]
-        h = self.encoder(self.encoder.indices(fields, n))
-        self._last_context = (fields, n, h)
-        return h
+    def _encode(self, fields: dict[str, Sequence[Any]], n: int) -> torch.Tensor:
+        """The context vectors ``h`` [n, d] (shared by every task's head)."""
+        with torch.no_grad():
+            return self.encoder(self.encoder.indices(fields, n))
 
     def forward_rows(self, task: str, logit: torch.Tensor, context_index: torch.Tensor) -> torch.Tensor:
         """Calibrated logit; ``context_index`` from ``encoder.indices`` (used by the bench too)."""
         return self.module["heads"][task](logit, self.encoder(context_index))
 
-    def _predict(self, task, logit, fields, p_hat):
+    def _predict(self, task, logit, context, p_hat):
         with torch.no_grad():
-            z = self.module["heads"][task](logit, self._context(fields, logit.shape[0]))
+            z = self.module["heads"][task](logit, context)
         return torch.sigmoid(z)
 
     def update_tensors(self, task_batches: dict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor]]) -> dict[str, float]:
@@ -268,7 +267,7 @@ class IsotonicCalibrationLearner(_CalibrationBase):
         self.histograms = {task: StreamingIsotonic(config.hist_bins, config.hist_logit_range, config.hist_prior,
                                                    config.monotone) for task in config.tasks}
 
-    def _predict(self, task, logit, fields, p_hat):
+    def _predict(self, task, logit, context, p_hat):
         return self.histograms[task].predict(logit, p_hat)
 
     def learn_many(self, batch: Sequence[LabeledList]) -> dict[str, float]:

@@ -266,7 +266,7 @@ def test_response_json_is_the_documented_model_and_stays_json_with_a_nan_score()
 
     request = RerankBody.model_validate(body(3))
     out = {"order": [2, 0, 1], "scores": [0.5, 0.25, 0.75],
-           "calibrated": {"click": torch.tensor([0.1, 0.2, 0.3]), "long_view": torch.tensor([0.0, 0.5, 1.0])},
+           "calibrated": {"click": [0.1, 0.2, 0.3], "long_view": [0.0, 0.5, 1.0]},
            "versions": {"ldro": "4"}, "weights": {"click": 1.0}, "fusion_logprob": None, "list_logprob": 0.0,
            "explored": False}
     doc = json.loads(response_json(request, out, True))
