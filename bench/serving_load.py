@@ -58,20 +58,44 @@ def percentiles(values: list[float]) -> dict[str, float]:
             "p99_ms": float(np.percentile(arr, 99)), "max_ms": float(arr.max())}
 
 
+def parse_server_timing(value: str | None) -> dict[str, float]:
+    """``"wait;dur=0.1, handler;dur=2.5"`` -> ``{"wait": 0.1, "handler": 2.5}`` (milliseconds)."""
+    out: dict[str, float] = {}
+    for part in (value or "").split(","):
+        name, _, params = part.strip().partition(";")
+        for param in params.split(";"):
+            key, _, num = param.strip().partition("=")
+            if key == "dur" and name:
+                out[name] = float(num)
+    return out
+
+
+def split_latency(records: list[tuple]) -> dict[str, dict[str, float]]:
+    """Per ok request with a ``Server-Timing`` header: where its client-side latency went.
+    ``wait`` (arrival -> handler) and ``handler`` as the server measured them, and ``outside``:
+    the rest (client, HTTP, the event loop, sockets; all of it on the same shared cores)."""
+    rows = [(r[1] * 1000.0, r[4]) for r in records if r[2] and r[4]]
+    if not rows:
+        return {}
+    parts = {"wait": [t.get("wait", 0.0) for _, t in rows], "handler": [t.get("handler", 0.0) for _, t in rows],
+             "outside": [lat - t.get("wait", 0.0) - t.get("handler", 0.0) for lat, t in rows]}
+    return {k: {"p50_ms": float(np.percentile(v, 50)), "p99_ms": float(np.percentile(v, 99))} for k, v in parts.items()}
+
+
 class Clients:
     """``n`` client threads posting rerank requests (or, with no ``bodies``, plain GETs of ``url``);
-    records (start, latency, ok) per request."""
+    records (start, latency, ok, label, server timing in ms) per request."""
 
     def __init__(self, url: str, bodies: list[dict], n: int) -> None:
         self.url, self.bodies, self.n = url, bodies, n
-        self.records: list[tuple[float, float, bool, str]] = []
+        self.records: list[tuple] = []
         self._lock = threading.Lock()
 
-    def run(self, seconds: float, label: str) -> list[tuple[float, float, bool, str]]:
+    def run(self, seconds: float, label: str) -> list[tuple]:
         import httpx  # noqa: PLC0415
 
         stop_at = time.monotonic() + seconds
-        out: list[tuple[float, float, bool, str]] = []
+        out: list[tuple] = []
 
         def worker(k: int) -> None:
             local = []
@@ -81,12 +105,16 @@ class Clients:
                     body = dict(self.bodies[i % len(self.bodies)], request_id=f"{label}-{k}-{i}") if self.bodies else None
                     i += self.n
                     t0 = time.monotonic()
+                    timing: dict[str, float] = {}
                     try:
                         response = client.post(self.url, json=body) if body is not None else client.get(self.url)
                         ok = response.status_code == 200
+                        elapsed = time.monotonic() - t0
+                        timing = parse_server_timing(response.headers.get("server-timing"))
                     except Exception:  # noqa: BLE001 - a failed request is counted, never hidden
                         ok = False
-                    local.append((t0, time.monotonic() - t0, ok, label))
+                        elapsed = time.monotonic() - t0
+                    local.append((t0, elapsed, ok, label, timing))
             with self._lock:
                 out.extend(local)
 
@@ -157,6 +185,7 @@ def main() -> int:
                     help="also serve this git ref (e.g. a previous release) and interleave single-client rounds "
                          "between the two servers, the idle one paused with SIGSTOP")
     ap.add_argument("--rounds", type=int, default=3, help="single-client rounds per server with --baseline-ref")
+    ap.add_argument("--single-only", action="store_true", help="stop after the single-client phase and the HTTP floor")
     ap.add_argument("--output", type=Path, default=None)
     args = ap.parse_args()
 
@@ -244,6 +273,11 @@ def main() -> int:
         # stack on GET /healthz (no body, no feature read, no model).
         floor = Clients(f"{url}/healthz", [], 1).run(min(10.0, args.single_s / 2), "floor")
         result["http_floor_single_client"] = percentiles([r[1] for r in floor if r[2]])
+        result["single_client_split"] = split_latency(single)
+        if args.single_only:
+            result.update(single_client=percentiles([r[1] for r in single if r[2]]),
+                          failed_requests=sum(1 for r in single if not r[2]), requests=len(single))
+            return _report(args, result)
         clients = Clients(f"{url}/rerank", bodies, args.clients)
         steady = clients.run(args.steady_s / 2, "steady")
         stop, published = threading.Event(), []
@@ -285,23 +319,31 @@ def main() -> int:
         if server is not None:
             stack.stop_pid(server.pid, grace=10)
         stack.down(replace(base))
+    return _report(args, result)
+
+
+def _report(args: argparse.Namespace, result: dict) -> int:
     print(json.dumps(result, indent=2))
+    if args.output:
+        args.output.parent.mkdir(parents=True, exist_ok=True)
+        args.output.write_text(json.dumps(result, indent=2))
     print(f"\nsingle client, {args.candidates} candidates (features via {args.features}): "
           f"p50 {result['single_client']['p50_ms']:.2f} ms  p99 {result['single_client']['p99_ms']:.2f} ms (goal p99 <= 10)")
     fl = result["http_floor_single_client"]
     print(f"HTTP floor (GET /healthz, one client, same run): p50 {fl['p50_ms']:.2f} ms  p99 {fl['p99_ms']:.2f} ms")
+    for part, v in result.get("single_client_split", {}).items():
+        print(f"  {part:8s} p50 {v['p50_ms']:.2f} ms  p99 {v['p99_ms']:.2f} ms (Server-Timing: wait and handler)")
     if "single_client_baseline" in result:
         b = result["single_client_baseline"]
         print(f"single client on {b['ref']} (same run, interleaved): p50 {b['p50_ms']:.2f} ms  p99 {b['p99_ms']:.2f} ms"
               f" -> this tree / baseline: p50 {result['single_client']['p50_ms'] / b['p50_ms']:.2f}x"
               f"  p99 {result['single_client']['p99_ms'] / b['p99_ms']:.2f}x")
+    if "steady" not in result:
+        return 0 if result["failed_requests"] == 0 else 1
     print(f"{args.clients} clients: steady p99 {result['steady']['p99_ms']:.2f} ms, during swaps p99 "
           f"{result['during_swaps']['p99_ms']:.2f} ms -> ratio {result['p99_ratio_swaps_over_steady']:.3f} (goal <= 1.25); "
           f"{result['snapshots_published']} snapshots published, {result['swaps_seen_by_server']} swaps, "
           f"{result['failed_requests']} failed of {result['requests']} requests")
-    if args.output:
-        args.output.parent.mkdir(parents=True, exist_ok=True)
-        args.output.write_text(json.dumps(result, indent=2))
     return 0 if result["failed_requests"] == 0 else 1
 
 

@@ -97,6 +97,24 @@ class LearnerApp:
     status_path: Path
     progress: dict[str, Any]
     jobs: Any = None  # feature_store.scheduling.LearnerJobs when publishing
+    finished: bool = False
+
+    def finish(self) -> None:
+        """Last checkpoint, last snapshot and final status, once (Faust's shutdown, or at exit).
+
+        Runs while Faust stops (``on_before_shutdown``): at interpreter exit the scheduler's
+        thread pool and the registry's Kafka producer are already shut down by their own exit
+        hooks, so the last snapshot would miss the ``model-updates`` topic."""
+        if self.finished:
+            return
+        self.finished = True
+        runtime = self.runtime
+        if runtime.batches and runtime.store is not None:
+            runtime.checkpoint()
+        if self.jobs is not None:
+            self.jobs.shutdown(final_snapshot=True)
+            _atomic_json(self.status_path, {**runtime.status(), "lag": self.progress.get("lag"), "final": True,
+                                            "pid": os.getpid(), "ts": time.time()})
 
 
 def snapshot_publisher(settings: Settings, runtime: LearnerRuntime) -> Any:
@@ -172,7 +190,7 @@ def build_learner_app(settings: Settings, options: LearnWorkerOptions) -> Learne
     dead_letter = app.topic(settings.topics.dead_letter, key_type=bytes, value_type=bytes, key_serializer="raw",
                             value_serializer="raw")
     lock = asyncio.Lock()
-    progress: dict[str, Any] = {"last": time.monotonic(), "stopping": False, "lag": None}
+    progress: dict[str, Any] = {"last": time.monotonic(), "stopping": False, "lag": None, "assigned": []}
 
     async def execute(result: StepResult) -> None:
         for letter in result.dead_letters:
@@ -194,6 +212,9 @@ def build_learner_app(settings: Settings, options: LearnWorkerOptions) -> Learne
     @app.on_partitions_assigned.connect
     async def on_assigned(sender: Any, assigned: Any, **kwargs: Any) -> None:
         mine = [tp for tp in assigned if tp.topic == examples_topic]
+        # Readiness for whoever started this worker (the demo waits for it before sending traffic).
+        progress["assigned"] = sorted(f"{tp.topic}:{tp.partition}" for tp in mine)
+        write_status()
         unknown = [tp for tp in mine if runtime.next_offset(f"{tp.topic}:{tp.partition}") is None]
         if unknown:
             try:
@@ -220,7 +241,7 @@ def build_learner_app(settings: Settings, options: LearnWorkerOptions) -> Learne
     def write_status() -> dict:
         doc = runtime.status()
         progress["lag"] = lag()
-        doc.update(lag=progress["lag"], pid=os.getpid(), ts=time.time())
+        doc.update(lag=progress["lag"], pid=os.getpid(), ts=time.time(), assigned=progress["assigned"])
         _atomic_json(status_path, doc)
         return doc
 
@@ -248,7 +269,15 @@ def build_learner_app(settings: Settings, options: LearnWorkerOptions) -> Learne
             os.kill(os.getpid(), signal.SIGTERM)
 
     jobs = snapshot_publisher(settings, runtime) if options.publish else None
-    return LearnerApp(app=app, runtime=runtime, options=options, status_path=status_path, progress=progress, jobs=jobs)
+    learner_app = LearnerApp(app=app, runtime=runtime, options=options, status_path=status_path, progress=progress,
+                             jobs=jobs)
+
+    @app.on_before_shutdown.connect
+    async def finish_on_shutdown(sender: Any, **kwargs: Any) -> None:
+        async with lock:  # never while a batch is being learned
+            await asyncio.to_thread(learner_app.finish)
+
+    return learner_app
 
 
 def run_learner(settings: Settings, options: LearnWorkerOptions, loglevel: str = "warning") -> None:
@@ -257,16 +286,7 @@ def run_learner(settings: Settings, options: LearnWorkerOptions, loglevel: str =
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
     logging.getLogger("faust").setLevel(loglevel.upper())
 
-    def final_checkpoint() -> None:
-        runtime = learner_app.runtime
-        if runtime.batches and runtime.store is not None:
-            runtime.checkpoint()
-        if learner_app.jobs is not None:
-            learner_app.jobs.shutdown(final_snapshot=True)
-            _atomic_json(learner_app.status_path, {**runtime.status(), "lag": learner_app.progress.get("lag"),
-                                                   "final": True, "pid": os.getpid(), "ts": time.time()})
-
-    atexit.register(final_checkpoint)
+    atexit.register(learner_app.finish)  # when Faust's shutdown did not get to it
     if learner_app.jobs is not None:
         learner_app.jobs.start()
     worker = faust.Worker(learner_app.app, loglevel=loglevel, quiet=True)

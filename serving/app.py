@@ -72,6 +72,29 @@ def validation_error_body(exc: RequestValidationError) -> dict[str, Any]:
                        for e in errors[:20]]}
 
 
+class ArrivalStamp:
+    """Pure ASGI middleware: stamps when each HTTP request reached the app (``scope["state"]["arrived"]``,
+    ``time.perf_counter``), so ``POST /rerank`` can say in its ``Server-Timing`` header how long the
+    request waited before the handler ran (body read and validation, the thread-pool hop) apart
+    from the handler itself. A client comparing its own latency with the two sees what the
+    transport and the scheduling of the machine add."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            scope.setdefault("state", {})["arrived"] = time.perf_counter()
+        await self.app(scope, receive, send)
+
+
+def server_timing(arrived: float | None, started: float, finished: float) -> str:
+    """The ``Server-Timing`` value of one rerank (milliseconds): ``wait`` from arrival to the
+    handler, ``handler`` for the handler (feature read, models, response body)."""
+    handler = f"handler;dur={(finished - started) * 1000:.3f}"
+    return handler if arrived is None else f"wait;dur={max(0.0, started - arrived) * 1000:.3f}, {handler}"
+
+
 class Metrics:
     """Prometheus metrics of one app instance (own registry, so tests can build many apps)."""
 
@@ -291,7 +314,7 @@ def create_app(runtime: ServingRuntime) -> FastAPI:
     # response_model documents the answer in OpenAPI; the handler returns the JSON itself
     # (response_json), which skips FastAPI's re-validation of 50 RankedItem models per request.
     @app.post("/rerank", response_model=RerankResponse)
-    def rerank(body: RerankBody) -> Response:
+    def rerank(body: RerankBody, request: Request) -> Response:
         started = time.perf_counter()
         if len(body.candidates) > config.max_candidates:
             raise InputError("candidates", f"{len(body.candidates)} candidates > the maximum {config.max_candidates}")
@@ -300,9 +323,12 @@ def create_app(runtime: ServingRuntime) -> FastAPI:
         if runtime.watcher is not None:
             runtime.watcher.canary = out["request"]
         logged = runtime.emitter.offer(body.request_id.encode(), impression_factory(body, out, config, time.time()))
-        metrics.latency.observe(time.perf_counter() - started)
+        content = response_json(body, out, logged)
+        finished = time.perf_counter()
+        metrics.latency.observe(finished - started)
         metrics.requests.labels(status="200").inc()
-        return Response(response_json(body, out, logged), media_type="application/json")
+        timing = server_timing(request.scope.get("state", {}).get("arrived"), started, finished)
+        return Response(content, media_type="application/json", headers={"Server-Timing": timing})
 
     @app.get("/healthz")
     def healthz() -> dict[str, Any]:
@@ -337,4 +363,5 @@ def create_app(runtime: ServingRuntime) -> FastAPI:
         metrics.queued.set(runtime.emitter.queued)
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
+    app.add_middleware(ArrivalStamp)
     return app

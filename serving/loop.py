@@ -39,6 +39,7 @@ from tqdm import tqdm
 from serving import demo_metrics as dm
 from streamrank import stack
 from streamrank.config import Settings, Topics, read_stack_state
+from streams.agents import status_dir
 
 log = logging.getLogger(__name__)
 
@@ -150,6 +151,30 @@ def _wait_http(url: str, timeout: float, children: Children) -> None:
             pass
         time.sleep(0.25)
     raise RuntimeError(f"{url} did not answer within {timeout:.0f}s")
+
+
+def _wait_assigned(status_files: dict[str, tuple[Child, Path]], timeout: float, children: Children) -> float:
+    """Block until each child's status file (written by the child, with its pid) lists assigned
+    partitions; returns the seconds waited. Raises naming the stages that are not ready."""
+    started = time.monotonic()
+    waiting = dict(status_files)
+    while waiting:
+        if children.crashed():
+            raise RuntimeError(f"a demo process exited during start-up: {[c.name for c in children.crashed()]} "
+                               f"(logs under {children.log_dir})")
+        for name, (child, path) in list(waiting.items()):
+            try:
+                doc = json.loads(path.read_text())
+            except (OSError, ValueError):
+                continue
+            if doc.get("pid") == child.proc.pid and doc.get("assigned"):
+                del waiting[name]
+        if waiting and time.monotonic() - started > timeout:
+            raise RuntimeError(f"not consuming after {timeout:.0f}s (no partitions assigned): {sorted(waiting)} "
+                               f"(logs under {children.log_dir})")
+        if waiting:
+            time.sleep(0.2)
+    return time.monotonic() - started
 
 
 # -- the simulated users ---------------------------------------------------------------------------
@@ -441,16 +466,22 @@ def run_demo(config: DemoConfig, settings: Settings) -> dict[str, Any]:
                    STREAMRANK_SERVE_FEATURE_SOURCE="feast" if use_feast else "request")
         children = Children(env, output / "logs")
         checkpoints = output / "checkpoints"
-        children.start("streams-worker", "worker", "--name", "demo-worker")
+        worker = children.start("streams-worker", "worker", "--name", "demo-worker")
+        status_files = {worker.name: (worker, status_dir(settings) / "demo-worker.json")}
         learners_publish = _learn_can_publish()
         for model in config.learners:
-            children.start(f"learner-{model}", "learn", "--model", model, "--checkpoint-dir", str(checkpoints),
+            learner = children.start(f"learner-{model}", "learn", "--model", model, "--checkpoint-dir", str(checkpoints),
                            "--batch-size", str(config.learner_batch), "--within", str(config.learner_within_s),
                            "--checkpoint-every", "1",
                            "--idle-flush", "1.0", "--progress", "10", *(["--publish"] if learners_publish else []))
+            status_files[learner.name] = (learner, checkpoints / model / "status.json")
         children.start("server", "serve")
         base_url = f"http://127.0.0.1:{port}"
         _wait_http(f"{base_url}/healthz", config.startup_timeout_s, children)
+        # Users start when every stage consumes: a worker or learner still joining its group
+        # would leave the first examples unlearned (on a loaded machine that took 30 s).
+        ready_after = _wait_assigned(status_files, config.startup_timeout_s, children)
+        log.info("all stages assigned their partitions after %.1f s", ready_after)
 
         from feature_store.snapshots import SnapshotRegistry  # noqa: PLC0415
         from serving.snapshot_bridge import CheckpointPublisher  # noqa: PLC0415

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
@@ -50,9 +51,10 @@ def test_worker_learns_each_example_once_and_dead_letters_bad_records(settings, 
     assert all(letter.topic == settings.topics.examples for letter in letters)
 
 
-def test_worker_publishes_checkpoints_as_snapshots_with_their_offsets(settings, tmp_path):
+def test_worker_publishes_checkpoints_as_snapshots_with_their_offsets(settings, tmp_path, monkeypatch):
     from feature_store.snapshots import SnapshotRegistry
 
+    monkeypatch.setenv("STREAMRANK_SNAPSHOT_INTERVAL_S", "1")  # publishing while it learns, as in the demo
     examples = simulated_examples(96, seed=12)
     produce_examples(settings, examples)
     worker = LearnerProcess(settings, "platt", tmp_path / "ckpt",
@@ -68,6 +70,15 @@ def test_worker_publishes_checkpoints_as_snapshots_with_their_offsets(settings, 
     assert state.meta["runtime"]["applied"] == 96
     assert manifest.offsets == checkpoint.meta["runtime"]["offsets"]
     assert all(torch.equal(state.tensors[k], checkpoint.tensors[k]) for k in checkpoint.tensors)
+    # The last snapshot, published while the worker shut down, was announced on Kafka too (it
+    # used to be published at interpreter exit, after the producer had been closed).
+    announced = []
+    read_topic(settings.kafka_bootstrap, settings.topics.model_updates,
+               lambda r: announced.append(json.loads(r.value)), idle_s=3)
+    assert announced and announced[-1]["name"] == "platt" and announced[-1]["version"] == manifest.version
+    log_text = worker.log_tail(100_000)
+    assert "not on Kafka" not in log_text and "Error submitting job" not in log_text, log_text[-3000:]
+    assert worker.status()["final"] is True
 
 
 # One list-wise family is enough to show the worker is generic (drpo runs the same path; it was

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 import torch
 from fastapi.testclient import TestClient
 
-from serving.app import build_runtime, create_app
+from serving.app import build_runtime, create_app, server_timing
 from serving.baseline import LinearListScorer
 from serving.components import Component
 from serving.serve_config import ServeConfig
@@ -111,6 +112,31 @@ def test_valid_request_is_ranked_by_the_loaded_model_and_logged(served):
     assert doc["list_logprob"] == 0.0 and doc["explored"] is False
     assert doc["impression_logged"] is True and runtime.emitter.queued == 1
     assert model.calls == 1
+
+
+def test_rerank_says_its_wait_and_handler_time_in_server_timing(served, monkeypatch):
+    client, model, _ = served
+    slow = model.rerank
+
+    def rerank_slowly(request, explore=False):
+        time.sleep(0.03)
+        return slow(request, explore)
+
+    monkeypatch.setattr(model, "rerank", rerank_slowly)
+    response = client.post("/rerank", json=body(4))
+    assert response.status_code == 200, response.text
+    names = [part.strip().split(";")[0] for part in response.headers["server-timing"].split(",")]
+    durations = {name: float(part.split("dur=")[1]) for name, part in
+                 zip(names, response.headers["server-timing"].split(","))}
+    assert names == ["wait", "handler"]
+    assert 30.0 <= durations["handler"] < 5000.0  # the model's 30 ms sleep is inside the handler
+    assert 0.0 <= durations["wait"] < durations["handler"]
+    assert "server-timing" not in client.post("/rerank", json=body(6)).headers  # a 422 has no model time
+
+
+def test_server_timing_without_an_arrival_stamp_names_only_the_handler():
+    assert server_timing(None, 1.0, 1.0025) == "handler;dur=2.500"
+    assert server_timing(0.999, 1.0, 1.0025) == "wait;dur=1.000, handler;dur=2.500"
 
 
 def test_exploration_logs_a_plackett_luce_log_prob_and_a_valid_impression(served):
