@@ -9,6 +9,9 @@
   hot swap costs beyond reading and checking the blob);
 * **a full collection** (``gc.collect()``) with the reranker's start-up heap in the process (torch,
   Feast, FastAPI, the three models) against the same after :func:`streamrank.heap.freeze_startup_heap`;
+* **the promotion gate** scoring a new LDRO snapshot on its window of 150 logged lists (30 items,
+  300 features): one list per forward pass, rebuilt from the example each time (the old path),
+  against padded batches over the window's kept requests (:mod:`serving.gate`);
 * **``torch.inference_mode``** around :func:`serving.app.rerank_once` (UMNN -> DRPO -> LDRO, 50
   candidates) against ``no_grad`` only (tried, left out).
 
@@ -139,6 +142,39 @@ def main() -> int:
     rows.append(compare("rerank_once, 50 candidates", 1e3, "ms",
                         {"no_grad": lambda: rerank_once(bundle, body, config), "inference_mode": inference_mode},
                         args.rounds, 40))
+
+    # The promotion gate: a new LDRO snapshot scored on the 150 logged lists of the window (30
+    # items of 300 features each), one list per forward pass against padded batches with the
+    # window's requests kept between decisions (serving.gate.PromotionGate).
+    from serving.components import candidate_scores  # noqa: PLC0415
+    from serving.gate import PromotionGate, policy_logprobs, request_from_example  # noqa: PLC0415
+    from serving.baseline import pl_logprob  # noqa: PLC0415
+    from streams.events import IMPRESSION_SCHEMA, Impression, JoinInfo, ShownItem  # noqa: PLC0415
+    from streams.labeling import label_impression  # noqa: PLC0415
+    from streams.rewards import ListOutcome, RewardWeights  # noqa: PLC0415
+
+    feats = rng.random((150, 30, 300)).round(4)
+    join = JoinInfo(closed_by="window", window_s=1, feedback_count=0, closed_at_ts=1.0)
+    window = [label_impression(Impression(schema=IMPRESSION_SCHEMA, event_id=f"e{i}", request_id=f"r{i}", ts=1.0,
+                                          user_id="u", list_logprob=-40.0, context={"explored": 1.0},
+                                          items=[ShownItem(item_id=f"{i}-{k}", position=k + 1,
+                                                           scores={"click": 0.3, "long_view": 0.1},
+                                                           features=feats[i, k].tolist()) for k in range(30)]),
+                               ListOutcome(), RewardWeights(), join) for i in range(150)]
+    candidate = bundle.reranker
+    gate = PromotionGate()
+    gate.requests_for(window)  # what the previous decision left
+
+    def one_at_a_time() -> None:
+        for ex in window:
+            request = request_from_example(ex)
+            pl_logprob(candidate_scores(candidate, request), range(len(request.item_ids)))
+
+    def batched() -> None:
+        policy_logprobs(candidate, window, 0, gate.requests_for(window))
+
+    rows.append(compare("gate: 150 logged lists, one LDRO", 1e3, "ms",
+                        {"one_at_a_time": one_at_a_time, "batched": batched}, args.rounds, 3))
 
     objects = len(gc.get_objects())
     before = statistics.median(timed(gc.collect, 1) for _ in range(args.rounds))

@@ -215,6 +215,30 @@ def from_request(request: RerankRequest, n_features: int, tasks: Sequence[str] =
         fusion_weights=torch.zeros(1, len(tasks)), fusion_logprob=nan.clone(), list_logprob=nan.clone())
 
 
+def stack_lists(lists: Sequence[ListBatch]) -> ListBatch:
+    """Concatenate batches along ``B``, padding every list to the longest (mask ``False`` on the
+    padding): one forward pass for many lists, e.g. the promotion gate scoring 150 logged lists."""
+    if not lists:
+        raise PolicyInputError("lists", "is empty")
+    n = max(int(b.mask.shape[1]) for b in lists)
+
+    def pad(t: torch.Tensor, value: float | bool = 0) -> torch.Tensor:
+        if t.shape[1] == n:
+            return t
+        shape = (t.shape[0], n - t.shape[1], *t.shape[2:])
+        return torch.cat([t, torch.full(shape, value, dtype=t.dtype)], dim=1)
+
+    return ListBatch(
+        features=torch.cat([pad(b.features) for b in lists]), task_logits=torch.cat([pad(b.task_logits) for b in lists]),
+        mask=torch.cat([pad(b.mask, False) for b in lists]), activity=torch.cat([b.activity for b in lists]),
+        item_rewards=torch.cat([pad(b.item_rewards) for b in lists]),
+        list_reward=torch.cat([b.list_reward for b in lists]), query_reward=torch.cat([b.query_reward for b in lists]),
+        fusion_weights=torch.cat([b.fusion_weights for b in lists]),
+        fusion_logprob=torch.cat([b.fusion_logprob for b in lists]),
+        list_logprob=torch.cat([b.list_logprob for b in lists]),
+        example_ids=tuple(e for b in lists for e in b.example_ids))
+
+
 class ListPolicyLearning:
     """``learn_many`` shared by the list-wise policies (LDRO, GRPO, DRPO).
 

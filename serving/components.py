@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Sequence
 
 import torch
 
@@ -109,6 +109,17 @@ def candidate_scores(component: Component | None, request: RerankRequest) -> tor
             return torch.as_tensor(model.candidate_scores(request), dtype=torch.float64)
         result = model.rerank(request, explore=False)
     return torch.as_tensor(result.scores, dtype=torch.float64)
+
+
+def candidate_scores_many(component: Component | None, requests: Sequence[RerankRequest]) -> list[torch.Tensor]:
+    """:func:`candidate_scores` of many requests; one batched pass when the model has
+    ``candidate_scores_many`` (LDRO), one call per request otherwise."""
+    model = _COLD_START if component is None else component.model
+    many = getattr(model, "candidate_scores_many", None)
+    if many is None or not requests:
+        return [candidate_scores(component, r) for r in requests]
+    with torch.no_grad():
+        return [torch.as_tensor(s, dtype=torch.float64) for s in many(requests)]
 
 
 # -- canary -----------------------------------------------------------------------------------

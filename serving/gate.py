@@ -36,8 +36,7 @@ import numpy as np
 import torch
 
 from learners.protocol import RerankRequest
-from serving.baseline import pl_logprob
-from serving.components import Component, candidate_scores
+from serving.components import Component, candidate_scores_many
 from serving.ope import ESTIMATORS
 from streams.events import LabeledList
 
@@ -121,13 +120,23 @@ def request_from_example(example: LabeledList) -> RerankRequest:
                          context=context, upstream_scores=upstream)
 
 
-def policy_logprobs(component: Component | None, examples: Sequence[LabeledList], prefix_k: int = 0) -> np.ndarray:
-    """Log-prob of each logged (shown) order (or of its top ``prefix_k``) under ``component``'s PL policy."""
-    out = np.empty(len(examples))
-    for i, ex in enumerate(examples):
-        req = request_from_example(ex)
-        out[i] = pl_logprob(candidate_scores(component, req), range(len(req.item_ids)), prefix_k or None)
-    return out
+def shown_order_logprob(scores: np.ndarray, prefix_k: int = 0) -> float:
+    """:func:`serving.baseline.pl_logprob` of the shown order ``0..n-1`` (the logged requests list
+    their items in shown order), in NumPy: ``sum_k s_k - log sum_{j >= k} exp s_j``."""
+    tail = np.logaddexp.accumulate(scores[::-1])[::-1]
+    steps = scores - tail
+    return float(steps[:prefix_k].sum() if prefix_k else steps.sum())
+
+
+def policy_logprobs(component: Component | None, examples: Sequence[LabeledList], prefix_k: int = 0,
+                    requests: Sequence[RerankRequest] | None = None) -> np.ndarray:
+    """Log-prob of each logged (shown) order (or of its top ``prefix_k``) under ``component``'s PL policy.
+
+    ``requests``: the examples' :func:`request_from_example`, when the caller keeps them."""
+    if requests is None:
+        requests = [request_from_example(ex) for ex in examples]
+    scores = candidate_scores_many(component, requests)
+    return np.array([shown_order_logprob(s.numpy(), prefix_k) for s in scores], dtype=np.float64)
 
 
 class PromotionGate:
@@ -138,16 +147,24 @@ class PromotionGate:
         # Log-probs of the serving policy per example, reused while that version serves (the
         # candidate changes every snapshot, the current one only on a swap).
         self._cache: dict[tuple[str, str, str], float] = {}
+        # The logged requests of the window, rebuilt only for examples new since the last decision.
+        self._requests: dict[str, RerankRequest] = {}
+
+    def requests_for(self, examples: Sequence[LabeledList]) -> list[RerankRequest]:
+        known = self._requests
+        self._requests = {ex.example_id: known.get(ex.example_id) or request_from_example(ex) for ex in examples}
+        return [self._requests[ex.example_id] for ex in examples]
 
     def _logprobs(self, component: Component | None, examples: Sequence[LabeledList], cache: bool) -> np.ndarray:
         k = self.config.prefix_k
+        requests = self.requests_for(examples)
         if not cache:
-            return policy_logprobs(component, examples, k)
+            return policy_logprobs(component, examples, k, requests)
         tag = (component.name, component.version) if component is not None else ("cold-start", "")
         keys = [(*tag, ex.example_id) for ex in examples]
         missing = [i for i, k in enumerate(keys) if k not in self._cache]
         if missing:
-            fresh = policy_logprobs(component, [examples[i] for i in missing], k)
+            fresh = policy_logprobs(component, [examples[i] for i in missing], k, [requests[i] for i in missing])
             if len(self._cache) > 20 * self.config.window:
                 self._cache.clear()
             self._cache.update({keys[i]: float(v) for i, v in zip(missing, fresh)})

@@ -24,6 +24,7 @@ import heapq
 import json
 import logging
 import os
+import shutil
 import subprocess
 import sys
 import threading
@@ -423,12 +424,24 @@ def _metric(text: str, name: str) -> float:
 
 
 # -- the run ------------------------------------------------------------------------------------------
+#: Where a demo that starts its own embedded stack keeps it (under ``STREAMRANK_HOME``).
+DEMO_STACK_DIR = "demo-stack"
+
+
 def _stack_settings(settings: Settings) -> tuple[Settings, bool]:
-    """Endpoints of a running/external stack, or a newly started one (then ``True``: stop it at the end)."""
+    """Endpoints of a running/external stack, or a newly started one (then ``True``: stop it at the end).
+
+    A stack the demo starts itself lives in a fresh ``<home>/demo-stack``: noida-db rewrites its
+    whole log file whenever anything changes, so a broker that still holds earlier runs' records
+    spends CPU on them all run long (a second 60 s demo in the same home found a 221 MB log and
+    the broker at 40% of a core; docs/brokers.md)."""
     if settings.kafka and settings.redis and (os.environ.get("STREAMRANK_KAFKA") or _alive(settings)):
         return settings, False
-    state = stack.up(settings)
-    return settings.with_endpoints(kafka=state["kafka"], redis=state["redis"]), bool(state.get("pids"))
+    run = replace(settings, home=Path(settings.home) / DEMO_STACK_DIR)
+    if run.home.exists() and not _alive(run):
+        shutil.rmtree(run.home)  # what a previous demo left (it is stopped): records no one will read
+    state = stack.up(run)
+    return run.with_endpoints(kafka=state["kafka"], redis=state["redis"]), bool(state.get("pids"))
 
 
 def _alive(settings: Settings) -> bool:
@@ -513,6 +526,7 @@ def run_demo(config: DemoConfig, settings: Settings) -> dict[str, Any]:
             children.stop_all()
         if started_stack:
             stack.down(base)
+            shutil.rmtree(Path(base.home) / "noida", ignore_errors=True)  # the broker's log of this run
     output.mkdir(parents=True, exist_ok=True)
     (output / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
     return summary

@@ -62,16 +62,23 @@ def clenshaw_curtis(steps: int, dtype: torch.dtype = torch.float32) -> tuple[tor
     return torch.tensor(weights, dtype=dtype), torch.tensor(nodes, dtype=dtype)
 
 
+@lru_cache(maxsize=32)
+def _grid(steps: int, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """Weights ``c`` [S+1] and node fractions ``(s + 1) / 2`` [1, S+1] (built once per steps and
+    dtype: the request path calls the quadrature per task and request; never modified in place)."""
+    weights, nodes = clenshaw_curtis(steps, dtype)
+    return weights, ((nodes + 1.0) / 2.0).unsqueeze(0)
+
+
 def _node_inputs(x: torch.Tensor, steps: int) -> tuple[torch.Tensor, torch.Tensor]:
-    weights, nodes = clenshaw_curtis(steps, x.dtype)
-    t = x.unsqueeze(1) * (nodes.unsqueeze(0) + 1.0) / 2.0  # [n, S+1]
-    return t, weights
+    weights, fractions = _grid(int(steps), x.dtype)
+    return x.unsqueeze(1) * fractions, weights  # t [n, S+1]
 
 
 def _quadrature(x: torch.Tensor, h: torch.Tensor, integrand: Integrand, steps: int) -> torch.Tensor:
     t, weights = _node_inputs(x, steps)
     f = integrand(t, h)  # [n, S+1]
-    return (f * weights.unsqueeze(0)).sum(1) * x / 2.0
+    return torch.mv(f, weights) * (x * 0.5)
 
 
 class NeuralIntegral(torch.autograd.Function):
@@ -121,6 +128,6 @@ def integrate(x: torch.Tensor, h: torch.Tensor, integrand: Integrand, steps: int
     """
     if x.dim() != 1 or h.dim() != 2 or h.shape[0] != x.shape[0]:
         raise ValueError(f"expected x [n] and h [n, d], got {tuple(x.shape)} and {tuple(h.shape)}")
-    if not leibniz:
-        return _quadrature(x, h, integrand, steps)
+    if not leibniz or not torch.is_grad_enabled():
+        return _quadrature(x, h, integrand, steps)  # no backward to prepare (e.g. serving)
     return NeuralIntegral.apply(x, h, steps, integrand, *params)

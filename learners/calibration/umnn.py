@@ -62,9 +62,9 @@ class Integrand(nn.Module):
 
     def forward(self, t: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
         """``t`` [n, m] node positions, ``h`` [n, d] contexts -> ``f`` [n, m] (> 0)."""
-        a = t.unsqueeze(-1) * self.first_t.weight.squeeze(1) + self.first_t.bias  # [n, m, H]
-        if self.first_h is not None:
-            a = a + self.first_h(h).unsqueeze(1)
+        # W_t t + (b + W_h h): the context part once per row, then one fused op over the nodes
+        base = self.first_t.bias if self.first_h is None else self.first_h(h) + self.first_t.bias  # [H] or [n, H]
+        a = torch.addcmul(base.unsqueeze(-2), t.unsqueeze(-1), self.first_t.weight.squeeze(1))  # [n, m, H]
         for layer in self.rest:
             a = layer(torch.relu(a))
         return nn.functional.elu(a.squeeze(-1)) + 1.0

@@ -34,7 +34,7 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import dataclass, field, fields
-from typing import Any
+from typing import Any, Sequence
 
 import torch
 
@@ -44,7 +44,8 @@ from learners.ldro.objective import list_policy_loss
 from learners.ldro.reward_model import ItemRewardModel
 from learners.ldro.teacher import PointerTeacher, preferred_order, sequential_kd
 from learners.plackett_luce import greedy_order, gumbel_max_sample, list_logprob
-from learners.policy_batch import DEFAULT_TASKS, TASK_INPUTS, ListBatch, ListPolicyLearning, Rejected, from_request
+from learners.policy_batch import (DEFAULT_TASKS, TASK_INPUTS, ListBatch, ListPolicyLearning, Rejected, from_request,
+                                   stack_lists)
 from learners.policy_state import PolicyCheckpointing, make_generator
 from learners.protocol import RerankRequest, RerankResult
 
@@ -214,6 +215,18 @@ class LDROLearner(ListPolicyLearning, PolicyCheckpointing):
         """Per-candidate PL scores ``[n]`` (serving's promotion gate computes log-probs from them)."""
         return self.scores_for(from_request(request, self.config.n_features, self.config.tasks,
                                             self.config.task_inputs))[0]
+
+    def candidate_scores_many(self, requests: Sequence[RerankRequest], chunk: int = 64) -> list[torch.Tensor]:
+        """:meth:`candidate_scores` of many requests, ``chunk`` lists per padded forward pass (the
+        promotion gate scores its whole window for every snapshot; one pass per list was most of
+        the server's background CPU)."""
+        lists = [from_request(r, self.config.n_features, self.config.tasks, self.config.task_inputs) for r in requests]
+        out: list[torch.Tensor] = []
+        for start in range(0, len(lists), chunk):
+            part = lists[start:start + chunk]
+            scores = self.scores_for(stack_lists(part))
+            out.extend(scores[i, : int(b.mask.shape[1])] for i, b in enumerate(part))
+        return out
 
     def rerank(self, request: RerankRequest, explore: bool = False) -> RerankResult:
         """Rank the request's candidates: PL mode (``explore=False``) or one PL sample; with its log-prob."""

@@ -98,3 +98,32 @@ def test_forward_keeps_no_graph_of_the_node_evaluations():
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
         integrate(x, h, f, 50, leibniz=False)
     assert sum(saved) > 50 * 256 * 32  # plain autograd keeps node activations
+
+
+def test_integrand_is_the_mlp_of_the_concatenated_node_and_context():
+    """The split, fused first layer computes exactly ELU(MLP([t, h])) + 1 (UMC's IntegrandNN)."""
+    torch.manual_seed(3)
+    f = Integrand(context_dim=5, hidden=(8, 8)).double()
+    for p in f.parameters():
+        torch.nn.init.normal_(p)
+    t = torch.randn(7, 11, dtype=torch.float64)
+    h = torch.randn(7, 5, dtype=torch.float64)
+    weight = torch.cat([f.first_t.weight, f.first_h.weight], dim=1)  # [H, 1 + d]
+    rows = torch.cat([t.unsqueeze(-1), h.unsqueeze(1).expand(7, 11, 5)], dim=-1)  # [n, m, 1 + d]
+    a = rows @ weight.T + f.first_t.bias
+    for layer in f.rest:
+        a = layer(torch.relu(a))
+    assert torch.allclose(f(t, h), torch.nn.functional.elu(a.squeeze(-1)) + 1.0, rtol=1e-12, atol=1e-12)
+
+
+def test_integral_without_grad_equals_the_leibniz_forward():
+    """Serving integrates under no_grad without the autograd Function: same values."""
+    torch.manual_seed(4)
+    f = Integrand(context_dim=3, hidden=(16, 16))
+    x = torch.randn(40) * 5
+    h = torch.randn(40, 3)
+    with_grad = integrate(x, h, f, 50, params=tuple(f.parameters()), leibniz=True)
+    assert with_grad.requires_grad  # the Leibniz path ran
+    with torch.no_grad():
+        without = integrate(x, h, f, 50, params=tuple(f.parameters()), leibniz=True)
+    assert not without.requires_grad and torch.equal(without, with_grad.detach())

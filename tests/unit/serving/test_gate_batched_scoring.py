@@ -1,0 +1,76 @@
+"""The promotion gate scores its window in padded batches: same numbers as one list at a time."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from learners.ldro.learner import build_ldro
+from learners.protocol import RerankRequest
+from serving.baseline import pl_logprob
+from serving.components import Component, candidate_scores, candidate_scores_many
+from serving.gate import GateConfig, PromotionGate, policy_logprobs, request_from_example, shown_order_logprob
+
+from tests.unit.serving.test_gate_logic import logged
+
+
+def random_request(gen: torch.Generator, n: int, n_features: int) -> RerankRequest:
+    scores = {t: torch.rand(n, generator=gen, dtype=torch.float64) * 0.9 + 0.05 for t in ("click", "long_view")}
+    return RerankRequest(item_ids=tuple(f"i{k}" for k in range(n)), features=torch.rand(n, n_features, generator=gen),
+                         task_scores=scores, context={}, upstream_scores=scores)
+
+
+def trained_ldro(n_features: int = 4):
+    model = build_ldro(n_features=n_features, seed=3)
+    with torch.no_grad():  # away from the near-uniform start, so that padding mistakes would show
+        for p in model.student.parameters():
+            p.add_(torch.randn(p.shape, generator=torch.Generator().manual_seed(p.numel())) * 0.5)
+    return model
+
+
+@pytest.mark.parametrize("chunk", [1, 3, 64])
+def test_ldro_scores_of_many_lists_equal_one_list_at_a_time(chunk):
+    model = trained_ldro()
+    gen = torch.Generator().manual_seed(0)
+    requests = [random_request(gen, n, 4) for n in (2, 7, 30, 5, 1, 12, 30)]  # lengths differ: padding
+    many = model.candidate_scores_many(requests, chunk=chunk)
+    assert [len(s) for s in many] == [len(r.item_ids) for r in requests]
+    for request, batched in zip(requests, many):
+        assert torch.allclose(batched, model.candidate_scores(request), atol=1e-5, rtol=1e-5)
+
+
+def test_components_fall_back_to_one_call_per_request_without_a_batched_path():
+    gen = torch.Generator().manual_seed(1)
+    requests = [random_request(gen, n, 4) for n in (3, 6)]
+    ldro = Component("reranker", "ldro", "1", trained_ldro())
+    for component in (ldro, None):  # None: the cold-start scorer has no batched path
+        got = candidate_scores_many(component, requests)
+        for request, scores in zip(requests, got):
+            assert scores.dtype == torch.float64
+            assert torch.allclose(scores, candidate_scores(component, request), atol=1e-5)
+
+
+@pytest.mark.parametrize("prefix_k", [0, 1, 3])
+def test_shown_order_logprob_is_the_plackett_luce_log_prob_of_the_shown_order(prefix_k):
+    rng = np.random.default_rng(prefix_k)
+    for n in (2, 5, 30):
+        scores = rng.normal(scale=3.0, size=n)
+        want = pl_logprob(torch.tensor(scores), range(n), prefix_k or None)
+        assert shown_order_logprob(scores, prefix_k) == pytest.approx(want, rel=1e-12, abs=1e-12)
+
+
+def test_gate_reuses_the_window_requests_and_keeps_its_numbers():
+    gen = torch.Generator().manual_seed(2)
+    examples = []
+    for i in range(40):
+        relevance = torch.rand(6, generator=gen).tolist()
+        examples.append(logged(i, torch.randperm(6, generator=gen).tolist(), relevance, 1.0))
+    gate = PromotionGate(GateConfig(min_samples=10))
+    first = gate.requests_for(examples[:30])
+    again = gate.requests_for(examples[5:35])
+    assert all(a is b for a, b in zip(first[5:], again[:25]))  # built once per example while in the window
+    assert set(gate._requests) == {ex.example_id for ex in examples[5:35]}  # the window only
+    ldro = Component("reranker", "ldro", "1", trained_ldro(n_features=1))
+    by_one = np.array([pl_logprob(candidate_scores(ldro, request_from_example(ex)), range(6)) for ex in examples])
+    assert np.allclose(policy_logprobs(ldro, examples), by_one, atol=1e-4)
