@@ -136,7 +136,12 @@ def snapshot_publisher(settings: Settings, runtime: LearnerRuntime) -> Any:
 
     def remember(model: str, state: LearnerState, metrics: dict) -> None:
         meta = dict(state.meta)
-        meta["offsets"] = dict(meta.get(RUNTIME_META_KEY, {}).get("offsets", {}))
+        # The checkpoint's recent example ids (up to 20k, ~100 KB of JSON per 2,400 examples) are
+        # restart bookkeeping: serving never reads them, and every snapshot and its announcement
+        # on model-updates carried them once a second.
+        runtime_meta = {k: v for k, v in (meta.get(RUNTIME_META_KEY) or {}).items() if k != "recent_ids"}
+        meta[RUNTIME_META_KEY] = runtime_meta
+        meta["offsets"] = dict(runtime_meta.get("offsets", {}))
         with lock:
             latest.update(state=LearnerState(tensors=state.tensors, meta=meta), metrics=dict(metrics), changed=True)
 

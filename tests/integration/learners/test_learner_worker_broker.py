@@ -68,6 +68,7 @@ def test_worker_publishes_checkpoints_as_snapshots_with_their_offsets(settings, 
     manifest, state = registry.load("platt")
     _, checkpoint = CheckpointStore(tmp_path / "ckpt", "platt").load_latest()
     assert state.meta["runtime"]["applied"] == 96
+    assert len(checkpoint.meta["runtime"]["recent_ids"]) == 96 and "recent_ids" not in state.meta["runtime"]
     assert manifest.offsets == checkpoint.meta["runtime"]["offsets"]
     assert all(torch.equal(state.tensors[k], checkpoint.tensors[k]) for k in checkpoint.tensors)
     # The last snapshot, published while the worker shut down, was announced on Kafka too (it
