@@ -162,11 +162,11 @@ class PromotionGate:
             return policy_logprobs(component, examples, k, requests)
         tag = (component.name, component.version) if component is not None else ("cold-start", "")
         keys = [(*tag, ex.example_id) for ex in examples]
-        missing = [i for i, k in enumerate(keys) if k not in self._cache]
+        if len(self._cache) > 20 * self.config.window:
+            self._cache.clear()  # before the lookup: clearing after it lost entries it had found (KeyError)
+        missing = [i for i, key in enumerate(keys) if key not in self._cache]
         if missing:
             fresh = policy_logprobs(component, [examples[i] for i in missing], k, [requests[i] for i in missing])
-            if len(self._cache) > 20 * self.config.window:
-                self._cache.clear()
             self._cache.update({keys[i]: float(v) for i, v in zip(missing, fresh)})
         return np.array([self._cache[k] for k in keys])
 

@@ -509,6 +509,8 @@ def run_demo(config: DemoConfig, settings: Settings) -> dict[str, Any]:
         users.run(config.duration_s, config.rate, config.concurrency)
         time.sleep(config.drain_s)  # let the last examples be learned, published and swapped
         models = _get_json(f"{base_url}/models?limit=1000")
+        # every swap, refusal and gate verdict with its timing (the summary keeps the last 20)
+        (output / "decisions.json").write_text(json.dumps(models.get("decisions", []), indent=1, default=str))
         import httpx  # noqa: PLC0415
 
         metrics_text = httpx.get(f"{base_url}/metrics", timeout=5).text

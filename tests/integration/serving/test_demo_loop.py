@@ -45,6 +45,8 @@ def test_short_demo_run_writes_a_consistent_summary_and_plots_and_stops_what_it_
     assert set(by_close) <= {"all", "session_end", "window", "idle", "flush"} and "session_end" in by_close
     steady = on_disk["staleness_after_warmup"]
     assert steady["warmup_s"] == config.warmup_s and 0 < steady["all"]["examples"] < by_close["all"]["examples"]
+    decisions = json.loads((output / "decisions.json").read_text())
+    assert sum(d["action"] == "swapped" for d in decisions) == on_disk["swaps"]
     lines = (output / "staleness.csv").read_text().splitlines()
     assert lines[0].startswith("request_id,closed_by,") and len(lines) - 1 == on_disk["staleness_examples"] + \
         on_disk["examples_not_yet_served"]

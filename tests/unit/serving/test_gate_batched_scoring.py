@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -74,3 +76,18 @@ def test_gate_reuses_the_window_requests_and_keeps_its_numbers():
     ldro = Component("reranker", "ldro", "1", trained_ldro(n_features=1))
     by_one = np.array([pl_logprob(candidate_scores(ldro, request_from_example(ex)), range(6)) for ex in examples])
     assert np.allclose(policy_logprobs(ldro, examples), by_one, atol=1e-4)
+
+
+def test_a_full_log_prob_cache_is_emptied_without_losing_the_entries_of_the_decision():
+    """Past 20 x window cached log-probs the cache is emptied; that used to happen after the
+    lookup, and the next decision failed with a KeyError for an entry it had found."""
+    gen = torch.Generator().manual_seed(5)
+    examples = [logged(i, torch.randperm(4, generator=gen).tolist(), torch.rand(4, generator=gen).tolist(), 1.0)
+                for i in range(60)]
+    gate = PromotionGate(GateConfig(window=2, min_samples=2, confidence=0.0))
+    current = Component("reranker", "ldro", "1", trained_ldro(n_features=1))
+    candidate = Component("reranker", "ldro", "2", trained_ldro(n_features=1))
+    for start in range(58):  # the window slides by one: one new example, one already cached
+        decision = gate.decide(current, candidate, examples[start:start + 2])
+        assert decision.n == 2 and math.isfinite(decision.current_value)
+    assert len(gate._cache) <= 20 * 2 * 2 + 4  # bounded: current and cold-start entries of recent windows
