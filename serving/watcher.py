@@ -36,7 +36,8 @@ from typing import Callable
 
 from feature_store.snapshots import SnapshotError, SnapshotRegistry
 from learners.protocol import RerankRequest
-from serving.components import Component, ComponentError, build_component_model, canary_request, check_component
+from serving.components import (Component, ComponentError, build_component_model, canary_request, check_component,
+                                warm_up)
 from serving.gate import PromotionGate
 from serving.holder import Decision, ModelHolder
 from serving.recent_examples import RecentExamples
@@ -66,6 +67,7 @@ class SnapshotWatcher:
         self.on_swap = on_swap
         self.canary: RerankRequest | None = None  # the app stores the last real request here
         self.refused: dict[tuple[str, str], str] = {}
+        self.warm_up_s: dict[str, float] = {}  # seconds each model family took to build once at start
         # One queue and worker thread per model: a slow check of one model (e.g. the reranker's
         # promotion gate) never delays the swap of another.
         self.wakeups: dict[str, queue.Queue[str]] = {model: queue.Queue() for model in self.model_roles}
@@ -150,6 +152,7 @@ class SnapshotWatcher:
 
     # -- threads ------------------------------------------------------------------------------------
     def start(self) -> "SnapshotWatcher":
+        self.warm_up_s = warm_up(list(self.model_roles))  # one-off costs now, not in the first swap
         for model in self.model_roles:
             try:
                 self.check(model, source="startup")

@@ -91,3 +91,11 @@ def test_a_full_log_prob_cache_is_emptied_without_losing_the_entries_of_the_deci
         decision = gate.decide(current, candidate, examples[start:start + 2])
         assert decision.n == 2 and math.isfinite(decision.current_value)
     assert len(gate._cache) <= 20 * 2 * 2 + 4  # bounded: current and cold-start entries of recent windows
+
+
+def test_warm_up_builds_each_learner_family_once_and_skips_the_rest(caplog):
+    from serving.components import warm_up
+
+    took = warm_up(["umnn", "linear-pl", "", "no-such-model"])
+    assert set(took) == {"umnn"} and took["umnn"] > 0  # built; serving built-ins and blanks skipped
+    assert "warm-up of no-such-model failed" in caplog.text  # an unknown name is logged, not raised
