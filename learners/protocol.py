@@ -44,6 +44,15 @@ class LearnerState:
 RUNTIME_META_KEY = "runtime"
 
 
+def publishable_meta(meta: dict) -> dict:
+    """A checkpoint's meta as a snapshot publishes it: the runtime bookkeeping without the recent
+    example ids (up to 20k, restart bookkeeping only; serving never reads them, and every snapshot
+    and its ``model-updates`` announcement would carry them)."""
+    out = dict(meta)
+    out[RUNTIME_META_KEY] = {k: v for k, v in (meta.get(RUNTIME_META_KEY) or {}).items() if k != "recent_ids"}
+    return out
+
+
 @runtime_checkable
 class Learner(Protocol):
     """What every model family implements. ``name`` identifies the model in snapshots and topics."""

@@ -129,19 +129,14 @@ def snapshot_publisher(settings: Settings, runtime: LearnerRuntime) -> Any:
     from feature_store.scheduling import LearnerJobs  # noqa: PLC0415
     from feature_store.settings import load_feature_store_settings  # noqa: PLC0415
     from feature_store.snapshots import SnapshotRegistry  # noqa: PLC0415
-    from learners.protocol import RUNTIME_META_KEY, LearnerState  # noqa: PLC0415
+    from learners.protocol import RUNTIME_META_KEY, LearnerState, publishable_meta  # noqa: PLC0415
 
     lock = threading.Lock()
     latest: dict[str, Any] = {"state": None, "metrics": None, "changed": False}
 
     def remember(model: str, state: LearnerState, metrics: dict) -> None:
-        meta = dict(state.meta)
-        # The checkpoint's recent example ids (up to 20k, ~100 KB of JSON per 2,400 examples) are
-        # restart bookkeeping: serving never reads them, and every snapshot and its announcement
-        # on model-updates carried them once a second.
-        runtime_meta = {k: v for k, v in (meta.get(RUNTIME_META_KEY) or {}).items() if k != "recent_ids"}
-        meta[RUNTIME_META_KEY] = runtime_meta
-        meta["offsets"] = dict(runtime_meta.get("offsets", {}))
+        meta = publishable_meta(state.meta)
+        meta["offsets"] = dict(meta[RUNTIME_META_KEY].get("offsets", {}))
         with lock:
             latest.update(state=LearnerState(tensors=state.tensors, meta=meta), metrics=dict(metrics), changed=True)
 

@@ -36,6 +36,7 @@ import numpy as np
 import torch
 
 from learners.protocol import RerankRequest
+from serving.baseline import pl_logprob
 from serving.components import Component, candidate_scores_many
 from serving.ope import ESTIMATORS
 from streams.events import LabeledList
@@ -120,14 +121,6 @@ def request_from_example(example: LabeledList) -> RerankRequest:
                          context=context, upstream_scores=upstream)
 
 
-def shown_order_logprob(scores: np.ndarray, prefix_k: int = 0) -> float:
-    """:func:`serving.baseline.pl_logprob` of the shown order ``0..n-1`` (the logged requests list
-    their items in shown order), in NumPy: ``sum_k s_k - log sum_{j >= k} exp s_j``."""
-    tail = np.logaddexp.accumulate(scores[::-1])[::-1]
-    steps = scores - tail
-    return float(steps[:prefix_k].sum() if prefix_k else steps.sum())
-
-
 def policy_logprobs(component: Component | None, examples: Sequence[LabeledList], prefix_k: int = 0,
                     requests: Sequence[RerankRequest] | None = None) -> np.ndarray:
     """Log-prob of each logged (shown) order (or of its top ``prefix_k``) under ``component``'s PL policy.
@@ -136,7 +129,8 @@ def policy_logprobs(component: Component | None, examples: Sequence[LabeledList]
     if requests is None:
         requests = [request_from_example(ex) for ex in examples]
     scores = candidate_scores_many(component, requests)
-    return np.array([shown_order_logprob(s.numpy(), prefix_k) for s in scores], dtype=np.float64)
+    # the logged requests list their items in shown order: the shown order is 0..n-1
+    return np.array([pl_logprob(s, range(len(s)), prefix_k or None) for s in scores], dtype=np.float64)
 
 
 class PromotionGate:

@@ -14,6 +14,7 @@ import threading
 from pathlib import Path
 
 from feature_store.snapshots import SnapshotError, SnapshotRegistry
+from learners.protocol import LearnerState, publishable_meta
 
 log = logging.getLogger(__name__)
 
@@ -58,9 +59,7 @@ class CheckpointPublisher:
             current = self.registry.current(model)
             if current is not None and applied_count(current.meta) >= applied_count(state.meta):
                 continue  # the learner (or an earlier tick) already published this much learning
-            runtime = dict(state.meta.get("runtime") or {})
-            runtime.pop("recent_ids", None)  # up to 20k ids: serving does not need them, manifests stay small
-            state.meta["runtime"] = runtime
+            state = LearnerState(tensors=state.tensors, meta=publishable_meta(state.meta))
             try:
                 self.registry.publish(model, state, metrics={"applied": applied_count(state.meta),
                                                              "checkpoint_seq": seq})

@@ -12,7 +12,7 @@ from learners.ldro.learner import build_ldro
 from learners.protocol import RerankRequest
 from serving.baseline import pl_logprob
 from serving.components import Component, candidate_scores, candidate_scores_many
-from serving.gate import GateConfig, PromotionGate, policy_logprobs, request_from_example, shown_order_logprob
+from serving.gate import GateConfig, PromotionGate, policy_logprobs, request_from_example
 
 from tests.unit.serving.test_gate_logic import logged
 
@@ -51,15 +51,6 @@ def test_components_fall_back_to_one_call_per_request_without_a_batched_path():
         for request, scores in zip(requests, got):
             assert scores.dtype == torch.float64
             assert torch.allclose(scores, candidate_scores(component, request), atol=1e-5)
-
-
-@pytest.mark.parametrize("prefix_k", [0, 1, 3])
-def test_shown_order_logprob_is_the_plackett_luce_log_prob_of_the_shown_order(prefix_k):
-    rng = np.random.default_rng(prefix_k)
-    for n in (2, 5, 30):
-        scores = rng.normal(scale=3.0, size=n)
-        want = pl_logprob(torch.tensor(scores), range(n), prefix_k or None)
-        assert shown_order_logprob(scores, prefix_k) == pytest.approx(want, rel=1e-12, abs=1e-12)
 
 
 def test_gate_reuses_the_window_requests_and_keeps_its_numbers():
