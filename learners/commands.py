@@ -4,24 +4,10 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
 
 import click
 
 DEFAULT_OBD = Path(__file__).resolve().parents[2] / "shared" / "data" / "obd" / "random" / "all" / "all.csv"
-
-
-def _parse_sets(pairs: tuple[str, ...]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for pair in pairs:
-        key, sep, raw = pair.partition("=")
-        if not sep or not key:
-            raise click.BadParameter(f"expected KEY=VALUE, got {pair!r}", param_hint="--set")
-        try:
-            out[key] = json.loads(raw)
-        except json.JSONDecodeError:
-            out[key] = raw
-    return out
 
 
 def _parse_data(spec: str) -> Path:
@@ -44,6 +30,9 @@ def register(cli: click.Group, eval_group: click.Group) -> None:
     @click.option("--checkpoint-every", default=10, show_default=True, help="checkpoint every N updates")
     @click.option("--idle-flush", "idle_flush_s", default=2.0, show_default=True,
                   help="learn a partial batch after this many idle seconds")
+    @click.option("--max-wait", "max_wait_s", type=float, default=None,
+                  help="learn a partial batch once its oldest example waited this many seconds (a latency "
+                       "bound; batch boundaries then follow arrival timing). Default: full batches only")
     @click.option("--progress", "progress_s", default=5.0, show_default=True, help="seconds between progress lines")
     @click.option("--stop-after", type=int, default=None, help="exit once this many examples are applied in total")
     @click.option("--publish", is_flag=True, help="publish checkpoints as model snapshots (Redis snapshot registry)")
@@ -51,11 +40,12 @@ def register(cli: click.Group, eval_group: click.Group) -> None:
     @click.option("--set", "sets", multiple=True, help="model setting KEY=VALUE (JSON values), e.g. --set lr=0.01")
     @click.option("--loglevel", default="warning", show_default=True)
     def learn(model: str, checkpoint_dir: str | None, batch_size: int, within_s: float, checkpoint_every: int,
-              idle_flush_s: float, progress_s: float, stop_after: int | None, publish: bool, group: str | None, sets: tuple[str, ...],
-              loglevel: str) -> None:
+              idle_flush_s: float, max_wait_s: float | None, progress_s: float, stop_after: int | None, publish: bool,
+              group: str | None, sets: tuple[str, ...], loglevel: str) -> None:
         """Run the learner worker of MODEL on the `examples` topic (effectively-once checkpoints)."""
         from learners.registry import model_names  # noqa: PLC0415
         from learners.worker import LearnWorkerOptions, run_learner  # noqa: PLC0415
+        from streamrank.cli import parse_sets  # noqa: PLC0415
         from streamrank.config import config_section, load_settings  # noqa: PLC0415
 
         if model not in model_names():
@@ -63,11 +53,11 @@ def register(cli: click.Group, eval_group: click.Group) -> None:
                                      param_hint="--model")
         settings = load_settings()
         model_config = dict(config_section(settings, "learners").get(model, {}))
-        model_config.update(_parse_sets(sets))
+        model_config.update(parse_sets(sets))
         options = LearnWorkerOptions(
             model=model, checkpoint_dir=Path(checkpoint_dir) if checkpoint_dir else settings.home / "checkpoints",
             batch_size=batch_size, within_s=within_s, checkpoint_every=checkpoint_every, idle_flush_s=idle_flush_s,
-            progress_s=progress_s, stop_after=stop_after, group=group, publish=publish, model_config=model_config)
+            max_wait_s=max_wait_s, progress_s=progress_s, stop_after=stop_after, group=group, publish=publish, model_config=model_config)
         run_learner(settings, options, loglevel=loglevel)
 
     @eval_group.command("calibration")

@@ -13,29 +13,22 @@ from pathlib import Path
 
 import click
 
-from streamrank.cli import DEFAULT_DATA
+from streamrank.cli import DEFAULT_DATA, parse_sets
 
 DEFAULT_LETOR = f"letor:{DEFAULT_DATA / 'letor' / 'rank.train'}"
 
 
 def _parse_sets(pairs: tuple[str, ...], keyed_by_method: bool) -> dict:
     """``KEY=JSON`` (DRPO) or ``METHOD.KEY=JSON`` (LDRO; METHOD as in --methods, e.g. ``ldro@nokd``)."""
+    flat = parse_sets(pairs)
+    if not keyed_by_method:
+        return flat
     out: dict = {}
-    for pair in pairs:
-        key, sep, raw = pair.partition("=")
-        if not sep:
-            raise click.BadParameter(f"{pair!r}: expected KEY=VALUE", param_hint="--set")
-        try:
-            value = json.loads(raw)
-        except ValueError:
-            value = raw
-        if keyed_by_method:
-            method, dot, name = key.partition(".")
-            if not dot:
-                raise click.BadParameter(f"{pair!r}: expected METHOD.KEY=VALUE", param_hint="--set")
-            out.setdefault(method, {})[name] = value
-        else:
-            out[key] = value
+    for key, value in flat.items():
+        method, dot, name = key.partition(".")
+        if not dot:
+            raise click.BadParameter(f"{key!r}: expected METHOD.KEY=VALUE", param_hint="--set")
+        out.setdefault(method, {})[name] = value
     return out
 
 

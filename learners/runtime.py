@@ -17,7 +17,10 @@ directly). For any registered learner it:
 5. cuts the accepted examples into batches of exactly ``batch_size`` (a partial batch only
    by :meth:`LearnerRuntime.flush`, e.g. when the stream went idle), so batch boundaries
    depend on the log, not on fetch timing: the same log and checkpoint cadence give
-   bit-identical models with or without a crash in between;
+   bit-identical models with or without a crash in between. ``max_wait_s`` trades that for
+   latency: a partial batch is learned once its oldest example has waited that long, so at a
+   low rate an example is not held until ``batch_size`` more arrive (the closed loop's
+   staleness); boundaries then depend on arrival timing, like an idle flush;
 6. after each batch advances the applied offsets to the last record consumed per partition,
    and every ``checkpoint_every`` batches writes ``learner.state_dict()`` plus its own
    bookkeeping under ``meta["runtime"]`` atomically (:class:`learners.checkpoint.CheckpointStore`),
@@ -80,9 +83,13 @@ class RuntimeConfig:
     recent_ids: int = 20_000
     max_event_bytes: int = 1_000_000
     seek_forward_min: int = 1_000  # a partition this far behind the checkpoint is sought forward, not read
+    #: learn a partial batch once its oldest queued example has waited this long (seconds since
+    #: it was offered); ``None``: only full batches (and explicit flushes), log-determined boundaries
+    max_wait_s: float | None = None
 
     def __post_init__(self) -> None:
-        if self.batch_size < 1 or self.checkpoint_every < 1 or self.recent_ids < 0:
+        if (self.batch_size < 1 or self.checkpoint_every < 1 or self.recent_ids < 0
+                or (self.max_wait_s is not None and self.max_wait_s < 0)):
             raise ValueError(f"invalid runtime config {self}")
 
 
@@ -100,6 +107,7 @@ class StepResult:
 class _Pending:
     record: Record
     example: LabeledList | None  # None: consumed without learning (duplicate id, dead letter)
+    offered_at: float = 0.0  # time.monotonic() when offered (for max_wait_s)
 
 
 class LearnerRuntime:
@@ -207,8 +215,9 @@ class LearnerRuntime:
     def offer(self, records: Sequence[Record]) -> StepResult:
         """Take records in arrival order; learn every full batch; return seeks and dead letters."""
         result = StepResult()
+        now = time.monotonic()
         if records:
-            self.last_record_at = time.monotonic()
+            self.last_record_at = now
         for rec in records:
             tp = rec.tp
             waiting = self._rewinding.get(tp)
@@ -231,11 +240,27 @@ class LearnerRuntime:
                             rec.offset, expected)
                 continue
             self._seen_next[tp] = rec.offset + 1
-            self._accept(rec, result)
+            self._accept(rec, result, now)
             while self._queued_examples >= self.config.batch_size:
                 self._learn_next(self.config.batch_size, result)
+        if self.wait_expired():
+            self._learn_next(self._queued_examples, result)
         self._drain_consumed()
         return result
+
+    def oldest_wait(self, now: float | None = None) -> float | None:
+        """Seconds the oldest queued example has waited to be learned (``None``: none queued)."""
+        first = next((p for p in self._queue if p.example is not None), None)
+        if first is None:
+            return None
+        return (time.monotonic() if now is None else now) - first.offered_at
+
+    def wait_expired(self, now: float | None = None) -> bool:
+        """Whether ``max_wait_s`` says the queued partial batch is due now."""
+        if self.config.max_wait_s is None or not self._queued_examples:
+            return False
+        waited = self.oldest_wait(now)
+        return waited is not None and waited >= self.config.max_wait_s
 
     def flush(self) -> StepResult:
         """Learn the queued examples as one partial batch (the stream went idle)."""
@@ -249,7 +274,7 @@ class LearnerRuntime:
     def queued(self) -> int:
         return self._queued_examples
 
-    def _accept(self, rec: Record, result: StepResult) -> None:
+    def _accept(self, rec: Record, result: StepResult, now: float) -> None:
         try:
             event = decode(rec.value or b"", expected=LABELED_LIST_SCHEMA, max_bytes=self.config.max_event_bytes)
         except EventError as exc:
@@ -264,7 +289,7 @@ class LearnerRuntime:
             self.skipped_ids += 1
             self._queue.append(_Pending(rec, None))
             return
-        self._queue.append(_Pending(rec, event))
+        self._queue.append(_Pending(rec, event, now))
         self._queued_ids.add(event.example_id)
         self._queued_examples += 1
 

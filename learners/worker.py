@@ -21,8 +21,9 @@ the restart path after a kill -9 on noida-db 0.2.3, which never evicts the kille
 restart in the same group was measured to loop on "(Re-)joining group" at the same
 generation for minutes (Tansu rebalances normally after ``broker_rebalance_timeout``).
 
-A timer flushes a partial batch when the stream has been idle for ``idle_flush_s`` (then
-checkpoints), logs progress (examples/s, loss, lag, skips) every ``progress_s`` and writes
+A partial batch is learned when the stream has been idle for ``idle_flush_s`` (a timer; then
+it checkpoints) or, with ``max_wait_s``, once its oldest example waited that long (after a
+take, or on the timer when no record came), logs progress (examples/s, loss, lag, skips) every ``progress_s`` and writes
 ``<checkpoint_dir>/<model>/status.json``; ``stop_after`` ends the worker once that many
 examples are applied in total (replays, tests). With ``publish`` every checkpoint is also
 handed to an apscheduler job that publishes it to the snapshot registry
@@ -65,6 +66,8 @@ class LearnWorkerOptions:
     within_s: float = 0.5
     checkpoint_every: int = 10
     idle_flush_s: float = 2.0
+    #: learn a partial batch once its oldest example waited this long (RuntimeConfig.max_wait_s)
+    max_wait_s: float | None = None
     progress_s: float = 5.0
     stop_after: int | None = None
     web_port: int = 0
@@ -156,7 +159,7 @@ def build_learner_app(settings: Settings, options: LearnWorkerOptions) -> Learne
     store = CheckpointStore(options.checkpoint_dir, options.model)
     runtime = LearnerRuntime(options.model, learner, store,
                              RuntimeConfig(batch_size=options.batch_size, checkpoint_every=options.checkpoint_every,
-                                           max_event_bytes=settings.max_event_bytes))
+                                           max_event_bytes=settings.max_event_bytes, max_wait_s=options.max_wait_s))
     runtime.restore()
     if settings.redis:  # impressions may name item features instead of carrying them (serving's default)
         runtime.prepare = FeatureFill(feast_row_reader(settings))
@@ -249,7 +252,8 @@ def build_learner_app(settings: Settings, options: LearnWorkerOptions) -> Learne
     async def tick() -> None:
         now = time.monotonic()
         async with lock:
-            if runtime.queued and now - runtime.last_record_at >= options.idle_flush_s:
+            # idle stream, or a partial batch past max_wait_s that no new record came to learn
+            if runtime.queued and (now - runtime.last_record_at >= options.idle_flush_s or runtime.wait_expired(now)):
                 result = await asyncio.to_thread(runtime.flush)
                 await execute(result)
                 await asyncio.to_thread(runtime.checkpoint)

@@ -89,15 +89,23 @@ def eval_ope(data_spec: str, policies: tuple[str, ...], alpha: float, n_bootstra
 @click.option("--fusion", default="", show_default=True, help="e.g. drpo (add it to --learners)")
 @click.option("--feast/--no-feast", default=True, show_default=True, help="apply the Feast repo first")
 @click.option("--seed", default=0, show_default=True)
+@click.option("--set", "sets", multiple=True,
+              help="any other DemoConfig field (serving/loop.py) as KEY=VALUE (JSON values), "
+                   "e.g. --set learner_max_wait_s=null --set join_within_s=0.25")
 def demo(duration: float, output: str, rate: float, concurrency: int, snapshot_interval: float, learners: str,
-         reranker: str, calibrator: str, fusion: str, feast: bool, seed: int) -> None:
+         reranker: str, calibrator: str, fusion: str, feast: bool, seed: int, sets: tuple[str, ...]) -> None:
     """The closed loop: stack up, workers + learners + server, the simulator as users; summary + plots."""
-    from serving.loop import DemoConfig, headline, run_demo  # noqa: PLC0415
+    from serving.loop import DemoConfig, demo_overrides, headline, run_demo  # noqa: PLC0415
+    from streamrank.cli import parse_sets  # noqa: PLC0415
 
+    try:
+        overrides = demo_overrides(parse_sets(sets))
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--set") from exc
     config = DemoConfig(duration_s=duration, output=Path(output), rate=rate, concurrency=concurrency,
                         snapshot_interval_s=snapshot_interval, seed=seed,
                         learners=tuple(m for m in learners.split(",") if m), reranker=reranker,
-                        calibrator=calibrator, fusion=fusion, feast=feast)
+                        calibrator=calibrator, fusion=fusion, feast=feast, **overrides)
     summary = run_demo(config, load_settings())
     click.echo(headline(summary))
     click.echo(f"summary and plots in {output}/")

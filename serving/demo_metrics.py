@@ -38,8 +38,21 @@ class Served:
     expected_clicks_upstream: float = 0.0
     clicks: list[int] = field(default_factory=list)
     click_probs: list[float] = field(default_factory=list)
-    feedback_done_at: float = 0.0
+    feedback_done_at: float = 0.0  # wall time its last feedback event was produced (the response's, if none)
+    #: (event time, wall time produced) of each feedback event, in production order
+    feedback_sent: list[tuple[float, float]] = field(default_factory=list)
     error: str = ""
+
+
+def learned_feedback_done(served: Served, cutoff_ts: float | None) -> float:
+    """Where an example's staleness starts: the wall time its last *learnable* feedback event
+    was produced, i.e. the last one with event time ``<= cutoff_ts`` (the join's window end,
+    impression ts + window; later events are dropped as outside the window and no model ever
+    learns from them). No learnable event: the response time (the impression was the last
+    thing the example learned from). ``cutoff_ts=None`` (no example seen): the last event."""
+    if cutoff_ts is None:
+        return served.feedback_done_at
+    return max((sent for ts, sent in served.feedback_sent if ts <= cutoff_ts), default=served.t)
 
 
 def ece(probs: Sequence[float], labels: Sequence[int], bins: int = 10) -> float:

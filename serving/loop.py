@@ -20,6 +20,7 @@ the headline numbers.
 
 from __future__ import annotations
 
+import dataclasses
 import heapq
 import json
 import logging
@@ -70,9 +71,14 @@ class DemoConfig:
     #: staleness by close reason).
     join_window_s: float = 1.5
     join_lateness_s: float = 0.25
-    #: The learners' micro-batch: up to ``learner_batch`` examples, or what arrived within
-    #: ``learner_within_s`` of the first one (the batch wait is part of the staleness).
-    learner_within_s: float = 0.25
+    #: The learners' micro-batch: a take of up to ``learner_batch`` examples waits at most
+    #: ``learner_within_s``, and a partial batch is learned once its oldest example waited
+    #: ``learner_max_wait_s`` (``None``: only full batches, so at 20 examples/s an example waited
+    #: up to 0.8 s for 15 more). Both waits are part of the staleness.
+    learner_within_s: float = 0.2
+    learner_max_wait_s: float | None = 0.1
+    #: How long the join worker's take() batch waits to fill (part of every example's join time).
+    join_within_s: float = 0.1
     #: LDRO starts from the cold-start policy (its skip term on the task logits), see LDROConfig.
     warm_start_ldro: bool = True
     #: The task scores LDRO reads: ``upstream`` (stationary) or ``calibrated`` (the online UMNN's
@@ -92,6 +98,43 @@ class DemoConfig:
     #: over the task logits; the default is the upstream ranker's own order (its click score), the
     #: baseline a learned reranker has to beat.
     cold_start_weights: dict[str, float] = field(default_factory=lambda: {"click": 1.0})
+
+
+#: DemoConfig fields with their own ``streamrank demo`` option (``--set`` takes the others)
+DEMO_OPTION_FIELDS = frozenset({"duration_s", "output", "rate", "concurrency", "snapshot_interval_s", "seed",
+                                "learners", "reranker", "calibrator", "fusion", "feast"})
+
+
+def demo_overrides(values: dict[str, Any]) -> dict[str, Any]:
+    """Check ``--set`` values against the :class:`DemoConfig` fields they name (ValueError names the key)."""
+    fields = {f.name: f for f in dataclasses.fields(DemoConfig)}
+    out: dict[str, Any] = {}
+    for key, value in values.items():
+        if key not in fields or key in DEMO_OPTION_FIELDS:
+            known = ", ".join(sorted(set(fields) - DEMO_OPTION_FIELDS))
+            hint = " (use its own option)" if key in DEMO_OPTION_FIELDS else f"; known: {known}"
+            raise ValueError(f"{key!r} is not a DemoConfig field --set can change{hint}")
+        kind = str(fields[key].type)
+        if value is None:
+            if "None" not in kind:
+                raise ValueError(f"{key}: null is not allowed (type {kind})")
+        elif kind.startswith("bool"):
+            if not isinstance(value, bool):
+                raise ValueError(f"{key}: expected true or false, got {value!r}")
+        elif kind.startswith("int"):
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise ValueError(f"{key}: expected an integer, got {value!r}")
+        elif kind.startswith("float"):
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise ValueError(f"{key}: expected a number, got {value!r}")
+            value = float(value)
+        elif kind.startswith("str"):
+            if not isinstance(value, str):
+                raise ValueError(f"{key}: expected a string, got {value!r}")
+        elif kind.startswith("dict") and not isinstance(value, dict):
+            raise ValueError(f"{key}: expected a JSON object, got {value!r}")
+        out[key] = value
+    return out
 
 
 @dataclass
@@ -350,8 +393,10 @@ class FeedbackClock:
                     return
                 _due, _seq, request_id, event, record, last = heapq.heappop(self._heap)
             self._send(request_id, event)
+            sent = time.time()
+            record.feedback_sent.append((float(event.ts), sent))
             if last:
-                record.feedback_done_at = time.time()
+                record.feedback_done_at = sent
             with self._cond:
                 self._cond.notify_all()
 
@@ -370,13 +415,16 @@ class FeedbackClock:
 
 
 # -- reading the topics back ------------------------------------------------------------------------
-def example_offsets(settings: Settings) -> tuple[dict[str, tuple[str, int, float]], dict[str, str]]:
-    """request_id -> ("topic:partition", offset, produce time in s) of its joined example, and
-    request_id -> how the join closed it (``session_end``, ``window``, ``idle``)."""
+def example_offsets(settings: Settings) -> tuple[dict[str, tuple[str, int, float]], dict[str, str], dict[str, float]]:
+    """request_id -> ("topic:partition", offset, produce time in s) of its joined example;
+    request_id -> how the join closed it (``session_end``, ``window``, ``idle``); and
+    request_id -> the event time its window ended (impression ts + window: later feedback was
+    dropped, so an example's staleness starts at its last feedback event up to there)."""
     from streams.consume import read_topic  # noqa: PLC0415
 
     out: dict[str, tuple[str, int, float]] = {}
     closed_by: dict[str, str] = {}
+    window_end: dict[str, float] = {}
 
     def on_record(record) -> None:
         rid = record.key.decode() if record.key else ""
@@ -384,12 +432,14 @@ def example_offsets(settings: Settings) -> tuple[dict[str, tuple[str, int, float
             return
         out[rid] = (f"{record.topic}:{record.partition}", record.offset, record.timestamp / 1000.0)
         try:
-            closed_by[rid] = str(json.loads(record.value)["join"]["closed_by"])
+            doc = json.loads(record.value)
+            closed_by[rid] = str(doc["join"]["closed_by"])
+            window_end[rid] = float(doc["impression"]["ts"]) + float(doc["join"]["window_s"])
         except (ValueError, KeyError, TypeError):
             closed_by[rid] = "?"
 
     read_topic(settings.kafka_bootstrap, settings.topics.examples, on_record, idle_s=3.0, timeout_s=60)
-    return out, closed_by
+    return out, closed_by, window_end
 
 
 def announcements(settings: Settings) -> list[dict[str, Any]]:
@@ -479,12 +529,13 @@ def run_demo(config: DemoConfig, settings: Settings) -> dict[str, Any]:
                    STREAMRANK_SERVE_FEATURE_SOURCE="feast" if use_feast else "request")
         children = Children(env, output / "logs")
         checkpoints = output / "checkpoints"
-        worker = children.start("streams-worker", "worker", "--name", "demo-worker")
+        worker = children.start("streams-worker", "worker", "--name", "demo-worker", "--within", str(config.join_within_s))
         status_files = {worker.name: (worker, status_dir(settings) / "demo-worker.json")}
         learners_publish = _learn_can_publish()
         for model in config.learners:
             learner = children.start(f"learner-{model}", "learn", "--model", model, "--checkpoint-dir", str(checkpoints),
                            "--batch-size", str(config.learner_batch), "--within", str(config.learner_within_s),
+                           *([] if config.learner_max_wait_s is None else ["--max-wait", str(config.learner_max_wait_s)]),
                            "--checkpoint-every", "1",
                            "--idle-flush", "1.0", "--progress", "10", *(["--publish"] if learners_publish else []))
             status_files[learner.name] = (learner, checkpoints / model / "status.json")
@@ -582,12 +633,12 @@ def summarise(config: DemoConfig, settings: Settings, users: Users, models: dict
     ok = [s for s in served if s.ok]
     failed = [s for s in served if not s.ok]
     curve = dm.curves(served, started, config.bucket_s)
-    examples, closed_by = example_offsets(settings)
+    examples, closed_by, window_end = example_offsets(settings)
     updates = announcements(settings)
     by_model: dict[str, list[dict]] = {}
     for doc in updates:
         by_model.setdefault(doc.get("name", "?"), []).append(doc)
-    feedback_done = {s.request_id: s.feedback_done_at for s in ok}
+    feedback_done = {s.request_id: dm.learned_feedback_done(s, window_end.get(s.request_id)) for s in ok}
     served_at = {m: dm.first_served(ok, m) for m in by_model}
     rows = dm.staleness_rows(examples, feedback_done, by_model, served_at, closed_by)
     stale, unserved = dm.staleness(rows)

@@ -21,6 +21,20 @@ STAGE_COMMAND_MODULES = ("streams.commands", "learners.commands", "learners.poli
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
+def parse_sets(pairs: tuple[str, ...] | list[str]) -> dict:
+    """``--set KEY=VALUE`` pairs as a dict; a value is JSON when it parses as JSON, else the string."""
+    out: dict = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep or not key:
+            raise click.BadParameter(f"expected KEY=VALUE, got {pair!r}", param_hint="--set")
+        try:
+            out[key] = json.loads(raw)
+        except ValueError:
+            out[key] = raw
+    return out
+
+
 def _echo_json(doc) -> None:
     click.echo(json.dumps(doc, indent=2, default=str))
 

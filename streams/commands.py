@@ -19,10 +19,13 @@ def register(cli: click.Group, eval_group: click.Group) -> None:  # noqa: ARG001
 @click.option("--web-port", type=int, default=0, show_default=True,
               help="port of /metrics on 127.0.0.1 (0: a free one)")
 @click.option("--batch-size", type=int, default=1000, show_default=True, help="events per take() batch")
+@click.option("--within", "batch_within_s", type=float, default=0.25, show_default=True,
+              help="seconds a take() batch waits to fill (an example's join latency includes it)")
 @click.option("--loglevel", default="warning", show_default=True)
 @click.option("--status", "show_status", is_flag=True, help="print the counters of this deployment's workers and exit")
 @click.option("--json", "as_json", is_flag=True, help="with --status: JSON output")
-def worker(name: str | None, web_port: int, batch_size: int, loglevel: str, show_status: bool, as_json: bool) -> None:
+def worker(name: str | None, web_port: int, batch_size: int, batch_within_s: float, loglevel: str, show_status: bool,
+           as_json: bool) -> None:
     """Join impressions with feedback into rewarded examples (faust-streaming worker).
 
     Reads `impressions` and `feedback`, writes `examples` and `dead-letter` (topics and
@@ -35,7 +38,10 @@ def worker(name: str | None, web_port: int, batch_size: int, loglevel: str, show
     from streams.app import WorkerOptions  # noqa: PLC0415 - faust is slow to import
     from streams.worker import run_worker  # noqa: PLC0415
 
-    options = WorkerOptions(name=name or WorkerOptions().name, web_port=web_port, batch_size=batch_size)
+    if batch_within_s <= 0:
+        raise click.BadParameter(f"must be > 0, got {batch_within_s}", param_hint="--within")
+    options = WorkerOptions(name=name or WorkerOptions().name, web_port=web_port, batch_size=batch_size,
+                            batch_within_s=batch_within_s)
     run_worker(settings, options, loglevel=loglevel)
 
 

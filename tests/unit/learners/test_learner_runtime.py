@@ -108,3 +108,36 @@ def test_a_failing_hook_does_not_stop_learning(examples, tmp_path):
     rt.on_checkpoint.append(lambda *a: 1 / 0)
     rt.offer(records(examples[:16]))
     assert rt.applied == 16 and rt.checkpoint_seq == 2
+
+
+def test_max_wait_learns_a_partial_batch_once_its_oldest_example_waited(examples, monkeypatch):
+    clock = {"now": 100.0}
+    monkeypatch.setattr("learners.runtime.time.monotonic", lambda: clock["now"])
+    rt = LearnerRuntime("platt", build_learner("platt"), None,
+                        RuntimeConfig(batch_size=16, checkpoint_every=1, max_wait_s=0.2))
+    rt.offer(records(examples[:3]))  # 3 < 16 and nobody waited yet: held
+    assert (rt.queued, rt.applied) == (3, 0)
+    assert rt.oldest_wait() == 0.0 and not rt.wait_expired()
+    clock["now"] += 0.15
+    rt.offer(records(examples[3:5], start=3))  # the oldest waited 0.15 s < 0.2 s
+    assert (rt.queued, rt.applied) == (5, 0)
+    clock["now"] += 0.06
+    assert rt.wait_expired()  # what the worker's timer asks when no record comes
+    rt.offer(records(examples[5:6], start=5))  # the oldest waited 0.21 s: learn all 6 now
+    assert (rt.queued, rt.applied, rt.batches) == (0, 6, 1)
+    assert rt.offsets == {f"{TOPIC}:0": 5} and rt.oldest_wait() is None
+    # full batches still come first: 20 at once learn one batch of 16 and hold 4 (nobody waited)
+    rt.offer(records(examples[6:26], start=6))
+    assert (rt.queued, rt.applied, rt.batches) == (4, 22, 2)
+
+
+def test_without_max_wait_a_partial_batch_waits_for_the_batch_to_fill(examples, monkeypatch):
+    clock = {"now": 100.0}
+    monkeypatch.setattr("learners.runtime.time.monotonic", lambda: clock["now"])
+    rt = runtime(batch=16)
+    rt.offer(records(examples[:3]))
+    clock["now"] += 3600.0
+    rt.offer(records(examples[3:5], start=3))
+    assert (rt.queued, rt.applied) == (5, 0) and not rt.wait_expired()
+    with pytest.raises(ValueError):
+        RuntimeConfig(max_wait_s=-1.0)

@@ -55,3 +55,27 @@ def test_staleness_by_close_splits_by_reason_and_drops_the_warm_up():
     steady = dm.staleness_by_close(rows, since=10.0)
     assert steady["all"]["examples"] == 3 and steady["session_end"] == {"examples": 1, "served": 1, "p50_s": 2.0,
                                                                        "p99_s": 2.0}
+
+
+def test_staleness_starts_at_the_last_feedback_event_the_window_kept():
+    served = dm.Served(t=10.0, request_id="r", ok=True, latency_s=0.01, feedback_done_at=13.0,
+                       feedback_sent=[(10.2, 10.21), (11.0, 11.02), (12.9, 13.0)])
+    # window end at event time 11.5: the event at 12.9 was dropped by the join, nothing learned from it
+    assert dm.learned_feedback_done(served, 11.5) == 11.02
+    assert dm.learned_feedback_done(served, 20.0) == 13.0
+    # no event inside the window: the impression (the response) was the last thing learned from
+    assert dm.learned_feedback_done(served, 10.1) == 10.0
+    # no example read back for it: the last event produced
+    assert dm.learned_feedback_done(served, None) == 13.0
+
+
+def test_demo_set_overrides_are_checked_against_the_config_fields():
+    from serving.loop import DemoConfig, demo_overrides
+
+    got = demo_overrides({"learner_max_wait_s": None, "join_within_s": 1, "learner_batch": 8})
+    assert got == {"learner_max_wait_s": None, "join_within_s": 1.0, "learner_batch": 8}
+    assert DemoConfig(**got).learner_max_wait_s is None
+    for bad, field_name in (({"nope": 1}, "nope"), ({"rate": 5.0}, "rate"), ({"learner_batch": 2.5}, "learner_batch"),
+                            ({"join_within_s": None}, "join_within_s"), ({"warm_start_ldro": 1}, "warm_start_ldro")):
+        with pytest.raises(ValueError, match=field_name):
+            demo_overrides(bad)

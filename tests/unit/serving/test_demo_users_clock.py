@@ -5,6 +5,8 @@ from __future__ import annotations
 import threading
 import time
 
+import pytest
+
 from serving.demo_metrics import Served
 from serving.loop import FeedbackClock, scale_session
 from streams.events import FEEDBACK_SCHEMA, Feedback
@@ -46,3 +48,7 @@ def test_clock_sends_in_event_time_order_no_earlier_than_due_and_marks_the_last_
         assert at >= due[event_id] - 0.01, event_id
     assert first.feedback_done_at >= now + 0.60 - 0.01 and second.feedback_done_at >= now + 0.10 - 0.01
     assert first.feedback_done_at >= second.feedback_done_at
+    # each event's (event time, production time), for the staleness of what the window kept
+    assert [ts for ts, _ in first.feedback_sent] == pytest.approx([now + 0.30, now + 0.60], abs=1e-5)
+    assert all(produced >= ts - 0.01 for ts, produced in first.feedback_sent)
+    assert first.feedback_sent[-1][1] == first.feedback_done_at
