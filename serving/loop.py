@@ -643,7 +643,7 @@ def summarise(config: DemoConfig, settings: Settings, users: Users, models: dict
     rows = dm.staleness_rows(examples, feedback_done, by_model, served_at, closed_by)
     stale, unserved = dm.staleness(rows)
     parts = dm.staleness_breakdown(rows)
-    _write_staleness_csv(Path(config.output) / "staleness.csv", started, rows)
+    _write_staleness_csv(Path(config.output) / "staleness.csv", started, rows, window_end)
     elapsed = max(1e-9, max((s.t for s in served), default=started) - started)
     third = max(1, len(curve) // 3)
     errors = len(failed) + users.produce_errors + len(crashed)
@@ -709,22 +709,25 @@ def summarise(config: DemoConfig, settings: Settings, users: Users, models: dict
     return summary
 
 
-def _write_staleness_csv(path: Path, started: float, rows: list[dict[str, Any]]) -> None:
-    """Per example, seconds since the run started (empty: not served by the end of the run)."""
+def _write_staleness_csv(path: Path, started: float, rows: list[dict[str, Any]],
+                         window_end: dict[str, float] | None = None) -> None:
+    """Per example, seconds since the run started (empty: not served by the end of the run);
+    ``window_end_s``: its join window's end (impression ts + window, event time = wall time here)."""
     import csv  # noqa: PLC0415
 
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("w", newline="") as fh:
         writer = csv.writer(fh)
         writer.writerow(["request_id", "closed_by", "feedback_done_s", "example_s", "snapshot_created_s",
-                         "first_served_s", "staleness_s"])
+                         "first_served_s", "staleness_s", "window_end_s"])
         for row in sorted(rows, key=lambda r: r["feedback_done_at"]):
             rel = [None if row[k] is None else round(row[k] - started, 3)
                    for k in ("feedback_done_at", "example_at", "snapshot_created_at", "first_served_at")]
             stale = None if row["first_served_at"] is None else round(max(0.0, row["first_served_at"]
                                                                                 - row["feedback_done_at"]), 3)
+            end = (window_end or {}).get(row["request_id"])
             writer.writerow([row["request_id"], row["closed_by"], *("" if v is None else v for v in rel),
-                             "" if stale is None else stale])
+                             "" if stale is None else stale, "" if end is None else round(end - started, 3)])
 
 
 def dm_metric(text: str, name: str) -> float:

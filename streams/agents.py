@@ -199,7 +199,10 @@ class Joiner:
             dirty[rid] = entry
         for letter in dead:
             await self._dead_letter(letter)
-        closing = set(await self.close_due(touched, dirty))
+        self.update_caught_up()
+        # every partition with open windows: a caught-up one's watermark also moves with the
+        # impressions of the other partitions (Watermarks), not only with its own events
+        closing = set(await self.close_due(touched | set(self.deadlines), dirty))
         for rid, entry in dirty.items():
             # a closing entry's next write is its tombstone, once delivered (maybe already, during close_due)
             if rid not in closing and rid not in self.closing:
@@ -446,6 +449,33 @@ class Joiner:
             if self.metrics.lag.get(f"{logical_topic}/{partition}", 0) > 0:
                 return False
         return True
+
+    def update_caught_up(self) -> None:
+        """Tell the watermarks which partitions' impressions were read up to the broker's high watermark.
+
+        Only records this worker processed count (not the group's committed offset), and an
+        unknown high watermark (right after assignment) is not caught up: both keep the
+        impression term at the partition's own newest impression, as without this.
+        """
+        topic = self.settings.topics.impressions
+        caught_up: set[int] = set()
+        try:
+            consumer = self.app.consumer
+            assigned = [tp for tp in consumer.assignment() if tp.topic == topic]
+        except Exception:  # noqa: BLE001 - no consumer yet (start-up, unit tests)
+            assigned = []
+        for tp in assigned:
+            last = self.last_offsets.get((topic, tp.partition))
+            if last is None:
+                continue
+            try:
+                highwater = consumer.highwater(tp)
+            except Exception:  # noqa: BLE001 - not fetched yet
+                continue
+            if highwater is not None and last + 1 >= int(highwater):
+                caught_up.add(tp.partition)
+        for partition in set(self.watermarks.max_ts) | self.watermarks.impressions_caught_up:
+            self.watermarks.set_caught_up(partition, partition in caught_up)
 
     def update_lag(self) -> None:
         """Records behind the high watermark per source topic-partition.

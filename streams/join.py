@@ -12,6 +12,8 @@ Window semantics (event time, so a replay at any speed gives the same examples)
   ``request_id``): :math:`wm_p = \min(\max ts_{imp,p},\ \max ts_{fb,p}) - L` where
   :math:`L` is ``allowed_lateness_s``. Taking the minimum over both inputs means a fast
   impressions fetch cannot close windows whose feedback has simply not been fetched yet.
+  When the worker has read a partition's impressions up to the broker's high watermark, the
+  impression term is the newest impression ts over all partitions (:class:`Watermarks`).
 * An entry closes (one :class:`~streams.events.LabeledList` emitted) when
 
   - ``window``: :math:`wm_p \ge t_0 + W`;
@@ -198,24 +200,47 @@ def _tombstone(entry: dict, info: dict) -> None:
 
 
 class Watermarks:
-    """Per-partition event-time watermark over the two co-partitioned inputs."""
+    """Per-partition event-time watermark over the two co-partitioned inputs.
+
+    ``min(max impression ts, max feedback ts) - lateness``, with one refinement for the
+    impressions input of a partition the worker has read up to its broker high watermark
+    (:meth:`set_caught_up`): no impression of that partition is waiting unread, so the ones
+    still to come are bounded by the serving clock, which the newest impression of *any*
+    partition shows, not by the last impression of this one. Without it a window waited for
+    the partition's next impression after its end (at 5 impressions/s per partition, 0.2 s
+    on average and 0.9 s at p99). The feedback input always bounds the watermark: feedback is
+    what a window waits for.
+    """
 
     INPUTS = ("impressions", "feedback")
 
     def __init__(self, allowed_lateness_s: float) -> None:
         self.lateness = allowed_lateness_s
         self.max_ts: dict[int, dict[str, float]] = {}
+        self.impressions_caught_up: set[int] = set()
 
     def observe(self, partition: int, source: str, ts: float) -> None:
         seen = self.max_ts.setdefault(partition, {})
         if ts > seen.get(source, NEG_INF):
             seen[source] = ts
 
+    def set_caught_up(self, partition: int, caught_up: bool) -> None:
+        """Whether every impression of ``partition`` up to the broker's high watermark was read."""
+        if caught_up:
+            self.impressions_caught_up.add(partition)
+        else:
+            self.impressions_caught_up.discard(partition)
+
     def get(self, partition: int) -> float:
         seen = self.max_ts.get(partition, {})
-        if len(seen) < len(self.INPUTS):
+        feedback = seen.get("feedback")
+        impressions = seen.get("impressions")
+        if partition in self.impressions_caught_up:
+            impressions = max((s["impressions"] for s in self.max_ts.values() if "impressions" in s), default=impressions)
+        if feedback is None or impressions is None:
             return NEG_INF
-        return min(seen[s] for s in self.INPUTS) - self.lateness
+        return min(impressions, feedback) - self.lateness
 
     def forget(self, partition: int) -> None:
         self.max_ts.pop(partition, None)
+        self.impressions_caught_up.discard(partition)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 from dataclasses import replace
 
@@ -50,6 +51,15 @@ def test_short_demo_run_writes_a_consistent_summary_and_plots_and_stops_what_it_
     lines = (output / "staleness.csv").read_text().splitlines()
     assert lines[0].startswith("request_id,closed_by,") and len(lines) - 1 == on_disk["staleness_examples"] + \
         on_disk["examples_not_yet_served"]
+    # Event time is wall time here, so the rows show the join's window at work: staleness starts
+    # at feedback the window kept, and no window closed before feedback past its end + the
+    # allowed lateness was read (the watermark), whichever impressions bounded it.
+    rows = list(csv.DictReader(lines))
+    assert rows and all(r["window_end_s"] for r in rows)
+    for r in rows:
+        assert float(r["feedback_done_s"]) <= float(r["window_end_s"]) + 0.5, r
+        if r["closed_by"] == "window":
+            assert float(r["example_s"]) >= float(r["window_end_s"]) + config.join_lateness_s - 0.01, r
     throughput = on_disk["throughput_per_s"]
     assert throughput["simulator_requests"] > 2 and throughput["examples_joined"] > 0
     # Plots: real PNG files.

@@ -116,6 +116,26 @@ def test_watermark_is_the_minimum_over_both_inputs_minus_lateness():
     assert marks.get(0) == float("-inf")
 
 
+def test_a_caught_up_partition_takes_the_newest_impression_of_any_partition():
+    marks = Watermarks(allowed_lateness_s=0.25)
+    marks.observe(0, "impressions", 100.0)
+    marks.observe(0, "feedback", 103.0)
+    marks.observe(1, "impressions", 102.5)
+    assert marks.get(0) == 99.75  # its own last impression holds it back
+    marks.set_caught_up(0, True)  # nothing unread on partition 0: the serving clock (102.5) bounds it
+    assert marks.get(0) == 102.25
+    marks.observe(1, "impressions", 110.0)
+    assert marks.get(0) == 102.75  # ... and feedback always does
+    marks.set_caught_up(0, False)  # unread impressions again: back to its own
+    assert marks.get(0) == 99.75
+    marks.set_caught_up(2, True)
+    assert marks.get(2) == float("-inf")  # no feedback read on it: nothing closes
+    marks.observe(2, "feedback", 104.0)
+    assert marks.get(2) == 103.75  # no impression of its own yet, caught up: the others' bound it
+    marks.forget(2)
+    assert 2 not in marks.impressions_caught_up
+
+
 def test_tombstones_and_orphans_expire_by_event_time():
     entry = new_entry()
     apply_feedback(entry, fb(0, ts=1000.0), CFG)
