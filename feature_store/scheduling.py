@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -46,6 +47,7 @@ class JobStats:
     skipped_unchanged: int = 0
     failures: list[str] = field(default_factory=list)
     materialized: int = 0
+    publish_s: list[float] = field(default_factory=list)  # seconds per successful publish (last 500)
 
 
 def incremental_materialize_job(settings: Settings, fs: FeatureStoreSettings | None = None) -> Callable[[], None]:
@@ -100,6 +102,7 @@ class LearnerJobs:
             if not (changed or self._pending):
                 self.stats.skipped_unchanged += 1
                 return None
+            started = time.monotonic()
             try:
                 manifest = self.registry.publish(model, state, metrics=metrics)
             except SnapshotInvalid as exc:
@@ -114,6 +117,7 @@ class LearnerJobs:
                 return None
             self._pending = False
             self.stats.published.append(manifest)
+            self.stats.publish_s = [*self.stats.publish_s[-499:], time.monotonic() - started]
             log.info("published %s v%s", manifest.name, manifest.version)
             return manifest
 

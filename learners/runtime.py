@@ -143,6 +143,9 @@ class LearnerRuntime:
         self.last_record_at = time.monotonic()
         self.started_at = time.monotonic()
         self._applied_at_start = 0
+        #: seconds per step of the last batches: "wait" (oldest example offered -> its batch
+        #: starts), "learn" (feature fill + learn_many), "checkpoint" (state copy, write, hooks)
+        self.timings: dict[str, deque[float]] = {k: deque(maxlen=500) for k in ("wait", "learn", "checkpoint")}
 
     # -- restore / checkpoint -----------------------------------------------------------------
     def restore(self) -> bool:
@@ -189,6 +192,13 @@ class LearnerRuntime:
 
     def checkpoint(self) -> LearnerState:
         """Write a checkpoint now (when a store is configured) and run the hooks."""
+        started = time.monotonic()
+        try:
+            return self._checkpoint()
+        finally:
+            self.timings["checkpoint"].append(time.monotonic() - started)
+
+    def _checkpoint(self) -> LearnerState:
         state = self.state()
         if self.store is not None:
             info = self.store.save(state)
@@ -302,9 +312,13 @@ class LearnerRuntime:
             if item.example is not None:
                 count += 1
         examples = [p.example for p in taken if p.example is not None]
+        started = time.monotonic()
+        oldest = next((p.offered_at for p in taken if p.example is not None), started)
+        self.timings["wait"].append(max(0.0, started - oldest))
         if self.prepare is not None:
             examples = self.prepare(examples)
         metrics = self.learner.learn_many(examples)
+        self.timings["learn"].append(time.monotonic() - started)
         self.last_metrics = {k: float(v) for k, v in metrics.items()}
         self.batches += 1
         self._queued_examples -= len(examples)
@@ -346,4 +360,17 @@ class LearnerRuntime:
                 "offsets": dict(sorted(self.offsets.items())), "digest": str(self.digest),
                 "examples_per_s": round((self.applied - self._applied_at_start) / elapsed, 2), "metrics": self.last_metrics,
                 "feature_fill": {k: getattr(self.prepare, k) for k in ("filled", "missing", "errors")
-                                 if hasattr(self.prepare, k)}}
+                                 if hasattr(self.prepare, k)},
+                "timings_s": timing_summary(self.timings)}
+
+
+def timing_summary(timings: dict[str, Sequence[float]]) -> dict[str, dict[str, float]]:
+    """p50 / p99 / max of each list of durations (seconds), for status files."""
+    out: dict[str, dict[str, float]] = {}
+    for name, values in timings.items():
+        ordered = sorted(values)
+        if ordered:
+            pick = lambda q: ordered[min(len(ordered) - 1, int(q * len(ordered)))]  # noqa: E731
+            out[name] = {"n": len(ordered), "p50": round(pick(0.5), 4), "p99": round(pick(0.99), 4),
+                         "max": round(ordered[-1], 4)}
+    return out

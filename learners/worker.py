@@ -50,7 +50,7 @@ from faust.types import TP
 from learners.checkpoint import CheckpointStore
 from learners.feature_fill import FeatureFill, feast_row_reader
 from learners.registry import build_learner
-from learners.runtime import LearnerRuntime, Record, RuntimeConfig, StepResult
+from learners.runtime import LearnerRuntime, Record, RuntimeConfig, StepResult, timing_summary
 from streamrank.config import Settings
 from streams import fetch_backoff
 
@@ -243,6 +243,8 @@ def build_learner_app(settings: Settings, options: LearnWorkerOptions) -> Learne
 
     def write_status() -> dict:
         doc = runtime.status()
+        if jobs is not None:  # assigned below, before the app starts
+            doc["timings_s"].update(timing_summary({"publish": jobs.stats.publish_s}))
         progress["lag"] = lag()
         doc.update(lag=progress["lag"], pid=os.getpid(), ts=time.time(), assigned=progress["assigned"])
         _atomic_json(status_path, doc)

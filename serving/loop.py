@@ -33,7 +33,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 from tqdm import tqdm
@@ -694,6 +694,8 @@ def summarise(config: DemoConfig, settings: Settings, users: Users, models: dict
                         "dropped": dm_metric(metrics_text, "streamrank_impressions_dropped"),
                         "failed": dm_metric(metrics_text, "streamrank_impressions_failed")},
         "snapshots_published": {m: len(docs) for m, docs in by_model.items()},
+        "learner_timings_s": learner_timings(Path(config.output) / "checkpoints", config.learners),
+        "join": join_counts(status_dir(settings) / "demo-worker.json"),
         "snapshot_publisher": {"by": "learners (learn --publish)" if publisher.learners_publish else "checkpoint bridge",
                                "bridge_published": dict(publisher.published), "errors": publisher.errors[:10]},
         "serving": models.get("serving"),
@@ -703,10 +705,40 @@ def summarise(config: DemoConfig, settings: Settings, users: Users, models: dict
         "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(config).items()},
         "topic_prefix": settings.topics.prefix,
         "pids": {c.name: c.proc.pid for c in children_list},
+        "cpu_s": {c.name: process_cpu_s(c.proc.pid) for c in children_list},
     }
     output = Path(config.output)
     summary["plots"] = [str(p) for p in dm.plot(curve, output, swaps_at)] if curve else []
     return summary
+
+
+def process_cpu_s(pid: int) -> float | None:
+    """CPU seconds (user + system) a live process has used so far (Linux /proc; ``None`` elsewhere)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return round((int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK"), 2)
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def join_counts(status_path: Path) -> dict[str, Any]:
+    """The streams worker's counters (late and outside-window feedback, closes by reason) from its status file."""
+    try:
+        doc = json.loads(status_path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return {"counts": doc.get("counts", {}), "closed_by": doc.get("closed_by", {})}
+
+
+def learner_timings(checkpoints: Path, models: Sequence[str]) -> dict[str, Any]:
+    """Each learner's step timings (batch wait, learn, checkpoint, publish) from its final status.json."""
+    out: dict[str, Any] = {}
+    for model in models:
+        try:
+            out[model] = json.loads((checkpoints / model / "status.json").read_text()).get("timings_s", {})
+        except (OSError, ValueError):
+            out[model] = {}
+    return out
 
 
 def _write_staleness_csv(path: Path, started: float, rows: list[dict[str, Any]],
