@@ -40,7 +40,6 @@ def ece(y, p, bins: int = 100) -> float:
     if y_arr.size == 0:
         return float("nan")
     idx = np.minimum((p_arr * bins).astype(np.int64), bins - 1)
-    count = np.bincount(idx, minlength=bins)
     gap = np.abs(np.bincount(idx, weights=y_arr, minlength=bins) - np.bincount(idx, weights=p_arr, minlength=bins))
     return float(gap.sum() / y_arr.size)  # sum_k n_k/n * |mean_y - mean_p| = sum_k |sum_y - sum_p| / n
 

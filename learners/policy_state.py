@@ -9,9 +9,12 @@ survive JSON unchanged, and the optimizer's per-parameter state is restored by i
 from __future__ import annotations
 
 import base64
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
+
+if TYPE_CHECKING:
+    from learners.protocol import LearnerState
 
 
 def module_tensors(prefix: str, module: torch.nn.Module) -> dict[str, torch.Tensor]:

@@ -212,7 +212,12 @@ class Joiner:
         self.metrics.busy_s += time.monotonic() - now
 
     def _count_after_close(self, event: Impression | Feedback) -> None:
-        self.metrics.inc("duplicates" if isinstance(event, Impression) else "late")
+        if isinstance(event, Impression):
+            self.metrics.inc("duplicates")
+            return
+        impression = self.parsed.get(event.request_id)
+        past_window = impression is not None and event.ts > impression.ts + self.config.window_s
+        self.metrics.inc("outside_window" if past_window else "late")
 
     async def _dead_letter(self, letter: DeadLetter) -> None:
         await self.dead_letter_topic.send(key=letter.key, value=letter.value if letter.value is not None else b"",

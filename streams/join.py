@@ -28,8 +28,9 @@ Feedback before its impression is held (``early_feedback_count``). Duplicate fee
 conflict (dead-lettered by the agent).
 
 Late-feedback policy: **count and drop**. Feedback is *late* when it arrives after its
-request's example closed (metric ``late``) and *outside the window* when its ``ts`` is past
-:math:`t_0 + W` (metric ``outside_window``; with an event-time window this is decided by the
+request's example closed although its ``ts`` is inside the window (metric ``late``: what the
+allowed lateness did not wait for) and *outside the window* when its ``ts`` is past
+:math:`t_0 + W`, whenever it arrives (metric ``outside_window``; with an event-time window this is decided by the
 timestamps alone, so it does not depend on replay speed). Either way it is dropped and never
 changes an emitted example (examples are immutable, so a learner
 never has to retract one). A closed entry keeps a small tombstone until the watermark passes
@@ -117,6 +118,10 @@ def apply_impression(entry: dict, impression: Impression) -> ApplyResult:
 def apply_feedback(entry: dict, feedback: Feedback, config: JoinConfig) -> ApplyResult:
     """Add one feedback event to its (open) entry; see the module docstring for the policy."""
     if entry["closed"] is not None:
+        # after the close: a loss only if the window would have kept it (late); feedback past
+        # the window's end would have been dropped anyway (outside_window)
+        if entry["t0"] is not None and feedback.ts > entry["t0"] + config.window_s:
+            return ApplyResult("outside_window", False)
         return ApplyResult("late", False)
     if feedback.event_id in entry["fb"]:
         entry["dups"] += 1

@@ -22,7 +22,7 @@ COUNTERS = {
     "impressions_in": "Valid impressions applied",
     "feedback_in": "Valid feedback events applied (including early ones)",
     "examples_out": "LabeledList examples produced to the examples topic",
-    "late": "Feedback that arrived after its example was emitted (counted and dropped)",
+    "late": "Feedback inside its window that arrived after its example was emitted (counted and dropped)",
     "outside_window": "Feedback whose event time is past its impression's window (counted and dropped)",
     "duplicates": "Re-delivered impressions or feedback (same event_id), counted once",
     "early_feedback": "Feedback that arrived before its impression (held)",

@@ -24,8 +24,7 @@ the modules, Adam's moments, SCLoss caches, the RNG state and counters.
 
 from __future__ import annotations
 
-import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any, Sequence
 
 import torch

@@ -71,6 +71,8 @@ def test_feedback_after_the_window_or_after_close_is_dropped():
     assert apply_feedback(entry, fb(1, ts=1060.0), CFG).outcome == "applied"  # the bound is inclusive
     close_entry(entry, imp(), CFG, W, "window", 1061.0)
     assert apply_feedback(entry, fb(2, ts=1020.0), CFG).outcome == "late"
+    # after the close, feedback past the window is what it always was: outside the window, not a loss
+    assert apply_feedback(entry, fb(3, ts=1060.0 + 1e-6), CFG).outcome == "outside_window"
     assert apply_impression(entry, imp()).outcome == "duplicate"
 
 
