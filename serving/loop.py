@@ -68,17 +68,20 @@ class DemoConfig:
     #: The join's event-time window (wall seconds, so in scaled session time: 1.5 s = 30 s of a
     #: session) and allowed lateness; sessions without a ``session_end`` close by the window, so
     #: their staleness includes the rest of the window after their last event (the summary splits
-    #: staleness by close reason).
+    #: staleness by close reason). Users produce feedback in event-time order on loopback, so
+    #: 0.1 s of lateness lost no in-window event in the runs of BENCHMARKS.md (the join's ``late``
+    #: counter, in ``summary["join"]``); a deployment sets it to its transport's disorder.
     join_window_s: float = 1.5
-    join_lateness_s: float = 0.25
+    join_lateness_s: float = 0.1
     #: The learners' micro-batch: a take of up to ``learner_batch`` examples waits at most
     #: ``learner_within_s``, and a partial batch is learned once its oldest example waited
     #: ``learner_max_wait_s`` (``None``: only full batches, so at 20 examples/s an example waited
-    #: up to 0.8 s for 15 more). Both waits are part of the staleness.
-    learner_within_s: float = 0.2
-    learner_max_wait_s: float | None = 0.1
+    #: up to 0.8 s for 15 more). Both waits are part of the staleness; shorter ones cost more
+    #: learner steps (``summary["learner_timings_s"]``, ``summary["cpu_s"]``).
+    learner_within_s: float = 0.1
+    learner_max_wait_s: float | None = 0.05
     #: How long the join worker's take() batch waits to fill (part of every example's join time).
-    join_within_s: float = 0.1
+    join_within_s: float = 0.05
     #: LDRO starts from the cold-start policy (its skip term on the task logits), see LDROConfig.
     warm_start_ldro: bool = True
     #: The task scores LDRO reads: ``upstream`` (stationary) or ``calibrated`` (the online UMNN's
