@@ -113,3 +113,32 @@ def test_join_and_reward_sections_come_from_the_config_file(tmp_path: Path):
 def test_config_path_is_read_from_the_environment(tmp_path):
     env = {"STREAMRANK_HOME": str(tmp_path), "STREAMRANK_CONFIG": str(tmp_path / "x.toml")}
     assert load_settings(env).config_path == (tmp_path / "x.toml").resolve()
+
+
+def test_the_joiner_marks_a_partition_caught_up_only_when_it_processed_up_to_the_high_watermark():
+    from streams.agents import Joiner  # noqa: PLC0415
+    from streams.join import JoinConfig  # noqa: PLC0415
+    from streams.rewards import RewardWeights  # noqa: PLC0415
+
+    imp_topic, fb_topic = SETTINGS.topics.impressions, SETTINGS.topics.feedback
+    tp = lambda topic, p: SimpleNamespace(topic=topic, partition=p)  # noqa: E731
+    highwater = {(imp_topic, 0): 10, (imp_topic, 1): 7, (fb_topic, 0): 99}
+    consumer = SimpleNamespace(assignment=lambda: [tp(imp_topic, 0), tp(imp_topic, 1), tp(imp_topic, 2), tp(fb_topic, 0)],
+                               highwater=lambda t: highwater.get((t.topic, t.partition)))
+    joiner = Joiner(SimpleNamespace(consumer=consumer), SETTINGS, JoinConfig(window_s=1.5, allowed_lateness_s=0.1),
+                    RewardWeights(), StreamMetrics("w"), {}, None, None)
+    for partition in (0, 1, 2):
+        joiner.watermarks.observe(partition, "feedback", 100.0)
+    joiner.watermarks.observe(0, "impressions", 90.0)
+    joiner.watermarks.observe(1, "impressions", 99.0)
+    joiner.last_offsets[(imp_topic, 0)] = 9  # read up to the high watermark (10)
+    joiner.last_offsets[(imp_topic, 1)] = 5  # offset 6 still unread
+    joiner.update_caught_up()                # partition 2: nothing read yet, so not caught up
+    assert joiner.watermarks.impressions_caught_up == {0}
+    assert joiner.watermarks.get(0) == pytest.approx(98.9) and joiner.watermarks.get(1) == pytest.approx(98.9)
+    highwater[(imp_topic, 0)] = 12  # more impressions arrived on partition 0
+    joiner.update_caught_up()
+    assert joiner.watermarks.impressions_caught_up == set() and joiner.watermarks.get(0) == pytest.approx(89.9)
+    joiner.app = SimpleNamespace()  # no consumer (start-up): nothing is caught up
+    joiner.update_caught_up()
+    assert joiner.watermarks.impressions_caught_up == set()
