@@ -136,7 +136,10 @@ class DirectFeatureReader:
     """Pipelined HMGETs on Feast-written Redis keys: 1 user + 1 query + N items in one round trip."""
 
     def __init__(self, store, feature_refs: Sequence[str] = DEFAULT_FEATURES,
-                 client: redis.Redis | None = None) -> None:
+                 client: redis.Redis | None = None, timeout_s: float | None = 1.0) -> None:
+        """``timeout_s``: connect and read timeout of the client it opens (``client=None``): a
+        stalled Redis fails a read after that long instead of holding the caller (the serving
+        event loop) forever."""
         config = store.config
         if config.entity_key_serialization_version != 3:
             raise ValueError("the direct reader implements entity_key_serialization_version 3 only")
@@ -144,7 +147,8 @@ class DirectFeatureReader:
         if client is None:
             from feature_store.feast_repo import redis_url_from_connection_string  # noqa: PLC0415
 
-            client = redis.Redis.from_url(redis_url_from_connection_string(config.online_store.connection_string))
+            client = redis.Redis.from_url(redis_url_from_connection_string(config.online_store.connection_string),
+                                          socket_timeout=timeout_s, socket_connect_timeout=timeout_s)
         self.redis = client
         plans = plan_reads(store, feature_refs)
         # One HMGET per entity role; remember which field answers which output name.

@@ -23,10 +23,11 @@ generation for minutes (Tansu rebalances normally after ``broker_rebalance_timeo
 
 A partial batch is learned when the stream has been idle for ``idle_flush_s`` (a timer; then
 it checkpoints) or, with ``max_wait_s``, once its oldest example waited that long (after a
-take, or on the timer when no record came), logs progress (examples/s, loss, lag, skips) every ``progress_s`` and writes
-``<checkpoint_dir>/<model>/status.json``; ``stop_after`` ends the worker once that many
-examples are applied in total (replays, tests). With ``publish`` every checkpoint is also
-handed to an apscheduler job that publishes it to the snapshot registry
+take, or on the timer when no record came). The timer also logs progress (examples/s, loss,
+lag, skips) every ``progress_s`` and writes ``<checkpoint_dir>/<model>/status.json`` (with
+step timings: batch wait, learn, checkpoint, publish); ``stop_after`` ends the worker once
+that many examples are applied in total (replays, tests). With ``publish`` every checkpoint is
+also handed to an apscheduler job that publishes it to the snapshot registry
 (``feature_store.snapshots``) when it changed, and once more at shutdown.
 """
 
