@@ -24,7 +24,8 @@ the modules, Adam's moments, SCLoss caches, the RNG state and counters.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+import math
+from dataclasses import asdict, dataclass, field
 from typing import Any, Sequence
 
 import torch
