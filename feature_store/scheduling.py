@@ -24,6 +24,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -47,7 +48,7 @@ class JobStats:
     skipped_unchanged: int = 0
     failures: list[str] = field(default_factory=list)
     materialized: int = 0
-    publish_s: list[float] = field(default_factory=list)  # seconds per successful publish (last 500)
+    publish_s: deque[float] = field(default_factory=lambda: deque(maxlen=500))  # seconds per successful publish
 
 
 def incremental_materialize_job(settings: Settings, fs: FeatureStoreSettings | None = None) -> Callable[[], None]:
@@ -117,7 +118,7 @@ class LearnerJobs:
                 return None
             self._pending = False
             self.stats.published.append(manifest)
-            self.stats.publish_s = [*self.stats.publish_s[-499:], time.monotonic() - started]
+            self.stats.publish_s.append(time.monotonic() - started)
             log.info("published %s v%s", manifest.name, manifest.version)
             return manifest
 

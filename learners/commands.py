@@ -57,7 +57,8 @@ def register(cli: click.Group, eval_group: click.Group) -> None:
         options = LearnWorkerOptions(
             model=model, checkpoint_dir=Path(checkpoint_dir) if checkpoint_dir else settings.home / "checkpoints",
             batch_size=batch_size, within_s=within_s, checkpoint_every=checkpoint_every, idle_flush_s=idle_flush_s,
-            max_wait_s=max_wait_s, progress_s=progress_s, stop_after=stop_after, group=group, publish=publish, model_config=model_config)
+            max_wait_s=max_wait_s, progress_s=progress_s, stop_after=stop_after, group=group, publish=publish,
+            model_config=model_config)
         run_learner(settings, options, loglevel=loglevel)
 
     @eval_group.command("calibration")

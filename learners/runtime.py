@@ -43,6 +43,8 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
+import numpy as np
+
 from learners.checkpoint import CheckpointStore
 from learners.protocol import RUNTIME_META_KEY, Learner, LearnerState
 from streams.dead_letter import DeadLetter
@@ -368,9 +370,8 @@ def timing_summary(timings: dict[str, Sequence[float]]) -> dict[str, dict[str, f
     """p50 / p99 / max of each list of durations (seconds), for status files."""
     out: dict[str, dict[str, float]] = {}
     for name, values in timings.items():
-        ordered = sorted(values)
-        if ordered:
-            pick = lambda q: ordered[min(len(ordered) - 1, int(q * len(ordered)))]  # noqa: E731
-            out[name] = {"n": len(ordered), "p50": round(pick(0.5), 4), "p99": round(pick(0.99), 4),
-                         "max": round(ordered[-1], 4)}
+        if len(values):
+            p50, p99, top = np.percentile(np.asarray(values, dtype=np.float64), [50, 99, 100])
+            out[name] = {"n": len(values), "p50": round(float(p50), 4), "p99": round(float(p99), 4),
+                         "max": round(float(top), 4)}
     return out

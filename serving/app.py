@@ -76,8 +76,8 @@ class ArrivalStamp:
     """Pure ASGI middleware: stamps when each HTTP request reached the app (``scope["state"]["arrived"]``,
     ``time.perf_counter``), so ``POST /rerank`` can say in its ``Server-Timing`` header how long the
     request waited before the handler ran (body read and validation, other requests ahead of it
-    on the event loop) apart from the handler itself. A client comparing its own latency with the two sees what the
-    transport and the scheduling of the machine add."""
+    on the event loop) apart from the handler itself. A client comparing its own latency with the
+    two sees what the transport and the scheduling of the machine add."""
 
     def __init__(self, app: Any) -> None:
         self.app = app
@@ -315,7 +315,7 @@ def create_app(runtime: ServingRuntime) -> FastAPI:
     # (response_json), which skips FastAPI's re-validation of 50 RankedItem models per request.
     # ``async def``: the handler runs on the event loop, not on a thread-pool thread. The work is
     # CPU under one GIL either way; without the hop, 8 concurrent clients got 0.76x the p99 and
-    # 1.16x the throughput (BENCHMARKS.md, fifth session). The feature read is the one blocking
+    # 1.15x the throughput (BENCHMARKS.md, fifth session). The feature read is the one blocking
     # call in it, with a 1 s Redis timeout (feature_store.online_read.DirectFeatureReader).
     @app.post("/rerank", response_model=RerankResponse)
     async def rerank(body: RerankBody, request: Request) -> Response:

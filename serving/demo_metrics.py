@@ -38,10 +38,14 @@ class Served:
     expected_clicks_upstream: float = 0.0
     clicks: list[int] = field(default_factory=list)
     click_probs: list[float] = field(default_factory=list)
-    feedback_done_at: float = 0.0  # wall time its last feedback event was produced (the response's, if none)
     #: (event time, wall time produced) of each feedback event, in production order
     feedback_sent: list[tuple[float, float]] = field(default_factory=list)
     error: str = ""
+
+    @property
+    def feedback_done_at(self) -> float:
+        """Wall time its last feedback event was produced (the response's, if it had none)."""
+        return self.feedback_sent[-1][1] if self.feedback_sent else self.t
 
 
 def learned_feedback_done(served: Served, cutoff_ts: float | None) -> float:
@@ -126,9 +130,11 @@ def staleness(rows: Sequence[dict[str, Any]]) -> tuple[list[float], int]:
 
 def staleness_rows(examples: dict[str, tuple[str, int, float]], feedback_done: dict[str, float],
                    manifests: dict[str, Sequence[dict[str, Any]]], served_at: dict[str, dict[str, float]],
-                   closed_by: dict[str, str] | None = None) -> list[dict[str, Any]]:
-    """One row per example with feedback: when its last feedback was sent, its example produced,
-    the first snapshot covering it created and first served (``None``: not served by the end).
+                   closed_by: dict[str, str] | None = None,
+                   window_end: dict[str, float] | None = None) -> list[dict[str, Any]]:
+    """One row per example with feedback: when its last feedback was sent, its join window ended
+    (``window_end``: request_id -> impression ts + window; ``None`` if not given), its example
+    produced, the first snapshot covering it created and first served (``None``: not served by the end).
 
     ``examples``: request_id -> ("topic:partition", offset, produce time); ``feedback_done``:
     request_id -> wall time of its last feedback event; ``manifests``: model -> its snapshot
@@ -148,7 +154,8 @@ def staleness_rows(examples: dict[str, tuple[str, int, float]], feedback_done: d
             continue
         hit = next(((when, created) for when, created, offs in covered if offs.get(tp, -1) >= offset), None)
         rows.append({"request_id": request_id, "closed_by": (closed_by or {}).get(request_id, ""),
-                     "feedback_done_at": feedback_done[request_id], "example_at": produced_at,
+                     "feedback_done_at": feedback_done[request_id],
+                     "window_end_at": (window_end or {}).get(request_id), "example_at": produced_at,
                      "snapshot_created_at": None if hit is None else hit[1],
                      "first_served_at": None if hit is None else hit[0]})
     return rows
@@ -173,10 +180,17 @@ def staleness_by_close(rows: Sequence[dict[str, Any]], since: float | None = Non
 
 def staleness_breakdown(rows: Sequence[dict[str, Any]]) -> dict[str, list[float]]:
     """Where the staleness of :func:`staleness_rows` goes, per example: join (feedback -> example
-    produced), learn+publish (example -> snapshot created), swap (snapshot created -> first response)."""
-    out: dict[str, list[float]] = {"join_s": [], "learn_publish_s": [], "swap_s": []}
+    produced), learn+publish (example -> snapshot created), swap (snapshot created -> first response).
+    Rows with a ``window_end_at`` also split the join: the rest of the window after the last kept
+    feedback (``window_rest_s``) and window end -> example produced (``after_window_s``: the
+    allowed lateness and the join's batching; negative for sessions closed by ``session_end``)."""
+    out: dict[str, list[float]] = {"join_s": [], "learn_publish_s": [], "swap_s": [], "window_rest_s": [],
+                                   "after_window_s": []}
     for row in rows:
         out["join_s"].append(max(0.0, row["example_at"] - row["feedback_done_at"]))
+        if row.get("window_end_at") is not None:
+            out["window_rest_s"].append(max(0.0, row["window_end_at"] - row["feedback_done_at"]))
+            out["after_window_s"].append(row["example_at"] - row["window_end_at"])
         if row["first_served_at"] is not None:
             out["learn_publish_s"].append(max(0.0, row["snapshot_created_at"] - row["example_at"]))
             out["swap_s"].append(max(0.0, row["first_served_at"] - row["snapshot_created_at"]))

@@ -313,7 +313,6 @@ class Users:
             record.expected_clicks_upstream = self.sim.expected_clicks(request, range(len(order)))
             record.clicks = [int(c.item_id in outcome.items and outcome.items[c.item_id].click > 0) for c in shown]
             record.click_probs = [float(item["calibrated"].get("click", 0.5)) for item in doc["items"]]
-            record.feedback_done_at = time.time()  # no feedback at all: the impression was the last event
             with self._lock:
                 self.feedback_events += len(feedback)
                 self.served.append(record)
@@ -362,12 +361,13 @@ class FeedbackClock:
     A client sends a click when the user clicks, not when the list is shown; producing a whole
     session at once with future timestamps would move the join's watermark ahead of the clock
     and would let no session close by its ``session_end`` before its window. A served record's
-    ``feedback_done_at`` is when its last event was produced: where its staleness starts.
+    ``feedback_sent`` gets each event's event time and production time (its staleness starts at
+    the last one the join's window kept, :func:`serving.demo_metrics.learned_feedback_done`).
     """
 
     def __init__(self, send: Any) -> None:
         self._send = send
-        self._heap: list[tuple[float, int, str, Any, Any, bool]] = []
+        self._heap: list[tuple[float, int, str, Any, Any]] = []
         self._seq = 0
         self._cond = threading.Condition()
         self._closed = False
@@ -378,9 +378,9 @@ class FeedbackClock:
         if not events:
             return
         with self._cond:
-            for n, event in enumerate(events):
+            for event in events:
                 self._seq += 1
-                heapq.heappush(self._heap, (float(event.ts), self._seq, request_id, event, record, n == len(events) - 1))
+                heapq.heappush(self._heap, (float(event.ts), self._seq, request_id, event, record))
             self._cond.notify()
 
     def pending(self) -> int:
@@ -394,12 +394,9 @@ class FeedbackClock:
                     self._cond.wait(None if not self._heap else max(0.0, self._heap[0][0] - time.time()))
                 if self._closed:
                     return
-                _due, _seq, request_id, event, record, last = heapq.heappop(self._heap)
+                _due, _seq, request_id, event, record = heapq.heappop(self._heap)
             self._send(request_id, event)
-            sent = time.time()
-            record.feedback_sent.append((float(event.ts), sent))
-            if last:
-                record.feedback_done_at = sent
+            record.feedback_sent.append((float(event.ts), time.time()))
             with self._cond:
                 self._cond.notify_all()
 
@@ -643,10 +640,10 @@ def summarise(config: DemoConfig, settings: Settings, users: Users, models: dict
         by_model.setdefault(doc.get("name", "?"), []).append(doc)
     feedback_done = {s.request_id: dm.learned_feedback_done(s, window_end.get(s.request_id)) for s in ok}
     served_at = {m: dm.first_served(ok, m) for m in by_model}
-    rows = dm.staleness_rows(examples, feedback_done, by_model, served_at, closed_by)
+    rows = dm.staleness_rows(examples, feedback_done, by_model, served_at, closed_by, window_end)
     stale, unserved = dm.staleness(rows)
     parts = dm.staleness_breakdown(rows)
-    _write_staleness_csv(Path(config.output) / "staleness.csv", started, rows, window_end)
+    _write_staleness_csv(Path(config.output) / "staleness.csv", started, rows)
     elapsed = max(1e-9, max((s.t for s in served), default=started) - started)
     third = max(1, len(curve) // 3)
     errors = len(failed) + users.produce_errors + len(crashed)
@@ -744,10 +741,10 @@ def learner_timings(checkpoints: Path, models: Sequence[str]) -> dict[str, Any]:
     return out
 
 
-def _write_staleness_csv(path: Path, started: float, rows: list[dict[str, Any]],
-                         window_end: dict[str, float] | None = None) -> None:
+def _write_staleness_csv(path: Path, started: float, rows: list[dict[str, Any]]) -> None:
     """Per example, seconds since the run started (empty: not served by the end of the run);
-    ``window_end_s``: its join window's end (impression ts + window, event time = wall time here)."""
+    ``window_end_s``: its join window's end (impression ts + window, event time = wall time here).
+    ``bench/staleness_split.py`` reads it back."""
     import csv  # noqa: PLC0415
 
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -756,13 +753,12 @@ def _write_staleness_csv(path: Path, started: float, rows: list[dict[str, Any]],
         writer.writerow(["request_id", "closed_by", "feedback_done_s", "example_s", "snapshot_created_s",
                          "first_served_s", "staleness_s", "window_end_s"])
         for row in sorted(rows, key=lambda r: r["feedback_done_at"]):
-            rel = [None if row[k] is None else round(row[k] - started, 3)
-                   for k in ("feedback_done_at", "example_at", "snapshot_created_at", "first_served_at")]
+            rel = [None if row.get(k) is None else round(row[k] - started, 3)
+                   for k in ("feedback_done_at", "example_at", "snapshot_created_at", "first_served_at", "window_end_at")]
             stale = None if row["first_served_at"] is None else round(max(0.0, row["first_served_at"]
                                                                                 - row["feedback_done_at"]), 3)
-            end = (window_end or {}).get(row["request_id"])
-            writer.writerow([row["request_id"], row["closed_by"], *("" if v is None else v for v in rel),
-                             "" if stale is None else stale, "" if end is None else round(end - started, 3)])
+            writer.writerow([row["request_id"], row["closed_by"], *("" if v is None else v for v in rel[:4]),
+                             "" if stale is None else stale, "" if rel[4] is None else rel[4]])
 
 
 def dm_metric(text: str, name: str) -> float:

@@ -46,8 +46,8 @@ from streamrank.config import Settings
 from streams.dead_letter import DeadLetter
 from streams.delivery import PendingDeliveries
 from streams.events import EventError, Feedback, Impression, decode
-from streams.join import (ClosedBy, JoinConfig, Watermarks, apply_feedback, apply_impression, close_entry_json,
-                          close_reason, new_entry, orphan_expired, tombstone_expired)
+from streams.join import (ClosedBy, JoinConfig, Watermarks, after_close, apply_feedback, apply_impression,
+                          close_entry_json, close_reason, new_entry, orphan_expired, tombstone_expired)
 from streams.metrics import StreamMetrics
 from streams.worker_fencing import dead_members, fence_dead_members, leave_group
 from streams.rewards import RewardWeights
@@ -216,8 +216,7 @@ class Joiner:
             self.metrics.inc("duplicates")
             return
         impression = self.parsed.get(event.request_id)
-        past_window = impression is not None and event.ts > impression.ts + self.config.window_s
-        self.metrics.inc("outside_window" if past_window else "late")
+        self.metrics.inc(after_close(None if impression is None else impression.ts, event, self.config))
 
     async def _dead_letter(self, letter: DeadLetter) -> None:
         await self.dead_letter_topic.send(key=letter.key, value=letter.value if letter.value is not None else b"",
@@ -479,8 +478,7 @@ class Joiner:
                 continue
             if highwater is not None and last + 1 >= int(highwater):
                 caught_up.add(tp.partition)
-        for partition in set(self.watermarks.max_ts) | self.watermarks.impressions_caught_up:
-            self.watermarks.set_caught_up(partition, partition in caught_up)
+        self.watermarks.set_caught_up(caught_up)
 
     def update_lag(self) -> None:
         """Records behind the high watermark per source topic-partition.

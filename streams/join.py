@@ -30,8 +30,9 @@ conflict (dead-lettered by the agent).
 Late-feedback policy: **count and drop**. Feedback is *late* when it arrives after its
 request's example closed although its ``ts`` is inside the window (metric ``late``: what the
 allowed lateness did not wait for) and *outside the window* when its ``ts`` is past
-:math:`t_0 + W`, whenever it arrives (metric ``outside_window``; with an event-time window this is decided by the
-timestamps alone, so it does not depend on replay speed). Either way it is dropped and never
+:math:`t_0 + W`, whenever it arrives (metric ``outside_window``, :func:`after_close`; with an
+event-time window this is decided by the timestamps alone, so it does not depend on replay
+speed). Either way it is dropped and never
 changes an emitted example (examples are immutable, so a learner
 never has to retract one). A closed entry keeps a small tombstone until the watermark passes
 :math:`t_0 + W + R` (``retention_s``) so late feedback is recognised rather than mistaken for
@@ -115,14 +116,17 @@ def apply_impression(entry: dict, impression: Impression) -> ApplyResult:
     return ApplyResult("applied", True)
 
 
+def after_close(t0: float | None, feedback: Feedback, config: JoinConfig) -> Literal["late", "outside_window"]:
+    """What feedback arriving after its example closed is: a loss only if the window would have
+    kept it (``late``); feedback past the window's end would have been dropped anyway
+    (``outside_window``). ``t0``: the impression ts (``None``: unknown, counted late)."""
+    return "outside_window" if t0 is not None and feedback.ts > t0 + config.window_s else "late"
+
+
 def apply_feedback(entry: dict, feedback: Feedback, config: JoinConfig) -> ApplyResult:
     """Add one feedback event to its (open) entry; see the module docstring for the policy."""
     if entry["closed"] is not None:
-        # after the close: a loss only if the window would have kept it (late); feedback past
-        # the window's end would have been dropped anyway (outside_window)
-        if entry["t0"] is not None and feedback.ts > entry["t0"] + config.window_s:
-            return ApplyResult("outside_window", False)
-        return ApplyResult("late", False)
+        return ApplyResult(after_close(entry["t0"], feedback, config), False)
     if feedback.event_id in entry["fb"]:
         entry["dups"] += 1
         return ApplyResult("duplicate", True)
@@ -229,12 +233,9 @@ class Watermarks:
         if ts > seen.get(source, NEG_INF):
             seen[source] = ts
 
-    def set_caught_up(self, partition: int, caught_up: bool) -> None:
-        """Whether every impression of ``partition`` up to the broker's high watermark was read."""
-        if caught_up:
-            self.impressions_caught_up.add(partition)
-        else:
-            self.impressions_caught_up.discard(partition)
+    def set_caught_up(self, partitions: set[int]) -> None:
+        """The partitions whose impressions were read up to the broker's high watermark (all others are not)."""
+        self.impressions_caught_up = set(partitions)
 
     def get(self, partition: int) -> float:
         seen = self.max_ts.get(partition, {})

@@ -58,7 +58,7 @@ def test_staleness_by_close_splits_by_reason_and_drops_the_warm_up():
 
 
 def test_staleness_starts_at_the_last_feedback_event_the_window_kept():
-    served = dm.Served(t=10.0, request_id="r", ok=True, latency_s=0.01, feedback_done_at=13.0,
+    served = dm.Served(t=10.0, request_id="r", ok=True, latency_s=0.01,
                        feedback_sent=[(10.2, 10.21), (11.0, 11.02), (12.9, 13.0)])
     # window end at event time 11.5: the event at 12.9 was dropped by the join, nothing learned from it
     assert dm.learned_feedback_done(served, 11.5) == 11.02
@@ -79,3 +79,15 @@ def test_demo_set_overrides_are_checked_against_the_config_fields():
                             ({"join_within_s": None}, "join_within_s"), ({"warm_start_ldro": 1}, "warm_start_ldro")):
         with pytest.raises(ValueError, match=field_name):
             demo_overrides(bad)
+
+
+def test_the_breakdown_splits_the_join_at_the_window_end_when_rows_have_it():
+    rows = [{"feedback_done_at": 10.0, "window_end_at": 11.5, "example_at": 11.7, "snapshot_created_at": 12.5,
+             "first_served_at": 12.6},
+            {"feedback_done_at": 20.0, "window_end_at": 21.0, "example_at": 20.1, "snapshot_created_at": None,
+             "first_served_at": None},  # closed by session_end before its window's end; not served yet
+            {"feedback_done_at": 30.0, "example_at": 30.4, "snapshot_created_at": 31.0, "first_served_at": 31.1}]
+    parts = dm.staleness_breakdown(rows)
+    assert parts["join_s"] == pytest.approx([1.7, 0.1, 0.4])
+    assert parts["window_rest_s"] == pytest.approx([1.5, 1.0]) and parts["after_window_s"] == pytest.approx([0.2, -0.9])
+    assert parts["learn_publish_s"] == pytest.approx([0.8, 0.6]) and parts["swap_s"] == pytest.approx([0.1, 0.1])

@@ -124,13 +124,13 @@ def test_a_caught_up_partition_takes_the_newest_impression_of_any_partition():
     marks.observe(0, "feedback", 103.0)
     marks.observe(1, "impressions", 102.5)
     assert marks.get(0) == 99.75  # its own last impression holds it back
-    marks.set_caught_up(0, True)  # nothing unread on partition 0: the serving clock (102.5) bounds it
+    marks.set_caught_up({0})  # nothing unread on partition 0: the serving clock (102.5) bounds it
     assert marks.get(0) == 102.25
     marks.observe(1, "impressions", 110.0)
     assert marks.get(0) == 102.75  # ... and feedback always does
-    marks.set_caught_up(0, False)  # unread impressions again: back to its own
+    marks.set_caught_up(set())  # unread impressions again: back to its own
     assert marks.get(0) == 99.75
-    marks.set_caught_up(2, True)
+    marks.set_caught_up({2})
     assert marks.get(2) == float("-inf")  # no feedback read on it: nothing closes
     marks.observe(2, "feedback", 104.0)
     assert marks.get(2) == 103.75  # no impression of its own yet, caught up: the others' bound it
