@@ -36,7 +36,7 @@ from tqdm import tqdm
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from learners.calibration.learner import build_umnn  # noqa: E402
-from learners.runtime_examples import simulated_examples  # noqa: E402
+from simulator.examples import simulated_examples  # noqa: E402
 
 
 def saved_bytes(learner, tensors) -> int:

@@ -44,15 +44,15 @@ from tqdm import tqdm
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from common import stack  # noqa: E402
+from common.config import load_settings  # noqa: E402
 from feature_store.feast_repo import apply, materialize_all  # noqa: E402
 from feature_store.online_read import DEFAULT_FEATURES, DirectFeatureReader, FeastSdkReader  # noqa: E402
 from feature_store.settings import FeatureStoreSettings  # noqa: E402
-from feature_store.simulated_examples import simulated_labeled_lists  # noqa: E402
 from feature_store.stats_push import StatsPusher  # noqa: E402
 from feature_store.stream_stats import StatsBook  # noqa: E402
+from simulator.examples import feature_examples  # noqa: E402
 from simulator.letor import load_letor  # noqa: E402
-from streamrank import stack  # noqa: E402
-from streamrank.config import load_settings  # noqa: E402
 
 FEAST_PUBLISHED_P99_MS_50_ROWS = 50.0
 
@@ -67,7 +67,7 @@ def stats_agent_bench(samples: int, latency_ms: float) -> None:
 
     from kafka import KafkaConsumer, KafkaProducer, TopicPartition  # noqa: PLC0415
 
-    from streams.events import encode  # noqa: PLC0415
+    from contracts.events import encode  # noqa: PLC0415
 
     home = Path(tempfile.mkdtemp(prefix="stats-agent-bench-"))
     base = load_settings({"STREAMRANK_HOME": str(home)})
@@ -89,7 +89,7 @@ def stats_agent_bench(samples: int, latency_ms: float) -> None:
         parts = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or [])]
         consumer.assign(parts)
         consumer.seek_to_end(*parts)
-        examples = simulated_labeled_lists(samples + 1, seed=7, max_candidates=10)
+        examples = feature_examples(samples + 1, seed=7, max_candidates=10)
 
         def impressions(item_id: str) -> float:
             return reader.read(None, None, [item_id]).items[0]["item_stats__impressions"] or 0.0
@@ -163,7 +163,7 @@ def main() -> None:
         store = repo.store()
         materialize_all(repo, store=store)
         book = StatsBook(86_400.0)
-        book.add_all(simulated_labeled_lists(400, seed=args.seed, max_candidates=None))
+        book.add_all(feature_examples(400, seed=args.seed, max_candidates=None))
         StatsPusher(store).push(*book.pending_rows())
         print(f"setup (apply + materialize + stats push): {time.perf_counter() - t0:.1f}s; "
               f"redis keys: {redis.Redis.from_url(url).dbsize()}")

@@ -41,17 +41,17 @@ sys.path.insert(0, str(REPO / "tests"))
 
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
+from support import fresh_topics, settings_env  # noqa: E402
 
+from common import stack  # noqa: E402
+from common.config import load_settings  # noqa: E402
 from simulator.click_models import ClickModel  # noqa: E402
 from simulator.kuairand import load_kuairand  # noqa: E402
 from simulator.letor import load_letor  # noqa: E402
 from simulator.logs import simulated_sessions, write_log  # noqa: E402
 from simulator.session import SessionSimulator, SimulatorConfig  # noqa: E402
-from streamrank import stack  # noqa: E402
-from streamrank.config import load_settings  # noqa: E402
 from streams.replay import replay  # noqa: E402
 from streams.worker_process import WorkerProcess  # noqa: E402
-from support import fresh_topics, settings_env  # noqa: E402
 
 DATA = REPO.parent / "shared" / "data"
 CONFIG = "[join]\nwindow_s = 20.0\nallowed_lateness_s = 1.0\nidle_timeout_s = 2.0\n"

@@ -1,4 +1,4 @@
-"""Cross-check serving.ope against obp 0.5.7's own estimator source on the Open Bandit Dataset.
+"""Cross-check evaluation.ope against obp 0.5.7's own estimator source on the Open Bandit Dataset.
 
 obp 0.5.7 does not install on Python 3.11 (Requires-Python <3.11 and it pins torch==1.12), so
 this loads its ``obp/utils.py``, ``obp/ope/helper.py`` and ``obp/ope/estimators.py`` straight
@@ -29,11 +29,13 @@ def load(name, file):
 load("obp.utils", root + "/utils.py"); load("obp.ope.helper", root + "/ope/helper.py")
 est = load("obp.ope.estimators", root + "/ope/estimators.py")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from serving.ope_obd import load_obd_bandit, policy_action_dist, cross_fitted_ctr
-from serving import ope
+from common.paths import data_path
+from evaluation import ope
+from evaluation.ope_obd import cross_fitted_ctr, load_obd_bandit, policy_action_dist
+
 worst = 0.0
 for f in ["random/all/all.csv", "bts/all/all.csv", "bts/women/women.csv"]:
-    d = load_obd_bandit(str(Path(__file__).resolve().parents[2] / "shared" / "data" / "obd" / f))
+    d = load_obd_bandit(str(data_path("obd", f)))
     q = cross_fitted_ctr(d)
     for pol in ["uniform", "affinity-softmax:0.05", "item-ctr-softmax:0.5"]:
         ad = policy_action_dist(d, pol)

@@ -33,16 +33,17 @@ from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from learners.drpo.context import request_context, task_statistics  # noqa: E402
-from learners.policy_batch import from_examples  # noqa: E402
-from learners.policy_eval import labeled_example, rerank_request  # noqa: E402
+from common.paths import shared_data  # noqa: E402
+from learners.fusion.context import request_context, task_statistics  # noqa: E402
+from learners.policy.batch import from_examples  # noqa: E402
+from learners.policy.evaluation import labeled_example, rerank_request  # noqa: E402
 from learners.registry import build_learner  # noqa: E402
 from simulator.click_models import ClickModel  # noqa: E402
 from simulator.kuairand import load_kuairand  # noqa: E402
 from simulator.letor import LetorDataset, LetorQuery, load_letor  # noqa: E402
 from simulator.session import SessionSimulator, SimulatorConfig  # noqa: E402
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+DATA = shared_data()
 
 
 def fifty_candidate_lists(n_lists: int, n_items: int, seed: int = 0):

@@ -25,13 +25,13 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from common import stack  # noqa: E402
+from common.config import Topics, load_settings  # noqa: E402
+from contracts.events import decode  # noqa: E402
 from simulator.kuairand import load_kuairand  # noqa: E402
 from simulator.letor import load_letor  # noqa: E402
 from simulator.logs import simulated_sessions, write_log  # noqa: E402
 from simulator.session import SessionSimulator, SimulatorConfig  # noqa: E402
-from streamrank import stack  # noqa: E402
-from streamrank.config import Topics, load_settings  # noqa: E402
-from streams.events import decode  # noqa: E402
 from streams.replay import make_producer, replay  # noqa: E402
 
 DATA = REPO.parent / "shared" / "data"

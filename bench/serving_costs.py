@@ -8,7 +8,7 @@
 * **snapshot rebuild**: :func:`serving.components.build_component_model` per model family (what a
   hot swap costs beyond reading and checking the blob);
 * **a full collection** (``gc.collect()``) with the reranker's start-up heap in the process (torch,
-  Feast, FastAPI, the three models) against the same after :func:`streamrank.heap.freeze_startup_heap`;
+  Feast, FastAPI, the three models) against the same after :func:`common.heap.freeze_startup_heap`;
 * **the promotion gate** scoring a new LDRO snapshot on its window of 150 logged lists (30 items,
   300 features): one list per forward pass, rebuilt from the example each time (the old path),
   against padded batches over the window's kept requests (:mod:`serving.gate`);
@@ -109,13 +109,13 @@ def main() -> int:
             client.delete(*keys)
             client.close()
 
+    from common.heap import freeze_startup_heap  # noqa: PLC0415
+    from contracts.rerank import RerankBody  # noqa: PLC0415
     from learners.registry import build_learner  # noqa: PLC0415
-    from serving.api_models import RerankBody  # noqa: PLC0415
     from serving.app import create_app, rerank_once  # noqa: F401,PLC0415 - create_app: the server's imports
     from serving.components import Component, build_component_model  # noqa: PLC0415
     from serving.holder import Bundle  # noqa: PLC0415
-    from serving.serve_config import ServeConfig  # noqa: PLC0415
-    from streamrank.heap import freeze_startup_heap  # noqa: PLC0415
+    from serving.settings import ServeConfig  # noqa: PLC0415
 
     for family in ("umnn", "drpo", "ldro"):
         state = build_learner(family).state_dict()
@@ -146,10 +146,10 @@ def main() -> int:
     # The promotion gate: a new LDRO snapshot scored on the 150 logged lists of the window (30
     # items of 300 features each), one list per forward pass against padded batches with the
     # window's requests kept between decisions (serving.gate.PromotionGate).
+    from contracts.events import IMPRESSION_SCHEMA, Impression, JoinInfo, ShownItem  # noqa: PLC0415
+    from serving.baseline import pl_logprob  # noqa: PLC0415
     from serving.components import candidate_scores  # noqa: PLC0415
     from serving.gate import PromotionGate, policy_logprobs, request_from_example  # noqa: PLC0415
-    from serving.baseline import pl_logprob  # noqa: PLC0415
-    from streams.events import IMPRESSION_SCHEMA, Impression, JoinInfo, ShownItem  # noqa: PLC0415
     from streams.labeling import label_impression  # noqa: PLC0415
     from streams.rewards import ListOutcome, RewardWeights  # noqa: PLC0415
 

@@ -46,8 +46,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from streamrank import stack  # noqa: E402
-from streamrank.config import load_settings  # noqa: E402
+from common import stack  # noqa: E402
+from common.config import load_settings  # noqa: E402
 
 
 def percentiles(values: list[float]) -> dict[str, float]:
@@ -156,7 +156,7 @@ def publisher(registry, model: str, base_state, interval: float, stop: threading
     """Publish ``model`` every ``interval`` s with slightly perturbed weights (a new version each time)."""
     import torch  # noqa: PLC0415
 
-    from learners.protocol import LearnerState  # noqa: PLC0415
+    from contracts.learner import LearnerState  # noqa: PLC0415
 
     gen = torch.Generator().manual_seed(0)
     next_at = time.monotonic()
@@ -226,7 +226,7 @@ def main() -> int:
                           STREAMRANK_SERVE_GATE_ENABLED="0",
                           OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
         log = open(home / "server.log", "ab")  # noqa: SIM115
-        server = subprocess.Popen([sys.executable, "-m", "streamrank.cli", "serve"], env=server_env, stdout=log,
+        server = subprocess.Popen([sys.executable, "-m", "streamrank.cli.main", "serve"], env=server_env, stdout=log,
                                   stderr=subprocess.STDOUT, start_new_session=True, cwd=ROOT)
         url = f"http://127.0.0.1:{port}"
         stack.wait_until(lambda: stack.port_open("127.0.0.1", port), 120, "server", server.pid)
@@ -247,7 +247,7 @@ def main() -> int:
         if args.baseline_ref:
             baseline_tree = export_tree(args.baseline_ref, home / "baseline-tree")
             base_port = stack.free_port()
-            baseline = subprocess.Popen([sys.executable, "-m", "streamrank.cli", "serve"],
+            baseline = subprocess.Popen([sys.executable, "-m", "streamrank.cli.main", "serve"],
                                         env=dict(server_env, STREAMRANK_SERVE_PORT=str(base_port)),
                                         stdout=open(home / "baseline-server.log", "ab"),  # noqa: SIM115
                                         stderr=subprocess.STDOUT, start_new_session=True, cwd=baseline_tree)

@@ -23,12 +23,12 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from contracts.rerank import RerankBody  # noqa: E402
 from learners.registry import build_learner  # noqa: E402
-from serving.api_models import RerankBody  # noqa: E402
 from serving.app import rerank_once  # noqa: E402
 from serving.components import Component  # noqa: E402
 from serving.holder import Bundle  # noqa: E402
-from serving.serve_config import ServeConfig  # noqa: E402
+from serving.settings import ServeConfig  # noqa: E402
 
 
 def main() -> int:

@@ -34,11 +34,11 @@ from tqdm import tqdm
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from feature_store.simulated_examples import simulated_labeled_lists  # noqa: E402
+from common import stack  # noqa: E402
+from common.config import load_settings  # noqa: E402
 from feature_store.snapshots import SnapshotRegistry, serialize_state  # noqa: E402
 from learners.registry import build_learner  # noqa: E402
-from streamrank import stack  # noqa: E402
-from streamrank.config import load_settings  # noqa: E402
+from simulator.examples import feature_examples  # noqa: E402
 
 SIZES = {"ldro-default": {}, "ldro-h256": {"hidden": 256, "heads": 8}}
 
@@ -62,7 +62,7 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=30)
     args = parser.parse_args()
 
-    examples = simulated_labeled_lists(32, seed=0, with_features=True)
+    examples = feature_examples(32, seed=0, with_features=True)
     states = {}
     for name, config in tqdm(SIZES.items(), desc="training LDRO states"):
         learner = build_learner("ldro", **config)

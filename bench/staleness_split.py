@@ -2,7 +2,7 @@
 ``streamrank demo`` wrote (BENCHMARKS.md quotes it for runs already done).
 
 Per example (served ones, after the warm-up): the staleness and its parts at p50 / p90 / p99,
-computed by :func:`serving.demo_metrics.staleness_breakdown` (the split the demo's summary gives
+computed by :func:`loop.metrics.staleness_breakdown` (the split the demo's summary gives
 at p50 / p99): the rest of the join window after the last kept feedback, window end -> example
 produced, the whole join, example -> covering snapshot created, snapshot -> first response.
 
@@ -18,7 +18,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from serving import demo_metrics as dm  # noqa: E402
+from loop import metrics as dm  # noqa: E402
 
 COLUMNS = {"feedback_done_at": "feedback_done_s", "example_at": "example_s", "snapshot_created_at": "snapshot_created_s",
            "first_served_at": "first_served_s", "window_end_at": "window_end_s"}
@@ -26,7 +26,7 @@ PARTS = ("window_rest_s", "after_window_s", "join_s", "learn_publish_s", "swap_s
 
 
 def read_rows(path: Path) -> list[dict]:
-    """The CSV's rows as :func:`serving.demo_metrics.staleness_rows` rows (seconds since the run started)."""
+    """The CSV's rows as :func:`loop.metrics.staleness_rows` rows (seconds since the run started)."""
     rows = []
     with path.open(newline="") as fh:
         for rec in csv.DictReader(fh):

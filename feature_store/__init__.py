@@ -16,5 +16,5 @@ Modules, one job each (data flow: streams -> learners -> feature_store -> servin
 * :mod:`feature_store.stream_stats`  pure decayed item/query statistics.
 * :mod:`feature_store.stats_push`    Feast push of those stats, and resuming from stored values.
 * :mod:`feature_store.stats_agent`   the Faust agent: ``examples`` -> stats -> push, dead-letter.
-* :mod:`feature_store.commands`      ``streamrank features ...`` and ``streamrank snapshots ...``.
+* :mod:`streamrank.cli.features`      ``streamrank features ...`` and ``streamrank snapshots ...``.
 """

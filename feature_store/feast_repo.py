@@ -23,9 +23,9 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
+from common.config import Settings
 from feature_store.offline_data import PROFILE_TS, write_offline_data
 from feature_store.settings import FeatureStoreSettings, load_feature_store_settings
-from streamrank.config import Settings
 
 DEFINITIONS = Path(__file__).resolve().parent / "repo"
 #: Start of a full materialization: before every generated offline row.

@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
+from common.paths import shared_data
 from simulator.letor import load_letor
 from simulator.obd import USER_FEATURES
 
@@ -57,7 +58,7 @@ class DataPaths:
 
 
 def default_data_root() -> Path:
-    return Path(__file__).resolve().parents[2] / "shared" / "data"
+    return shared_data()
 
 
 def _with_ts(df: pd.DataFrame) -> pd.DataFrame:

@@ -34,12 +34,13 @@ from typing import Any, Sequence
 
 import numpy as np
 import redis
-
 from feast.infra.key_encoding_utils import serialize_entity_key
 from feast.infra.online_stores.helpers import _mmh3
 from feast.protos.feast.types.EntityKey_pb2 import EntityKey as EntityKeyProto
 from feast.protos.feast.types.Value_pb2 import Value as ValueProto
 from google.protobuf.timestamp_pb2 import Timestamp
+
+from common.errors import StreamrankError
 
 #: What serving reads by default: user profile, item content and streaming stats, query stats.
 DEFAULT_FEATURES: tuple[str, ...] = (
@@ -53,7 +54,7 @@ DEFAULT_FEATURES: tuple[str, ...] = (
 ENTITY_ROLES = {"user_id": "user", "item_id": "item", "query_id": "query"}
 
 
-class FeatureReadError(ValueError):
+class FeatureReadError(StreamrankError, ValueError):
     """A feature reference that the Feast registry does not know (names the reference)."""
 
 

@@ -30,10 +30,10 @@ from typing import Any, Callable
 
 from apscheduler.schedulers.background import BackgroundScheduler
 
+from common.config import Settings
+from contracts.learner import LearnerState
 from feature_store.settings import FeatureStoreSettings
-from streamrank.config import Settings
 from feature_store.snapshots import Manifest, SnapshotInvalid, SnapshotRegistry
-from learners.protocol import LearnerState
 
 log = logging.getLogger(__name__)
 

@@ -22,8 +22,8 @@ import os
 from dataclasses import dataclass, fields
 from typing import Any, Mapping
 
-from streamrank import config as project_config
-from streamrank.config import Settings
+from common import config as project_config
+from common.config import Settings
 
 ENV_NAMES = {
     "snapshot_interval_s": "STREAMRANK_SNAPSHOT_INTERVAL_S",

@@ -5,7 +5,7 @@ A thin Faust agent (own consumer group ``<topic prefix>feature-stats``) over raw
 1. take up to ``STREAMRANK_STATS_BATCH`` records or whatever arrived within
    ``STREAMRANK_STATS_LATENCY_MS`` (``stream.take_events``), so a stat reaches the online
    store at most about that latency plus one push after its example was produced;
-2. validate each record with :func:`streams.events.decode` (the one validation path); a bad
+2. validate each record with :func:`contracts.events.decode` (the one validation path); a bad
    record goes to the ``dead-letter`` topic with its original key/value bytes and ``dl.*``
    headers (reason, field, detail, topic, partition, offset: the convention of
    ``streams/dead_letter.py``) and nothing else is lost;
@@ -34,10 +34,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
+from common.config import Settings
+from contracts.events import LABELED_LIST_SCHEMA, EventError, LabeledList, decode
 from feature_store.settings import FeatureStoreSettings
 from feature_store.stream_stats import StatsBook
-from streamrank.config import Settings
-from streams.events import LABELED_LIST_SCHEMA, EventError, LabeledList, decode
 
 log = logging.getLogger(__name__)
 MAX_DETAIL = 500
@@ -133,8 +133,7 @@ def build_app(settings: Settings, fs: FeatureStoreSettings, repo_path: Path, web
     """The Faust app with the stats agent (``app.stats_runtime`` holds the state)."""
     import faust  # noqa: PLC0415
 
-    from streamrank.stack import free_port  # noqa: PLC0415
-
+    from common.stack import free_port  # noqa: PLC0415
     from streams import fetch_backoff  # noqa: PLC0415
 
     fetch_backoff.install(0.05)  # the embedded broker answers empty fetches at once: don't spin on them
@@ -183,9 +182,9 @@ def run_worker(settings: Settings, fs: FeatureStoreSettings, repo_path: Path, lo
 
 
 def main() -> None:
+    from common.config import load_settings  # noqa: PLC0415
     from feature_store.feast_repo import repo_path as default_repo_path  # noqa: PLC0415
     from feature_store.settings import load_feature_store_settings  # noqa: PLC0415
-    from streamrank.config import load_settings  # noqa: PLC0415
 
     settings = load_settings()
     fs = load_feature_store_settings(settings)

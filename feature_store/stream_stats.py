@@ -31,7 +31,7 @@ from collections import OrderedDict
 from dataclasses import dataclass, fields
 from typing import Iterable, Mapping
 
-from streams.events import LabeledList
+from contracts.events import LabeledList
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,7 @@
 
 ``build_learner(name, **config)`` is what ``streamrank learn --model NAME``, the snapshot
 loader in serving and the evaluations call. Each factory returns an object satisfying
-:class:`learners.protocol.Learner`.
+:class:`contracts.learner.Learner`.
 """
 
 from __future__ import annotations
@@ -10,16 +10,16 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from learners.protocol import Learner
+from contracts.learner import Learner
 
 FACTORIES: dict[str, str] = {
     "umnn": "learners.calibration.learner:build_umnn",
     "platt": "learners.calibration.learner:build_platt",
     "isotonic": "learners.calibration.learner:build_isotonic",
     "histogram": "learners.calibration.learner:build_histogram",
-    "ldro": "learners.ldro.learner:build_ldro",
-    "grpo": "learners.ldro.learner:build_grpo",
-    "drpo": "learners.drpo.learner:build_drpo",
+    "ldro": "learners.ranking.learner:build_ldro",
+    "grpo": "learners.ranking.learner:build_grpo",
+    "drpo": "learners.fusion.learner:build_drpo",
 }
 
 

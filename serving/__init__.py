@@ -3,8 +3,8 @@
 Modules (one job each):
 
 * :mod:`serving.app` -- FastAPI app: ``POST /rerank``, ``GET /healthz``, ``GET /models``, ``GET /metrics``.
-* :mod:`serving.api_models` -- request/response bodies (strict pydantic; 422 names the field).
-* :mod:`serving.serve_config` -- roles, limits, exploration, gate and watcher settings
+* :mod:`contracts.rerank` -- request/response bodies (strict pydantic; 422 names the field).
+* :mod:`serving.settings` -- roles, limits, exploration, gate and watcher settings
   (``STREAMRANK_SERVE_*`` env / ``[serving]`` config section).
 * :mod:`serving.components` -- snapshot -> model object per role (calibrator, fusion, reranker),
   the calling conventions, the canary check.
@@ -15,8 +15,8 @@ Modules (one job each):
 * :mod:`serving.emitter` -- non-blocking impression producer (bounded buffer, drop/failure counts).
 * :mod:`serving.features` -- item features from Feast's Redis keys when requests do not carry them.
 * :mod:`serving.baseline` -- the cold-start policy and ``linear-pl`` (a small real list-wise learner).
-* :mod:`serving.ope`, :mod:`serving.ope_obd` -- IPS / SNIPS / DR with bootstrap CIs; OBD adapter.
-* :mod:`serving.loop`, :mod:`serving.demo_metrics`, :mod:`serving.snapshot_bridge` -- ``streamrank demo``.
+* :mod:`evaluation.ope`, :mod:`evaluation.ope_obd` -- IPS / SNIPS / DR with bootstrap CIs; OBD adapter.
+* :mod:`loop.demo`, :mod:`loop.metrics`, :mod:`learners.runtime.snapshot_bridge` -- ``streamrank demo``.
 
 What serving expects from the learners (see :mod:`serving.components`): a calibrator has
 ``calibrate(task_scores, context) -> dict[task, Tensor]``; a fusion policy

@@ -1,6 +1,6 @@
 """The reranker service (FastAPI): ``POST /rerank``, ``GET /healthz``, ``GET /models``, ``GET /metrics``.
 
-``POST /rerank`` validates the body (:mod:`serving.api_models`; 422 naming the field, the
+``POST /rerank`` validates the body (:mod:`contracts.rerank`; 422 naming the field, the
 model is never called), reads the current :class:`~serving.holder.Bundle` once, then runs
 calibrator -> fusion weights -> reranker (greedy, or a Gumbel-Max sample when exploring, with
 the list log-prob and fusion log-prob kept), answers, and hands the Impression to the
@@ -30,26 +30,27 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
-from learners.protocol import RerankRequest
+from common.config import Settings
+from common.errors import StreamrankError
+from common.heap import freeze_startup_heap
+from contracts.events import IMPRESSION_SCHEMA, ITEM_FEATURES_KEY, FusionDecision, Impression, ShownItem, encode
+from contracts.learner import RerankRequest
+from contracts.rerank import RerankBody, RerankResponse
 from serving import components
-from serving.api_models import RerankBody, RerankResponse
 from serving.baseline import pl_logprob
+from serving.emitter import ImpressionEmitter
 from serving.gate import prefix_key
 from serving.gate import usable as gate_usable
-from serving.emitter import ImpressionEmitter
 from serving.holder import Bundle, ModelHolder
 from serving.recent_examples import RecentExamples
-from serving.serve_config import ServeConfig
-from streamrank.config import Settings
-from streamrank.heap import freeze_startup_heap
-from streams.events import IMPRESSION_SCHEMA, ITEM_FEATURES_KEY, FusionDecision, Impression, ShownItem, encode
+from serving.settings import ServeConfig
 
 _EXPLORE_COIN = random.Random()  # which requests explore (ServeConfig.explore_rate)
 
 log = logging.getLogger(__name__)
 
 
-class InputError(ValueError):
+class InputError(StreamrankError, ValueError):
     """A request the service refuses (HTTP 422) with the field at fault."""
 
     def __init__(self, field: str, reason: str) -> None:
@@ -269,7 +270,7 @@ def impression_factory(body: RerankBody, out: dict[str, Any], config: ServeConfi
         if out["prefix_logprob"] is not None:
             context[prefix_key(config.gate.prefix_k)] = out["prefix_logprob"]
         if config.log_features and not copy_fetched:
-            # the learners read these rows back from the feature store (learners.feature_fill)
+            # the learners read these rows back from the feature store (learners.runtime.feature_fill)
             context[ITEM_FEATURES_KEY] = out["feature_ref"]
         event = Impression(schema=IMPRESSION_SCHEMA, event_id=f"{body.request_id}:imp:{uuid.uuid4().hex[:8]}",
                            request_id=body.request_id, ts=ts, user_id=body.user_id, query=body.query, items=items,

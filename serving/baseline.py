@@ -10,7 +10,7 @@ hot-swap path need a real model with real weights. Both come from here:
 * :class:`LinearListScorer` (model name ``linear-pl``): :math:`s_i = \theta^\top
   \mathrm{logit}(p_i) + v^\top x_i + b`, trained by ListNet (Cao et al., ICML 2007): cross-entropy
   between :math:`\mathrm{softmax}(r/\tau)` of the item rewards and :math:`\mathrm{softmax}(s)`.
-  Implements :class:`learners.protocol.Learner` (``learn_many``/``state_dict``/``load_state_dict``)
+  Implements :class:`contracts.learner.Learner` (``learn_many``/``state_dict``/``load_state_dict``)
   and ``rerank``, so it goes through the snapshot registry like any learner.
 
 Sampling and log-probabilities use the Plackett--Luce model (Plackett 1975; Luce 1959):
@@ -25,8 +25,8 @@ from typing import Any, Sequence
 
 import torch
 
-from learners.protocol import LearnerState, RerankRequest, RerankResult
-from streams.events import LabeledList
+from contracts.events import LabeledList
+from contracts.learner import LearnerState, RerankRequest, RerankResult
 
 DEFAULT_TASKS: tuple[str, ...] = ("click", "long_view", "watch_time")
 EPS = 1e-6

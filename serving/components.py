@@ -29,7 +29,8 @@ from typing import Any, Sequence
 
 import torch
 
-from learners.protocol import LearnerState, RerankRequest, RerankResult
+from common.errors import StreamrankError
+from contracts.learner import LearnerState, RerankRequest, RerankResult
 from serving.baseline import FusedScoreReranker, LinearListScorer
 
 log = logging.getLogger(__name__)
@@ -37,7 +38,7 @@ ROLES = ("calibrator", "fusion", "reranker")
 SERVING_BUILTINS = {"linear-pl": LinearListScorer}
 
 
-class ComponentError(RuntimeError):
+class ComponentError(StreamrankError, RuntimeError):
     """A snapshot could not be turned into a working component (wrong shapes, bad outputs...)."""
 
 

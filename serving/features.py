@@ -14,7 +14,7 @@ from typing import Sequence
 
 import torch
 
-from streamrank.config import Settings
+from common.config import Settings
 
 DEFAULT_ITEM_FEATURE = "letor_document:features"
 

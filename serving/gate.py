@@ -5,7 +5,7 @@ order had a known, non-degenerate probability, logged as ``impression.list_logpr
 serving reranker and the candidate are evaluated as Plackett--Luce policies over their candidate
 scores. The list-wise importance weight of round :math:`i` is
 :math:`w_i = \min(\exp(\log\pi(y_i) - \log\pi_b(y_i)), \lambda)` and the value estimate is
-SNIPS (default) or IPS over the list rewards (:mod:`serving.ope`).
+SNIPS (default) or IPS over the list rewards (:mod:`evaluation.ope`).
 
 Whole-list weights of 20-30 item permutations have enormous variance (log-prob differences of
 tens of nats), so by default (``prefix_k = 3``) the weight uses only the PL probability of the
@@ -35,11 +35,11 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from learners.protocol import RerankRequest
+from contracts.events import LabeledList
+from contracts.learner import RerankRequest
+from evaluation.ope import ESTIMATORS
 from serving.baseline import pl_logprob
 from serving.components import Component, candidate_scores_many
-from serving.ope import ESTIMATORS
-from streams.events import LabeledList
 
 
 @dataclass(frozen=True)

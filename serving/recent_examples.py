@@ -16,8 +16,8 @@ import time
 from collections import deque
 from typing import Callable
 
+from contracts.events import LABELED_LIST_SCHEMA, EventError, LabeledList, decode
 from serving.topic_tail import TopicTail
-from streams.events import LABELED_LIST_SCHEMA, EventError, LabeledList, decode
 
 log = logging.getLogger(__name__)
 

@@ -34,10 +34,16 @@ import threading
 import time
 from typing import Callable
 
+from contracts.learner import RerankRequest
 from feature_store.snapshots import SnapshotError, SnapshotRegistry
-from learners.protocol import RerankRequest
-from serving.components import (Component, ComponentError, build_component_model, canary_request, check_component,
-                                warm_up)
+from serving.components import (
+    Component,
+    ComponentError,
+    build_component_model,
+    canary_request,
+    check_component,
+    warm_up,
+)
 from serving.gate import PromotionGate
 from serving.holder import Decision, ModelHolder
 from serving.recent_examples import RecentExamples

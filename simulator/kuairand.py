@@ -13,6 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
+from common.paths import data_path
+
 #: How likely a user of each KuaiRand activity degree is to give a reaction at all (scales
 #: the examination probability). A simulator choice, not a KuaiRand statistic.
 ACTIVITY_ENGAGEMENT = {"full_active": 1.0, "high_active": 0.9, "middle_active": 0.75, "low_active": 0.6,
@@ -31,7 +33,7 @@ class KuaiRandMarginals:
 
 
 def default_kuairand_dir() -> Path:
-    return Path(__file__).resolve().parents[2] / "shared" / "data" / "kuairand"
+    return data_path("kuairand")
 
 
 def load_kuairand(directory: str | Path | None = None) -> KuaiRandMarginals:

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
+from common.errors import StreamrankError
+
 
 @dataclass(frozen=True)
 class LetorQuery:
@@ -43,7 +45,7 @@ class LetorDataset:
                 LetorDataset(test, self.n_features, self.max_grade))
 
 
-class LetorFormatError(ValueError):
+class LetorFormatError(StreamrankError, ValueError):
     """A malformed LibSVM line or a group file that does not match the documents."""
 
 

@@ -14,8 +14,8 @@ from typing import Iterable, Iterator
 
 from tqdm import tqdm
 
+from contracts.events import Feedback, Impression, encode
 from simulator.session import SessionSimulator
-from streams.events import Feedback, Impression, encode
 
 
 @dataclass

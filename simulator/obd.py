@@ -17,12 +17,13 @@ from typing import Iterator
 
 import numpy as np
 
-from streams.events import FEEDBACK_SCHEMA, IMPRESSION_SCHEMA, Feedback, Impression, ShownItem
+from common.errors import StreamrankError
+from contracts.events import FEEDBACK_SCHEMA, IMPRESSION_SCHEMA, Feedback, Impression, ShownItem
 
 USER_FEATURES = ("user_feature_0", "user_feature_1", "user_feature_2", "user_feature_3")
 
 
-class ObdFormatError(ValueError):
+class ObdFormatError(StreamrankError, ValueError):
     """A row that is not in OBD's CSV format."""
 
 

@@ -31,10 +31,10 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
+from contracts.events import FEEDBACK_SCHEMA, IMPRESSION_SCHEMA, Feedback, FusionDecision, Impression, ShownItem
 from simulator.click_models import ClickModel
 from simulator.kuairand import KuaiRandMarginals
 from simulator.letor import LetorDataset, LetorQuery
-from streams.events import FEEDBACK_SCHEMA, IMPRESSION_SCHEMA, Feedback, FusionDecision, Impression, ShownItem
 
 TASKS = ("click", "long_view", "watch_time")
 START_TS = 1_767_225_600.0  # 2026-01-01T00:00:00Z: simulated event time starts here

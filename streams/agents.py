@@ -42,15 +42,26 @@ from typing import Any, Iterable
 
 from kafka.partitioner.default import murmur2
 
-from streamrank.config import Settings
+from common.config import Settings
+from contracts.events import EventError, Feedback, Impression, decode
 from streams.dead_letter import DeadLetter
 from streams.delivery import PendingDeliveries
-from streams.events import EventError, Feedback, Impression, decode
-from streams.join import (ClosedBy, JoinConfig, Watermarks, after_close, apply_feedback, apply_impression,
-                          close_entry_json, close_reason, new_entry, orphan_expired, tombstone_expired)
+from streams.join import (
+    ClosedBy,
+    JoinConfig,
+    Watermarks,
+    after_close,
+    apply_feedback,
+    apply_impression,
+    close_entry_json,
+    close_reason,
+    new_entry,
+    orphan_expired,
+    tombstone_expired,
+)
 from streams.metrics import StreamMetrics
-from streams.worker_fencing import dead_members, fence_dead_members, leave_group
 from streams.rewards import RewardWeights
+from streams.worker_fencing import dead_members, fence_dead_members, leave_group
 
 
 def status_dir(settings: Settings) -> Path:

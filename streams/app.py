@@ -1,6 +1,6 @@
 """The faust-streaming app of the streams stage: one join agent, one housekeeping timer, /metrics.
 
-Built by :func:`build_app` from :class:`~streamrank.config.Settings` so tests and workers
+Built by :func:`build_app` from :class:`~common.config.Settings` so tests and workers
 get isolated apps per topic prefix (app id ``<prefix>streams``; its changelog topics are
 ``<prefix>streams-join-state-changelog``, created by Faust with the configured partition
 count).
@@ -21,7 +21,7 @@ from typing import Any
 
 import faust
 
-from streamrank.config import Settings, config_section
+from common.config import Settings, config_section
 from streams import fetch_backoff, recovery_order
 from streams.agents import Joiner
 from streams.delivery import PendingDeliveries, TrackedTable, install_commit_barrier

@@ -13,8 +13,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Callable
 
-from streamrank.config import Settings
-from streams.events import EventError, decode
+from common.config import Settings
+from contracts.events import EventError, decode
 
 
 @dataclass

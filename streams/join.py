@@ -14,7 +14,7 @@ Window semantics (event time, so a replay at any speed gives the same examples)
   impressions fetch cannot close windows whose feedback has simply not been fetched yet.
   When the worker has read a partition's impressions up to the broker's high watermark, the
   impression term is the newest impression ts over all partitions (:class:`Watermarks`).
-* An entry closes (one :class:`~streams.events.LabeledList` emitted) when
+* An entry closes (one :class:`~contracts.events.LabeledList` emitted) when
 
   - ``window``: :math:`wm_p \ge t_0 + W`;
   - ``session_end``: a ``session_end`` feedback of the request was seen (closes at once, or
@@ -47,7 +47,7 @@ import math
 from dataclasses import dataclass, fields
 from typing import Any, Literal, Mapping
 
-from streams.events import Feedback, Impression, JoinInfo, LabeledList
+from contracts.events import Feedback, Impression, JoinInfo, LabeledList
 from streams.labeling import label_impression, label_impression_json
 from streams.rewards import ListOutcome, RewardWeights
 

@@ -6,7 +6,7 @@ it effectively once.
 
 Two outputs of the same labels: :func:`label_impression` builds the pydantic model (learners,
 evaluations, tests), and :func:`label_impression_json` builds its wire form directly, the
-bytes ``streams.events.encode(label_impression(...))`` gives, without constructing and
+bytes ``contracts.events.encode(label_impression(...))`` gives, without constructing and
 validating one ``ItemLabels`` per item and a ``LabeledList`` per example (the streams
 worker's hot path; BENCHMARKS.md, "Streams join"). Byte-identity holds because the JSON is
 written by the same serializer (``pydantic_core.to_json``: same float format, same string
@@ -24,7 +24,7 @@ import math
 
 from pydantic_core import to_json
 
-from streams.events import LABELED_LIST_SCHEMA, Impression, ItemLabels, JoinInfo, LabeledList, encode
+from contracts.events import LABELED_LIST_SCHEMA, Impression, ItemLabels, JoinInfo, LabeledList, encode
 from streams.rewards import ItemOutcome, ListOutcome, RewardWeights, item_reward, list_reward, query_satisfaction
 
 _NO_OUTCOME = ItemOutcome()

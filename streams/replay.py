@@ -17,8 +17,8 @@ from typing import Iterable, Iterator
 
 from tqdm import tqdm
 
-from streamrank.config import Settings
-from streams.events import MODELS, TOPIC_SCHEMAS, EventError, decode
+from common.config import Settings
+from contracts.events import MODELS, TOPIC_SCHEMAS, EventError, decode
 
 SCHEMA_TOPIC = {schema: topic for topic, schema in TOPIC_SCHEMAS.items()}
 

@@ -13,11 +13,10 @@ import os
 
 import faust
 
-from streamrank.config import Settings
-from streamrank.heap import freeze_startup_heap
+from common.config import Settings
+from common.heap import freeze_startup_heap
 from streams.app import WorkerOptions, app_id, build_app
 from streams.worker_fencing import fence_dead_members
-
 
 #: Collection thresholds once the worker runs (CPython's default is 700/10/10). The agent allocates
 #: and frees many short-lived objects per event (records, events, dicts, futures); a young

@@ -18,7 +18,7 @@ import logging
 import socket
 from pathlib import Path
 
-from streamrank.stack import pid_alive
+from common.stack import pid_alive
 
 log = logging.getLogger(__name__)
 

@@ -14,7 +14,7 @@ import sys
 import time
 from pathlib import Path
 
-from streamrank.config import Settings
+from common.config import Settings
 from streams.agents import status_dir
 
 
@@ -39,7 +39,7 @@ class WorkerProcess:
         self.status_path.unlink(missing_ok=True)
         log = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "streamrank.cli", "worker", "--name", self.name, *self.extra_args],
+            [sys.executable, "-m", "streamrank.cli.main", "worker", "--name", self.name, *self.extra_args],
             env=self.env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
         log.close()
         return self

@@ -16,10 +16,10 @@ import os
 from pathlib import Path
 
 import pytest
-
-from streamrank import stack
-from streamrank.config import Settings, load_settings
 from support import SHARED_DATA, fresh_topics
+
+from common import stack
+from common.config import Settings, load_settings
 
 # Kafka clients log every refused connection at ERROR; fault tests cause many on purpose and
 # they bury the real failure in the report.

@@ -7,8 +7,8 @@ import uuid
 from dataclasses import replace
 from pathlib import Path
 
-from streamrank import stack
-from streamrank.config import Settings, Topics
+from common import stack
+from common.config import Settings, Topics
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
@@ -32,7 +32,7 @@ def settings_env(settings: Settings) -> dict[str, str]:
 
 
 def stage_cli(register):
-    """A root CLI group with an ``eval`` subgroup and one stage's commands registered (as streamrank.cli does)."""
+    """A root CLI group with an ``eval`` subgroup and one stage's commands registered (as streamrank.cli.main does)."""
     import click  # noqa: PLC0415
 
     @click.group()

@@ -21,7 +21,7 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
-from streams.events import LabeledList
+from contracts.events import LabeledList
 
 BINARY_TASKS = ("click", "long_view", "like", "follow", "share")
 P_CLIP = 1e-6

@@ -1,13 +1,13 @@
 """Prequential calibration evaluation on an OBD-format CSV (``streamrank eval calibration``).
 
-1. Load the CSV in time order; fit the backbone (:mod:`learners.backbone`) on the earliest
+1. Load the CSV in time order; fit the backbone (:mod:`learners.calibration.backbone`) on the earliest
    ``train_fraction`` of rows; score the rest with it (``p_hat``).
-2. Turn each later row into the :class:`~streams.events.LabeledList` the learners consume on
+2. Turn each later row into the :class:`~contracts.events.LabeledList` the learners consume on
    the stream (impression with ``scores={"click": p_hat}``, user context, click label via
    :func:`streams.labeling.label_impression`): the same path as production.
 3. For every method, in time order and in batches of ``batch_size``: **predict** the batch
    with the current state, then **learn** it (prequential, "test-then-train").
-4. Metrics over all predictions (:mod:`learners.metrics`): ECE, PCOC, LogLoss, AUC and field
+4. Metrics over all predictions (:mod:`evaluation.metrics`): ECE, PCOC, LogLoss, AUC and field
    ECE by position and by item; the backbone's raw scores are scored the same way.
 
 Methods: ``umnn_scloss`` (UMC, BCE + λ·SCLoss), ``umnn`` (UMC, BCE only), ``platt``,
@@ -26,11 +26,11 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from learners.backbone import ObdBackbone, load_obd_table, split_by_time
+from contracts.events import IMPRESSION_SCHEMA, Impression, JoinInfo, LabeledList, ShownItem
+from evaluation.metrics import calibration_report, reliability_curve
+from learners.calibration.backbone import ObdBackbone, load_obd_table, split_by_time
 from learners.calibration.learner import build_histogram, build_isotonic, build_platt, build_umnn
-from learners.metrics import calibration_report, reliability_curve
 from simulator.obd import USER_FEATURES
-from streams.events import IMPRESSION_SCHEMA, Impression, JoinInfo, LabeledList, ShownItem
 from streams.labeling import label_impression
 from streams.rewards import ListOutcome, RewardWeights
 

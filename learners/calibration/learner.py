@@ -1,4 +1,4 @@
-r"""Calibration learners behind :class:`learners.protocol.Learner` and :class:`~learners.protocol.Calibrator`.
+r"""Calibration learners behind :class:`contracts.learner.Learner` and :class:`~contracts.learner.Calibrator`.
 
 * ``umnn`` (:func:`build_umnn`): UMC per task (:mod:`learners.calibration.umnn`) over a shared
   hashed context encoder :math:`h(x)` (:mod:`learners.calibration.context`), trained online on
@@ -24,21 +24,29 @@ the modules, Adam's moments, SCLoss caches, the RNG state and counters.
 
 from __future__ import annotations
 
-import math
-from dataclasses import asdict, dataclass, field
+import math  # noqa: F401 - kept: see commit 80a14f6 (the kill -9 learner test's float history)
+from dataclasses import asdict, dataclass, field  # noqa: F401 - same
 from typing import Any, Sequence
 
 import torch
 from torch import nn
 
+from contracts.events import LabeledList
+from contracts.learner import LearnerState
+from contracts.state import (
+    check_format,
+    generator_tensors,
+    load_generators,
+    load_module,
+    load_optimizer,
+    module_tensors,
+    optimizer_state,
+    stamp,
+)
 from learners.calibration.baselines import PlattHead, StreamingIsotonic
 from learners.calibration.context import ContextEncoder, TaskRows, check_tasks, extract_rows
 from learners.calibration.scloss import SCLossConfig, SmoothCalibrationLoss
 from learners.calibration.umnn import UMNNCalibrator
-from learners.checkpoint_state import (generator_state, load_module_tensors, load_optimizer_parts, module_tensors,
-                                       optimizer_parts, set_generator_state)
-from learners.protocol import LearnerState
-from streams.events import LabeledList
 
 DEFAULT_TASKS = ("click", "long_view")
 DEFAULT_FIELDS = ("position", "item", "user")
@@ -121,6 +129,7 @@ class _CalibrationBase:
                 "counters": {"updates": self.updates, "examples": self.examples_seen, "rows": self.rows_seen}}
 
     def _load_meta(self, meta: dict[str, Any]) -> None:
+        check_format(meta)
         saved = meta.get("config")
         if saved is not None and saved != self.config.as_json():
             raise ValueError(f"checkpoint config differs from this learner's config: {saved} != {self.config.as_json()}")
@@ -239,24 +248,24 @@ class NeuralCalibrationLearner(_CalibrationBase):
         return metrics
 
     def state_dict(self) -> LearnerState:
-        tensors = module_tensors(self.module)
-        optim_tensors, optim_meta = optimizer_parts(self.optimizer)
+        tensors = module_tensors("model", self.module)
+        optim_tensors, optim_meta = optimizer_state("model", self.optimizer)
         tensors.update(optim_tensors)
         for task, sc in self.sc_losses.items():
             tensors.update(sc.state_tensors(f"sc.{task}."))
-        tensors["rng.torch"] = generator_state(self.generator)
+        tensors.update(generator_tensors({"torch": self.generator}))
         meta = self._meta()
         meta["head"] = self.head_kind
         meta["optim"] = optim_meta
-        return LearnerState(tensors=tensors, meta=meta)
+        return LearnerState(tensors=tensors, meta=stamp(meta))
 
     def load_state_dict(self, state: LearnerState) -> None:
         self._load_meta(state.meta)
-        load_module_tensors(self.module, state.tensors)
-        load_optimizer_parts(self.optimizer, state.tensors, state.meta["optim"])
+        load_module("model", self.module, state.tensors)
+        load_optimizer("model", self.optimizer, state.tensors, state.meta["optim"])
         for task, sc in self.sc_losses.items():
             sc.load_tensors(state.tensors, f"sc.{task}.")
-        set_generator_state(self.generator, state.tensors["rng.torch"])
+        load_generators({"torch": self.generator}, state.tensors)
 
 
 class IsotonicCalibrationLearner(_CalibrationBase):
@@ -298,14 +307,14 @@ class IsotonicCalibrationLearner(_CalibrationBase):
         tensors: dict[str, torch.Tensor] = {}
         for task, hist in self.histograms.items():
             tensors.update(hist.state_tensors(f"hist.{task}."))
-        tensors["rng.torch"] = generator_state(self.generator)
-        return LearnerState(tensors=tensors, meta=self._meta())
+        tensors.update(generator_tensors({"torch": self.generator}))
+        return LearnerState(tensors=tensors, meta=stamp(self._meta()))
 
     def load_state_dict(self, state: LearnerState) -> None:
         self._load_meta(state.meta)
         for task, hist in self.histograms.items():
             hist.load_tensors(state.tensors, f"hist.{task}.")
-        set_generator_state(self.generator, state.tensors["rng.torch"])
+        load_generators({"torch": self.generator}, state.tensors)
 
 
 def build_umnn(**config: Any) -> NeuralCalibrationLearner:

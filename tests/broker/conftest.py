@@ -9,8 +9,8 @@ import os
 
 import pytest
 
-from streamrank import stack
-from streamrank.config import DEFAULT_BROKER
+from common import stack
+from common.config import DEFAULT_BROKER
 
 
 @pytest.fixture(scope="session")

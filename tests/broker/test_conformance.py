@@ -18,7 +18,7 @@ import pytest
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, OffsetAndMetadata, TopicPartition
 from kafka.admin import NewTopic
 
-from streamrank import stack
+from common import stack
 
 pytestmark = pytest.mark.broker
 HERE = Path(__file__).parent

@@ -19,10 +19,10 @@ from pathlib import Path
 
 import pytest
 import yaml
-
-from streamrank.stack import free_port
-from streams.consume import read_topic
 from support import REPO
+
+from common.stack import free_port
+from streams.consume import read_topic
 
 pytestmark = [pytest.mark.integration,
               pytest.mark.skipif(shutil.which("docker-compose") is None,

@@ -8,8 +8,8 @@ import subprocess
 
 import pytest
 
+from contracts.events import EventError, Feedback, decode
 from streams.consume import read_topic
-from streams.events import EventError, Feedback, decode
 from streams.replay import replay
 
 pytestmark = [pytest.mark.integration,

@@ -6,7 +6,9 @@ from collections import defaultdict
 from pathlib import Path
 
 import pytest
+from support import fresh_topics
 
+from contracts.events import decode
 from simulator.click_models import ClickModel
 from simulator.kuairand import load_kuairand
 from simulator.letor import load_letor
@@ -14,9 +16,7 @@ from simulator.logs import simulated_sessions, write_log
 from simulator.obd import obd_events
 from simulator.session import SessionSimulator, SimulatorConfig
 from streams.consume import read_topic
-from streams.events import decode
 from streams.replay import replay
-from support import fresh_topics
 
 pytestmark = pytest.mark.integration
 

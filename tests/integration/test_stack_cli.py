@@ -11,7 +11,7 @@ import pytest
 import redis
 from kafka import KafkaConsumer
 
-from streamrank.stack import pid_alive
+from common.stack import pid_alive
 
 pytestmark = pytest.mark.integration
 
@@ -19,7 +19,7 @@ pytestmark = pytest.mark.integration
 def cli(home, *args, check=True):
     env = {k: v for k, v in os.environ.items() if not k.startswith("STREAMRANK_")}
     env.update(STREAMRANK_HOME=str(home), STREAMRANK_TOPIC_PREFIX="clitest.", STREAMRANK_PARTITIONS="3")
-    return subprocess.run([sys.executable, "-m", "streamrank.cli", *args], env=env, capture_output=True,
+    return subprocess.run([sys.executable, "-m", "streamrank.cli.main", *args], env=env, capture_output=True,
                           text=True, timeout=120, check=check)
 
 

@@ -7,7 +7,7 @@ import signal
 import subprocess
 from pathlib import Path
 
-from streamrank import stack
+from common import stack
 
 
 class DurableRedis:

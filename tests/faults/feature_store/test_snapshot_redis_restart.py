@@ -14,11 +14,11 @@ import threading
 import pytest
 import redis
 import torch
-
-from feature_store.snapshots import SnapshotRegistry
-from learners.protocol import LearnerState
 from durable_redis import DurableRedis
 from support import fresh_topics
+
+from contracts.learner import LearnerState
+from feature_store.snapshots import SnapshotRegistry
 
 pytestmark = pytest.mark.faults
 

@@ -6,14 +6,14 @@ import threading
 from dataclasses import replace
 
 import pytest
-
 from durable_redis import DurableRedis
+
+from contracts.events import encode
 from feature_store.feast_repo import apply
 from feature_store.settings import FeatureStoreSettings
-from feature_store.simulated_examples import simulated_labeled_lists
 from feature_store.stats_agent import RawRecord, StatsRuntime
 from feature_store.stream_stats import StatsBook
-from streams.events import encode
+from simulator.examples import feature_examples
 
 pytestmark = pytest.mark.faults
 
@@ -25,7 +25,7 @@ def test_push_retries_through_a_redis_restart(tmp_path, embedded_stack, shared_d
         settings = replace(embedded_stack, home=tmp_path / "home", redis=server.url)
         fs = FeatureStoreSettings(feast_project="faults", stats_half_life_s=600.0)
         repo = apply(settings, fs, data_root=shared_data, limit=20, progress=False, use_cli=False)
-        examples = simulated_labeled_lists(30, seed=5, data_root=shared_data)
+        examples = feature_examples(30, seed=5, data_root=shared_data)
         records = [RawRecord(ex.request_id.encode(), encode(ex), "examples", 0, n) for n, ex in enumerate(examples)]
         runtime = StatsRuntime(settings, fs, repo.path, retries=12)
         assert runtime.process(records[:15]) == []

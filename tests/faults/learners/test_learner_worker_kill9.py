@@ -13,14 +13,14 @@ from __future__ import annotations
 
 import pytest
 import torch
-
-from learners.checkpoint import CheckpointStore
-from learners.registry import build_learner
-from learners.runtime import LearnerRuntime, Record, RuntimeConfig, digest_of
-from learners.runtime_examples import produce_examples, simulated_examples
-from learners.runtime_process import LearnerProcess
-from streams.consume import read_topic
 from support import fresh_topics
+
+from learners.registry import build_learner
+from learners.runtime.checkpoint import CheckpointStore
+from learners.runtime.process import LearnerProcess
+from learners.runtime.runner import LearnerRuntime, Record, RuntimeConfig, digest_of
+from simulator.examples import produce_examples, simulated_examples
+from streams.consume import read_topic
 
 pytestmark = [pytest.mark.faults, pytest.mark.integration]
 

@@ -8,11 +8,11 @@ import threading
 from dataclasses import replace
 
 import pytest
-
-from feature_store.snapshots import SnapshotRegistry
-from serving_kit import body, scorer, served, served_version, serve_config, wait_for, write_raw_snapshot
-from streamrank import stack
+from serving_kit import body, scorer, serve_config, served, served_version, wait_for, write_raw_snapshot
 from support import fresh_topics
+
+from common import stack
+from feature_store.snapshots import SnapshotRegistry
 
 pytestmark = pytest.mark.faults
 

@@ -13,14 +13,16 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, Phase, given, settings as hyp_settings, strategies as st
+from hypothesis import HealthCheck, Phase, given
+from hypothesis import settings as hyp_settings
+from hypothesis import strategies as st
+from streams_expect import assert_matches_expected, expected_from_log, log_events, start_worker, wait_for_examples
 
+from contracts.events import FEEDBACK_KINDS
 from simulator.logs import write_simulated_log
 from streams.consume import read_topic
 from streams.dead_letter import DeadLetter
-from streams.events import FEEDBACK_KINDS
 from streams.replay import make_producer
-from streams_expect import assert_matches_expected, expected_from_log, log_events, start_worker, wait_for_examples
 
 pytestmark = [pytest.mark.faults, pytest.mark.timeout(180)]
 

@@ -9,12 +9,12 @@ from collections import defaultdict
 from pathlib import Path
 
 import pytest
+from streams_expect import assert_matches_expected, expected_from_log, log_events, start_worker, wait_for_examples
 
+from contracts.events import LabeledList
 from simulator.logs import write_simulated_log
-from streams.events import LabeledList
 from streams.labeling import example_id_for
 from streams.replay import replay
-from streams_expect import assert_matches_expected, expected_from_log, log_events, start_worker, wait_for_examples
 
 pytestmark = [pytest.mark.faults, pytest.mark.timeout(150)]
 

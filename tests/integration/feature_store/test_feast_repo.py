@@ -17,19 +17,19 @@ import pandas as pd
 import pytest
 from click.testing import CliRunner
 from kafka import KafkaProducer
+from support import REPO, fresh_topics, settings_env
 
-from feature_store.commands import register
+from contracts.events import encode
 from feature_store.feast_repo import apply, materialize_all
-from feature_store.scheduling import incremental_materialize_job
 from feature_store.online_read import DEFAULT_FEATURES, DirectFeatureReader, FeastSdkReader, FeatureReadError
+from feature_store.scheduling import incremental_materialize_job
 from feature_store.settings import FeatureStoreSettings
-from feature_store.simulated_examples import simulated_labeled_lists
 from feature_store.stats_agent import RawRecord, StatsRuntime
 from feature_store.stream_stats import StatsBook
+from simulator.examples import feature_examples
 from simulator.letor import load_letor
+from streamrank.cli.features import register
 from streams.consume import read_topic
-from streams.events import encode
-from support import REPO, fresh_topics, settings_env
 
 pytestmark = pytest.mark.integration
 HALF_LIFE = 3600.0
@@ -151,7 +151,7 @@ def test_stats_agent_pushes_stats_read_back_through_feast_and_dead_letters_bad_r
                                                                                         shared_data):
     base, fs, repo, store = feast_env
     settings = replace(fresh_topics(embedded_stack), home=base.home)
-    examples = simulated_labeled_lists(80, seed=11, data_root=shared_data)
+    examples = feature_examples(80, seed=11, data_root=shared_data)
     first, second = examples[:50], examples[50:]
     expected = StatsBook(HALF_LIFE)
     expected.add_all(first)
@@ -196,14 +196,14 @@ def test_learner_feature_fill_reads_the_rows_serving_fetched(feast_env, shared_d
     """Impressions that name ``letor_document:features`` instead of carrying it: the learners'
     FeatureFill reads the same rows back from the Redis online store, by item id, before a
     batch is learned (unknown items stay without features and are counted)."""
-    from learners.feature_fill import FeatureFill, feast_row_reader
+    from contracts.events import ITEM_FEATURES_KEY
     from learners.registry import build_learner
-    from learners.runtime import LearnerRuntime, Record, RuntimeConfig
-    from streams.events import ITEM_FEATURES_KEY
+    from learners.runtime.feature_fill import FeatureFill, feast_row_reader
+    from learners.runtime.runner import LearnerRuntime, Record, RuntimeConfig
 
     settings, fs, _, store = feast_env
     letor = load_letor(shared_data / "letor" / "rank.train")
-    examples = simulated_labeled_lists(4, seed=3, data_root=shared_data, max_candidates=6, with_features=False)
+    examples = feature_examples(4, seed=3, data_root=shared_data, max_candidates=6, with_features=False)
     rows = {doc: q.features[j] for q in letor.queries[:40] for j, doc in enumerate(q.doc_ids)}
     pool = list(rows)
     named = []

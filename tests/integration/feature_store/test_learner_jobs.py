@@ -8,11 +8,11 @@ import time
 import pytest
 import torch
 
+from common.stack import free_port
+from contracts.learner import LearnerState
 from feature_store.scheduling import LearnerJobs
 from feature_store.settings import FeatureStoreSettings, load_feature_store_settings
 from feature_store.snapshots import SnapshotRegistry
-from learners.protocol import LearnerState
-from streamrank.stack import free_port
 
 pytestmark = pytest.mark.integration
 

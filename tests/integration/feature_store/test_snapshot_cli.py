@@ -7,11 +7,11 @@ import json
 import pytest
 import torch
 from click.testing import CliRunner
-
-from feature_store.commands import register
-from feature_store.snapshots import SnapshotRegistry
-from learners.protocol import LearnerState
 from support import settings_env, stage_cli
+
+from contracts.learner import LearnerState
+from feature_store.snapshots import SnapshotRegistry
+from streamrank.cli.features import register
 
 pytestmark = pytest.mark.integration
 

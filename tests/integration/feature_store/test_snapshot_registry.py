@@ -9,9 +9,15 @@ import pytest
 import redis
 import torch
 
-from feature_store.snapshots import (Manifest, SnapshotCorrupt, SnapshotInvalid, SnapshotNotFound, SnapshotRegistry,
-                                     iter_announcements)
-from learners.protocol import LearnerState
+from contracts.learner import LearnerState
+from feature_store.snapshots import (
+    Manifest,
+    SnapshotCorrupt,
+    SnapshotInvalid,
+    SnapshotNotFound,
+    SnapshotRegistry,
+    iter_announcements,
+)
 from streams.consume import read_topic
 
 pytestmark = pytest.mark.integration

@@ -8,7 +8,7 @@ import math
 import pytest
 from click.testing import CliRunner
 
-from streamrank.cli import _register_stage_commands, cli
+from streamrank.cli.main import _register_stage_commands, cli
 
 pytestmark = pytest.mark.integration
 

@@ -8,10 +8,10 @@ import math
 import pytest
 import torch
 
-from learners.checkpoint import CheckpointStore
-from learners.runtime import digest_of
-from learners.runtime_examples import produce_examples, simulated_examples
-from learners.runtime_process import LearnerProcess
+from learners.runtime.checkpoint import CheckpointStore
+from learners.runtime.process import LearnerProcess
+from learners.runtime.runner import digest_of
+from simulator.examples import produce_examples, simulated_examples
 from streams.consume import read_topic
 from streams.dead_letter import DeadLetter
 

@@ -16,7 +16,7 @@ from feature_store.snapshots import Manifest, SnapshotRegistry, tensor_specs
 from serving.app import build_runtime, create_app
 from serving.baseline import LinearListScorer
 from serving.gate import GateConfig
-from serving.serve_config import ServeConfig
+from serving.settings import ServeConfig
 
 N_FEATURES = 4
 TASKS = ("click", "long_view", "watch_time")

@@ -8,8 +8,8 @@ from dataclasses import replace
 
 import pytest
 
-from serving.loop import DemoConfig, run_demo
-from streamrank import stack
+from common import stack
+from loop.demo import DemoConfig, run_demo
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

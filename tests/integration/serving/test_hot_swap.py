@@ -7,10 +7,10 @@ import time
 
 import pytest
 import torch
+from serving_kit import body, scorer, serve_config, served, served_version, wait_for, write_raw_snapshot
 
 from feature_store.snapshots import SnapshotRegistry
 from serving.components import Component
-from serving_kit import body, scorer, served, served_version, serve_config, wait_for, write_raw_snapshot
 
 pytestmark = pytest.mark.integration
 

@@ -6,12 +6,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from kafka import KafkaProducer
+from serving_kit import N_FEATURES, TASKS, scorer, serve_config, served, served_version, wait_for
 
+from contracts.events import IMPRESSION_SCHEMA, JoinInfo, decode, encode
 from feature_store.snapshots import SnapshotRegistry
 from serving.gate import GateConfig
-from serving_kit import N_FEATURES, TASKS, scorer, served, served_version, serve_config, wait_for
 from streams.consume import read_topic
-from streams.events import IMPRESSION_SCHEMA, JoinInfo, decode, encode
 from streams.labeling import label_impression
 from streams.rewards import ListOutcome, RewardWeights
 

@@ -9,11 +9,12 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
-from streamrank.config import Settings
-from streams.consume import read_topic
-from streams.events import LabeledList, decode
-from streams.worker_process import WorkerProcess
 from support import settings_env
+
+from common.config import Settings
+from contracts.events import LabeledList, decode
+from streams.consume import read_topic
+from streams.worker_process import WorkerProcess
 
 WINDOW_S = 20.0
 #: Deliberately not the defaults, so a test fails if the worker ignores the config file.

@@ -10,6 +10,15 @@ from pathlib import Path
 
 import httpx
 import pytest
+from streams_expect import (
+    assert_matches_expected,
+    expected_from_log,
+    log_events,
+    start_worker,
+    wait_for_examples,
+    worker_env,
+)
+from support import fresh_topics
 
 from simulator.logs import write_log, write_simulated_log
 from simulator.obd import obd_events
@@ -17,9 +26,6 @@ from streams.app import app_id
 from streams.consume import read_topic
 from streams.labeling import example_id_for
 from streams.replay import replay
-from support import fresh_topics
-from streams_expect import (assert_matches_expected, expected_from_log, log_events, start_worker,
-                            wait_for_examples, worker_env)
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 
@@ -93,7 +99,7 @@ def test_letor_replay_gives_one_example_per_impression_with_independently_comput
         assert f'streamrank_streams_examples_out_total{{worker="letor-w1"}} {n_imp}' in text
         assert "streamrank_streams_lag{" in text
         assert status["counts"]["events_in"] == summary.events
-        cli = subprocess.run([sys.executable, "-m", "streamrank.cli", "worker", "--status"],
+        cli = subprocess.run([sys.executable, "-m", "streamrank.cli.main", "worker", "--status"],
                              env=worker_env(settings, tmp_path), capture_output=True, text=True, timeout=60)
         assert cli.returncode == 0 and "letor-w1" in cli.stdout and f"examples_out={n_imp}" in cli.stdout
     finally:

@@ -6,13 +6,13 @@ import ast
 
 import pytest
 
+from common.config import load_settings
+from contracts.events import encode
 from feature_store.feast_repo import DEFINITIONS, redis_connection_string, redis_url_from_connection_string, render_repo
 from feature_store.offline_data import ITEM_STATS_COLUMNS, QUERY_STATS_COLUMNS
 from feature_store.settings import FeatureStoreSettings, load_feature_store_settings
 from feature_store.stats_agent import RawRecord, validate
 from feature_store.stream_stats import ItemStats, QueryStats, StatsPrior
-from streamrank.config import load_settings
-from streams.events import encode
 
 
 @pytest.mark.parametrize("url, expected", [
@@ -60,9 +60,9 @@ def test_env_overrides_defaults():
 
 
 def test_bad_records_are_rejected_with_reason_and_the_rest_kept(shared_data):
-    from feature_store.simulated_examples import simulated_labeled_lists
+    from simulator.examples import feature_examples
 
-    good = simulated_labeled_lists(2, seed=1, data_root=shared_data)
+    good = feature_examples(2, seed=1, data_root=shared_data)
     impression_only = encode(good[0].impression)
     records = [RawRecord(b"k0", encode(good[0]), "t", 0, 0), RawRecord(b"k1", b"{broken", "t", 0, 1),
                RawRecord(b"k2", impression_only, "t", 1, 7), RawRecord(b"k3", None, "t", 1, 8),

@@ -7,11 +7,21 @@ import math
 
 import pytest
 import torch
-from hypothesis import given, settings as hsettings, strategies as st
+from hypothesis import given
+from hypothesis import settings as hsettings
+from hypothesis import strategies as st
 
-from feature_store.snapshots import (Manifest, SnapshotCorrupt, SnapshotInvalid, _json_safe, check_finite,
-                                     decode_blob, serialize_state, tensor_specs)
-from learners.protocol import LearnerState
+from contracts.learner import LearnerState
+from feature_store.snapshots import (
+    Manifest,
+    SnapshotCorrupt,
+    SnapshotInvalid,
+    _json_safe,
+    check_finite,
+    decode_blob,
+    serialize_state,
+    tensor_specs,
+)
 
 
 def _state() -> LearnerState:

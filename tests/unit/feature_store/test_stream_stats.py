@@ -5,10 +5,12 @@ from __future__ import annotations
 import math
 
 import pytest
-from hypothesis import given, settings as hsettings, strategies as st
+from hypothesis import given
+from hypothesis import settings as hsettings
+from hypothesis import strategies as st
 
-from feature_store.simulated_examples import simulated_labeled_lists
 from feature_store.stream_stats import ItemStats, QueryStats, StatsBook, StatsPrior
+from simulator.examples import feature_examples
 
 H = 100.0
 
@@ -54,7 +56,7 @@ def test_rates_are_smoothed_towards_the_prior():
 
 
 def test_book_counts_simulated_examples_and_skips_redeliveries(shared_data):
-    examples = simulated_labeled_lists(30, seed=4, data_root=shared_data)
+    examples = feature_examples(30, seed=4, data_root=shared_data)
     book = StatsBook(half_life_s=1e9)  # effectively no decay: sums are plain counts
     assert book.add_all(examples) == 30
     assert book.add_all(examples[:5]) == 0 and book.duplicates == 5

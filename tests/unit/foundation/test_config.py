@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from streamrank.config import TOPIC_NAMES, Topics, load_settings
+from common.config import TOPIC_NAMES, Topics, load_settings
 
 
 def test_env_overrides_and_prefix(tmp_path):

@@ -7,9 +7,10 @@ import json
 import jsonschema
 import pytest
 
-from streams.events import (
+from contracts.events import (
     FEEDBACK_SCHEMA,
     IMPRESSION_SCHEMA,
+    SCHEMA_DIR,
     EventError,
     Feedback,
     Impression,
@@ -17,7 +18,6 @@ from streams.events import (
     decode,
     encode,
     json_schemas,
-    SCHEMA_DIR,
 )
 
 
@@ -101,7 +101,7 @@ def test_query_level_feedback_needs_no_item():
 def test_committed_schema_files_match_the_models():
     for stem, doc in json_schemas().items():
         committed = json.loads((SCHEMA_DIR / f"{stem}.schema.json").read_text())
-        assert committed == json.loads(json.dumps(doc)), f"regenerate: python -m streams.events --write-schemas ({stem})"
+        assert committed == json.loads(json.dumps(doc)), f"regenerate: python -m contracts.events --write-schemas ({stem})"
 
 
 @pytest.mark.parametrize("doc,ok", [(impression(), True), (feedback(), True), (feedback(kind="zap"), False),

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from streamrank.config import load_settings
+from common.config import load_settings
 from streams.replay import replay
 
 

@@ -6,7 +6,7 @@ import subprocess
 import sys
 import time
 
-from streamrank.stack import group_alive, pid_alive, stop_pid
+from common.stack import group_alive, pid_alive, stop_pid
 
 IGNORES_TERM = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); print('ready', flush=True); time.sleep(120)"
 

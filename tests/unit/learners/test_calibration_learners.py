@@ -7,11 +7,11 @@ import pytest
 import torch
 from sklearn.isotonic import IsotonicRegression
 
+from contracts.learner import Calibrator
 from learners.calibration.baselines import pool_adjacent_violators
 from learners.calibration.context import ContextEncoder, stable_bucket
 from learners.calibration.learner import build_isotonic, build_platt, build_umnn
-from learners.protocol import Calibrator
-from learners.runtime_examples import simulated_examples
+from simulator.examples import simulated_examples
 
 
 @pytest.fixture(scope="module")

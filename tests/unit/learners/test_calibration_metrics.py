@@ -1,4 +1,4 @@
-"""ECE, PCOC, LogLoss, AUC and field-level ECE (learners/metrics.py) against hand and scikit-learn values."""
+"""ECE, PCOC, LogLoss, AUC and field-level ECE (evaluation/metrics.py) against hand and scikit-learn values."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import log_loss, roc_auc_score
 
-from learners.metrics import auc, calibration_report, ece, field_ece, logloss, pcoc
+from evaluation.metrics import auc, calibration_report, ece, field_ece, logloss, pcoc
 
 
 def test_ece_by_hand():

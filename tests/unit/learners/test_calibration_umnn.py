@@ -10,7 +10,6 @@ from hypothesis import strategies as st
 from learners.calibration.scloss import SCLossConfig, SmoothCalibrationLoss
 from learners.calibration.umnn import UMNNCalibrator
 
-
 #: Monotonicity is exact for the integral; the 50-node quadrature of it can dip where the
 #: integrand is not resolved. Measured (float64, 300 random context sets each): UMC's random
 #: initialisation never dipped; with extra N(0, 0.1) noise on every weight the worst dip was

@@ -3,9 +3,9 @@ never stops a batch."""
 
 from __future__ import annotations
 
-from feature_store.simulated_examples import simulated_labeled_lists
-from learners.feature_fill import FeatureFill
-from streams.events import ITEM_FEATURES_KEY
+from contracts.events import ITEM_FEATURES_KEY
+from learners.runtime.feature_fill import FeatureFill
+from simulator.examples import feature_examples
 
 
 def named(example, ref="letor_document:features"):
@@ -16,7 +16,7 @@ def named(example, ref="letor_document:features"):
 
 
 def test_fills_only_named_examples_and_reads_each_item_once(shared_data):
-    plain, with_ref = simulated_labeled_lists(2, seed=1, data_root=shared_data, max_candidates=4, with_features=False)
+    plain, with_ref = feature_examples(2, seed=1, data_root=shared_data, max_candidates=4, with_features=False)
     with_ref = named(with_ref)
     calls = []
 
@@ -35,7 +35,7 @@ def test_fills_only_named_examples_and_reads_each_item_once(shared_data):
 
 
 def test_a_failing_store_leaves_the_batch_as_it_came(shared_data):
-    example = named(simulated_labeled_lists(1, seed=2, data_root=shared_data, max_candidates=3)[0])
+    example = named(feature_examples(1, seed=2, data_root=shared_data, max_candidates=3)[0])
 
     def down(ref, item_ids):
         raise ConnectionError("redis: connection refused")

@@ -7,9 +7,9 @@ import json
 import pytest
 import torch
 
-from learners.checkpoint import CheckpointError, CheckpointStore, state_sha256
-from learners.checkpoint_state import load_optimizer_parts, optimizer_parts
-from learners.protocol import LearnerState
+from contracts.learner import LearnerState
+from contracts.state import load_optimizer, optimizer_state
+from learners.runtime.checkpoint import CheckpointError, CheckpointStore, state_sha256
 
 
 def _state(value: float) -> LearnerState:
@@ -73,25 +73,25 @@ def test_adam_state_round_trips_bit_exactly_and_continues_identically():
         opt.zero_grad()
         model(x).pow(2).sum().backward()
         opt.step()
-    tensors, meta = optimizer_parts(opt)
+    tensors, meta = optimizer_state("m", opt)
     json.dumps(meta)
     clone = torch.nn.Linear(4, 3)
     clone.load_state_dict(model.state_dict())
     opt2 = torch.optim.Adam(clone.parameters(), lr=1.0)
-    load_optimizer_parts(opt2, tensors, meta)
+    load_optimizer("m", opt2, tensors, meta)
     for o in (opt, opt2):
         m = model if o is opt else clone
         o.zero_grad()
         m(x).pow(2).sum().backward()
         o.step()
     assert all(torch.equal(a, b) for a, b in zip(model.parameters(), clone.parameters()))
-    t1, _ = optimizer_parts(opt)
-    t2, _ = optimizer_parts(opt2)
+    t1, _ = optimizer_state("m", opt)
+    t2, _ = optimizer_state("m", opt2)
     assert t1.keys() == t2.keys() and all(torch.equal(t1[k], t2[k]) for k in t1)
 
 
 def test_optimizer_class_mismatch_is_refused():
     model = torch.nn.Linear(2, 1)
-    tensors, meta = optimizer_parts(torch.optim.SGD(model.parameters(), lr=0.1))
+    tensors, meta = optimizer_state("m", torch.optim.SGD(model.parameters(), lr=0.1))
     with pytest.raises(ValueError, match="SGD"):
-        load_optimizer_parts(torch.optim.Adam(model.parameters()), tensors, meta)
+        load_optimizer("m", torch.optim.Adam(model.parameters()), tensors, meta)

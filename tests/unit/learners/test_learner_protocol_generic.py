@@ -14,11 +14,11 @@ import math
 import pytest
 import torch
 
-from learners.checkpoint import state_sha256
-from learners.protocol import RUNTIME_META_KEY, Learner, LearnerState
+from contracts.events import ItemLabels, LabeledList
+from contracts.learner import RUNTIME_META_KEY, Learner, LearnerState
 from learners.registry import FACTORIES, build_learner, model_names
-from learners.runtime_examples import simulated_examples
-from streams.events import ItemLabels, LabeledList
+from learners.runtime.checkpoint import state_sha256
+from simulator.examples import simulated_examples
 
 
 def _importable(name: str) -> str | None:

@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from learners.checkpoint import CheckpointStore, state_sha256
+from contracts.events import encode
 from learners.registry import build_learner
-from learners.runtime import LearnerRuntime, Record, RuntimeConfig, digest_of
-from learners.runtime_examples import simulated_examples
-from streams.events import encode
+from learners.runtime.checkpoint import CheckpointStore, state_sha256
+from learners.runtime.runner import LearnerRuntime, Record, RuntimeConfig, digest_of
+from simulator.examples import simulated_examples
 
 TOPIC = "t.examples"
 
@@ -112,7 +112,7 @@ def test_a_failing_hook_does_not_stop_learning(examples, tmp_path):
 
 def test_max_wait_learns_a_partial_batch_once_its_oldest_example_waited(examples, monkeypatch):
     clock = {"now": 100.0}
-    monkeypatch.setattr("learners.runtime.time.monotonic", lambda: clock["now"])
+    monkeypatch.setattr("learners.runtime.runner.time.monotonic", lambda: clock["now"])
     rt = LearnerRuntime("platt", build_learner("platt"), None,
                         RuntimeConfig(batch_size=16, checkpoint_every=1, max_wait_s=0.2))
     rt.offer(records(examples[:3]))  # 3 < 16 and nobody waited yet: held
@@ -133,7 +133,7 @@ def test_max_wait_learns_a_partial_batch_once_its_oldest_example_waited(examples
 
 def test_without_max_wait_a_partial_batch_waits_for_the_batch_to_fill(examples, monkeypatch):
     clock = {"now": 100.0}
-    monkeypatch.setattr("learners.runtime.time.monotonic", lambda: clock["now"])
+    monkeypatch.setattr("learners.runtime.runner.time.monotonic", lambda: clock["now"])
     rt = runtime(batch=16)
     rt.offer(records(examples[:3]))
     clock["now"] += 3600.0

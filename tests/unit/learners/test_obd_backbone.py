@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from learners.backbone import ObdBackbone, load_obd_table, split_by_time
+from learners.calibration.backbone import ObdBackbone, load_obd_table, split_by_time
 from simulator.obd import ObdFormatError
 
 

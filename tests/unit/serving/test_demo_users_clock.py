@@ -7,9 +7,9 @@ import time
 
 import pytest
 
-from serving.demo_metrics import Served
-from serving.loop import FeedbackClock, scale_session
-from streams.events import FEEDBACK_SCHEMA, Feedback
+from contracts.events import FEEDBACK_SCHEMA, Feedback
+from loop.demo import FeedbackClock, scale_session
+from loop.metrics import Served
 
 
 def feedback(request_id: str, n: int, ts: float, kind: str = "click") -> Feedback:

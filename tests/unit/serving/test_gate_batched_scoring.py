@@ -8,12 +8,11 @@ import numpy as np
 import pytest
 import torch
 
-from learners.ldro.learner import build_ldro
-from learners.protocol import RerankRequest
+from contracts.learner import RerankRequest
+from learners.ranking.learner import build_ldro
 from serving.baseline import pl_logprob
 from serving.components import Component, candidate_scores, candidate_scores_many
 from serving.gate import GateConfig, PromotionGate, policy_logprobs, request_from_example
-
 from tests.unit.serving.test_gate_logic import logged
 
 

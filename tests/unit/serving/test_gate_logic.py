@@ -7,10 +7,10 @@ import math
 import pytest
 import torch
 
+from contracts.events import IMPRESSION_SCHEMA, FusionDecision, Impression, JoinInfo, ShownItem
 from serving.baseline import LinearListScorer, pl_logprob
 from serving.components import Component
 from serving.gate import GateConfig, PromotionGate, usable
-from streams.events import IMPRESSION_SCHEMA, FusionDecision, Impression, JoinInfo, ShownItem
 from streams.labeling import label_impression
 from streams.rewards import ListOutcome, RewardWeights
 

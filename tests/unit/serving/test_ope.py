@@ -2,7 +2,7 @@
 
 ``obp`` 0.5.7 does not install on this Python (it requires Python < 3.11 and pins torch==1.12),
 so the reference here is written independently in the test, straight from the papers' formulas
-and obp's documented conventions (explicit loops, no shared code with ``serving.ope``). The
+and obp's documented conventions (explicit loops, no shared code with ``evaluation.ope``). The
 comparison against obp's own estimator source is ``bench/ope_obp_crosscheck.py`` (see
 BENCHMARKS.md: identical to the last bit on 3 OBD files x 3 policies x 3 estimators).
 """
@@ -14,8 +14,8 @@ import math
 import numpy as np
 import pytest
 
-from serving import ope
-from serving.ope_obd import cross_fitted_ctr, load_obd_bandit, policy_action_dist
+from evaluation import ope
+from evaluation.ope_obd import cross_fitted_ctr, load_obd_bandit, policy_action_dist
 
 
 @pytest.fixture(scope="module", params=["random/all/all.csv", "bts/all/all.csv"])
@@ -124,8 +124,8 @@ def test_eval_ope_cli_prints_the_estimates_of_each_policy(shared_data):
     import click
     from click.testing import CliRunner
 
-    from serving.commands import eval_ope
-    from serving.ope_obd import evaluate_obd
+    from evaluation.ope_obd import evaluate_obd
+    from streamrank.cli.serve import eval_ope
 
     path = shared_data / "obd" / "bts" / "all" / "all.csv"
     group = click.Group(commands={"ope": eval_ope})
@@ -146,7 +146,7 @@ def test_eval_ope_cli_reports_bad_arguments(shared_data, args, message):
     import click
     from click.testing import CliRunner
 
-    from serving.commands import eval_ope
+    from streamrank.cli.serve import eval_ope
 
     base = ["--data", f"obd:{shared_data / 'obd' / 'random' / 'all' / 'all.csv'}"]
     argv = ["ope", *(base if "--data" not in args else []), *args, "--bootstrap", "10"]

@@ -9,11 +9,11 @@ import pytest
 import torch
 from fastapi.testclient import TestClient
 
+from common.config import Settings
 from serving.app import build_runtime, create_app, server_timing
 from serving.baseline import LinearListScorer
 from serving.components import Component
-from serving.serve_config import ServeConfig
-from streamrank.config import Settings
+from serving.settings import ServeConfig
 
 
 class CountingScorer(LinearListScorer):
@@ -145,7 +145,7 @@ def test_exploration_logs_a_plackett_luce_log_prob_and_a_valid_impression(served
     assert doc["explored"] is True and doc["list_logprob"] < 0.0
     # The impression the emitter would send is a valid contract event with the same order.
     _, build = runtime.emitter._queue.get_nowait()
-    from streams.events import decode
+    from contracts.events import decode
 
     event = decode(build())
     assert [it.item_id for it in event.items] == [it["item_id"] for it in doc["items"]]
@@ -213,10 +213,10 @@ def test_cold_start_weights_leave_out_the_tasks_they_do_not_name(tmp_path):
 
 def test_fetched_features_are_logged_rounded_in_the_shown_order(tmp_path):
     """Features the server fetched (not sent by the client) reach the impression, rounded to 4 places."""
+    from contracts.events import decode
+    from contracts.rerank import RerankBody
     from serving.app import impression_factory, rerank_once
-    from serving.api_models import RerankBody
     from serving.holder import Bundle
-    from streams.events import decode
 
     class Source:
         def fetch(self, user_id, query, item_ids):
@@ -240,10 +240,10 @@ def test_fetched_features_are_named_not_copied_unless_configured(log_fetched):
     """By default an impression names the feature-store feature it was served with
     (context ``item_features``) instead of carrying 300 floats per item; ``log_fetched_features``
     copies them; features sent in the request are always logged."""
+    from contracts.events import ITEM_FEATURES_KEY, decode
+    from contracts.rerank import RerankBody
     from serving.app import impression_factory, rerank_once
-    from serving.api_models import RerankBody
     from serving.holder import Bundle
-    from streams.events import ITEM_FEATURES_KEY, decode
 
     class FeastLike:
         reference = "letor_document:features"
@@ -287,7 +287,7 @@ def test_server_start_freezes_the_startup_heap(tmp_path):
 
 
 def test_response_json_is_the_documented_model_and_stays_json_with_a_nan_score():
-    from serving.api_models import RerankBody, RerankResponse
+    from contracts.rerank import RerankBody, RerankResponse
     from serving.app import response_json
 
     request = RerankBody.model_validate(body(3))

@@ -28,7 +28,6 @@ import itertools
 from types import SimpleNamespace
 
 import pytest
-
 from faust.tables.recovery import Recovery
 from faust.types import TP
 

@@ -7,9 +7,19 @@ import random
 
 import pytest
 
-from streams.events import FEEDBACK_SCHEMA, IMPRESSION_SCHEMA, Feedback, Impression, ShownItem
-from streams.join import (JoinConfig, Watermarks, apply_feedback, apply_impression, close_entry, close_reason,
-                          new_entry, orphan_expired, outcome_of, tombstone_expired)
+from contracts.events import FEEDBACK_SCHEMA, IMPRESSION_SCHEMA, Feedback, Impression, ShownItem
+from streams.join import (
+    JoinConfig,
+    Watermarks,
+    apply_feedback,
+    apply_impression,
+    close_entry,
+    close_reason,
+    new_entry,
+    orphan_expired,
+    outcome_of,
+    tombstone_expired,
+)
 from streams.labeling import example_id_for
 from streams.rewards import RewardWeights
 

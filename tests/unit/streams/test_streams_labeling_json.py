@@ -15,12 +15,21 @@ import math
 import pytest
 from pydantic import ValidationError
 
+from contracts.events import (
+    FEEDBACK_SCHEMA,
+    IMPRESSION_SCHEMA,
+    Feedback,
+    FusionDecision,
+    Impression,
+    JoinInfo,
+    ShownItem,
+    decode,
+    encode,
+)
 from simulator.click_models import ClickModel
 from simulator.kuairand import load_kuairand
 from simulator.letor import load_letor
 from simulator.session import SessionSimulator, SimulatorConfig
-from streams.events import (FEEDBACK_SCHEMA, IMPRESSION_SCHEMA, Feedback, FusionDecision, Impression, JoinInfo,
-                            ShownItem, decode, encode)
 from streams.join import JoinConfig, apply_feedback, apply_impression, close_entry, close_entry_json, new_entry
 from streams.labeling import label_impression, label_impression_json
 from streams.rewards import ListOutcome, RewardWeights

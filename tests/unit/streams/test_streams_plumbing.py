@@ -10,11 +10,11 @@ from types import SimpleNamespace
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from streamrank.config import config_section, load_settings
+from common.config import config_section, load_settings
+from contracts.events import Feedback, Impression
 from streams.agents import Rejected, partition_for_key, validate_record
 from streams.app import load_stage_config
 from streams.dead_letter import DeadLetter
-from streams.events import Feedback, Impression
 from streams.metrics import StreamMetrics, read_statuses
 
 SETTINGS = load_settings({"STREAMRANK_HOME": "/nonexistent-streamrank-home"})

@@ -6,8 +6,15 @@ import math
 
 import pytest
 
-from streams.rewards import ItemOutcome, ListOutcome, RewardWeights, item_reward, list_reward, query_satisfaction, \
-    watch_ratio
+from streams.rewards import (
+    ItemOutcome,
+    ListOutcome,
+    RewardWeights,
+    item_reward,
+    list_reward,
+    query_satisfaction,
+    watch_ratio,
+)
 
 W = RewardWeights(click=1.0, long_view=2.0, watch_ratio=3.0, like=0.5, follow=4.0, share=5.0,
                   reference_play_ms=10_000.0, partial_credit=0.3)

@@ -9,19 +9,19 @@ import sys
 
 import pytest
 import torch
+from support import fresh_topics
 
-from learners.checkpoint import CheckpointStore
-from learners.policy_eval import labeled_example, rerank_request
+from contracts.events import LABELED_LIST_SCHEMA, FusionDecision, decode
+from learners.policy.evaluation import labeled_example, rerank_request
 from learners.registry import build_learner
-from learners.runtime_examples import produce_examples
-from learners.runtime_process import LearnerProcess
+from learners.runtime.checkpoint import CheckpointStore
+from learners.runtime.process import LearnerProcess
 from simulator.click_models import ClickModel
+from simulator.examples import produce_examples
 from simulator.kuairand import load_kuairand
 from simulator.letor import load_letor
 from simulator.session import SessionSimulator, SimulatorConfig
-from streams.events import FusionDecision, LABELED_LIST_SCHEMA, decode
 from streams.consume import read_topic
-from support import fresh_topics
 
 pytestmark = pytest.mark.integration
 N_EXAMPLES, BATCH = 128, 32
@@ -99,7 +99,7 @@ def fresh_process_threads() -> int:
 
 
 def rerank_request_for(example):
-    from learners.protocol import RerankRequest  # noqa: PLC0415
+    from contracts.learner import RerankRequest  # noqa: PLC0415
 
     items = example.impression.items
     return RerankRequest(item_ids=tuple(i.item_id for i in items),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from learners.policy_eval import labeled_example
+from learners.policy.evaluation import labeled_example
 from simulator.click_models import ClickModel
 from simulator.kuairand import load_kuairand
 from simulator.letor import load_letor

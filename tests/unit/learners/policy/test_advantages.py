@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from learners.advantages import RunningMoments, decoupled, dual_relative, group_normalised
+from learners.policy.advantages import RunningMoments, decoupled, dual_relative, group_normalised
 
 
 def test_group_normalised_has_zero_mean_unit_std_per_group():

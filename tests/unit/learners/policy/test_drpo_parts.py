@@ -6,11 +6,11 @@ import pytest
 import torch
 from torch.distributions import Normal, kl_divergence
 
-from learners.advantages import RunningMoments, dual_relative
-from learners.drpo.context import context_dims, request_context, task_statistics
-from learners.drpo.objective import clipped_policy_loss
-from learners.drpo.policy import TaskRelationPolicy, gaussian_kl, gaussian_logprob
-from learners.drpo.satisfaction import SatisfactionModel
+from learners.fusion.context import context_dims, request_context, task_statistics
+from learners.fusion.objective import clipped_policy_loss
+from learners.fusion.policy import TaskRelationPolicy, gaussian_kl, gaussian_logprob
+from learners.fusion.satisfaction import SatisfactionModel
+from learners.policy.advantages import RunningMoments, dual_relative
 
 
 def test_gaussian_logprob_and_kl_match_torch_distributions():

@@ -7,11 +7,11 @@ import math
 import pytest
 import torch
 
-from learners.advantages import RunningMoments, decoupled, group_normalised
-from learners.ldro.objective import list_policy_loss, rank_weights
-from learners.ldro.reward_model import ItemRewardModel
-from learners.ldro.teacher import PointerTeacher, preferred_order, sequential_kd
-from learners.plackett_luce import greedy_order, gumbel_max_sample, list_logprob, step_distributions
+from learners.policy.advantages import RunningMoments, decoupled, group_normalised
+from learners.policy.plackett_luce import greedy_order, gumbel_max_sample, list_logprob, step_distributions
+from learners.ranking.objective import list_policy_loss, rank_weights
+from learners.ranking.reward_model import ItemRewardModel
+from learners.ranking.teacher import PointerTeacher, preferred_order, sequential_kd
 
 RELEVANCE = torch.tensor([0.0, 3.0, 1.0, 2.0])  # the best list is [1, 3, 2, 0]
 BEST = torch.tensor([1, 3, 2, 0])
@@ -140,7 +140,7 @@ def test_reward_model_list_value_is_the_discounted_sum_and_learns_position_bias(
 
 
 def _warm_start_request(n: int = 20, seed: int = 3):
-    from learners.protocol import RerankRequest
+    from contracts.learner import RerankRequest
 
     gen = torch.Generator().manual_seed(seed)
     probs = torch.rand(n, generator=gen, dtype=torch.float64) * 0.9 + 0.05
@@ -151,7 +151,7 @@ def _warm_start_request(n: int = 20, seed: int = 3):
 
 
 def test_warm_start_ranks_like_the_upstream_click_score_before_any_update():
-    from learners.ldro.learner import build_ldro
+    from learners.ranking.learner import build_ldro
 
     request, probs = _warm_start_request()
     upstream = torch.argsort(probs, descending=True).tolist()
@@ -162,7 +162,7 @@ def test_warm_start_ranks_like_the_upstream_click_score_before_any_update():
 
 
 def test_warm_start_weights_must_name_known_tasks_and_survive_a_checkpoint():
-    from learners.ldro.learner import build_ldro
+    from learners.ranking.learner import build_ldro
     from learners.registry import build_learner
 
     with pytest.raises(ValueError, match="not in tasks"):
@@ -179,8 +179,8 @@ def test_upstream_task_inputs_ignore_the_calibrator_in_learning_and_in_serving()
     """A reranker reading upstream scores ranks the same whatever the calibrator made of them."""
     from dataclasses import replace as dc_replace
 
-    from learners.ldro.learner import build_ldro
-    from learners.policy_batch import from_examples
+    from learners.policy.batch import from_examples
+    from learners.ranking.learner import build_ldro
     from simulator.examples import simulated_labeled_lists
 
     request, probs = _warm_start_request()

@@ -10,8 +10,13 @@ import pytest
 import torch
 from scipy.stats import chisquare
 
-from learners.plackett_luce import (greedy_order, gumbel_max_sample, list_logprob, step_distributions,
-                                    step_logprobs)
+from learners.policy.plackett_luce import (
+    greedy_order,
+    gumbel_max_sample,
+    list_logprob,
+    step_distributions,
+    step_logprobs,
+)
 
 
 def loop_logprob(scores: list[float], order: list[int]) -> float:

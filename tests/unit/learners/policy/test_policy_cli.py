@@ -6,9 +6,9 @@ import json
 
 import pytest
 from click.testing import CliRunner
-
-from learners import policy_commands
 from support import stage_cli
+
+from streamrank.cli import evaluate as policy_commands
 
 
 @pytest.fixture(autouse=True)

@@ -10,9 +10,9 @@ import torch
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
-from learners.policy_batch import PolicyInputError
-from learners.policy_eval import rerank_request
-from learners.protocol import Learner, LearnerState, RerankRequest
+from contracts.learner import Learner, LearnerState, RerankRequest
+from learners.policy.batch import PolicyInputError
+from learners.policy.evaluation import rerank_request
 from learners.registry import build_learner
 from simulator.session import SessionSimulator
 
@@ -43,7 +43,8 @@ def test_satisfies_the_protocol_and_state_has_optimizer_and_rng(name):
     assert isinstance(learner, Learner) and learner.name == name
     state = learner.state_dict()
     assert any(k.startswith("optim.") for k in state.tensors) or learner.updates == 0
-    assert set(state.meta["rng"]) == {"learn", "serve"} and state.meta["updates"] == 0
+    assert {"rng.learn", "rng.serve"} <= set(state.tensors) and state.meta["updates"] == 0
+    assert state.meta["state_format"] == 2
     json.dumps(state.meta)
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from learners.policy_eval import HeldOut, policy_metrics, rerank_request, train_drpo, train_list_policy
+from learners.policy.evaluation import HeldOut, policy_metrics, rerank_request, train_drpo, train_list_policy
 from learners.registry import build_learner
 from simulator.click_models import ClickModel
 from simulator.session import SessionSimulator, SimulatorConfig

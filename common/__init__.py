@@ -1,0 +1,10 @@
+"""Shared helpers every stage may import; imports no other streamrank package.
+
+* :mod:`common.config`  the one config: endpoints, topic names, ports, intervals (``STREAMRANK_*``).
+* :mod:`common.paths`   the repository root and the real data folder (``../shared/data``).
+* :mod:`common.waiting` poll a condition until it holds or a deadline passes.
+* :mod:`common.errors`  :class:`~common.errors.StreamrankError`, the root of the project's exceptions.
+* :mod:`common.stack`   the embedded stack: a Kafka-protocol broker from a pip wheel + Redis on loopback.
+* :mod:`common.heap`    freeze a long-running process's start-up heap (fewer GC passes).
+* :mod:`common.health`  the health probes used by container health checks.
+"""

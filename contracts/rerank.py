@@ -1,0 +1,70 @@
+"""Request and response bodies of ``POST /rerank`` (pydantic; also the OpenAPI schema at ``/docs``).
+
+Validation happens here, before any model runs: missing fields, wrong types, NaN/inf scores or
+features, duplicate item ids, too many candidates (the configured maximum, checked in the app
+because it is a deployment setting) all become HTTP 422 with the offending field named (see
+:func:`serving.app.validation_error_body`).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from pydantic import BaseModel, Field, field_validator
+
+from contracts.strict import Finite, Id, StrictModel
+
+_Strict = StrictModel
+
+
+class Candidate(_Strict):
+    """One candidate item with its upstream multi-task predictions (task -> p_hat in [0, 1])."""
+
+    item_id: Id
+    scores: dict[str, Annotated[float, Field(ge=0.0, le=1.0, allow_inf_nan=False)]] = Field(min_length=1)
+    features: list[Finite] | None = Field(default=None, max_length=4096,
+                                          description="dense item features; omitted: fetched from the feature store")
+    duration_ms: float | None = Field(default=None, ge=0.0, allow_inf_nan=False)
+
+
+class RerankBody(_Strict):
+    """``POST /rerank``: one request's candidates."""
+
+    request_id: Id
+    user_id: Id
+    query: str | None = Field(default=None, max_length=1024)
+    candidates: list[Candidate] = Field(min_length=1)
+    context: dict[str, Finite | str] = Field(default_factory=dict)
+    explore: bool | None = Field(default=None, description="sample with Gumbel noise (default: server setting)")
+
+    @field_validator("candidates")
+    @classmethod
+    def _unique(cls, candidates: list[Candidate]) -> list[Candidate]:
+        seen: set[str] = set()
+        for c in candidates:
+            if c.item_id in seen:
+                raise ValueError(f"duplicate item_id {c.item_id!r}")
+            seen.add(c.item_id)
+        tasks = set(candidates[0].scores)
+        for c in candidates[1:]:
+            if set(c.scores) != tasks:
+                raise ValueError(f"candidate {c.item_id!r} has tasks {sorted(c.scores)}, the first has {sorted(tasks)}")
+        return candidates
+
+
+class RankedItem(BaseModel):
+    item_id: str
+    position: int
+    score: float
+    calibrated: dict[str, float]
+
+
+class RerankResponse(BaseModel):
+    request_id: str
+    items: list[RankedItem]
+    model_versions: dict[str, str]
+    fusion_weights: dict[str, float]
+    fusion_logprob: float | None
+    list_logprob: float | None
+    explored: bool
+    impression_logged: bool = Field(description="queued for the impressions topic (false: buffer full, dropped)")

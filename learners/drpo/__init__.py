@@ -1,1 +1,0 @@
-"""DRPO (SaFRO) multi-task fusion policy; see :mod:`learners.drpo.learner`."""

@@ -1,0 +1,1 @@
+"""DRPO (SaFRO) multi-task fusion policy; see :mod:`learners.fusion.learner`."""

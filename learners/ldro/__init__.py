@@ -1,1 +1,0 @@
-"""LDRO (Dual-Rerank) list-wise reranker and its GRPO baseline; see :mod:`learners.ldro.learner`."""

@@ -1,0 +1,263 @@
+r"""Tensors for list-wise policies, from :class:`LabeledList` examples or from a serving request.
+
+Both the LDRO reranker and the DRPO fusion policy read the same per-item inputs:
+
+* ``features``: the item's dense features as served (zeros when the impression has none);
+* ``task_logits``: :math:`g(p_k) = \mathrm{logit}(\mathrm{clip}(p_k, 10^{-4}, 1-10^{-4}))` of each
+  task's *calibrated* prediction when the impression carries one, else the upstream score
+  (a missing task counts as :math:`p = 0.5`, i.e. :math:`g = 0`);
+* the request context (``user_activity``: the real KuaiRand activity degree in the simulator).
+
+Items are ordered by their served position, so index ``k`` is the ``k``-th shown item and
+the served order is the identity. Lists are padded to the batch's longest; ``mask`` marks
+real items. A feature vector of the wrong length is refused with :class:`PolicyInputError`
+naming the field (a bad example must not silently become a different one).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from common.errors import StreamrankError
+from contracts.events import LabeledList
+from contracts.learner import RerankRequest
+
+DEFAULT_TASKS: tuple[str, ...] = ("click", "long_view", "watch_time")
+ACTIVITY_LEVELS: tuple[str, ...] = ("full_active", "high_active", "middle_active", "low_active", "2_14_day_new",
+                                    "single_day_new", "UNKNOWN")
+P_CLIP = 1e-4
+
+
+log = logging.getLogger(__name__)
+
+class PolicyInputError(StreamrankError, ValueError):
+    """An example or request the policy cannot use; ``field`` names the offending field."""
+
+    def __init__(self, field: str, detail: str) -> None:
+        super().__init__(f"{field}: {detail}")
+        self.field = field
+        self.detail = detail
+
+
+def task_logit(p: np.ndarray) -> np.ndarray:
+    p = np.clip(np.asarray(p, dtype=np.float64), P_CLIP, 1.0 - P_CLIP)
+    return (np.log(p) - np.log1p(-p)).astype(np.float32)
+
+
+def activity_index(context: dict) -> int:
+    value = context.get("user_activity", "UNKNOWN") if context else "UNKNOWN"
+    return ACTIVITY_LEVELS.index(value) if value in ACTIVITY_LEVELS else ACTIVITY_LEVELS.index("UNKNOWN")
+
+
+@dataclass
+class ListBatch:
+    """A padded batch of lists (``B`` lists, at most ``n`` items, ``d`` features, ``K`` tasks)."""
+
+    features: torch.Tensor  # [B, n, d] float32
+    task_logits: torch.Tensor  # [B, n, K] float32
+    mask: torch.Tensor  # [B, n] bool
+    activity: torch.Tensor  # [B] long
+    item_rewards: torch.Tensor  # [B, n] float32 (0 for serving requests)
+    list_reward: torch.Tensor  # [B]
+    query_reward: torch.Tensor  # [B]
+    fusion_weights: torch.Tensor  # [B, K]: the served fusion weights (0 when absent)
+    fusion_logprob: torch.Tensor  # [B]: their behaviour log-prob (nan when absent)
+    list_logprob: torch.Tensor  # [B]: the served order's behaviour log-prob (nan when absent)
+    example_ids: tuple[str, ...] = ()
+
+    @property
+    def inputs(self) -> torch.Tensor:
+        """Per-item model input ``[B, n, d + K]``: features then task logits."""
+        return torch.cat([self.features, self.task_logits], dim=-1)
+
+    @property
+    def size(self) -> int:
+        return int(self.mask.shape[0])
+
+    @property
+    def has_fusion(self) -> torch.Tensor:
+        return ~torch.isnan(self.fusion_logprob)
+
+
+def _features(items, n_features: int, where: str) -> np.ndarray:
+    for i, item in enumerate(items):
+        if item.features is not None and len(item.features) != n_features:
+            raise PolicyInputError(f"{where}.items.{i}.features",
+                                   f"has {len(item.features)} values, the model expects {n_features}")
+    if all(item.features is not None for item in items):
+        return np.asarray([item.features for item in items], dtype=np.float32).reshape(len(items), n_features)
+    out = np.zeros((len(items), n_features), dtype=np.float32)
+    for i, item in enumerate(items):
+        if item.features is not None:
+            out[i] = item.features
+    return out
+
+
+TASK_INPUTS = ("calibrated", "upstream")
+
+
+def _task_probs(items, tasks: Sequence[str], task_inputs: str = "calibrated") -> np.ndarray:
+    out = np.full((len(items), len(tasks)), 0.5, dtype=np.float64)
+    for i, item in enumerate(items):
+        source = item.calibrated if item.calibrated and task_inputs == "calibrated" else item.scores
+        for k, task in enumerate(tasks):
+            if task in source:
+                out[i, k] = source[task]
+            elif task in item.scores:
+                out[i, k] = item.scores[task]
+    return out
+
+
+@dataclass(frozen=True)
+class Rejected:
+    """An example a learner skipped, and why (the runtime may dead-letter it with this reason)."""
+
+    example_id: str
+    field: str
+    detail: str
+
+
+def split_usable(batch: Sequence[LabeledList], n_features: int) -> tuple[list[LabeledList], list[Rejected]]:
+    """Examples the policy can learn from, and the others with the offending field.
+
+    A bad example must neither stop the worker nor take its batch down with it: it is left
+    out (and reported) while the rest of the batch is learned as if it had never been there.
+    """
+    good, bad = [], []
+    for ex in batch:
+        try:
+            _features(ex.impression.items, n_features, "impression")
+        except PolicyInputError as exc:
+            bad.append(Rejected(ex.example_id, exc.field, exc.detail))
+            continue
+        good.append(ex)
+    return good, bad
+
+
+def from_examples(batch: Sequence[LabeledList], n_features: int, tasks: Sequence[str] = DEFAULT_TASKS,
+                  task_inputs: str = "calibrated") -> ListBatch:
+    """Pad ``batch`` into tensors (items in served-position order).
+
+    ``task_inputs``: the task scores a model reads, ``calibrated`` (the served calibrator's
+    output logged with the impression, else the upstream score) or ``upstream`` (the request's
+    own scores; a reranker that must not move when the calibrator is updated).
+    """
+    if not batch:
+        raise PolicyInputError("batch", "is empty")
+    n = max(len(ex.labels) for ex in batch)
+    B, K = len(batch), len(tasks)
+    features = np.zeros((B, n, n_features), dtype=np.float32)
+    logits = np.zeros((B, n, K), dtype=np.float32)
+    mask = np.zeros((B, n), dtype=bool)
+    rewards = np.zeros((B, n), dtype=np.float32)
+    fusion = np.zeros((B, K), dtype=np.float32)
+    fusion_lp = np.full(B, np.nan, dtype=np.float32)
+    list_lp = np.full(B, np.nan, dtype=np.float32)
+    activity = np.zeros(B, dtype=np.int64)
+    for b, ex in enumerate(batch):
+        imp = ex.impression
+        order = sorted(range(len(imp.items)), key=lambda i: imp.items[i].position)
+        items = [imp.items[i] for i in order]
+        m = len(items)
+        features[b, :m] = _features(items, n_features, f"examples.{b}.impression")
+        logits[b, :m] = task_logit(_task_probs(items, tasks, task_inputs))
+        mask[b, :m] = True
+        rewards[b, :m] = [ex.labels[i].reward for i in order]
+        activity[b] = activity_index(imp.context)
+        if imp.fusion is not None and imp.fusion.logprob is not None and all(t in imp.fusion.weights for t in tasks):
+            fusion[b] = [imp.fusion.weights[t] for t in tasks]
+            fusion_lp[b] = imp.fusion.logprob
+        if imp.list_logprob is not None:
+            list_lp[b] = imp.list_logprob
+    return ListBatch(
+        features=torch.from_numpy(features), task_logits=torch.from_numpy(logits), mask=torch.from_numpy(mask),
+        activity=torch.from_numpy(activity), item_rewards=torch.from_numpy(rewards),
+        list_reward=torch.tensor([ex.list_reward for ex in batch], dtype=torch.float32),
+        query_reward=torch.tensor([ex.query_reward for ex in batch], dtype=torch.float32),
+        fusion_weights=torch.from_numpy(fusion), fusion_logprob=torch.from_numpy(fusion_lp),
+        list_logprob=torch.from_numpy(list_lp), example_ids=tuple(ex.example_id for ex in batch))
+
+
+def from_request(request: RerankRequest, n_features: int, tasks: Sequence[str] = DEFAULT_TASKS,
+                 task_inputs: str = "calibrated") -> ListBatch:
+    """A one-list batch from a serving request (candidates in the request's order); ``task_inputs``
+    as in :func:`from_examples`."""
+    n = len(request.item_ids)
+    if n == 0:
+        raise PolicyInputError("item_ids", "a request needs at least one candidate")
+    features = torch.as_tensor(request.features, dtype=torch.float32)
+    if features.numel() == 0 and n_features > 0:
+        features = torch.zeros(n, n_features)
+    if features.shape != (n, n_features):
+        raise PolicyInputError("features", f"shape {tuple(features.shape)}, expected ({n}, {n_features})")
+    probs = np.full((n, len(tasks)), 0.5)
+    scores = request.task_scores
+    if task_inputs == "upstream" and request.upstream_scores is not None:
+        scores = request.upstream_scores
+    for k, task in enumerate(tasks):
+        if task in scores:
+            values = torch.as_tensor(scores[task], dtype=torch.float64).numpy()
+            if values.shape != (n,):
+                raise PolicyInputError(f"task_scores.{task}", f"shape {values.shape}, expected ({n},)")
+            probs[:, k] = values
+    if not np.isfinite(probs).all() or not torch.isfinite(features).all():
+        raise PolicyInputError("task_scores" if not np.isfinite(probs).all() else "features", "not finite")
+    nan = torch.full((1,), float("nan"))
+    return ListBatch(
+        features=features.unsqueeze(0), task_logits=torch.from_numpy(task_logit(probs)).unsqueeze(0),
+        mask=torch.ones(1, n, dtype=torch.bool), activity=torch.tensor([activity_index(request.context)]),
+        item_rewards=torch.zeros(1, n), list_reward=torch.zeros(1), query_reward=torch.zeros(1),
+        fusion_weights=torch.zeros(1, len(tasks)), fusion_logprob=nan.clone(), list_logprob=nan.clone())
+
+
+def stack_lists(lists: Sequence[ListBatch]) -> ListBatch:
+    """Concatenate batches along ``B``, padding every list to the longest (mask ``False`` on the
+    padding): one forward pass for many lists, e.g. the promotion gate scoring 150 logged lists."""
+    if not lists:
+        raise PolicyInputError("lists", "is empty")
+    n = max(int(b.mask.shape[1]) for b in lists)
+
+    def pad(t: torch.Tensor, value: float | bool = 0) -> torch.Tensor:
+        if t.shape[1] == n:
+            return t
+        shape = (t.shape[0], n - t.shape[1], *t.shape[2:])
+        return torch.cat([t, torch.full(shape, value, dtype=t.dtype)], dim=1)
+
+    return ListBatch(
+        features=torch.cat([pad(b.features) for b in lists]), task_logits=torch.cat([pad(b.task_logits) for b in lists]),
+        mask=torch.cat([pad(b.mask, False) for b in lists]), activity=torch.cat([b.activity for b in lists]),
+        item_rewards=torch.cat([pad(b.item_rewards) for b in lists]),
+        list_reward=torch.cat([b.list_reward for b in lists]), query_reward=torch.cat([b.query_reward for b in lists]),
+        fusion_weights=torch.cat([b.fusion_weights for b in lists]),
+        fusion_logprob=torch.cat([b.fusion_logprob for b in lists]),
+        list_logprob=torch.cat([b.list_logprob for b in lists]),
+        example_ids=tuple(e for b in lists for e in b.example_ids))
+
+
+class ListPolicyLearning:
+    """``learn_many`` shared by the list-wise policies (LDRO, GRPO, DRPO).
+
+    Unusable examples (e.g. a feature vector of the wrong length) are skipped, logged and listed
+    in ``last_rejected`` (metric ``rejected``), never the reason a batch fails; the rest is
+    tensorised once and handed to the family's ``update``. Needs ``name``, ``config.n_features``,
+    ``config.tasks``, ``update(ListBatch)``, ``examples_seen`` and ``last_rejected``.
+    """
+
+    def learn_many(self, batch: Sequence[LabeledList]) -> dict[str, float]:
+        good, self.last_rejected = split_usable(batch, self.config.n_features)
+        for rejected in self.last_rejected:
+            log.warning("%s: skipped example %s: %s: %s", self.name, rejected.example_id, rejected.field,
+                        rejected.detail)
+        if not good:
+            return {"examples": 0.0, "rejected": float(len(self.last_rejected))} if batch else {"examples": 0.0}
+        lists = from_examples(good, self.config.n_features, self.config.tasks,
+                              getattr(self.config, "task_inputs", "calibrated"))
+        metrics = self.update(lists)
+        self.examples_seen += len(good)
+        metrics["rejected"] = float(len(self.last_rejected))
+        return metrics

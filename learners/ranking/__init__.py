@@ -1,0 +1,1 @@
+"""LDRO (Dual-Rerank) list-wise reranker and its GRPO baseline; see :mod:`learners.ranking.learner`."""

@@ -1,0 +1,96 @@
+"""Item features for examples whose impression names them instead of carrying them.
+
+Serving fetches item features from the feature store and, by default, does not copy the rows
+into the impression (``ServeConfig.log_fetched_features``): it writes the feature it used into
+the impression context (``context["item_features"] = "view:feature"``,
+:data:`contracts.events.ITEM_FEATURES_KEY`). Before a batch is learned, :class:`FeatureFill`
+reads those rows back from the same online store by item id, one pipelined Redis round trip
+per batch and feature (:meth:`feature_store.online_read.DirectFeatureReader.read_item_vectors`),
+and returns copies of the examples with ``features`` set on every item.
+
+What this trades: the learner sees the feature *as it is now*, not as it was at serving time.
+For item content features (the LETOR document vectors have no TTL and never change) the two
+are the same; a feature that changes faster than the learner reads it back should be logged
+(``log_fetched_features``) instead. An example whose items already carry features, or whose
+impression names no feature, passes through untouched. Items the store does not know get no
+features (the policy batch then uses zeros, as for any impression without features) and are
+counted in ``missing``; a failed read (Redis down) is counted in ``errors`` and the batch is
+learned as it came, so an outage of the store slows learning down instead of stopping it.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Callable, Sequence
+
+from contracts.events import ITEM_FEATURES_KEY, LabeledList
+
+log = logging.getLogger(__name__)
+
+#: ``read(feature_ref, item_ids) -> rows`` (a row per item id; ``None`` for an unknown item)
+RowReader = Callable[[str, Sequence[str]], list[list[float] | None]]
+
+
+class FeatureFill:
+    """Fills item features named by ``context["item_features"]`` from a row reader."""
+
+    def __init__(self, read: RowReader) -> None:
+        self.read = read
+        self.filled = 0  # items that got features
+        self.missing = 0  # items the store did not know
+        self.errors = 0  # failed reads (the batch went on without them)
+
+    def __call__(self, examples: Sequence[LabeledList]) -> list[LabeledList]:
+        wanted: dict[str, list[int]] = {}  # feature ref -> indexes of examples that need it
+        for i, example in enumerate(examples):
+            ref = example.impression.context.get(ITEM_FEATURES_KEY)
+            if isinstance(ref, str) and any(item.features is None for item in example.impression.items):
+                wanted.setdefault(ref, []).append(i)
+        if not wanted:
+            return list(examples)
+        out = list(examples)
+        for ref, indexes in wanted.items():
+            item_ids = sorted({item.item_id for i in indexes for item in examples[i].impression.items})
+            try:
+                rows = dict(zip(item_ids, self.read(ref, item_ids)))
+            except Exception as exc:  # noqa: BLE001 - store down: learn the batch as it came
+                self.errors += 1
+                log.warning("feature fill: reading %s for %d items failed: %s", ref, len(item_ids), exc)
+                continue
+            for i in indexes:
+                out[i] = self._filled(examples[i], rows)
+        return out
+
+    def _filled(self, example: LabeledList, rows: dict[str, list[float] | None]) -> LabeledList:
+        items = []
+        for item in example.impression.items:
+            row = rows.get(item.item_id) if item.features is None else None
+            if item.features is None and row is None:
+                self.missing += 1
+            if row is not None:
+                self.filled += 1
+                item = item.model_copy(update={"features": row})
+            items.append(item)
+        impression = example.impression.model_copy(update={"items": items})
+        return example.model_copy(update={"impression": impression})
+
+
+def feast_row_reader(settings, fs=None) -> RowReader:
+    """Rows from the applied Feast repo's Redis online store (the one serving reads); ``fs``:
+    :class:`feature_store.settings.FeatureStoreSettings` (default: loaded from ``settings``)."""
+    from feature_store.feast_repo import FeastRepo, repo_path  # noqa: PLC0415
+    from feature_store.online_read import DirectFeatureReader  # noqa: PLC0415
+    from feature_store.settings import load_feature_store_settings  # noqa: PLC0415
+
+    fs = fs or load_feature_store_settings(settings)
+    readers: dict[str, DirectFeatureReader] = {}
+
+    def read(ref: str, item_ids: Sequence[str]) -> list[list[float] | None]:
+        reader = readers.get(ref)
+        if reader is None:
+            reader = readers[ref] = DirectFeatureReader(FeastRepo(repo_path(settings, fs), fs.feast_project).store(),
+                                                        [ref])
+        matrix, known = reader.read_item_vectors(item_ids, ref.replace(":", "__"))
+        return [matrix[i].tolist() if ok else None for i, ok in enumerate(known)]
+
+    return read

@@ -1,0 +1,252 @@
+"""The ``streamrank`` command line.
+
+Core commands live here (stack, data conversion, replay, consume, demo). Each stage of the
+data flow adds its own commands from ``<stage>/commands.py`` through a ``register(cli,
+eval_group)`` function, so this file stays small and each stage owns its CLI.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from common.config import load_settings
+from common.paths import shared_data
+
+STAGE_COMMAND_MODULES = ("streamrank.cli.streams", "streamrank.cli.learn", "streamrank.cli.evaluate",
+                         "streamrank.cli.features", "streamrank.cli.serve")
+DEFAULT_DATA = shared_data()
+
+
+def parse_sets(pairs: tuple[str, ...] | list[str]) -> dict:
+    """``--set KEY=VALUE`` pairs as a dict; a value is JSON when it parses as JSON, else the string."""
+    out: dict = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep or not key:
+            raise click.BadParameter(f"expected KEY=VALUE, got {pair!r}", param_hint="--set")
+        try:
+            out[key] = json.loads(raw)
+        except ValueError:
+            out[key] = raw
+    return out
+
+
+def _echo_json(doc) -> None:
+    click.echo(json.dumps(doc, indent=2, default=str))
+
+
+@click.group()
+def cli() -> None:
+    """streamrank: streaming online learning for reranking (Kafka + Faust + PyTorch + Feast/Redis)."""
+
+
+@cli.group(name="eval")
+def eval_group() -> None:
+    """Offline/prequential evaluations of the learners and of off-policy estimators."""
+
+
+# -- embedded stack ---------------------------------------------------------------------------
+@cli.command()
+@click.option("--kafka-port", type=int, default=None, help="broker port (default: a free one)")
+@click.option("--redis-port", type=int, default=None, help="Redis port (default: a free one)")
+def up(kafka_port: int | None, redis_port: int | None) -> None:
+    """Start the embedded broker and Redis on 127.0.0.1 and create the topics."""
+    from common import stack  # noqa: PLC0415
+
+    state = stack.up(load_settings(), kafka_port=kafka_port, redis_port=redis_port)
+    click.echo(f"kafka {state['kafka']} ({state['broker']})  redis {state['redis']}")
+
+
+@cli.command()
+def down() -> None:
+    """Stop what `streamrank up` started."""
+    from common import stack  # noqa: PLC0415
+
+    stopped = stack.down(load_settings())
+    click.echo("stopped: " + (", ".join(stopped) or "nothing was running"))
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True)
+def status(as_json: bool) -> None:
+    """Broker and Redis addresses, liveness and topic names."""
+    from common import stack  # noqa: PLC0415
+
+    report = stack.status(load_settings())
+    if as_json:
+        _echo_json(report)
+        return
+    click.echo(f"home      {report['home']}")
+    click.echo(f"kafka     {report['kafka']}  [{'up' if report['kafka_up'] else 'down'}] ({report['broker']})")
+    click.echo(f"redis     {report['redis']}  [{'up' if report['redis_up'] else 'down'}]")
+    for logical, physical in report["topics"].items():
+        click.echo(f"topic     {logical:<14} {physical}  ({report['partitions']} partitions)")
+    if not (report["kafka_up"] and report["redis_up"]):
+        sys.exit(1)
+
+
+# -- real data -> event logs --------------------------------------------------------------------
+@cli.group()
+def data() -> None:
+    """Convert real public data into event logs (JSONL, time-ordered, deterministic by seed)."""
+
+
+@data.command("obd")
+@click.option("--input", "input_path", required=True, type=click.Path(exists=True, dir_okay=False))
+@click.option("--output", required=True, type=click.Path(dir_okay=False))
+@click.option("--seed", default=0, show_default=True)
+def data_obd(input_path: str, output: str, seed: int) -> None:
+    """Open Bandit Dataset CSV -> impressions (with true propensities) + click feedback."""
+    from simulator.logs import write_log  # noqa: PLC0415
+    from simulator.obd import obd_events  # noqa: PLC0415
+
+    summary = write_log(obd_events(input_path, seed=seed), output, desc="obd")
+    click.echo(f"{output}: {summary.impressions} impressions, {summary.feedback} feedback events")
+
+
+@data.command("letor")
+@click.option("--input", "input_path", required=True, type=click.Path(exists=True, dir_okay=False))
+@click.option("--query", "query_path", default=None, type=click.Path(exists=True, dir_okay=False),
+              help="group file (default: INPUT.query)")
+@click.option("--output", required=True, type=click.Path(dir_okay=False))
+@click.option("--click-model", type=click.Choice(["pbm", "cascade"]), default="pbm", show_default=True)
+@click.option("--sessions", default=2000, show_default=True)
+@click.option("--seed", default=0, show_default=True)
+@click.option("--kuairand", "kuairand_dir", default=None, type=click.Path(exists=True, file_okay=False),
+              help="KuaiRand-Pure folder (default: ../shared/data/kuairand)")
+@click.option("--max-candidates", type=int, default=None, help="show at most this many per list")
+@click.option("--no-features", is_flag=True, help="leave dense item features out of impressions")
+def data_letor(input_path: str, query_path: str | None, output: str, click_model: str, sessions: int, seed: int,
+               kuairand_dir: str | None, max_candidates: int | None, no_features: bool) -> None:
+    """LETOR lists -> simulated sessions (impressions + click/long-view/watch-time/reformulation feedback)."""
+    from simulator.click_models import ClickModel  # noqa: PLC0415
+    from simulator.kuairand import load_kuairand  # noqa: PLC0415
+    from simulator.letor import load_letor  # noqa: PLC0415
+    from simulator.logs import simulated_sessions, write_log  # noqa: PLC0415
+    from simulator.session import SessionSimulator, SimulatorConfig  # noqa: PLC0415
+
+    dataset = load_letor(input_path, query_path)
+    config = SimulatorConfig(click_model=ClickModel(kind=click_model, max_grade=max(1, dataset.max_grade)),
+                             max_candidates=max_candidates, with_features=not no_features)
+    sim = SessionSimulator(dataset, load_kuairand(kuairand_dir), config, seed=seed, namespace="letor")
+    summary = write_log(simulated_sessions(sim, sessions), output, desc="letor")
+    click.echo(f"{output}: {summary.impressions} impressions, {summary.feedback} feedback events "
+               f"({len(dataset)} queries, click model {click_model})")
+
+
+# -- replay / consume -------------------------------------------------------------------------
+@cli.command()
+@click.argument("logs", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
+@click.option("--speed", type=float, default=None, help="event-time speed-up factor (e.g. 60 = 1 min/s)")
+@click.option("--max-speed", is_flag=True, help="as fast as the broker takes it (the default)")
+@click.option("--limit", type=int, default=None, help="stop after this many lines")
+@click.option("--json", "as_json", is_flag=True)
+def replay(logs: tuple[str, ...], speed: float | None, max_speed: bool, limit: int | None, as_json: bool) -> None:
+    """Produce event logs to their topics keyed by request_id, preserving order and (scaled) gaps."""
+    from streams.replay import replay as run_replay  # noqa: PLC0415
+
+    if speed is not None and max_speed:
+        raise click.UsageError("--speed and --max-speed exclude each other")
+    summary = run_replay(list(logs), load_settings(), speed=speed, limit=limit)
+    if as_json:
+        _echo_json(summary.as_dict())
+    else:
+        click.echo(f"replayed {summary.events} events in {summary.seconds:.2f}s ({summary.rate:,.0f} ev/s): "
+                   + ", ".join(f"{k}={v}" for k, v in sorted(summary.by_topic.items()))
+                   + f"; {len(summary.errors)} malformed lines")
+        for err in summary.errors[:20]:
+            click.echo(f"  {err.path}:{err.line}: {err.reason} at {err.field or '<event>'}: {err.detail}", err=True)
+
+
+@cli.command()
+@click.option("--topic", "topics", multiple=True, default=("impressions", "feedback"), show_default=True)
+@click.option("--idle", default=5.0, show_default=True, help="stop after this many seconds without new records")
+def consume(topics: tuple[str, ...], idle: float) -> None:
+    """Read topics from the beginning (no consumer group) and print counts and validity."""
+    from streams.consume import summarize_topics  # noqa: PLC0415
+
+    result = summarize_topics(load_settings(), list(topics), idle_s=idle)
+    _echo_json({k: v.as_dict() for k, v in result.items()})
+
+
+@cli.command(name="data-demo")
+@click.option("--output", type=click.Path(file_okay=False), default="out/data-demo", show_default=True)
+@click.option("--sessions", default=2000, show_default=True, help="simulated LETOR sessions")
+@click.option("--keep-stack", is_flag=True, help="leave the embedded stack running afterwards")
+def data_demo(output: str, sessions: int, keep_stack: bool) -> None:
+    """Data path end to end: stack up, real data -> logs, replay, read back, summary."""
+    from loop.data_path import run_data_demo  # noqa: PLC0415
+
+    summary = run_data_demo(load_settings(), Path(output), sessions=sessions, keep_stack=keep_stack)
+    _echo_json({k: summary[k] for k in ("broker", "replay", "read_back", "errors", "seconds")})
+    click.echo(f"summary written to {Path(output) / 'summary.json'}")
+    if summary["errors"]:
+        sys.exit(1)
+
+
+@cli.command()
+@click.option("--server", required=True, help="base URL of a running `streamrank serve`")
+@click.option("--duration", default=0.0, show_default=True, help="seconds to run (0: until stopped)")
+@click.option("--rate", default=20.0, show_default=True, help="requests per second")
+@click.option("--concurrency", default=4, show_default=True, help="simulated users in parallel")
+@click.option("--seed", default=0, show_default=True)
+@click.option("--report-every", default=60.0, show_default=True, help="seconds between progress reports")
+def simulate(server: str, duration: float, rate: float, concurrency: int, seed: int, report_every: float) -> None:
+    """Simulated users (LETOR relevance, KuaiRand durations) querying a server and sending feedback."""
+    from loop.demo import DemoConfig, Users  # noqa: PLC0415
+
+    users = Users(load_settings(), DemoConfig(rate=rate, concurrency=concurrency, seed=seed), server.rstrip("/"))
+    remaining = duration if duration > 0 else float("inf")
+    try:
+        while remaining > 0:
+            chunk = min(report_every, remaining)
+            users.run(chunk, rate, concurrency)
+            remaining -= chunk
+            served, users.served = users.served, []  # report per chunk; keep memory bounded
+            ok = [s for s in served if s.ok]
+            mean_reward = sum(s.reward for s in ok) / max(1, len(ok))
+            click.echo(f"simulate: {len(served)} requests, {len(served) - len(ok)} failed, "
+                       f"mean list reward {mean_reward:.3f}, feedback events {users.feedback_events}", err=True)
+    finally:
+        users.close()
+
+
+@cli.command()
+@click.option("--url", default=None, help="healthy when this URL answers 2xx")
+@click.option("--status-file", type=click.Path(dir_okay=False), default=None,
+              help="healthy when this status file was updated recently")
+@click.option("--max-age", default=60.0, show_default=True, help="seconds, for --status-file")
+def health(url: str | None, status_file: str | None, max_age: float) -> None:
+    """Exit 0 when the service answers (container health checks)."""
+    from common.health import check_status_file, check_url  # noqa: PLC0415
+
+    if bool(url) == bool(status_file):
+        raise click.UsageError("give exactly one of --url and --status-file")
+    ok, detail = check_url(url) if url else check_status_file(Path(status_file), max_age)
+    click.echo(("healthy: " if ok else "unhealthy: ") + detail)
+    sys.exit(0 if ok else 1)
+
+
+def _register_stage_commands() -> None:
+    for module_name in STAGE_COMMAND_MODULES:
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:
+            if exc.name == module_name:
+                continue  # that stage has no commands (yet)
+            raise
+        module.register(cli, eval_group)
+
+
+def main() -> None:
+    _register_stage_commands()
+    cli(prog_name="streamrank")
+
+
+if __name__ == "__main__":
+    main()
