@@ -31,6 +31,7 @@ from pathlib import Path
 
 from common.config import STACK_STATE_FILE, Settings, read_stack_state
 from common.errors import StreamrankError
+from common.waiting import WaitAborted, WaitTimeout, poll_until
 
 LOOPBACK = "127.0.0.1"
 
@@ -130,18 +131,16 @@ def launch(spec: ServiceSpec, home: Path) -> int:
 
 
 def wait_until(check, timeout: float, what: str, pid: int | None = None) -> None:
-    deadline = time.monotonic() + timeout
-    last_error: Exception | None = None
-    while time.monotonic() < deadline:
+    """Poll ``check`` until true; :class:`StackError` if ``pid`` exits first or on timeout."""
+    def exited() -> str | None:
         if pid is not None and not pid_alive(pid):
-            raise StackError(f"{what} exited during start-up (see its log under STREAMRANK_HOME/logs)")
-        try:
-            if check():
-                return
-        except Exception as exc:  # noqa: BLE001 - readiness probes fail in many ways while starting
-            last_error = exc
-        time.sleep(0.1)
-    raise StackError(f"{what} not ready after {timeout:.0f}s: {last_error}")
+            return f"{what} exited during start-up (see its log under STREAMRANK_HOME/logs)"
+        return None
+
+    try:  # readiness probes fail in many ways while a server starts: any exception is "not yet"
+        poll_until(check, timeout, interval=0.1, what=f"{what} ready", abort=exited, tolerate=(Exception,))
+    except (WaitAborted, WaitTimeout) as exc:
+        raise StackError(str(exc)) from None
 
 
 def kafka_ready(bootstrap: str) -> bool:

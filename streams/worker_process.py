@@ -11,10 +11,10 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 from common.config import Settings
+from common.waiting import WaitTimeout, poll_until
 from streams.agents import status_dir
 
 
@@ -56,15 +56,17 @@ class WorkerProcess:
 
     def wait_ready(self, timeout: float = 60.0) -> dict:
         """Block until the worker reports assigned partitions; raise with its log tail otherwise."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if not self.alive():
-                raise RuntimeError(f"worker {self.name} exited ({self.proc.returncode}):\n{self.log_tail()}")
+        def exited() -> str | None:
+            return None if self.alive() else f"worker {self.name} exited ({self.proc.returncode}):\n{self.log_tail()}"
+
+        def assigned() -> dict | None:
             doc = self.status()
-            if doc and doc.get("assigned"):
-                return doc
-            time.sleep(0.2)
-        raise TimeoutError(f"worker {self.name} not ready after {timeout:.0f}s:\n{self.log_tail()}")
+            return doc if doc and doc.get("assigned") else None
+
+        try:
+            return poll_until(assigned, timeout, interval=0.2, what=f"worker {self.name} ready", abort=exited)
+        except WaitTimeout as exc:
+            raise WaitTimeout(f"{exc}:\n{self.log_tail()}") from None
 
     def log_tail(self, lines: int = 40) -> str:
         try:

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from common.config import Settings
+from common.waiting import WaitTimeout, poll_until
 from learners.runtime.checkpoint import CheckpointStore
 
 
@@ -69,14 +70,16 @@ class LearnerProcess:
             return ""
 
     def wait_until(self, check: Callable[[], bool], timeout: float, what: str, poll: float = 0.05) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if check():
-                return
+        """Poll ``check`` until true; raise with the learner's log tail if it exits first or on timeout."""
+        def exited() -> str | None:
             if self.proc is not None and self.proc.poll() is not None and not check():
-                raise RuntimeError(f"learner exited ({self.proc.returncode}) before {what}:\n{self.log_tail()}")
-            time.sleep(poll)
-        raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}:\n{self.log_tail()}")
+                return f"learner exited ({self.proc.returncode}) before {what}:\n{self.log_tail()}"
+            return None
+
+        try:
+            poll_until(check, timeout, interval=poll, what=what, abort=exited)
+        except WaitTimeout as exc:
+            raise WaitTimeout(f"{exc}:\n{self.log_tail()}") from None
 
     def wait_exit(self, timeout: float) -> int:
         assert self.proc is not None

@@ -198,7 +198,8 @@ def data_demo(output: str, sessions: int, keep_stack: bool) -> None:
 @click.option("--report-every", default=60.0, show_default=True, help="seconds between progress reports")
 def simulate(server: str, duration: float, rate: float, concurrency: int, seed: int, report_every: float) -> None:
     """Simulated users (LETOR relevance, KuaiRand durations) querying a server and sending feedback."""
-    from loop.demo import DemoConfig, Users  # noqa: PLC0415
+    from loop.config import DemoConfig  # noqa: PLC0415
+    from loop.users import Users  # noqa: PLC0415
 
     users = Users(load_settings(), DemoConfig(rate=rate, concurrency=concurrency, seed=seed), server.rstrip("/"))
     remaining = duration if duration > 0 else float("inf")

@@ -90,12 +90,14 @@ def eval_ope(data_spec: str, policies: tuple[str, ...], alpha: float, n_bootstra
 @click.option("--feast/--no-feast", default=True, show_default=True, help="apply the Feast repo first")
 @click.option("--seed", default=0, show_default=True)
 @click.option("--set", "sets", multiple=True,
-              help="any other DemoConfig field (loop/demo.py) as KEY=VALUE (JSON values), "
+              help="any other DemoConfig field (loop/config.py) as KEY=VALUE (JSON values), "
                    "e.g. --set learner_max_wait_s=null --set join_within_s=0.25")
 def demo(duration: float, output: str, rate: float, concurrency: int, snapshot_interval: float, learners: str,
          reranker: str, calibrator: str, fusion: str, feast: bool, seed: int, sets: tuple[str, ...]) -> None:
     """The closed loop: stack up, workers + learners + server, the simulator as users; summary + plots."""
-    from loop.demo import DemoConfig, demo_overrides, headline, run_demo  # noqa: PLC0415
+    from loop.config import DemoConfig, demo_overrides  # noqa: PLC0415
+    from loop.demo import run_demo  # noqa: PLC0415
+    from loop.summary import headline  # noqa: PLC0415
     from streamrank.cli.main import parse_sets  # noqa: PLC0415
 
     try:

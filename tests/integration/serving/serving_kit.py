@@ -12,6 +12,7 @@ import torch
 from fastapi.testclient import TestClient
 from safetensors.torch import save as safetensors_save
 
+from common.waiting import wait_for as common_wait_for
 from feature_store.snapshots import Manifest, SnapshotRegistry, tensor_specs
 from serving.app import build_runtime, create_app
 from serving.baseline import LinearListScorer
@@ -79,12 +80,7 @@ def served(settings, config: ServeConfig | None = None):
 
 
 def wait_for(predicate, timeout: float = 15.0, interval: float = 0.05) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(interval)
-    return bool(predicate())
+    return common_wait_for(predicate, timeout, interval)
 
 
 def served_version(client) -> str | None:

@@ -70,7 +70,7 @@ def test_staleness_starts_at_the_last_feedback_event_the_window_kept():
 
 
 def test_demo_set_overrides_are_checked_against_the_config_fields():
-    from loop.demo import DemoConfig, demo_overrides
+    from loop.config import DemoConfig, demo_overrides
 
     got = demo_overrides({"learner_max_wait_s": None, "join_within_s": 1, "learner_batch": 8})
     assert got == {"learner_max_wait_s": None, "join_within_s": 1.0, "learner_batch": 8}

@@ -8,7 +8,7 @@ import time
 import pytest
 
 from contracts.events import FEEDBACK_SCHEMA, Feedback
-from loop.demo import FeedbackClock, scale_session
+from loop.users import FeedbackClock, scale_session
 from loop.metrics import Served
 
 
