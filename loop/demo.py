@@ -35,7 +35,7 @@ from loop.config import DemoConfig, stage_config
 from loop.readback import get_json
 from loop.summary import summarise
 from loop.users import Users
-from streams.agents import status_dir
+from streams.metrics import status_dir
 
 log = logging.getLogger(__name__)
 

@@ -26,7 +26,7 @@ from loop.readback import (
     prometheus_value,
 )
 from loop.users import Users
-from streams.agents import status_dir
+from streams.metrics import status_dir
 
 #: reward-curve columns summarised as first-third and last-third means
 CURVE_KEYS = ("reward", "ndcg10", "ndcg10_upstream", "expected_clicks", "expected_clicks_upstream", "ece")

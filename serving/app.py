@@ -283,6 +283,7 @@ def impression_factory(body: RerankBody, out: dict[str, Any], config: ServeConfi
 
 
 def create_app(runtime: ServingRuntime) -> FastAPI:
+    """The service around ``runtime``: lifespan, 422 handlers, ``POST /rerank`` and the read-only routes."""
     config = runtime.config
     metrics = Metrics()
 
@@ -335,6 +336,15 @@ def create_app(runtime: ServingRuntime) -> FastAPI:
         timing = server_timing(request.scope.get("state", {}).get("arrived"), started, finished)
         return Response(content, media_type="application/json", headers={"Server-Timing": timing})
 
+    _add_read_routes(app, runtime, metrics)
+    app.add_middleware(ArrivalStamp)
+    return app
+
+
+def _add_read_routes(app: FastAPI, runtime: ServingRuntime, metrics: Metrics) -> None:
+    """``GET /healthz``, ``GET /models`` (what serves, swaps, refusals, gate decisions) and ``GET /metrics``."""
+    config = runtime.config
+
     @app.get("/healthz")
     def healthz() -> dict[str, Any]:
         return {"status": "ok", "models": runtime.holder.bundle.versions(),
@@ -367,6 +377,3 @@ def create_app(runtime: ServingRuntime) -> FastAPI:
         metrics.failed.set(stats.failed)
         metrics.queued.set(runtime.emitter.queued)
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
-
-    app.add_middleware(ArrivalStamp)
-    return app

@@ -32,18 +32,13 @@ from __future__ import annotations
 
 import asyncio
 import heapq
-import logging
-import os
 import time
-from dataclasses import dataclass
-from functools import lru_cache, partial
+from functools import partial
 from pathlib import Path
 from typing import Any, Iterable
 
-from kafka.partitioner.default import murmur2
-
 from common.config import Settings
-from contracts.events import EventError, Feedback, Impression, decode
+from contracts.events import Feedback, Impression, decode
 from streams.dead_letter import DeadLetter
 from streams.delivery import PendingDeliveries
 from streams.join import (
@@ -59,48 +54,11 @@ from streams.join import (
     orphan_expired,
     tombstone_expired,
 )
-from streams.metrics import StreamMetrics
+from streams.membership import GroupMembership
+from streams.metrics import StreamMetrics, status_dir
+from streams.positions import ConsumerPositions
+from streams.records import Rejected, partition_for_key, validate_record
 from streams.rewards import RewardWeights
-from streams.worker_fencing import dead_members, fence_dead_members, leave_group
-
-
-def status_dir(settings: Settings) -> Path:
-    """Where the workers of ``settings``' deployment (topic prefix) write their status files."""
-    return Path(settings.home) / "workers" / settings.topics.prefix.rstrip(".")
-
-
-@lru_cache(maxsize=200_000)
-def partition_for_key(key: str, partitions: int) -> int:
-    """The default Kafka partitioner (murmur2 of the UTF-8 key), as kafka-python and aiokafka use it."""
-    return (murmur2(key.encode("utf-8")) & 0x7FFFFFFF) % partitions
-
-
-@dataclass
-class Rejected:
-    """Why one consumed record is not a usable event."""
-
-    reason: str
-    field: str
-    detail: str
-
-
-def validate_record(value: Any, key: Any, logical_topic: str, settings: Settings) -> Impression | Feedback | Rejected:
-    """Decode and check one record of ``impressions`` or ``feedback`` (never raises on bad input)."""
-    if not isinstance(value, (bytes, bytearray)) or not value:
-        return Rejected("empty_value", "", "record has no value")
-    try:
-        event = decode(bytes(value), max_bytes=settings.max_event_bytes, max_list_size=settings.max_list_size)
-    except EventError as exc:
-        return Rejected(exc.reason, exc.field, exc.detail)
-    except Exception as exc:  # noqa: BLE001 - a hostile payload must never stop the agent
-        return Rejected("undecodable", "", f"{type(exc).__name__}: {exc}"[:500])
-    wanted = Impression if logical_topic == "impressions" else Feedback
-    if not isinstance(event, wanted):
-        return Rejected("wrong_topic", "schema", f"{event.schema_} on the {logical_topic} topic")
-    if key is None or bytes(key) != event.request_id.encode("utf-8"):
-        return Rejected("key_mismatch", "request_id",
-                        "record key must equal request_id (impressions and feedback meet by key partitioning)")
-    return event
 
 
 class Joiner:
@@ -125,15 +83,13 @@ class Joiner:
         self.parsed: dict[str, Impression] = {}
         self.closing: set[str] = set()
         self.held_since: dict[str, float] = {}
-        self.last_offsets: dict[tuple[str, int], int] = {}
-        self.last_input: dict[int, float] = {}
-        self.fencing = False
+        self.positions = ConsumerPositions(app, settings, metrics, config.idle_timeout_s)
+        self.membership = GroupMembership(app, settings, metrics)
         self.status_written = 0.0
         self.full_scan_s = full_scan_s
         self.last_scan = float("-inf")
         self.scanned_assignment: set[int] | None = None
         self.scanned_idle: set[int] = set()
-        self.ghost_member_ids: set[str] = set()
         # A batch's entries live in a working set until the end of the batch, and the table's
         # entries are mutated in place: the housekeeping tick must not scan the table halfway
         # through a batch (it would close an entry the batch then closes again).
@@ -156,8 +112,7 @@ class Joiner:
         for event in events:
             message = event.message
             self.metrics.inc("events_in")
-            self.last_offsets[(message.topic, message.partition)] = message.offset
-            self.last_input[message.partition] = now
+            self.positions.read(message.topic, message.partition, message.offset, now)
             logical = self.logical.get(message.topic, "feedback")
             checked = validate_record(message.value, message.key, logical, self.settings)
             if isinstance(checked, Rejected):
@@ -210,7 +165,7 @@ class Joiner:
             dirty[rid] = entry
         for letter in dead:
             await self._dead_letter(letter)
-        self.update_caught_up()
+        self.positions.update_caught_up(self.watermarks)
         # every partition with open windows: a caught-up one's watermark also moves with the
         # impressions of the other partitions (Watermarks), not only with its own events
         closing = set(await self.close_due(touched | set(self.deadlines), dirty))
@@ -346,19 +301,18 @@ class Joiner:
         """Housekeeping every interval: recovered/idle closes, purges, lag and status."""
         async with self.batch_lock:
             assigned = self.assigned_partitions()
-            self.update_lag()
+            self.positions.update_lag()
             now = time.monotonic()
-            idle = {p for p in assigned if self.partition_idle(p, now)}
+            idle = {p for p in assigned if self.positions.partition_idle(p, now)}
             if self.scan_due(assigned, idle, now):
                 self.last_scan, self.scanned_assignment, self.scanned_idle = now, assigned, set(idle)
                 await self._scan(assigned, idle, now)
         self.metrics.assigned = sorted(assigned)
-        self.track_member_id()
+        self.membership.track_member_id()
         if time.monotonic() - self.status_written >= 1.0:
             self.metrics.write_status(self.status_dir)
             self.status_written = time.monotonic()
-        await self.fence_dead_peers()
-        await self.fence_own_ghosts()
+        await self.membership.fence()
 
     async def _scan(self, assigned: set[int], idle: set[int], now: float) -> None:
         """Walk the table: close idle and recovered windows, drop orphans and expired tombstones."""
@@ -395,124 +349,10 @@ class Joiner:
         closed = await self._close(due)
         self.metrics.open_windows = max(0, open_windows - len(closed))
 
-    def member_id(self) -> str | None:
-        """This worker's consumer-group member id (recorded so peers can fence it if it dies)."""
-        try:
-            member = self.app.consumer._thread._ensure_consumer()._coordinator.member_id  # noqa: SLF001
-        except Exception:  # noqa: BLE001 - not joined yet
-            return None
-        return member or None
-
-    def track_member_id(self) -> None:
-        """Remember member ids this process gave up: after an IllegalGeneration error the client
-        rejoins under a new id, and noida keeps waiting for the old one (see worker_fencing)."""
-        member = self.member_id()
-        previous = self.metrics.member_id
-        if previous and member != previous:
-            self.ghost_member_ids.add(previous)
-        if member:
-            self.ghost_member_ids.discard(member)
-            self.metrics.member_id = member
-        elif previous:
-            self.metrics.member_id = None
-
-    async def fence_own_ghosts(self) -> None:
-        if not self.ghost_member_ids or self.fencing:
-            return
-        ghosts = sorted(self.ghost_member_ids)
-        self.fencing = True
-        try:
-            outcomes = await asyncio.wait_for(
-                leave_group(self.settings.kafka_bootstrap, self.app.conf.id, ghosts), timeout=15)
-            self.ghost_member_ids.difference_update(ghosts)
-            logging.getLogger(__name__).warning("left the group for this worker's abandoned member ids: %s",
-                                                outcomes)
-        except Exception as exc:  # noqa: BLE001 - best effort; the next tick retries
-            self.metrics.last_error = f"ghost fencing: {type(exc).__name__}: {exc}"
-        finally:
-            self.fencing = False
-
-    async def fence_dead_peers(self) -> None:
-        """LeaveGroup on behalf of same-host workers that died (see :mod:`streams.worker_fencing`)."""
-        if self.fencing or not dead_members(self.status_dir, os.getpid()):
-            return
-        self.fencing = True
-        try:
-            await asyncio.wait_for(fence_dead_members(self.settings.kafka_bootstrap, self.app.conf.id,
-                                                      self.status_dir, os.getpid()), timeout=15)
-        except Exception as exc:  # noqa: BLE001 - fencing is best effort; the next tick retries
-            self.metrics.last_error = f"fencing: {type(exc).__name__}: {exc}"
-        finally:
-            self.fencing = False
-
     @property
-    def status_dir(self):
+    def status_dir(self) -> Path:
         """Status files of this deployment's workers (one folder per topic prefix)."""
         return status_dir(self.settings)
-
-    def partition_idle(self, partition: int, now: float) -> bool:
-        """No input from ``partition`` for ``idle_timeout_s`` and nothing left to read on it.
-
-        Idleness is processing time, so it closes the tail of a finished replay; requiring zero
-        lag keeps a stalled or rebalancing worker from closing windows whose feedback is
-        still waiting in the topic.
-        """
-        last = self.last_input.setdefault(partition, now)
-        if now - last < self.config.idle_timeout_s:
-            return False
-        for logical_topic in self.logical:
-            if self.metrics.lag.get(f"{logical_topic}/{partition}", 0) > 0:
-                return False
-        return True
-
-    def update_caught_up(self) -> None:
-        """Tell the watermarks which partitions' impressions were read up to the broker's high watermark.
-
-        Only records this worker processed count (not the group's committed offset), and an
-        unknown high watermark (right after assignment) is not caught up: both keep the
-        impression term at the partition's own newest impression, as without this.
-        """
-        topic = self.settings.topics.impressions
-        caught_up: set[int] = set()
-        try:
-            consumer = self.app.consumer
-            assigned = [tp for tp in consumer.assignment() if tp.topic == topic]
-        except Exception:  # noqa: BLE001 - no consumer yet (start-up, unit tests)
-            assigned = []
-        for tp in assigned:
-            last = self.last_offsets.get((topic, tp.partition))
-            if last is None:
-                continue
-            try:
-                highwater = consumer.highwater(tp)
-            except Exception:  # noqa: BLE001 - not fetched yet
-                continue
-            if highwater is not None and last + 1 >= int(highwater):
-                caught_up.add(tp.partition)
-        self.watermarks.set_caught_up(caught_up)
-
-    def update_lag(self) -> None:
-        """Records behind the high watermark per source topic-partition.
-
-        The position is the next offset to read: after the last record this worker processed,
-        or the group's committed offset for a partition it has not read from yet.
-        """
-        consumer = self.app.consumer
-        committed = getattr(consumer, "_committed_offset", {})
-        lag: dict[str, int] = {}
-        for tp in consumer.assignment():
-            if tp.topic not in self.logical:
-                continue
-            try:
-                highwater = consumer.highwater(tp)
-            except Exception:  # noqa: BLE001 - not known yet right after assignment
-                continue
-            if highwater is None:
-                continue
-            last = self.last_offsets.get((tp.topic, tp.partition))
-            positions = [p for p in (None if last is None else last + 1, committed.get(tp)) if p is not None]
-            lag[f"{tp.topic}/{tp.partition}"] = max(0, int(highwater) - max(positions, default=0))
-        self.metrics.lag = lag
 
     def on_revoked(self, partitions: set[int]) -> None:
         """Forget per-process bookkeeping of partitions another worker may now own.
@@ -531,4 +371,4 @@ class Joiner:
         for partition in partitions:
             self.deadlines.pop(partition, None)
             self.watermarks.forget(partition)
-            self.last_input.pop(partition, None)
+            self.positions.forget(partition)

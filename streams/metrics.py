@@ -16,6 +16,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from common.config import Settings
+
 #: Counter name -> help text (all are monotonically increasing per worker process).
 COUNTERS = {
     "events_in": "Records consumed from the impressions and feedback topics",
@@ -99,6 +101,11 @@ class StreamMetrics:
         tmp.write_text(json.dumps(self.snapshot(), indent=2, sort_keys=True))
         tmp.replace(path)
         return path
+
+
+def status_dir(settings: Settings) -> Path:
+    """Where the workers of ``settings``' deployment (topic prefix) write their status files."""
+    return Path(settings.home) / "workers" / settings.topics.prefix.rstrip(".")
 
 
 def read_statuses(directory: Path) -> list[dict]:

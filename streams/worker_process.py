@@ -15,7 +15,7 @@ from pathlib import Path
 
 from common.config import Settings
 from common.waiting import WaitTimeout, poll_until
-from streams.agents import status_dir
+from streams.metrics import status_dir
 
 
 class WorkerProcess:

@@ -43,7 +43,7 @@ import socket
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import faust
 from faust.types import TP
@@ -155,7 +155,8 @@ def snapshot_publisher(settings: Settings, runtime: LearnerRuntime) -> Any:
     return LearnerJobs(registry, source, load_feature_store_settings(settings))
 
 
-def build_learner_app(settings: Settings, options: LearnWorkerOptions) -> LearnerApp:
+def _learner_runtime(settings: Settings, options: LearnWorkerOptions) -> tuple[LearnerRuntime, CheckpointStore]:
+    """The model of ``options`` behind its runtime, restored from its newest checkpoint in the store."""
     learner = build_learner(options.model, **dict(options.model_config))
     store = CheckpointStore(options.checkpoint_dir, options.model)
     runtime = LearnerRuntime(options.model, learner, store,
@@ -164,11 +165,14 @@ def build_learner_app(settings: Settings, options: LearnWorkerOptions) -> Learne
     runtime.restore()
     if settings.redis:  # impressions may name item features instead of carrying them (serving's default)
         runtime.prepare = FeatureFill(feast_row_reader(settings))
-    status_path = store.dir / "status.json"
-    datadir = store.dir / "faust"  # Faust's own scratch space (memory store: nearly empty)
+    return runtime, store
+
+
+def _faust_app(settings: Settings, options: LearnWorkerOptions, datadir: Path) -> faust.App:
+    """The Faust app of one learner: its own consumer group, an in-memory store, short group timeouts."""
     datadir.parent.mkdir(parents=True, exist_ok=True)
     fetch_backoff.install(0.05)  # the embedded broker answers empty fetches at once: don't spin on them
-    app = faust.App(
+    return faust.App(
         options.group or learner_app_id(settings, options.model),
         broker=f"kafka://{settings.kafka_bootstrap}",
         store="memory://",
@@ -189,101 +193,138 @@ def build_learner_app(settings: Settings, options: LearnWorkerOptions) -> Learne
         stream_recovery_delay=0,
         producer_max_request_size=8 * 1024 * 1024,
     )
-    examples_topic = settings.topics.examples
-    source = app.topic(examples_topic, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")
-    dead_letter = app.topic(settings.topics.dead_letter, key_type=bytes, value_type=bytes, key_serializer="raw",
-                            value_serializer="raw")
-    lock = asyncio.Lock()
-    progress: dict[str, Any] = {"last": time.monotonic(), "stopping": False, "lag": None, "assigned": []}
 
-    async def execute(result: StepResult) -> None:
+
+class LearnerAgent:
+    """The Faust side of one learner: the agent, the assignment hook, the timer and the shutdown hook.
+
+    Every call into the runtime holds ``lock`` and runs in a thread (a batch's learn step
+    must not block the event loop that heartbeats the consumer group); what the runtime asks
+    for (seeks, dead letters) is executed here, on the loop.
+    """
+
+    def __init__(self, app: faust.App, settings: Settings, options: LearnWorkerOptions, runtime: LearnerRuntime,
+                 status_path: Path) -> None:
+        self.app = app
+        self.options = options
+        self.runtime = runtime
+        self.status_path = status_path
+        self.examples_topic = settings.topics.examples
+        self.source = app.topic(self.examples_topic, key_type=bytes, value_type=bytes, key_serializer="raw",
+                                value_serializer="raw")
+        self.dead_letter = app.topic(settings.topics.dead_letter, key_type=bytes, value_type=bytes,
+                                     key_serializer="raw", value_serializer="raw")
+        self.lock = asyncio.Lock()
+        self.progress: dict[str, Any] = {"last": time.monotonic(), "stopping": False, "lag": None, "assigned": []}
+        self.jobs: Any = snapshot_publisher(settings, runtime) if options.publish else None
+        self.finish: Callable[[], None] = lambda: None  # set by build_learner_app
+
+    def attach(self) -> None:
+        """Register the agent, the assignment hook, the timer and the shutdown hook with the app."""
+        self.app.agent(self.source, name=f"learn-{self.options.model}")(self.learn)
+        self.app.on_partitions_assigned.connect(self.on_assigned)
+        self.app.timer(interval=0.5, name=f"learn-{self.options.model}-tick")(self.tick)
+        self.app.on_before_shutdown.connect(self.on_shutdown)
+
+    async def execute(self, result: StepResult) -> None:
+        """Send the step's dead letters and seek where the runtime asked to."""
         for letter in result.dead_letters:
-            await dead_letter.send(key=letter.key, value=letter.value if letter.value is not None else b"",
-                                   headers=letter.headers(), force=True)
+            await self.dead_letter.send(key=letter.key, value=letter.value if letter.value is not None else b"",
+                                        headers=letter.headers(), force=True)
         for tp, offset in result.seeks.items():
             topic, _, partition = tp.rpartition(":")
-            await app.consumer.seek(TP(topic, int(partition)), offset)
+            await self.app.consumer.seek(TP(topic, int(partition)), offset)
 
-    @app.agent(source, name=f"learn-{options.model}")
-    async def learn(stream: Any) -> None:
-        async for events in stream.take_events(options.batch_size, within=options.within_s):
+    async def learn(self, stream: Any) -> None:
+        """The agent: micro-batches of raw records to the runtime."""
+        async for events in stream.take_events(self.options.batch_size, within=self.options.within_s):
             records = [Record(e.message.topic, e.message.partition, e.message.offset, e.message.key, e.message.value)
                        for e in events]
-            async with lock:
-                result = await asyncio.to_thread(runtime.offer, records)
-            await execute(result)
+            async with self.lock:
+                result = await asyncio.to_thread(self.runtime.offer, records)
+            await self.execute(result)
 
-    @app.on_partitions_assigned.connect
-    async def on_assigned(sender: Any, assigned: Any, **kwargs: Any) -> None:
-        mine = [tp for tp in assigned if tp.topic == examples_topic]
+    async def on_assigned(self, sender: Any, assigned: Any, **kwargs: Any) -> None:
+        """Record the assignment (readiness) and tell the runtime where partitions it has no offset for begin."""
+        mine = [tp for tp in assigned if tp.topic == self.examples_topic]
         # Readiness for whoever started this worker (the demo waits for it before sending traffic).
-        progress["assigned"] = sorted(f"{tp.topic}:{tp.partition}" for tp in mine)
-        write_status()
-        unknown = [tp for tp in mine if runtime.next_offset(f"{tp.topic}:{tp.partition}") is None]
+        self.progress["assigned"] = sorted(f"{tp.topic}:{tp.partition}" for tp in mine)
+        self.write_status()
+        unknown = [tp for tp in mine if self.runtime.next_offset(f"{tp.topic}:{tp.partition}") is None]
         if unknown:
             try:
-                earliest = await app.consumer.earliest_offsets(*unknown)
+                earliest = await self.app.consumer.earliest_offsets(*unknown)
             except Exception:  # noqa: BLE001 - best effort; records are still de-duplicated by id
                 log.exception("could not read earliest offsets")
                 return
             for tp, offset in earliest.items():
-                runtime.expect(f"{tp.topic}:{tp.partition}", int(offset or 0))
+                self.runtime.expect(f"{tp.topic}:{tp.partition}", int(offset or 0))
 
-    def lag() -> int | None:
+    def lag(self) -> int | None:
+        """Examples behind the high watermark over the assigned partitions (None before assignment)."""
         try:
             total = 0
-            for tp in app.consumer.assignment():
-                if tp.topic != examples_topic:
+            for tp in self.app.consumer.assignment():
+                if tp.topic != self.examples_topic:
                     continue
-                high = app.consumer.highwater(tp)
-                done = runtime.offsets.get(f"{tp.topic}:{tp.partition}", -1) + 1
+                high = self.app.consumer.highwater(tp)
+                done = self.runtime.offsets.get(f"{tp.topic}:{tp.partition}", -1) + 1
                 total += max(0, (high or 0) - done)
             return total
         except Exception:  # noqa: BLE001 - not assigned yet
             return None
 
-    def write_status() -> dict:
-        doc = runtime.status()
-        if jobs is not None:  # assigned below, before the app starts
-            doc["timings_s"].update(timing_summary({"publish": jobs.stats.publish_s}))
-        progress["lag"] = lag()
-        doc.update(lag=progress["lag"], pid=os.getpid(), ts=time.time(), assigned=progress["assigned"])
-        _atomic_json(status_path, doc)
+    def write_status(self) -> dict:
+        """Rewrite ``status.json`` (runtime counters, step timings, lag, assignment) and return it."""
+        doc = self.runtime.status()
+        if self.jobs is not None:
+            doc["timings_s"].update(timing_summary({"publish": self.jobs.stats.publish_s}))
+        self.progress["lag"] = self.lag()
+        doc.update(lag=self.progress["lag"], pid=os.getpid(), ts=time.time(), assigned=self.progress["assigned"])
+        _atomic_json(self.status_path, doc)
         return doc
 
-    @app.timer(interval=0.5, name=f"learn-{options.model}-tick")
-    async def tick() -> None:
+    async def tick(self) -> None:
+        """Every 0.5 s: flush a partial batch that waited long enough, log progress, stop after ``stop_after``."""
         now = time.monotonic()
-        async with lock:
+        runtime, options = self.runtime, self.options
+        async with self.lock:
             # idle stream, or a partial batch past max_wait_s that no new record came to learn
             if runtime.queued and (now - runtime.last_record_at >= options.idle_flush_s or runtime.wait_expired(now)):
                 result = await asyncio.to_thread(runtime.flush)
-                await execute(result)
+                await self.execute(result)
                 await asyncio.to_thread(runtime.checkpoint)
-        if now - progress["last"] >= options.progress_s:
-            progress["last"] = now
-            doc = write_status()
+        if now - self.progress["last"] >= options.progress_s:
+            self.progress["last"] = now
+            doc = self.write_status()
             log.warning("%s: applied %d (%.1f ex/s) loss %s lag %s skipped %d/%d dead-lettered %d checkpoint %s",
                         options.model, doc["applied"], doc["examples_per_s"], doc["metrics"].get("loss"), doc["lag"],
                         doc["skipped_offsets"], doc["skipped_ids"], doc["dead_lettered"], doc["checkpoint_seq"])
-        if (options.stop_after is not None and not progress["stopping"] and runtime.applied >= options.stop_after):
-            progress["stopping"] = True
-            async with lock:
+        if options.stop_after is not None and not self.progress["stopping"] and runtime.applied >= options.stop_after:
+            self.progress["stopping"] = True
+            async with self.lock:
                 await asyncio.to_thread(runtime.checkpoint)
-            write_status()
+            self.write_status()
             log.warning("%s: applied %d >= stop_after %d: stopping", options.model, runtime.applied,
                         options.stop_after)
             os.kill(os.getpid(), signal.SIGTERM)
 
-    jobs = snapshot_publisher(settings, runtime) if options.publish else None
-    learner_app = LearnerApp(app=app, runtime=runtime, options=options, status_path=status_path, progress=progress,
-                             jobs=jobs)
+    async def on_shutdown(self, sender: Any, **kwargs: Any) -> None:
+        """Last checkpoint and snapshot while Faust stops, never while a batch is being learned."""
+        async with self.lock:
+            await asyncio.to_thread(self.finish)
 
-    @app.on_before_shutdown.connect
-    async def finish_on_shutdown(sender: Any, **kwargs: Any) -> None:
-        async with lock:  # never while a batch is being learned
-            await asyncio.to_thread(learner_app.finish)
 
+def build_learner_app(settings: Settings, options: LearnWorkerOptions) -> LearnerApp:
+    """The learner worker of ``options.model``: runtime restored, Faust app wired, not started."""
+    runtime, store = _learner_runtime(settings, options)
+    status_path = store.dir / "status.json"
+    app = _faust_app(settings, options, store.dir / "faust")  # Faust's scratch space (memory store)
+    agent = LearnerAgent(app, settings, options, runtime, status_path)
+    agent.attach()
+    learner_app = LearnerApp(app=app, runtime=runtime, options=options, status_path=status_path,
+                             progress=agent.progress, jobs=agent.jobs)
+    agent.finish = learner_app.finish
     return learner_app
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from common.paths import data_path
+from streamrank.cli.params import parse_sets
 
 DEFAULT_OBD = data_path("obd", "random", "all", "all.csv")
 
@@ -22,75 +23,80 @@ def _parse_data(spec: str) -> Path:
     return resolved
 
 
-def register(cli: click.Group, eval_group: click.Group) -> None:
-    @cli.command()
-    @click.option("--model", required=True, help="registered model name (learners/registry.py)")
-    @click.option("--checkpoint-dir", type=click.Path(file_okay=False), default=None,
-                  help="default: $STREAMRANK_HOME/checkpoints")
-    @click.option("--batch-size", default=256, show_default=True, help="examples per update")
-    @click.option("--within", "within_s", default=0.5, show_default=True, help="seconds to wait to fill a take batch")
-    @click.option("--checkpoint-every", default=10, show_default=True, help="checkpoint every N updates")
-    @click.option("--idle-flush", "idle_flush_s", default=2.0, show_default=True,
-                  help="learn a partial batch after this many idle seconds")
-    @click.option("--max-wait", "max_wait_s", type=float, default=None,
-                  help="learn a partial batch once its oldest example waited this many seconds (a latency "
-                       "bound; batch boundaries then follow arrival timing). Default: full batches only")
-    @click.option("--progress", "progress_s", default=5.0, show_default=True, help="seconds between progress lines")
-    @click.option("--stop-after", type=int, default=None, help="exit once this many examples are applied in total")
-    @click.option("--publish", is_flag=True, help="publish checkpoints as model snapshots (Redis snapshot registry)")
-    @click.option("--group", default=None, help="consumer group (default: <topic prefix>learner-<model>)")
-    @click.option("--set", "sets", multiple=True, help="model setting KEY=VALUE (JSON values), e.g. --set lr=0.01")
-    @click.option("--loglevel", default="warning", show_default=True)
-    def learn(model: str, checkpoint_dir: str | None, batch_size: int, within_s: float, checkpoint_every: int,
-              idle_flush_s: float, max_wait_s: float | None, progress_s: float, stop_after: int | None, publish: bool,
-              group: str | None, sets: tuple[str, ...], loglevel: str) -> None:
-        """Run the learner worker of MODEL on the `examples` topic (effectively-once checkpoints)."""
-        from common.config import config_section, load_settings  # noqa: PLC0415
-        from learners.registry import model_names  # noqa: PLC0415
-        from learners.runtime.worker import LearnWorkerOptions, run_learner  # noqa: PLC0415
-        from streamrank.cli.main import parse_sets  # noqa: PLC0415
+@click.command()
+@click.option("--model", required=True, help="registered model name (learners/registry.py)")
+@click.option("--checkpoint-dir", type=click.Path(file_okay=False), default=None,
+              help="default: $STREAMRANK_HOME/checkpoints")
+@click.option("--batch-size", default=256, show_default=True, help="examples per update")
+@click.option("--within", "within_s", default=0.5, show_default=True, help="seconds to wait to fill a take batch")
+@click.option("--checkpoint-every", default=10, show_default=True, help="checkpoint every N updates")
+@click.option("--idle-flush", "idle_flush_s", default=2.0, show_default=True,
+              help="learn a partial batch after this many idle seconds")
+@click.option("--max-wait", "max_wait_s", type=float, default=None,
+              help="learn a partial batch once its oldest example waited this many seconds (a latency "
+                   "bound; batch boundaries then follow arrival timing). Default: full batches only")
+@click.option("--progress", "progress_s", default=5.0, show_default=True, help="seconds between progress lines")
+@click.option("--stop-after", type=int, default=None, help="exit once this many examples are applied in total")
+@click.option("--publish", is_flag=True, help="publish checkpoints as model snapshots (Redis snapshot registry)")
+@click.option("--group", default=None, help="consumer group (default: <topic prefix>learner-<model>)")
+@click.option("--set", "sets", multiple=True, help="model setting KEY=VALUE (JSON values), e.g. --set lr=0.01")
+@click.option("--loglevel", default="warning", show_default=True)
+def learn(model: str, checkpoint_dir: str | None, batch_size: int, within_s: float, checkpoint_every: int,
+          idle_flush_s: float, max_wait_s: float | None, progress_s: float, stop_after: int | None, publish: bool,
+          group: str | None, sets: tuple[str, ...], loglevel: str) -> None:
+    """Run the learner worker of MODEL on the `examples` topic (effectively-once checkpoints)."""
+    from common.config import config_section, load_settings  # noqa: PLC0415
+    from learners.registry import model_names  # noqa: PLC0415
+    from learners.runtime.worker import LearnWorkerOptions, run_learner  # noqa: PLC0415
 
-        if model not in model_names():
-            raise click.BadParameter(f"unknown model {model!r}; known: {', '.join(model_names())}",
-                                     param_hint="--model")
-        settings = load_settings()
-        model_config = dict(config_section(settings, "learners").get(model, {}))
-        model_config.update(parse_sets(sets))
-        options = LearnWorkerOptions(
-            model=model, checkpoint_dir=Path(checkpoint_dir) if checkpoint_dir else settings.home / "checkpoints",
-            batch_size=batch_size, within_s=within_s, checkpoint_every=checkpoint_every, idle_flush_s=idle_flush_s,
-            max_wait_s=max_wait_s, progress_s=progress_s, stop_after=stop_after, group=group, publish=publish,
-            model_config=model_config)
-        run_learner(settings, options, loglevel=loglevel)
+    if model not in model_names():
+        raise click.BadParameter(f"unknown model {model!r}; known: {', '.join(model_names())}",
+                                 param_hint="--model")
+    settings = load_settings()
+    model_config = dict(config_section(settings, "learners").get(model, {}))
+    model_config.update(parse_sets(sets))
+    options = LearnWorkerOptions(
+        model=model, checkpoint_dir=Path(checkpoint_dir) if checkpoint_dir else settings.home / "checkpoints",
+        batch_size=batch_size, within_s=within_s, checkpoint_every=checkpoint_every, idle_flush_s=idle_flush_s,
+        max_wait_s=max_wait_s, progress_s=progress_s, stop_after=stop_after, group=group, publish=publish,
+        model_config=model_config)
+    run_learner(settings, options, loglevel=loglevel)
 
-    @eval_group.command("calibration")
-    @click.option("--data", "data_spec", default=f"obd:{DEFAULT_OBD}", show_default=True,
-                  help="obd:PATH of an OBD-format CSV")
-    @click.option("--methods", default="umnn_scloss,umnn,platt,isotonic,histogram,backbone", show_default=True)
-    @click.option("--batch-size", default=128, show_default=True, help="prequential batch size")
-    @click.option("--lr", default=1e-2, show_default=True, help="Adam learning rate of the UMNN calibrators")
-    @click.option("--train-fraction", default=0.3, show_default=True, help="earliest share of rows for the backbone")
-    @click.option("--limit", type=int, default=None, help="use only the first N rows")
-    @click.option("--seed", default=0, show_default=True)
-    @click.option("--plot", "plot_path", type=click.Path(dir_okay=False), default=None, help="reliability diagram PNG")
-    @click.option("--json", "as_json", is_flag=True)
-    def eval_calibration(data_spec: str, methods: str, batch_size: int, lr: float, train_fraction: float,
-                         limit: int | None, seed: int, plot_path: str | None, as_json: bool) -> None:
-        """Prequential (predict, then learn) calibration of OBD clicks: ours vs baselines."""
-        from learners.calibration.evaluation import evaluate_obd, format_table, plot_reliability  # noqa: PLC0415
 
-        path = _parse_data(data_spec)
-        try:
-            result = evaluate_obd(path, methods=[m.strip() for m in methods.split(",") if m.strip()],
-                                  batch_size=batch_size, train_fraction=train_fraction, lr=lr, limit=limit,
-                                  seed=seed, progress=not as_json)
-        except ValueError as exc:
-            raise click.ClickException(str(exc)) from None
+@click.command("calibration")
+@click.option("--data", "data_spec", default=f"obd:{DEFAULT_OBD}", show_default=True,
+              help="obd:PATH of an OBD-format CSV")
+@click.option("--methods", default="umnn_scloss,umnn,platt,isotonic,histogram,backbone", show_default=True)
+@click.option("--batch-size", default=128, show_default=True, help="prequential batch size")
+@click.option("--lr", default=1e-2, show_default=True, help="Adam learning rate of the UMNN calibrators")
+@click.option("--train-fraction", default=0.3, show_default=True, help="earliest share of rows for the backbone")
+@click.option("--limit", type=int, default=None, help="use only the first N rows")
+@click.option("--seed", default=0, show_default=True)
+@click.option("--plot", "plot_path", type=click.Path(dir_okay=False), default=None, help="reliability diagram PNG")
+@click.option("--json", "as_json", is_flag=True)
+def eval_calibration(data_spec: str, methods: str, batch_size: int, lr: float, train_fraction: float,
+                     limit: int | None, seed: int, plot_path: str | None, as_json: bool) -> None:
+    """Prequential (predict, then learn) calibration of OBD clicks: ours vs baselines."""
+    from learners.calibration.evaluation import evaluate_obd, format_table, plot_reliability  # noqa: PLC0415
+
+    path = _parse_data(data_spec)
+    try:
+        result = evaluate_obd(path, methods=[m.strip() for m in methods.split(",") if m.strip()],
+                              batch_size=batch_size, train_fraction=train_fraction, lr=lr, limit=limit,
+                              seed=seed, progress=not as_json)
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
+    if plot_path:
+        plot_reliability(result, plot_path)
+    if as_json:
+        click.echo(json.dumps(result.metrics, indent=2, sort_keys=True, default=float))
+    else:
+        click.echo(format_table(result))
         if plot_path:
-            plot_reliability(result, plot_path)
-        if as_json:
-            click.echo(json.dumps(result.metrics, indent=2, sort_keys=True, default=float))
-        else:
-            click.echo(format_table(result))
-            if plot_path:
-                click.echo(f"reliability diagram: {plot_path}")
+            click.echo(f"reliability diagram: {plot_path}")
+
+
+def register(cli: click.Group, eval_group: click.Group) -> None:
+    """Add ``learn`` and ``eval calibration``."""
+    cli.add_command(learn)
+    eval_group.add_command(eval_calibration)

@@ -1,43 +1,24 @@
 """The ``streamrank`` command line.
 
-Core commands live here (stack, data conversion, replay, consume, demo). Each stage of the
-data flow adds its own commands from ``<stage>/commands.py`` through a ``register(cli,
-eval_group)`` function, so this file stays small and each stage owns its CLI.
+Core commands live here (stack, data conversion, replay, consume). Each stage of the data
+flow has its module-level click commands in ``streamrank/cli/<stage>.py`` and a
+``register(cli, eval_group)`` that adds them, so this file stays small and each stage owns
+its CLI.
 """
 
 from __future__ import annotations
 
 import importlib
-import json
 import sys
 from pathlib import Path
 
 import click
 
 from common.config import load_settings
-from common.paths import shared_data
+from streamrank.cli.params import echo_json
 
 STAGE_COMMAND_MODULES = ("streamrank.cli.streams", "streamrank.cli.learn", "streamrank.cli.evaluate",
                          "streamrank.cli.features", "streamrank.cli.serve")
-DEFAULT_DATA = shared_data()
-
-
-def parse_sets(pairs: tuple[str, ...] | list[str]) -> dict:
-    """``--set KEY=VALUE`` pairs as a dict; a value is JSON when it parses as JSON, else the string."""
-    out: dict = {}
-    for pair in pairs:
-        key, sep, raw = pair.partition("=")
-        if not sep or not key:
-            raise click.BadParameter(f"expected KEY=VALUE, got {pair!r}", param_hint="--set")
-        try:
-            out[key] = json.loads(raw)
-        except ValueError:
-            out[key] = raw
-    return out
-
-
-def _echo_json(doc) -> None:
-    click.echo(json.dumps(doc, indent=2, default=str))
 
 
 @click.group()
@@ -79,7 +60,7 @@ def status(as_json: bool) -> None:
 
     report = stack.status(load_settings())
     if as_json:
-        _echo_json(report)
+        echo_json(report)
         return
     click.echo(f"home      {report['home']}")
     click.echo(f"kafka     {report['kafka']}  [{'up' if report['kafka_up'] else 'down'}] ({report['broker']})")
@@ -154,7 +135,7 @@ def replay(logs: tuple[str, ...], speed: float | None, max_speed: bool, limit: i
         raise click.UsageError("--speed and --max-speed exclude each other")
     summary = run_replay(list(logs), load_settings(), speed=speed, limit=limit)
     if as_json:
-        _echo_json(summary.as_dict())
+        echo_json(summary.as_dict())
     else:
         click.echo(f"replayed {summary.events} events in {summary.seconds:.2f}s ({summary.rate:,.0f} ev/s): "
                    + ", ".join(f"{k}={v}" for k, v in sorted(summary.by_topic.items()))
@@ -171,7 +152,7 @@ def consume(topics: tuple[str, ...], idle: float) -> None:
     from streams.consume import summarize_topics  # noqa: PLC0415
 
     result = summarize_topics(load_settings(), list(topics), idle_s=idle)
-    _echo_json({k: v.as_dict() for k, v in result.items()})
+    echo_json({k: v.as_dict() for k, v in result.items()})
 
 
 @cli.command(name="data-demo")
@@ -183,7 +164,7 @@ def data_demo(output: str, sessions: int, keep_stack: bool) -> None:
     from loop.data_path import run_data_demo  # noqa: PLC0415
 
     summary = run_data_demo(load_settings(), Path(output), sessions=sessions, keep_stack=keep_stack)
-    _echo_json({k: summary[k] for k in ("broker", "replay", "read_back", "errors", "seconds")})
+    echo_json({k: summary[k] for k in ("broker", "replay", "read_back", "errors", "seconds")})
     click.echo(f"summary written to {Path(output) / 'summary.json'}")
     if summary["errors"]:
         sys.exit(1)

@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 
 from common.config import load_settings
+from streamrank.cli.params import parse_sets
 
 
 @click.command()
@@ -98,7 +99,6 @@ def demo(duration: float, output: str, rate: float, concurrency: int, snapshot_i
     from loop.config import DemoConfig, demo_overrides  # noqa: PLC0415
     from loop.demo import run_demo  # noqa: PLC0415
     from loop.summary import headline  # noqa: PLC0415
-    from streamrank.cli.main import parse_sets  # noqa: PLC0415
 
     try:
         overrides = demo_overrides(parse_sets(sets))

@@ -46,7 +46,7 @@ def worker(name: str | None, web_port: int, batch_size: int, batch_within_s: flo
 
 
 def _print_status(settings, as_json: bool) -> None:
-    from streams.agents import status_dir  # noqa: PLC0415
+    from streams.metrics import status_dir  # noqa: PLC0415
     from streams.metrics import read_statuses  # noqa: PLC0415
 
     folder = status_dir(settings)

@@ -12,7 +12,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from common.config import config_section, load_settings
 from contracts.events import Feedback, Impression
-from streams.agents import Rejected, partition_for_key, validate_record
+from streams.records import Rejected, partition_for_key, validate_record
 from streams.app import load_stage_config
 from streams.dead_letter import DeadLetter
 from streams.metrics import StreamMetrics, read_statuses
@@ -131,14 +131,14 @@ def test_the_joiner_marks_a_partition_caught_up_only_when_it_processed_up_to_the
         joiner.watermarks.observe(partition, "feedback", 100.0)
     joiner.watermarks.observe(0, "impressions", 90.0)
     joiner.watermarks.observe(1, "impressions", 99.0)
-    joiner.last_offsets[(imp_topic, 0)] = 9  # read up to the high watermark (10)
-    joiner.last_offsets[(imp_topic, 1)] = 5  # offset 6 still unread
-    joiner.update_caught_up()                # partition 2: nothing read yet, so not caught up
+    joiner.positions.last_offsets[(imp_topic, 0)] = 9  # read up to the high watermark (10)
+    joiner.positions.last_offsets[(imp_topic, 1)] = 5  # offset 6 still unread
+    joiner.positions.update_caught_up(joiner.watermarks)                # partition 2: nothing read yet, so not caught up
     assert joiner.watermarks.impressions_caught_up == {0}
     assert joiner.watermarks.get(0) == pytest.approx(98.9) and joiner.watermarks.get(1) == pytest.approx(98.9)
     highwater[(imp_topic, 0)] = 12  # more impressions arrived on partition 0
-    joiner.update_caught_up()
+    joiner.positions.update_caught_up(joiner.watermarks)
     assert joiner.watermarks.impressions_caught_up == set() and joiner.watermarks.get(0) == pytest.approx(89.9)
-    joiner.app = SimpleNamespace()  # no consumer (start-up): nothing is caught up
-    joiner.update_caught_up()
+    joiner.positions.app = SimpleNamespace()  # no consumer (start-up): nothing is caught up
+    joiner.positions.update_caught_up(joiner.watermarks)
     assert joiner.watermarks.impressions_caught_up == set()
