@@ -7,4 +7,5 @@
 * :mod:`common.stack`   the embedded stack: a Kafka-protocol broker from a pip wheel + Redis on loopback.
 * :mod:`common.heap`    freeze a long-running process's start-up heap (fewer GC passes).
 * :mod:`common.health`  the health probes used by container health checks.
+* :mod:`common.tables`  the CLI's plain-text tables (rich, never wrapped).
 """

@@ -1,4 +1,4 @@
-"""The contracts every stage shares, in one bottom layer that imports no stage (after ``faust/types``).
+"""The contracts every stage shares, in one bottom layer that imports no stage.
 
 * :mod:`contracts.events`   Impression, Feedback, LabeledList as UTF-8 JSON; ``decode`` is the one
   validation path (its errors name the field and a reason code); the JSON Schemas in ``schemas/``.

@@ -40,7 +40,9 @@ from feast.protos.feast.types.EntityKey_pb2 import EntityKey as EntityKeyProto
 from feast.protos.feast.types.Value_pb2 import Value as ValueProto
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from common.config import Settings
 from common.errors import StreamrankError
+from feature_store.settings import FeatureStoreSettings
 
 #: What serving reads by default: user profile, item content and streaming stats, query stats.
 DEFAULT_FEATURES: tuple[str, ...] = (
@@ -266,3 +268,25 @@ class FeastSdkReader:
         bundle.items = [{name: result[name][i] for name, role in self.roles.items() if role == "item"}
                         for i in range(len(item_ids))]
         return bundle
+
+
+class FeatureStoreNotApplied(StreamrankError, RuntimeError):
+    """The Feast repo a reader needs was never rendered and applied."""
+
+
+def applied_reader(settings: Settings, feature_refs: Sequence[str], fs: FeatureStoreSettings | None = None,
+                   timeout_s: float | None = 1.0) -> DirectFeatureReader:
+    """A :class:`DirectFeatureReader` on the applied Feast repo of ``settings`` (the one serving reads).
+
+    Serving (:mod:`serving.features`) and the learners' feature fill
+    (:mod:`learners.runtime.feature_fill`) both read through this, so they read the same repo,
+    project and keys. ``fs`` defaults to the feature store settings of ``settings``.
+    """
+    from feature_store.feast_repo import FeastRepo, repo_path  # noqa: PLC0415 - Feast's SDK is slow to import
+    from feature_store.settings import load_feature_store_settings  # noqa: PLC0415
+
+    fs = fs or load_feature_store_settings(settings)
+    path = repo_path(settings, fs)
+    if not (path / "feature_store.yaml").exists():
+        raise FeatureStoreNotApplied(f"no applied Feast repo at {path}: run `streamrank features apply` first")
+    return DirectFeatureReader(FeastRepo(path, fs.feast_project).store(), list(feature_refs), timeout_s=timeout_s)

@@ -104,6 +104,14 @@ class StatsRuntime:
         return self._pusher
 
     def process(self, records: Sequence[RawRecord]) -> list[Rejected]:
+        """Validate, fold the good examples into the stats and push the changed rows (blocking).
+
+        A failed push backs off (0.2 s doubling to 5 s) and retries with the rows still
+        pending, forever unless ``retries`` is set, so a Redis outage delays the stats instead
+        of losing them. The loop is written out rather than a tenacity decorator because the
+        retried unit is "whatever is still pending" (seeding and folding until they succeed once,
+        then only the push), which a decorated function would have to rebuild on every attempt.
+        """
         good, bad = validate(records, self.settings.max_event_bytes)
         delay, attempt = 0.2, 0
         while True:

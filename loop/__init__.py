@@ -6,8 +6,9 @@ Kafka/Redis. Not part of any stage: it starts the stages as child processes and 
 * :mod:`loop.config`     :class:`~loop.config.DemoConfig`, every knob ``--set`` can change.
 * :mod:`loop.children`   start, wait for and stop the child processes (worker, learners, server).
 * :mod:`loop.users`      simulated users: requests, the feedback clock, what each request was served.
-* :mod:`loop.demo`       the orchestration of one run and its ``summary.json``.
-* :mod:`loop.metrics`    pure summaries of a run: reward/NDCG/ECE over time, staleness, throughput.
-* :mod:`loop.plots`      the run's plots.
+* :mod:`loop.demo`       the orchestration of one run.
+* :mod:`loop.readback`   what the run reads back from its stages (topics, status files, /metrics).
+* :mod:`loop.summary`    the run's ``summary.json``, ``staleness.csv`` and the headline line.
+* :mod:`loop.metrics`    pure summaries of a run (reward/NDCG/ECE over time, staleness) and its plots.
 * :mod:`loop.data_path`  the data path alone: stack up, real data -> logs, replay, read back.
 """

@@ -69,7 +69,7 @@ class Users:
         return self._local.client
 
     def one(self, index: int) -> None:
-        from simulator.session import ndcg_at_k  # noqa: PLC0415
+        from evaluation.metrics import ndcg_at_k  # noqa: PLC0415
         from streams.rewards import (  # noqa: PLC0415
             ListOutcome,
             RewardWeights,

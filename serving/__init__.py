@@ -1,22 +1,24 @@
-"""Serving: the reranker service, hot-swap, promotion gate, off-policy evaluation, the closed-loop demo.
+"""Serving: the reranker's request path, hot swap of model snapshots, and the promotion gate.
 
-Modules (one job each):
+The request path:
 
-* :mod:`serving.app` -- FastAPI app: ``POST /rerank``, ``GET /healthz``, ``GET /models``, ``GET /metrics``.
-* :mod:`contracts.rerank` -- request/response bodies (strict pydantic; 422 names the field).
-* :mod:`serving.settings` -- roles, limits, exploration, gate and watcher settings
-  (``STREAMRANK_SERVE_*`` env / ``[serving]`` config section).
-* :mod:`serving.components` -- snapshot -> model object per role (calibrator, fusion, reranker),
-  the calling conventions, the canary check.
-* :mod:`serving.holder` -- the served bundle behind one reference; decisions log.
-* :mod:`serving.watcher` -- Redis pub/sub + ``model-updates`` topic + polling; load, verify, gate, swap.
-* :mod:`serving.gate` -- promotion gate (SNIPS/IPS of candidate vs current on recent explored logs).
-* :mod:`serving.recent_examples` -- the bounded window of recent ``examples`` the gate reads.
-* :mod:`serving.emitter` -- non-blocking impression producer (bounded buffer, drop/failure counts).
-* :mod:`serving.features` -- item features from Feast's Redis keys when requests do not carry them.
-* :mod:`serving.baseline` -- the cold-start policy and ``linear-pl`` (a small real list-wise learner).
-* :mod:`evaluation.ope`, :mod:`evaluation.ope_obd` -- IPS / SNIPS / DR with bootstrap CIs; OBD adapter.
-* :mod:`loop.demo`, :mod:`loop.metrics`, :mod:`learners.runtime.snapshot_bridge` -- ``streamrank demo``.
+* :mod:`serving.app`        FastAPI app: ``POST /rerank``, ``GET /healthz``, ``GET /models``, ``GET /metrics``
+                            (bodies in :mod:`contracts.rerank`; a bad one is a 422 naming the field).
+* :mod:`serving.features`   item features from Feast's Redis keys when a request does not carry them.
+* :mod:`serving.components` snapshot -> model object per role (calibrator, fusion, reranker), the
+                            calling conventions, the canary check.
+* :mod:`serving.baseline`   the cold-start policy and ``linear-pl`` (a small real list-wise learner).
+* :mod:`serving.emitter`    non-blocking impression producer (bounded buffer, drop/failure counts).
+* :mod:`serving.settings`   roles, limits, exploration, gate and watcher settings
+                            (``STREAMRANK_SERVE_*`` / ``[serving]`` config section).
+
+Hot swap:
+
+* :mod:`serving.watcher`    wakes on Redis pub/sub, the ``model-updates`` tail (:mod:`serving.topic_tail`)
+                            or a poll; loads, verifies, gates and swaps.
+* :mod:`serving.holder`     the served bundle behind one reference; the decisions log.
+* :mod:`serving.gate`       the promotion gate: SNIPS/IPS (:mod:`evaluation.ope`) of candidate vs current
+                            on the recent explored examples of :mod:`serving.recent_examples`.
 
 What serving expects from the learners (see :mod:`serving.components`): a calibrator has
 ``calibrate(task_scores, context) -> dict[task, Tensor]``; a fusion policy

@@ -23,15 +23,9 @@ class FeastItemFeatures:
     """Item feature vectors from the Feast online store (Redis)."""
 
     def __init__(self, settings: Settings, feature: str = DEFAULT_ITEM_FEATURE) -> None:
-        from feature_store.feast_repo import FeastRepo, repo_path  # noqa: PLC0415
-        from feature_store.online_read import DirectFeatureReader  # noqa: PLC0415
-        from feature_store.settings import load_feature_store_settings  # noqa: PLC0415
+        from feature_store.online_read import applied_reader  # noqa: PLC0415 - Feast is slow to import
 
-        fs = load_feature_store_settings(settings)
-        path = repo_path(settings, fs)
-        if not (path / "feature_store.yaml").exists():
-            raise RuntimeError(f"no applied Feast repo at {path}: run the feature store's apply first")
-        self.reader = DirectFeatureReader(FeastRepo(path, fs.feast_project).store(), [feature])
+        self.reader = applied_reader(settings, [feature])
         self.reference = feature  # what impressions name instead of copying the rows
         self.output = feature.replace(":", "__")
         self.missing = 0

@@ -220,13 +220,3 @@ class SessionSimulator:
     # -- truth (evaluation only) --------------------------------------------------------------
     def expected_clicks(self, request: SimRequest, order: Sequence[int]) -> float:
         return float(self.config.click_model.click_probabilities(request.relevance[list(order)]).sum())
-
-
-def ndcg_at_k(relevance_in_order: np.ndarray, k: int) -> float:
-    """NDCG@k with gain 2^rel - 1 and discount 1/log2(1 + rank) (Järvelin & Kekäläinen, 2002)."""
-    rel = np.asarray(relevance_in_order, dtype=np.float64)
-    discounts = 1.0 / np.log2(np.arange(2, min(k, len(rel)) + 2))
-    dcg = float(((2.0 ** rel[:k] - 1.0) * discounts).sum())
-    ideal = np.sort(rel)[::-1]
-    idcg = float(((2.0 ** ideal[:k] - 1.0) * discounts).sum())
-    return dcg / idcg if idcg > 0 else 0.0

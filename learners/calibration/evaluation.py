@@ -26,6 +26,7 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
+from common.tables import render_table
 from contracts.events import IMPRESSION_SCHEMA, Impression, JoinInfo, LabeledList, ShownItem
 from evaluation.metrics import calibration_report, reliability_curve
 from learners.calibration.backbone import ObdBackbone, load_obd_table, split_by_time
@@ -158,11 +159,10 @@ METRIC_ORDER = ("ece", "field_ece_position", "field_ece_item", "pcoc", "logloss"
 
 
 def format_table(result: EvalResult) -> str:
-    header = f"{'method':<13}" + "".join(f"{m:>20}" for m in METRIC_ORDER) + f"{'seconds':>10}"
-    lines = [header, "-" * len(header)]
-    for method, metrics in result.metrics.items():
-        lines.append(f"{method:<13}" + "".join(f"{metrics[m]:>20.6f}" for m in METRIC_ORDER)
-                     + f"{result.seconds.get(method, 0.0):>10.1f}")
+    """The metrics of every method (one row each) and a line on the data it was evaluated on."""
+    rows = [[method] + [f"{metrics[m]:.6f}" for m in METRIC_ORDER] + [f"{result.seconds.get(method, 0.0):.1f}"]
+            for method, metrics in result.metrics.items()]
+    lines = [render_table(["method", *METRIC_ORDER, "seconds"], rows)]
     info = result.info
     lines.append(f"rows {info['rows']} (backbone fit on first {info['train_rows']}, evaluated on "
                  f"{info['eval_rows']} with {info['eval_clicks']} clicks), batch {info['batch_size']}, lr {info['lr']}")

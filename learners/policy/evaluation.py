@@ -36,12 +36,13 @@ from tqdm.auto import tqdm
 
 from contracts.events import Feedback, FusionDecision, JoinInfo, LabeledList
 from contracts.learner import RerankRequest
+from evaluation.metrics import ndcg_at_k
 from learners.policy.batch import DEFAULT_TASKS, ListBatch, from_examples, task_logit
 from learners.registry import build_learner
 from simulator.click_models import ClickModel
 from simulator.kuairand import KuaiRandMarginals, load_kuairand
 from simulator.letor import LetorDataset, load_letor
-from simulator.session import SessionSimulator, SimRequest, SimulatorConfig, ndcg_at_k
+from simulator.session import SessionSimulator, SimRequest, SimulatorConfig
 from streams.labeling import label_impression
 from streams.rewards import ListOutcome, RewardWeights, query_satisfaction
 

@@ -2,9 +2,9 @@
 
 * :mod:`learners.runtime.runner`          transport-free runtime: batches, dedupe by example id,
   offsets in the checkpoint, dead-letter of bad examples.
-* :mod:`learners.runtime.worker`          ``streamrank learn``: a Faust agent feeding the runtime.
+* :mod:`learners.runtime.worker`          ``streamrank learn``: a Faust agent feeding the runtime;
+  with ``--publish`` an apscheduler job publishes its checkpoints as snapshots.
 * :mod:`learners.runtime.checkpoint`      atomic, checksummed checkpoints (safetensors + JSON manifest).
 * :mod:`learners.runtime.feature_fill`    item features for examples that name them instead of carrying them.
-* :mod:`learners.runtime.snapshot_bridge` publishes checkpoints as snapshots for a learner that does not.
 * :mod:`learners.runtime.process`         run ``streamrank learn`` as a child process and watch it.
 """

@@ -78,18 +78,14 @@ class FeatureFill:
 def feast_row_reader(settings, fs=None) -> RowReader:
     """Rows from the applied Feast repo's Redis online store (the one serving reads); ``fs``:
     :class:`feature_store.settings.FeatureStoreSettings` (default: loaded from ``settings``)."""
-    from feature_store.feast_repo import FeastRepo, repo_path  # noqa: PLC0415
-    from feature_store.online_read import DirectFeatureReader  # noqa: PLC0415
-    from feature_store.settings import load_feature_store_settings  # noqa: PLC0415
+    from feature_store.online_read import DirectFeatureReader, applied_reader  # noqa: PLC0415
 
-    fs = fs or load_feature_store_settings(settings)
     readers: dict[str, DirectFeatureReader] = {}
 
     def read(ref: str, item_ids: Sequence[str]) -> list[list[float] | None]:
         reader = readers.get(ref)
         if reader is None:
-            reader = readers[ref] = DirectFeatureReader(FeastRepo(repo_path(settings, fs), fs.feast_project).store(),
-                                                        [ref])
+            reader = readers[ref] = applied_reader(settings, [ref], fs)
         matrix, known = reader.read_item_vectors(item_ids, ref.replace(":", "__"))
         return [matrix[i].tolist() if ok else None for i, ok in enumerate(known)]
 

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import click
 
+from common.tables import render_table
 from streamrank.cli.params import DEFAULT_DATA, parse_sets
 
 DEFAULT_LETOR = f"letor:{DEFAULT_DATA / 'letor' / 'rank.train'}"
@@ -33,15 +34,10 @@ def _parse_sets(pairs: tuple[str, ...], keyed_by_method: bool) -> dict:
 
 
 def _print_table(results: dict[str, dict[str, float]], keys: list[str]) -> None:
-    click.echo(f"{'method':<20}" + "".join(f"{k:>22}" for k in keys))
-    for method, metrics in results.items():
-        cells = []
-        for key in keys:
-            if key in metrics:
-                cells.append(f"{metrics[key]:.4f} ± {metrics.get(key + '_std', 0.0):.4f}".rjust(22))
-            else:
-                cells.append("-".rjust(22))
-        click.echo(f"{method:<20}" + "".join(cells))
+    """One row per method: each metric as mean ± std over seeds (``-`` where a method has none)."""
+    rows = [[method] + [f"{metrics[k]:.4f} ± {metrics.get(k + '_std', 0.0):.4f}" if k in metrics else "-"
+                        for k in keys] for method, metrics in results.items()]
+    click.echo(render_table(["method", *keys], rows))
 
 
 def _plot(curves: dict[str, list], path: str, shift_at: int | None) -> None:

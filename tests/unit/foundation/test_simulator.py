@@ -6,12 +6,13 @@ import numpy as np
 import pytest
 
 from contracts.events import Feedback, Impression, decode
+from evaluation.metrics import ndcg_at_k
 from simulator.click_models import ClickModel
 from simulator.kuairand import load_kuairand
 from simulator.letor import LetorFormatError, load_letor
 from simulator.logs import simulated_sessions, time_ordered, write_log
 from simulator.obd import ObdFormatError, obd_events, read_obd
-from simulator.session import SessionSimulator, SimulatorConfig, ndcg_at_k
+from simulator.session import SessionSimulator, SimulatorConfig
 
 
 @pytest.fixture(scope="module")

@@ -9,6 +9,8 @@ still a dependency).
 from __future__ import annotations
 
 import ast
+import re
+import subprocess
 from collections import defaultdict
 from pathlib import Path
 
@@ -125,4 +127,31 @@ def test_long_functions_say_why():
 def test_every_package_says_its_job():
     missing = [str(init.relative_to(REPO)) for package in PACKAGES for init in (REPO / package).rglob("__init__.py")
                if "repo" not in init.parts and not ast.get_docstring(ast.parse(init.read_text()))]
+    assert missing == []
+
+
+def readme_layout() -> list[str]:
+    """The folders the README's "Layout" block names, in its order."""
+    text = (REPO / "README.md").read_text()
+    block = text.split("## Layout", 1)[1].split("```", 2)[1]
+    return [line.split()[0].rstrip("/") for line in block.splitlines() if line.strip()]
+
+
+def test_the_readme_layout_names_every_tracked_top_level_folder_once():
+    tracked = subprocess.run(["git", "ls-files"], cwd=REPO, capture_output=True, text=True, check=True).stdout
+    folders = {line.split("/", 1)[0] for line in tracked.splitlines() if "/" in line and not line.startswith(".")}
+    named = readme_layout()
+    assert len(named) == len(set(named))
+    assert set(named) == folders
+
+
+def test_every_package_docstring_names_only_modules_that_exist():
+    """``:mod:`pkg.module``` references in the package docstrings point at real modules."""
+    missing = []
+    for package in PACKAGES:
+        for init in (REPO / package).rglob("__init__.py"):
+            for ref in re.findall(r":mod:`~?([\w.]+)`", ast.get_docstring(ast.parse(init.read_text())) or ""):
+                path = REPO.joinpath(*ref.split("."))
+                if not (path.with_suffix(".py").exists() or (path / "__init__.py").exists()):
+                    missing.append(f"{init.relative_to(REPO)}: {ref}")
     assert missing == []
