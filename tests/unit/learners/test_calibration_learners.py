@@ -82,3 +82,36 @@ def test_a_checkpoint_of_another_configuration_is_refused(examples):
     a.learn_many(examples[:5])
     with pytest.raises(ValueError, match="config differs"):
         build_umnn(steps=12).load_state_dict(a.state_dict())
+
+
+def test_the_scloss_term_reaches_the_gradient_with_its_weight():
+    """UMC's objective is BCE + lambda * SCLoss: the update's gradient is the BCE gradient plus
+    lambda times the SCLoss gradient, and the reported loss is that sum (so umnn_scloss is not umnn)."""
+    gen = torch.Generator().manual_seed(3)
+    n = 256
+    logit = torch.randn(n, generator=gen)
+    y = (torch.rand(n, generator=gen) < torch.sigmoid(logit + 0.8)).float()  # miscalibrated on purpose
+    positions = torch.randint(1, 6, (n,), generator=gen).tolist()
+
+    def learner(weight: float):
+        return build_umnn(tasks=("click",), context_fields=("position",), sc_weight=weight, seed=0, **SMALL)
+
+    def grads(module) -> torch.Tensor:
+        return torch.cat([p.grad.flatten() if p.grad is not None else torch.zeros(p.numel())
+                          for p in module.parameters()])
+
+    with_sc, without = learner(0.5), learner(0.0)
+    index = with_sc.encoder.indices({"position": positions}, n)
+    metrics = with_sc.update_tensors({"click": (logit, y, index)})
+    assert metrics["click.sc"] > 0
+    assert metrics["loss"] == pytest.approx(metrics["click.bce"] + 0.5 * metrics["click.sc"], rel=1e-6)
+    with_sc_grad = grads(with_sc.module)
+    without.update_tensors({"click": (logit, y, index)})
+    bce_grad = grads(without.module)
+
+    alone = learner(0.5)
+    z = alone.forward_rows("click", logit, index)
+    alone.sc_losses["click"](torch.sigmoid(z), y).backward()
+    sc_grad = grads(alone.module)
+    assert sc_grad.abs().max() > 0
+    assert torch.allclose(with_sc_grad, bce_grad + 0.5 * sc_grad, atol=1e-6, rtol=1e-4)

@@ -119,3 +119,68 @@ def test_the_gate_window_holds_only_explored_examples_so_a_low_explore_rate_stil
     assert all(usable(e, 3) for e in kept)
     assert [e.impression.request_id for e in kept] == [logged(i, [0, 1, 2], [0.9, 0.5, 0.1], 1.0).impression.request_id
                                                         for i in range(50, 100, 5)]
+
+
+class FixedWeights(PromotionGate):
+    """The gate's decision rule on importance weights chosen by the test (one array per component)."""
+
+    def __init__(self, config: GateConfig, by_version: dict[str, "np.ndarray"]) -> None:
+        super().__init__(config)
+        self.by_version = by_version
+
+    def weights(self, component, examples, cache=False):
+        return self.by_version[component.version]
+
+
+def snips(reward, w) -> float:
+    return float((reward * w).sum() / w.sum())
+
+
+def weights_with_value(reward, target: float):
+    """``exp(-beta * r)`` with beta found by bisection so that SNIPS equals ``target`` (< the mean reward)."""
+    import numpy as np  # noqa: PLC0415
+
+    lo, hi = 0.0, 50.0
+    for _ in range(200):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if snips(reward, np.exp(-mid * reward)) > target else (lo, mid)
+    return np.exp(-lo * reward)
+
+
+def test_a_candidate_just_inside_the_allowed_drop_passes_and_one_just_outside_is_blocked(examples):
+    import numpy as np  # noqa: PLC0415
+
+    reward = np.array([ex.list_reward for ex in examples])
+    v_cur = float(reward.mean())
+    config = GateConfig(min_samples=30, max_relative_drop=0.05, confidence=0.0, floor_cold_start=False)
+    inside = weights_with_value(reward, v_cur * (1 - 0.04))
+    outside = weights_with_value(reward, v_cur * (1 - 0.06))  # inside twice the allowed drop
+    gate = FixedWeights(config, {"cur": np.ones_like(reward), "inside": inside, "outside": outside})
+    passed = gate.decide(scorer_named("cur"), scorer_named("inside"), examples)
+    assert passed.accepted and passed.candidate_value == pytest.approx(v_cur * 0.96, rel=1e-6)
+    blocked = gate.decide(scorer_named("cur"), scorer_named("outside"), examples)
+    assert not blocked.accepted and blocked.candidate_value == pytest.approx(v_cur * 0.94, rel=1e-6)
+    assert "- 5%" in blocked.reason
+
+
+def test_a_candidate_whose_point_estimate_passes_but_whose_lower_bound_fails_is_blocked(examples):
+    import numpy as np  # noqa: PLC0415
+
+    reward = np.array([ex.list_reward for ex in examples])
+    v_cur = float(reward.mean())
+    hi, lo = int(reward.argmax()), int(reward.argmin())
+    assert reward[hi] > v_cur > reward[lo]
+    share = (v_cur - reward[lo]) / (reward[hi] - reward[lo])
+    noisy = np.full_like(reward, 1e-9)  # the value rests on two logged rounds: an estimate with no support
+    noisy[hi], noisy[lo] = share, 1 - share
+    assert snips(reward, noisy) == pytest.approx(v_cur, rel=1e-6)
+    weights = {"cur": np.ones_like(reward), "noisy": noisy}
+    point_only = FixedWeights(GateConfig(min_samples=30, confidence=0.0, floor_cold_start=False), weights)
+    assert point_only.decide(scorer_named("cur"), scorer_named("noisy"), examples).accepted
+    verdict = FixedWeights(GateConfig(min_samples=30, confidence=0.9, floor_cold_start=False), weights).decide(
+        scorer_named("cur"), scorer_named("noisy"), examples)
+    assert not verdict.accepted and "lower bound of the difference" in verdict.reason
+
+
+def scorer_named(version: str) -> Component:
+    return Component("reranker", "linear-pl", version, LinearListScorer(n_features=1))

@@ -61,3 +61,38 @@ def test_dual_relative_is_the_sum_of_the_group_and_batch_terms():
     assert torch.allclose(adv, group_normalised(rewards, eps=0.0) + batch_z, atol=1e-9)
     only_group = dual_relative(rewards, RunningMoments(), across_batches=False)
     assert torch.allclose(only_group, group_normalised(rewards))
+
+
+@pytest.mark.parametrize("name", ["decoupled", "dual_relative"])
+def test_padding_never_reaches_the_running_statistics(name):
+    """A padded batch gives the advantages and running moments of the same real rewards without padding.
+
+    Row 0 has 3 real slots, row 1 has 2; the padding holds values far from every real reward.
+    The reference statistics are fed the real slots only (centred per request for LDRO, raw for
+    DRPO's cross-batch term), as the definitions in :mod:`learners.policy.advantages` say.
+    """
+    fn = {"decoupled": decoupled, "dual_relative": dual_relative}[name]
+    rewards = torch.tensor([[1.0, 2.0, 4.0, 99.0], [3.0, 5.0, -99.0, 99.0]], dtype=torch.float64)
+    mask = torch.tensor([[True, True, True, False], [True, True, False, False]])
+    padded_running = RunningMoments(decay=0.9)
+    padded = fn(rewards, padded_running, mask)
+    padded_again = fn(rewards, padded_running, mask)  # a second batch: the moments carry over
+
+    real = [rewards[0, :3], rewards[1, :2]]
+    if name == "decoupled":
+        centred = torch.cat([r - r.mean() for r in real])
+    else:
+        centred = torch.cat(real)
+    reference = RunningMoments(decay=0.9)
+    reference.update(centred)
+    first_mean, first_std = reference.corrected_mean, reference.corrected_std
+    reference.update(centred)
+    assert padded_running.corrected_mean == pytest.approx(reference.corrected_mean, rel=1e-12, abs=1e-12)
+    assert padded_running.corrected_std == pytest.approx(reference.corrected_std, rel=1e-12)
+    assert padded[~mask].abs().max() == 0 and padded_again[~mask].abs().max() == 0
+    if name == "decoupled":
+        assert padded[0, :3].tolist() == pytest.approx(((real[0] - real[0].mean()) / (first_std + 1e-6)).tolist())
+    else:
+        z = (real[1] - first_mean) / (first_std + 1e-6)
+        group = (real[1] - real[1].mean()) / (real[1].std(unbiased=False) + 1e-6)
+        assert padded[1, :2].tolist() == pytest.approx((z + group).tolist())

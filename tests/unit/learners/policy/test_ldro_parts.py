@@ -202,3 +202,42 @@ def test_upstream_task_inputs_ignore_the_calibrator_in_learning_and_in_serving()
     assert not torch.allclose(upstream_logits, calibrated_logits)
     with pytest.raises(ValueError, match="task_inputs"):
         build_ldro(task_inputs="raw")
+
+
+def test_rank_weighted_loss_is_the_dcg_discounted_sum_of_step_log_probs():
+    """-A * sum_k w_k log pi(y_k | y_<k) with w_k = 1/log2(k+1): the top rank weighs most.
+
+    Written out by hand for one list: each step's PL probability is exp(s_y) over the
+    remaining items' exp(s), so a weighting reversed or shifted by a rank gives another value.
+    """
+    raw = [0.3, -0.2, 0.1, 1.5]
+    scores = torch.tensor([raw], dtype=torch.float64)
+    order = [3, 0, 2, 1]
+    steps = []
+    for k, item in enumerate(order):
+        remaining = order[k:]
+        steps.append(raw[item] - math.log(sum(math.exp(raw[j]) for j in remaining)))
+    weights = [1 / math.log2(k + 2) for k in range(4)]
+    adv = torch.tensor([[0.7]], dtype=torch.float64)
+    expected = -0.7 * sum(w * lp for w, lp in zip(weights, steps))
+    got = list_policy_loss(scores, torch.tensor([[order]]), adv, rank_weighted=True)
+    assert float(got) == pytest.approx(expected, rel=1e-12)
+    plain = list_policy_loss(scores, torch.tensor([[order]]), adv, rank_weighted=False)
+    assert float(plain) == pytest.approx(-0.7 * sum(steps), rel=1e-12)
+    # the last step is certain (log 1 = 0): only the first three ranks carry gradient
+    assert steps[-1] == pytest.approx(0.0, abs=1e-12)
+
+
+def test_padded_candidates_change_neither_the_loss_nor_the_gradient():
+    scores = torch.tensor([[0.3, -0.2, 0.1, 9.0]], dtype=torch.float64, requires_grad=True)
+    mask = torch.tensor([[True, True, True, False]])
+    orders = torch.tensor([[[2, 0, 1, 3]]])
+    adv = torch.tensor([[1.3]], dtype=torch.float64)
+    padded = list_policy_loss(scores, orders, adv, mask=mask)
+    padded.backward()
+    trimmed_scores = scores.detach()[:, :3].clone().requires_grad_(True)
+    trimmed = list_policy_loss(trimmed_scores, orders[..., :3], adv)
+    trimmed.backward()
+    assert float(padded) == pytest.approx(float(trimmed), rel=1e-12)
+    assert scores.grad[0, :3].tolist() == pytest.approx(trimmed_scores.grad[0].tolist(), rel=1e-12)
+    assert scores.grad[0, 3] == 0
