@@ -53,8 +53,8 @@ not_a_string = st.one_of(st.integers(), st.lists(st.integers(), max_size=2), st.
 
 
 @st.composite
-def hostile(draw) -> tuple[str, bytes | None, bytes]:
-    """(logical topic, key, value) of one record that breaks the contract."""
+def hostile(draw) -> tuple[str, str, bytes | None, bytes]:
+    """(kind, logical topic, key, value) of one record that breaks the contract."""
     rid = draw(ids)
     key = rid.encode()
     kind = draw(st.sampled_from(["garbage", "non_utf8", "not_object", "nan", "negative_watch", "oversized",
@@ -137,11 +137,33 @@ def hostile(draw) -> tuple[str, bytes | None, bytes]:
         doc = impression_doc(rid, 3)
         doc["items"][2]["item_id"] = doc["items"][0]["item_id"]
         value = dumps(doc)
-    return topic, key, value
+    return kind, topic, key, value
 
 
-def generate_hostile(n: int) -> list[tuple[str, bytes | None, bytes]]:
-    collected: list[tuple[str, bytes | None, bytes]] = []
+#: The dead-letter reasons a record of each hostile kind may get (a cut inside the schema name
+#: leaves valid UTF-8 JSON with an unknown schema; a position of 0 or below is out of range).
+REASONS = {
+    "garbage": {"bad_json"}, "non_utf8": {"bad_json", "unknown_schema"}, "not_object": {"bad_json"},
+    "nan": {"not_finite"}, "negative_watch": {"out_of_range"}, "oversized": {"oversized_list"},
+    "unknown_kind": {"unknown_kind"}, "huge_string": {"too_long"}, "wrong_type": {"schema_violation", "out_of_range"},
+    "missing": {"missing_field"}, "extra": {"unknown_field"}, "wrong_topic": {"wrong_topic"},
+    "key_mismatch": {"key_mismatch"}, "unknown_schema": {"unknown_schema"}, "item_required": {"schema_violation"},
+    "duplicate_items": {"schema_violation"}, "conflicting_impression": {"conflicting_impression"},
+}
+
+
+def conflicting(impression_line: bytes) -> bytes:
+    """A second impression for the same request (another event id, another list): the first one must stay."""
+    doc = json.loads(impression_line)
+    doc["event_id"] += ":conflict"
+    doc["items"] = doc["items"][::-1]
+    for position, item in enumerate(doc["items"], 1):
+        item["position"] = position
+    return dumps(doc)
+
+
+def generate_hostile(n: int) -> list[tuple[str, str, bytes | None, bytes]]:
+    collected: list[tuple[str, str, bytes | None, bytes]] = []
 
     @hyp_settings(max_examples=n + 100, database=None, phases=[Phase.generate], deadline=None,
                   suppress_health_check=list(HealthCheck))
@@ -165,34 +187,40 @@ def valid_log(tmp_path_factory, shared_data) -> Path:
 def test_hostile_records_go_to_dead_letter_and_valid_ones_still_become_examples(settings, tmp_path, valid_log):
     hostile_records = generate_hostile(N_HOSTILE)
     assert len(hostile_records) >= 1000
-    assert len({kind for kind in Counter(v[:1] for _, _, v in hostile_records)}) > 1
+    assert len({kind for kind, *_ in hostile_records}) == len(REASONS) - 1
     valid_lines = valid_log.read_bytes().splitlines()
     valid = [("impressions" if b'"streamrank.impression.v1"' in line else "feedback",
               json.loads(line)["request_id"].encode(), line) for line in valid_lines]
     # interleave: valid events keep their log order, hostile ones are sprinkled between them
     rng = random.Random(7)
     slots = sorted(rng.randrange(len(valid) + 1) for _ in hostile_records)
-    stream: list[tuple[bool, tuple[str, bytes | None, bytes]]] = []
+    stream: list[tuple[str | None, tuple[str, bytes | None, bytes]]] = []
     hi = 0
+    impressions_seen = 0
     for i, record in enumerate(valid + [None]):
         while hi < len(slots) and slots[hi] == i:
-            stream.append((True, hostile_records[hi]))
+            kind, *rest = hostile_records[hi]
+            stream.append((kind, tuple(rest)))
             hi += 1
         if record is not None:
-            stream.append((False, record))
+            stream.append((None, record))
+            if record[0] == "impressions":
+                impressions_seen += 1
+                if impressions_seen % 4 == 0:  # right behind its original, while the window is open
+                    stream.append(("conflicting_impression", ("impressions", record[1], conflicting(record[2]))))
 
     producer = make_producer(settings.kafka_bootstrap)
-    sent: list[tuple[bytes, object]] = []
-    for is_bad, (logical, key, value) in stream:
+    sent: list[tuple[str, bytes, object]] = []
+    for kind, (logical, key, value) in stream:
         future = producer.send(settings.topics.name(logical), key=key, value=value)
-        if is_bad:
-            sent.append((value, future))
+        if kind is not None:
+            sent.append((kind, value, future))
     producer.flush()
     producer.close()
-    provenance = {}
-    for value, future in sent:
+    provenance: dict[tuple[str, int, int], tuple[str, bytes]] = {}
+    for kind, value, future in sent:
         meta = future.get(timeout=30)
-        provenance[(meta.topic, meta.partition, meta.offset)] = value
+        provenance[(meta.topic, meta.partition, meta.offset)] = (kind, value)
 
     worker = start_worker(settings, tmp_path, "hostile-w1")
     try:
@@ -211,11 +239,11 @@ def test_hostile_records_go_to_dead_letter_and_valid_ones_still_become_examples(
     assert len(got) == len(letters), "each bad record is dead-lettered once"
     assert set(got) == set(provenance), "every hostile record, and nothing else, is in dead-letter"
     for where, letter in got.items():
-        assert letter.value == provenance[where], "dead-letter keeps the original bytes"
-        assert letter.reason and letter.reason != "undecodable", (letter.reason, letter.detail)
+        kind, value = provenance[where]
+        assert letter.value == value, "dead-letter keeps the original bytes"
+        assert letter.reason in REASONS[kind], (kind, letter.reason, letter.detail)
     reasons = Counter(d.reason for d in letters)
-    for expected_reason in ("bad_json", "not_finite", "out_of_range", "oversized_list", "unknown_kind", "schema_violation",
-                            "wrong_topic", "key_mismatch", "missing_field", "unknown_field", "unknown_schema"):
+    for expected_reason in set().union(*REASONS.values()):
         assert reasons[expected_reason] > 0, (expected_reason, reasons)
     assert status["counts"]["dead_lettered"] == len(provenance)
 

@@ -1,14 +1,13 @@
-"""The generic learner checks (River-style), run over every registered model whose module imports.
+"""The generic learner checks (River-style), run over every registered model.
 
 Determinism given seed and order, bit-exact state round trip (and identical continuation
 after it), finite metrics and state, no NaN on empty or one-item lists, and the runtime's
-meta key accepted on load. New families are covered as soon as their factory imports;
-names whose module is not importable yet are skipped with the reason.
+meta key accepted on load. Every registered name is checked; one whose module does not import
+fails (``test_satisfies_the_protocol`` builds each one).
 """
 
 from __future__ import annotations
 
-import importlib
 import math
 
 import pytest
@@ -16,22 +15,12 @@ import torch
 
 from contracts.events import ItemLabels, LabeledList
 from contracts.learner import RUNTIME_META_KEY, Learner, LearnerState
-from learners.registry import FACTORIES, build_learner, model_names
+from learners.registry import build_learner, model_names
 from learners.runtime.checkpoint import state_sha256
 from simulator.examples import simulated_examples
 
 
-def _importable(name: str) -> str | None:
-    module = FACTORIES[name].partition(":")[0]
-    try:
-        importlib.import_module(module)
-    except ModuleNotFoundError as exc:
-        return f"{module} not importable yet: {exc}"
-    return None
-
-
-MODELS = [pytest.param(n, marks=pytest.mark.skip(reason=_importable(n))) if _importable(n) else n
-          for n in model_names()]
+MODELS = model_names()
 
 
 @pytest.fixture(scope="module")

@@ -94,6 +94,23 @@ def test_held_feedback_outside_the_window_is_excluded_when_the_impression_arrive
     assert close_entry(entry, imp(), CFG, W, "window", 1070.0).join.feedback_count == 0
 
 
+@pytest.mark.parametrize("held", [True, False], ids=["held-early", "after-the-impression"])
+def test_feedback_at_exactly_the_window_end_counts_whether_it_came_early_or_late(held):
+    """The window is inclusive at t0 + W on every path: applied on arrival (``apply_feedback``),
+    and held before the impression then kept by the close (``outcome_of``, ``feedback_count``)."""
+    entry = new_entry()
+    events = [fb(0, "like", ts=1060.0), fb(1, "click", item="b", ts=1060.0 + 1e-6)]
+    if not held:
+        apply_impression(entry, imp(ts=1000.0))
+    outcomes = [apply_feedback(entry, event, CFG).outcome for event in events]
+    assert outcomes == (["early", "early"] if held else ["applied", "outside_window"])
+    if held:
+        apply_impression(entry, imp(ts=1000.0))
+    example = close_entry(entry, imp(), CFG, W, "window", 1061.0)
+    assert example.join.feedback_count == 1
+    assert example.labels[0].like == 1 and example.labels[1].click == 0
+
+
 def test_a_second_impression_for_the_same_request_is_a_conflict():
     entry = new_entry()
     apply_impression(entry, imp())
