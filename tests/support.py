@@ -9,9 +9,10 @@ from pathlib import Path
 
 from common import stack
 from common.config import Settings, Topics
+from common.paths import shared_data
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED_DATA = REPO.parent / "shared" / "data"
+SHARED_DATA = shared_data()  # ../shared/data, or $STREAMRANK_DATA
 
 
 def fresh_topics(settings: Settings, partitions: int | None = None) -> Settings:

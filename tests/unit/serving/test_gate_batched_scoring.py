@@ -7,13 +7,18 @@ import math
 import numpy as np
 import pytest
 import torch
+from test_gate_logic import logged  # same directory: pytest puts it on sys.path
 
 from contracts.learner import RerankRequest
 from learners.ranking.learner import build_ldro
 from serving.baseline import pl_logprob
 from serving.components import Component, candidate_scores, candidate_scores_many
-from serving.gate import GateConfig, PromotionGate, policy_logprobs, request_from_example
-from tests.unit.serving.test_gate_logic import logged
+from serving.gate import (
+    GateConfig,
+    PromotionGate,
+    policy_logprobs,
+    request_from_example,
+)
 
 
 def random_request(gen: torch.Generator, n: int, n_features: int) -> RerankRequest:

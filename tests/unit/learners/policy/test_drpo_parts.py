@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 from torch.distributions import Normal, kl_divergence
@@ -113,3 +115,52 @@ def test_satisfaction_model_learns_that_relevant_tops_satisfy():
     worst_first = torch.argsort(logits[..., 0], -1).unsqueeze(1)
     assert (model.logits(features, logits, mask, ctx, best_first) >
             model.logits(features, logits, mask, ctx, worst_first)).float().mean() > 0.9
+
+
+def reference_clipped_term(ratio: float, adv: float, clip: float = 0.2, dual_clip: float = 3.0) -> float:
+    """One slot of the objective in the module docstring (PPO + the dual clip of Ye et al. 2020)."""
+    term = min(ratio * adv, min(max(ratio, 1 - clip), 1 + clip) * adv)
+    return max(term, dual_clip * adv) if adv < 0 and dual_clip > 0 else term
+
+
+def test_the_clipped_objective_equals_the_formula_slot_by_slot_with_its_default_clips():
+    """Every regime: inside the trust region, clipped above and below for either sign of A, the
+    dual clip on a large ratio with A < 0, A = 0, a far-off behaviour log-prob (the ±20 clamp of
+    the log-ratio), and a padded slot that does not count in the mean."""
+    cases = [(1.1, 2.0), (1.5, 2.0), (0.5, 2.0), (1.5, -1.0), (0.5, -1.0), (5.0, -1.0), (1.1, -0.5),
+             (1.0, 0.0), (0.9, 1.5), (1.1, 0.5), (2.9, -2.0), (3.5, -2.0)]
+    ratio = torch.tensor([[r for r, _ in cases]], dtype=torch.float64)
+    adv = torch.tensor([[a for _, a in cases]], dtype=torch.float64)
+    old = torch.linspace(-3.0, -0.5, len(cases), dtype=torch.float64).view(1, -1)  # behaviour log-probs
+    logp = torch.log(ratio) + old
+    expected = -sum(reference_clipped_term(r, a) for r, a in cases) / len(cases)
+    assert clipped_policy_loss(logp, old, adv).item() == pytest.approx(expected, rel=1e-12)
+
+    mask = torch.ones_like(adv, dtype=torch.bool)
+    mask[0, 2] = False
+    masked = -sum(reference_clipped_term(r, a) for i, (r, a) in enumerate(cases) if i != 2) / (len(cases) - 1)
+    assert clipped_policy_loss(logp, old, adv, mask=mask).item() == pytest.approx(masked, rel=1e-12)
+
+    far = torch.tensor([[60.0, -60.0]], dtype=torch.float64)  # log-ratios beyond the ±20 clamp
+    two = torch.tensor([[1.0, 1.0]], dtype=torch.float64)
+    got = clipped_policy_loss(far, torch.zeros_like(far), two, clip=0.2, dual_clip=3.0).item()
+    assert got == pytest.approx(-(reference_clipped_term(1.2, 1.0) + math.exp(-20.0)) / 2, rel=1e-9)
+
+    for dual in (1.0, 2.0):  # any c > 0 bounds the negative terms at c * A
+        got = clipped_policy_loss(logp, old, adv, clip=0.2, dual_clip=dual).item()
+        assert got == pytest.approx(-sum(reference_clipped_term(r, a, dual_clip=dual) for r, a in cases) / len(cases),
+                                    rel=1e-12)
+    off = clipped_policy_loss(logp, old, adv, clip=0.2, dual_clip=0.0).item()
+    assert off == pytest.approx(-sum(reference_clipped_term(r, a, dual_clip=0.0) for r, a in cases) / len(cases),
+                                rel=1e-12)
+
+
+def test_the_clipped_objective_gradient_flows_through_the_current_log_prob_only():
+    logp = torch.log(torch.tensor([[1.1, 0.9]], dtype=torch.float64)).requires_grad_(True)
+    old = torch.zeros_like(logp).requires_grad_(True)
+    adv = torch.tensor([[1.0, -1.0]], dtype=torch.float64, requires_grad=True)
+    clipped_policy_loss(logp, old, adv).backward()
+    # inside the trust region d(-rho*A/2)/dlogp = -rho*A/2
+    assert logp.grad[0].tolist() == pytest.approx([-1.1 / 2, 0.9 / 2], rel=1e-12)
+    assert old.grad is None or not old.grad.any()
+    assert adv.grad is None or not adv.grad.any()

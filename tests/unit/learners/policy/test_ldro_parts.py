@@ -238,6 +238,6 @@ def test_padded_candidates_change_neither_the_loss_nor_the_gradient():
     trimmed_scores = scores.detach()[:, :3].clone().requires_grad_(True)
     trimmed = list_policy_loss(trimmed_scores, orders[..., :3], adv)
     trimmed.backward()
-    assert float(padded) == pytest.approx(float(trimmed), rel=1e-12)
+    assert padded.item() == pytest.approx(trimmed.item(), rel=1e-12)
     assert scores.grad[0, :3].tolist() == pytest.approx(trimmed_scores.grad[0].tolist(), rel=1e-12)
     assert scores.grad[0, 3] == 0
