@@ -10,15 +10,15 @@ second on 2 cores.
 What it does:
 
 1. copies the tracked files (as they are in the working tree) to ``out/mutation/work``, where
-   mutmut may write its ``mutants/`` tree; the copy is kept, so a later run re-tests only the
-   functions whose source changed (mutmut compares a hash per function);
+   mutmut writes its ``mutants/`` tree (the copy is kept; mutmut 3.3.1 was measured to re-test
+   every mutant on the next run anyway, so a run is never incremental: ~16 minutes on 2 cores);
 2. writes ``[tool.mutmut]`` into the copy's ``pyproject.toml``: every package is copied, only
    :data:`CORE` is mutated, and the core's unit tests (:data:`TESTS`) are the tests it may run;
 3. runs ``mutmut run`` in-process, with a shim for pytest 9 (mutmut 3.3.1 reads
    ``item._nodeid``, which pytest 9 renamed; newer mutmut releases need click >= 8.4.2,
    which faust-streaming 0.15.3 does not allow) and a tighter timeout (:data:`TIMEOUT_FACTOR`);
 4. writes ``out/mutation/summary.json`` (``{"modules": {PATH: {killed, survived, equivalent,
-   total, ...}}}``) and ``out/mutation/report.md`` with each survivor's diff.
+   total, ...}}}``; ``killed`` includes the timeouts, ``other`` counts mutants no test reached) and ``out/mutation/report.md`` with each survivor's diff.
 
 Equivalent mutants (a mutation that cannot change behaviour) are listed, each with its
 reason, in ``tests/mutation_equivalent.toml``; they count as ``equivalent``, not ``survived``.
@@ -177,29 +177,41 @@ def summarise(results: dict[str, dict[str, str]], equivalent: dict[str, str]) ->
     modules = {}
     for path, statuses in results.items():
         counts = Counter("equivalent" if s == "survived" and name in equivalent else s for name, s in statuses.items())
-        killed, survived, eq = counts.pop("killed", 0), counts.pop("survived", 0), counts.pop("equivalent", 0)
+        # a mutant that makes its tests run past the timeout was detected too (as in Stryker and PIT)
+        timeouts = counts.pop("timeout", 0)
+        killed = counts.pop("killed", 0) + timeouts
+        survived, eq = counts.pop("survived", 0), counts.pop("equivalent", 0)
         total = killed + survived + eq + sum(counts.values())
         scored = total - eq
         modules[path] = {"killed": killed, "survived": survived, "equivalent": eq, "total": total,
-                         "other": dict(counts), "kill_rate": killed / scored if scored else None}
+                         "timeouts": timeouts, "other": dict(counts), "kill_rate": killed / scored if scored else None}
     return {"modules": modules}
 
 
 def survivor_diffs(work: Path, results: dict[str, dict[str, str]], equivalent: dict[str, str]) -> list[str]:
-    """A Markdown section per module with the diff of each survivor (and each equivalent, with its reason)."""
-    from mutmut.__main__ import get_diff_for_mutant  # noqa: PLC0415
+    """A Markdown section per module with the diff of each survivor (and each equivalent, with its reason).
 
-    os.chdir(work)
+    Each mutated file is parsed once (``mutmut show`` parses it again for every mutant: minutes
+    for the ~500 survivors of the core)."""
+    from difflib import unified_diff  # noqa: PLC0415
+
+    import libcst as cst  # noqa: PLC0415
+    from mutmut.__main__ import read_mutant_function, read_original_function  # noqa: PLC0415
+
     lines = []
     for path, statuses in results.items():
         left = sorted(name for name, s in statuses.items() if s == "survived")
         if not left:
             continue
+        module = cst.parse_module((work / "mutants" / path).read_text())
         lines.append(f"\n## {path}\n")
         for name in left:
+            before = cst.Module([read_original_function(module, name)]).code.strip().split("\n")
+            after = cst.Module([read_mutant_function(module, name)]).code.strip().split("\n")
+            diff = "\n".join(unified_diff(before, after, fromfile=path, tofile=path, lineterm=""))
             why = equivalent.get(name)
             lines.append(f"### {name}" + (f" (equivalent: {why})" if why else "") + "\n")
-            lines.append("```diff\n" + get_diff_for_mutant(name).rstrip() + "\n```\n")
+            lines.append("```diff\n" + diff.rstrip() + "\n```\n")
     return lines
 
 
@@ -232,12 +244,16 @@ def main() -> int:
     (work / "pyproject.toml").write_text((REPO / "pyproject.toml").read_text() + config)
     last = work / ".mutation-config"
     if not last.exists() or last.read_text() != config:
-        # mutmut keeps its map of which tests reach which function, and each mutant's result, for
-        # the next run; both are only valid for the same mutated set and tests (measured: with a
-        # changed set every new mutant was reported "no tests"), so a new configuration starts over
+        # mutmut keeps its map of which tests reach which function for the next run; it is only
+        # valid for the same mutated set and tests (measured: with a changed set every new mutant
+        # was reported "no tests"), so a new configuration starts over
         shutil.rmtree(work / "mutants", ignore_errors=True)
         last.write_text(config)
     os.environ.setdefault("STREAMRANK_DATA", str(REPO.parent / "shared" / "data"))  # the copy is not beside it
+    # mutmut forks a child per mutant from a process that has run torch: a forked OpenMP pool
+    # can hang (measured: ~90 "timeouts" of mutants that raise at once, e.g. a mask of None)
+    for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[name] = "1"
     run_mutmut(work, args.max_children)
     results = read_results(work, core)
     equivalent = load_equivalent()
