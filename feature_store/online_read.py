@@ -42,7 +42,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from common.config import Settings
 from common.errors import StreamrankError
-from feature_store.settings import FeatureStoreSettings
+from feature_store.settings import FeatureStoreSettings, load_feature_store_settings
 
 #: What serving reads by default: user profile, item content and streaming stats, query stats.
 DEFAULT_FEATURES: tuple[str, ...] = (
@@ -283,7 +283,6 @@ def applied_reader(settings: Settings, feature_refs: Sequence[str], fs: FeatureS
     project and keys. ``fs`` defaults to the feature store settings of ``settings``.
     """
     from feature_store.feast_repo import FeastRepo, repo_path  # noqa: PLC0415 - Feast's SDK is slow to import
-    from feature_store.settings import load_feature_store_settings  # noqa: PLC0415
 
     fs = fs or load_feature_store_settings(settings)
     path = repo_path(settings, fs)

@@ -43,7 +43,7 @@ import socket
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import faust
 from faust.types import TP
@@ -203,21 +203,20 @@ class LearnerAgent:
     for (seeks, dead letters) is executed here, on the loop.
     """
 
-    def __init__(self, app: faust.App, settings: Settings, options: LearnWorkerOptions, runtime: LearnerRuntime,
-                 status_path: Path) -> None:
-        self.app = app
-        self.options = options
-        self.runtime = runtime
-        self.status_path = status_path
+    def __init__(self, settings: Settings, learner_app: LearnerApp) -> None:
+        self.app = app = learner_app.app
+        self.options = learner_app.options
+        self.runtime = learner_app.runtime
+        self.status_path = learner_app.status_path
+        self.progress = learner_app.progress
+        self.jobs = learner_app.jobs
+        self.finish = learner_app.finish
         self.examples_topic = settings.topics.examples
         self.source = app.topic(self.examples_topic, key_type=bytes, value_type=bytes, key_serializer="raw",
                                 value_serializer="raw")
         self.dead_letter = app.topic(settings.topics.dead_letter, key_type=bytes, value_type=bytes,
                                      key_serializer="raw", value_serializer="raw")
         self.lock = asyncio.Lock()
-        self.progress: dict[str, Any] = {"last": time.monotonic(), "stopping": False, "lag": None, "assigned": []}
-        self.jobs: Any = snapshot_publisher(settings, runtime) if options.publish else None
-        self.finish: Callable[[], None] = lambda: None  # set by build_learner_app
 
     def attach(self) -> None:
         """Register the agent, the assignment hook, the timer and the shutdown hook with the app."""
@@ -320,11 +319,10 @@ def build_learner_app(settings: Settings, options: LearnWorkerOptions) -> Learne
     runtime, store = _learner_runtime(settings, options)
     status_path = store.dir / "status.json"
     app = _faust_app(settings, options, store.dir / "faust")  # Faust's scratch space (memory store)
-    agent = LearnerAgent(app, settings, options, runtime, status_path)
-    agent.attach()
     learner_app = LearnerApp(app=app, runtime=runtime, options=options, status_path=status_path,
-                             progress=agent.progress, jobs=agent.jobs)
-    agent.finish = learner_app.finish
+                             progress={"last": time.monotonic(), "stopping": False, "lag": None, "assigned": []},
+                             jobs=snapshot_publisher(settings, runtime) if options.publish else None)
+    LearnerAgent(settings, learner_app).attach()
     return learner_app
 
 
