@@ -87,8 +87,10 @@ EQUIVALENT = REPO / "tests" / "mutation_equivalent.toml"
 
 
 def copy_tree(work: Path) -> None:
-    """The tracked files of the working tree into ``work`` (unchanged files keep their mtime)."""
-    tracked = subprocess.run(["git", "ls-files", "-z"], cwd=REPO, capture_output=True, check=True).stdout
+    """The working tree's files (tracked, and untracked ones git does not ignore: a new test
+    counts before it is committed) into ``work``; unchanged files keep their mtime."""
+    tracked = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+                             cwd=REPO, capture_output=True, check=True).stdout
     for name in tracked.decode().split("\0"):
         if not name or not (REPO / name).is_file():
             continue
