@@ -133,7 +133,7 @@ def main() -> int:
     bundle = Bundle(calibrator=Component("calibrator", "umnn", "1", build_learner("umnn")),
                     fusion=Component("fusion", "drpo", "1", build_learner("drpo")),
                     reranker=Component("reranker", "ldro", "1", build_learner("ldro")))
-    config = ServeConfig()
+    config = ServeConfig(explore=False)
 
     def inference_mode() -> None:
         with torch.inference_mode():

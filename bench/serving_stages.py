@@ -51,7 +51,7 @@ def main() -> int:
     rer = Component("reranker", "ldro", "1", build_learner("ldro"))
     variants = {"cold start (no model)": Bundle(), "ldro": Bundle(reranker=rer), "drpo+ldro": Bundle(fusion=fus, reranker=rer),
                 "umnn+ldro": Bundle(calibrator=cal, reranker=rer), "umnn+drpo+ldro": Bundle(calibrator=cal, fusion=fus, reranker=rer)}
-    config = ServeConfig()
+    config = ServeConfig(explore=False)
     timings: dict[str, list[float]] = {name: [] for name in [*variants, "validate body (300 features/item)"]}
     for name, bundle in variants.items():  # warm-up
         for _ in range(3):
@@ -61,7 +61,7 @@ def main() -> int:
             t0 = time.perf_counter()
             for _ in range(args.calls):
                 rerank_once(bundle, body, config)
-                rerank_once(bundle, body, ServeConfig(explore=True))
+                rerank_once(bundle, body, ServeConfig(explore=True, explore_rate=1.0))
             timings[name].append((time.perf_counter() - t0) / (2 * args.calls) * 1000)
         t0 = time.perf_counter()
         for _ in range(args.calls):

@@ -301,4 +301,23 @@ def status(settings: Settings) -> dict:
         "topics": settings.topics.all(),
         "partitions": state.get("partitions", settings.partitions),
     }
+    # what the broker has, not what the settings ask for: a topic not created yet is None
+    report["topic_partitions"] = (broker_partitions(kafka, list(report["topics"].values())) if report["kafka_up"]
+                                  else {})
     return report
+
+
+def broker_partitions(bootstrap: str, topics: list[str]) -> dict[str, int | None]:
+    """Partition count of each of ``topics`` on the broker (None: the topic does not exist)."""
+    from kafka import KafkaConsumer  # noqa: PLC0415
+    from kafka.errors import KafkaError  # noqa: PLC0415
+
+    try:
+        consumer = KafkaConsumer(bootstrap_servers=bootstrap, request_timeout_ms=5000)
+    except KafkaError:  # the port is open but nothing there answers Kafka: nothing known
+        return {}
+    try:
+        existing = consumer.topics()
+        return {t: (len(consumer.partitions_for_topic(t) or ()) or None) if t in existing else None for t in topics}
+    finally:
+        consumer.close()

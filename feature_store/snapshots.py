@@ -31,13 +31,15 @@ key                                   type       content
 ``NS:{model}:v:{version}:manifest``   string     manifest JSON
 ``NS:{model}:rejected``               hash       version -> why verification refused it
 ``NS:{model}:current``                string     the serving version
+``NS:{model}:current_event``          string     what moved it last: ``publish`` or ``rollback``
 ====================================  =========  ==============================================
 
 Publishing writes blob + manifest + the version entry in one MULTI/EXEC, reads the blob back
 and verifies it (checksum, safetensors header, finite float tensors, names/shapes equal to the
 manifest) and only then moves ``current`` with a Lua script that re-checks the manifest's
 checksum, refuses to move it backwards on a publish (a slow concurrent publisher; a rollback
-may go back), sets the pointer and PUBLISHes the manifest on the pub/sub channel
+may go back), sets the pointer and what moved it (``current_event``: a server's watcher
+lets an explicit rollback past its promotion gate) and PUBLISHes the manifest on the pub/sub channel
 ``<topic prefix>model-updates`` in one atomic step. A refused snapshot is kept (marked in
 ``rejected``) for inspection but never becomes ``current``. After the pointer moved, the
 manifest is produced to the ``model-updates`` Kafka topic (key = model name, value = manifest
@@ -88,7 +90,7 @@ DEFAULT_KEEP = 5
 #: Moves ``current`` only when the manifest exists and carries the expected checksum, and (for a
 #: publish, not a rollback) only forward, so a slow concurrent publisher cannot move it back;
 #: then announces the manifest on pub/sub.
-#: KEYS: current, manifest. ARGV: version, sha256, channel, message, event.
+#: KEYS: current, manifest, current_event. ARGV: version, sha256, channel, message, event.
 _MOVE_POINTER = """
 local manifest = redis.call('GET', KEYS[2])
 if not manifest then return redis.error_reply('NOMANIFEST version ' .. ARGV[1] .. ' has no manifest') end
@@ -99,6 +101,7 @@ if ARGV[5] == 'publish' and previous and tonumber(previous) > tonumber(ARGV[1]) 
   return redis.error_reply('STALE current is already v' .. previous)
 end
 redis.call('SET', KEYS[1], ARGV[1])
+redis.call('SET', KEYS[3], ARGV[5])
 redis.call('PUBLISH', ARGV[3], ARGV[4])
 return previous
 """
@@ -143,6 +146,11 @@ class SnapshotRegistry:
     def current_version(self, model: str) -> str | None:
         raw = self.redis.get(self._key(model, "current"))
         return raw.decode() if raw is not None else None
+
+    def current_pointer(self, model: str) -> tuple[str | None, str | None]:
+        """The serving version and what moved the pointer there (``publish``/``rollback``), read together."""
+        version, event = self.redis.mget([self._key(model, "current"), self._key(model, "current_event")])
+        return (version.decode() if version is not None else None, event.decode() if event is not None else None)
 
     def manifest(self, model: str, version: str) -> Manifest:
         raw = self.redis.get(self._manifest_key(model, version))
@@ -245,7 +253,8 @@ class SnapshotRegistry:
         announcement = json.dumps({**manifest.as_dict(), "event": event}, sort_keys=True, allow_nan=False)
         try:
             self._move_pointer(keys=[self._key(manifest.name, "current"),
-                                     self._manifest_key(manifest.name, manifest.version)],
+                                     self._manifest_key(manifest.name, manifest.version),
+                                     self._key(manifest.name, "current_event")],
                                args=[manifest.version, manifest.sha256, self.channel, announcement, event])
         except redis.ResponseError as exc:
             raise SnapshotCorrupt(f"pointer for {manifest.name} not moved to v{manifest.version}: {exc}") from None

@@ -72,6 +72,20 @@ def join_counts(status_path: Path) -> dict[str, Any]:
         return {}
     return {"counts": doc.get("counts", {}), "closed_by": doc.get("closed_by", {})}
 
+def join_totals(directory: Path) -> dict[str, Any]:
+    """Examples out and dead letters (in all and by reason) summed over the streams workers' status files."""
+    from collections import Counter  # noqa: PLC0415
+
+    from streams.metrics import read_statuses  # noqa: PLC0415
+
+    examples = dead = 0
+    reasons: Counter = Counter()
+    for doc in read_statuses(directory):
+        examples += int(doc.get("counts", {}).get("examples_out", 0))
+        dead += int(doc.get("counts", {}).get("dead_lettered", 0))
+        reasons.update({str(k): int(v) for k, v in doc.get("dead_letter_reasons", {}).items()})
+    return {"examples": examples, "dead_lettered": dead, "reasons": dict(reasons)}
+
 def learner_timings(checkpoints: Path, models: Sequence[str]) -> dict[str, Any]:
     """Each learner's step timings (batch wait, learn, checkpoint, publish) from its final status.json."""
     out: dict[str, Any] = {}

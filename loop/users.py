@@ -45,6 +45,9 @@ class Users:
         self.producer = KafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks=1, linger_ms=5,
                                       max_block_ms=5000)
         self.served: list[dm.Served] = []
+        #: the index of the next request: request ``i`` is a pure function of (seed, i), so each
+        #: :meth:`run` continues where the last one stopped (new request ids, users and queries)
+        self.next_index = 0
         self.feedback_events = 0
         self.produce_errors = 0
         self.time_scale = config.session_time_scale
@@ -124,19 +127,24 @@ class Users:
             self.served.append(record)
 
     def run(self, duration_s: float, rate: float, concurrency: int) -> None:
+        """Send requests at ``rate`` for ``duration_s`` seconds, then wait for their feedback to be produced.
+
+        Request indices continue from the previous call, so a run made of several calls (as
+        ``streamrank simulate`` reports per chunk) never reuses a request id."""
         interval = 1.0 / rate
         start = time.monotonic()
         futures = []
         with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="user") as pool, \
                 tqdm(total=int(duration_s * rate), desc="requests", unit="req", disable=None) as bar:
-            index = 0
+            sent = 0
             while time.monotonic() - start < duration_s:
-                target = start + index * interval
+                target = start + sent * interval
                 delay = target - time.monotonic()
                 if delay > 0:
                     time.sleep(delay)
-                futures.append(pool.submit(self.one, index))
-                index += 1
+                futures.append(pool.submit(self.one, self.next_index))
+                self.next_index += 1
+                sent += 1
                 bar.update(1)
                 if len(futures) > 4 * concurrency:  # back-pressure: never queue unboundedly
                     futures.pop(0).result()

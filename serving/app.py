@@ -363,6 +363,7 @@ def _add_read_routes(app: FastAPI, runtime: ServingRuntime, metrics: Metrics) ->
         return {"serving": serving, "generation": bundle.generation, "swaps": runtime.holder.swaps,
                 "refusals": runtime.holder.refusals,
                 "decisions": runtime.holder.recent_decisions(max(0, min(limit, 1000))),
+                "explore": {"default": config.explore, "rate": config.explore_rate},
                 "gate": {"enabled": config.gate.enabled, "estimator": config.gate.estimator,
                          "max_relative_drop": config.gate.max_relative_drop, "min_samples": config.gate.min_samples,
                          "recent_examples": len(runtime.examples) if runtime.examples is not None else 0}}

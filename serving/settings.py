@@ -26,13 +26,17 @@ class ServeConfig:
     calibrator: str = "umnn"
     fusion: str = "drpo"
     reranker: str = "ldro"
-    explore: bool = False  # default for requests that do not say
+    #: Default for requests that do not say. On by default: the promotion gate (on by default)
+    #: scores a candidate snapshot only on explored rounds (it needs ``gate.min_samples`` of
+    #: them), so a server that never explores never promotes a reranker snapshot.
+    explore: bool = True
     #: With ``explore`` on, the share of requests (that do not say) served by one Gumbel-Max sample;
     #: the rest get the greedy order (list log-prob 0). Exploring every request pays the sampling
     #: noise on every list; a share keeps the logged propensities the gate and OPE need on the
     #: explored rounds (an explored round's sample is independent of the coin, so IPS over the
-    #: explored rounds stays unbiased) while most users see the model's best order.
-    explore_rate: float = 1.0
+    #: explored rounds stays unbiased) while most users see the model's best order. 0.2 is the
+    #: demo's rate.
+    explore_rate: float = 0.2
     tasks: tuple[str, ...] = ("click", "long_view", "watch_time")
     default_fusion_weights: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_FUSION_WEIGHTS))
     emit_queue: int = 10_000

@@ -19,7 +19,10 @@ was not refused before, runs the checks in order, stopping at the first failure:
 4. a canary request (the last real request seen, or a synthetic one) gives a permutation
    with finite scores and log-prob;
 5. for the reranker, the promotion gate (:mod:`serving.gate`), except for the snapshot that is
-   current when the server starts (restored as is: no recent logs exist yet to judge it).
+   current when the server starts (restored as is: no recent logs exist yet to judge it) and
+   for an explicit rollback (``streamrank snapshots rollback``: the registry's
+   ``current_event`` says so): an operator's choice is applied, even of a version the gate
+   blocked before; the other checks still apply.
 
 Only then is the one reference in :class:`serving.holder.ModelHolder` replaced. Every
 outcome becomes a :class:`serving.holder.Decision` (``GET /models``).
@@ -73,6 +76,7 @@ class SnapshotWatcher:
         self.on_swap = on_swap
         self.canary: RerankRequest | None = None  # the app stores the last real request here
         self.refused: dict[tuple[str, str], str] = {}
+        self.gate_blocked: set[tuple[str, str]] = set()  # refused by the gate only: a rollback may still apply them
         self.warm_up_s: dict[str, float] = {}  # seconds each model family took to build once at start
         # One queue and worker thread per model: a slow check of one model (e.g. the reranker's
         # promotion gate) never delays the swap of another.
@@ -98,8 +102,11 @@ class SnapshotWatcher:
 
     def check(self, model: str, source: str = "poll") -> Decision | None:
         """Bring ``model`` to the registry's current version if it passes every check."""
-        version = self.registry.current_version(model)
-        if version is None or version == self.served_version(model) or (model, version) in self.refused:
+        version, event = self.registry.current_pointer(model)
+        rollback = event == "rollback"
+        if version is None or version == self.served_version(model):
+            return None
+        if (model, version) in self.refused and not (rollback and (model, version) in self.gate_blocked):
             return None
         started = time.monotonic()
         role = self.model_roles[model]
@@ -129,17 +136,23 @@ class SnapshotWatcher:
             # Restoring what the registry says is serving (e.g. after a restart): there are no
             # recent logs to judge it by yet, and falling back to the cold start would be worse.
             gate_details = {"accepted": True, "reason": "startup: restoring the registry's current snapshot"}
+        elif role == "reranker" and rollback:
+            gate_details = {"accepted": True, "reason": "explicit rollback: the gate is bypassed"}
         elif role == "reranker":
             examples = self.examples.snapshot() if self.examples is not None else []
             verdict = self.gate.decide(current, component, examples)
             gate_details = verdict.as_dict()
             if not verdict.accepted:
                 self.refused[(model, version)] = verdict.reason
+                self.gate_blocked.add((model, version))
                 return self._decide(model, version, "blocked-by-gate", verdict.reason, source, gate=gate_details)
         self._specs[(model, version)] = manifest.tensors
         self.holder.swap(component)
+        self.refused.pop((model, version), None)
+        self.gate_blocked.discard((model, version))
         self.load_seconds.append(time.monotonic() - started)
-        decision = self._decide(model, version, "swapped", "passed checksum, finite, shape and canary checks", source,
+        reason = ("rollback: " if rollback else "") + "passed checksum, finite, shape and canary checks"
+        decision = self._decide(model, version, "swapped", reason, source,
                                 gate=gate_details, created_at=manifest.created_at, offsets=manifest.offsets,
                                 metrics=manifest.metrics, load_s=round(time.monotonic() - started, 4))
         if self.on_swap is not None:

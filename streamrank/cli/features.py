@@ -174,7 +174,11 @@ def snapshots_show(model: str, version: str | None) -> None:
 @click.argument("model")
 @click.argument("version")
 def snapshots_rollback(model: str, version: str) -> None:
-    """Point MODEL's current snapshot at a kept VERSION (verified first; announced on model-updates)."""
+    """Point MODEL's current snapshot at a kept VERSION (verified first; announced on model-updates).
+
+    Running servers apply it within about a second (their watchers hear the announcement; the
+    promotion gate is bypassed for an explicit rollback, the canary and shape checks are not);
+    each server's ``GET /models`` shows the decision."""
     from feature_store.snapshots import SnapshotError  # noqa: PLC0415
 
     with _registry() as registry:
@@ -183,7 +187,8 @@ def snapshots_rollback(model: str, version: str) -> None:
             manifest = registry.rollback(model, version)
         except SnapshotError as exc:
             raise click.ClickException(str(exc)) from None
-        click.echo(f"{model}: current v{before} -> v{manifest.version}")
+        click.echo(f"{model}: current v{before} -> v{manifest.version} (announced on model-updates; running servers "
+                   f"swap to it, the promotion gate bypassed: see GET /models)")
 
 
 @snapshots.command("verify")

@@ -66,7 +66,9 @@ def status(as_json: bool) -> None:
     click.echo(f"kafka     {report['kafka']}  [{'up' if report['kafka_up'] else 'down'}] ({report['broker']})")
     click.echo(f"redis     {report['redis']}  [{'up' if report['redis_up'] else 'down'}]")
     for logical, physical in report["topics"].items():
-        click.echo(f"topic     {logical:<14} {physical}  ({report['partitions']} partitions)")
+        n = report["topic_partitions"].get(physical)
+        where = f"{n} partitions" if n else "not created" if report["kafka_up"] else "broker down"
+        click.echo(f"topic     {logical:<14} {physical}  ({where})")
     if not (report["kafka_up"] and report["redis_up"]):
         sys.exit(1)
 
@@ -178,12 +180,24 @@ def data_demo(output: str, sessions: int, keep_stack: bool) -> None:
 @click.option("--seed", default=0, show_default=True)
 @click.option("--report-every", default=60.0, show_default=True, help="seconds between progress reports")
 def simulate(server: str, duration: float, rate: float, concurrency: int, seed: int, report_every: float) -> None:
-    """Simulated users (LETOR relevance, KuaiRand durations) querying a server and sending feedback."""
-    from loop.config import DemoConfig  # noqa: PLC0415
-    from loop.users import Users  # noqa: PLC0415
+    """Simulated users (LETOR relevance, KuaiRand durations) querying a server and sending feedback.
 
-    users = Users(load_settings(), DemoConfig(rate=rate, concurrency=concurrency, seed=seed), server.rstrip("/"))
+    Request ids are unique for the whole run (each report chunk continues the last), and each
+    report says what the server emitted and what the join made of it in that chunk."""
+    from loop.config import DemoConfig  # noqa: PLC0415
+    from loop.readback import get_json, join_totals  # noqa: PLC0415
+    from loop.users import Users  # noqa: PLC0415
+    from streams.metrics import status_dir  # noqa: PLC0415
+
+    settings = load_settings()
+    base = server.rstrip("/")
+    users = Users(settings, DemoConfig(rate=rate, concurrency=concurrency, seed=seed), base)
+    workers = status_dir(settings)
+    click.echo(f"simulate: {rate:g} requests/s to {base}/rerank, feedback to {settings.topics.feedback}; "
+               f"the join's counts from {workers}", err=True)
     remaining = duration if duration > 0 else float("inf")
+    join_before = join_totals(workers)
+    acked_before = _impressions_acked(get_json(f"{base}/healthz"))
     try:
         while remaining > 0:
             chunk = min(report_every, remaining)
@@ -192,10 +206,23 @@ def simulate(server: str, duration: float, rate: float, concurrency: int, seed: 
             served, users.served = users.served, []  # report per chunk; keep memory bounded
             ok = [s for s in served if s.ok]
             mean_reward = sum(s.reward for s in ok) / max(1, len(ok))
+            join_now, acked_now = join_totals(workers), _impressions_acked(get_json(f"{base}/healthz"))
+            reasons = {r: n - join_before["reasons"].get(r, 0) for r, n in join_now["reasons"].items()
+                       if n > join_before["reasons"].get(r, 0)}
             click.echo(f"simulate: {len(served)} requests, {len(served) - len(ok)} failed, "
-                       f"mean list reward {mean_reward:.3f}, feedback events {users.feedback_events}", err=True)
+                       f"mean list reward {mean_reward:.3f}, feedback events {users.feedback_events}; "
+                       f"server: {acked_now - acked_before} impressions emitted; "
+                       f"join: {join_now['examples'] - join_before['examples']} examples, "
+                       f"{join_now['dead_lettered'] - join_before['dead_lettered']} dead letters"
+                       + (f" {reasons}" if reasons else ""), err=True)
+            join_before, acked_before = join_now, acked_now
     finally:
         users.close()
+
+
+def _impressions_acked(healthz: dict) -> int:
+    """Impressions the server's emitter had delivered to Kafka, from its ``/healthz`` (0 when unreachable)."""
+    return int(healthz.get("impressions", {}).get("acked", 0))
 
 
 @cli.command()

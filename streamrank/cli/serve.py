@@ -17,7 +17,9 @@ from streamrank.cli.params import parse_sets
 @click.option("--calibrator", default=None, help="model name filling the calibrator role (default umnn)")
 @click.option("--fusion", default=None, help="model name filling the fusion role (default drpo)")
 @click.option("--reranker", default=None, help="model name filling the reranker role (default ldro)")
-@click.option("--explore/--no-explore", default=None, help="Gumbel exploration for requests that do not say")
+@click.option("--explore/--no-explore", default=None,
+              help="Gumbel exploration for requests that do not say (default on, 20% of them: "
+                   "STREAMRANK_SERVE_EXPLORE_RATE); the gate scores snapshots on explored rounds only")
 @click.option("--max-candidates", type=int, default=None)
 @click.option("--gate/--no-gate", "gate_enabled", default=None, help="promotion gate on reranker snapshots")
 @click.option("--log-level", default="warning", show_default=True)
@@ -39,8 +41,22 @@ def serve(port: int | None, calibrator: str | None, fusion: str | None, reranker
     if gate_enabled is not None:
         config = dataclasses.replace(config, gate=dataclasses.replace(config.gate, enabled=gate_enabled))
     app = create_app(build_runtime(settings, config))
-    click.echo(f"serving on http://{config.host}:{config.port} (roles {config.roles()})", err=True)
+    for line in start_lines(config):
+        click.echo(line, err=True)
     uvicorn.run(app, host=config.host, port=config.port, log_level=log_level, access_log=False)
+
+
+def start_lines(config) -> list[str]:
+    """What ``serve`` prints at start-up: where it listens, its roles, exploration and gate, and a
+    warning when the gate is on but nothing is explored (every reranker snapshot would be blocked)."""
+    explore = f"exploring {config.explore_rate:.0%} of requests" if config.explore else "not exploring"
+    gate = f"gate on: needs {config.gate.min_samples} explored examples" if config.gate.enabled else "gate off"
+    lines = [f"serving on http://{config.host}:{config.port} (roles {config.roles()}; {explore}; {gate})"]
+    if config.gate.enabled and (not config.explore or config.explore_rate == 0.0):
+        lines.append(f"WARNING: the promotion gate is on but requests are not explored, so reranker snapshots stay "
+                     f"blocked-by-gate (insufficient data: 0 < {config.gate.min_samples} explored examples) unless "
+                     f"requests send \"explore\": true. Serve with --explore, or with --no-gate to promote unchecked.")
+    return lines
 
 
 @click.command("ope")

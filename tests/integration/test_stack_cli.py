@@ -33,6 +33,8 @@ def test_up_status_down(tmp_path):
         assert report["kafka"].startswith("127.0.0.1:") and report["redis"].startswith("127.0.0.1:")
         text = cli(tmp_path, "status").stdout
         assert "clitest.dead-letter" in text and report["kafka"] in text
+        assert report["topic_partitions"]["clitest.examples"] == 3  # read from the broker, not the settings
+        assert "clitest.examples  (3 partitions)" in text
         consumer = KafkaConsumer(bootstrap_servers=report["kafka"])
         partitions = {name: consumer.partitions_for_topic(f"clitest.{name}") for name in ("impressions", "examples")}
         consumer.close()
@@ -45,4 +47,6 @@ def test_up_status_down(tmp_path):
         cli(tmp_path, "down")
     assert not any(pid_alive(pid) for pid in pids)
     assert not (tmp_path / "stack.json").exists()
-    assert cli(tmp_path, "status", check=False).returncode == 1
+    down = cli(tmp_path, "status", check=False)
+    assert down.returncode == 1
+    assert "(broker down)" in down.stdout and "partitions)" not in down.stdout  # no topics claimed that are not there

@@ -66,7 +66,7 @@ def write_raw_snapshot(registry: SnapshotRegistry, model: str, tensors: dict[str
 
 
 def serve_config(**changes) -> ServeConfig:
-    base = ServeConfig(calibrator="", fusion="", reranker="linear-pl", poll_interval_s=0.3,
+    base = ServeConfig(calibrator="", fusion="", reranker="linear-pl", poll_interval_s=0.3, explore=False,
                        gate=GateConfig(enabled=False))
     return replace(base, **changes)
 

@@ -90,3 +90,35 @@ def test_without_enough_logged_data_the_gate_decides_by_config_and_says_why(sett
         assert decision["action"] == ("swapped" if accept else "blocked-by-gate")
         assert served_version(client) == ("2" if accept else "1")
     registry.close()
+
+
+def test_an_explicit_rollback_reaches_the_server_within_5_s_even_to_a_version_the_gate_blocked(settings):
+    """``snapshots rollback`` is an operator's decision: the running server applies it (announced on
+    model-updates, the gate bypassed, the other checks kept) and says so in /models."""
+    import time
+
+    registry = SnapshotRegistry(settings.redis_url, settings)
+    registry.publish("linear-pl", scorer([3.0, 0, 0, 0]).state_dict())
+    config = serve_config(gate=GateConfig(enabled=True, min_samples=30), poll_interval_s=60.0)  # no polling help
+    with served(settings, config) as (client, _):
+        blocked = registry.publish("linear-pl", scorer([2.0, 0, 0, 0]).state_dict()).version
+        assert wait_for(lambda: any(d["version"] == blocked and d["action"] == "blocked-by-gate"
+                                    for d in client.get("/models").json()["decisions"]))
+        assert served_version(client) == "1"
+        assert registry.current_pointer("linear-pl") == (blocked, "publish")
+
+        registry.rollback("linear-pl", "1")  # the pointer moves back: the server already serves v1
+        started = time.monotonic()
+        registry.rollback("linear-pl", blocked)
+        assert registry.current_pointer("linear-pl") == (blocked, "rollback")
+        assert wait_for(lambda: served_version(client) == blocked, timeout=5)
+        assert time.monotonic() - started < 5
+        decision = client.get("/models").json()["decisions"][-1]
+        assert decision["action"] == "swapped" and decision["reason"].startswith("rollback:")
+        assert decision["details"]["gate"]["reason"] == "explicit rollback: the gate is bypassed"
+
+        newer = registry.publish("linear-pl", scorer([1.0, 0, 0, 0]).state_dict()).version  # a publish is gated again
+        assert wait_for(lambda: any(d["version"] == newer and d["action"] == "blocked-by-gate"
+                                    for d in client.get("/models").json()["decisions"]))
+        assert served_version(client) == blocked
+    registry.close()

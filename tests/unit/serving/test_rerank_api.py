@@ -31,7 +31,8 @@ class CountingScorer(LinearListScorer):
 @pytest.fixture
 def served(tmp_path):
     settings = Settings(home=tmp_path, kafka=None, redis=None)
-    runtime = build_runtime(settings, ServeConfig(max_candidates=5, reranker="linear-pl"), with_watcher=False)
+    runtime = build_runtime(settings, ServeConfig(max_candidates=5, reranker="linear-pl", explore=False),
+                            with_watcher=False)
     model = CountingScorer(n_features=2)
     with torch.no_grad():
         model.feature_weight.copy_(torch.tensor([1.0, 0.0]))
@@ -154,7 +155,8 @@ def test_exploration_logs_a_plackett_luce_log_prob_and_a_valid_impression(served
 
 
 def test_cold_start_ranks_by_fused_scores_without_any_snapshot(tmp_path):
-    runtime = build_runtime(Settings(home=tmp_path, kafka=None, redis=None), ServeConfig(), with_watcher=False)
+    runtime = build_runtime(Settings(home=tmp_path, kafka=None, redis=None), ServeConfig(explore=False),
+                            with_watcher=False)
     with TestClient(create_app(runtime)) as client:
         doc = client.post("/rerank", json={"request_id": "r", "user_id": "u", "candidates": [
             {"item_id": "low", "scores": {"click": 0.1}}, {"item_id": "high", "scores": {"click": 0.9}}]}).json()
@@ -203,7 +205,7 @@ def test_cold_start_weights_leave_out_the_tasks_they_do_not_name(tmp_path):
                   {"item_id": "watchy", "scores": {"click": 0.5, "long_view": 0.9}}]
     orders = {}
     for name, weights in (("click only", {"click": 1.0}), ("default", None)):
-        config = ServeConfig() if weights is None else ServeConfig(default_fusion_weights=weights)
+        config = ServeConfig(explore=False, **({} if weights is None else {"default_fusion_weights": weights}))
         runtime = build_runtime(Settings(home=tmp_path, kafka=None, redis=None), config, with_watcher=False)
         with TestClient(create_app(runtime)) as client:
             doc = client.post("/rerank", json={"request_id": "r", "user_id": "u", "candidates": candidates}).json()
@@ -222,7 +224,7 @@ def test_fetched_features_are_logged_rounded_in_the_shown_order(tmp_path):
         def fetch(self, user_id, query, item_ids):
             return torch.tensor([[0.123456, 1.0], [0.5, 0.333333], [0.987654, 2.0]])[: len(item_ids)]
 
-    config = ServeConfig(max_candidates=5)
+    config = ServeConfig(max_candidates=5, explore=False)
     doc = body(3)
     for cand in doc["candidates"]:
         cand.pop("features")
@@ -251,7 +253,7 @@ def test_fetched_features_are_named_not_copied_unless_configured(log_fetched):
         def fetch(self, user_id, query, item_ids):
             return torch.tensor([[0.25, 1.0], [0.5, 0.75], [0.125, 2.0]])[: len(item_ids)]
 
-    config = ServeConfig(max_candidates=5, log_fetched_features=log_fetched)
+    config = ServeConfig(max_candidates=5, log_fetched_features=log_fetched, explore=False)
     doc = body(3)
     sent = RerankBody.model_validate(doc)  # candidates carry their features
     for cand in doc["candidates"]:
