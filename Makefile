@@ -19,5 +19,5 @@ mutation:
 	.venv/bin/python scripts/mutation.py $(if $(ONLY),--only $(ONLY))
 
 clean:
-	-.venv/bin/streamrank down
+	-.venv/bin/streamrank down --purge
 	rm -rf .streamrank out

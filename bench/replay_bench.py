@@ -26,6 +26,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from common import stack  # noqa: E402
+from common.topics import ensure_project_topics  # noqa: E402
 from common.config import Topics, load_settings  # noqa: E402
 from contracts.events import decode  # noqa: E402
 from simulator.kuairand import load_kuairand  # noqa: E402
@@ -71,7 +72,7 @@ def main() -> None:
             prefix = f"b{uuid.uuid4().hex[:6]}."
             topics = Topics(prefix)
             run_settings = replace(settings, topics=topics)
-            stack.ensure_topics(settings.kafka_bootstrap, list(topics.all().values()), settings.partitions)
+            ensure_project_topics(run_settings)
             routed = []
             for line in raw_lines:
                 event = decode(line)

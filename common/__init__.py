@@ -5,6 +5,7 @@
 * :mod:`common.waiting` poll a condition until it holds or a deadline passes.
 * :mod:`common.errors`  :class:`~common.errors.StreamrankError`, the root of the project's exceptions.
 * :mod:`common.stack`   the embedded stack: a Kafka-protocol broker from a pip wheel + Redis on loopback.
+* :mod:`common.topics`  the project's topics on a broker: created with their partitions and retention.
 * :mod:`common.heap`    freeze a long-running process's start-up heap (fewer GC passes).
 * :mod:`common.health`  the health probes used by container health checks.
 * :mod:`common.tables`  the CLI's plain-text tables (rich, never wrapped).

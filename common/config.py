@@ -78,6 +78,8 @@ class Settings:
     partitions: int = 4
     max_list_size: int = 200
     max_event_bytes: int = 1_000_000
+    #: hours a topic keeps its records (``retention.ms`` on every topic; common.topics)
+    retention_hours: float = 24.0
     bind_host: str = "127.0.0.1"
     config_path: Path | None = None
 
@@ -124,8 +126,12 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
     partitions = int(env.get("STREAMRANK_PARTITIONS", state.get("partitions", 4)))
     if partitions < 1:
         raise ValueError(f"STREAMRANK_PARTITIONS must be >= 1, got {partitions}")
+    retention_hours = float(env.get("STREAMRANK_RETENTION_HOURS", 24.0))
+    if not retention_hours > 0:
+        raise ValueError(f"STREAMRANK_RETENTION_HOURS must be > 0, got {retention_hours}")
     return Settings(
         home=home,
+        retention_hours=retention_hours,
         kafka=env.get("STREAMRANK_KAFKA") or state.get("kafka"),
         redis=env.get("STREAMRANK_REDIS") or state.get("redis"),
         topics=Topics(prefix=env.get("STREAMRANK_TOPIC_PREFIX", state.get("topic_prefix", "streamrank."))),

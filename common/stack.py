@@ -29,6 +29,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from common.topics import broker_partitions, ensure_project_topics
 from common.config import STACK_STATE_FILE, Settings, read_stack_state
 from common.errors import StreamrankError
 from common.waiting import WaitAborted, WaitTimeout, poll_until
@@ -164,26 +165,6 @@ def redis_ready(url: str) -> bool:
         client.close()
 
 
-def ensure_topics(bootstrap: str, topics: list[str], partitions: int) -> list[str]:
-    """Create the missing ``topics`` with ``partitions`` partitions; returns the ones created."""
-    from kafka import KafkaAdminClient  # noqa: PLC0415
-    from kafka.admin import NewTopic  # noqa: PLC0415
-    from kafka.errors import TopicAlreadyExistsError  # noqa: PLC0415
-
-    admin = KafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10000)
-    try:
-        existing = set(admin.list_topics())
-        missing = [t for t in topics if t not in existing]
-        if missing:
-            try:
-                admin.create_topics([NewTopic(t, num_partitions=partitions, replication_factor=1) for t in missing])
-            except TopicAlreadyExistsError:
-                pass
-        return missing
-    finally:
-        admin.close()
-
-
 def group_alive(pgid: int) -> bool:
     """Whether any live (non-zombie) process of process group ``pgid`` is left (from /proc;
     without /proc, whether the leader is)."""
@@ -229,7 +210,7 @@ def up(settings: Settings, kafka_port: int | None = None, redis_port: int | None
     home.mkdir(parents=True, exist_ok=True)
     state = read_stack_state(home)
     if state and all(pid_alive(p) for p in state.get("pids", {}).values()) and state.get("kafka"):
-        ensure_topics(state["kafka"], list(settings.topics.all().values()), state.get("partitions", settings.partitions))
+        ensure_project_topics(settings, state["kafka"], state.get("partitions", settings.partitions))
         return state
 
     external_kafka = os.environ.get("STREAMRANK_KAFKA")
@@ -254,7 +235,7 @@ def up(settings: Settings, kafka_port: int | None = None, redis_port: int | None
         redis_url = redis_address if "://" in redis_address else f"redis://{redis_address}/0"
         wait_until(lambda: redis_ready(redis_url), 30, f"Redis at {redis_address}", pids.get("redis"))
 
-        ensure_topics(kafka, list(settings.topics.all().values()), settings.partitions)
+        ensure_project_topics(settings, kafka)
     except BaseException:
         for pid in pids.values():
             stop_pid(pid, grace=3)
@@ -271,6 +252,23 @@ def up(settings: Settings, kafka_port: int | None = None, redis_port: int | None
     }
     (home / STACK_STATE_FILE).write_text(json.dumps(state, indent=2))
     return state
+
+
+#: What the stack and the stages write under ``STREAMRANK_HOME`` (``down --purge`` removes it):
+#: the broker's log, Redis' data, Faust's tables, worker status files, learner checkpoints,
+#: the applied Feast repo, service logs and pid files.
+HOME_DATA = ("noida", "redis", "faust", "workers", "checkpoints", "feast", "logs", "pids")
+
+
+def purge(home: Path) -> int:
+    """Delete :data:`HOME_DATA` under ``home`` (after :func:`down`); returns the bytes freed."""
+    freed = 0
+    for name in HOME_DATA:
+        path = home / name
+        if path.is_dir():
+            freed += sum(f.stat().st_size for f in path.rglob("*") if f.is_file() and not f.is_symlink())
+            shutil.rmtree(path)
+    return freed
 
 
 def down(settings: Settings) -> list[str]:
@@ -306,18 +304,3 @@ def status(settings: Settings) -> dict:
                                   else {})
     return report
 
-
-def broker_partitions(bootstrap: str, topics: list[str]) -> dict[str, int | None]:
-    """Partition count of each of ``topics`` on the broker (None: the topic does not exist)."""
-    from kafka import KafkaConsumer  # noqa: PLC0415
-    from kafka.errors import KafkaError  # noqa: PLC0415
-
-    try:
-        consumer = KafkaConsumer(bootstrap_servers=bootstrap, request_timeout_ms=5000)
-    except KafkaError:  # the port is open but nothing there answers Kafka: nothing known
-        return {}
-    try:
-        existing = consumer.topics()
-        return {t: (len(consumer.partitions_for_topic(t) or ()) or None) if t in existing else None for t in topics}
-    finally:
-        consumer.close()

@@ -30,6 +30,7 @@ from typing import Any
 
 from common import stack
 from common.config import Settings, Topics
+from common.topics import ensure_project_topics
 from loop.children import Children, stack_settings, wait_assigned, wait_http
 from loop.config import DemoConfig, stage_config
 from loop.readback import get_json
@@ -48,7 +49,7 @@ def run_demo(config: DemoConfig, settings: Settings) -> dict[str, Any]:
     (output / "logs").mkdir(parents=True, exist_ok=True)
     base, started_stack = stack_settings(settings)
     settings = replace(base, topics=Topics(prefix=f"demo{int(time.time())}."))
-    stack.ensure_topics(settings.kafka_bootstrap, list(settings.topics.all().values()), settings.partitions)
+    ensure_project_topics(settings)
     children: Children | None = None
     users: Users | None = None
     summary: dict[str, Any] = {"errors": 0, "error_details": []}

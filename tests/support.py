@@ -7,7 +7,7 @@ import uuid
 from dataclasses import replace
 from pathlib import Path
 
-from common import stack
+from common.topics import ensure_project_topics
 from common.config import Settings, Topics
 from common.paths import shared_data
 
@@ -19,7 +19,7 @@ def fresh_topics(settings: Settings, partitions: int | None = None) -> Settings:
     """``settings`` with a unique topic prefix whose topics exist with ``partitions`` partitions."""
     prefix = f"t{uuid.uuid4().hex[:10]}."
     fresh = replace(settings, topics=Topics(prefix=prefix), partitions=partitions or settings.partitions)
-    stack.ensure_topics(fresh.kafka_bootstrap, list(fresh.topics.all().values()), fresh.partitions)
+    ensure_project_topics(fresh)
     return fresh
 
 

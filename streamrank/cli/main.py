@@ -44,12 +44,18 @@ def up(kafka_port: int | None, redis_port: int | None) -> None:
 
 
 @cli.command()
-def down() -> None:
-    """Stop what `streamrank up` started."""
+@click.option("--purge", is_flag=True, help="also delete the data under STREAMRANK_HOME (broker log, Redis, "
+                                            "Faust tables, status files, checkpoints, logs): a fresh start")
+def down(purge: bool) -> None:
+    """Stop what `streamrank up` started (its data stays for the next `up` unless --purge)."""
     from common import stack  # noqa: PLC0415
 
-    stopped = stack.down(load_settings())
+    settings = load_settings()
+    stopped = stack.down(settings)
     click.echo("stopped: " + (", ".join(stopped) or "nothing was running"))
+    if purge:
+        freed = stack.purge(settings.home)
+        click.echo(f"purged {settings.home} ({freed / 1e6:.1f} MB freed)")
 
 
 @cli.command()

@@ -12,13 +12,14 @@ import redis
 from kafka import KafkaConsumer
 
 from common.stack import pid_alive
+from common.waiting import wait_for
 
 pytestmark = pytest.mark.integration
 
 
-def cli(home, *args, check=True):
+def cli(home, *args, check=True, **extra_env):
     env = {k: v for k, v in os.environ.items() if not k.startswith("STREAMRANK_")}
-    env.update(STREAMRANK_HOME=str(home), STREAMRANK_TOPIC_PREFIX="clitest.", STREAMRANK_PARTITIONS="3")
+    env.update(STREAMRANK_HOME=str(home), STREAMRANK_TOPIC_PREFIX="clitest.", STREAMRANK_PARTITIONS="3", **extra_env)
     return subprocess.run([sys.executable, "-m", "streamrank.cli.main", *args], env=env, capture_output=True,
                           text=True, timeout=120, check=check)
 
@@ -50,3 +51,45 @@ def test_up_status_down(tmp_path):
     down = cli(tmp_path, "status", check=False)
     assert down.returncode == 1
     assert "(broker down)" in down.stdout and "partitions)" not in down.stdout  # no topics claimed that are not there
+
+
+def test_topics_are_bounded_by_time_and_down_purge_leaves_a_fresh_start(tmp_path):
+    """Every topic gets ``retention.ms`` from STREAMRANK_RETENTION_HOURS (re-applied on each ``up``); the
+    embedded broker then drops older records, and its data file shrinks with them."""
+    import time
+
+    from kafka import KafkaProducer, TopicPartition
+    from kafka.admin import ConfigResource, ConfigResourceType, KafkaAdminClient
+
+    cli(tmp_path, "up")
+    try:
+        kafka = json.loads(cli(tmp_path, "status", "--json").stdout)["kafka"]
+        admin = KafkaAdminClient(bootstrap_servers=kafka)
+        configs = admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, "clitest.impressions")])
+        assert configs["topic"]["clitest.impressions"]["retention.ms"]["value"] == str(24 * 3_600_000)
+        producer = KafkaProducer(bootstrap_servers=kafka)
+        for _ in range(500):
+            producer.send("clitest.impressions", value=b"x" * 2000, partition=0)
+        producer.flush()
+        producer.close()
+        data_file = tmp_path / "noida" / "kafka.json"
+        assert wait_for(lambda: data_file.exists() and data_file.stat().st_size > 1_000_000, 30)
+        big = data_file.stat().st_size
+
+        cli(tmp_path, "up", STREAMRANK_RETENTION_HOURS=str(2 / 3600))  # a running stack: re-applies the bound
+        configs = admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, "clitest.impressions")])
+        assert configs["topic"]["clitest.impressions"]["retention.ms"]["value"] == "2000"
+        admin.close()
+        consumer = KafkaConsumer(bootstrap_servers=kafka)
+        tp = TopicPartition("clitest.impressions", 0)
+        time.sleep(2.5)
+        assert wait_for(lambda: consumer.beginning_offsets([tp])[tp] == 500, 30)  # all 500 are past retention
+        consumer.close()
+        producer = KafkaProducer(bootstrap_servers=kafka)  # noida rewrites its data file on the next write
+        producer.send("clitest.feedback", value=b"y", partition=0)
+        producer.flush()
+        producer.close()
+        assert wait_for(lambda: data_file.stat().st_size < big / 10, 30), (big, data_file.stat().st_size)
+    finally:
+        out = cli(tmp_path, "down", "--purge").stdout
+    assert "purged" in out and not (tmp_path / "noida").exists() and not (tmp_path / "redis").exists()

@@ -1,0 +1,75 @@
+"""The project's Kafka topics on a broker: create them, bound their storage, read their partitions.
+
+Storage is bounded by time on every topic (``retention.ms``, from
+``Settings.retention_hours``, ``STREAMRANK_RETENTION_HOURS``, default 24 h): the embedded
+noida broker honours ``retention.ms`` (it drops whole records older than that and rewrites its
+data file; measured: a topic with ``retention.ms`` 3000 had its first 1,000 records gone 8 s
+later) but not ``retention.bytes``, so a size bound is not relied on. ``model-updates`` is also
+compacted (``cleanup.policy=compact,delete``: the newest announcement per model is what a
+watcher needs) where the broker compacts (Apache Kafka; noida keeps the time bound only).
+The configs are applied when a topic is created and re-applied to existing topics on every
+``streamrank up``, so a log written before a bound was set is trimmed too.
+"""
+
+from __future__ import annotations
+
+from common.config import Settings
+
+HOUR_MS = 3_600_000
+
+
+def topic_configs(settings: Settings) -> dict[str, dict[str, str]]:
+    """Physical topic name -> the topic configs the project sets on it."""
+    retention = {"retention.ms": str(int(settings.retention_hours * HOUR_MS))}
+    configs = {name: dict(retention) for name in settings.topics.all().values()}
+    configs[settings.topics.model_updates]["cleanup.policy"] = "compact,delete"
+    return configs
+
+
+def ensure_topics(bootstrap: str, topics: list[str], partitions: int,
+                  configs: dict[str, dict[str, str]] | None = None) -> list[str]:
+    """Create the missing ``topics`` with ``partitions`` partitions and ``configs``; apply ``configs``
+    to the ones that exist. Returns the topics created."""
+    from kafka import KafkaAdminClient  # noqa: PLC0415
+    from kafka.admin import ConfigResource, ConfigResourceType, NewTopic  # noqa: PLC0415
+    from kafka.errors import TopicAlreadyExistsError  # noqa: PLC0415
+
+    configs = configs or {}
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10000)
+    try:
+        existing = set(admin.list_topics())
+        missing = [t for t in topics if t not in existing]
+        if missing:
+            try:
+                admin.create_topics([NewTopic(t, num_partitions=partitions, replication_factor=1,
+                                              topic_configs=configs.get(t, {})) for t in missing])
+            except TopicAlreadyExistsError:
+                pass
+        present = [t for t in topics if t in existing and configs.get(t)]
+        if present:
+            admin.alter_configs([ConfigResource(ConfigResourceType.TOPIC, t, configs=configs[t]) for t in present])
+        return missing
+    finally:
+        admin.close()
+
+
+def ensure_project_topics(settings: Settings, bootstrap: str | None = None, partitions: int | None = None) -> list[str]:
+    """:func:`ensure_topics` for every topic of ``settings``' deployment, with :func:`topic_configs`."""
+    return ensure_topics(bootstrap or settings.kafka_bootstrap, list(settings.topics.all().values()),
+                         partitions or settings.partitions, topic_configs(settings))
+
+
+def broker_partitions(bootstrap: str, topics: list[str]) -> dict[str, int | None]:
+    """Partition count of each of ``topics`` on the broker (None: the topic does not exist)."""
+    from kafka import KafkaConsumer  # noqa: PLC0415
+    from kafka.errors import KafkaError  # noqa: PLC0415
+
+    try:
+        consumer = KafkaConsumer(bootstrap_servers=bootstrap, request_timeout_ms=5000)
+    except KafkaError:  # the port is open but nothing there answers Kafka: nothing known
+        return {}
+    try:
+        existing = consumer.topics()
+        return {t: (len(consumer.partitions_for_topic(t) or ()) or None) if t in existing else None for t in topics}
+    finally:
+        consumer.close()
