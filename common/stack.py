@@ -204,6 +204,12 @@ def stop_pid(pid: int, grace: float = 10.0) -> None:
             time.sleep(0.05)
 
 
+def running(home: Path) -> bool:
+    """Whether a stack started by :func:`up` in ``home`` is running (every process it started is alive)."""
+    state = read_stack_state(home)
+    return bool(state) and all(pid_alive(int(p)) for p in state.get("pids", {}).values())
+
+
 def up(settings: Settings, kafka_port: int | None = None, redis_port: int | None = None) -> dict:
     """Start whatever is not external and not already running; returns the stack state."""
     home = settings.home

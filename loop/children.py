@@ -17,7 +17,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from common import stack
-from common.config import Settings, read_stack_state
+from common.config import Settings
 from common.waiting import WaitTimeout, poll_until
 
 
@@ -133,5 +133,4 @@ def stack_settings(settings: Settings) -> tuple[Settings, bool]:
     return run.with_endpoints(kafka=state["kafka"], redis=state["redis"]), bool(state.get("pids"))
 
 def _alive(settings: Settings) -> bool:
-    state = read_stack_state(settings.home)
-    return bool(state) and all(stack.pid_alive(int(p)) for p in state.get("pids", {}).values())
+    return stack.running(settings.home)
