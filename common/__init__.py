@@ -8,5 +8,6 @@
 * :mod:`common.topics`  the project's topics on a broker: created with their partitions and retention.
 * :mod:`common.heap`    freeze a long-running process's start-up heap (fewer GC passes).
 * :mod:`common.health`  the health probes used by container health checks.
+* :mod:`common.logs`    long-running commands' logging: no ANSI off a terminal, progress lines at INFO.
 * :mod:`common.tables`  the CLI's plain-text tables (rich, never wrapped).
 """

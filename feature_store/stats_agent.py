@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -181,12 +182,16 @@ def build_app(settings: Settings, fs: FeatureStoreSettings, repo_path: Path, web
 def run_worker(settings: Settings, fs: FeatureStoreSettings, repo_path: Path, loglevel: str = "warning",
                web_port: int | None = None) -> None:
     """Run the agent in the foreground until SIGTERM/SIGINT."""
-    import faust  # noqa: PLC0415
 
     if not (repo_path / "feature_store.yaml").exists():
         raise FileNotFoundError(f"no Feast repo at {repo_path}: run `streamrank features apply` first")
+    from common.logs import plain_worker  # noqa: PLC0415
+
     app = build_app(settings, fs, repo_path, web_port=web_port)
-    faust.Worker(app, loglevel=loglevel, quiet=True).execute_from_commandline()
+    print(f"stats-agent: reading {settings.topics.examples} and {settings.topics.dead_letter} at "
+          f"{settings.kafka_bootstrap}; pushing decayed item/query stats to the Feast repo {repo_path}"
+          + (f"; /healthz on port {web_port}" if web_port else ""), file=sys.stderr, flush=True)
+    plain_worker(app, loglevel).execute_from_commandline()
 
 
 def main() -> None:

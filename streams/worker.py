@@ -10,10 +10,12 @@ import asyncio
 import gc
 import logging
 import os
+import sys
 
 import faust
 
 from common.config import Settings
+from common.logs import plain_worker
 from common.heap import freeze_startup_heap
 from streams.app import WorkerOptions, app_id, build_app
 from streams.worker_fencing import fence_dead_members
@@ -29,7 +31,7 @@ class StreamsWorker(faust.Worker):
     """``faust.Worker`` without the terminal spinner, and with a frozen heap after start-up.
 
     * Faust's spinner sets the root logger to DEBUG so that every log record (aiokafka and
-      Faust debug records included) can turn it, even with ``--loglevel warning`` and with no
+      Faust debug records included) can turn it, even with ``--log-level warning`` and with no
       terminal; each ``log.debug`` on the per-record path then builds a record and runs the
       handlers. Without it the root logger stays at ``loglevel``.
     * ``gc.freeze()`` once Faust finished start-up and table recovery: the modules, the app and
@@ -57,7 +59,10 @@ def run_worker(settings: Settings, options: WorkerOptions, loglevel: str = "warn
                                                         streams_app.joiner.status_dir, os.getpid()), timeout=20))
     except Exception as exc:  # noqa: BLE001 - best effort; the running worker retries every tick
         logging.getLogger(__name__).warning("could not fence dead workers before start: %s", exc)
-    streams_app.metrics.write_status(streams_app.joiner.status_dir)
-    logging.getLogger("faust").setLevel(loglevel.upper())
-    worker = StreamsWorker(streams_app.app, loglevel=loglevel, quiet=True)
+    status = streams_app.metrics.write_status(streams_app.joiner.status_dir)
+    topics = settings.topics
+    print(f"worker {options.name}: joining {topics.impressions} + {topics.feedback} at {settings.kafka_bootstrap} "
+          f"into {topics.examples} (bad records to {topics.dead_letter}); status {status} (`streamrank worker "
+          f"--status`)", file=sys.stderr, flush=True)
+    worker = plain_worker(streams_app.app, loglevel, StreamsWorker)
     worker.execute_from_commandline()

@@ -40,6 +40,7 @@ import logging
 import os
 import signal
 import socket
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -49,6 +50,7 @@ import faust
 from faust.types import TP
 
 from common.config import Settings
+from common.logs import PROGRESS, format_metrics, plain_worker
 from learners.registry import build_learner
 from learners.runtime.checkpoint import CheckpointStore
 from learners.runtime.feature_fill import FeatureFill, feast_row_reader
@@ -296,16 +298,17 @@ class LearnerAgent:
         if now - self.progress["last"] >= options.progress_s:
             self.progress["last"] = now
             doc = self.write_status()
-            log.warning("%s: applied %d (%.1f ex/s) loss %s lag %s skipped %d/%d dead-lettered %d checkpoint %s",
-                        options.model, doc["applied"], doc["examples_per_s"], doc["metrics"].get("loss"), doc["lag"],
-                        doc["skipped_offsets"], doc["skipped_ids"], doc["dead_lettered"], doc["checkpoint_seq"])
+            PROGRESS.info("%s: applied %d (%.1f ex/s) lag %s | %s | skipped %d/%d dead-lettered %d checkpoint %s",
+                          options.model, doc["applied"], doc["examples_per_s"], doc["lag"],
+                          format_metrics(doc["metrics"]), doc["skipped_offsets"], doc["skipped_ids"],
+                          doc["dead_lettered"], doc["checkpoint_seq"])
         if options.stop_after is not None and not self.progress["stopping"] and runtime.applied >= options.stop_after:
             self.progress["stopping"] = True
             async with self.lock:
                 await asyncio.to_thread(runtime.checkpoint)
             self.write_status()
-            log.warning("%s: applied %d >= stop_after %d: stopping", options.model, runtime.applied,
-                        options.stop_after)
+            PROGRESS.info("%s: applied %d >= stop_after %d: stopping", options.model, runtime.applied,
+                          options.stop_after)
             os.kill(os.getpid(), signal.SIGTERM)
 
     async def on_shutdown(self, sender: Any, **kwargs: Any) -> None:
@@ -326,14 +329,21 @@ def build_learner_app(settings: Settings, options: LearnWorkerOptions) -> Learne
     return learner_app
 
 
+def start_line(settings: Settings, options: LearnWorkerOptions, learner_app: LearnerApp) -> str:
+    """What ``streamrank learn`` prints first: what it reads, where it writes, where its status is."""
+    publish = "publishing snapshots to Redis" if options.publish else "not publishing (no --publish)"
+    return (f"learn {options.model}: reading {settings.topics.examples} (group {learner_app.app.conf.id}) at "
+            f"{settings.kafka_bootstrap}; checkpoints in {learner_app.status_path.parent}; status "
+            f"{learner_app.status_path}; {publish}; progress every {options.progress_s:g} s")
+
+
 def run_learner(settings: Settings, options: LearnWorkerOptions, loglevel: str = "warning") -> None:
     """Start the learner worker and block until SIGTERM/SIGINT (or ``stop_after``)."""
     learner_app = build_learner_app(settings, options)
-    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
-    logging.getLogger("faust").setLevel(loglevel.upper())
+    print(start_line(settings, options, learner_app), file=sys.stderr, flush=True)
 
     atexit.register(learner_app.finish)  # when Faust's shutdown did not get to it
     if learner_app.jobs is not None:
         learner_app.jobs.start()
-    worker = faust.Worker(learner_app.app, loglevel=loglevel, quiet=True)
+    worker = plain_worker(learner_app.app, loglevel)
     worker.execute_from_commandline()

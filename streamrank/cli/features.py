@@ -85,7 +85,8 @@ def features_materialize(everything: bool, end: str | None, views: tuple[str, ..
 
 
 @features.command("stats-agent")
-@click.option("--loglevel", default="warning", show_default=True)
+@click.option("--log-level", "loglevel", default="warning", show_default=True,
+              help="debug | info | warning | error (the same flag on every long-running command)")
 @click.option("--web-port", type=int, default=None, help="serve /healthz on STREAMRANK_BIND_HOST:PORT")
 def features_stats_agent(loglevel: str, web_port: int | None) -> None:
     """Run the streaming stats agent: examples -> decayed item/query stats -> Feast push."""

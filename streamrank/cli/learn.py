@@ -40,7 +40,8 @@ def _parse_data(spec: str) -> Path:
 @click.option("--publish", is_flag=True, help="publish checkpoints as model snapshots (Redis snapshot registry)")
 @click.option("--group", default=None, help="consumer group (default: <topic prefix>learner-<model>)")
 @click.option("--set", "sets", multiple=True, help="model setting KEY=VALUE (JSON values), e.g. --set lr=0.01")
-@click.option("--loglevel", default="warning", show_default=True)
+@click.option("--log-level", "loglevel", default="warning", show_default=True,
+              help="debug | info | warning | error (the same flag on every long-running command)")
 def learn(model: str, checkpoint_dir: str | None, batch_size: int, within_s: float, checkpoint_every: int,
           idle_flush_s: float, max_wait_s: float | None, progress_s: float, stop_after: int | None, publish: bool,
           group: str | None, sets: tuple[str, ...], loglevel: str) -> None:

@@ -22,7 +22,8 @@ from streamrank.cli.params import parse_sets
                    "STREAMRANK_SERVE_EXPLORE_RATE); the gate scores snapshots on explored rounds only")
 @click.option("--max-candidates", type=int, default=None)
 @click.option("--gate/--no-gate", "gate_enabled", default=None, help="promotion gate on reranker snapshots")
-@click.option("--log-level", default="warning", show_default=True)
+@click.option("--log-level", default="warning", show_default=True,
+              help="debug | info | warning | error (the same flag on every long-running command)")
 def serve(port: int | None, calibrator: str | None, fusion: str | None, reranker: str | None, explore: bool | None,
           max_candidates: int | None, gate_enabled: bool | None, log_level: str) -> None:
     """Run the reranker service (FastAPI on uvicorn, 127.0.0.1; OpenAPI docs at /docs)."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 import time
 
 import click
@@ -21,7 +22,8 @@ def register(cli: click.Group, eval_group: click.Group) -> None:  # noqa: ARG001
 @click.option("--batch-size", type=int, default=1000, show_default=True, help="events per take() batch")
 @click.option("--within", "batch_within_s", type=float, default=0.25, show_default=True,
               help="seconds a take() batch waits to fill (an example's join latency includes it)")
-@click.option("--loglevel", default="warning", show_default=True)
+@click.option("--log-level", "loglevel", default="warning", show_default=True,
+              help="debug | info | warning | error (the same flag on every long-running command)")
 @click.option("--status", "show_status", is_flag=True, help="print the counters of this deployment's workers and exit")
 @click.option("--json", "as_json", is_flag=True, help="with --status: JSON output")
 def worker(name: str | None, web_port: int, batch_size: int, batch_within_s: float, loglevel: str, show_status: bool,
@@ -49,8 +51,13 @@ def _print_status(settings, as_json: bool) -> None:
     from streams.metrics import status_dir  # noqa: PLC0415
     from streams.metrics import read_statuses  # noqa: PLC0415
 
+    from common.stack import pid_alive  # noqa: PLC0415
+
     folder = status_dir(settings)
     statuses = read_statuses(folder)
+    for doc in statuses:  # a status file outlives its worker: say whether it is still running
+        pid = int(doc.get("pid") or 0)
+        doc["running"] = doc.get("host") in (None, socket.gethostname()) and pid > 0 and pid_alive(pid)
     if as_json:
         click.echo(json.dumps(statuses, indent=2))
         return
@@ -60,5 +67,6 @@ def _print_status(settings, as_json: bool) -> None:
     for doc in statuses:
         age = time.time() - doc.get("updated_at", 0)
         counts = ", ".join(f"{k}={v}" for k, v in doc["counts"].items())
-        click.echo(f"{doc['worker']} (pid {doc['pid']}, updated {age:.0f}s ago): {counts}; "
+        state = "running" if doc["running"] else "STOPPED (last counters)"
+        click.echo(f"{doc['worker']} (pid {doc['pid']}, {state}, updated {age:.0f}s ago): {counts}; "
                    f"open={doc['open_windows']} lag={doc['total_lag']}")

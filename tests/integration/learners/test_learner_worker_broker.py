@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import json
 import math
 
@@ -86,16 +88,23 @@ def test_worker_publishes_checkpoints_as_snapshots_with_their_offsets(settings, 
 # checked by hand with `streamrank learn --model drpo`); each extra model costs ~15 s of CI.
 @pytest.mark.parametrize("model", ["ldro"])
 def test_the_same_worker_runs_the_list_wise_families_by_name(settings, tmp_path, model):
-    pytest.importorskip(f"learners.{model}.learner", reason=f"{model} factory not importable yet")
     examples = simulated_examples(48, seed=13, with_features=True)
     produce_examples(settings, examples)
     worker = LearnerProcess(settings, model, tmp_path / "ckpt",
                             ["--batch-size", "16", "--checkpoint-every", "2", "--idle-flush", "1",
-                             "--stop-after", "48"]).start()
+                             "--stop-after", "48", "--progress", "0.5"]).start()
     try:
         assert worker.wait_exit(timeout=120) == 0, worker.log_tail()
     finally:
         worker.stop()
+    # what an operator reads in its log file: a start line, progress at INFO (the default
+    # --log-level is warning) with the model's real losses, and no ANSI colour codes
+    log_text = worker.log_tail(200_000)
+    assert f"learn {model}: reading {settings.topics.examples}" in log_text
+    progress = [line for line in log_text.splitlines() if "streamrank.progress" in line and "ex/s" in line]
+    assert progress and all(" INFO " in line for line in progress), log_text[-3000:]
+    assert re.search(r"loss=-?\d", progress[-1]) and "None" not in progress[-1], progress[-1]
+    assert "\x1b[" not in log_text
     _, state = CheckpointStore(tmp_path / "ckpt", model).load_latest()
     assert state.meta["family"] == model
     assert state.meta["runtime"]["applied"] == 48

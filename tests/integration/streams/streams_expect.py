@@ -41,7 +41,7 @@ def worker_env(settings: Settings, tmp_path: Path) -> dict[str, str]:
 
 def start_worker(settings: Settings, tmp_path: Path, name: str, timeout: float = 60.0) -> WorkerProcess:
     worker = WorkerProcess(settings, worker_env(settings, tmp_path), name, tmp_path / "logs",
-                           extra_args=("--loglevel", "info")).start()
+                           extra_args=("--log-level", "info")).start()
     try:
         worker.wait_ready(timeout)
     except BaseException:

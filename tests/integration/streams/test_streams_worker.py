@@ -102,8 +102,12 @@ def test_letor_replay_gives_one_example_per_impression_with_independently_comput
         cli = subprocess.run([sys.executable, "-m", "streamrank.cli.main", "worker", "--status"],
                              env=worker_env(settings, tmp_path), capture_output=True, text=True, timeout=60)
         assert cli.returncode == 0 and "letor-w1" in cli.stdout and f"examples_out={n_imp}" in cli.stdout
+        assert "running" in cli.stdout and "STOPPED" not in cli.stdout
     finally:
         worker.stop()
+    cli = subprocess.run([sys.executable, "-m", "streamrank.cli.main", "worker", "--status"],
+                         env=worker_env(settings, tmp_path), capture_output=True, text=True, timeout=60)
+    assert "letor-w1" in cli.stdout and "STOPPED (last counters)" in cli.stdout  # its file outlives it
 
 
 def test_obd_replay_gives_one_example_per_impression_with_click_labels(settings, tmp_path, obd_log):

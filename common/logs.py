@@ -1,0 +1,63 @@
+"""Logging of the long-running commands: plain text unless stderr is a terminal, progress at INFO.
+
+Faust's worker (mode) logs through ``colorlog`` with ANSI colour codes whatever its output is,
+so a worker's log file was full of escape codes. :func:`worker_logging_config` is the
+``logging.config.dictConfig`` document the project's Faust workers pass instead: one stderr
+handler, colours only on a terminal, the root (and so every third-party logger) at
+``--log-level``, and :data:`PROGRESS` (``streamrank.progress``) at INFO whatever that level
+(except ``error``/``critical``, which ask for quiet): progress lines with real figures are what
+an operator reads, the third-party INFO chatter is not.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Any
+
+#: The logger of start lines and periodic progress lines of every long-running command.
+PROGRESS = logging.getLogger("streamrank.progress")
+
+LINE_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+QUIET_LEVELS = ("ERROR", "CRITICAL")
+
+
+def progress_level(loglevel: str) -> str:
+    """The level of :data:`PROGRESS` for ``--log-level loglevel``: INFO unless quiet was asked for."""
+    level = loglevel.upper()
+    return level if level in QUIET_LEVELS else "INFO" if level != "DEBUG" else "DEBUG"
+
+
+def worker_logging_config(loglevel: str, stream: Any = None) -> dict[str, Any]:
+    """The dictConfig for a Faust worker at ``--log-level loglevel`` (module docstring)."""
+    stream = stream if stream is not None else sys.stderr
+    tty = bool(getattr(stream, "isatty", lambda: False)())
+    formatter = ({"()": "colorlog.ColoredFormatter", "fmt": "%(log_color)s" + LINE_FORMAT} if tty
+                 else {"format": LINE_FORMAT})
+    level = loglevel.upper()
+    return {"version": 1, "disable_existing_loggers": False,
+            "formatters": {"default": formatter},
+            # the handler passes everything; the loggers' levels decide
+            "handlers": {"default": {"class": "logging.StreamHandler", "stream": stream, "formatter": "default"}},
+            "root": {"level": level, "handlers": ["default"]},
+            "loggers": {PROGRESS.name: {"level": progress_level(loglevel)}, "faust": {"level": level}}}
+
+
+def format_metrics(metrics: dict[str, Any]) -> str:
+    """``name=value`` pairs of the numeric metrics (4 significant digits), or ``-`` when there are none."""
+    pairs = [f"{k}={v:.4g}" for k, v in sorted(metrics.items())
+             if isinstance(v, (int, float)) and not isinstance(v, bool)]
+    return " ".join(pairs) or "-"
+
+
+def plain_worker(app: Any, loglevel: str, worker_class: Any = None) -> Any:
+    """A Faust worker for ``app`` logging with :func:`worker_logging_config` and no terminal spinner.
+
+    Faust's spinner writes cursor escape codes even to a file, and while it is on, the worker
+    sets the first root handler to ``loglevel``, which would drop the INFO progress lines."""
+    import faust  # noqa: PLC0415 - slow to import; only the workers need it
+
+    worker = (worker_class or faust.Worker)(app, loglevel=loglevel, quiet=True,
+                                            logging_config=worker_logging_config(loglevel))
+    worker.spinner = None
+    return worker
