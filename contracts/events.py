@@ -214,7 +214,7 @@ _REASONS = {
 
 def _from_validation_error(exc: ValidationError) -> EventError:
     first = exc.errors(include_url=False)[0]
-    path = ".".join(str(part) for part in first["loc"]).replace("schema_", "schema")
+    path = ".".join(str(part) for part in first["loc"])  # locations use aliases: ``schema``, not ``schema_``
     kind = first["type"]
     reason = _REASONS.get(kind, "schema_violation")
     if kind == "literal_error" and path.endswith("kind"):
@@ -248,7 +248,8 @@ def decode(raw: bytes | str, expected: str | None = None, max_bytes: int = 1_000
             except ValidationError:
                 pass
             else:
-                return _check_list_size(event, max_list_size)
+                if "schema_" in event.model_fields_set:  # a nested "schema" key must not stand in for the event's
+                    return _check_list_size(event, max_list_size)
         try:
             doc = json.loads(raw)
         except (UnicodeDecodeError, ValueError) as exc:

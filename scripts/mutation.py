@@ -68,7 +68,9 @@ CORE = (
 TESTS = (
     "tests/unit/streams",
     "tests/unit/foundation/test_events.py",
+    "tests/unit/foundation/test_events_contract.py",
     "tests/unit/feature_store/test_snapshot_blob.py",
+    "tests/unit/feature_store/test_snapshot_verification.py",
     "tests/unit/learners/policy/test_advantages.py",
     "tests/unit/learners/policy/test_drpo_parts.py",
     "tests/unit/learners/policy/test_ldro_parts.py",
@@ -80,6 +82,7 @@ TESTS = (
     "tests/unit/serving/test_gate_logic.py",
     "tests/unit/serving/test_gate_batched_scoring.py",
     "tests/unit/serving/test_rerank_api.py",
+    "tests/unit/serving/test_components.py",
 )
 PACKAGES = ("common", "contracts", "streams", "simulator", "evaluation", "feature_store", "learners", "serving",
             "loop", "streamrank")
