@@ -80,6 +80,7 @@ TESTS = (
     "tests/unit/learners/test_calibration_learners.py",
     "tests/unit/serving/test_ope.py",
     "tests/unit/serving/test_gate_logic.py",
+    "tests/unit/serving/test_gate_decisions.py",
     "tests/unit/serving/test_gate_batched_scoring.py",
     "tests/unit/serving/test_rerank_api.py",
     "tests/unit/serving/test_components.py",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import pytest
 import torch
@@ -124,7 +125,7 @@ def test_the_gate_window_holds_only_explored_examples_so_a_low_explore_rate_stil
 class FixedWeights(PromotionGate):
     """The gate's decision rule on importance weights chosen by the test (one array per component)."""
 
-    def __init__(self, config: GateConfig, by_version: dict[str, "np.ndarray"]) -> None:
+    def __init__(self, config: GateConfig, by_version: dict[str, Any]) -> None:
         super().__init__(config)
         self.by_version = by_version
 
