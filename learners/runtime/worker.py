@@ -68,6 +68,9 @@ class LearnWorkerOptions:
     batch_size: int = 256
     within_s: float = 0.5
     checkpoint_every: int = 10
+    #: seconds: also checkpoint after a batch this long after the last one (None: with
+    #: ``publish``, the snapshot interval, so snapshots come at the configured cadence)
+    checkpoint_interval_s: float | None = None
     idle_flush_s: float = 2.0
     #: learn a partial batch once its oldest example waited this long (RuntimeConfig.max_wait_s)
     max_wait_s: float | None = None
@@ -161,9 +164,15 @@ def _learner_runtime(settings: Settings, options: LearnWorkerOptions) -> tuple[L
     """The model of ``options`` behind its runtime, restored from its newest checkpoint in the store."""
     learner = build_learner(options.model, **dict(options.model_config))
     store = CheckpointStore(options.checkpoint_dir, options.model)
+    interval = options.checkpoint_interval_s
+    if interval is None and options.publish:
+        from feature_store.settings import load_feature_store_settings  # noqa: PLC0415
+
+        interval = load_feature_store_settings(settings).snapshot_interval_s
     runtime = LearnerRuntime(options.model, learner, store,
                              RuntimeConfig(batch_size=options.batch_size, checkpoint_every=options.checkpoint_every,
-                                           max_event_bytes=settings.max_event_bytes, max_wait_s=options.max_wait_s))
+                                           checkpoint_interval_s=interval, max_event_bytes=settings.max_event_bytes,
+                                           max_wait_s=options.max_wait_s))
     runtime.restore()
     if settings.redis:  # impressions may name item features instead of carrying them (serving's default)
         runtime.prepare = FeatureFill(feast_row_reader(settings))

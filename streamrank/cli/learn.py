@@ -30,6 +30,9 @@ def _parse_data(spec: str) -> Path:
 @click.option("--batch-size", default=256, show_default=True, help="examples per update")
 @click.option("--within", "within_s", default=0.5, show_default=True, help="seconds to wait to fill a take batch")
 @click.option("--checkpoint-every", default=10, show_default=True, help="checkpoint every N updates")
+@click.option("--checkpoint-interval", "checkpoint_interval_s", type=float, default=None,
+              help="also checkpoint after an update this many seconds after the last checkpoint (default with "
+                   "--publish: STREAMRANK_SNAPSHOT_INTERVAL_S, 60 s, so snapshots come at that cadence)")
 @click.option("--idle-flush", "idle_flush_s", default=2.0, show_default=True,
               help="learn a partial batch after this many idle seconds")
 @click.option("--max-wait", "max_wait_s", type=float, default=None,
@@ -43,7 +46,7 @@ def _parse_data(spec: str) -> Path:
 @click.option("--log-level", "loglevel", default="warning", show_default=True,
               help="debug | info | warning | error (the same flag on every long-running command)")
 def learn(model: str, checkpoint_dir: str | None, batch_size: int, within_s: float, checkpoint_every: int,
-          idle_flush_s: float, max_wait_s: float | None, progress_s: float, stop_after: int | None, publish: bool,
+          checkpoint_interval_s: float | None, idle_flush_s: float, max_wait_s: float | None, progress_s: float, stop_after: int | None, publish: bool,
           group: str | None, sets: tuple[str, ...], loglevel: str) -> None:
     """Run the learner worker of MODEL on the `examples` topic (effectively-once checkpoints)."""
     from common.config import config_section, load_settings  # noqa: PLC0415
@@ -58,7 +61,8 @@ def learn(model: str, checkpoint_dir: str | None, batch_size: int, within_s: flo
     model_config.update(parse_sets(sets))
     options = LearnWorkerOptions(
         model=model, checkpoint_dir=Path(checkpoint_dir) if checkpoint_dir else settings.home / "checkpoints",
-        batch_size=batch_size, within_s=within_s, checkpoint_every=checkpoint_every, idle_flush_s=idle_flush_s,
+        batch_size=batch_size, within_s=within_s, checkpoint_every=checkpoint_every,
+        checkpoint_interval_s=checkpoint_interval_s, idle_flush_s=idle_flush_s,
         max_wait_s=max_wait_s, progress_s=progress_s, stop_after=stop_after, group=group, publish=publish,
         model_config=model_config)
     run_learner(settings, options, loglevel=loglevel)

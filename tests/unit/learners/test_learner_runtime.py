@@ -141,3 +141,26 @@ def test_without_max_wait_a_partial_batch_waits_for_the_batch_to_fill(examples, 
     assert (rt.queued, rt.applied) == (5, 0) and not rt.wait_expired()
     with pytest.raises(ValueError):
         RuntimeConfig(max_wait_s=-1.0)
+
+
+def test_a_checkpoint_interval_checkpoints_a_slow_stream_between_batch_counts(examples, monkeypatch):
+    """``checkpoint_interval_s``: after a batch, a checkpoint once that long passed since the last one,
+    however few batches (``streamrank learn --publish`` sets it to the snapshot interval)."""
+    clock = {"now": 100.0}
+    monkeypatch.setattr("learners.runtime.runner.time.monotonic", lambda: clock["now"])
+    rt = LearnerRuntime("platt", build_learner("platt"), None,
+                        RuntimeConfig(batch_size=8, checkpoint_every=100, checkpoint_interval_s=60.0))
+    seen = []
+    rt.on_checkpoint.append(lambda name, state, metrics: seen.append(state.meta["runtime"]["applied"]))
+    rt.offer(records(examples[:8]))
+    clock["now"] += 59.9
+    rt.offer(records(examples[8:16], start=8))
+    assert seen == []  # 2 batches, 59.9 s: neither bound reached
+    clock["now"] += 0.1
+    rt.offer(records(examples[16:24], start=16))
+    assert seen == [24]  # 60 s since the start: checkpointed after this batch
+    clock["now"] += 30.0
+    rt.offer(records(examples[24:32], start=24))
+    assert seen == [24]  # the interval restarts at each checkpoint
+    with pytest.raises(ValueError):
+        RuntimeConfig(checkpoint_interval_s=0.0)
