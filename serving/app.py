@@ -349,7 +349,8 @@ def _add_read_routes(app: FastAPI, runtime: ServingRuntime, metrics: Metrics) ->
     def healthz() -> dict[str, Any]:
         return {"status": "ok", "models": runtime.holder.bundle.versions(),
                 "impressions": runtime.emitter.stats.as_dict(), "feature_source": config.feature_source,
-                "features_missing": getattr(runtime.features, "missing", 0)}
+                "features_missing": getattr(runtime.features, "missing", 0),
+                "features_unavailable": getattr(runtime.features, "unavailable", 0)}
 
     @app.get("/models")
     def models(limit: int = 50) -> dict[str, Any]:

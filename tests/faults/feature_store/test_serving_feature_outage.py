@@ -1,0 +1,56 @@
+"""kill -9 of the online store's Redis while a server fetches item features from Feast: every
+request is still answered (200, ranked by the task scores, counted in /healthz), and features
+come back with Redis (issue 17: the outage used to turn every POST /rerank into an HTTP 500)."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+from durable_redis import DurableRedis
+from fastapi.testclient import TestClient
+from support import fresh_topics
+
+from feature_store.feast_repo import apply, materialize_all
+from feature_store.settings import FeatureStoreSettings
+from serving.app import build_runtime, create_app
+from serving.settings import ServeConfig
+from simulator.letor import load_letor
+
+pytestmark = pytest.mark.faults
+
+
+def body(k: int, item_ids: list[str]) -> dict:
+    return {"request_id": f"outage-{k}", "user_id": "u", "query": "q1",
+            "candidates": [{"item_id": item, "scores": {"click": 0.1 + 0.1 * j}} for j, item in enumerate(item_ids)]}
+
+
+def test_a_feature_store_outage_serves_without_features_and_recovers(tmp_path, embedded_stack, shared_data):
+    server = DurableRedis(tmp_path)
+    server.start()
+    try:
+        settings = fresh_topics(replace(embedded_stack, home=tmp_path / "home", redis=server.url))
+        repo = apply(settings, FeatureStoreSettings(), data_root=shared_data, limit=50,
+                     progress=False, use_cli=False)
+        materialize_all(repo)
+        items = load_letor(shared_data / "letor" / "rank.train").queries[0].doc_ids[:5]
+        config = ServeConfig(feature_source="feast", calibrator="", fusion="", reranker="", explore=False)
+        runtime = build_runtime(settings, config, with_watcher=False)
+        with TestClient(create_app(runtime)) as client:
+            assert client.post("/rerank", json=body(0, items)).status_code == 200
+            assert runtime.features.fetch("u", "q1", items).shape[1] > 0  # the rows are there
+
+            server.kill9()
+            answers = [client.post("/rerank", json=body(k, items)) for k in range(1, 21)]
+            assert [a.status_code for a in answers] == [200] * 20
+            # without features the cold start ranks by the task scores: highest click first
+            assert all(a.json()["items"][0]["item_id"] == items[-1] for a in answers)
+            health = client.get("/healthz").json()
+            assert health["features_unavailable"] == 20 and health["status"] == "ok"
+
+            server.start()  # the append-only file brings the rows back
+            assert client.post("/rerank", json=body(21, items)).status_code == 200
+            assert runtime.features.fetch("u", "q1", items).shape[1] > 0
+            assert client.get("/healthz").json()["features_unavailable"] == 20
+    finally:
+        server.stop()
