@@ -55,7 +55,14 @@ def plain_worker(app: Any, loglevel: str, worker_class: Any = None) -> Any:
 
     Faust's spinner writes cursor escape codes even to a file, and while it is on, the worker
     sets the first root handler to ``loglevel``, which would drop the INFO progress lines."""
+    import warnings  # noqa: PLC0415
+
     import faust  # noqa: PLC0415 - slow to import; only the workers need it
+
+    # understood third-party noise that mode would log as WARNING through its stdout redirect:
+    # kafka-python 3.0 loads its protocol schemas with importlib.resources' legacy read_text
+    warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"kafka(\.|$)")
+    warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"importlib\.resources")
 
     worker = (worker_class or faust.Worker)(app, loglevel=loglevel, quiet=True,
                                             logging_config=worker_logging_config(loglevel))

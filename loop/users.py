@@ -42,7 +42,7 @@ class Users:
         self.url = f"{base_url}/rerank"
         self.send_features = send_features  # False: the server fetches them from Feast
         self.topic = settings.topics.feedback
-        self.producer = KafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks=1, linger_ms=5,
+        self.producer = KafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks=1, enable_idempotence=False, linger_ms=5,
                                       max_block_ms=5000)
         self.served: list[dm.Served] = []
         #: the index of the next request: request ``i`` is a pure function of (seed, i), so each

@@ -45,7 +45,9 @@ class ImpressionEmitter:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._producer = None
-        self._producer_config = dict(acks=1, linger_ms=5, max_block_ms=1000, request_timeout_ms=3000,
+        # acks=1 and no idempotence (which needs acks=all): an impression waits for one broker,
+        # never for a quorum, and a failed one is counted and dropped, not retried in order
+        self._producer_config = dict(acks=1, enable_idempotence=False, linger_ms=5, max_block_ms=1000, request_timeout_ms=3000,
                                      delivery_timeout_ms=6000, retries=2, reconnect_backoff_max_ms=1000,
                                      max_request_size=8 * 1024 * 1024)
         self._producer_config.update(producer_config or {})

@@ -105,6 +105,7 @@ def test_the_same_worker_runs_the_list_wise_families_by_name(settings, tmp_path,
     assert progress and all(" INFO " in line for line in progress), log_text[-3000:]
     assert re.search(r"loss=-?\d", progress[-1]) and "None" not in progress[-1], progress[-1]
     assert "\x1b[" not in log_text
+    assert "DeprecationWarning" not in log_text  # understood third-party noise is quiet
     _, state = CheckpointStore(tmp_path / "ckpt", model).load_latest()
     assert state.meta["family"] == model
     assert state.meta["runtime"]["applied"] == 48
