@@ -22,7 +22,8 @@ was not refused before, runs the checks in order, stopping at the first failure:
    current when the server starts (restored as is: no recent logs exist yet to judge it) and
    for an explicit rollback (``streamrank snapshots rollback``: the registry's
    ``current_event`` says so): an operator's choice is applied, even of a version the gate
-   blocked before; the other checks still apply.
+   blocked before; the other checks still apply. A version older than the one serving is
+   refused unless it is such a rollback (a registry that restarted empty numbers from 1 again).
 
 Only then is the one reference in :class:`serving.holder.ModelHolder` replaced. Every
 outcome becomes a :class:`serving.holder.Decision` (``GET /models``).
@@ -55,6 +56,14 @@ from serving.topic_tail import TopicTail
 log = logging.getLogger(__name__)
 
 
+def _older(version: str, than: str) -> bool:
+    """Whether decimal registry version ``version`` precedes ``than`` (non-decimal: not comparable, False)."""
+    try:
+        return int(version) < int(than)
+    except ValueError:
+        return False
+
+
 class SnapshotWatcher:
     """Keeps ``holder`` on the registry's current snapshot of each role's model."""
 
@@ -76,7 +85,8 @@ class SnapshotWatcher:
         self.on_swap = on_swap
         self.canary: RerankRequest | None = None  # the app stores the last real request here
         self.refused: dict[tuple[str, str], str] = {}
-        self.gate_blocked: set[tuple[str, str]] = set()  # refused by the gate only: a rollback may still apply them
+        #: refused by the gate or for being older, not for being broken: an explicit rollback may still apply them
+        self.rollback_may_apply: set[tuple[str, str]] = set()
         self.warm_up_s: dict[str, float] = {}  # seconds each model family took to build once at start
         # One queue and worker thread per model: a slow check of one model (e.g. the reranker's
         # promotion gate) never delays the swap of another.
@@ -106,8 +116,15 @@ class SnapshotWatcher:
         rollback = event == "rollback"
         if version is None or version == self.served_version(model):
             return None
-        if (model, version) in self.refused and not (rollback and (model, version) in self.gate_blocked):
+        if (model, version) in self.refused and not (rollback and (model, version) in self.rollback_may_apply):
             return None
+        served = self.served_version(model)
+        if not rollback and served is not None and _older(version, served):
+            # a registry that lost its data (Redis restarted empty) numbers from 1 again; only
+            # an operator's rollback may take serving back to an older version
+            self.rollback_may_apply.add((model, version))
+            return self._refuse(model, version, f"older than the serving v{served} and not an explicit rollback",
+                                source)
         started = time.monotonic()
         role = self.model_roles[model]
         try:
@@ -144,12 +161,12 @@ class SnapshotWatcher:
             gate_details = verdict.as_dict()
             if not verdict.accepted:
                 self.refused[(model, version)] = verdict.reason
-                self.gate_blocked.add((model, version))
+                self.rollback_may_apply.add((model, version))
                 return self._decide(model, version, "blocked-by-gate", verdict.reason, source, gate=gate_details)
         self._specs[(model, version)] = manifest.tensors
         self.holder.swap(component)
         self.refused.pop((model, version), None)
-        self.gate_blocked.discard((model, version))
+        self.rollback_may_apply.discard((model, version))
         self.load_seconds.append(time.monotonic() - started)
         reason = ("rollback: " if rollback else "") + "passed checksum, finite, shape and canary checks"
         decision = self._decide(model, version, "swapped", reason, source,

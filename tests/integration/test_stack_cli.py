@@ -93,3 +93,22 @@ def test_topics_are_bounded_by_time_and_down_purge_leaves_a_fresh_start(tmp_path
     finally:
         out = cli(tmp_path, "down", "--purge").stdout
     assert "purged" in out and not (tmp_path / "noida").exists() and not (tmp_path / "redis").exists()
+
+
+def test_redis_data_survives_down_and_up(tmp_path):
+    """The embedded Redis keeps an append-only file in STREAMRANK_HOME/redis: snapshots, pointers and
+    Feast rows written before `down` are there after the next `up` (issue 17: it came back empty)."""
+    cli(tmp_path, "up")
+    try:
+        first = json.loads(cli(tmp_path, "status", "--json").stdout)["redis"]
+        client = redis.Redis.from_url(f"redis://{first}")
+        client.set("clitest.snapshots:ldro:current", "7")
+        client.close()
+        cli(tmp_path, "down")
+        cli(tmp_path, "up")
+        again = json.loads(cli(tmp_path, "status", "--json").stdout)["redis"]
+        client = redis.Redis.from_url(f"redis://{again}")
+        assert client.get("clitest.snapshots:ldro:current") == b"7"
+        client.close()
+    finally:
+        cli(tmp_path, "down", "--purge")

@@ -123,3 +123,21 @@ def test_in_flight_requests_finish_on_the_model_they_started_with(settings):
         thread.join(10)
         assert result["model_versions"] == {"linear-pl": "old"} and result["items"][0]["item_id"] == "i5"
         assert fresh["model_versions"] == {"linear-pl": "new"} and fresh["items"][0]["item_id"] == "i0"
+
+
+def test_an_older_version_is_only_served_by_an_explicit_rollback(settings, registry):
+    """A pointer moved back by a publish (a registry that restarted empty numbers from 1 again) is refused;
+    the same version through `snapshots rollback` is served (issue 17)."""
+    registry.publish("linear-pl", scorer([1.0, 0, 0, 0]).state_dict())
+    registry.publish("linear-pl", scorer([-1.0, 0, 0, 0]).state_dict())
+    with served(settings) as (client, _):
+        assert served_version(client) == "2"
+        registry.redis.set(registry._key("linear-pl", "current"), "1")  # moved back without a rollback
+        registry.redis.set(registry._key("linear-pl", "current_event"), "publish")
+        assert wait_for(lambda: any(d["version"] == "1" and d["action"] == "refused"
+                                    for d in client.get("/models").json()["decisions"]))
+        decision = client.get("/models").json()["decisions"][-1]
+        assert decision["reason"] == "older than the serving v2 and not an explicit rollback"
+        assert served_version(client) == "2"
+        registry.rollback("linear-pl", "1")
+        assert wait_for(lambda: served_version(client) == "1")
