@@ -10,6 +10,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -17,6 +18,7 @@ from pathlib import Path
 import pytest
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, OffsetAndMetadata, TopicPartition
 from kafka.admin import NewTopic
+from kafka.structs import MemberState
 
 from common import stack
 
@@ -135,33 +137,84 @@ def test_idempotent_producer_aiokafka(bootstrap):
     assert [r.value for r in got] == [str(i).encode() for i in range(100)]
 
 
-def test_two_member_rebalance_splits_and_reassigns_partitions(fresh_bootstrap, broker_kind, request):
-    if broker_kind == "noida" and not os.environ.get("STREAMRANK_KAFKA"):
-        # Known noida coordinator stall (docs/brokers.md): even on a broker of its own, 1 of the
-        # last 3 clean-clone CI runs saw the second member get no partitions for 90 s. It still
-        # runs and reports; Apache Kafka (docker-compose) and the worker's fencing are the remedy.
-        request.applymarker(pytest.mark.xfail(strict=False, reason="noida rebalance stall (docs/brokers.md)"))
+class GroupMember(threading.Thread):
+    """One consumer-group member polled without pause on a thread of its own, as a separate
+    process would be, and closed (LeaveGroup) on that thread when stopped.
+
+    Why a thread each: kafka-python 3.0.12 runs JoinGroup -> SyncGroup as a background task and
+    applies its result only inside a ``poll()`` that is waiting for it; a task that completes
+    between two polls is thrown away and the next poll sends a fresh JoinGroup
+    (``BaseCoordinator.join_group_async``: ``if self._join_task is None or
+    self._join_task.is_done``). Polling two members in turn from one thread makes that the rule:
+    the follower's join completes while the leader's poll runs, the follower rejoins, noida starts
+    a new generation for it, and so on (docs/brokers.md).
+    """
+
+    def __init__(self, name: str, bootstrap: str, topic: str, group: str):
+        super().__init__(daemon=True, name=f"{group}-{name}")
+        self.consumer = group_consumer(bootstrap, topic, group)
+        self.view = (-1, MemberState.UNJOINED, frozenset())  # generation, state, partitions
+        self.error: BaseException | None = None
+        self._stopping = threading.Event()
+
+    def run(self) -> None:
+        try:
+            while not self._stopping.is_set():
+                self.consumer.poll(timeout_ms=500)  # long enough to await a whole join and sync
+                meta = self.consumer.group_metadata()
+                self.view = (meta.generation_id, meta.state,
+                             frozenset(tp.partition for tp in self.consumer.assignment()))
+        except BaseException as exc:  # noqa: BLE001 - re-raised by the test thread in settled()
+            self.error = exc
+        finally:
+            self.consumer.close()
+
+    def stop(self) -> None:
+        if self.is_alive():
+            self._stopping.set()
+            self.join(timeout=30)
+            assert not self.is_alive(), f"{self.name} did not close"
+        elif self.ident is None:  # never started
+            self.consumer.close()
+
+
+def settled(members: list[GroupMember], after_generation: int, timeout: float = 90.0) -> list[tuple]:
+    """Each member's (generation, state, partitions) once all are stable in one generation newer
+    than ``after_generation``; their assignments then come from the same SyncGroup round."""
+    deadline = time.monotonic() + timeout
+    while True:
+        for member in members:
+            if member.error is not None:
+                raise member.error
+        views = [member.view for member in members]
+        generations = {generation for generation, _, _ in views}
+        if (len(generations) == 1 and min(generations) > after_generation
+                and all(state == MemberState.STABLE for _, state, _ in views)):
+            return views
+        assert time.monotonic() < deadline, f"group did not settle in {timeout} s: {views}"
+        time.sleep(0.05)
+
+
+def test_two_member_rebalance_splits_and_reassigns_partitions(fresh_bootstrap):
     bootstrap = fresh_bootstrap
     topic = new_topic(bootstrap, partitions=4)
     group = f"g-{uuid.uuid4().hex[:6]}"
-    a = group_consumer(bootstrap, topic, group)
-    drain(a, 1, timeout=8)  # join as the only member
-    b = group_consumer(bootstrap, topic, group)
-    deadline = time.monotonic() + 90  # noida can take tens of seconds to settle a group under load
-    while time.monotonic() < deadline:
-        a.poll(timeout_ms=200)
-        b.poll(timeout_ms=200)
-        pa, pb = a.assignment(), b.assignment()
-        if pa and pb and len(pa) + len(pb) == 4:
-            break
-    pa, pb = {tp.partition for tp in a.assignment()}, {tp.partition for tp in b.assignment()}
-    assert pa and pb and not (pa & pb) and pa | pb == {0, 1, 2, 3}
-    b.close()
-    deadline = time.monotonic() + 90  # noida can take tens of seconds to settle a group under load
-    while time.monotonic() < deadline and len(a.assignment()) < 4:
-        a.poll(timeout_ms=200)
-    assert {tp.partition for tp in a.assignment()} == {0, 1, 2, 3}
-    a.close()
+    members: list[GroupMember] = []
+    try:
+        members.append(a := GroupMember("a", bootstrap, topic, group))
+        a.start()
+        [(alone, _, pa)] = settled([a], after_generation=-1)
+        assert pa == {0, 1, 2, 3}
+        members.append(b := GroupMember("b", bootstrap, topic, group))
+        b.start()
+        (split, _, pa), (_, _, pb) = settled([a, b], after_generation=alone)
+        assert pa and pb and not (pa & pb) and pa | pb == {0, 1, 2, 3}
+        b.stop()  # closes the consumer: LeaveGroup
+        [(_, _, pa)] = settled([a], after_generation=split)
+        assert pa == {0, 1, 2, 3}
+    finally:
+        for member in reversed(members):
+            member.stop()
 
 
 def _faust_worker(bootstrap: str, app_id: str, in_topic: str, report_topic: str, state_dir: Path):
