@@ -7,6 +7,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 import pytest
+import torch
 from durable_redis import DurableRedis
 from fastapi.testclient import TestClient
 from support import fresh_topics
@@ -25,7 +26,17 @@ def body(k: int, item_ids: list[str]) -> dict:
             "candidates": [{"item_id": item, "scores": {"click": 0.1 + 0.1 * j}} for j, item in enumerate(item_ids)]}
 
 
-def test_a_feature_store_outage_serves_without_features_and_recovers(tmp_path, embedded_stack, shared_data):
+@pytest.fixture
+def restore_torch_threads():
+    """The server sets torch's thread count for the whole process (ServeConfig.torch_threads);
+    tests after this one compare in-process models bitwise with learner processes."""
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_a_feature_store_outage_serves_without_features_and_recovers(tmp_path, embedded_stack, shared_data,
+                                                                      restore_torch_threads):
     server = DurableRedis(tmp_path)
     server.start()
     try:
