@@ -25,7 +25,7 @@ QUIET_LEVELS = ("ERROR", "CRITICAL")
 def progress_level(loglevel: str) -> str:
     """The level of :data:`PROGRESS` for ``--log-level loglevel``: INFO unless quiet was asked for."""
     level = loglevel.upper()
-    return level if level in QUIET_LEVELS else "INFO" if level != "DEBUG" else "DEBUG"
+    return level if level in (*QUIET_LEVELS, "DEBUG") else "INFO"
 
 
 def worker_logging_config(loglevel: str, stream: Any = None) -> dict[str, Any]:

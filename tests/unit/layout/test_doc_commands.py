@@ -57,8 +57,8 @@ def code_block_commands(path: Path) -> list[tuple[str, int, list[str]]]:
             continue
         if not in_block:
             for span in INLINE.findall(raw):
-                argv = argv_of(span)
-                if argv and len(argv) > 1 or argv and argv[0] in ("demo", "serve", "worker", "up", "down"):
+                argv = argv_of(span) or []
+                if len(argv) > 1 or argv[:1] in (["demo"], ["serve"], ["worker"], ["up"], ["down"]):
                     out.append((path.name, number, argv))
             continue
         line = (pending + " " + raw.strip()) if pending else raw.strip()
