@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Creates .venv with the exact locked packages and installs the system tools streamrank needs.
-# Idempotent: re-running is a no-op when requirements.lock and pyproject.toml are unchanged.
+# Idempotent: re-running is a no-op when the lock files and pyproject.toml are unchanged.
 # The Dockerfile runs this same script (deploy/Dockerfile), so there is one install recipe.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -20,12 +20,13 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 
 stamp=.venv/.streamrank-installed
-digest=$(cat requirements.lock pyproject.toml | sha256sum | cut -d' ' -f1)
+digest=$(cat requirements.lock requirements-nodeps.lock pyproject.toml | sha256sum | cut -d' ' -f1)
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$digest" ]; then
   exit 0
 fi
 echo "setup: creating .venv and installing locked packages (about a minute)"
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
 .venv/bin/python -m pip install -q --disable-pip-version-check -r requirements.lock
+.venv/bin/python -m pip install -q --disable-pip-version-check --no-deps -r requirements-nodeps.lock
 .venv/bin/python -m pip install -q --disable-pip-version-check --no-deps --no-build-isolation -e .
 echo "$digest" > "$stamp"
