@@ -14,7 +14,9 @@ What it starts (and stops again, in reverse order, whatever happens):
 
 At the end it reads ``examples`` and ``model-updates`` back, computes the summary
 (:mod:`loop.summary`), writes ``summary.json`` and PNG plots to ``output`` and prints the
-headline numbers.
+headline numbers. While it runs, the reranker's ``GET /dashboard`` shows the loop live (the
+simulator's curves come from :mod:`loop.live`), and a terminal gets a progress panel; at the end
+``report.html`` (:mod:`loop.report`) puts the plots and the summary on one page.
 """
 
 from __future__ import annotations
@@ -26,16 +28,19 @@ import shutil
 import time
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from common import stack
 from common.config import Settings, Topics
 from common.topics import ensure_project_topics
 from loop.children import Children, stack_settings, wait_assigned, wait_http
 from loop.config import DemoConfig, stage_config
+from loop.live import LiveView
 from loop.readback import get_json
+from loop.report import write_report
 from loop.summary import summarise
 from loop.users import Users
+from serving.dashboard import SIMULATOR_STATUS
 from streams.metrics import status_dir
 
 log = logging.getLogger(__name__)
@@ -43,8 +48,11 @@ log = logging.getLogger(__name__)
 __all__ = ["DemoConfig", "run_demo"]
 
 
-def run_demo(config: DemoConfig, settings: Settings) -> dict[str, Any]:
-    """Run the closed loop once (module docstring) and return its summary, also written to ``summary.json``."""
+def run_demo(config: DemoConfig, settings: Settings, announce: Callable[[str], None] | None = None,
+             show_progress: bool | None = None) -> dict[str, Any]:
+    """Run the closed loop once (module docstring) and return its summary, also written to ``summary.json``
+    with ``report.html`` beside it. ``announce`` gets the dashboard's URL once the server answers;
+    ``show_progress`` draws the live panel (default: when stderr is a terminal)."""
     output = Path(config.output)
     (output / "logs").mkdir(parents=True, exist_ok=True)
     base, started_stack = stack_settings(settings)
@@ -52,6 +60,7 @@ def run_demo(config: DemoConfig, settings: Settings) -> dict[str, Any]:
     ensure_project_topics(settings)
     children: Children | None = None
     users: Users | None = None
+    live: LiveView | None = None
     summary: dict[str, Any] = {"errors": 0, "error_details": []}
     try:
         feast_status = _apply_feast(settings, config) if config.feast else "skipped (--no-feast)"
@@ -62,6 +71,11 @@ def run_demo(config: DemoConfig, settings: Settings) -> dict[str, Any]:
         children = Children(env, output / "logs")
         base_url = _start_stages(children, settings, config, output / "checkpoints", port)
         users = Users(settings, config, base_url, send_features=not feast_status.startswith("applied"))
+        if announce is not None:
+            announce(f"{base_url}/dashboard")
+        live = LiveView(lambda: users.served, status_dir(settings) / SIMULATOR_STATUS, base_url,
+                        config.duration_s + config.drain_s, show=show_progress, fetch=get_json)
+        live.start()
         started = time.time()
         users.run(config.duration_s, config.rate, config.concurrency)
         time.sleep(config.drain_s)  # let the last examples be learned, published and swapped
@@ -74,6 +88,8 @@ def run_demo(config: DemoConfig, settings: Settings) -> dict[str, Any]:
         summary = summarise(config, settings, users, models, metrics_text, started, children.crashed(), feast_status,
                             children.children)
     finally:
+        if live is not None:
+            live.stop()
         if users is not None:
             users.close()
         if children is not None:
@@ -83,6 +99,7 @@ def run_demo(config: DemoConfig, settings: Settings) -> dict[str, Any]:
             shutil.rmtree(Path(base.home) / "noida", ignore_errors=True)  # the broker's log of this run
     output.mkdir(parents=True, exist_ok=True)
     (output / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
+    summary["report"] = str(write_report(summary, output))
     return summary
 
 

@@ -29,6 +29,9 @@ class Served:
     latency_s: float
     versions: dict[str, str] = field(default_factory=dict)
     reward: float = 0.0
+    #: the list reward of the same request shown in the upstream order, with independent click
+    #: draws of the same click model (a counterfactual the simulator can afford: the baseline)
+    reward_upstream: float = 0.0
     ndcg10: float = 0.0
     #: the same request in the upstream order (what serving got): the per-request baseline that
     #: takes the draw of queries out of the curve
@@ -92,6 +95,7 @@ def curves(served: Sequence[Served], start: float, bucket_s: float) -> list[dict
         labels = [c for s in rows for c in s.clicks]
         out.append({"t": round((b + 0.5) * bucket_s, 3), "requests": len(rows),
                     "reward": float(np.mean([s.reward for s in rows])),
+                    "reward_upstream": float(np.mean([s.reward_upstream for s in rows])),
                     "ndcg10": float(np.mean([s.ndcg10 for s in rows])),
                     "ndcg10_upstream": float(np.mean([s.ndcg10_upstream for s in rows])),
                     "expected_clicks": float(np.mean([s.expected_clicks for s in rows])),
@@ -202,7 +206,9 @@ def percentile(values: Sequence[float], q: float) -> float | None:
 
 
 def plot(curve: list[dict[str, float]], output: Path, swaps_at: Sequence[float] = ()) -> list[Path]:
-    """reward.png, ndcg.png, ece.png (Agg backend; swap times as faint vertical lines)."""
+    """reward.png, ndcg10.png, expected_clicks.png, ece.png (Agg backend): the served curve, the upstream
+    order's as a dashed baseline where there is one, and each swap as a short tick on the top edge
+    (hundreds of swaps as full-height lines drowned the curve)."""
     import matplotlib  # noqa: PLC0415
 
     matplotlib.use("Agg")
@@ -214,11 +220,13 @@ def plot(curve: list[dict[str, float]], output: Path, swaps_at: Sequence[float] 
                        ("expected_clicks", "expected clicks (click model)"),
                        ("ece", "ECE of served click probability")):
         fig, ax = plt.subplots(figsize=(6, 3.2), dpi=100)
-        for x in swaps_at:
-            ax.axvline(x, color="0.85", lw=0.6, zorder=0)
         ax.plot(t, [row[key] for row in curve], marker="o", ms=3, label="served")
         if f"{key}_upstream" in curve[0]:
             ax.plot(t, [row[f"{key}_upstream"] for row in curve], ls="--", color="0.5", label="upstream order")
+            ax.legend(loc="lower right", fontsize=8)
+        if len(swaps_at):
+            ax.plot(list(swaps_at), [1.0] * len(swaps_at), ls="none", marker="|", ms=7, color="0.35", alpha=0.5,
+                    transform=ax.get_xaxis_transform(), clip_on=False, label="snapshot swap")
             ax.legend(loc="lower right", fontsize=8)
         ax.set_xlabel("seconds since start")
         ax.set_ylabel(label)

@@ -29,7 +29,7 @@ from loop.users import Users
 from streams.metrics import status_dir
 
 #: reward-curve columns summarised as first-third and last-third means
-CURVE_KEYS = ("reward", "ndcg10", "ndcg10_upstream", "expected_clicks", "expected_clicks_upstream", "ece")
+CURVE_KEYS = ("reward", "reward_upstream", "ndcg10", "ndcg10_upstream", "expected_clicks", "expected_clicks_upstream", "ece")
 
 def summarise(config: DemoConfig, settings: Settings, users: Users, models: dict, metrics_text: str, started: float,
               crashed: list[Child], feast_status: str, children_list: list[Child]) -> dict[str, Any]:

@@ -112,6 +112,7 @@ class Users:
                        else 0.0 for c in shown]
             record.versions = dict(doc.get("model_versions", {}))
             record.reward = list_reward(rewards, range(1, len(shown) + 1))
+            record.reward_upstream = self._upstream_reward(request, weights)
             record.ndcg10 = ndcg_at_k(request.relevance[order], 10)
             record.ndcg10_upstream = ndcg_at_k(request.relevance, 10)  # candidates come in the upstream order
             record.expected_clicks = self.sim.expected_clicks(request, order)
@@ -125,6 +126,17 @@ class Users:
             return
         with self._lock:
             self.served.append(record)
+
+    def _upstream_reward(self, request: Any, weights: Any) -> float:
+        """The list reward had the upstream order been shown (independent draws: RNG stream 2)."""
+        from streams.rewards import ListOutcome, item_reward, list_reward  # noqa: PLC0415
+
+        outcome = ListOutcome()
+        for event in self.sim.respond(request, range(len(request.candidates)), stream=2, shown_at=request.ts):
+            outcome.add(event.item_id, event.kind, event.value)
+        rewards = [item_reward(outcome.items[c.item_id], c.duration_ms, weights) if c.item_id in outcome.items
+                   else 0.0 for c in request.candidates]
+        return list_reward(rewards, range(1, len(rewards) + 1))
 
     def run(self, duration_s: float, rate: float, concurrency: int) -> None:
         """Send requests at ``rate`` for ``duration_s`` seconds, then wait for their feedback to be produced.

@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3.11}
 command -v "$PYTHON" >/dev/null 2>&1 || PYTHON=python3
 want_tools=(redis-server)
-[ "${1:-}" = "--test" ] && want_tools+=(kcat docker-compose)
+[ "${1:-}" = "--test" ] && want_tools+=(kcat docker-compose chromium)
 
 missing=()
 for tool in "${want_tools[@]}"; do command -v "$tool" >/dev/null 2>&1 || missing+=("$tool"); done

@@ -38,12 +38,15 @@ from contracts.learner import RerankRequest
 from contracts.rerank import RerankBody, RerankResponse
 from serving import components
 from serving.baseline import pl_logprob
+from serving.dashboard import DashboardFeeds, DashboardRecorder
+from serving.dashboard_routes import add_dashboard_routes
 from serving.emitter import ImpressionEmitter
 from serving.gate import prefix_key
 from serving.gate import usable as gate_usable
 from serving.holder import Bundle, ModelHolder
 from serving.recent_examples import RecentExamples
 from serving.settings import ServeConfig
+from streams.metrics import status_dir
 
 _EXPLORE_COIN = random.Random()  # which requests explore (ServeConfig.explore_rate)
 
@@ -127,9 +130,14 @@ class ServingRuntime:
     watcher: Any = None  # serving.watcher.SnapshotWatcher (None: no snapshot registry, cold start only)
     registry: Any = None
     features: Any = None  # serving.features.FeastItemFeatures (None: features only from the request)
+    dashboard: Any = None  # serving.dashboard.DashboardRecorder (None: ServeConfig.dashboard off)
+    feeds: Any = None  # serving.dashboard.DashboardFeeds
+    status_folder: Any = None  # the deployment's status files (streams.metrics.status_dir)
 
     def start(self) -> None:
         self.emitter.start()
+        if self.feeds is not None:
+            self.feeds.start()
         if self.examples is not None:
             self.examples.start()
         if self.watcher is not None:
@@ -141,6 +149,8 @@ class ServingRuntime:
         if self.examples is not None:
             self.examples.close()
         self.emitter.close(timeout=3)
+        if self.feeds is not None:
+            self.feeds.close()
         if self.registry is not None:
             self.registry.close()
 
@@ -149,9 +159,12 @@ def build_runtime(settings: Settings, config: ServeConfig, with_watcher: bool = 
     """Wire holder, emitter, examples reader and snapshot watcher from settings."""
     holder = ModelHolder()
     emitter = ImpressionEmitter(settings.kafka, settings.topics.impressions, max_queue=config.emit_queue)
+    recorder = DashboardRecorder() if config.dashboard else None
+    feeds = DashboardFeeds(recorder, settings.kafka, settings.topics.dead_letter) if recorder is not None else None
     examples = RecentExamples(settings.kafka, settings.topics.examples, maxlen=config.gate.window,
-                              keep=partial(gate_usable, prefix_k=config.gate.prefix_k)) \
-        if settings.kafka and config.gate.enabled else None
+                              keep=partial(gate_usable, prefix_k=config.gate.prefix_k),
+                              observe=feeds.example if feeds is not None else None) \
+        if settings.kafka and (config.gate.enabled or config.dashboard) else None
     watcher = registry = None
     if with_watcher and settings.redis:
         from feature_store.snapshots import SnapshotRegistry  # noqa: PLC0415
@@ -161,11 +174,13 @@ def build_runtime(settings: Settings, config: ServeConfig, with_watcher: bool = 
         registry = SnapshotRegistry(settings.redis_url, settings, announce_kafka=False)
         watcher = SnapshotWatcher(registry, holder, config.roles(), gate=PromotionGate(config.gate), examples=examples,
                                   poll_interval_s=config.poll_interval_s, use_pubsub=config.watch_pubsub,
-                                  use_kafka=config.watch_kafka, tasks=config.tasks)
+                                  use_kafka=config.watch_kafka, tasks=config.tasks,
+                                  on_swap=feeds.swap if feeds is not None else None)
     from serving.features import build_feature_source  # noqa: PLC0415
 
     features = build_feature_source(config.feature_source, settings)
-    return ServingRuntime(settings, config, holder, emitter, examples, watcher, registry, features)
+    return ServingRuntime(settings, config, holder, emitter, examples, watcher, registry, features, recorder, feeds,
+                          status_dir(settings))
 
 
 # -- the request path ---------------------------------------------------------------------------
@@ -332,11 +347,14 @@ def create_app(runtime: ServingRuntime) -> FastAPI:
         content = response_json(body, out, logged)
         finished = time.perf_counter()
         metrics.latency.observe(finished - started)
+        if runtime.dashboard is not None:
+            runtime.dashboard.observe_request(finished - started)
         metrics.requests.labels(status="200").inc()
         timing = server_timing(request.scope.get("state", {}).get("arrived"), started, finished)
         return Response(content, media_type="application/json", headers={"Server-Timing": timing})
 
     _add_read_routes(app, runtime, metrics)
+    add_dashboard_routes(app, runtime)
     app.add_middleware(ArrivalStamp)
     return app
 

@@ -76,10 +76,13 @@ class GateDecision:
     current_value: float | None = None
     candidate_value: float | None = None
     estimator: str = "snipw"
+    #: the one-sided lower confidence bound of V(candidate) - V(current) (None: not computed)
+    lower_bound: float | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return {"accepted": self.accepted, "reason": self.reason, "n": self.n, "estimator": self.estimator,
-                "current_value": self.current_value, "candidate_value": self.candidate_value}
+                "current_value": self.current_value, "candidate_value": self.candidate_value,
+                "lower_bound": self.lower_bound}
 
 
 def prefix_key(k: int) -> str:
@@ -226,11 +229,12 @@ class PromotionGate:
         if v_new < v_cur - allowed:
             return GateDecision(False, f"estimated value {v_new:.4f} < {reference} {v_cur:.4f} - {cfg.max_relative_drop:.0%}",
                                 len(data), v_cur, v_new, cfg.estimator)
+        lower = None
         if cfg.confidence > 0:
             lower = self.difference_lower_bound(reward, w_new, w_cur)
             if lower < -allowed:
                 return GateDecision(False, f"estimated value {v_new:.4f} vs {reference} {v_cur:.4f}, but the "
                                            f"{cfg.confidence:.0%} lower bound of the difference {lower:.4f} is below "
-                                           f"-{allowed:.4f}", len(data), v_cur, v_new, cfg.estimator)
+                                           f"-{allowed:.4f}", len(data), v_cur, v_new, cfg.estimator, lower)
         return GateDecision(True, f"estimated value {v_new:.4f} vs {reference} {v_cur:.4f}", len(data), v_cur, v_new,
-                            cfg.estimator)
+                            cfg.estimator, lower)

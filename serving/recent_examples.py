@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections import deque
-from typing import Callable
+from typing import Any, Callable
 
 from contracts.events import LABELED_LIST_SCHEMA, EventError, LabeledList, decode
 from serving.topic_tail import TopicTail
@@ -25,12 +25,15 @@ class RecentExamples:
     """Thread-safe ring buffer of :class:`LabeledList` fed by a background consumer."""
 
     def __init__(self, bootstrap: str | None, topic: str, maxlen: int = 2000,
-                 keep: Callable[[LabeledList], bool] | None = None) -> None:
+                 keep: Callable[[LabeledList], bool] | None = None,
+                 observe: Callable[[LabeledList, Any], None] | None = None) -> None:
         self.bootstrap = bootstrap
         self.topic = topic
         #: which examples the window holds (the gate's: explored ones only, so a low
         #: exploration rate does not leave the window full of rounds the gate cannot use)
         self.keep = keep
+        #: sees every valid example with its record, kept or not (the dashboard's rewards and staleness)
+        self.observe = observe
         self.skipped = 0
         self._items: deque[LabeledList] = deque(maxlen=maxlen)
         self._lock = threading.Lock()
@@ -65,6 +68,8 @@ class RecentExamples:
             except EventError:
                 self.invalid += 1
                 continue
+            if self.observe is not None:
+                self.observe(event, record)  # type: ignore[arg-type]
             self.add(event)  # type: ignore[arg-type]
 
     def close(self) -> None:

@@ -54,6 +54,8 @@ class ServeConfig:
     gate: GateConfig = field(default_factory=GateConfig)
     torch_threads: int = 1
     feature_source: str = "request"  # "feast": fetch item features the request does not carry
+    #: ``GET /dashboard`` and its data (serving.dashboard): a time bucket per request costs one float.
+    dashboard: bool = True
 
     def roles(self) -> dict[str, str]:
         return {"calibrator": self.calibrator, "fusion": self.fusion, "reranker": self.reranker}

@@ -56,6 +56,7 @@ from learners.runtime.checkpoint import CheckpointStore
 from learners.runtime.feature_fill import FeatureFill, feast_row_reader
 from learners.runtime.runner import LearnerRuntime, Record, RuntimeConfig, StepResult, timing_summary
 from streams import fetch_backoff
+from streams.metrics import status_dir
 
 log = logging.getLogger("streamrank.learner")
 LOOPBACK = "127.0.0.1"
@@ -223,6 +224,8 @@ class LearnerAgent:
         self.jobs = learner_app.jobs
         self.finish = learner_app.finish
         self.examples_topic = settings.topics.examples
+        #: a short copy of the status beside the streams workers' (the dashboard and `streamrank status` read it)
+        self.mirror_path = status_dir(settings) / "learners" / f"{self.options.model}.json"
         self.source = app.topic(self.examples_topic, key_type=bytes, value_type=bytes, key_serializer="raw",
                                 value_serializer="raw")
         self.dead_letter = app.topic(settings.topics.dead_letter, key_type=bytes, value_type=bytes,
@@ -292,6 +295,12 @@ class LearnerAgent:
         self.progress["lag"] = self.lag()
         doc.update(lag=self.progress["lag"], pid=os.getpid(), ts=time.time(), assigned=self.progress["assigned"])
         _atomic_json(self.status_path, doc)
+        try:
+            self.mirror_path.parent.mkdir(parents=True, exist_ok=True)
+            _atomic_json(self.mirror_path, {k: doc.get(k) for k in ("model", "applied", "lag", "ts", "pid",
+                                                                    "dead_lettered", "examples_per_s", "assigned")})
+        except OSError as exc:  # the mirror is for display; the real status is written
+            log.debug("status mirror %s not written: %s", self.mirror_path, exc)
         return doc
 
     async def tick(self) -> None:

@@ -125,11 +125,17 @@ def demo(duration: float, output: str, rate: float, concurrency: int, snapshot_i
                         snapshot_interval_s=snapshot_interval, seed=seed,
                         learners=tuple(m for m in learners.split(",") if m), reranker=reranker,
                         calibrator=calibrator, fusion=fusion, feast=feast, **overrides)
-    summary = run_demo(config, load_settings())
+    summary = run_demo(config, load_settings(), announce=_announce_dashboard)
     click.echo(headline(summary))
-    click.echo(f"summary and plots in {output}/")
+    click.echo(f"summary and plots in {output}/ (one page: {summary.get('report', Path(output) / 'report.html')})")
     if summary.get("errors"):
         sys.exit(1)
+
+
+def _announce_dashboard(url: str) -> None:
+    """The dashboard's URL on a line of its own (scripts grep for it; a terminal makes it a link)."""
+    click.echo("dashboard, live while the demo runs:")
+    click.echo(url)
 
 
 def register(cli: click.Group, eval_group: click.Group) -> None:

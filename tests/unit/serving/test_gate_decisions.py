@@ -171,9 +171,10 @@ def test_the_edges_of_the_valid_settings_are_accepted():
 def test_a_decision_serialises_every_field():
     decision = GateDecision(False, "why", 7, 0.5, 0.25, "ipw")
     assert decision.as_dict() == {"accepted": False, "reason": "why", "n": 7, "estimator": "ipw",
-                                  "current_value": 0.5, "candidate_value": 0.25}
-    assert GateDecision(True, "ok", 0).as_dict() == {"accepted": True, "reason": "ok", "n": 0, "estimator": "snipw",
-                                                      "current_value": None, "candidate_value": None}
+                                  "current_value": 0.5, "candidate_value": 0.25, "lower_bound": None}
+    assert GateDecision(True, "ok", 0, lower_bound=-0.1).as_dict() == {
+        "accepted": True, "reason": "ok", "n": 0, "estimator": "snipw", "current_value": None,
+        "candidate_value": None, "lower_bound": -0.1}
 
 
 def test_the_top_k_log_prob_is_logged_under_logprob_top_k():
@@ -425,7 +426,8 @@ def test_a_lower_bound_of_exactly_minus_the_allowed_drop_passes():
     config = GateConfig(estimator="ipw", clip=2.0, max_relative_drop=1.0, min_samples=32, confidence=0.9,
                         floor_cold_start=False)
     decision = PromotionGate(config).decide(uniform(), candidate, examples)
-    assert decision == GateDecision(True, "estimated value -0.5000 vs current -0.2500", 32, -0.25, -0.5, "ipw")
+    assert decision == GateDecision(True, "estimated value -0.5000 vs current -0.2500", 32, -0.25, -0.5, "ipw",
+                                    pytest.approx(-0.25, abs=1e-12))
     blocked = PromotionGate(GateConfig(estimator="ipw", clip=2.0, max_relative_drop=0.99, min_samples=32,
                                        confidence=0.0, floor_cold_start=False)).decide(uniform(), candidate, examples)
     assert not blocked.accepted and blocked.reason == "estimated value -0.5000 < current -0.2500 - 99%"
@@ -478,7 +480,8 @@ def test_a_lucky_point_estimate_with_a_poor_lower_bound_is_blocked(estimator, va
     assert lower < -0.05 * v_cur
     assert decision == GateDecision(False, f"estimated value {v_new:.4f} vs current {v_cur:.4f}, but the 90% lower "
                                            f"bound of the difference {lower:.4f} is below -{0.05 * v_cur:.4f}", n,
-                                    pytest.approx(v_cur, rel=1e-12), pytest.approx(v_new, rel=1e-9), estimator)
+                                    pytest.approx(v_cur, rel=1e-12), pytest.approx(v_new, rel=1e-9), estimator,
+                                    pytest.approx(lower, rel=1e-9))
     assert PromotionGate(GateConfig(estimator=estimator, min_samples=n, floor_cold_start=False, confidence=0.0)).decide(
         uniform(), candidate, examples).accepted
 
