@@ -10,8 +10,10 @@
 4. Metrics over all predictions (:mod:`evaluation.metrics`): ECE, PCOC, LogLoss, AUC and field
    ECE by position and by item; the backbone's raw scores are scored the same way.
 
-Methods: ``umnn_scloss`` (UMC, BCE + λ·SCLoss), ``umnn`` (UMC, BCE only), ``platt``,
-``isotonic``, ``histogram`` and ``backbone``.
+Methods: ``umnn_scloss`` (UMC, BCE + λ·SCLoss on adaptive quantile bins), ``umnn`` (UMC, BCE
+only), ``platt``, ``isotonic``, ``histogram`` and ``backbone``; for the SCLoss ablation also
+``umnn_scloss@fixed_bins`` (the paper's equal-width bins). The simulator and MovieLens
+benchmarks with bootstrap intervals: :mod:`learners.calibration.benchmark`.
 """
 
 from __future__ import annotations
@@ -37,17 +39,27 @@ from streams.rewards import ListOutcome, RewardWeights
 
 FIELDS = ("position", "item")
 DEFAULT_METHODS = ("umnn_scloss", "umnn", "platt", "isotonic", "histogram", "backbone")
+FIXED_BINS = "umnn_scloss@fixed_bins"
+KNOWN_METHODS = (*DEFAULT_METHODS, FIXED_BINS)
 
 
-def _method_factories(lr: float, context_fields: tuple[str, ...], seed: int) -> dict[str, Callable[[], Any]]:
+def method_factories(lr: float, context_fields: tuple[str, ...], seed: int) -> dict[str, Callable[[], Any]]:
     common = dict(tasks=("click",), seed=seed)
     return {
         "umnn_scloss": lambda: build_umnn(name="umnn_scloss", lr=lr, context_fields=context_fields, **common),
+        FIXED_BINS: lambda: build_umnn(name=FIXED_BINS, lr=lr, context_fields=context_fields, sc_binning="uniform",
+                                       **common),
         "umnn": lambda: build_umnn(name="umnn", lr=lr, context_fields=context_fields, sc_weight=0.0, **common),
         "platt": lambda: build_platt(**common),
         "isotonic": lambda: build_isotonic(**common),
         "histogram": lambda: build_histogram(**common),
     }
+
+
+def check_methods(methods: Sequence[str]) -> None:
+    unknown = set(methods) - set(KNOWN_METHODS)
+    if unknown:
+        raise ValueError(f"unknown methods {sorted(unknown)}; known: {', '.join(KNOWN_METHODS)}")
 
 
 def obd_labeled_lists(frame: pd.DataFrame, p_hat: np.ndarray, tag: str) -> list[LabeledList]:
@@ -103,9 +115,7 @@ def evaluate_obd(path: str | Path, methods: Sequence[str] = DEFAULT_METHODS, bat
                  train_fraction: float = 0.3, lr: float = 1e-2, limit: int | None = None, seed: int = 0,
                  context_fields: tuple[str, ...] = ("position", "item", *USER_FEATURES),
                  progress: bool = True) -> EvalResult:
-    unknown = set(methods) - set(DEFAULT_METHODS)
-    if unknown:
-        raise ValueError(f"unknown methods {sorted(unknown)}; known: {', '.join(DEFAULT_METHODS)}")
+    check_methods(methods)
     table = load_obd_table(path, limit=limit)
     train, test = split_by_time(table, train_fraction)
     backbone = ObdBackbone(seed=seed).fit(train)
@@ -115,7 +125,7 @@ def evaluate_obd(path: str | Path, methods: Sequence[str] = DEFAULT_METHODS, bat
     fields = {"position": test["position"].to_numpy(), "item": test["item_id"].to_numpy()}
     predictions: dict[str, np.ndarray] = {}
     seconds: dict[str, float] = {}
-    factories = _method_factories(lr, context_fields, seed)
+    factories = method_factories(lr, context_fields, seed)
     for method in methods:
         start = time.perf_counter()
         if method == "backbone":

@@ -4,7 +4,10 @@ r"""Calibration learners behind :class:`contracts.learner.Learner` and :class:`~
   hashed context encoder :math:`h(x)` (:mod:`learners.calibration.context`), trained online on
   :math:`\mathrm{BCE} + \lambda L_{SC}` (:mod:`learners.calibration.scloss`) with Adam
   (lr :math:`10^{-3}`, UMC's setting). ``sc_weight=0`` gives "UMNN without SCLoss";
-  ``context_fields=()`` gives UMC's context-free UMNN.
+  ``context_fields=()`` gives UMC's context-free UMNN. SCLoss bins: ``sc_binning="quantile"``
+  (default: running quantile edges, so the bins span the actual range of :math:`p`; the
+  paper's equal-width bins put every click prediction of a 0.4 %-CTR stream in the first bin)
+  or ``"uniform"`` (the paper's ``K`` equal-width bins).
 * ``platt`` (:func:`build_platt`), ``isotonic`` (:func:`build_isotonic`): the baselines of
   :mod:`learners.calibration.baselines`.
 
@@ -68,6 +71,7 @@ class CalibrationConfig:
     sc_bins: int = 10
     sc_beta: float = 0.95
     sc_weight: float = 1e-2
+    sc_binning: str = "quantile"
     seed: int = 0
     # isotonic / histogram
     hist_bins: int = 200
@@ -84,7 +88,7 @@ class CalibrationConfig:
             raise ValueError(f"steps must be an even number >= 2, got {self.steps}")
         if self.lr <= 0:
             raise ValueError(f"lr must be > 0, got {self.lr}")
-        SCLossConfig(self.sc_bins, self.sc_beta, self.sc_weight)  # validates
+        SCLossConfig(self.sc_bins, self.sc_beta, self.sc_weight, self.sc_binning)  # validates
 
     @classmethod
     def from_kwargs(cls, **kwargs: Any) -> "CalibrationConfig":
@@ -192,7 +196,7 @@ class NeuralCalibrationLearner(_CalibrationBase):
                     heads[task] = PlattHead()
             self.module = nn.ModuleDict({"encoder": self.encoder, "heads": nn.ModuleDict(heads)})
         self.optimizer = torch.optim.Adam(self.module.parameters(), lr=config.lr)
-        sc = SCLossConfig(config.sc_bins, config.sc_beta, config.sc_weight)
+        sc = SCLossConfig(config.sc_bins, config.sc_beta, config.sc_weight, config.sc_binning)
         self.sc_losses = {task: SmoothCalibrationLoss(sc) for task in config.tasks}
 
     def _encode(self, fields: dict[str, Sequence[Any]], n: int) -> torch.Tensor:

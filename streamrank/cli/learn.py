@@ -1,4 +1,5 @@
-"""CLI of the learners stage: ``streamrank learn --model NAME`` and ``streamrank eval calibration``."""
+"""CLI of the learners stage: ``streamrank learn --model NAME`` and ``streamrank eval calibration``
+(``--data sim|movielens|obd:PATH``)."""
 
 from __future__ import annotations
 
@@ -13,14 +14,19 @@ from streamrank.cli.params import parse_sets
 DEFAULT_OBD = data_path("obd", "random", "all", "all.csv")
 
 
-def _parse_data(spec: str) -> Path:
+def _parse_data(spec: str) -> tuple[str, Path | None]:
+    """``sim``, ``movielens`` (``movielens:DIR`` for another ml-100k folder) or ``obd:PATH``."""
     kind, sep, path = spec.partition(":")
-    if not sep or kind != "obd":
-        raise click.BadParameter(f"expected obd:PATH, got {spec!r}", param_hint="--data")
-    resolved = Path(path)
-    if not resolved.is_file():
-        raise click.BadParameter(f"{path} is not a file", param_hint="--data")
-    return resolved
+    if kind == "sim" and not sep:
+        return "sim", None
+    if kind == "movielens":
+        return "movielens", Path(path) if path else None
+    if kind == "obd" and sep:
+        resolved = Path(path)
+        if not resolved.is_file():
+            raise click.BadParameter(f"{path} is not a file", param_hint="--data")
+        return "obd", resolved
+    raise click.BadParameter(f"expected obd:PATH, sim or movielens[:DIR], got {spec!r}", param_hint="--data")
 
 
 @click.command()
@@ -70,25 +76,68 @@ def learn(model: str, checkpoint_dir: str | None, batch_size: int, within_s: flo
 
 @click.command("calibration")
 @click.option("--data", "data_spec", default=f"obd:{DEFAULT_OBD}", show_default=True,
-              help="obd:PATH of an OBD-format CSV")
+              help="sim (LETOR/KuaiRand clicks with known truth), movielens[:DIR] (MovieLens-100k, rating >= 4) "
+                   "or obd:PATH of an OBD-format CSV")
 @click.option("--methods", default="umnn_scloss,umnn,platt,isotonic,histogram,backbone", show_default=True)
-@click.option("--batch-size", default=128, show_default=True, help="prequential batch size")
+@click.option("--batch-size", type=int, default=None,
+              help="prequential batch size in impressions (default: obd 128, sim 64 lists, movielens 128)")
 @click.option("--lr", default=1e-2, show_default=True, help="Adam learning rate of the UMNN calibrators")
-@click.option("--train-fraction", default=0.3, show_default=True, help="earliest share of rows for the backbone")
-@click.option("--limit", type=int, default=None, help="use only the first N rows")
-@click.option("--seed", default=0, show_default=True)
-@click.option("--plot", "plot_path", type=click.Path(dir_okay=False), default=None, help="reliability diagram PNG")
+@click.option("--train-fraction", type=float, default=None,
+              help="earliest share of rows for the backbone (default: obd 0.3, movielens 0.5)")
+@click.option("--limit", type=int, default=None, help="use only the first N rows (sim: about N rows)")
+@click.option("--seed", default=0, show_default=True, help="obd: the seed of the backbone and learners")
+@click.option("--seeds", default=1, show_default=True, help="sim/movielens: run seeds 0..N-1 (intervals over all)")
+@click.option("--quick", is_flag=True, help="sim/movielens: the short form (4,000 simulated requests, 200 replicates)")
+@click.option("--bootstrap", "replicates", type=int, default=None,
+              help="sim/movielens: bootstrap replicates (default 200 with --quick, else 1000)")
+@click.option("--ablation/--no-ablation", default=True, show_default=True,
+              help="sim/movielens: also run the SCLoss ablation (umnn_scloss@fixed_bins)")
+@click.option("--threads", default=1, show_default=True, help="torch threads (small nets: 1 avoids contention)")
+@click.option("--plot", "plot_path", type=click.Path(dir_okay=False), default=None,
+              help="PNG: reliability diagram (sim/movielens: plus field-ECE bars with 95% intervals)")
 @click.option("--json", "as_json", is_flag=True)
-def eval_calibration(data_spec: str, methods: str, batch_size: int, lr: float, train_fraction: float,
-                     limit: int | None, seed: int, plot_path: str | None, as_json: bool) -> None:
-    """Prequential (predict, then learn) calibration of OBD clicks: ours vs baselines."""
+def eval_calibration(data_spec: str, methods: str, batch_size: int | None, lr: float, train_fraction: float | None,
+                     limit: int | None, seed: int, seeds: int, quick: bool, replicates: int | None, ablation: bool,
+                     threads: int, plot_path: str | None, as_json: bool) -> None:
+    """Prequential (predict, then learn) calibration: UMNN+SCLoss vs Platt, isotonic, histogram, backbone."""
+    import torch  # noqa: PLC0415
+
+    torch.set_num_threads(threads)
+    kind, path = _parse_data(data_spec)
+    names = [m.strip() for m in methods.split(",") if m.strip()]
+    if kind == "obd":
+        _eval_obd(path, names, batch_size or 128, lr, 0.3 if train_fraction is None else train_fraction, limit, seed,
+                  plot_path, as_json)
+        return
+    from learners.calibration.benchmark import evaluate_benchmark, format_benchmark  # noqa: PLC0415
+    from learners.calibration.plots import plot_benchmark  # noqa: PLC0415
+
+    try:
+        result = evaluate_benchmark(kind, methods=names, seeds=seeds, quick=quick, limit=limit, ablation=ablation,
+                                    batch_size=batch_size or (64 if kind == "sim" else 128), lr=lr,
+                                    replicates=replicates, directory=path, train_fraction=train_fraction,
+                                    progress=not as_json)
+    except ValueError as exc:  # includes MovieLensFormatError
+        raise click.ClickException(str(exc)) from None
+    if plot_path:
+        plot_benchmark(result, plot_path)
+    if as_json:
+        click.echo(json.dumps(result.doc, indent=2, sort_keys=True, default=float))
+        return
+    click.echo(format_benchmark(result))
+    if plot_path:
+        click.echo(f"figure: {plot_path}")
+
+
+def _eval_obd(path: Path | None, methods: list[str], batch_size: int, lr: float, train_fraction: float,
+              limit: int | None, seed: int, plot_path: str | None, as_json: bool) -> None:
+    """The OBD evaluation (its JSON keeps the flat per-method metrics of before)."""
     from learners.calibration.evaluation import evaluate_obd, format_table, plot_reliability  # noqa: PLC0415
 
-    path = _parse_data(data_spec)
+    assert path is not None
     try:
-        result = evaluate_obd(path, methods=[m.strip() for m in methods.split(",") if m.strip()],
-                              batch_size=batch_size, train_fraction=train_fraction, lr=lr, limit=limit,
-                              seed=seed, progress=not as_json)
+        result = evaluate_obd(path, methods=methods, batch_size=batch_size, train_fraction=train_fraction, lr=lr,
+                              limit=limit, seed=seed, progress=not as_json)
     except ValueError as exc:
         raise click.ClickException(str(exc)) from None
     if plot_path:

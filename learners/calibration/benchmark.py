@@ -1,0 +1,176 @@
+r"""Calibration benchmarks with 95 % intervals: ``streamrank eval calibration --data sim|movielens``.
+
+Per seed: build the task (:mod:`learners.calibration.benchmark_data`; ``sim`` simulates a new
+stream per seed, ``movielens`` keeps the data and changes the learners' initialisation), run every
+method **prequentially** (predict a batch of ``batch_size`` with the current state, then learn
+it, in time order; :func:`learners.calibration.evaluation.prequential`), and compute every metric
+on the data and on ``replicates`` **cluster-bootstrap resamples of users**
+(:mod:`evaluation.bootstrap`: a user's rows share its miscalibration, so users, not rows, are the
+resampling unit). Several seeds: point values and replicates averaged over seeds. The same
+bootstrap draws serve every method of a seed, so differences between methods are paired
+(``comparisons``).
+
+Methods (:func:`learners.calibration.evaluation.method_factories`): the UMNN calibrators get the
+task's context fields (sim: position, user group; MovieLens: user group, genre, popularity);
+Platt, isotonic and histogram binning are context-free, as usual. The SCLoss ablation compares
+``umnn_scloss`` (adaptive quantile bins), ``umnn_scloss@fixed_bins`` (the paper's 10
+equal-width bins) and ``umnn`` (no SCLoss), with the number of SCLoss bins that hold at least
+1 % of the predictions (``sc_bins_used``).
+
+``goals`` (issue 20): UMNN+SCLoss field-ECE below isotonic's and Platt's with disjoint 95 %
+intervals (per field), and its ECE no worse (point value not above theirs).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from evaluation.bootstrap import Interval, Samples, bootstrap_samples, difference, nest, summarise
+from learners.calibration.benchmark_data import SIM_REQUESTS, CalibrationTask, movielens_task, sim_task
+from learners.calibration.evaluation import DEFAULT_METHODS, FIXED_BINS, check_methods, method_factories, prequential
+
+DATASETS = ("sim", "movielens")
+#: bootstrap replicates per mode
+REPLICATES = {"quick": 200, "full": 1000}
+ABLATION = ("umnn_scloss", FIXED_BINS, "umnn")
+BASELINES = ("isotonic", "platt")
+
+
+@dataclass
+class BenchmarkResult:
+    data: str
+    summaries: dict[str, dict[str, Interval]]
+    doc: dict[str, Any]
+    task: CalibrationTask  # the last seed's (for the plots; its examples dropped)
+    predictions: dict[str, np.ndarray] = field(default_factory=dict)  # the last seed's
+
+
+def build_task(data: str, seed: int, quick: bool, limit: int | None, directory: str | Path | None,
+               train_fraction: float | None) -> CalibrationTask:
+    if data == "sim":
+        requests = SIM_REQUESTS["quick" if quick else "full"]
+        if limit is not None:
+            requests = max(1, min(requests, -(-limit // 10)))  # about `limit` rows at 10 items a list
+        return sim_task(seed=seed, requests=requests)
+    if data == "movielens":
+        kwargs = {} if train_fraction is None else {"train_fraction": train_fraction}
+        return movielens_task(directory, limit=limit, seed=seed, **kwargs)
+    raise ValueError(f"unknown data set {data!r}; known: {', '.join(DATASETS)}")
+
+
+def bins_used(learner: Any, predictions: np.ndarray, share: float = 0.01) -> int:
+    """SCLoss bins of ``learner`` (its final edges) that hold at least ``share`` of ``predictions``."""
+    loss = learner.sc_losses["click"]
+    k = loss.config.bins
+    edges = np.linspace(0.0, 1.0, k + 1)[1:-1] if loss.config.binning == "uniform" else loss.edges.numpy()
+    counts = np.bincount(np.searchsorted(edges, predictions, side="left"), minlength=k)
+    return int((counts >= share * len(predictions)).sum())
+
+
+def run_methods(task: CalibrationTask, methods: Sequence[str], batch_size: int, lr: float, seed: int,
+                progress: bool) -> tuple[dict[str, np.ndarray], dict[str, float], dict[str, int]]:
+    """Prequential predictions of every method, seconds per method, SCLoss bins used (UMNN+SCLoss variants)."""
+    factories = method_factories(lr, task.context_fields, seed)
+    predictions: dict[str, np.ndarray] = {}
+    seconds: dict[str, float] = {}
+    used: dict[str, int] = {}
+    for method in methods:
+        start = time.perf_counter()
+        if method == "backbone":
+            predictions[method] = task.p_hat
+        else:
+            learner = factories[method]()
+            predictions[method] = np.clip(prequential(learner, task.examples, batch_size, method, progress), 0, 1)
+            if method in ("umnn_scloss", FIXED_BINS):
+                used[method] = bins_used(learner, predictions[method])
+        seconds[method] = time.perf_counter() - start
+    return predictions, seconds, used
+
+
+def goals(summaries: dict[str, dict[str, Interval]], fields: Sequence[str]) -> dict[str, bool]:
+    """Issue 20's criteria for ``umnn_scloss`` against each baseline present (see the module docstring)."""
+    out: dict[str, bool] = {}
+    ours = summaries.get("umnn_scloss")
+    if ours is None:
+        return out
+    for base in BASELINES:
+        if base not in summaries:
+            continue
+        theirs = summaries[base]
+        for prefix in ("field_ece", "field_ece_true"):
+            for name in fields:
+                key = f"{prefix}.{name}"
+                if key in ours:
+                    out[f"{key} < {base} (disjoint 95% CI)"] = ours[key].hi < theirs[key].lo
+        for metric in ("ece", "ece_true"):
+            if metric in ours:
+                out[f"{metric} <= {base}"] = ours[metric].value <= theirs[metric].value
+    return out
+
+
+def evaluate_benchmark(data: str, methods: Sequence[str] = DEFAULT_METHODS, seeds: int = 1, quick: bool = False,
+                       limit: int | None = None, ablation: bool = True, batch_size: int = 128, lr: float = 1e-2,
+                       replicates: int | None = None, directory: str | Path | None = None,
+                       train_fraction: float | None = None, progress: bool = True) -> BenchmarkResult:
+    """Run ``data`` over ``seeds`` seeds (0..seeds-1); see the module docstring for the output."""
+    check_methods(methods)
+    if seeds < 1:
+        raise ValueError(f"seeds must be >= 1, got {seeds}")
+    run = list(dict.fromkeys([*methods, *(ABLATION if ablation else ())]))
+    replicates = replicates or REPLICATES["quick" if quick else "full"]
+    samples: dict[str, list[Samples]] = {m: [] for m in run}
+    seconds: dict[str, float] = dict.fromkeys(run, 0.0)
+    used: dict[str, list[int]] = {}
+    infos = []
+    task, predictions = None, {}
+    for seed in range(seeds):
+        task = build_task(data, seed, quick, limit, directory, train_fraction)
+        predictions, secs, bins = run_methods(task, run, batch_size, lr, seed, progress)
+        for method in run:
+            samples[method].append(bootstrap_samples(task.labels, predictions[method], task.clusters, task.fields,
+                                                     task.p_true, replicates=replicates, seed=seed))
+            seconds[method] += secs[method]
+        for method, n in bins.items():
+            used.setdefault(method, []).append(n)
+        infos.append(task.info)
+        task.examples = []
+    assert task is not None
+    summaries = {m: summarise(s) for m, s in samples.items()}
+    doc: dict[str, Any] = {
+        "data": data, "quick": quick, "seeds": list(range(seeds)),
+        "bootstrap": {"unit": "user", "replicates": replicates, "level": 0.95, "interval": "percentile, shifted by the bootstrap bias"},
+        "methods": {m: nest(summaries[m]) for m in methods},
+        "comparisons": {f"umnn_scloss - {b}": nest(difference(samples["umnn_scloss"], samples[b]))
+                        for b in BASELINES if "umnn_scloss" in samples and b in samples},
+        "goals": goals(summaries, list(task.fields)),
+        "info": {"fields": list(task.fields), "context_fields": list(task.context_fields), "batch_size": batch_size,
+                 "lr": lr, "per_seed": infos},
+        "seconds": {m: round(s, 2) for m, s in seconds.items()},
+    }
+    if ablation:
+        doc["ablation"] = {m: nest(summaries[m]) for m in ABLATION}
+        doc["ablation"]["sc_bins_used"] = {m: float(np.mean(v)) for m, v in used.items()}
+    return BenchmarkResult(data, summaries, doc, task, predictions)
+
+
+TABLE_METRICS = ("ece", "pcoc", "logloss", "auc", "mae_true", "ece_true")
+
+
+def format_benchmark(result: BenchmarkResult) -> str:
+    """A markdown table per data set: ``value [lo, hi]`` per method and metric."""
+    fields = list(result.task.fields)
+    first = next(iter(result.summaries.values()))
+    metrics = [m for m in TABLE_METRICS if m in first]
+    metrics += [f"{p}.{f}" for p in ("field_ece", "field_ece_true") for f in fields if f"{p}.{f}" in first]
+    lines = ["| method | " + " | ".join(metrics) + " |", "|---" * (len(metrics) + 1) + "|"]
+    for method, summary in result.summaries.items():
+        cells = [f"{summary[m].value:.4f} [{summary[m].lo:.4f}, {summary[m].hi:.4f}]" for m in metrics]
+        lines.append(f"| {method} | " + " | ".join(cells) + " |")
+    lines.append("")
+    lines += [f"- {name}: {'yes' if ok else 'no'}" for name, ok in result.doc["goals"].items()]
+    return "\n".join(lines)

@@ -1,0 +1,94 @@
+"""``streamrank eval calibration --data sim|movielens``: the JSON contract of issue 20, shrunk with --limit.
+
+The simulator runs on the real LETOR/KuaiRand files; MovieLens on a tiny synthetic folder of the
+real files' format (MovieLens' own files must not be copied).
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from click.testing import CliRunner
+from support_movielens import write_movielens
+
+from streamrank.cli.main import _register_stage_commands, cli
+
+pytestmark = pytest.mark.integration
+
+METHODS = {"umnn_scloss", "umnn", "platt", "isotonic", "histogram", "backbone"}
+METRICS = {"ece", "field_ece", "pcoc", "logloss", "auc"}
+
+
+@pytest.fixture(scope="module")
+def runner() -> CliRunner:
+    if "learn" not in cli.commands:
+        _register_stage_commands()
+    return CliRunner()
+
+
+def _interval(doc: dict) -> None:
+    lo, hi = doc["ci95"]
+    assert set(doc) == {"value", "ci95"} and lo <= hi
+
+
+def _check_methods(doc: dict, fields: set[str], truth: bool) -> None:
+    assert set(doc["methods"]) == METHODS
+    for name, metrics in doc["methods"].items():
+        expected = METRICS | ({"mae_true", "ece_true", "field_ece_true"} if truth else set())
+        assert set(metrics) == expected, name
+        assert set(metrics["field_ece"]) == fields
+        for key in expected:
+            for interval in (metrics[key].values() if key.startswith("field_ece") else [metrics[key]]):
+                _interval(interval)
+        assert 0 <= metrics["ece"]["value"] <= 1
+
+
+def test_sim_quick_json_has_every_method_metric_interval_and_the_ablation(runner, shared_data, tmp_path):
+    plot = tmp_path / "sim.png"
+    result = runner.invoke(cli, ["eval", "calibration", "--data", "sim", "--quick", "--json", "--limit", "1500",
+                                 "--bootstrap", "30", "--plot", str(plot)], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.output)
+    _check_methods(doc, {"position", "item", "user_group"}, truth=True)
+    assert doc["data"] == "sim" and doc["bootstrap"]["unit"] == "user" and doc["bootstrap"]["replicates"] == 30
+    assert doc["info"]["per_seed"][0]["rows"] <= 1500 and doc["info"]["context_fields"] == ["position", "user_group"]
+    assert set(doc["ablation"]) == {"umnn_scloss", "umnn_scloss@fixed_bins", "umnn", "sc_bins_used"}
+    assert doc["ablation"]["sc_bins_used"]["umnn_scloss"] >= doc["ablation"]["sc_bins_used"]["umnn_scloss@fixed_bins"]
+    assert set(doc["comparisons"]) == {"umnn_scloss - isotonic", "umnn_scloss - platt"}
+    assert doc["goals"] and all(isinstance(v, bool) for v in doc["goals"].values())
+    # the backbone is the simulator's distortion of the truth: it is off by more than noise
+    assert doc["methods"]["backbone"]["mae_true"]["value"] > 0.01
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_movielens_json_on_a_synthetic_folder(runner, tmp_path):
+    folder = write_movielens(tmp_path / "ml", ratings=1500)
+    result = runner.invoke(cli, ["eval", "calibration", "--data", f"movielens:{folder}", "--json", "--bootstrap", "20",
+                                 "--no-ablation", "--seeds", "2"], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.output)
+    _check_methods(doc, {"user_group", "genre", "popularity"}, truth=False)
+    assert doc["seeds"] == [0, 1] and "ablation" not in doc
+    assert doc["info"]["per_seed"][0]["rows"] == 750  # the later half, after the backbone's prefix
+
+
+def test_the_table_output(runner, tmp_path):
+    folder = write_movielens(tmp_path / "ml", ratings=800)
+    result = runner.invoke(cli, ["eval", "calibration", "--data", f"movielens:{folder}", "--bootstrap", "10",
+                                 "--methods", "platt,backbone", "--no-ablation"], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    lines = [line.split("\r")[-1].strip() for line in result.output.splitlines()]  # drop progress bars
+    lines = [line for line in lines if line.startswith("| ")]
+    assert lines[0].split("|")[1].strip() == "method" and "ece" in lines[0]
+    assert [line.split("|")[1].strip() for line in lines[1:]] == ["platt", "backbone"]
+
+
+@pytest.mark.parametrize("spec, message", [
+    ("movielens:{tmp}/nowhere", "ml-100k.inter: missing"),
+    ("sim:extra", "expected obd:PATH, sim or movielens[:DIR]"),
+    ("letor", "expected obd:PATH, sim or movielens[:DIR]"),
+])
+def test_bad_data_gets_a_clear_error(runner, tmp_path, spec, message):
+    result = runner.invoke(cli, ["eval", "calibration", "--data", spec.format(tmp=tmp_path), "--json"])
+    assert result.exit_code != 0 and message in result.output
