@@ -64,8 +64,16 @@ class DRPOConfig:
     heads: int = 2
     task_relation: bool = True
     group_size: int = 8
+    #: The two halves of SaFRO's "relative preference comparisons within groups and across
+    #: batches" (arXiv 2603.19585; :func:`learners.policy.advantages.dual_relative`):
+    #: ``within_group`` the z-score among a request's G weight vectors, ``across_batches`` the
+    #: z-score against the running (EMA) moments of earlier batches. ``across_batches=False``
+    #: is the GRPO-style, group-relative-only ablation (``streamrank eval fusion``'s ``no_dual``).
     within_group: bool = True
     across_batches: bool = True
+    #: Append the request's query-intent one-hot (``context["query_type"]``) to the policy's and
+    #: the reward model's context (:mod:`learners.fusion.context`); off keeps the old shapes.
+    query_context: bool = False
     use_logged_reward: bool = True
     clip: float = 0.2
     dual_clip: float = 3.0
@@ -104,7 +112,7 @@ class DRPOLearner(ListPolicyLearning, PolicyCheckpointing):
     def __init__(self, config: DRPOConfig) -> None:
         self.config = config
         self.name = config.name
-        K, C = len(config.tasks), context_dims(len(config.tasks))
+        K, C = len(config.tasks), context_dims(len(config.tasks), config.query_context)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(config.seed)
             self.policy = TaskRelationPolicy(K, C, config.hidden, config.heads, config.task_relation,
@@ -126,7 +134,7 @@ class DRPOLearner(ListPolicyLearning, PolicyCheckpointing):
         cfg = self.config
         mask, logits = lists.mask, lists.task_logits
         stats = task_statistics(logits, mask)
-        ctx = request_context(logits, mask, lists.activity)
+        ctx = self._context(lists)
         metrics: dict[str, float] = {"examples": float(lists.size)}
 
         for _ in range(cfg.reward_steps):
@@ -166,6 +174,11 @@ class DRPOLearner(ListPolicyLearning, PolicyCheckpointing):
             self.reference.load_state_dict(self.policy.state_dict())
         return metrics
 
+    def _context(self, lists: ListBatch) -> torch.Tensor:
+        """The request context the policy and the reward model see (:mod:`learners.fusion.context`)."""
+        return request_context(lists.task_logits, lists.mask, lists.activity,
+                               lists.query_types if self.config.query_context else None)
+
     @staticmethod
     def _orders(task_logits: torch.Tensor, mask: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
         """Rank by the fused score of each weight vector: ``[B, G, n]``."""
@@ -186,8 +199,7 @@ class DRPOLearner(ListPolicyLearning, PolicyCheckpointing):
     @torch.no_grad()
     def fusion_for(self, lists: ListBatch, explore: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
         """Weights ``[B, K]`` (the policy mean, or a sample when exploring) and their log-density ``[B]``."""
-        mean, log_std = self.policy(task_statistics(lists.task_logits, lists.mask),
-                                    request_context(lists.task_logits, lists.mask, lists.activity))
+        mean, log_std = self.policy(task_statistics(lists.task_logits, lists.mask), self._context(lists))
         weights = mean
         if explore:
             weights = mean + torch.randn(mean.shape, generator=self.serve_generator) * torch.exp(log_std)

@@ -6,7 +6,8 @@ Both the LDRO reranker and the DRPO fusion policy read the same per-item inputs:
 * ``task_logits``: :math:`g(p_k) = \mathrm{logit}(\mathrm{clip}(p_k, 10^{-4}, 1-10^{-4}))` of each
   task's *calibrated* prediction when the impression carries one, else the upstream score
   (a missing task counts as :math:`p = 0.5`, i.e. :math:`g = 0`);
-* the request context (``user_activity``: the real KuaiRand activity degree in the simulator).
+* the request context (``user_activity``: the real KuaiRand activity degree in the simulator;
+  ``query_type``: a query-intent class, :data:`QUERY_TYPES`, when the request carries one).
 
 Items are ordered by their served position, so index ``k`` is the ``k``-th shown item and
 the served order is the identity. Lists are padded to the batch's longest; ``mask`` marks
@@ -30,6 +31,9 @@ from contracts.learner import RerankRequest
 DEFAULT_TASKS: tuple[str, ...] = ("click", "long_view", "watch_time")
 ACTIVITY_LEVELS: tuple[str, ...] = ("full_active", "high_active", "middle_active", "low_active", "2_14_day_new",
                                     "single_day_new", "UNKNOWN")
+#: Query-intent classes a request's ``context["query_type"]`` may name (what a query classifier
+#: gives serving; :mod:`simulator.contextual` draws them); anything else is ``UNKNOWN``.
+QUERY_TYPES: tuple[str, ...] = ("UNKNOWN", "navigational", "exploratory", "entertainment")
 P_CLIP = 1e-4
 
 
@@ -54,6 +58,11 @@ def activity_index(context: dict) -> int:
     return ACTIVITY_LEVELS.index(value) if value in ACTIVITY_LEVELS else ACTIVITY_LEVELS.index("UNKNOWN")
 
 
+def query_type_index(context: dict) -> int:
+    value = context.get("query_type", "UNKNOWN") if context else "UNKNOWN"
+    return QUERY_TYPES.index(value) if value in QUERY_TYPES else 0
+
+
 @dataclass
 class ListBatch:
     """A padded batch of lists (``B`` lists, at most ``n`` items, ``d`` features, ``K`` tasks)."""
@@ -69,6 +78,12 @@ class ListBatch:
     fusion_logprob: torch.Tensor  # [B]: their behaviour log-prob (nan when absent)
     list_logprob: torch.Tensor  # [B]: the served order's behaviour log-prob (nan when absent)
     example_ids: tuple[str, ...] = ()
+    query_type: torch.Tensor | None = None  # [B] long (index into QUERY_TYPES); None: all UNKNOWN
+
+    @property
+    def query_types(self) -> torch.Tensor:
+        """``[B]`` query-type indices (0 = ``UNKNOWN`` where the requests carried none)."""
+        return self.query_type if self.query_type is not None else torch.zeros(self.size, dtype=torch.long)
 
     @property
     def inputs(self) -> torch.Tensor:
@@ -159,6 +174,7 @@ def from_examples(batch: Sequence[LabeledList], n_features: int, tasks: Sequence
     fusion_lp = np.full(B, np.nan, dtype=np.float32)
     list_lp = np.full(B, np.nan, dtype=np.float32)
     activity = np.zeros(B, dtype=np.int64)
+    qtype = np.zeros(B, dtype=np.int64)
     for b, ex in enumerate(batch):
         imp = ex.impression
         order = sorted(range(len(imp.items)), key=lambda i: imp.items[i].position)
@@ -169,6 +185,7 @@ def from_examples(batch: Sequence[LabeledList], n_features: int, tasks: Sequence
         mask[b, :m] = True
         rewards[b, :m] = [ex.labels[i].reward for i in order]
         activity[b] = activity_index(imp.context)
+        qtype[b] = query_type_index(imp.context)
         if imp.fusion is not None and imp.fusion.logprob is not None and all(t in imp.fusion.weights for t in tasks):
             fusion[b] = [imp.fusion.weights[t] for t in tasks]
             fusion_lp[b] = imp.fusion.logprob
@@ -180,7 +197,8 @@ def from_examples(batch: Sequence[LabeledList], n_features: int, tasks: Sequence
         list_reward=torch.tensor([ex.list_reward for ex in batch], dtype=torch.float32),
         query_reward=torch.tensor([ex.query_reward for ex in batch], dtype=torch.float32),
         fusion_weights=torch.from_numpy(fusion), fusion_logprob=torch.from_numpy(fusion_lp),
-        list_logprob=torch.from_numpy(list_lp), example_ids=tuple(ex.example_id for ex in batch))
+        list_logprob=torch.from_numpy(list_lp), example_ids=tuple(ex.example_id for ex in batch),
+        query_type=torch.from_numpy(qtype))
 
 
 def from_request(request: RerankRequest, n_features: int, tasks: Sequence[str] = DEFAULT_TASKS,
@@ -212,7 +230,8 @@ def from_request(request: RerankRequest, n_features: int, tasks: Sequence[str] =
         features=features.unsqueeze(0), task_logits=torch.from_numpy(task_logit(probs)).unsqueeze(0),
         mask=torch.ones(1, n, dtype=torch.bool), activity=torch.tensor([activity_index(request.context)]),
         item_rewards=torch.zeros(1, n), list_reward=torch.zeros(1), query_reward=torch.zeros(1),
-        fusion_weights=torch.zeros(1, len(tasks)), fusion_logprob=nan.clone(), list_logprob=nan.clone())
+        fusion_weights=torch.zeros(1, len(tasks)), fusion_logprob=nan.clone(), list_logprob=nan.clone(),
+        query_type=torch.tensor([query_type_index(request.context)]))
 
 
 def stack_lists(lists: Sequence[ListBatch]) -> ListBatch:
@@ -236,7 +255,8 @@ def stack_lists(lists: Sequence[ListBatch]) -> ListBatch:
         fusion_weights=torch.cat([b.fusion_weights for b in lists]),
         fusion_logprob=torch.cat([b.fusion_logprob for b in lists]),
         list_logprob=torch.cat([b.list_logprob for b in lists]),
-        example_ids=tuple(e for b in lists for e in b.example_ids))
+        example_ids=tuple(e for b in lists for e in b.example_ids),
+        query_type=torch.cat([b.query_types for b in lists]))
 
 
 class ListPolicyLearning:

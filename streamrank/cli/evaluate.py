@@ -150,6 +150,9 @@ def eval_drpo(data_spec: str, test_spec: str | None, seeds: int, interactions: i
 
 
 def register(cli: click.Group, eval_group: click.Group) -> None:  # noqa: ARG001 - the CLI's contract
-    """Add ``eval ldro`` and ``eval drpo``."""
+    """Add ``eval ldro`` and ``eval drpo``, and ``eval fusion`` and ``eval drift`` (:mod:`streamrank.cli.evaluate_claims`)."""
+    from streamrank.cli import evaluate_claims  # noqa: PLC0415
+
     eval_group.add_command(eval_ldro)
     eval_group.add_command(eval_drpo)
+    evaluate_claims.register(eval_group)
