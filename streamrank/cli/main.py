@@ -64,7 +64,9 @@ def status(as_json: bool) -> None:
     """Broker and Redis addresses, liveness and topic names."""
     from common import stack  # noqa: PLC0415
 
-    report = stack.status(load_settings())
+    settings = load_settings()
+    report = stack.status(settings)
+    report.update(deployment_facts(settings, redis_up=report["redis_up"]))
     if as_json:
         echo_json(report)
         return
@@ -75,8 +77,43 @@ def status(as_json: bool) -> None:
         n = report["topic_partitions"].get(physical)
         where = f"{n} partitions" if n else "not created" if report["kafka_up"] else "broker down"
         click.echo(f"topic     {logical:<14} {physical}  ({where})")
+    for model, version in report["model_versions"].items():
+        click.echo(f"model     {model:<14} v{version}  (current snapshot)")
+    for c in report["consumers"]:
+        click.echo(f"consumer  {c['name']:<14} {c['kind']:<8} lag {c['lag']}  dead-lettered {c['dead_lettered']}")
+    reasons = ", ".join(f"{r}={n}" for r, n in sorted(report["dead_letter_reasons"].items())) or "none"
+    click.echo(f"dead      {reasons}  (streams workers' counts by reason)")
     if not (report["kafka_up"] and report["redis_up"]):
         sys.exit(1)
+
+
+def deployment_facts(settings, redis_up: bool) -> dict:
+    """What the deployment of this topic prefix runs: each model's current snapshot version (the
+    registry in Redis), each consumer's lag and dead letters, and the dead letters by reason
+    (the status files under STREAMRANK_HOME, as the dashboard reads them)."""
+    from collections import Counter  # noqa: PLC0415
+
+    from serving.dashboard import consumers  # noqa: PLC0415
+    from streams.metrics import read_statuses, status_dir  # noqa: PLC0415
+
+    versions: dict[str, str] = {}
+    if redis_up:
+        try:
+            from feature_store.snapshots import SnapshotRegistry  # noqa: PLC0415
+
+            registry = SnapshotRegistry(settings.redis_url, settings, announce_kafka=False)
+            try:
+                versions = {m: v for m in registry.models() if (v := registry.current_version(m)) is not None}
+            finally:
+                registry.close()
+        except Exception as exc:  # noqa: BLE001 - status reports what it can
+            versions = {"?": f"registry unreadable: {type(exc).__name__}"}
+    folder = status_dir(settings)
+    reasons: Counter = Counter()
+    for doc in read_statuses(folder):
+        reasons.update({str(k): int(v) for k, v in (doc.get("dead_letter_reasons") or {}).items()})
+    return {"model_versions": versions, "consumers": consumers(folder), "dead_letter_reasons": dict(reasons),
+            "status_folder": str(folder)}
 
 
 # -- real data -> event logs --------------------------------------------------------------------

@@ -36,6 +36,18 @@ def test_up_status_down(tmp_path):
         assert "clitest.dead-letter" in text and report["kafka"] in text
         assert report["topic_partitions"]["clitest.examples"] == 3  # read from the broker, not the settings
         assert "clitest.examples  (3 partitions)" in text
+        # the deployment's facts: consumers' lag and dead letters from the status files, versions from Redis
+        assert report["model_versions"] == {} and report["consumers"] == []
+        workers = tmp_path / "workers" / "clitest"
+        (workers / "learners").mkdir(parents=True)
+        (workers / "w1.json").write_text(json.dumps({"worker": "w1", "total_lag": 12, "counts": {"dead_lettered": 3},
+                                                     "dead_letter_reasons": {"bad_json": 2, "not_finite": 1}}))
+        (workers / "learners" / "ldro.json").write_text(json.dumps({"model": "ldro", "lag": 4, "dead_lettered": 0}))
+        report = json.loads(cli(tmp_path, "status", "--json").stdout)
+        assert [(c["name"], c["lag"]) for c in report["consumers"]] == [("w1", 12), ("learner-ldro", 4)]
+        assert report["dead_letter_reasons"] == {"bad_json": 2, "not_finite": 1}
+        text = cli(tmp_path, "status").stdout
+        assert "learner-ldro" in text and "lag 4" in text and "bad_json=2, not_finite=1" in text
         consumer = KafkaConsumer(bootstrap_servers=report["kafka"])
         partitions = {name: consumer.partitions_for_topic(f"clitest.{name}") for name in ("impressions", "examples")}
         consumer.close()
