@@ -80,6 +80,10 @@ class Settings:
     max_event_bytes: int = 1_000_000
     #: hours a topic keeps its records (``retention.ms`` on every topic; common.topics)
     retention_hours: float = 24.0
+    #: size bound of the broker's data topics in MB (``retention.bytes``; the embedded noida broker:
+    #: common.retention's keeper), and how often the keeper checks it
+    retention_mb: float = 512.0
+    retention_check_s: float = 10.0
     bind_host: str = "127.0.0.1"
     config_path: Path | None = None
 
@@ -129,9 +133,16 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
     retention_hours = float(env.get("STREAMRANK_RETENTION_HOURS", 24.0))
     if not retention_hours > 0:
         raise ValueError(f"STREAMRANK_RETENTION_HOURS must be > 0, got {retention_hours}")
+    retention_mb = float(env.get("STREAMRANK_RETENTION_MB", 512.0))
+    retention_check_s = float(env.get("STREAMRANK_RETENTION_CHECK_S", 10.0))
+    if not retention_mb > 0 or not retention_check_s > 0:
+        raise ValueError("STREAMRANK_RETENTION_MB and STREAMRANK_RETENTION_CHECK_S must be > 0, "
+                         f"got {retention_mb} and {retention_check_s}")
     return Settings(
         home=home,
         retention_hours=retention_hours,
+        retention_mb=retention_mb,
+        retention_check_s=retention_check_s,
         kafka=env.get("STREAMRANK_KAFKA") or state.get("kafka"),
         redis=env.get("STREAMRANK_REDIS") or state.get("redis"),
         topics=Topics(prefix=env.get("STREAMRANK_TOPIC_PREFIX", state.get("topic_prefix", "streamrank."))),

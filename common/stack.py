@@ -29,6 +29,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from common.retention import STATUS_FILE as RETENTION_STATUS
+from common.retention import TRIMMED_TOPICS
+from common.retention import read_status as read_retention_status
 from common.topics import broker_partitions, ensure_project_topics
 from common.config import STACK_STATE_FILE, Settings, read_stack_state
 from common.errors import StreamrankError
@@ -119,6 +122,17 @@ def redis_spec(home: Path, port: int) -> ServiceSpec:
     return ServiceSpec("redis", [binary, "--bind", LOOPBACK, "--port", str(port), "--save", "", "--appendonly", "yes",
                                  "--appendfsync", "everysec", "--aof-load-truncated", "yes", "--dir", str(data_dir)],
                        port)
+
+
+def keeper_spec(settings: Settings, home: Path, bootstrap: str) -> ServiceSpec:
+    """The command line of :mod:`common.retention`'s storage keeper for the noida broker in ``home``."""
+    topics = ",".join(settings.topics.name(t) for t in TRIMMED_TOPICS)
+    return ServiceSpec("retention", [sys.executable, "-m", "common.retention", "--data-dir", str(home / "noida"),
+                                     "--bootstrap", bootstrap, "--topics", topics,
+                                     "--max-bytes", str(int(settings.retention_mb * 1e6)),
+                                     "--interval", str(settings.retention_check_s),
+                                     "--status", str(home / RETENTION_STATUS)], 0,
+                       {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
 
 
 def launch(spec: ServiceSpec, home: Path) -> int:
@@ -245,6 +259,8 @@ def up(settings: Settings, kafka_port: int | None = None, redis_port: int | None
         wait_until(lambda: redis_ready(redis_url), 30, f"Redis at {redis_address}", pids.get("redis"))
 
         ensure_project_topics(settings, kafka)
+        if not external_kafka and settings.broker == "noida":  # noida ignores retention.bytes
+            pids["retention"] = launch(keeper_spec(settings, home, kafka), home)
     except BaseException:
         for pid in pids.values():
             stop_pid(pid, grace=3)
@@ -266,7 +282,7 @@ def up(settings: Settings, kafka_port: int | None = None, redis_port: int | None
 #: What the stack and the stages write under ``STREAMRANK_HOME`` (``down --purge`` removes it):
 #: the broker's log, Redis' data, Faust's tables, worker status files, learner checkpoints,
 #: the applied Feast repo, service logs and pid files.
-HOME_DATA = ("noida", "redis", "faust", "workers", "checkpoints", "feast", "logs", "pids")
+HOME_DATA = ("noida", "redis", "faust", "workers", "checkpoints", "feast", "logs", "pids", RETENTION_STATUS)
 
 
 def purge(home: Path) -> int:
@@ -274,7 +290,10 @@ def purge(home: Path) -> int:
     freed = 0
     for name in HOME_DATA:
         path = home / name
-        if path.is_dir():
+        if path.is_file():
+            freed += path.stat().st_size
+            path.unlink()
+        elif path.is_dir():
             freed += sum(f.stat().st_size for f in path.rglob("*") if f.is_file() and not f.is_symlink())
             shutil.rmtree(path)
     return freed
@@ -307,6 +326,7 @@ def status(settings: Settings) -> dict:
         "processes": {name: {"pid": pid, "alive": pid_alive(int(pid))} for name, pid in state.get("pids", {}).items()},
         "topics": settings.topics.all(),
         "partitions": state.get("partitions", settings.partitions),
+        "storage": read_retention_status(settings.home),
     }
     # what the broker has, not what the settings ask for: a topic not created yet is None
     report["topic_partitions"] = (broker_partitions(kafka, list(report["topics"].values())) if report["kafka_up"]

@@ -4,7 +4,9 @@ Storage is bounded by time on every topic (``retention.ms``, from
 ``Settings.retention_hours``, ``STREAMRANK_RETENTION_HOURS``, default 24 h): the embedded
 noida broker honours ``retention.ms`` (it drops whole records older than that and rewrites its
 data file; measured: a topic with ``retention.ms`` 3000 had its first 1,000 records gone 8 s
-later) but not ``retention.bytes``, so a size bound is not relied on. ``model-updates`` is also
+later) but not ``retention.bytes``, so its size bound (``STREAMRANK_RETENTION_MB``, default 512) is
+kept by :mod:`common.retention`'s keeper, while Apache Kafka gets ``retention.bytes`` per partition
+of the data topics (the bound split evenly over them). ``model-updates`` is also
 compacted (``cleanup.policy=compact,delete``: the newest announcement per model is what a
 watcher needs) where the broker compacts (Apache Kafka; noida keeps the time bound only).
 The configs are applied when a topic is created and re-applied to existing topics on every
@@ -14,6 +16,7 @@ The configs are applied when a topic is created and re-applied to existing topic
 from __future__ import annotations
 
 from common.config import Settings
+from common.retention import TRIMMED_TOPICS
 
 HOUR_MS = 3_600_000
 
@@ -22,6 +25,9 @@ def topic_configs(settings: Settings) -> dict[str, dict[str, str]]:
     """Physical topic name -> the topic configs the project sets on it."""
     retention = {"retention.ms": str(int(settings.retention_hours * HOUR_MS))}
     configs = {name: dict(retention) for name in settings.topics.all().values()}
+    per_partition = int(settings.retention_mb * 1e6 / (len(TRIMMED_TOPICS) * settings.partitions))
+    for logical in TRIMMED_TOPICS:
+        configs[settings.topics.name(logical)]["retention.bytes"] = str(per_partition)
     configs[settings.topics.model_updates]["cleanup.policy"] = "compact,delete"
     return configs
 

@@ -81,6 +81,11 @@ def status(as_json: bool) -> None:
         click.echo(f"model     {model:<14} v{version}  (current snapshot)")
     for c in report["consumers"]:
         click.echo(f"consumer  {c['name']:<14} {c['kind']:<8} lag {c['lag']}  dead-lettered {c['dead_lettered']}")
+    storage = report["storage"]
+    if storage:
+        deleted = sum(storage["records_deleted"].values())
+        click.echo(f"storage   broker log {storage['log_bytes'] / 1e6:.1f} MB of a {storage['max_bytes'] / 1e6:.0f} MB bound"
+                   f"  ({storage['trims']} trims, {deleted} oldest records deleted; STREAMRANK_RETENTION_MB)")
     reasons = ", ".join(f"{r}={n}" for r, n in sorted(report["dead_letter_reasons"].items())) or "none"
     click.echo(f"dead      {reasons}  (streams workers' counts by reason)")
     if not (report["kafka_up"] and report["redis_up"]):

@@ -107,6 +107,62 @@ def test_topics_are_bounded_by_time_and_down_purge_leaves_a_fresh_start(tmp_path
     assert "purged" in out and not (tmp_path / "noida").exists() and not (tmp_path / "redis").exists()
 
 
+def test_the_storage_keeper_holds_the_broker_log_under_its_size_bound(tmp_path):
+    """STREAMRANK_RETENTION_MB bounds the embedded broker's data folder: ``up`` starts the keeper
+    (common.retention) beside noida, which deletes the oldest records of the data topics when the log
+    is over the bound; the newest records and the untrimmed topics (model-updates) stay readable,
+    ``status`` reports the trims, ``down`` stops the keeper with the rest."""
+    from kafka import KafkaProducer, TopicPartition
+    from kafka.admin import ConfigResource, ConfigResourceType, KafkaAdminClient
+
+    bound = dict(STREAMRANK_RETENTION_MB="2", STREAMRANK_RETENTION_CHECK_S="0.5")
+    cli(tmp_path, "up", **bound)
+    try:
+        report = json.loads(cli(tmp_path, "status", "--json").stdout)
+        kafka = report["kafka"]
+        assert report["processes"]["retention"]["alive"]
+        admin = KafkaAdminClient(bootstrap_servers=kafka)
+        configs = admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, "clitest.examples")])
+        assert configs["topic"]["clitest.examples"]["retention.bytes"]["value"] == str(2_000_000 // (4 * 3))
+        admin.close()
+        producer = KafkaProducer(bootstrap_servers=kafka, linger_ms=5)
+        for i in range(3):
+            producer.send("clitest.model-updates", key=b"ldro", value=b"u%d" % i, partition=0)  # compacted: keyed
+        sent = [producer.send("clitest.impressions", value=b"%06d" % i + b"x" * 2000, partition=i % 3)
+                for i in range(3000)]  # ~6 MB of payload, ~4x that in noida's JSON log
+        producer.flush()
+        producer.close()
+        assert all(f.succeeded() for f in sent), [f.exception for f in sent if not f.succeeded()][:3]
+        data = tmp_path / "noida"
+        status = tmp_path / "retention.json"
+        keeper_log = tmp_path / "logs" / "retention.log"
+        assert wait_for(lambda: status.exists() and json.loads(status.read_text())["trims"] >= 1, 60), (
+            keeper_log.read_text() if keeper_log.exists() else "no keeper log",
+            status.read_text() if status.exists() else "no status", [(f.name, f.stat().st_size) for f in data.iterdir()])
+        assert wait_for(lambda: json.loads(status.read_text())["log_bytes"] <= 2_000_000, 60), status.read_text()
+        kept = json.loads(status.read_text())
+        assert kept["records_deleted"]["clitest.impressions"] > 0 and set(kept["records_deleted"]) == {
+            "clitest.impressions"}
+        assert sum(f.stat().st_size for f in data.rglob("*") if f.is_file()) <= 2_000_000 * 1.5  # + the last writes
+        consumer = KafkaConsumer(bootstrap_servers=kafka)
+        parts = [TopicPartition("clitest.impressions", p) for p in range(3)]
+        low, high = consumer.beginning_offsets(parts), consumer.end_offsets(parts)
+        assert all(low[tp] > 0 for tp in parts) and all(high[tp] == 1000 for tp in parts)  # oldest gone, none lost at the head
+        updates = TopicPartition("clitest.model-updates", 0)
+        assert consumer.beginning_offsets([updates])[updates] == 0  # never trimmed
+        consumer.assign([parts[0]])
+        consumer.seek(parts[0], high[parts[0]] - 1)
+        newest = consumer.poll(timeout_ms=5000)[parts[0]][0].value
+        assert newest.startswith(b"002997")  # the newest record is the one kept
+        consumer.close()
+        text = cli(tmp_path, "status", **bound).stdout
+        assert "MB of a 2 MB bound" in text and "oldest records deleted" in text
+        keeper_pid = report["processes"]["retention"]["pid"]
+    finally:
+        cli(tmp_path, "down", "--purge")
+    assert not pid_alive(keeper_pid) and not status.exists()
+
+
 def test_redis_data_survives_down_and_up(tmp_path):
     """The embedded Redis keeps an append-only file in STREAMRANK_HOME/redis: snapshots, pointers and
     Feast rows written before `down` are there after the next `up` (issue 17: it came back empty)."""

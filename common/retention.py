@@ -1,0 +1,225 @@
+"""A size bound for the embedded broker's log: the storage keeper.
+
+Kafka bounds a topic by size with ``retention.bytes``; the embedded noida-db broker ignores it
+(it honours ``retention.ms`` and ``DeleteRecords``, docs/brokers.md) and keeps its whole log in one
+JSON file of about 4x the payload (20,000 records of 1 KB: an 81 MB ``kafka.json``). The README's
+by-hand loop writes ~2 MB/s of impressions with inline request features, so the 24 h time bound
+alone let the file reach 2.4 GB in 20 minutes (issue 23).
+
+So the bound is kept from outside, with the protocol's own tool: ``streamrank up`` starts this
+keeper beside noida (``python -m common.retention``, a process of the stack that ``down`` stops).
+Every ``interval_s`` (an apscheduler job) it reads the size of the broker's data folder; when it is
+above ``max_bytes`` it deletes the oldest records of the project's data topics with
+``DeleteRecords``: the same fraction of every partition, chosen so that the log falls to
+``TARGET_RATIO`` of the bound (noida rewrites its file at once: 81 MB -> 24 MB after deleting 70 %
+of the records). Only the data topics are trimmed (impressions, feedback, examples, dead letters):
+Faust's changelog and leader topics hold the join state (a trimmed changelog loses windows) and
+``model-updates`` is tiny and read for its newest record. When those alone exceed the bound the
+keeper cannot help and says so in its status.
+
+As with Kafka's ``retention.bytes``, a consumer that is further behind than the bound loses the
+records it had not read yet: every trim is logged at WARNING with the records deleted per topic,
+and the totals are in ``STREAMRANK_HOME/retention.json`` (``streamrank status`` prints them).
+On Apache Kafka (``docker-compose.yml``) :func:`common.topics.topic_configs` sets
+``retention.bytes`` per partition of the data topics instead, and the broker enforces it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Iterable
+
+log = logging.getLogger("streamrank.retention")
+
+#: after a trim the log should be this share of the bound (room for the next interval's writes)
+TARGET_RATIO = 0.7
+#: never delete more than this share of a partition in one check (the estimate is proportional)
+MAX_FRACTION = 0.95
+#: seconds to wait for the broker to rewrite its log after a trim before measuring it again
+REWRITE_WAIT_S = 30.0
+#: the status file the keeper writes under STREAMRANK_HOME
+STATUS_FILE = "retention.json"
+#: logical topics the keeper may trim (common.config.TOPIC_NAMES minus model-updates)
+TRIMMED_TOPICS = ("impressions", "feedback", "examples", "dead-letter")
+
+
+def folder_bytes(folder: Path) -> int:
+    """Bytes of the regular files under ``folder`` (0 when it does not exist)."""
+    if not folder.is_dir():
+        return 0
+    return sum(f.stat().st_size for f in folder.rglob("*") if f.is_file() and not f.is_symlink())
+
+
+def fraction_to_trim(size: int, max_bytes: int, target_ratio: float = TARGET_RATIO) -> float:
+    """Share of the trimmable records to delete so that a log of ``size`` bytes falls to
+    ``target_ratio * max_bytes``; 0 while ``size`` is within the bound. Assumes the bytes of a
+    partition are proportional to its records (equal-sized records on average)."""
+    if max_bytes <= 0:
+        raise ValueError(f"max_bytes must be > 0, got {max_bytes}")
+    if size <= max_bytes:
+        return 0.0
+    return min(MAX_FRACTION, 1.0 - target_ratio * max_bytes / size)
+
+
+def trim_offsets(ranges: dict, fraction: float) -> dict:
+    """For each partition ``tp -> (low, high)`` (first kept offset, next offset to write), the
+    offset before which to delete so that ``fraction`` of its records go; partitions that lose
+    nothing are left out. Rounds up, so a non-empty partition always loses at least one record."""
+    if not 0.0 <= fraction <= 1.0:
+        raise ValueError(f"fraction must be in [0, 1], got {fraction}")
+    cuts = {}
+    for tp, (low, high) in ranges.items():
+        held = high - low
+        if held <= 0 or fraction == 0.0:
+            continue
+        cuts[tp] = low + min(held, math.ceil(held * fraction))
+    return cuts
+
+
+@dataclass
+class KeeperStatus:
+    """What the keeper has done so far (written to ``STATUS_FILE`` after every check)."""
+
+    max_bytes: int
+    checks: int = 0
+    trims: int = 0
+    log_bytes: int = 0
+    records_deleted: dict[str, int] = field(default_factory=dict)
+    last_trim_at: float | None = None
+    last_error: str | None = None
+    over_bound_untrimmable: bool = False
+    updated_at: float = 0.0
+
+
+class StorageKeeper:
+    """Keeps the broker's data folder under ``max_bytes`` by trimming ``topics`` (see the module)."""
+
+    def __init__(self, data_dir: Path, bootstrap: str, topics: Iterable[str], max_bytes: int,
+                 status_path: Path | None = None) -> None:
+        self.data_dir = data_dir
+        self.bootstrap = bootstrap
+        self.topics = list(topics)
+        self.status = KeeperStatus(max_bytes=int(max_bytes))
+        self.status_path = status_path
+        self._trimmed_at_size: tuple[int, float] | None = None  # (log bytes when trimmed, monotonic time)
+
+    def _ranges(self, consumer) -> dict:
+        from kafka.structs import TopicPartition  # noqa: PLC0415
+
+        present = consumer.topics()
+        tps = [TopicPartition(t, p) for t in self.topics if t in present
+               for p in sorted(consumer.partitions_for_topic(t) or ())]
+        if not tps:
+            return {}
+        low, high = consumer.beginning_offsets(tps), consumer.end_offsets(tps)
+        return {tp: (low[tp], high[tp]) for tp in tps}
+
+    def check_once(self) -> dict[str, int]:
+        """One check: trim when over the bound. Returns the records deleted per topic (empty when none)."""
+        from kafka import KafkaAdminClient, KafkaConsumer  # noqa: PLC0415
+
+        self.status.checks += 1
+        size = folder_bytes(self.data_dir)
+        self.status.log_bytes = size
+        if self._trimmed_at_size is not None:
+            # noida rewrites its file after a DeleteRecords, not always before the next check: the same
+            # size again means "not rewritten yet", and trimming on it would cut the same share twice
+            before, when = self._trimmed_at_size
+            if size == before and time.monotonic() - when < REWRITE_WAIT_S:
+                self._write_status()
+                return {}
+            self._trimmed_at_size = None
+        fraction = fraction_to_trim(size, self.status.max_bytes)
+        deleted: dict[str, int] = {}
+        if fraction > 0.0:
+            consumer = KafkaConsumer(bootstrap_servers=self.bootstrap, request_timeout_ms=10000)
+            try:
+                ranges = self._ranges(consumer)
+            finally:
+                consumer.close()
+            cuts = trim_offsets(ranges, fraction)
+            if cuts:
+                admin = KafkaAdminClient(bootstrap_servers=self.bootstrap, request_timeout_ms=10000)
+                try:
+                    admin.delete_records(cuts)
+                finally:
+                    admin.close()
+                for tp, offset in cuts.items():
+                    deleted[tp.topic] = deleted.get(tp.topic, 0) + offset - ranges[tp][0]
+                self.status.trims += 1
+                self._trimmed_at_size = (size, time.monotonic())
+                self.status.last_trim_at = time.time()
+                for topic, count in deleted.items():
+                    self.status.records_deleted[topic] = self.status.records_deleted.get(topic, 0) + count
+                log.warning("broker log %.1f MB over the %.1f MB bound: deleted the oldest %.0f%% of %s",
+                            size / 1e6, self.status.max_bytes / 1e6, 100 * fraction,
+                            ", ".join(f"{t} ({n} records)" for t, n in sorted(deleted.items())))
+            self.status.over_bound_untrimmable = not cuts
+        else:
+            self.status.over_bound_untrimmable = False
+        self.status.last_error = None
+        self._write_status()
+        return deleted
+
+    def check_logged(self) -> None:
+        """:meth:`check_once` for the scheduler: a failure (broker restarting) is logged and kept in
+        the status; the next tick tries again and the keeper process stays up."""
+        try:
+            self.check_once()
+        except Exception as exc:  # noqa: BLE001 - any client error is "try again next tick"
+            self.status.last_error = f"{type(exc).__name__}: {exc}"
+            log.warning("storage check failed (will retry): %s", self.status.last_error)
+            self._write_status()
+
+    def _write_status(self) -> None:
+        self.status.updated_at = time.time()
+        if self.status_path is not None:
+            tmp = self.status_path.with_suffix(".tmp")
+            tmp.write_text(json.dumps(asdict(self.status), indent=2))
+            tmp.replace(self.status_path)
+
+
+def read_status(home: Path) -> dict:
+    """The keeper's status under ``home`` (empty when no keeper ran there)."""
+    try:
+        return json.loads((home / STATUS_FILE).read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m common.retention``: run a :class:`StorageKeeper` until SIGTERM."""
+    from apscheduler.schedulers.blocking import BlockingScheduler  # noqa: PLC0415
+
+    parser = argparse.ArgumentParser(description="Keep the embedded broker's log under a size bound.")
+    parser.add_argument("--data-dir", type=Path, required=True, help="the broker's data folder")
+    parser.add_argument("--bootstrap", required=True)
+    parser.add_argument("--topics", required=True, help="comma-separated topics that may be trimmed")
+    parser.add_argument("--max-bytes", type=int, required=True)
+    parser.add_argument("--interval", type=float, default=10.0, help="seconds between checks")
+    parser.add_argument("--status", type=Path, default=None, help="status JSON to write")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for noisy in ("kafka", "apscheduler"):  # a line per connection and per tick otherwise
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    keeper = StorageKeeper(args.data_dir, args.bootstrap, [t for t in args.topics.split(",") if t],
+                           args.max_bytes, args.status)
+    log.info("storage keeper: %s under %.1f MB, checking every %g s, trimming %s", args.data_dir,
+             args.max_bytes / 1e6, args.interval, ", ".join(keeper.topics))
+    scheduler = BlockingScheduler()
+    scheduler.add_job(keeper.check_logged, "interval", seconds=args.interval, max_instances=1, coalesce=True)
+    keeper.check_logged()
+    try:
+        scheduler.start()
+    except (KeyboardInterrupt, SystemExit):
+        pass
+
+
+if __name__ == "__main__":
+    main()

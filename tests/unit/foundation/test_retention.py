@@ -1,0 +1,40 @@
+"""The storage keeper's arithmetic (common.retention): how much to trim and where to cut."""
+
+from __future__ import annotations
+
+import pytest
+
+from common.retention import MAX_FRACTION, TARGET_RATIO, fraction_to_trim, trim_offsets
+
+
+def test_nothing_is_trimmed_within_the_bound():
+    assert fraction_to_trim(0, 100) == 0.0
+    assert fraction_to_trim(100, 100) == 0.0
+
+
+def test_over_the_bound_the_log_falls_to_the_target_share():
+    fraction = fraction_to_trim(200, 100)
+    assert fraction == pytest.approx(1 - TARGET_RATIO * 100 / 200)
+    assert 200 * (1 - fraction) == pytest.approx(TARGET_RATIO * 100)
+    assert fraction_to_trim(101, 100) == pytest.approx(1 - TARGET_RATIO * 100 / 101)
+
+
+def test_a_huge_log_is_cut_at_most_by_the_cap():
+    assert fraction_to_trim(10**12, 100) == MAX_FRACTION
+
+
+def test_the_bound_must_be_positive():
+    with pytest.raises(ValueError, match="max_bytes"):
+        fraction_to_trim(10, 0)
+
+
+def test_cuts_delete_the_fraction_of_each_partition_rounded_up():
+    ranges = {"a": (0, 10), "b": (5, 8), "c": (7, 7), "d": (100, 101)}
+    assert trim_offsets(ranges, 0.5) == {"a": 5, "b": 7, "d": 101}  # c is empty: left out
+    assert trim_offsets(ranges, 0.0) == {}
+    assert trim_offsets(ranges, 1.0) == {"a": 10, "b": 8, "d": 101}  # never past the head
+
+
+def test_a_fraction_outside_zero_one_is_refused():
+    with pytest.raises(ValueError, match="fraction"):
+        trim_offsets({"a": (0, 1)}, 1.5)
