@@ -9,7 +9,8 @@ alone let the file reach 2.4 GB in 20 minutes (issue 23).
 So the bound is kept from outside, with the protocol's own tool: ``streamrank up`` starts this
 keeper beside noida (``python -m common.retention``, a process of the stack that ``down`` stops).
 Every ``interval_s`` (an apscheduler job) it reads the size of the broker's data folder; when it is
-above ``max_bytes`` it deletes the oldest records of the project's data topics with
+above ``max_bytes`` it deletes the oldest records of every deployment's data topics
+(``<prefix><logical>``: a demo run's and a test's own prefixes too) with
 ``DeleteRecords``: the same fraction of every partition, chosen so that the log falls to
 ``TARGET_RATIO`` of the bound (noida rewrites its file at once: 81 MB -> 24 MB after deleting 70 %
 of the records). Only the data topics are trimmed (impressions, feedback, examples, dead letters):
@@ -45,8 +46,15 @@ MAX_FRACTION = 0.95
 REWRITE_WAIT_S = 30.0
 #: the status file the keeper writes under STREAMRANK_HOME
 STATUS_FILE = "retention.json"
-#: logical topics the keeper may trim (common.config.TOPIC_NAMES minus model-updates)
+#: logical topics the keeper may trim (common.config.TOPIC_NAMES minus model-updates): every
+#: deployment's ``<prefix><logical>`` topic on the broker (a demo run or a test makes its own prefix)
 TRIMMED_TOPICS = ("impressions", "feedback", "examples", "dead-letter")
+
+
+def trimmable(topic: str, logical: Iterable[str] = TRIMMED_TOPICS) -> bool:
+    """Whether ``topic`` is some deployment's data topic: ``<prefix>.<logical>``, prefixes end in a dot
+    (``streamrank.impressions``, ``demo1796.examples``), never Faust's ``...-changelog`` topics."""
+    return any(topic == name or topic.endswith("." + name) for name in logical)
 
 
 def folder_bytes(folder: Path) -> int:
@@ -90,6 +98,7 @@ class KeeperStatus:
     checks: int = 0
     trims: int = 0
     log_bytes: int = 0
+    max_log_bytes: int = 0
     records_deleted: dict[str, int] = field(default_factory=dict)
     last_trim_at: float | None = None
     last_error: str | None = None
@@ -100,11 +109,11 @@ class KeeperStatus:
 class StorageKeeper:
     """Keeps the broker's data folder under ``max_bytes`` by trimming ``topics`` (see the module)."""
 
-    def __init__(self, data_dir: Path, bootstrap: str, topics: Iterable[str], max_bytes: int,
+    def __init__(self, data_dir: Path, bootstrap: str, logical: Iterable[str], max_bytes: int,
                  status_path: Path | None = None) -> None:
         self.data_dir = data_dir
         self.bootstrap = bootstrap
-        self.topics = list(topics)
+        self.logical = tuple(logical)
         self.status = KeeperStatus(max_bytes=int(max_bytes))
         self.status_path = status_path
         self._trimmed_at_size: tuple[int, float] | None = None  # (log bytes when trimmed, monotonic time)
@@ -112,9 +121,8 @@ class StorageKeeper:
     def _ranges(self, consumer) -> dict:
         from kafka.structs import TopicPartition  # noqa: PLC0415
 
-        present = consumer.topics()
-        tps = [TopicPartition(t, p) for t in self.topics if t in present
-               for p in sorted(consumer.partitions_for_topic(t) or ())]
+        topics = sorted(t for t in consumer.topics() if trimmable(t, self.logical))
+        tps = [TopicPartition(t, p) for t in topics for p in sorted(consumer.partitions_for_topic(t) or ())]
         if not tps:
             return {}
         low, high = consumer.beginning_offsets(tps), consumer.end_offsets(tps)
@@ -127,6 +135,7 @@ class StorageKeeper:
         self.status.checks += 1
         size = folder_bytes(self.data_dir)
         self.status.log_bytes = size
+        self.status.max_log_bytes = max(self.status.max_log_bytes, size)
         if self._trimmed_at_size is not None:
             # noida rewrites its file after a DeleteRecords, not always before the next check: the same
             # size again means "not rewritten yet", and trimming on it would cut the same share twice
@@ -200,7 +209,8 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Keep the embedded broker's log under a size bound.")
     parser.add_argument("--data-dir", type=Path, required=True, help="the broker's data folder")
     parser.add_argument("--bootstrap", required=True)
-    parser.add_argument("--topics", required=True, help="comma-separated topics that may be trimmed")
+    parser.add_argument("--logical", default=",".join(TRIMMED_TOPICS),
+                        help="comma-separated logical topics whose <prefix><logical> topics may be trimmed")
     parser.add_argument("--max-bytes", type=int, required=True)
     parser.add_argument("--interval", type=float, default=10.0, help="seconds between checks")
     parser.add_argument("--status", type=Path, default=None, help="status JSON to write")
@@ -208,10 +218,10 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     for noisy in ("kafka", "apscheduler"):  # a line per connection and per tick otherwise
         logging.getLogger(noisy).setLevel(logging.WARNING)
-    keeper = StorageKeeper(args.data_dir, args.bootstrap, [t for t in args.topics.split(",") if t],
+    keeper = StorageKeeper(args.data_dir, args.bootstrap, [t for t in args.logical.split(",") if t],
                            args.max_bytes, args.status)
     log.info("storage keeper: %s under %.1f MB, checking every %g s, trimming %s", args.data_dir,
-             args.max_bytes / 1e6, args.interval, ", ".join(keeper.topics))
+             args.max_bytes / 1e6, args.interval, ", ".join(f"*.{t}" for t in keeper.logical))
     scheduler = BlockingScheduler()
     scheduler.add_job(keeper.check_logged, "interval", seconds=args.interval, max_instances=1, coalesce=True)
     keeper.check_logged()

@@ -126,9 +126,8 @@ def redis_spec(home: Path, port: int) -> ServiceSpec:
 
 def keeper_spec(settings: Settings, home: Path, bootstrap: str) -> ServiceSpec:
     """The command line of :mod:`common.retention`'s storage keeper for the noida broker in ``home``."""
-    topics = ",".join(settings.topics.name(t) for t in TRIMMED_TOPICS)
     return ServiceSpec("retention", [sys.executable, "-m", "common.retention", "--data-dir", str(home / "noida"),
-                                     "--bootstrap", bootstrap, "--topics", topics,
+                                     "--bootstrap", bootstrap, "--logical", ",".join(TRIMMED_TOPICS),
                                      "--max-bytes", str(int(settings.retention_mb * 1e6)),
                                      "--interval", str(settings.retention_check_s),
                                      "--status", str(home / RETENTION_STATUS)], 0,

@@ -24,6 +24,7 @@ import pytest
 from support import settings_env
 
 from common import stack
+from common.retention import read_status as storage_status
 from common.paths import REPO_ROOT
 from loop.children import Children, wait_assigned, wait_http
 from loop.readback import join_totals
@@ -64,18 +65,21 @@ def test_serve_worker_learn_publish_and_simulate_hot_swap_ldro(settings, tmp_pat
         totals = join_totals(status_dir(settings))
         decisions = ldro_decisions(base_url)
         health = httpx.get(f"{base_url}/healthz", timeout=10).json()
+        storage = storage_status(settings.home)  # the embedded broker's storage keeper (common/retention.py)
         assert server.proc.poll() is None
     finally:
         children.stop_all()
     log = simulate.log_path.read_text()
     reports = [line for line in log.splitlines() if line.startswith("simulate: ") and "requests," in line]
     served = sum(int(line.split()[1]) - int(line.split("requests, ")[1].split()[0]) for line in reports)
-    summary = {"served": served, "join": totals, "impressions": health["impressions"],
+    summary = {"served": served, "join": totals, "impressions": health["impressions"], "storage": storage,
                "ldro": [(d["version"], d["action"], d["reason"][:80]) for d in decisions]}
     (tmp_path / "summary.json").write_text(json.dumps(summary, indent=1))
     print(json.dumps(summary, indent=1))
     assert len(reports) == 3 and served > 0.8 * 20 * DURATION_S, log[-2000:]
     assert totals["reasons"].get("conflicting_impression", 0) == 0, summary
+    # the broker's log stays under its size bound (+ what one check interval writes); 75 s stay far below it
+    assert storage["checks"] >= 1 and storage["max_log_bytes"] <= 1.25 * storage["max_bytes"], storage
     assert abs(totals["examples"] - served) <= 0.05 * served, summary
     swaps = [d for d in decisions if d["action"] == "swapped"]
     assert len(swaps) >= 2, summary

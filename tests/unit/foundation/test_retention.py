@@ -38,3 +38,13 @@ def test_cuts_delete_the_fraction_of_each_partition_rounded_up():
 def test_a_fraction_outside_zero_one_is_refused():
     with pytest.raises(ValueError, match="fraction"):
         trim_offsets({"a": (0, 1)}, 1.5)
+
+
+def test_every_deployments_data_topics_are_trimmable_and_nothing_else():
+    from common.retention import trimmable
+
+    assert trimmable("streamrank.impressions") and trimmable("demo1796.dead-letter") and trimmable("t1a2b.examples")
+    assert not trimmable("streamrank.model-updates")
+    assert not trimmable("streamrank.streams-join-state-changelog")
+    assert not trimmable("streamrank.myexamples")  # a suffix, not the logical name after the prefix's dot
+    assert not trimmable("__consumer_offsets")
