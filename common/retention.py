@@ -18,9 +18,13 @@ Faust's changelog and leader topics hold the join state (a trimmed changelog los
 ``model-updates`` is tiny and read for its newest record. When those alone exceed the bound the
 keeper cannot help and says so in its status.
 
-As with Kafka's ``retention.bytes``, a consumer that is further behind than the bound loses the
-records it had not read yet: every trim is logged at WARNING with the records deleted per topic,
-and the totals are in ``STREAMRANK_HOME/retention.json`` (``streamrank status`` prints them).
+Unlike Kafka's ``retention.bytes``, the keeper never deletes what a consumer group has not committed
+yet (the rule Kafka Streams follows when it purges its repartition topics): a cut stops at the
+lowest offset any group committed on that partition, so a lagging join worker or learner loses
+nothing and the log may stay over the bound until they catch up (counted as ``held_back``).
+Partitions no group has committed on are cut by the fraction alone. Every trim is logged at WARNING
+with the records deleted per topic, and the totals are in ``STREAMRANK_HOME/retention.json``
+(``streamrank status`` prints them).
 On Apache Kafka (``docker-compose.yml``) :func:`common.topics.topic_configs` sets
 ``retention.bytes`` per partition of the data topics instead, and the broker enforces it.
 """
@@ -90,6 +94,31 @@ def trim_offsets(ranges: dict, fraction: float) -> dict:
     return cuts
 
 
+def limit_to_committed(cuts: dict, floors: dict, ranges: dict) -> tuple[dict, int]:
+    """``cuts`` (partition -> delete-before offset) lowered to each partition's committed ``floors``
+    (the lowest offset a consumer group committed there: records from it on are still to be read);
+    cuts that would delete nothing are dropped. Returns the cuts and the records held back."""
+    limited, held_back = {}, 0
+    for tp, cut in cuts.items():
+        allowed = min(cut, floors[tp]) if tp in floors else cut
+        held_back += cut - max(allowed, ranges[tp][0])
+        if allowed > ranges[tp][0]:
+            limited[tp] = allowed
+    return limited, held_back
+
+
+def committed_floors(admin, tps: Iterable) -> dict:
+    """Per partition of ``tps``, the lowest offset any consumer group committed on it (none: absent)."""
+    wanted, floors = set(tps), {}
+    groups = [g["group_id"] if isinstance(g, dict) else g[0] for g in admin.list_groups()]
+    for group in groups:
+        for tp, meta in (admin.list_group_offsets({group: None}).get(group) or {}).items():
+            offset = getattr(meta, "offset", meta)
+            if tp in wanted and offset is not None and offset >= 0:
+                floors[tp] = min(floors.get(tp, offset), offset)
+    return floors
+
+
 @dataclass
 class KeeperStatus:
     """What the keeper has done so far (written to ``STATUS_FILE`` after every check)."""
@@ -100,6 +129,8 @@ class KeeperStatus:
     log_bytes: int = 0
     max_log_bytes: int = 0
     records_deleted: dict[str, int] = field(default_factory=dict)
+    #: records a trim would have deleted but a consumer group had not committed yet (last trim)
+    held_back: int = 0
     last_trim_at: float | None = None
     last_error: str | None = None
     over_bound_untrimmable: bool = False
@@ -152,13 +183,15 @@ class StorageKeeper:
                 ranges = self._ranges(consumer)
             finally:
                 consumer.close()
-            cuts = trim_offsets(ranges, fraction)
-            if cuts:
-                admin = KafkaAdminClient(bootstrap_servers=self.bootstrap, request_timeout_ms=10000)
-                try:
+            admin = KafkaAdminClient(bootstrap_servers=self.bootstrap, request_timeout_ms=10000)
+            try:
+                wanted = trim_offsets(ranges, fraction)
+                cuts, self.status.held_back = limit_to_committed(wanted, committed_floors(admin, wanted), ranges)
+                if cuts:
                     admin.delete_records(cuts)
-                finally:
-                    admin.close()
+            finally:
+                admin.close()
+            if cuts:
                 for tp, offset in cuts.items():
                     deleted[tp.topic] = deleted.get(tp.topic, 0) + offset - ranges[tp][0]
                 self.status.trims += 1

@@ -30,9 +30,10 @@ from loop.children import Children, wait_assigned, wait_http
 from loop.readback import join_totals
 from streams.metrics import status_dir
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
-
 DURATION_S = float(os.environ.get("STREAMRANK_README_PATH_S", "75"))
+
+#: the long forms run past pytest's default 600 s per test
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(max(600, int(DURATION_S) + 600))]
 SIM_CONFIG = REPO_ROOT / "deploy" / "sim.toml"
 
 

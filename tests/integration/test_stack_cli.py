@@ -114,6 +114,7 @@ def test_the_storage_keeper_holds_the_broker_log_under_its_size_bound(tmp_path):
     ``status`` reports the trims, ``down`` stops the keeper with the rest."""
     from kafka import KafkaProducer, TopicPartition
     from kafka.admin import ConfigResource, ConfigResourceType, KafkaAdminClient
+    from kafka.structs import OffsetAndMetadata
 
     bound = dict(STREAMRANK_RETENTION_MB="2", STREAMRANK_RETENTION_CHECK_S="0.5")
     cli(tmp_path, "up", **bound)
@@ -125,6 +126,9 @@ def test_the_storage_keeper_holds_the_broker_log_under_its_size_bound(tmp_path):
         configs = admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, "clitest.examples")])
         assert configs["topic"]["clitest.examples"]["retention.bytes"]["value"] == str(2_000_000 // (4 * 3))
         admin.close()
+        reader = KafkaConsumer(bootstrap_servers=kafka, group_id="slow-reader", enable_auto_commit=False)
+        reader.commit({TopicPartition("clitest.impressions", 0): OffsetAndMetadata(900, "", -1)})  # 100 unread
+        reader.close()
         producer = KafkaProducer(bootstrap_servers=kafka, linger_ms=5)
         for i in range(3):
             producer.send("clitest.model-updates", key=b"ldro", value=b"u%d" % i, partition=0)  # compacted: keyed
@@ -148,6 +152,7 @@ def test_the_storage_keeper_holds_the_broker_log_under_its_size_bound(tmp_path):
         parts = [TopicPartition("clitest.impressions", p) for p in range(3)]
         low, high = consumer.beginning_offsets(parts), consumer.end_offsets(parts)
         assert all(low[tp] > 0 for tp in parts) and all(high[tp] == 1000 for tp in parts)  # oldest gone, none lost at the head
+        assert low[parts[0]] == 900 and low[parts[1]] > 900  # a group's unread records are never trimmed
         updates = TopicPartition("clitest.model-updates", 0)
         assert consumer.beginning_offsets([updates])[updates] == 0  # never trimmed
         consumer.assign([parts[0]])

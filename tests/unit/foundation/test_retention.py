@@ -48,3 +48,14 @@ def test_every_deployments_data_topics_are_trimmable_and_nothing_else():
     assert not trimmable("streamrank.streams-join-state-changelog")
     assert not trimmable("streamrank.myexamples")  # a suffix, not the logical name after the prefix's dot
     assert not trimmable("__consumer_offsets")
+
+
+def test_cuts_stop_at_what_consumer_groups_have_not_committed():
+    from common.retention import limit_to_committed
+
+    ranges = {"a": (0, 100), "b": (10, 100), "c": (0, 100)}
+    cuts = {"a": 90, "b": 90, "c": 90}
+    limited, held = limit_to_committed(cuts, {"a": 50, "b": 5}, ranges)
+    assert limited == {"a": 50, "c": 90}  # b's group has read nothing past its first kept offset: no cut
+    assert held == (90 - 50) + (90 - 10)
+    assert limit_to_committed(cuts, {"a": 95}, ranges) == (cuts, 0)  # a floor past the cut changes nothing
