@@ -22,6 +22,7 @@ from typing import Any
 import faust
 
 from common.config import Settings, config_section
+from common.topics import changelog_configs
 from streams import fetch_backoff, recovery_order
 from streams.agents import Joiner
 from streams.delivery import PendingDeliveries, TrackedTable, install_commit_barrier
@@ -131,7 +132,7 @@ def build_app(settings: Settings, options: WorkerOptions | None = None, join_con
     deliveries = PendingDeliveries()
     state = app.tables.add(TrackedTable(app, name="join-state", key_type=bytes, value_type=None,
                                         partitions=settings.partitions, use_partitioner=True, default=None,
-                                        beacon=app.tables.beacon))
+                                        beacon=app.tables.beacon, extra_topic_configs=changelog_configs(settings)))
     state.deliveries = deliveries
     install_commit_barrier(app, deliveries)
     metrics = StreamMetrics(worker=options.name, web_port=options.web_port)
