@@ -8,7 +8,7 @@ later) but not ``retention.bytes``, so its size bound (``STREAMRANK_RETENTION_MB
 kept by :mod:`common.retention`'s keeper, while Apache Kafka gets ``retention.bytes`` per partition
 of the data topics (the bound split evenly over them). ``model-updates`` is also
 compacted (``cleanup.policy=compact,delete``: the newest announcement per model is what a
-watcher needs) where the broker compacts (Apache Kafka; noida keeps the time bound only).
+watcher needs; both Apache Kafka and noida compact, see "Segments" below).
 The configs are applied when a topic is created and re-applied to existing topics on every
 ``streamrank up``, so a log written before a bound was set is trimmed too.
 
