@@ -61,11 +61,18 @@ def trimmable(topic: str, logical: Iterable[str] = TRIMMED_TOPICS) -> bool:
     return any(topic == name or topic.endswith("." + name) for name in logical)
 
 
+#: noida writes its new log to this file and renames it over ``kafka.json``: while it rewrites,
+#: the folder briefly holds both (up to twice the log); the bound is on the log, not the copy
+REWRITE_SUFFIX = ".tmp"
+
+
 def folder_bytes(folder: Path) -> int:
-    """Bytes of the regular files under ``folder`` (0 when it does not exist)."""
+    """Bytes of the broker's log under ``folder``: its regular files but a rewrite's temporary copy
+    (0 when the folder does not exist)."""
     if not folder.is_dir():
         return 0
-    return sum(f.stat().st_size for f in folder.rglob("*") if f.is_file() and not f.is_symlink())
+    return sum(f.stat().st_size for f in folder.rglob("*")
+               if f.is_file() and not f.is_symlink() and f.suffix != REWRITE_SUFFIX)
 
 
 def fraction_to_trim(size: int, max_bytes: int, target_ratio: float = TARGET_RATIO) -> float:

@@ -59,3 +59,13 @@ def test_cuts_stop_at_what_consumer_groups_have_not_committed():
     assert limited == {"a": 50, "c": 90}  # b's group has read nothing past its first kept offset: no cut
     assert held == (90 - 50) + (90 - 10)
     assert limit_to_committed(cuts, {"a": 95}, ranges) == (cuts, 0)  # a floor past the cut changes nothing
+
+
+def test_the_log_size_leaves_out_a_rewrite_in_progress(tmp_path):
+    from common.retention import folder_bytes
+
+    assert folder_bytes(tmp_path / "missing") == 0
+    (tmp_path / "kafka.json").write_bytes(b"x" * 100)
+    (tmp_path / "noida.control.json").write_bytes(b"y" * 10)
+    (tmp_path / "kafka.tmp").write_bytes(b"z" * 1000)  # noida's next log, renamed over kafka.json when done
+    assert folder_bytes(tmp_path) == 110
