@@ -83,7 +83,7 @@ class Settings:
     #: size bound of the broker's data topics in MB (``retention.bytes``; the embedded noida broker:
     #: common.retention's keeper), and how often the keeper checks it
     retention_mb: float = 512.0
-    retention_check_s: float = 10.0
+    retention_check_s: float = 5.0
     bind_host: str = "127.0.0.1"
     config_path: Path | None = None
 
@@ -134,7 +134,7 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
     if not retention_hours > 0:
         raise ValueError(f"STREAMRANK_RETENTION_HOURS must be > 0, got {retention_hours}")
     retention_mb = float(env.get("STREAMRANK_RETENTION_MB", 512.0))
-    retention_check_s = float(env.get("STREAMRANK_RETENTION_CHECK_S", 10.0))
+    retention_check_s = float(env.get("STREAMRANK_RETENTION_CHECK_S", 5.0))
     if not retention_mb > 0 or not retention_check_s > 0:
         raise ValueError("STREAMRANK_RETENTION_MB and STREAMRANK_RETENTION_CHECK_S must be > 0, "
                          f"got {retention_mb} and {retention_check_s}")

@@ -4,19 +4,20 @@ from __future__ import annotations
 
 import pytest
 
-from common.retention import MAX_FRACTION, TARGET_RATIO, fraction_to_trim, trim_offsets
+from common.retention import HIGH_WATER, MAX_FRACTION, TARGET_RATIO, fraction_to_trim, trim_offsets
 
 
-def test_nothing_is_trimmed_within_the_bound():
+def test_nothing_is_trimmed_below_the_high_water_mark():
     assert fraction_to_trim(0, 100) == 0.0
-    assert fraction_to_trim(100, 100) == 0.0
+    assert fraction_to_trim(int(HIGH_WATER * 100), 100) == 0.0
+    assert 0.0 < TARGET_RATIO < HIGH_WATER < 1.0
 
 
-def test_over_the_bound_the_log_falls_to_the_target_share():
+def test_over_the_high_water_mark_the_log_falls_to_the_target_share():
     fraction = fraction_to_trim(200, 100)
     assert fraction == pytest.approx(1 - TARGET_RATIO * 100 / 200)
     assert 200 * (1 - fraction) == pytest.approx(TARGET_RATIO * 100)
-    assert fraction_to_trim(101, 100) == pytest.approx(1 - TARGET_RATIO * 100 / 101)
+    assert fraction_to_trim(81, 100) == pytest.approx(1 - TARGET_RATIO * 100 / 81)
 
 
 def test_a_huge_log_is_cut_at_most_by_the_cap():
