@@ -4,6 +4,7 @@ The request path:
 
 * :mod:`serving.app`        FastAPI app: ``POST /rerank``, ``GET /healthz``, ``GET /models``, ``GET /metrics``
                             (bodies in :mod:`contracts.rerank`; a bad one is a 422 naming the field).
+* :mod:`serving.http_middleware` the body-size limit (413 before parsing) and the arrival stamp.
 * :mod:`serving.features`   item features from Feast's Redis keys when a request does not carry them.
 * :mod:`serving.components` snapshot -> model object per role (calibrator, fusion, reranker), the
                             calling conventions, the canary check.

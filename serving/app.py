@@ -44,6 +44,7 @@ from serving.emitter import ImpressionEmitter
 from serving.gate import prefix_key
 from serving.gate import usable as gate_usable
 from serving.holder import Bundle, ModelHolder
+from serving.http_middleware import ArrivalStamp, BodyLimit, BodyTooLarge, server_timing, too_large_body
 from serving.recent_examples import RecentExamples
 from serving.settings import ServeConfig
 from streams.metrics import status_dir
@@ -62,41 +63,24 @@ class InputError(StreamrankError, ValueError):
         self.reason = reason
 
 
+#: Union branch names pydantic puts in an error's location (``context.a.constrained-float``): not fields.
+_UNION_TAGS = frozenset({"float", "str", "int", "bool", "constrained-float", "constrained-str", "constrained-int"})
+
+
 def _loc_to_field(loc: tuple | list) -> str:
-    parts = [str(p) for p in loc if p != "body"]
+    parts = [str(p) for p in loc if p != "body" and p not in _UNION_TAGS]
     return ".".join(parts) or "<body>"
 
 
 def validation_error_body(exc: RequestValidationError) -> dict[str, Any]:
-    errors = exc.errors()
+    """The 422 document: the first error's field and reason, and up to 20 errors. Of a union's errors
+    (a context value is a number or a string) the one that is not a plain type mismatch comes first."""
+    errors = sorted(exc.errors(), key=lambda e: str(e.get("type", "")).endswith("_type"))
     first = errors[0] if errors else {"loc": (), "msg": "invalid request", "type": "invalid"}
     return {"error": "invalid_request", "field": _loc_to_field(first.get("loc", ())), "reason": first.get("type"),
             "message": str(first.get("msg")),
             "errors": [{"field": _loc_to_field(e.get("loc", ())), "reason": e.get("type"), "message": str(e.get("msg"))}
                        for e in errors[:20]]}
-
-
-class ArrivalStamp:
-    """Pure ASGI middleware: stamps when each HTTP request reached the app (``scope["state"]["arrived"]``,
-    ``time.perf_counter``), so ``POST /rerank`` can say in its ``Server-Timing`` header how long the
-    request waited before the handler ran (body read and validation, other requests ahead of it
-    on the event loop) apart from the handler itself. A client comparing its own latency with the
-    two sees what the transport and the scheduling of the machine add."""
-
-    def __init__(self, app: Any) -> None:
-        self.app = app
-
-    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
-        if scope["type"] == "http":
-            scope.setdefault("state", {})["arrived"] = time.perf_counter()
-        await self.app(scope, receive, send)
-
-
-def server_timing(arrived: float | None, started: float, finished: float) -> str:
-    """The ``Server-Timing`` value of one rerank (milliseconds): ``wait`` from arrival to the
-    handler, ``handler`` for the handler (feature read, models, response body)."""
-    handler = f"handler;dur={(finished - started) * 1000:.3f}"
-    return handler if arrived is None else f"wait;dur={max(0.0, started - arrived) * 1000:.3f}, {handler}"
 
 
 class Metrics:
@@ -322,6 +306,11 @@ def create_app(runtime: ServingRuntime) -> FastAPI:
         metrics.requests.labels(status="422").inc()
         return JSONResponse(status_code=422, content=validation_error_body(exc))
 
+    @app.exception_handler(BodyTooLarge)
+    async def _too_large(_request: Request, exc: BodyTooLarge) -> JSONResponse:
+        metrics.requests.labels(status="413").inc()
+        return JSONResponse(status_code=413, content=too_large_body(exc.max_bytes))
+
     @app.exception_handler(InputError)
     async def _input_error(_request: Request, exc: InputError) -> JSONResponse:
         metrics.requests.labels(status="422").inc()
@@ -334,7 +323,10 @@ def create_app(runtime: ServingRuntime) -> FastAPI:
     # CPU under one GIL either way; without the hop, 8 concurrent clients got 0.76x the p99 and
     # 1.15x the throughput (BENCHMARKS.md, fifth session). The feature read is the one blocking
     # call in it, with a 1 s Redis timeout (feature_store.online_read.DirectFeatureReader).
-    @app.post("/rerank", response_model=RerankResponse)
+    @app.post("/rerank", response_model=RerankResponse, responses={
+        413: {"description": f"body larger than max_body_bytes ({config.max_body_bytes} bytes here), refused "
+                             "before parsing"},
+        422: {"description": "invalid body: `field` names the first offending field, `errors` lists them"}})
     async def rerank(body: RerankBody, request: Request) -> Response:
         started = time.perf_counter()
         if len(body.candidates) > config.max_candidates:
@@ -355,6 +347,7 @@ def create_app(runtime: ServingRuntime) -> FastAPI:
 
     _add_read_routes(app, runtime, metrics)
     add_dashboard_routes(app, runtime)
+    app.add_middleware(BodyLimit, max_bytes=config.max_body_bytes)
     app.add_middleware(ArrivalStamp)
     return app
 

@@ -23,6 +23,9 @@ class ServeConfig:
     host: str = "127.0.0.1"
     port: int = 8080
     max_candidates: int = 200
+    #: Largest ``POST /rerank`` body in bytes (413 beyond it, before parsing). 4 MiB holds 200
+    #: candidates x 300 features as JSON with room to spare.
+    max_body_bytes: int = 4 * 1024 * 1024
     calibrator: str = "umnn"
     fusion: str = "drpo"
     reranker: str = "ldro"
@@ -67,6 +70,8 @@ class ServeConfig:
             raise ValueError(f"explore_rate must be in [0, 1], got {self.explore_rate}")
         if self.max_candidates < 1:
             raise ValueError(f"max_candidates must be >= 1, got {self.max_candidates}")
+        if self.max_body_bytes < 1:
+            raise ValueError(f"max_body_bytes must be >= 1, got {self.max_body_bytes}")
 
 
 def _coerce(kind: Any, raw: Any) -> Any:
