@@ -142,7 +142,8 @@ class ServingRuntime:
 def build_runtime(settings: Settings, config: ServeConfig, with_watcher: bool = True) -> ServingRuntime:
     """Wire holder, emitter, examples reader and snapshot watcher from settings."""
     holder = ModelHolder()
-    emitter = ImpressionEmitter(settings.kafka, settings.topics.impressions, max_queue=config.emit_queue)
+    emitter = ImpressionEmitter(settings.kafka, settings.topics.impressions, max_queue=config.emit_queue,
+                                max_record_bytes=settings.max_event_bytes)
     recorder = DashboardRecorder() if config.dashboard else None
     feeds = DashboardFeeds(recorder, settings.kafka, settings.topics.dead_letter) if recorder is not None else None
     examples = RecentExamples(settings.kafka, settings.topics.examples, maxlen=config.gate.window,
