@@ -83,3 +83,6 @@ class RerankResponse(BaseModel):
     list_logprob: float | None
     explored: bool
     impression_logged: bool = Field(description="queued for the impressions topic (false: buffer full, dropped)")
+    degraded: str | None = Field(default=None, description='"features": the feature store did not supply the item '
+                                 'features (unreachable or rows missing); they came from the local cache or were '
+                                 'left out (ranked by the task scores). null: not degraded')

@@ -28,7 +28,7 @@ import torch
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from common.config import Settings
 from common.errors import StreamrankError
@@ -45,6 +45,7 @@ from serving.gate import prefix_key
 from serving.gate import usable as gate_usable
 from serving.holder import Bundle, ModelHolder
 from serving.http_middleware import ArrivalStamp, BodyLimit, BodyTooLarge, server_timing, too_large_body
+from serving.read_routes import add_read_routes
 from serving.recent_examples import RecentExamples
 from serving.settings import ServeConfig
 from streams.metrics import status_dir
@@ -100,6 +101,13 @@ class Metrics:
         self.failed = Gauge("streamrank_impressions_failed", "impressions the broker never acknowledged",
                             registry=self.registry)
         self.queued = Gauge("streamrank_impressions_queued", "impressions waiting in the buffer", registry=self.registry)
+        self.features_unavailable = Gauge("streamrank_features_unavailable", "requests whose feature read failed "
+                                          "(store unreachable)", registry=self.registry)
+        self.features_from_cache = Gauge("streamrank_features_from_cache", "requests served item features from the "
+                                         "local cache", registry=self.registry)
+        self.healthy = Gauge("streamrank_healthy", "1: /healthz says ok, 0: degraded", registry=self.registry)
+        self.degraded = Counter("streamrank_rerank_degraded", "requests answered degraded, by what", ["reason"],
+                                registry=self.registry)
 
 
 @dataclass
@@ -117,6 +125,7 @@ class ServingRuntime:
     dashboard: Any = None  # serving.dashboard.DashboardRecorder (None: ServeConfig.dashboard off)
     feeds: Any = None  # serving.dashboard.DashboardFeeds
     status_folder: Any = None  # the deployment's status files (streams.metrics.status_dir)
+    repair: Any = None  # feature_store.scheduling.MaterializeRepair (None: features not from Feast, or off)
 
     def start(self) -> None:
         self.emitter.start()
@@ -126,8 +135,12 @@ class ServingRuntime:
             self.examples.start()
         if self.watcher is not None:
             self.watcher.start()
+        if self.repair is not None:
+            self.repair.start()
 
     def close(self) -> None:
+        if self.repair is not None:
+            self.repair.shutdown()
         if self.watcher is not None:
             self.watcher.close()
         if self.examples is not None:
@@ -164,22 +177,32 @@ def build_runtime(settings: Settings, config: ServeConfig, with_watcher: bool = 
     from serving.features import build_feature_source  # noqa: PLC0415
 
     features = build_feature_source(config.feature_source, settings)
+    repair = None
+    if features is not None and config.repair_features:
+        from feature_store.scheduling import MaterializeRepair  # noqa: PLC0415
+
+        repair = MaterializeRepair.for_repo(settings)
     return ServingRuntime(settings, config, holder, emitter, examples, watcher, registry, features, recorder, feeds,
-                          status_dir(settings))
+                          status_dir(settings), repair)
 
 
 # -- the request path ---------------------------------------------------------------------------
-def _features(body: RerankBody, source=None) -> torch.Tensor:
+def _features(body: RerankBody, source=None) -> tuple[torch.Tensor, str | None]:
+    """The candidates' features and what degraded them (``"features"``: the store did not supply them)."""
     feats = [c.features for c in body.candidates]
     if all(f is None for f in feats):
         if source is not None:
-            return source.fetch(body.user_id, body.query, [c.item_id for c in body.candidates])
-        return torch.zeros((len(feats), 0))
+            item_ids = [c.item_id for c in body.candidates]
+            if not hasattr(source, "read"):  # a plain source: only fetch(), never degraded
+                return source.fetch(body.user_id, body.query, item_ids), None
+            read = source.read(body.user_id, body.query, item_ids)
+            return read.features, read.degraded
+        return torch.zeros((len(feats), 0)), None
     dims = {len(f) for f in feats if f is not None}
     if any(f is None for f in feats) or len(dims) != 1:
         bad = next(i for i, f in enumerate(feats) if f is None or len(f) != len(feats[0] or []))
         raise InputError(f"candidates.{bad}.features", "every candidate needs features of the same length, or none")
-    return torch.from_numpy(np.asarray(feats, dtype=np.float32))  # ~3x faster than torch.tensor on nested lists
+    return torch.from_numpy(np.asarray(feats, dtype=np.float32)), None  # ~3x faster than torch.tensor on lists
 
 
 def rerank_once(bundle: Bundle, body: RerankBody, config: ServeConfig, feature_source=None) -> dict[str, Any]:
@@ -200,7 +223,8 @@ def rerank_once(bundle: Bundle, body: RerankBody, config: ServeConfig, feature_s
     calibrated = components.calibrate(bundle.calibrator, raw, calibration_context)
     weights, fusion_logprob = components.fusion(bundle.fusion, calibrated, context, explore,
                                                 config.default_fusion_weights)
-    request = RerankRequest(item_ids=tuple(c.item_id for c in body.candidates), features=_features(body, feature_source),
+    features, degraded = _features(body, feature_source)
+    request = RerankRequest(item_ids=tuple(c.item_id for c in body.candidates), features=features,
                             task_scores=calibrated, context={**context, "fusion_weights": weights},
                             upstream_scores=raw)
     result = components.rerank(bundle.reranker, request, explore)
@@ -221,7 +245,8 @@ def rerank_once(bundle: Bundle, body: RerankBody, config: ServeConfig, feature_s
             "weights": weights,
             "feature_ref": getattr(feature_source, "reference", None) if fetched else None,
             "fusion_logprob": fusion_logprob, "list_logprob": list_logprob, "explored": explore,
-            "prefix_logprob": prefix_logprob, "versions": bundle.model_versions(), "request": request}
+            "prefix_logprob": prefix_logprob, "versions": bundle.model_versions(), "request": request,
+            "degraded": degraded}
 
 
 def response_json(body: RerankBody, out: dict[str, Any], logged: bool) -> bytes:
@@ -237,7 +262,8 @@ def response_json(body: RerankBody, out: dict[str, Any], logged: bool) -> bytes:
              for pos, idx in enumerate(out["order"], 1)]
     doc = {"request_id": body.request_id, "items": items, "model_versions": out["versions"],
            "fusion_weights": out["weights"], "fusion_logprob": out["fusion_logprob"],
-           "list_logprob": out["list_logprob"], "explored": bool(out["explored"]), "impression_logged": logged}
+           "list_logprob": out["list_logprob"], "explored": bool(out["explored"]), "impression_logged": logged,
+           "degraded": out.get("degraded")}
     try:
         return json.dumps(doc, allow_nan=False, separators=(",", ":")).encode("utf-8")
     except ValueError:
@@ -343,51 +369,13 @@ def create_app(runtime: ServingRuntime) -> FastAPI:
         if runtime.dashboard is not None:
             runtime.dashboard.observe_request(finished - started)
         metrics.requests.labels(status="200").inc()
+        if out["degraded"]:
+            metrics.degraded.labels(reason=out["degraded"]).inc()
         timing = server_timing(request.scope.get("state", {}).get("arrived"), started, finished)
         return Response(content, media_type="application/json", headers={"Server-Timing": timing})
 
-    _add_read_routes(app, runtime, metrics)
+    add_read_routes(app, runtime, metrics)
     add_dashboard_routes(app, runtime)
     app.add_middleware(BodyLimit, max_bytes=config.max_body_bytes)
     app.add_middleware(ArrivalStamp)
     return app
-
-
-def _add_read_routes(app: FastAPI, runtime: ServingRuntime, metrics: Metrics) -> None:
-    """``GET /healthz``, ``GET /models`` (what serves, swaps, refusals, gate decisions) and ``GET /metrics``."""
-    config = runtime.config
-
-    @app.get("/healthz")
-    def healthz() -> dict[str, Any]:
-        return {"status": "ok", "models": runtime.holder.bundle.versions(),
-                "impressions": runtime.emitter.stats.as_dict(), "feature_source": config.feature_source,
-                "features_missing": getattr(runtime.features, "missing", 0),
-                "features_unavailable": getattr(runtime.features, "unavailable", 0)}
-
-    @app.get("/models")
-    def models(limit: int = 50) -> dict[str, Any]:
-        bundle = runtime.holder.bundle
-        serving = {}
-        for role in ("calibrator", "fusion", "reranker"):
-            comp = bundle.component(role)
-            serving[role] = {"model": comp.name, "version": comp.version, "sha256": comp.sha256,
-                             "loaded_at": comp.loaded_at} if comp else {"model": config.roles()[role],
-                                                                        "version": None, "cold_start": True}
-        return {"serving": serving, "generation": bundle.generation, "swaps": runtime.holder.swaps,
-                "refusals": runtime.holder.refusals,
-                "decisions": runtime.holder.recent_decisions(max(0, min(limit, 1000))),
-                "explore": {"default": config.explore, "rate": config.explore_rate},
-                "gate": {"enabled": config.gate.enabled, "estimator": config.gate.estimator,
-                         "max_relative_drop": config.gate.max_relative_drop, "min_samples": config.gate.min_samples,
-                         "recent_examples": len(runtime.examples) if runtime.examples is not None else 0}}
-
-    @app.get("/metrics")
-    def prometheus() -> Response:
-        stats = runtime.emitter.stats
-        metrics.swaps.set(runtime.holder.swaps)
-        metrics.refusals.set(runtime.holder.refusals)
-        metrics.emitted.set(stats.acked)
-        metrics.dropped.set(stats.dropped)
-        metrics.failed.set(stats.failed)
-        metrics.queued.set(runtime.emitter.queued)
-        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)

@@ -76,6 +76,7 @@ class ImpressionEmitter:
         #: the smallest record size known to be refused by the broker: the largest record that failed with
         #: MessageSizeTooLargeError (a broken producer fails small records with it too, never larger ones)
         self._refused_size: int | None = None
+        self._lost_at: collections.deque[tuple[float, str]] = collections.deque(maxlen=10_000)  # (when, why) per loss
         self._backoff = reconnect_backoff_s
         self._thread = threading.Thread(target=self._run, name="impression-emitter", daemon=True)
 
@@ -94,11 +95,19 @@ class ImpressionEmitter:
         except queue.Full:
             with self._lock:
                 self.stats.dropped += 1
+                self._lost_at.append((time.monotonic(), "dropped (buffer full)"))
             return False
 
     @property
     def queued(self) -> int:
         return self._queue.qsize()
+
+    def health(self, window_s: float = 60.0) -> list[str]:
+        """Why impression logging is degraded now: records lost in the last ``window_s``, by why (empty: none)."""
+        since = time.monotonic() - window_s
+        with self._lock:
+            recent = collections.Counter(why for at, why in self._lost_at if at >= since)
+        return [f"impressions: {n} {why} in the last {window_s:.0f} s" for why, n in sorted(recent.items())]
 
     # -- background ------------------------------------------------------------------------------
     def start(self) -> "ImpressionEmitter":
@@ -113,6 +122,7 @@ class ImpressionEmitter:
     def _on_error(self, exc: BaseException) -> None:
         with self._lock:
             self.stats.failed += 1
+            self._lost_at.append((time.monotonic(), "not acknowledged by the broker"))
         log.debug("impression not delivered: %s", exc)
 
     def _on_send_error(self, key: bytes, value: bytes, resend: bool, exc: BaseException) -> None:
@@ -158,6 +168,7 @@ class ImpressionEmitter:
             return False
         with self._lock:
             self.stats.too_large += 1
+            self._lost_at.append((time.monotonic(), "over the record size limit"))
             warn, now = False, time.monotonic()
             if now - self._warned_at >= 10.0:
                 warn, self._warned_at = True, now

@@ -57,6 +57,9 @@ class ServeConfig:
     gate: GateConfig = field(default_factory=GateConfig)
     torch_threads: int = 1
     feature_source: str = "request"  # "feast": fetch item features the request does not carry
+    #: with ``feature_source="feast"``: run the repair job that re-materializes the online store's rows
+    #: when they are lost (feature_store.scheduling.MaterializeRepair)
+    repair_features: bool = True
     #: ``GET /dashboard`` and its data (serving.dashboard): a time bucket per request costs one float.
     dashboard: bool = True
 
