@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import shutil
 import threading
+import time
 from dataclasses import replace
 
 import pytest
@@ -108,9 +109,11 @@ def test_redis_killed_and_restarted_empty_under_load(tmp_path, embedded_stack, s
                 shutil.rmtree(tmp_path / "redis")  # the append-only file is lost too: Redis comes back empty
                 (tmp_path / "redis").mkdir()
                 server.start()
+                restarted = time.monotonic()
                 assert wait_for(lambda: runtime.repair.repairs == 1, 120), runtime.repair.failures
                 mark = len(load.answers)
                 assert wait_for(lambda: any(d is None for _, d, _v in load.answers[mark:]), 30)
+                features_back_s = time.monotonic() - restarted  # reported, not asserted
                 assert runtime.features.fetch("u", "q1", items).shape[1] == width  # the rows are back
 
                 assert registry.publish("linear-pl", scorer(width).state_dict()).version == "1"  # the registry was lost
@@ -130,6 +133,7 @@ def test_redis_killed_and_restarted_empty_under_load(tmp_path, embedded_stack, s
         served = [int(v) for _, _, v in load.answers if v is not None]
         assert served == sorted(served), "a served version went backwards"
         print(f"\nredis restart under load: {len(statuses)} requests, 0 failed, {degraded} degraded, "
-              f"repairs {runtime.repair.repairs}, versions served {sorted(set(served))}")
+              f"repairs {runtime.repair.repairs}, features back {features_back_s:.1f} s after the restart, "
+              f"versions served {sorted(set(served))}")
     finally:
         server.stop()
