@@ -108,7 +108,7 @@ def report(summary: dict, decisions: list, timeline: list, killed: float, restar
     print(f"/healthz degraded: {len(degraded_at)} polls, first {min(degraded_at) - killed:+.1f} s after the kill"
           if degraded_at else "/healthz never said degraded")
     print(f"/healthz ok for good {ok_after - restarted:.1f} s after the restart" if ok_after else "/healthz not ok again")
-    reasons = sorted({r.split(":")[0] + ": " + r.split(":")[1][:60] for _, _, rs in timeline for r in rs})
+    reasons = sorted({re.sub(r"\d+", "N", r) for _, _, rs in timeline for r in rs})
     print(f"reasons seen: {reasons}")
     print(f"served versions went backwards without a rollback: {backwards} times; last swapped {swapped}")
 

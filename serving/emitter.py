@@ -102,7 +102,7 @@ class ImpressionEmitter:
     def queued(self) -> int:
         return self._queue.qsize()
 
-    def health(self, window_s: float = 60.0) -> list[str]:
+    def health(self, window_s: float = 30.0) -> list[str]:
         """Why impression logging is degraded now: records lost in the last ``window_s``, by why (empty: none)."""
         since = time.monotonic() - window_s
         with self._lock:

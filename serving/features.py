@@ -59,7 +59,7 @@ class FeastItemFeatures:
     """Item feature vectors from the Feast online store (Redis), with a local cache for outages."""
 
     def __init__(self, settings: Settings, feature: str = DEFAULT_ITEM_FEATURE, cache: FeatureCache | None = None,
-                 window_s: float = 60.0, missing_alarm_share: float = 0.5, missing_alarm_items: int = 20) -> None:
+                 window_s: float = 30.0, missing_alarm_share: float = 0.5, missing_alarm_items: int = 20) -> None:
         from feature_store.online_read import applied_reader  # noqa: PLC0415 - Feast is slow to import
 
         self.reader = applied_reader(settings, [feature])

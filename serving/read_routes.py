@@ -4,7 +4,7 @@
 every request); its ``status`` is ``ok`` or ``degraded``, with the reasons in ``degraded``: the
 feature store unreachable or missing most rows (:meth:`serving.features.FeastItemFeatures.health`),
 impressions dropped or not acknowledged (:meth:`serving.emitter.ImpressionEmitter.health`), each
-over the last minute, so the status goes back to ``ok`` by itself once the cause is gone.
+over the last 30 s, so the status goes back to ``ok`` by itself once the cause is gone.
 """
 
 from __future__ import annotations

@@ -23,4 +23,4 @@ def test_lost_impressions_make_the_emitter_report_degraded_by_why():
     assert emitter.health() == []
     for _ in range(3):
         emitter.offer(b"k", b"v")
-    assert emitter.health() == ["impressions: 2 dropped (buffer full) in the last 60 s"]
+    assert emitter.health() == ["impressions: 2 dropped (buffer full) in the last 30 s"]
