@@ -85,6 +85,9 @@ def main() -> None:
         stack.stop_pid(new_redis)
     summary = json.loads((Path(args.output) / "summary.json").read_text())
     decisions = json.loads((Path(args.output) / "decisions.json").read_text())
+    (Path(args.output) / "healthz_timeline.json").write_text(json.dumps(
+        [{"t_from_kill_s": round(t - killed, 2), "status": status, "degraded": reasons}
+         for t, status, reasons in timeline], indent=1))
     report(summary, decisions, timeline, killed, restarted, args)
     print("last /healthz counts: " + json.dumps({k: v for k, v in last.items() if k.startswith("features_")
                                                  or k == "impressions"}))
@@ -92,8 +95,9 @@ def main() -> None:
 
 def report(summary: dict, decisions: list, timeline: list, killed: float, restarted: float, args) -> None:
     degraded_at = [t for t, status, _ in timeline if status == "degraded"]
+    # ok again for good: no later poll says degraded (polls after the demo stopped its server fail: ignored)
     ok_after = next((t for t, status, _ in timeline if t > restarted and status == "ok"
-                     and all(s == "ok" for tt, s, _ in timeline if tt >= t)), None)
+                     and all(s != "degraded" for tt, s, _ in timeline if tt >= t)), None)
     swapped = {}
     backwards = 0
     for d in decisions:
