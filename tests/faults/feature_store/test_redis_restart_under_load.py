@@ -137,3 +137,46 @@ def test_redis_killed_and_restarted_empty_under_load(tmp_path, embedded_stack, s
               f"versions served {sorted(set(served))}")
     finally:
         server.stop()
+
+
+def test_rows_lost_by_an_empty_restart_are_noticed_and_repaired(tmp_path, embedded_stack, shared_data,
+                                                                  restore_torch_threads):
+    """Redis comes back empty: the rows are missing, not unreachable. Serving fills them from its cache
+    (degraded), /healthz names the missing rows, and one repair check re-materializes them."""
+    from feature_store.scheduling import MaterializeRepair
+
+    (tmp_path / "redis").mkdir()
+    server = DurableRedis(tmp_path / "redis")
+    server.start()
+    try:
+        settings = fresh_topics(replace(embedded_stack, home=tmp_path / "home", redis=server.url))
+        repo = apply(settings, FeatureStoreSettings(), data_root=shared_data, limit=50, progress=False, use_cli=False)
+        materialize_all(repo)
+        items = load_letor(shared_data / "letor" / "rank.train").queries[0].doc_ids[:5]
+        config = ServeConfig(feature_source="feast", calibrator="", fusion="", reranker="", explore=False,
+                             repair_features=False)
+        runtime = build_runtime(settings, config, with_watcher=False)
+        runtime.features.missing_alarm_items = 4  # the query has few items; the default waits for 20 reads
+        repair = MaterializeRepair.for_repo(settings)
+        with TestClient(create_app(runtime)) as client:
+            assert client.post("/rerank", json=body(0, items)).json()["degraded"] is None
+            assert repair.check_once() is False  # the marker is there: nothing to do
+
+            server.kill9()
+            shutil.rmtree(tmp_path / "redis")
+            (tmp_path / "redis").mkdir()
+            server.start()
+            answers = [client.post("/rerank", json=body(k, items)) for k in range(1, 6)]
+            assert [a.status_code for a in answers] == [200] * 5
+            assert all(a.json()["degraded"] == "features" for a in answers)  # filled from the cache
+            health = client.get("/healthz").json()
+            assert health["status"] == "degraded" and health["features_unavailable"] == 0
+            assert any("missing from the online store" in reason for reason in health["degraded"])
+
+            assert repair.check_once() is True and repair.repairs == 1
+            assert client.post("/rerank", json=body(6, items)).json()["degraded"] is None
+            assert runtime.features.read("u", "q1", items).source == "store"
+            assert repair.check_once() is False
+        repair.shutdown()
+    finally:
+        server.stop()

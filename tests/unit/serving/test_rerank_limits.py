@@ -137,3 +137,9 @@ def test_openapi_documents_the_limits(served):
     assert context["maxProperties"] == MAX_CONTEXT_ENTRIES
     values = json.dumps(context["additionalProperties"])
     assert f'"maxLength": {MAX_CONTEXT_STRING}' in values
+    assert "features" in schema["components"]["schemas"]["RerankResponse"]["properties"]["degraded"]["description"]
+
+
+def test_an_answer_with_the_request_s_own_features_is_not_degraded(served):
+    client, _ = served
+    assert client.post("/rerank", json=body()).json()["degraded"] is None
