@@ -188,7 +188,7 @@ class SnapshotRegistry:
         return self.manifest(model, version) if version is not None else None
 
     def _versions(self, model: str) -> list[str]:
-        return [_text(v) for v in self.redis.zrange(self._key(model, "versions"), 0, -1)]
+        return [v.decode("utf-8", "replace") for v in self.redis.zrange(self._key(model, "versions"), 0, -1)]
 
     def kept_versions(self, model: str) -> list[str]:
         """Version numbers kept for ``model``, oldest first, readable or not."""
@@ -200,7 +200,7 @@ class SnapshotRegistry:
 
     def inspect_versions(self, model: str) -> list[tuple[str, Manifest | None, str | None]]:
         """Every kept version, oldest first, as ``(version, manifest or None, why it is unreadable or None)``."""
-        out = []
+        out: list[tuple[str, Manifest | None, str | None]] = []
         for version in self._versions(model):
             try:
                 out.append((version, self.manifest(model, version), None))

@@ -150,17 +150,18 @@ class ImpressionEmitter:
     def _next(self) -> tuple[bytes, bytes | Callable[[], bytes], bool] | None:
         """The next record: one to send again first, else one from the queue (``None`` after 0.2 s idle)."""
         try:
-            key, value = self._resend.popleft()
-            with self._lock:
-                self.stats.resent += 1
-            return key, value, False
+            again = self._resend.popleft()
         except IndexError:
             pass
+        else:
+            with self._lock:
+                self.stats.resent += 1
+            return again[0], again[1], False
         try:
-            key, value = self._queue.get(timeout=0.2)
+            queued = self._queue.get(timeout=0.2)
         except queue.Empty:
             return None
-        return key, value, True
+        return queued[0], queued[1], True
 
     def _too_large(self, key: bytes, value: bytes) -> bool:
         size = record_bytes(key, value)
