@@ -5,6 +5,7 @@
 * :mod:`common.waiting` poll a condition until it holds or a deadline passes.
 * :mod:`common.errors`  :class:`~common.errors.StreamrankError`, the root of the project's exceptions.
 * :mod:`common.stack`   the embedded stack: a Kafka-protocol broker from a pip wheel + Redis on loopback.
+* :mod:`common.record_size` the record size limit every producer checks, and which producer errors are fatal.
 * :mod:`common.topics`  the project's topics on a broker: created with their partitions and retention.
 * :mod:`common.heap`    freeze a long-running process's start-up heap (fewer GC passes).
 * :mod:`common.health`  the health probes used by container health checks.

@@ -71,9 +71,22 @@ class Manifest:
     def from_json(cls, raw: bytes | str) -> "Manifest":
         try:
             doc = json.loads(raw)
-            return cls(**doc)
+            manifest = cls(**doc)
         except (ValueError, TypeError) as exc:
             raise SnapshotCorrupt(f"unreadable manifest: {exc}") from None
+        manifest._check_types()
+        return manifest
+
+    def _check_types(self) -> None:
+        """Refuse a manifest whose fields have the wrong JSON types (a readable but garbage document)."""
+        expected = {"name": str, "version": str, "created_at": (int, float), "sha256": str, "size_bytes": int,
+                    "tensors": dict, "metrics": dict, "meta": dict}
+        for name, kinds in expected.items():
+            value = getattr(self, name)
+            if not isinstance(value, kinds) or isinstance(value, bool):
+                raise SnapshotCorrupt(f"unreadable manifest: {name} is {type(value).__name__} {value!r:.40}")
+        if self.parent is not None and not isinstance(self.parent, str):
+            raise SnapshotCorrupt(f"unreadable manifest: parent is {type(self.parent).__name__}")
 
 
 @dataclass(frozen=True)

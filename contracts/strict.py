@@ -15,6 +15,11 @@ from pydantic import BaseModel, ConfigDict, Field
 Id = Annotated[str, Field(min_length=1, max_length=256)]
 #: A float that is neither NaN nor infinite.
 Finite = Annotated[float, Field(allow_inf_nan=False)]
+#: The largest finite float32: the models compute in float32, so a larger finite JSON number
+#: (1e308) would become inf inside them.
+FLOAT32_MAX = 3.4028234663852886e38
+#: A finite float that also fits float32 (model inputs).
+Float32 = Annotated[float, Field(allow_inf_nan=False, ge=-FLOAT32_MAX, le=FLOAT32_MAX)]
 
 
 class FrozenModel(BaseModel):

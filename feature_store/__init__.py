@@ -5,8 +5,10 @@ Modules, one job each (data flow: streams -> learners -> feature_store -> servin
 * :mod:`feature_store.snapshots`     ``SnapshotRegistry``: publish / current / load / rollback /
                                      list_versions / verify of safetensors + JSON-manifest snapshots in
                                      Redis, announced on ``model-updates`` (Kafka) and Redis pub/sub.
+* :mod:`feature_store.snapshot_scripts` the registry's Lua scripts (pointer move, version numbers).
 * :mod:`feature_store.scheduling`    ``LearnerJobs``: apscheduler jobs in the learner process (snapshot
-                                     every T s when changed and on shutdown; scheduled materialize).
+                                     every T s when changed and on shutdown; scheduled materialize) and
+                                     ``MaterializeRepair`` (re-materializes rows the online store lost).
 * :mod:`feature_store.settings`      intervals, retention, batching (``STREAMRANK_SNAPSHOT_*``, ...).
 * :mod:`feature_store.feast_repo`    renders the runnable Feast repo (``feature_store.yaml`` from config +
                                      the definitions in ``feature_store/repo``), apply, materialize.

@@ -19,6 +19,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -158,8 +159,28 @@ def materialize(repo: FeastRepo, end: datetime | None = None, start: datetime | 
 
 
 def materialize_all(repo: FeastRepo, store=None) -> list[str]:
-    """Materialize everything from before the profile timestamp until now (what ``features materialize --all`` does)."""
-    return materialize(repo, start=EARLIEST, store=store)
+    """Materialize everything from before the profile timestamp until now (what ``features materialize --all`` does).
+
+    Then writes the project's marker key (:func:`materialized_marker_key`) in the online Redis: a
+    marker that is gone means the store lost its rows (Redis restarted empty), which
+    :class:`feature_store.scheduling.MaterializeRepair` notices and repairs.
+    """
+    import redis  # noqa: PLC0415
+
+    store = store or repo.store()
+    names = materialize(repo, start=EARLIEST, store=store)
+    url = redis_url_from_connection_string(store.config.online_store.connection_string)
+    client = redis.Redis.from_url(url)
+    try:
+        client.set(materialized_marker_key(repo.project), str(time.time()))
+    finally:
+        client.close()
+    return names
+
+
+def materialized_marker_key(project: str) -> str:
+    """The online-store key that says "every offline row of ``project`` was materialized here"."""
+    return f"streamrank:feast:{project}:materialized_at"
 
 
 def redis_url_from_connection_string(connection_string: str) -> str:

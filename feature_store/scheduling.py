@@ -13,6 +13,12 @@ Usage from a learner process (it does not depend on the learner runtime's intern
     ...
     jobs.shutdown()       # stops the jobs, then publishes a last snapshot if anything changed
 
+:class:`MaterializeRepair` is the online store's own repair job (serving runs it when it reads
+item features from Feast): every ``repair_check_interval_s`` it checks the marker that
+:func:`feature_store.feast_repo.materialize_all` leaves in the online Redis, and when it is gone
+(Redis restarted empty: the rows went with it) materializes everything again, so lost features
+come back within one check interval plus the materialization, without a person.
+
 Intervals come from :mod:`feature_store.settings` (``STREAMRANK_SNAPSHOT_INTERVAL_S``,
 ``STREAMRANK_MATERIALIZE_INTERVAL_S``). A failed publish (Redis down, NaN weights) is logged
 and retried at the next tick even if the source then reports no change, so a change is never
@@ -135,3 +141,66 @@ class LearnerJobs:
         if self.scheduler.running:
             self.scheduler.shutdown(wait=True)
         return self.snapshot_if_changed() if final_snapshot else None
+
+
+class MaterializeRepair:
+    """An apscheduler job that re-materializes every offline row when the online store lost them.
+
+    ``materialize_all`` does the work and leaves the marker (:func:`feature_store.feast_repo.materialize_all`);
+    a check costs one Redis EXISTS. A failed check or materialization (Redis still down) is logged and
+    retried at the next tick.
+    """
+
+    def __init__(self, redis_client: Any, marker_key: str, materialize_all: Callable[[], Any],
+                 interval_s: float = 10.0) -> None:
+        self.redis = redis_client
+        self.marker_key = marker_key
+        self.materialize_all = materialize_all
+        self.interval_s = interval_s
+        self.repairs = 0
+        self.failures: list[str] = []
+        self._lock = threading.Lock()
+        self.scheduler = BackgroundScheduler(timezone="UTC")
+
+    @classmethod
+    def for_repo(cls, settings: Settings, fs: FeatureStoreSettings | None = None) -> "MaterializeRepair":
+        """The repair job of the applied Feast repo of ``settings`` (its Redis, its marker); not re-rendered."""
+        import redis  # noqa: PLC0415
+
+        from feature_store.feast_repo import FeastRepo, materialize_all, materialized_marker_key, repo_path  # noqa: PLC0415
+        from feature_store.settings import load_feature_store_settings  # noqa: PLC0415
+
+        fs = fs or load_feature_store_settings(settings)
+        repo = FeastRepo(repo_path(settings, fs), fs.feast_project)
+        client = redis.Redis.from_url(settings.redis_url, socket_timeout=5, socket_connect_timeout=2)
+        return cls(client, materialized_marker_key(repo.project), lambda: materialize_all(repo),
+                   fs.repair_check_interval_s)
+
+    def check_once(self) -> bool:
+        """Re-materialize if the marker is gone; True when it did."""
+        with self._lock:
+            try:
+                if self.redis.exists(self.marker_key):
+                    return False
+                log.warning("the online store lost its materialized rows (%s is gone): materializing again",
+                            self.marker_key)
+                started = time.monotonic()
+                self.materialize_all()
+            except Exception as exc:  # noqa: BLE001 - Redis still down: the next tick retries
+                log.warning("feature repair failed, retrying in %.0f s: %s", self.interval_s, exc)
+                self.failures.append(str(exc))
+                return False
+            self.repairs += 1
+            log.warning("online features re-materialized in %.1f s", time.monotonic() - started)
+            return True
+
+    def start(self) -> "MaterializeRepair":
+        self.scheduler.add_job(self.check_once, "interval", seconds=self.interval_s, id="feature-repair",
+                               max_instances=1, coalesce=True)
+        self.scheduler.start()
+        return self
+
+    def shutdown(self) -> None:
+        if self.scheduler.running:
+            self.scheduler.shutdown(wait=True)
+        self.redis.close()

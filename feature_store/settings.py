@@ -29,6 +29,7 @@ ENV_NAMES = {
     "snapshot_interval_s": "STREAMRANK_SNAPSHOT_INTERVAL_S",
     "snapshot_keep": "STREAMRANK_SNAPSHOT_KEEP",
     "materialize_interval_s": "STREAMRANK_MATERIALIZE_INTERVAL_S",
+    "repair_check_interval_s": "STREAMRANK_FEATURE_REPAIR_CHECK_S",
     "feast_project": "STREAMRANK_FEAST_PROJECT",
     "stats_batch": "STREAMRANK_STATS_BATCH",
     "stats_latency_ms": "STREAMRANK_STATS_LATENCY_MS",
@@ -41,13 +42,16 @@ class FeatureStoreSettings:
     snapshot_interval_s: float = 60.0
     snapshot_keep: int = 5
     materialize_interval_s: float = 3600.0
+    #: how often serving checks that the online store still has its materialized rows (one EXISTS)
+    repair_check_interval_s: float = 10.0
     feast_project: str = "streamrank"
     stats_batch: int = 200
     stats_latency_ms: float = 500.0
     stats_half_life_s: float = 86_400.0
 
     def __post_init__(self) -> None:
-        for name in ("snapshot_interval_s", "materialize_interval_s", "stats_latency_ms", "stats_half_life_s"):
+        for name in ("snapshot_interval_s", "materialize_interval_s", "repair_check_interval_s", "stats_latency_ms",
+                     "stats_half_life_s"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{ENV_NAMES[name]} must be > 0, got {getattr(self, name)}")
         for name in ("snapshot_keep", "stats_batch"):

@@ -32,6 +32,7 @@ key                                   type       content
 ``NS:{model}:rejected``               hash       version -> why verification refused it
 ``NS:{model}:current``                string     the serving version
 ``NS:{model}:current_event``          string     what moved it last: ``publish`` or ``rollback``
+``NS:{model}:bad_pointer_heals``      string     how often a bad ``current`` was replaced (INCR)
 ====================================  =========  ==============================================
 
 Publishing writes blob + manifest + the version entry in one MULTI/EXEC, reads the blob back
@@ -45,6 +46,13 @@ lets an explicit rollback past its promotion gate) and PUBLISHes the manifest on
 manifest is produced to the ``model-updates`` Kafka topic (key = model name, value = manifest
 JSON, plus an ``event`` field: ``publish`` or ``rollback``) and versions beyond the newest
 ``keep`` are pruned (the current one is never pruned).
+
+A bad pointer heals itself: a ``current`` that names no readable kept version (garbage, a
+version without a manifest such as ``999999``, an unreadable manifest) counts as "no current"
+on the next publish or rollback, which moves it (logged at WARNING, counted in
+``bad_pointer_heals``) instead of failing every later publish. Version numbers come from
+``seq`` but never at or below the newest kept version, so a lost ``seq`` cannot overwrite one.
+The scripts are in :mod:`feature_store.snapshot_scripts`.
 
 Durability: a crash or restart of Redis between those steps leaves the old pointer (or the
 new one, once the script ran) because every step is atomic on its own; with Redis persistence
@@ -78,6 +86,7 @@ from contracts.snapshot import (
     serialize_state,
     tensor_specs,
 )
+from feature_store.snapshot_scripts import MOVE_POINTER, NEXT_VERSION
 
 __all__ = ["DEFAULT_KEEP", "MANIFEST_SCHEMA", "Manifest", "SnapshotCorrupt", "SnapshotError", "SnapshotInvalid",
            "SnapshotNotFound", "SnapshotRegistry", "Verification", "check_finite", "decode_blob", "serialize_state",
@@ -87,24 +96,8 @@ log = logging.getLogger(__name__)
 
 DEFAULT_KEEP = 5
 
-#: Moves ``current`` only when the manifest exists and carries the expected checksum, and (for a
-#: publish, not a rollback) only forward, so a slow concurrent publisher cannot move it back;
-#: then announces the manifest on pub/sub.
-#: KEYS: current, manifest, current_event. ARGV: version, sha256, channel, message, event.
-_MOVE_POINTER = """
-local manifest = redis.call('GET', KEYS[2])
-if not manifest then return redis.error_reply('NOMANIFEST version ' .. ARGV[1] .. ' has no manifest') end
-local doc = cjson.decode(manifest)
-if doc['sha256'] ~= ARGV[2] then return redis.error_reply('BADSHA manifest checksum changed') end
-local previous = redis.call('GET', KEYS[1])
-if ARGV[5] == 'publish' and previous and tonumber(previous) > tonumber(ARGV[1]) then
-  return redis.error_reply('STALE current is already v' .. previous)
-end
-redis.call('SET', KEYS[1], ARGV[1])
-redis.call('SET', KEYS[3], ARGV[5])
-redis.call('PUBLISH', ARGV[3], ARGV[4])
-return previous
-"""
+#: Tries of a pointer move when another writer moved ``current`` between the read and the script.
+_POINTER_TRIES = 5
 
 
 class SnapshotRegistry:
@@ -125,7 +118,10 @@ class SnapshotRegistry:
         self.topic = settings.topics.model_updates
         self._announce_kafka = announce_kafka and bool(settings.kafka)
         self._producer = None
-        self._move_pointer = self.redis.register_script(_MOVE_POINTER)
+        self._move_pointer = self.redis.register_script(MOVE_POINTER)
+        self._next_version = self.redis.register_script(NEXT_VERSION)
+        #: bad ``current`` pointers this registry replaced on publish/rollback (Redis keeps the total per model)
+        self.bad_pointers_healed = 0
 
     # -- keys ---------------------------------------------------------------------------------
     def _key(self, model: str, *parts: str) -> str:
@@ -144,13 +140,42 @@ class SnapshotRegistry:
         return sorted(m.decode() for m in self.redis.smembers(f"{self.namespace}:models"))
 
     def current_version(self, model: str) -> str | None:
+        """The raw ``current`` pointer (may be bad: see :meth:`pointer_problem`)."""
         raw = self.redis.get(self._key(model, "current"))
-        return raw.decode() if raw is not None else None
+        return _text(raw)
 
     def current_pointer(self, model: str) -> tuple[str | None, str | None]:
         """The serving version and what moved the pointer there (``publish``/``rollback``), read together."""
         version, event = self.redis.mget([self._key(model, "current"), self._key(model, "current_event")])
-        return (version.decode() if version is not None else None, event.decode() if event is not None else None)
+        return _text(version), _text(event)
+
+    def pointer_problem(self, model: str, version: str | None = None) -> str | None:
+        """Why the ``current`` pointer (or ``version``) names no readable kept version; None when it does.
+
+        A missing pointer is no problem (no snapshot yet). Only the manifest is read, not the blob:
+        a pointer at a version whose blob rotted is a refused snapshot, not a bad pointer.
+        """
+        version = self.current_version(model) if version is None else version
+        if version is None:
+            return None
+        if not version.isdecimal():
+            return f"current pointer {version!r:.40} is not a version number"
+        try:
+            manifest = self.manifest(model, version)
+        except SnapshotError as exc:
+            return f"current pointer v{version}: {exc}"
+        if manifest.version != version or manifest.name != model:
+            return f"current pointer v{version}: the manifest there is {manifest.name} v{manifest.version}"
+        return None
+
+    def good_current_version(self, model: str) -> str | None:
+        """The ``current`` version if it names a readable kept version, else None (a bad pointer is no current)."""
+        version = self.current_version(model)
+        return version if version is not None and self.pointer_problem(model, version) is None else None
+
+    def bad_pointer_heals(self, model: str) -> int:
+        """How many times a publish or rollback replaced a bad ``current`` pointer of ``model`` (all writers)."""
+        return int(_text(self.redis.get(self._key(model, "bad_pointer_heals"))) or 0)
 
     def manifest(self, model: str, version: str) -> Manifest:
         raw = self.redis.get(self._manifest_key(model, version))
@@ -163,16 +188,26 @@ class SnapshotRegistry:
         return self.manifest(model, version) if version is not None else None
 
     def _versions(self, model: str) -> list[str]:
-        return [v.decode() for v in self.redis.zrange(self._key(model, "versions"), 0, -1)]
+        return [v.decode("utf-8", "replace") for v in self.redis.zrange(self._key(model, "versions"), 0, -1)]
+
+    def kept_versions(self, model: str) -> list[str]:
+        """Version numbers kept for ``model``, oldest first, readable or not."""
+        return self._versions(model)
 
     def list_versions(self, model: str) -> list[Manifest]:
-        """Kept versions, oldest first."""
-        out = []
+        """Kept versions with a readable manifest, oldest first (see :meth:`inspect_versions` for the rest)."""
+        return [manifest for _, manifest, _ in self.inspect_versions(model) if manifest is not None]
+
+    def inspect_versions(self, model: str) -> list[tuple[str, Manifest | None, str | None]]:
+        """Every kept version, oldest first, as ``(version, manifest or None, why it is unreadable or None)``."""
+        out: list[tuple[str, Manifest | None, str | None]] = []
         for version in self._versions(model):
             try:
-                out.append(self.manifest(model, version))
+                out.append((version, self.manifest(model, version), None))
             except SnapshotNotFound:
                 continue  # pruned between the two reads
+            except SnapshotError as exc:
+                out.append((version, None, str(exc)))
         return out
 
     def rejected(self, model: str) -> dict[str, str]:
@@ -217,9 +252,9 @@ class SnapshotRegistry:
         meta = _json_safe(state.meta, "state.meta")
         metrics = _json_safe(metrics or {}, "metrics")
         blob = serialize_state(state)
-        version = str(self.redis.incr(self._key(model_name, "seq")))
+        version = str(self._next_version(keys=[self._key(model_name, "seq"), self._key(model_name, "versions")]))
         manifest = Manifest(name=model_name, version=version,
-                            parent=parent if parent is not None else self.current_version(model_name),
+                            parent=parent if parent is not None else self.good_current_version(model_name),
                             created_at=time.time(), sha256=hashlib.sha256(blob).hexdigest(), size_bytes=len(blob),
                             tensors=tensor_specs(state.tensors), offsets=meta.get("offsets"), metrics=metrics,
                             meta=meta)
@@ -250,15 +285,28 @@ class SnapshotRegistry:
         return check.manifest
 
     def _point_to(self, manifest: Manifest, event: str) -> None:
+        """Move ``current`` to ``manifest`` atomically; a bad previous pointer counts as none (logged, counted)."""
         announcement = json.dumps({**manifest.as_dict(), "event": event}, sort_keys=True, allow_nan=False)
-        try:
-            self._move_pointer(keys=[self._key(manifest.name, "current"),
-                                     self._manifest_key(manifest.name, manifest.version),
-                                     self._key(manifest.name, "current_event")],
-                               args=[manifest.version, manifest.sha256, self.channel, announcement, event])
-        except redis.ResponseError as exc:
-            raise SnapshotCorrupt(f"pointer for {manifest.name} not moved to v{manifest.version}: {exc}") from None
-        self._announce(manifest.name, announcement)
+        model = manifest.name
+        for attempt in range(_POINTER_TRIES):
+            raw = self.redis.get(self._key(model, "current"))  # compared byte for byte by the script
+            seen = _text(raw)
+            problem = self.pointer_problem(model, seen)
+            try:
+                self._move_pointer(keys=[self._key(model, "current"), self._manifest_key(model, manifest.version),
+                                         self._key(model, "current_event"), self._key(model, "bad_pointer_heals")],
+                                   args=[manifest.version, manifest.sha256, self.channel, announcement, event,
+                                         raw or b"", "1" if problem is None else "0"])
+            except redis.ResponseError as exc:
+                if str(exc).startswith("RACED") and attempt + 1 < _POINTER_TRIES:
+                    continue  # another writer moved it since we read it: judge the new value
+                raise SnapshotCorrupt(f"pointer for {model} not moved to v{manifest.version}: {exc}") from None
+            break
+        if seen is not None and problem is not None:
+            self.bad_pointers_healed += 1
+            log.warning("snapshot registry: %s; treated as no current and moved to v%s (%s)", problem,
+                        manifest.version, event)
+        self._announce(model, announcement)
 
     def _announce(self, model: str, announcement: str) -> None:
         if not self._announce_kafka:
@@ -297,6 +345,11 @@ class SnapshotRegistry:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _text(raw: bytes | None) -> str | None:
+    """A Redis value as text; undecodable bytes are replaced, so a garbage key reads as garbage, not a crash."""
+    return raw.decode("utf-8", "replace") if raw is not None else None
 
 
 def iter_announcements(pubsub_messages: Iterable[dict]) -> Iterable[Manifest]:

@@ -4,7 +4,11 @@ The request path:
 
 * :mod:`serving.app`        FastAPI app: ``POST /rerank``, ``GET /healthz``, ``GET /models``, ``GET /metrics``
                             (bodies in :mod:`contracts.rerank`; a bad one is a 422 naming the field).
-* :mod:`serving.features`   item features from Feast's Redis keys when a request does not carry them.
+* :mod:`serving.http_middleware` the body-size limit (413 before parsing) and the arrival stamp.
+* :mod:`serving.features`   item features from Feast's Redis keys when a request does not carry them;
+                            degraded (cache or none, never a 500) when the store is down or lost rows.
+* :mod:`serving.feature_cache` the bounded LRU+TTL cache of recent feature rows used in an outage.
+* :mod:`serving.read_routes` ``GET /healthz`` (ok/degraded with reasons), ``GET /models``, ``GET /metrics``.
 * :mod:`serving.components` snapshot -> model object per role (calibrator, fusion, reranker), the
                             calling conventions, the canary check.
 * :mod:`serving.baseline`   the cold-start policy and ``linear-pl`` (a small real list-wise learner).

@@ -28,7 +28,7 @@ import torch
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from common.config import Settings
 from common.errors import StreamrankError
@@ -44,6 +44,8 @@ from serving.emitter import ImpressionEmitter
 from serving.gate import prefix_key
 from serving.gate import usable as gate_usable
 from serving.holder import Bundle, ModelHolder
+from serving.http_middleware import ArrivalStamp, BodyLimit, BodyTooLarge, server_timing, too_large_body
+from serving.read_routes import add_read_routes
 from serving.recent_examples import RecentExamples
 from serving.settings import ServeConfig
 from streams.metrics import status_dir
@@ -62,41 +64,24 @@ class InputError(StreamrankError, ValueError):
         self.reason = reason
 
 
+#: Union branch names pydantic puts in an error's location (``context.a.constrained-float``): not fields.
+_UNION_TAGS = frozenset({"float", "str", "int", "bool", "constrained-float", "constrained-str", "constrained-int"})
+
+
 def _loc_to_field(loc: tuple | list) -> str:
-    parts = [str(p) for p in loc if p != "body"]
+    parts = [str(p) for p in loc if p != "body" and p not in _UNION_TAGS]
     return ".".join(parts) or "<body>"
 
 
 def validation_error_body(exc: RequestValidationError) -> dict[str, Any]:
-    errors = exc.errors()
+    """The 422 document: the first error's field and reason, and up to 20 errors. Of a union's errors
+    (a context value is a number or a string) the one that is not a plain type mismatch comes first."""
+    errors = sorted(exc.errors(), key=lambda e: str(e.get("type", "")).endswith("_type"))
     first = errors[0] if errors else {"loc": (), "msg": "invalid request", "type": "invalid"}
     return {"error": "invalid_request", "field": _loc_to_field(first.get("loc", ())), "reason": first.get("type"),
             "message": str(first.get("msg")),
             "errors": [{"field": _loc_to_field(e.get("loc", ())), "reason": e.get("type"), "message": str(e.get("msg"))}
                        for e in errors[:20]]}
-
-
-class ArrivalStamp:
-    """Pure ASGI middleware: stamps when each HTTP request reached the app (``scope["state"]["arrived"]``,
-    ``time.perf_counter``), so ``POST /rerank`` can say in its ``Server-Timing`` header how long the
-    request waited before the handler ran (body read and validation, other requests ahead of it
-    on the event loop) apart from the handler itself. A client comparing its own latency with the
-    two sees what the transport and the scheduling of the machine add."""
-
-    def __init__(self, app: Any) -> None:
-        self.app = app
-
-    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
-        if scope["type"] == "http":
-            scope.setdefault("state", {})["arrived"] = time.perf_counter()
-        await self.app(scope, receive, send)
-
-
-def server_timing(arrived: float | None, started: float, finished: float) -> str:
-    """The ``Server-Timing`` value of one rerank (milliseconds): ``wait`` from arrival to the
-    handler, ``handler`` for the handler (feature read, models, response body)."""
-    handler = f"handler;dur={(finished - started) * 1000:.3f}"
-    return handler if arrived is None else f"wait;dur={max(0.0, started - arrived) * 1000:.3f}, {handler}"
 
 
 class Metrics:
@@ -116,6 +101,13 @@ class Metrics:
         self.failed = Gauge("streamrank_impressions_failed", "impressions the broker never acknowledged",
                             registry=self.registry)
         self.queued = Gauge("streamrank_impressions_queued", "impressions waiting in the buffer", registry=self.registry)
+        self.features_unavailable = Gauge("streamrank_features_unavailable", "requests whose feature read failed "
+                                          "(store unreachable)", registry=self.registry)
+        self.features_from_cache = Gauge("streamrank_features_from_cache", "requests served item features from the "
+                                         "local cache", registry=self.registry)
+        self.healthy = Gauge("streamrank_healthy", "1: /healthz says ok, 0: degraded", registry=self.registry)
+        self.degraded = Counter("streamrank_rerank_degraded", "requests answered degraded, by what", ["reason"],
+                                registry=self.registry)
 
 
 @dataclass
@@ -133,6 +125,7 @@ class ServingRuntime:
     dashboard: Any = None  # serving.dashboard.DashboardRecorder (None: ServeConfig.dashboard off)
     feeds: Any = None  # serving.dashboard.DashboardFeeds
     status_folder: Any = None  # the deployment's status files (streams.metrics.status_dir)
+    repair: Any = None  # feature_store.scheduling.MaterializeRepair (None: features not from Feast, or off)
 
     def start(self) -> None:
         self.emitter.start()
@@ -142,8 +135,12 @@ class ServingRuntime:
             self.examples.start()
         if self.watcher is not None:
             self.watcher.start()
+        if self.repair is not None:
+            self.repair.start()
 
     def close(self) -> None:
+        if self.repair is not None:
+            self.repair.shutdown()
         if self.watcher is not None:
             self.watcher.close()
         if self.examples is not None:
@@ -158,7 +155,8 @@ class ServingRuntime:
 def build_runtime(settings: Settings, config: ServeConfig, with_watcher: bool = True) -> ServingRuntime:
     """Wire holder, emitter, examples reader and snapshot watcher from settings."""
     holder = ModelHolder()
-    emitter = ImpressionEmitter(settings.kafka, settings.topics.impressions, max_queue=config.emit_queue)
+    emitter = ImpressionEmitter(settings.kafka, settings.topics.impressions, max_queue=config.emit_queue,
+                                max_record_bytes=settings.max_event_bytes)
     recorder = DashboardRecorder() if config.dashboard else None
     feeds = DashboardFeeds(recorder, settings.kafka, settings.topics.dead_letter) if recorder is not None else None
     examples = RecentExamples(settings.kafka, settings.topics.examples, maxlen=config.gate.window,
@@ -179,22 +177,32 @@ def build_runtime(settings: Settings, config: ServeConfig, with_watcher: bool = 
     from serving.features import build_feature_source  # noqa: PLC0415
 
     features = build_feature_source(config.feature_source, settings)
+    repair = None
+    if features is not None and config.repair_features:
+        from feature_store.scheduling import MaterializeRepair  # noqa: PLC0415
+
+        repair = MaterializeRepair.for_repo(settings)
     return ServingRuntime(settings, config, holder, emitter, examples, watcher, registry, features, recorder, feeds,
-                          status_dir(settings))
+                          status_dir(settings), repair)
 
 
 # -- the request path ---------------------------------------------------------------------------
-def _features(body: RerankBody, source=None) -> torch.Tensor:
+def _features(body: RerankBody, source=None) -> tuple[torch.Tensor, str | None]:
+    """The candidates' features and what degraded them (``"features"``: the store did not supply them)."""
     feats = [c.features for c in body.candidates]
     if all(f is None for f in feats):
         if source is not None:
-            return source.fetch(body.user_id, body.query, [c.item_id for c in body.candidates])
-        return torch.zeros((len(feats), 0))
+            item_ids = [c.item_id for c in body.candidates]
+            if not hasattr(source, "read"):  # a plain source: only fetch(), never degraded
+                return source.fetch(body.user_id, body.query, item_ids), None
+            read = source.read(body.user_id, body.query, item_ids)
+            return read.features, read.degraded
+        return torch.zeros((len(feats), 0)), None
     dims = {len(f) for f in feats if f is not None}
     if any(f is None for f in feats) or len(dims) != 1:
         bad = next(i for i, f in enumerate(feats) if f is None or len(f) != len(feats[0] or []))
         raise InputError(f"candidates.{bad}.features", "every candidate needs features of the same length, or none")
-    return torch.from_numpy(np.asarray(feats, dtype=np.float32))  # ~3x faster than torch.tensor on nested lists
+    return torch.from_numpy(np.asarray(feats, dtype=np.float32)), None  # ~3x faster than torch.tensor on lists
 
 
 def rerank_once(bundle: Bundle, body: RerankBody, config: ServeConfig, feature_source=None) -> dict[str, Any]:
@@ -215,7 +223,8 @@ def rerank_once(bundle: Bundle, body: RerankBody, config: ServeConfig, feature_s
     calibrated = components.calibrate(bundle.calibrator, raw, calibration_context)
     weights, fusion_logprob = components.fusion(bundle.fusion, calibrated, context, explore,
                                                 config.default_fusion_weights)
-    request = RerankRequest(item_ids=tuple(c.item_id for c in body.candidates), features=_features(body, feature_source),
+    features, degraded = _features(body, feature_source)
+    request = RerankRequest(item_ids=tuple(c.item_id for c in body.candidates), features=features,
                             task_scores=calibrated, context={**context, "fusion_weights": weights},
                             upstream_scores=raw)
     result = components.rerank(bundle.reranker, request, explore)
@@ -236,7 +245,8 @@ def rerank_once(bundle: Bundle, body: RerankBody, config: ServeConfig, feature_s
             "weights": weights,
             "feature_ref": getattr(feature_source, "reference", None) if fetched else None,
             "fusion_logprob": fusion_logprob, "list_logprob": list_logprob, "explored": explore,
-            "prefix_logprob": prefix_logprob, "versions": bundle.model_versions(), "request": request}
+            "prefix_logprob": prefix_logprob, "versions": bundle.model_versions(), "request": request,
+            "degraded": degraded}
 
 
 def response_json(body: RerankBody, out: dict[str, Any], logged: bool) -> bytes:
@@ -252,7 +262,8 @@ def response_json(body: RerankBody, out: dict[str, Any], logged: bool) -> bytes:
              for pos, idx in enumerate(out["order"], 1)]
     doc = {"request_id": body.request_id, "items": items, "model_versions": out["versions"],
            "fusion_weights": out["weights"], "fusion_logprob": out["fusion_logprob"],
-           "list_logprob": out["list_logprob"], "explored": bool(out["explored"]), "impression_logged": logged}
+           "list_logprob": out["list_logprob"], "explored": bool(out["explored"]), "impression_logged": logged,
+           "degraded": out.get("degraded")}
     try:
         return json.dumps(doc, allow_nan=False, separators=(",", ":")).encode("utf-8")
     except ValueError:
@@ -322,6 +333,11 @@ def create_app(runtime: ServingRuntime) -> FastAPI:
         metrics.requests.labels(status="422").inc()
         return JSONResponse(status_code=422, content=validation_error_body(exc))
 
+    @app.exception_handler(BodyTooLarge)
+    async def _too_large(_request: Request, exc: BodyTooLarge) -> JSONResponse:
+        metrics.requests.labels(status="413").inc()
+        return JSONResponse(status_code=413, content=too_large_body(exc.max_bytes))
+
     @app.exception_handler(InputError)
     async def _input_error(_request: Request, exc: InputError) -> JSONResponse:
         metrics.requests.labels(status="422").inc()
@@ -334,7 +350,10 @@ def create_app(runtime: ServingRuntime) -> FastAPI:
     # CPU under one GIL either way; without the hop, 8 concurrent clients got 0.76x the p99 and
     # 1.15x the throughput (BENCHMARKS.md, fifth session). The feature read is the one blocking
     # call in it, with a 1 s Redis timeout (feature_store.online_read.DirectFeatureReader).
-    @app.post("/rerank", response_model=RerankResponse)
+    @app.post("/rerank", response_model=RerankResponse, responses={
+        413: {"description": f"body larger than max_body_bytes ({config.max_body_bytes} bytes here), refused "
+                             "before parsing"},
+        422: {"description": "invalid body: `field` names the first offending field, `errors` lists them"}})
     async def rerank(body: RerankBody, request: Request) -> Response:
         started = time.perf_counter()
         if len(body.candidates) > config.max_candidates:
@@ -350,50 +369,13 @@ def create_app(runtime: ServingRuntime) -> FastAPI:
         if runtime.dashboard is not None:
             runtime.dashboard.observe_request(finished - started)
         metrics.requests.labels(status="200").inc()
+        if out["degraded"]:
+            metrics.degraded.labels(reason=out["degraded"]).inc()
         timing = server_timing(request.scope.get("state", {}).get("arrived"), started, finished)
         return Response(content, media_type="application/json", headers={"Server-Timing": timing})
 
-    _add_read_routes(app, runtime, metrics)
+    add_read_routes(app, runtime, metrics)
     add_dashboard_routes(app, runtime)
+    app.add_middleware(BodyLimit, max_bytes=config.max_body_bytes)
     app.add_middleware(ArrivalStamp)
     return app
-
-
-def _add_read_routes(app: FastAPI, runtime: ServingRuntime, metrics: Metrics) -> None:
-    """``GET /healthz``, ``GET /models`` (what serves, swaps, refusals, gate decisions) and ``GET /metrics``."""
-    config = runtime.config
-
-    @app.get("/healthz")
-    def healthz() -> dict[str, Any]:
-        return {"status": "ok", "models": runtime.holder.bundle.versions(),
-                "impressions": runtime.emitter.stats.as_dict(), "feature_source": config.feature_source,
-                "features_missing": getattr(runtime.features, "missing", 0),
-                "features_unavailable": getattr(runtime.features, "unavailable", 0)}
-
-    @app.get("/models")
-    def models(limit: int = 50) -> dict[str, Any]:
-        bundle = runtime.holder.bundle
-        serving = {}
-        for role in ("calibrator", "fusion", "reranker"):
-            comp = bundle.component(role)
-            serving[role] = {"model": comp.name, "version": comp.version, "sha256": comp.sha256,
-                             "loaded_at": comp.loaded_at} if comp else {"model": config.roles()[role],
-                                                                        "version": None, "cold_start": True}
-        return {"serving": serving, "generation": bundle.generation, "swaps": runtime.holder.swaps,
-                "refusals": runtime.holder.refusals,
-                "decisions": runtime.holder.recent_decisions(max(0, min(limit, 1000))),
-                "explore": {"default": config.explore, "rate": config.explore_rate},
-                "gate": {"enabled": config.gate.enabled, "estimator": config.gate.estimator,
-                         "max_relative_drop": config.gate.max_relative_drop, "min_samples": config.gate.min_samples,
-                         "recent_examples": len(runtime.examples) if runtime.examples is not None else 0}}
-
-    @app.get("/metrics")
-    def prometheus() -> Response:
-        stats = runtime.emitter.stats
-        metrics.swaps.set(runtime.holder.swaps)
-        metrics.refusals.set(runtime.holder.refusals)
-        metrics.emitted.set(stats.acked)
-        metrics.dropped.set(stats.dropped)
-        metrics.failed.set(stats.failed)
-        metrics.queued.set(runtime.emitter.queued)
-        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)

@@ -23,6 +23,9 @@ class ServeConfig:
     host: str = "127.0.0.1"
     port: int = 8080
     max_candidates: int = 200
+    #: Largest ``POST /rerank`` body in bytes (413 beyond it, before parsing). 4 MiB holds 200
+    #: candidates x 300 features as JSON with room to spare.
+    max_body_bytes: int = 4 * 1024 * 1024
     calibrator: str = "umnn"
     fusion: str = "drpo"
     reranker: str = "ldro"
@@ -54,6 +57,9 @@ class ServeConfig:
     gate: GateConfig = field(default_factory=GateConfig)
     torch_threads: int = 1
     feature_source: str = "request"  # "feast": fetch item features the request does not carry
+    #: with ``feature_source="feast"``: run the repair job that re-materializes the online store's rows
+    #: when they are lost (feature_store.scheduling.MaterializeRepair)
+    repair_features: bool = True
     #: ``GET /dashboard`` and its data (serving.dashboard): a time bucket per request costs one float.
     dashboard: bool = True
 
@@ -67,6 +73,8 @@ class ServeConfig:
             raise ValueError(f"explore_rate must be in [0, 1], got {self.explore_rate}")
         if self.max_candidates < 1:
             raise ValueError(f"max_candidates must be >= 1, got {self.max_candidates}")
+        if self.max_body_bytes < 1:
+            raise ValueError(f"max_body_bytes must be >= 1, got {self.max_body_bytes}")
 
 
 def _coerce(kind: Any, raw: Any) -> Any:

@@ -125,7 +125,7 @@ def snapshots() -> None:
 @click.argument("model", required=False)
 @click.option("--json", "as_json", is_flag=True)
 def snapshots_list(model: str | None, as_json: bool) -> None:
-    """Kept versions of MODEL (or the models that have snapshots)."""
+    """Kept versions of MODEL (or the models that have snapshots); unreadable versions and pointers show as BAD."""
     with _registry() as registry:
         if model is None:
             models = {m: registry.current_version(m) for m in registry.models()}
@@ -134,24 +134,42 @@ def snapshots_list(model: str | None, as_json: bool) -> None:
             elif not models:
                 click.echo(f"no snapshots under {registry.namespace}")
             for m, v in models.items() if not as_json else ():
-                click.echo(f"{m}  current v{v}")
+                problem = registry.pointer_problem(m, v)
+                click.echo(f"{m}  current v{v}" + (f"  BAD POINTER: {problem}" if problem else ""))
             return
-        current = registry.current_version(model)
-        rejected = registry.rejected(model)
-        rows = [{"version": m.version, "current": m.version == current, "parent": m.parent,
-                 "created_at": datetime.fromtimestamp(m.created_at, timezone.utc).isoformat(timespec="seconds"),
-                 "size_bytes": m.size_bytes, "sha256": m.sha256, "rejected": rejected.get(m.version),
-                 "metrics": m.metrics} for m in registry.list_versions(model)]
+        rows = _version_rows(registry, model)
         if as_json:
             echo_json(rows)
             return
+        problem = registry.pointer_problem(model)
+        if problem:
+            click.echo(f"BAD POINTER: {problem} (the next publish or a rollback replaces it)")
         if not rows:
             raise click.ClickException(f"no snapshots of {model!r}")
         for r in rows:
+            if r["bad"]:
+                click.echo(f"! v{r['version']:<5} BAD: {r['bad']}")
+                continue
             flag = "*" if r["current"] else ("x" if r["rejected"] else " ")
             click.echo(f"{flag} v{r['version']:<5} parent {str(r['parent']):<5} {r['created_at']} "
                        f"{r['size_bytes']:>10} B  sha256 {r['sha256'][:12]}  {json.dumps(r['metrics'])}"
                        + (f"  REJECTED: {r['rejected']}" if r["rejected"] else ""))
+
+
+def _version_rows(registry, model: str) -> list[dict]:
+    """One row per kept version; a version whose manifest cannot be read has ``bad`` set (and nothing else)."""
+    current = registry.current_version(model)
+    rejected = registry.rejected(model)
+    rows = []
+    for version, m, problem in registry.inspect_versions(model):
+        if m is None:
+            rows.append({"version": version, "current": version == current, "bad": problem})
+            continue
+        rows.append({"version": m.version, "current": m.version == current, "parent": m.parent,
+                     "created_at": datetime.fromtimestamp(m.created_at, timezone.utc).isoformat(timespec="seconds"),
+                     "size_bytes": m.size_bytes, "sha256": m.sha256, "rejected": rejected.get(m.version),
+                     "metrics": m.metrics, "bad": None})
+    return rows
 
 
 @snapshots.command("show")
@@ -199,7 +217,7 @@ def snapshots_rollback(model: str, version: str) -> None:
 def snapshots_verify(model: str, version: str | None, every: bool) -> None:
     """Check sha256, safetensors header, shapes and finiteness; exit 1 if any is refused."""
     with _registry() as registry:
-        versions = [m.version for m in registry.list_versions(model)] if every else [version]
+        versions = registry.kept_versions(model) if every else [version]
         failed = False
         for v in versions:
             check = registry.verify(model, v)

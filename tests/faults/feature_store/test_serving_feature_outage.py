@@ -1,6 +1,7 @@
 """kill -9 of the online store's Redis while a server fetches item features from Feast: every
-request is still answered (200, ranked by the task scores, counted in /healthz), and features
-come back with Redis (issue 17: the outage used to turn every POST /rerank into an HTTP 500)."""
+request is still answered (200, features from the local cache of recent reads, else none; marked
+``degraded: "features"``, counted, /healthz degraded), and features come back with Redis (issue 17:
+the outage used to turn every POST /rerank into an HTTP 500)."""
 
 from __future__ import annotations
 
@@ -54,14 +55,21 @@ def test_a_feature_store_outage_serves_without_features_and_recovers(tmp_path, e
             server.kill9()
             answers = [client.post("/rerank", json=body(k, items)) for k in range(1, 21)]
             assert [a.status_code for a in answers] == [200] * 20
-            # without features the cold start ranks by the task scores: highest click first
+            assert all(a.json()["degraded"] == "features" for a in answers)
+            # the cold start ranks by the task scores: highest click first
             assert all(a.json()["items"][0]["item_id"] == items[-1] for a in answers)
             health = client.get("/healthz").json()
-            assert health["features_unavailable"] == 20 and health["status"] == "ok"
+            assert health["features_unavailable"] == 20 and health["status"] == "degraded"
+            assert health["features_from_cache"] == 20 and "unreachable for 20 requests" in health["degraded"][0]
+            cached = runtime.features.read("u", "q1", items)  # the rows read before the outage
+            assert cached.source == "cache" and cached.features.shape[1] > 0
+            never_read = runtime.features.read("u", "q1", ["not-read-before"])
+            assert never_read.source == "none" and never_read.features.shape == (1, 0)
 
             server.start()  # the append-only file brings the rows back
-            assert client.post("/rerank", json=body(21, items)).status_code == 200
-            assert runtime.features.fetch("u", "q1", items).shape[1] > 0
-            assert client.get("/healthz").json()["features_unavailable"] == 20
+            again = client.post("/rerank", json=body(21, items))
+            assert again.status_code == 200 and again.json()["degraded"] is None
+            assert runtime.features.read("u", "q1", items).source == "store"
+            assert client.get("/healthz").json()["features_unavailable"] == 22
     finally:
         server.stop()

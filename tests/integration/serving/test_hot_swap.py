@@ -141,3 +141,19 @@ def test_an_older_version_is_only_served_by_an_explicit_rollback(settings, regis
         assert served_version(client) == "2"
         registry.rollback("linear-pl", "1")
         assert wait_for(lambda: served_version(client) == "1")
+
+
+@pytest.mark.parametrize("pointer", [b"999999", b"\xffgarbage"], ids=["far-future", "garbage"])
+def test_a_corrupt_pointer_keeps_the_old_model_and_the_next_publish_is_swapped_in(settings, registry, pointer):
+    """Issue 17: a garbage ``current`` used to block every later publish; now the server keeps serving
+    v1 while the pointer is bad, the next publish heals it and the server swaps to it."""
+    registry.publish("linear-pl", scorer([1.0, 0, 0, 0]).state_dict())
+    with served(settings) as (client, _):
+        assert served_version(client) == "1"
+        registry.redis.set(registry._key("linear-pl", "current"), pointer)
+        assert wait_for(lambda: any(d["action"] == "refused" for d in client.get("/models").json()["decisions"]))
+        assert served_version(client) == "1" and ranked(client, "during")[1] == {"linear-pl": "1"}
+        healed = registry.publish("linear-pl", scorer([-1.0, 0, 0, 0]).state_dict())
+        assert healed.version == "2" and registry.bad_pointer_heals("linear-pl") == 1
+        assert wait_for(lambda: served_version(client) == "2")
+        assert ranked(client, "after") == (["i0", "i1", "i2", "i3", "i4", "i5"], {"linear-pl": "2"})
