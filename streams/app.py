@@ -41,7 +41,7 @@ class WorkerOptions:
     name: str = field(default_factory=lambda: f"worker-{os.getpid()}")
     web_port: int = 0
     #: most records one fetch (one join batch) brings (Faust's ``broker_max_poll_records``)
-    batch_size: int = 5000
+    batch_size: int = 1000
     #: most seconds one fetch waits for records
     batch_within_s: float = 0.25
     tick_s: float = 0.5
@@ -142,16 +142,8 @@ def build_app(settings: Settings, options: WorkerOptions | None = None, join_con
     joiner = Joiner(app, settings, join_config, weights, metrics, state, examples, dead_letter,
                     full_scan_s=options.full_scan_s, deliveries=deliveries)
 
-    # subscribed through Faust's conductor (group membership, co-partitioned table), delivered
-    # to the join in batches by streams.batch_fetch instead of to an agent
-    app.topics.add(source)
-    sink = batch_fetch.BatchSink(app, {settings.topics.impressions, settings.topics.feedback}, joiner.process)
-    app.batch_sink = sink  # type: ignore[attr-defined] - read by streams.batch_fetch's drain loop
-    app.batch_fetch_timeout_s = options.batch_within_s  # type: ignore[attr-defined]
-
-    @app.task
-    async def join_batches() -> None:
-        await sink.run()
+    # subscribed through Faust (group, co-partitioned table), delivered in batches instead of to an agent
+    batch_fetch.attach(app, source, joiner.process, fetch_timeout_s=options.batch_within_s)
 
     @app.timer(interval=options.tick_s, name="join-housekeeping")
     async def housekeeping() -> None:

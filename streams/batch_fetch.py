@@ -224,6 +224,24 @@ async def _drain_in_batches(self: Consumer, fetcher: Any) -> None:
         self.diag.unset_flag(CONSUMER_FETCHING)
 
 
+def attach(app: Any, source: Any, handler: Handler, fetch_timeout_s: float = 1.0) -> BatchSink:
+    """Subscribe ``app`` to ``source`` (a Faust topic) and hand its records to ``handler`` a fetched batch at a time.
+
+    The topic joins Faust's conductor, so the consumer group, the assignor (co-partitioning
+    with the tables' changelogs) and recovery treat it as an agent's topic; no agent reads it.
+    """
+    app.topics.add(source)
+    sink = BatchSink(app, set(source.topics), handler)
+    app.batch_sink = sink  # read by _drain_in_batches
+    app.batch_fetch_timeout_s = fetch_timeout_s
+
+    @app.task
+    async def join_batches() -> None:
+        await sink.run()
+
+    return sink
+
+
 def install() -> None:
     """Route the records of every app with a ``batch_sink`` through it (other apps keep Faust's loop)."""
     Consumer._drain_messages = _drain_in_batches  # type: ignore[method-assign]  # noqa: SLF001

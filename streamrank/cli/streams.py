@@ -19,7 +19,7 @@ def register(cli: click.Group, eval_group: click.Group) -> None:  # noqa: ARG001
 @click.option("--name", default=None, help="worker name (status file, Faust data dir); default worker-<pid>")
 @click.option("--web-port", type=int, default=0, show_default=True,
               help="port of /metrics on 127.0.0.1 (0: a free one)")
-@click.option("--batch-size", type=int, default=5000, show_default=True,
+@click.option("--batch-size", type=int, default=1000, show_default=True,
               help="most records one fetch brings; the join applies each fetch as one batch")
 @click.option("--within", "batch_within_s", type=float, default=0.25, show_default=True,
               help="most seconds one fetch waits for records (an example's join latency includes it)")
