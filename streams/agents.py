@@ -54,6 +54,7 @@ from streams.join import (
     orphan_expired,
     tombstone_expired,
 )
+from streams.join_writes import JoinWrites
 from streams.membership import GroupMembership
 from streams.metrics import StreamMetrics, status_dir
 from streams.positions import ConsumerPositions
@@ -79,6 +80,7 @@ class Joiner:
         self.examples_topic = examples_topic
         self.dead_letter_topic = dead_letter_topic
         self.deliveries = deliveries or PendingDeliveries()
+        self.writes = JoinWrites(app, state, settings.topics.examples, self.deliveries)
         self.logical = {settings.topics.impressions: "impressions", settings.topics.feedback: "feedback"}
         self.watermarks = Watermarks(config.allowed_lateness_s)
         self.deadlines: dict[int, list[tuple[float, str]]] = {}
@@ -135,7 +137,8 @@ class Joiner:
         for rid, entry in dirty.items():
             # a closing entry's next write is its tombstone, once delivered (maybe already, during close_due)
             if rid not in closing and rid not in self.closing:
-                self.state[rid.encode("utf-8")] = entry
+                self.writes.put(rid, entry)
+        await self.writes.flush_in_background()
         self.metrics.last_input_at = time.time()
         self.metrics.inc("batches")
         self.metrics.busy_s += time.monotonic() - now
@@ -267,20 +270,17 @@ class Joiner:
             self.closing.add(rid)
             ready.append((rid, entry, tombstone, example, reason))
         for rid, entry, tombstone, example, reason in ready:
-            try:
-                delivery = await self.examples_topic.send(key=rid.encode("utf-8"), value=example, force=True)
-            except Exception as exc:  # noqa: BLE001 - stays open; the next tick retries
-                self._not_delivered(rid, entry, f"examples send: {type(exc).__name__}: {exc}")
-                continue
-            delivery.add_done_callback(partial(self._delivered, rid, entry, tombstone, reason))
-            self.deliveries.track_example(delivery)
+            self.writes.example(rid, example, partial(self._delivered, rid, entry, tombstone, reason))
+        # sent in the background (a failed send fails the examples' callbacks: their entries stay open)
+        await self.writes.flush_in_background()
         return [rid for rid, *_rest in ready]
 
     def _not_delivered(self, rid: str, open_entry: dict, error: str) -> None:
         """Keep the entry open in the table (it may never have been written) so a tick retries it."""
         self.closing.discard(rid)
         self.metrics.last_error = error
-        self.state[rid.encode("utf-8")] = open_entry
+        self.writes.put(rid, open_entry)
+        self.writes.flush_soon()
 
     def _delivered(self, rid: str, open_entry: dict, tombstone: dict, closed_by: str,
                    delivery: asyncio.Future) -> None:
@@ -289,7 +289,8 @@ class Joiner:
             self._not_delivered(rid, open_entry, f"example for {rid} not delivered: {delivery!r}")
             return
         self.closing.discard(rid)
-        self.state[rid.encode("utf-8")] = tombstone
+        self.writes.put(rid, tombstone)
+        self.writes.flush_soon()
         self.parsed.pop(rid, None)
         self.metrics.inc("examples_out")
         self.metrics.closed_by[closed_by] += 1
@@ -368,7 +369,7 @@ class Joiner:
         for rid in drop:
             key = rid.encode("utf-8")
             if rid not in self.closing and key in self.state:
-                del self.state[key]
+                self.writes.delete(rid)
         closed = await self._close(due)
         self.metrics.open_windows = max(0, open_windows - len(closed))
 

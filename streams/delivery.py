@@ -37,6 +37,8 @@ class PendingDeliveries:
         self.timeout_s = timeout_s
         self.examples: set[asyncio.Future] = set()
         self.changelog: set[asyncio.Future] = set()
+        #: sends the writes still collected, so that their futures are tracked (streams.join_writes)
+        self.send_collected: Optional[Callable[[], Awaitable[None]]] = None
 
     def track_example(self, future: asyncio.Future) -> None:
         self._track(self.examples, future)
@@ -60,6 +62,8 @@ class PendingDeliveries:
         Raises :class:`TimeoutError` (so the caller does not commit) if the producer is stuck.
         """
         for pending in (self.examples, self.changelog):
+            if self.send_collected is not None:  # collected writes first (then the tombstones the callbacks wrote)
+                await self.send_collected()
             snapshot = set(pending)
             if snapshot:
                 done, not_done = await asyncio.wait(snapshot, timeout=self.timeout_s)
