@@ -13,6 +13,7 @@ itself flushes what is still collected before it waits (writes are sent by a bac
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Any
 
 import msgspec
@@ -21,6 +22,7 @@ from streams.batch_produce import BatchWriter, OnSent
 from streams.delivery import PendingDeliveries
 
 _ENCODE = msgspec.json.Encoder().encode
+log = logging.getLogger(__name__)
 
 
 class JoinWrites:
@@ -57,8 +59,17 @@ class JoinWrites:
         self.writer.add(self.examples_topic, rid.encode("utf-8"), value, on_sent)
 
     async def flush(self) -> None:
-        """Send every collected write; the barrier waits for their batches before a commit."""
-        for topic, future in await self.writer.flush():
+        """Send every collected write; the barrier waits for their batches before a commit.
+
+        If the producer refuses a batch, writes without a callback (changelog records) are
+        lost state: the barrier then refuses every commit (``changelog_error``).
+        """
+        try:
+            sent = await self.writer.flush()
+        except Exception as exc:
+            self.deliveries.changelog_error = exc
+            raise
+        for topic, future in sent:
             if topic == self.examples_topic:
                 self.deliveries.track_example(future)
             else:
@@ -85,4 +96,7 @@ class JoinWrites:
 
     async def _flush_task(self) -> None:
         self.flush_pending = False  # writes added from now on need another task (this one may be past its swap)
-        await self.flush()
+        try:
+            await self.flush()
+        except Exception as exc:  # noqa: BLE001 - recorded for the barrier by flush(); a task has no caller
+            log.error("join writes not sent: %r", exc)
