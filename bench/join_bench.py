@@ -1,6 +1,11 @@
 """Streams worker throughput (decode + validate + join + rewards + emit) vs raw consumers, same run.
 
-    .venv/bin/python bench/join_bench.py [--sessions 5000] [--rounds 2] [--features]
+    .venv/bin/python bench/join_bench.py [--sessions 5000] [--rounds 2] [--features] [--quick] [--json]
+
+``--quick``: 3,000 sessions, 2 rounds (a few minutes on 2 cores). ``--json``: print only one JSON
+object on stdout (the tables go to stderr), with ``worker_to_kafka_python`` (the worker's
+events/s over the raw kafka-python consumer's, same run, median of rounds), ``crc32c``
+(kafka-python's C CRC is installed) and ``worker_cpu_us_per_event``.
 
 Each round replays a simulated LETOR log into fresh topics on the embedded broker (noida),
 then reads the same topics three ways:
@@ -12,8 +17,8 @@ then reads the same topics three ways:
 * ``faust no-op``: a minimal Faust app (same broker settings as the worker, including its
   empty-fetch backoff, streams.fetch_backoff) whose agent only counts ``take_events``
   batches: Faust's own per-event ceiling on this machine;
-* ``worker``: a ``streamrank worker`` subprocess (Faust, ``take_events`` batches, tables with
-  changelogs, examples and metrics out). Its span is from the start of its first batch to the
+* ``worker``: a ``streamrank worker`` subprocess (Faust app, group and changelog table; the
+  join applies each fetched batch at once, streams.batch_fetch; examples and metrics out). Its span is from the start of its first batch to the
   end of the batch holding the last record, read from its status file; start-up and group
   join are excluded, as the raw consumers' connection set-up is (the worker's span starts at
   its first batch, so its first fetch is not counted: a small bias in its favour).
@@ -143,13 +148,32 @@ def process_cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def worker_rate(settings, env: dict, expected: int, n_impressions: int, log_dir: Path) -> tuple[float, dict]:
+def group_cpu_s(pgid: int | None) -> float:
+    """CPU seconds of every process in process group ``pgid`` (the broker and its launcher); 0 if unknown."""
+    if pgid is None:
+        return 0.0
+    total = 0.0
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == pgid:
+            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
+
+
+def worker_rate(settings, env: dict, expected: int, n_impressions: int, log_dir: Path,
+                broker_pgid: int | None = None) -> tuple[float, dict]:
     """Events/s of a worker subprocess, and its status doc plus ``cpu_s``: CPU it used from ready to done
     (start-up and group join excluded; less sensitive than wall time to other load on the machine)."""
     worker = WorkerProcess(settings, env, "bench-worker", log_dir).start()
     try:
         worker.wait_ready(120)
         cpu_at_ready = process_cpu_s(worker.proc.pid)
+        broker_at_ready = group_cpu_s(broker_pgid)
         deadline = time.monotonic() + 600
         while time.monotonic() < deadline:
             doc = worker.status() or {}
@@ -160,10 +184,20 @@ def worker_rate(settings, env: dict, expected: int, n_impressions: int, log_dir:
         else:
             raise TimeoutError(f"worker did not finish:\n{worker.log_tail()}")
         doc["cpu_s"] = process_cpu_s(worker.proc.pid) - cpu_at_ready
+        doc["broker_cpu_s"] = group_cpu_s(broker_pgid) - broker_at_ready
         span = doc["last_input_at"] - doc["first_input_at"]
         return counts["events_in"] / span, doc
     finally:
         worker.stop()
+
+
+def crc32c_installed() -> bool:
+    """kafka-python checks record CRCs with the C ``crc32c`` module when it is importable (else pure Python)."""
+    try:
+        import crc32c  # noqa: F401, PLC0415
+    except ImportError:
+        return False
+    return True
 
 
 def main() -> None:
@@ -172,9 +206,14 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--features", action="store_true", help="include 300-dim item features (bigger events)")
     parser.add_argument("--keep", action="store_true", help="keep the temporary home (logs, status files)")
-    parser.add_argument("--json", dest="json_out", default=None, help="also write the results to this file")
+    parser.add_argument("--quick", action="store_true", help="3,000 sessions, 2 rounds")
+    parser.add_argument("--json", dest="json_only", action="store_true",
+                        help="print only the JSON result on stdout (tables on stderr)")
+    parser.add_argument("--json-out", dest="json_out", default=None, help="also write the results to this file")
     args = parser.parse_args()
-    console = Console()
+    if args.quick:
+        args.sessions, args.rounds = 3000, 2
+    console = Console(stderr=args.json_only)
 
     home = Path(tempfile.mkdtemp(prefix="join-bench-"))
     base = load_settings({**os.environ, "STREAMRANK_HOME": str(home)})
@@ -199,10 +238,12 @@ def main() -> None:
             raw_aio = asyncio.run(aiokafka_raw(settings.kafka_bootstrap, topics, summary.events))
             raw_kp = kafka_python_raw(settings.kafka_bootstrap, topics, summary.events)
             noop = faust_noop_rate(settings, summary.events)
-            ours, doc = worker_rate(settings, env, summary.events, summary.impressions, home / f"logs-{round_no}")
+            ours, doc = worker_rate(settings, env, summary.events, summary.impressions, home / f"logs-{round_no}",
+                                    broker_pgid=None if external else state["pids"].get("kafka"))
             rows.append({"aiokafka": raw_aio, "kafka_python": raw_kp, "faust_noop": noop, "worker": ours,
                          "worker_busy_s": doc["busy_s"], "worker_batches": doc["counts"]["batches"],
                          "worker_cpu_us_per_event": 1e6 * doc["cpu_s"] / summary.events,
+                         "broker_cpu_us_per_event": 1e6 * doc["broker_cpu_s"] / summary.events,
                          "examples_out": doc["counts"]["examples_out"], "closed_by": doc["closed_by"]})
             console.print(f"round {round_no + 1}: aiokafka raw {raw_aio:,.0f} ev/s, kafka-python raw "
                           f"{raw_kp:,.0f} ev/s, faust no-op {noop:,.0f} ev/s, worker {ours:,.0f} ev/s, "
@@ -227,11 +268,13 @@ def main() -> None:
     table.add_row("Faust no-op agent (take_events)", f"{med['faust_noop']:,.0f}", f"{ratio_noop:.2f}")
     table.add_row("streamrank worker (join+reward)", f"{med['worker']:,.0f}", "1.00")
     cpu_us = statistics.median(r["worker_cpu_us_per_event"] for r in rows)
+    broker_us = statistics.median(r["broker_cpu_us_per_event"] for r in rows)
     console.print(f"worker CPU per event (median of rounds): {cpu_us:,.0f} us")
     console.print(table)
     result = {"events": summary.events, "impressions": summary.impressions, "mean_bytes": mean_bytes,
               "rounds": rows, "median": med, "ratio_vs_aiokafka": ratio_aio, "ratio_vs_kafka_python": ratio_kp,
-              "ratio_vs_faust_noop": ratio_noop, "worker_cpu_us_per_event": cpu_us}
+              "ratio_vs_faust_noop": ratio_noop, "worker_to_kafka_python": ratio_kp, "crc32c": crc32c_installed(),
+              "worker_cpu_us_per_event": cpu_us, "broker_cpu_us_per_event_while_worker_reads": broker_us}
     print(json.dumps(result, default=float))
     if args.json_out:
         Path(args.json_out).write_text(json.dumps(result, indent=2, default=float))

@@ -13,6 +13,11 @@ external Kafka/Redis just by changing environment variables:
 * ``STREAMRANK_PARTITIONS``    partitions per topic created by the stack (default 4)
 * ``STREAMRANK_BIND_HOST``     address HTTP endpoints bind to (default ``127.0.0.1``; containers
                                listen on all interfaces so health checks and Prometheus reach them)
+* ``STREAMRANK_MAX_EVENT_SKEW_S`` how far (seconds) an event's ``ts`` may lie after its record's
+                               broker timestamp before the event is dead-lettered as ``future_ts``
+                               (default 60; ``inf`` turns the bound off). A far-future ``ts`` would
+                               move its partition's join watermark ahead and close every later window
+                               with no feedback, so keep it well below the join window
 * ``STREAMRANK_CONFIG``        optional TOML or JSON file with per-stage sections (e.g. ``[join]``,
                                ``[rewards]``); read with :func:`config_section`
 """
@@ -78,6 +83,8 @@ class Settings:
     partitions: int = 4
     max_list_size: int = 200
     max_event_bytes: int = 1_000_000
+    #: seconds an event's ts may be ahead of its record's broker timestamp (contracts.events.check_event_time)
+    max_event_skew_s: float = 60.0
     #: hours a topic keeps its records (``retention.ms`` on every topic; common.topics)
     retention_hours: float = 24.0
     #: size bound of the broker's data topics in MB (``retention.bytes``; the embedded noida broker:
@@ -138,8 +145,12 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
     if not retention_mb > 0 or not retention_check_s > 0:
         raise ValueError("STREAMRANK_RETENTION_MB and STREAMRANK_RETENTION_CHECK_S must be > 0, "
                          f"got {retention_mb} and {retention_check_s}")
+    max_event_skew_s = float(env.get("STREAMRANK_MAX_EVENT_SKEW_S", 60.0))
+    if not max_event_skew_s > 0:  # NaN fails too
+        raise ValueError(f"STREAMRANK_MAX_EVENT_SKEW_S must be > 0 (inf: no bound), got {max_event_skew_s}")
     return Settings(
         home=home,
+        max_event_skew_s=max_event_skew_s,
         retention_hours=retention_hours,
         retention_mb=retention_mb,
         retention_check_s=retention_check_s,

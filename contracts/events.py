@@ -9,7 +9,12 @@ Every event carries a ``schema`` field naming its type and version. All topics a
 
 :func:`decode` is the single validation path: it takes raw bytes and either returns a model
 or raises :class:`EventError` whose ``field`` names the offending field (dotted path, e.g.
-``items.3.position``) and whose ``reason`` is a short machine-readable code.
+``items.3.position``) and whose ``reason`` is a short machine-readable code. Decoding is
+type-strict (pydantic strict mode): ``"1.5"`` or ``true`` is not a number and ``1.0`` is not an
+integer, so a producer with the wrong types hears so instead of being coerced.
+:mod:`contracts.fast_decode` is a compiled accept-filter of these same rules for consumed
+records (the streams worker's batch path); whatever it does not accept is decided here.
+:func:`check_event_time` bounds event time by the record's broker timestamp.
 """
 
 from __future__ import annotations
@@ -244,7 +249,7 @@ def decode(raw: bytes | str, expected: str | None = None, max_bytes: int = 1_000
         match = _SCHEMA_KEY.search(raw, 0, 200)
         if match and match.group(1).decode() in MODELS:
             try:
-                event = MODELS[match.group(1).decode()].model_validate_json(raw)
+                event = MODELS[match.group(1).decode()].model_validate_json(raw, strict=True)
             except ValidationError:
                 pass
             else:
@@ -257,14 +262,29 @@ def decode(raw: bytes | str, expected: str | None = None, max_bytes: int = 1_000
         if not isinstance(doc, dict):
             raise EventError("bad_json", "", "an event is a JSON object")
         schema = doc.get("schema")
-        if schema not in MODELS:
+        if not isinstance(schema, str) or schema not in MODELS:  # a list or object is unhashable
             raise EventError("unknown_schema", "schema", f"{schema!r} is not one of {sorted(MODELS)}")
     model = MODELS[schema]
     try:
-        event = model.model_validate_json(raw)
+        event = model.model_validate_json(raw, strict=True)
     except ValidationError as exc:
         raise _from_validation_error(exc) from None
     return _check_list_size(event, max_list_size)
+
+
+def check_event_time(ts: float, broker_ts_s: float | None, max_skew_s: float) -> None:
+    """Reject an event whose ``ts`` lies more than ``max_skew_s`` after its record's broker timestamp.
+
+    Why: the join's watermark is the newest event time seen on a partition, so one far-future
+    but otherwise valid ``ts`` would close every later window of that partition at once, with
+    no feedback (issue 17). Event time *before* the broker time is fine: replays carry
+    historical timestamps, and late data is the join's lateness policy. ``broker_ts_s`` is
+    ``None`` (or negative: no timestamp on the record) when there is nothing to compare with.
+    """
+    if broker_ts_s is None or broker_ts_s < 0 or ts <= broker_ts_s + max_skew_s:
+        return
+    raise EventError("future_ts", "ts", f"ts {ts!r} is {ts - broker_ts_s:.3f} s after the record's broker "
+                                        f"timestamp {broker_ts_s!r} (max skew {max_skew_s!r} s)")
 
 
 _SCHEMA_KEY = re.compile(rb'"schema"\s*:\s*"([a-z_.0-9]{1,64})"')

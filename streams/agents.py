@@ -1,4 +1,4 @@
-"""The join agent's work per batch: decode, dead-letter, join state, close windows, emit.
+"""The join's work per fetched batch: decode, dead-letter, join state, close windows, emit.
 
 :class:`Joiner` holds what one worker process needs between batches (watermarks, deadline
 heaps, parsed impressions) around one changelog-backed Faust table, ``join-state``:
@@ -6,21 +6,20 @@ request_id -> entry dict (:func:`streams.join.new_entry`) that also carries the 
 original JSON (``raw``) while the window is open, so a recovered worker can still build the
 example.
 
-Changelog traffic is what limits the worker (BENCHMARKS.md, "Streams join"), so a whole
-``take_events`` batch is applied to an in-memory working set first and each touched entry is
-written at most once, at the end of the batch: a burst of feedback costs one changelog
-record, and an entry whose window opens and closes within the batch is never written open
-at all, only as the tombstone once its example is delivered.
+A batch is what one fetch brought (:mod:`streams.batch_fetch`), decoded record by record by
+:func:`streams.records.validate_record`. It is applied to an in-memory working set first and
+each touched entry is written at most once, at the end of the batch: a burst of feedback costs
+one changelog record, and an entry whose window opens and closes within the batch is never
+written open, only as the tombstone once its example is delivered.
 
 The table uses the producer's key partitioner (``use_partitioner=True``), so a key's
 changelog partition is ``murmur2(request_id) % N``, the partition the key's events live on
 (the replay and any Kafka producer with the default partitioner key by request_id). That
-lets a whole ``take_events`` batch spanning several partitions update the table, and lets
-timers update it outside any event.
+lets a batch spanning several partitions, and timers, update the table outside any event.
 
 Effectively-once output (at-least-once delivery + stable example ids): an example is sent
-and delivered *before* its entry becomes a tombstone, and Faust acks a batch's source
-records only after the batch (examples sent, open entries written). Before Faust commits
+and delivered *before* its entry becomes a tombstone, and a batch's source offsets are acked
+only after the batch (examples sent, open entries written). Before Faust commits
 source offsets, the commit barrier (:mod:`streams.delivery`) waits until the examples and
 changelog writes (tombstones included) pending at that moment are acked. A crash anywhere
 therefore re-emits an example (same ``example_id``, same labels) rather than losing it or a
@@ -38,7 +37,8 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from common.config import Settings
-from contracts.events import Feedback, Impression, decode
+from contracts.events import Impression
+from contracts.fast_decode import ImpressionS, decode_record
 from streams.dead_letter import DeadLetter
 from streams.delivery import PendingDeliveries
 from streams.join import (
@@ -54,11 +54,15 @@ from streams.join import (
     orphan_expired,
     tombstone_expired,
 )
+from streams.join_writes import JoinWrites
 from streams.membership import GroupMembership
 from streams.metrics import StreamMetrics, status_dir
 from streams.positions import ConsumerPositions
 from streams.records import Rejected, partition_for_key, validate_record
 from streams.rewards import RewardWeights
+
+#: What an accepted impression is: the fast struct, or the model when only the models accepted it.
+IMPRESSIONS = (Impression, ImpressionS)
 
 
 class Joiner:
@@ -76,6 +80,7 @@ class Joiner:
         self.examples_topic = examples_topic
         self.dead_letter_topic = dead_letter_topic
         self.deliveries = deliveries or PendingDeliveries()
+        self.writes = JoinWrites(app, state, settings.topics.examples, self.deliveries)
         self.logical = {settings.topics.impressions: "impressions", settings.topics.feedback: "feedback"}
         self.watermarks = Watermarks(config.allowed_lateness_s)
         self.deadlines: dict[int, list[tuple[float, str]]] = {}
@@ -96,12 +101,13 @@ class Joiner:
         self.batch_lock = asyncio.Lock()
 
     # -- ingest ---------------------------------------------------------------------------------
-    async def process(self, events: Iterable[Any]) -> None:
-        """Apply one batch of Faust events, then close the windows it made due."""
+    async def process(self, batch: Iterable[tuple[Any, list[Any]]]) -> None:
+        """Apply one fetched batch, ``(topic-partition, [aiokafka ConsumerRecord, ...])`` pairs, then
+        close the windows it made due (:mod:`streams.batch_fetch` calls this)."""
         async with self.batch_lock:
-            await self._process(events)
+            await self._process(batch)
 
-    async def _process(self, events: Iterable[Any]) -> None:
+    async def _process(self, batch: Iterable[tuple[Any, list[Any]]]) -> None:
         now = time.monotonic()
         wall = time.time()
         if self.metrics.first_input_at is None:
@@ -109,60 +115,19 @@ class Joiner:
         dirty: dict[str, dict] = {}
         touched: set[int] = set()
         dead: list[DeadLetter] = []
-        for event in events:
-            message = event.message
-            self.metrics.inc("events_in")
-            self.positions.read(message.topic, message.partition, message.offset, now)
-            logical = self.logical.get(message.topic, "feedback")
-            checked = validate_record(message.value, message.key, logical, self.settings)
-            if isinstance(checked, Rejected):
-                dead.append(DeadLetter(checked.reason, checked.field, checked.detail, message.topic,
-                                       message.partition, message.offset, message.key, message.value))
+        n_in = 0
+        for tp, records in batch:
+            if not records:
                 continue
-            rid = checked.request_id
-            if rid in self.closing:
-                self._count_after_close(checked)
-                continue
-            entry = dirty.get(rid)
-            if entry is None:
-                entry = self.state.get(rid.encode("utf-8"))
-                entry = new_entry() if entry is None else entry
-            partition = message.partition
-            self.watermarks.observe(partition, logical, checked.ts)
-            touched.add(partition)
-            if isinstance(checked, Impression):
-                result = apply_impression(entry, checked)
-                if result.outcome == "conflict":
-                    dead.append(DeadLetter("conflicting_impression", "event_id",
-                                           f"request already has impression {entry['imp']!r}", message.topic,
-                                           partition, message.offset, message.key, message.value))
-                    continue
-                if result.outcome == "duplicate":
-                    self.metrics.inc("duplicates")
-                    continue
-                self.metrics.inc("impressions_in")
-                entry["off"] = f"{message.topic}/{partition}/{message.offset}"
-                entry["raw"] = bytes(message.value).decode("utf-8")  # validated JSON, so valid UTF-8
-                self.parsed[rid] = checked
-                self.held_since.pop(rid, None)
-                heapq.heappush(self.deadlines.setdefault(partition, []), (checked.ts + self.config.window_s, rid))
-                if entry["end"]:
-                    self.session_ended.add(rid)
-            else:
-                result = apply_feedback(entry, checked, self.config)
-                if result.outcome in ("late", "outside_window"):
-                    self.metrics.inc(result.outcome)
-                    continue
-                if result.outcome == "duplicate":
-                    self.metrics.inc("duplicates")
-                    continue
-                self.metrics.inc("feedback_in")
-                if result.outcome == "early":
-                    self.metrics.inc("early_feedback")
-                    self.held_since.setdefault(rid, time.monotonic())
-                elif entry["end"]:
-                    self.session_ended.add(rid)
-            dirty[rid] = entry
+            topic, partition = tp.topic, tp.partition
+            n_in += len(records)
+            self.positions.read(topic, partition, records[-1].offset, now)
+            logical = self.logical.get(topic, "feedback")
+            for record in records:
+                event = self._ingest(record, topic, partition, logical, dirty, dead)
+                if event is not None:
+                    touched.add(partition)
+        self.metrics.inc("events_in", n_in)
         for letter in dead:
             await self._dead_letter(letter)
         self.positions.update_caught_up(self.watermarks)
@@ -172,13 +137,74 @@ class Joiner:
         for rid, entry in dirty.items():
             # a closing entry's next write is its tombstone, once delivered (maybe already, during close_due)
             if rid not in closing and rid not in self.closing:
-                self.state[rid.encode("utf-8")] = entry
+                self.writes.put(rid, entry)
+        await self.writes.flush_in_background()
         self.metrics.last_input_at = time.time()
         self.metrics.inc("batches")
         self.metrics.busy_s += time.monotonic() - now
 
-    def _count_after_close(self, event: Impression | Feedback) -> None:
-        if isinstance(event, Impression):
+    def _ingest(self, record: Any, topic: str, partition: int, logical: str, dirty: dict[str, dict],
+                dead: list[DeadLetter]) -> Any:
+        """Apply one record to the batch's working set; returns the event if it touched the join state.
+
+        Only an accepted event moves its partition's watermark: a dead-lettered record
+        (``future_ts`` included) or a conflicting impression never does.
+        """
+        value, offset = record.value, record.offset
+        stamp = record.timestamp
+        checked = validate_record(value, record.key, logical, self.settings,
+                                  stamp / 1000.0 if stamp is not None and stamp >= 0 else None)
+        if isinstance(checked, Rejected):
+            dead.append(DeadLetter(checked.reason, checked.field, checked.detail, topic, partition, offset,
+                                   record.key, value))
+            return None
+        rid = checked.request_id
+        if rid in self.closing:
+            self._count_after_close(checked)
+            return None
+        entry = dirty.get(rid)
+        if entry is None:
+            entry = self.state.get(rid.encode("utf-8"))
+            entry = new_entry() if entry is None else entry
+        if isinstance(checked, IMPRESSIONS):
+            result = apply_impression(entry, checked)
+            if result.outcome == "conflict":
+                dead.append(DeadLetter("conflicting_impression", "event_id",
+                                       f"request already has impression {entry['imp']!r}", topic, partition,
+                                       offset, record.key, value))
+                return None
+            self.watermarks.observe(partition, logical, checked.ts)
+            if result.outcome == "duplicate":
+                self.metrics.inc("duplicates")
+                return checked
+            self.metrics.inc("impressions_in")
+            entry["off"] = f"{topic}/{partition}/{offset}"
+            entry["raw"] = bytes(value).decode("utf-8")  # validated JSON, so valid UTF-8
+            self.parsed[rid] = checked
+            self.held_since.pop(rid, None)
+            heapq.heappush(self.deadlines.setdefault(partition, []), (checked.ts + self.config.window_s, rid))
+            if entry["end"]:
+                self.session_ended.add(rid)
+        else:
+            self.watermarks.observe(partition, logical, checked.ts)
+            result = apply_feedback(entry, checked, self.config)
+            if result.outcome in ("late", "outside_window"):
+                self.metrics.inc(result.outcome)
+                return checked
+            if result.outcome == "duplicate":  # counted in the entry, written with its next change
+                self.metrics.inc("duplicates")
+                return checked
+            self.metrics.inc("feedback_in")
+            if result.outcome == "early":
+                self.metrics.inc("early_feedback")
+                self.held_since.setdefault(rid, time.monotonic())
+            elif entry["end"]:
+                self.session_ended.add(rid)
+        dirty[rid] = entry
+        return checked
+
+    def _count_after_close(self, event: Any) -> None:
+        if isinstance(event, IMPRESSIONS):
             self.metrics.inc("duplicates")
             return
         impression = self.parsed.get(event.request_id)
@@ -239,25 +265,22 @@ class Joiner:
             tombstone = dict(entry)  # the open entry stays as it is until the example is delivered
             # the LabeledList's wire bytes (encode(close_entry(...)), built without the pydantic models)
             example = close_entry_json(tombstone, impression, self.config, self.weights, reason, watermark,
-                                       impression_offset=entry.get("off"))
+                                       impression_offset=entry.get("off"), raw=entry["raw"].encode("utf-8"))
             tombstone.pop("raw", None)
             self.closing.add(rid)
             ready.append((rid, entry, tombstone, example, reason))
         for rid, entry, tombstone, example, reason in ready:
-            try:
-                delivery = await self.examples_topic.send(key=rid.encode("utf-8"), value=example, force=True)
-            except Exception as exc:  # noqa: BLE001 - stays open; the next tick retries
-                self._not_delivered(rid, entry, f"examples send: {type(exc).__name__}: {exc}")
-                continue
-            delivery.add_done_callback(partial(self._delivered, rid, entry, tombstone, reason))
-            self.deliveries.track_example(delivery)
+            self.writes.example(rid, example, partial(self._delivered, rid, entry, tombstone, reason))
+        # sent in the background (a failed send fails the examples' callbacks: their entries stay open)
+        await self.writes.flush_in_background()
         return [rid for rid, *_rest in ready]
 
     def _not_delivered(self, rid: str, open_entry: dict, error: str) -> None:
         """Keep the entry open in the table (it may never have been written) so a tick retries it."""
         self.closing.discard(rid)
         self.metrics.last_error = error
-        self.state[rid.encode("utf-8")] = open_entry
+        self.writes.put(rid, open_entry)
+        self.writes.flush_soon()
 
     def _delivered(self, rid: str, open_entry: dict, tombstone: dict, closed_by: str,
                    delivery: asyncio.Future) -> None:
@@ -266,18 +289,19 @@ class Joiner:
             self._not_delivered(rid, open_entry, f"example for {rid} not delivered: {delivery!r}")
             return
         self.closing.discard(rid)
-        self.state[rid.encode("utf-8")] = tombstone
+        self.writes.put(rid, tombstone)
+        self.writes.flush_soon()
         self.parsed.pop(rid, None)
         self.metrics.inc("examples_out")
         self.metrics.closed_by[closed_by] += 1
 
-    def _impression_from_entry(self, entry: dict) -> Impression | None:
+    def _impression_from_entry(self, entry: dict) -> Impression | ImpressionS | None:
         """The impression kept in an entry (after a restart or rebalance, when it was not parsed here)."""
         raw = entry.get("raw")
         if raw is None:
             return None
-        event = decode(raw.encode("utf-8"), max_bytes=self.settings.max_event_bytes)
-        return event if isinstance(event, Impression) else None
+        event = decode_record(raw.encode("utf-8"), max_bytes=self.settings.max_event_bytes)
+        return event if isinstance(event, IMPRESSIONS) else None
 
     # -- periodic -------------------------------------------------------------------------------
     def assigned_partitions(self) -> set[int]:
@@ -345,7 +369,7 @@ class Joiner:
         for rid in drop:
             key = rid.encode("utf-8")
             if rid not in self.closing and key in self.state:
-                del self.state[key]
+                self.writes.delete(rid)
         closed = await self._close(due)
         self.metrics.open_windows = max(0, open_windows - len(closed))
 

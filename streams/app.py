@@ -1,4 +1,4 @@
-"""The faust-streaming app of the streams stage: one join agent, one housekeeping timer, /metrics.
+"""The faust-streaming app of the streams stage: the batch join task, one housekeeping timer, /metrics.
 
 Built by :func:`build_app` from :class:`~common.config.Settings` so tests and workers
 get isolated apps per topic prefix (app id ``<prefix>streams``; its changelog topics are
@@ -8,7 +8,9 @@ count).
 Faust pitfalls handled here (INFRA.md): raw bytes in (``value_serializer="raw"``) and our own
 validation, so a bad payload is dead-lettered instead of killing the agent; the web server
 on 127.0.0.1 with a distinct port per worker; ``broker_session_timeout=6`` so a group join
-does not stall; batches with ``take_events`` so per-event overhead stays small.
+does not stall. The join is not a per-event Faust agent: Faust's consumer fetches, and each
+fetched batch of the source topics goes to the join at once (:mod:`streams.batch_fetch` says
+which part of Faust does what, and why).
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ import faust
 
 from common.config import Settings, config_section
 from common.topics import changelog_configs
-from streams import fetch_backoff, recovery_order
+from streams import batch_fetch, fetch_backoff, recovery_order
 from streams.agents import Joiner
 from streams.delivery import PendingDeliveries, TrackedTable, install_commit_barrier
 from streams.join import JoinConfig
@@ -39,7 +41,9 @@ class WorkerOptions:
 
     name: str = field(default_factory=lambda: f"worker-{os.getpid()}")
     web_port: int = 0
+    #: most records one fetch (one join batch) brings (Faust's ``broker_max_poll_records``)
     batch_size: int = 1000
+    #: most seconds one fetch waits for records
     batch_within_s: float = 0.25
     tick_s: float = 0.5
     #: how often the housekeeping tick walks the whole join table without a reason to (Joiner.scan_due)
@@ -48,8 +52,10 @@ class WorkerOptions:
     #: pause after a fetch that brought no records (streams.fetch_backoff: the embedded broker
     #: answers empty fetches at once instead of holding them, and the spinning starves the agent)
     empty_fetch_backoff_s: float = 0.05
-    #: how long the producer waits to fill a batch (changelog writes and examples of one take() batch)
-    producer_linger_ms: int = 50
+    #: how long the producer waits to fill a batch. 0: the join hands it whole record batches already
+    #: (streams.batch_produce), and aiokafka makes the next batch of a partition wait until the last one
+    #: left, so a linger would stall every join batch by up to the linger (measured: ~60 ms each at 50)
+    producer_linger_ms: int = 0
 
 
 def free_port() -> int:
@@ -93,6 +99,7 @@ def build_app(settings: Settings, options: WorkerOptions | None = None, join_con
     weights = weights or file_weights
     fetch_backoff.install(options.empty_fetch_backoff_s)
     recovery_order.install()  # no records lost around the seek when partitions resume after a rebalance
+    batch_fetch.install()  # the join's records a fetched batch at a time (other apps keep Faust's loop)
     datadir = Path(settings.home) / "faust" / options.name
     datadir.mkdir(parents=True, exist_ok=True)
     app = faust.App(
@@ -114,13 +121,11 @@ def build_app(settings: Settings, options: WorkerOptions | None = None, join_con
         table_standby_replicas=0,
         stream_recovery_delay=0,
         producer_max_request_size=8 * 1024 * 1024,
-        # changelog + example sends of a batch leave as a few produce requests instead of one each
         producer_linger_ms=options.producer_linger_ms,
         producer_max_batch_size=1024 * 1024,
-        # bigger fetches and stream buffers: measured 1.1k -> 1.6k ev/s for a no-op agent (bench/join_bench.py)
-        broker_max_poll_records=5000,
+        # one fetch = one join batch (streams.batch_fetch)
+        broker_max_poll_records=options.batch_size,
         consumer_max_fetch_size=8 * 1024 * 1024,
-        stream_buffer_maxsize=20000,
     )
     source = app.topic(settings.topics.impressions, settings.topics.feedback, key_type=bytes, value_type=bytes,
                        key_serializer="raw", value_serializer="raw")
@@ -139,10 +144,8 @@ def build_app(settings: Settings, options: WorkerOptions | None = None, join_con
     joiner = Joiner(app, settings, join_config, weights, metrics, state, examples, dead_letter,
                     full_scan_s=options.full_scan_s, deliveries=deliveries)
 
-    @app.agent(source, name="join")
-    async def join_agent(stream: Any) -> None:
-        async for events in stream.take_events(options.batch_size, within=options.batch_within_s):
-            await joiner.process(events)
+    # subscribed through Faust (group, co-partitioned table), delivered in batches instead of to an agent
+    batch_fetch.attach(app, source, joiner.process, fetch_timeout_s=options.batch_within_s)
 
     @app.timer(interval=options.tick_s, name="join-housekeeping")
     async def housekeeping() -> None:

@@ -37,12 +37,23 @@ class PendingDeliveries:
         self.timeout_s = timeout_s
         self.examples: set[asyncio.Future] = set()
         self.changelog: set[asyncio.Future] = set()
+        self.changelog_error: BaseException | None = None
+        #: sends the writes still collected, so that their futures are tracked (streams.join_writes)
+        self.send_collected: Optional[Callable[[], Awaitable[None]]] = None
 
     def track_example(self, future: asyncio.Future) -> None:
         self._track(self.examples, future)
 
     def track_changelog(self, future: asyncio.Future) -> None:
+        if not future.done():
+            future.add_done_callback(self._note_changelog)
         self._track(self.changelog, future)
+
+    def _note_changelog(self, future: asyncio.Future) -> None:
+        """A changelog write the broker refused is lost state: no later commit may pass it (a failed
+        example is not: its entry is reopened and rewritten)."""
+        if not future.cancelled() and future.exception() is not None:
+            self.changelog_error = future.exception()
 
     @staticmethod
     def _track(pending: set[asyncio.Future], future: asyncio.Future) -> None:
@@ -55,17 +66,23 @@ class PendingDeliveries:
         """Wait until the examples and changelog writes pending now are acked (or failed).
 
         Examples first: their delivery callbacks write tombstones, which the second wait then
-        covers. A failed delivery counts as settled: the join keeps such an entry open and
-        rewrites it, and that rewrite is itself a tracked changelog write.
+        covers. A failed example delivery counts as settled: the join keeps such an entry open
+        and rewrites it, and that rewrite is itself a tracked changelog write. A failed
+        changelog write raises (Faust then does not commit).
         Raises :class:`TimeoutError` (so the caller does not commit) if the producer is stuck.
         """
         for pending in (self.examples, self.changelog):
+            if self.send_collected is not None:  # collected writes first (then the tombstones the callbacks wrote)
+                await self.send_collected()
             snapshot = set(pending)
             if snapshot:
                 done, not_done = await asyncio.wait(snapshot, timeout=self.timeout_s)
                 if not_done:
                     raise TimeoutError(f"{len(not_done)} producer deliveries not acked in {self.timeout_s} s;"
                                        " not committing source offsets")
+            if pending is self.changelog and self.changelog_error is not None:
+                raise RuntimeError(f"a changelog write failed ({self.changelog_error!r}); not committing"
+                                   " source offsets")
             await asyncio.sleep(0)  # let done-callbacks (tombstone writes) run before the next snapshot
 
 

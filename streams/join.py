@@ -48,7 +48,8 @@ from dataclasses import dataclass, fields
 from typing import Any, Literal, Mapping
 
 from contracts.events import Feedback, Impression, JoinInfo, LabeledList
-from streams.labeling import label_impression, label_impression_json
+from contracts.fast_decode import ImpressionS
+from streams.labeling import label_impression, label_impression_json, label_impression_raw
 from streams.rewards import ListOutcome, RewardWeights
 
 ClosedBy = Literal["window", "session_end", "idle", "flush"]
@@ -193,11 +194,19 @@ def close_entry(entry: dict, impression: Impression, config: JoinConfig, weights
     return example
 
 
-def close_entry_json(entry: dict, impression: Impression, config: JoinConfig, weights: RewardWeights,
-                     closed_by: ClosedBy, watermark: float, impression_offset: str | None = None) -> bytes:
-    """:func:`close_entry` returning the example's wire bytes (``encode(close_entry(...))``, no models)."""
+def close_entry_json(entry: dict, impression: Impression | ImpressionS, config: JoinConfig, weights: RewardWeights,
+                     closed_by: ClosedBy, watermark: float, impression_offset: str | None = None,
+                     raw: bytes | None = None) -> bytes:
+    """:func:`close_entry` returning the example's wire bytes (``encode(close_entry(...))``, no models).
+
+    A fast-decoded impression (:class:`~contracts.fast_decode.ImpressionS`) needs its record's
+    bytes, ``raw``: they become the example's impression (:func:`streams.labeling.label_impression_raw`).
+    """
     info = _join_info(entry, config, closed_by, watermark, impression_offset)
-    example = label_impression_json(impression, outcome_of(entry, config), weights, info)
+    if type(impression) is ImpressionS:
+        example = label_impression_raw(impression, raw, outcome_of(entry, config), weights, info)
+    else:
+        example = label_impression_json(impression, outcome_of(entry, config), weights, info)
     _tombstone(entry, info)
     return example
 

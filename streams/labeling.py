@@ -14,7 +14,9 @@ escaping), with the models' field order, every float field coerced to ``float`` 
 models' lax validation does, and ``None`` left out as ``encode``'s ``exclude_none`` does.
 Values the models would reject (a non-finite reward from extreme weights) take the model
 path, so they fail exactly as before. ``tests/unit/streams/test_streams_labeling_json.py``
-checks the identity on simulated data and edge cases.
+checks the identity on simulated data and edge cases. :func:`label_impression_raw` is the same for
+an impression fast-decoded from its record (:mod:`contracts.fast_decode`): the record's bytes are
+the example's impression.
 """
 
 from __future__ import annotations
@@ -22,9 +24,11 @@ from __future__ import annotations
 import hashlib
 import math
 
+import msgspec
 from pydantic_core import to_json
 
-from contracts.events import LABELED_LIST_SCHEMA, Impression, ItemLabels, JoinInfo, LabeledList, encode
+from contracts.events import LABELED_LIST_SCHEMA, Impression, ItemLabels, JoinInfo, LabeledList, decode, encode
+from contracts.fast_decode import ImpressionS
 from streams.rewards import ItemOutcome, ListOutcome, RewardWeights, item_reward, list_reward, query_satisfaction
 
 _NO_OUTCOME = ItemOutcome()
@@ -78,13 +82,10 @@ def _plain(labels: list[dict], shown: list[ItemOutcome]) -> bool:
     return True
 
 
-def label_impression_json(impression: Impression, outcome: ListOutcome, weights: RewardWeights,
-                          join: dict) -> bytes:
-    """``encode(label_impression(impression, outcome, weights, JoinInfo(**join)))`` without the models.
-
-    ``join``: the :class:`JoinInfo` fields (``closed_by``, ``window_s``, ``feedback_count``,
-    ``duplicate_count``, ``early_feedback_count``, ``closed_at_ts``, ``impression_offset``).
-    """
+def _wire_fields(impression, outcome: ListOutcome, weights: RewardWeights,
+                 join: dict) -> tuple[list[dict], float, float, dict] | None:
+    """Labels, list and query reward and join info as the models would write them; ``None`` if they would
+    coerce or reject any of it (then the caller takes the model path)."""
     labels, shown = item_labels(impression, outcome, weights)
     list_r = float(list_reward([lab["reward"] for lab in labels], [lab["position"] for lab in labels]))
     query_r = float(query_satisfaction(shown, outcome.reformulated, weights))
@@ -100,9 +101,46 @@ def label_impression_json(impression: Impression, outcome: ListOutcome, weights:
             and type(outcome.reformulated) is bool  # noqa: E721
             and math.isfinite(list_r) and math.isfinite(query_r) and math.isfinite(info["window_s"])
             and math.isfinite(info["closed_at_ts"]) and info["closed_at_ts"] >= 0.0):
+        return None
+    return labels, list_r, query_r, info
+
+
+def label_impression_json(impression: Impression, outcome: ListOutcome, weights: RewardWeights,
+                          join: dict) -> bytes:
+    """``encode(label_impression(impression, outcome, weights, JoinInfo(**join)))`` without the models.
+
+    ``join``: the :class:`JoinInfo` fields (``closed_by``, ``window_s``, ``feedback_count``,
+    ``duplicate_count``, ``early_feedback_count``, ``closed_at_ts``, ``impression_offset``).
+    """
+    fields = _wire_fields(impression, outcome, weights, join)
+    if fields is None:
         # anything the models would coerce or reject: let them (same bytes or the same error as before)
         return encode(label_impression(impression, outcome, weights, JoinInfo(**join)))
+    labels, list_r, query_r, info = fields
     doc = {"schema": LABELED_LIST_SCHEMA, "example_id": example_id_for(impression),
            "request_id": impression.request_id, "impression": impression, "labels": labels,
            "list_reward": list_r, "query_reward": query_r, "reformulated": outcome.reformulated, "join": info}
     return to_json(doc, by_alias=True, exclude_none=True)
+
+
+_ENCODER = msgspec.json.Encoder()
+
+
+def label_impression_raw(impression: ImpressionS, raw: bytes, outcome: ListOutcome, weights: RewardWeights,
+                         join: dict) -> bytes:
+    """The example of a fast-decoded impression (the streams worker's batch path), as wire bytes.
+
+    The impression inside the example is the record's own bytes (``raw``, already validated),
+    not a re-encoding: nothing is built per item beyond the labels. The example decodes to
+    the same :class:`LabeledList` as :func:`label_impression_json`'s (floats may be written in
+    another shortest form); a re-delivery is byte-identical, since it is built from the same
+    ``raw``. Values the models would coerce or reject take the model path, as there.
+    """
+    fields = _wire_fields(impression, outcome, weights, join)
+    if fields is None:
+        return label_impression_json(decode(raw), outcome, weights, join)
+    labels, list_r, query_r, info = fields
+    doc = {"schema": LABELED_LIST_SCHEMA, "example_id": example_id_for(impression),
+           "request_id": impression.request_id, "impression": msgspec.Raw(raw), "labels": labels,
+           "list_reward": list_r, "query_reward": query_r, "reformulated": outcome.reformulated, "join": info}
+    return _ENCODER.encode(doc)

@@ -30,7 +30,7 @@ COUNTERS = {
     "early_feedback": "Feedback that arrived before its impression (held)",
     "orphaned": "Held feedback dropped because its impression never arrived",
     "dead_lettered": "Invalid records routed to the dead-letter topic",
-    "batches": "take_events batches processed",
+    "batches": "fetched batches the join applied",
 }
 
 

@@ -15,7 +15,8 @@ from typing import Any
 from kafka.partitioner.default import murmur2
 
 from common.config import Settings
-from contracts.events import EventError, Feedback, Impression, decode
+from contracts.events import EventError, Feedback, Impression
+from contracts.fast_decode import FeedbackS, ImpressionS, decode_record
 
 
 @lru_cache(maxsize=200_000)
@@ -33,17 +34,28 @@ class Rejected:
     detail: str
 
 
-def validate_record(value: Any, key: Any, logical_topic: str, settings: Settings) -> Impression | Feedback | Rejected:
-    """Decode and check one record of ``impressions`` or ``feedback`` (never raises on bad input)."""
+_IMPRESSIONS = (Impression, ImpressionS)
+_FEEDBACK = (Feedback, FeedbackS)
+
+
+def validate_record(value: Any, key: Any, logical_topic: str, settings: Settings,
+                    broker_ts_s: float | None = None) -> Impression | Feedback | ImpressionS | FeedbackS | Rejected:
+    """Decode and check one record of ``impressions`` or ``feedback`` (never raises on bad input).
+
+    One decode for every consumer (:func:`contracts.fast_decode.decode_record`): the fast
+    structs when they accept the record, the pydantic models' verdict otherwise; ``broker_ts_s``
+    (the record's timestamp, seconds) bounds the event time (``future_ts``).
+    """
     if not isinstance(value, (bytes, bytearray)) or not value:
         return Rejected("empty_value", "", "record has no value")
     try:
-        event = decode(bytes(value), max_bytes=settings.max_event_bytes, max_list_size=settings.max_list_size)
+        event = decode_record(bytes(value), broker_ts_s, max_bytes=settings.max_event_bytes,
+                              max_list_size=settings.max_list_size, max_skew_s=settings.max_event_skew_s)
     except EventError as exc:
         return Rejected(exc.reason, exc.field, exc.detail)
     except Exception as exc:  # noqa: BLE001 - a hostile payload must never stop the agent
         return Rejected("undecodable", "", f"{type(exc).__name__}: {exc}"[:500])
-    wanted = Impression if logical_topic == "impressions" else Feedback
+    wanted = _IMPRESSIONS if logical_topic == "impressions" else _FEEDBACK
     if not isinstance(event, wanted):
         return Rejected("wrong_topic", "schema", f"{event.schema_} on the {logical_topic} topic")
     if key is None or bytes(key) != event.request_id.encode("utf-8"):

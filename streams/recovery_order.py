@@ -39,6 +39,13 @@ committed offset. If a new rebalance started during the seek, nothing is resumed
 rebalance's own recovery does it. (``Recovery._resume_streams`` has the same order but runs
 only for apps without tables; the streams app always has its join table.)
 
+The join's batch path (:mod:`streams.batch_fetch`) keeps this argument: it replaces only the
+per-message delivery, not the seek or the commit. A fetch that returns while the flow is stopped
+is dropped and answered with the seek; a batch is put on a queue that
+``app.flow_control.resume()`` clears like an agent's buffer, and dropped if the consumer
+generation changed since its fetch; its offsets are acked into faust's own lists after the
+batch, so the next commit starts at the committed offset C exactly as for an agent's events.
+
 ``tests/unit/streams/test_recovery_order.py`` runs both methods against a model of faust's
 consumer; ``tests/faults/streams/test_streams_kill9.py`` is the end-to-end check.
 """

@@ -19,9 +19,10 @@ def register(cli: click.Group, eval_group: click.Group) -> None:  # noqa: ARG001
 @click.option("--name", default=None, help="worker name (status file, Faust data dir); default worker-<pid>")
 @click.option("--web-port", type=int, default=0, show_default=True,
               help="port of /metrics on 127.0.0.1 (0: a free one)")
-@click.option("--batch-size", type=int, default=1000, show_default=True, help="events per take() batch")
+@click.option("--batch-size", type=int, default=1000, show_default=True,
+              help="most records one fetch brings; the join applies each fetch as one batch")
 @click.option("--within", "batch_within_s", type=float, default=0.25, show_default=True,
-              help="seconds a take() batch waits to fill (an example's join latency includes it)")
+              help="most seconds one fetch waits for records (an example's join latency includes it)")
 @click.option("--log-level", "loglevel", default="warning", show_default=True,
               help="debug | info | warning | error (the same flag on every long-running command)")
 @click.option("--status", "show_status", is_flag=True, help="print the counters of this deployment's workers and exit")

@@ -200,7 +200,8 @@ def test_a_field_error_carries_the_validators_message_as_detail():
     (impression(items=[item("a", 1, features=[0.0] * 4097)]), "too_long", "items.0.features"),
     (impression(items=[]), "schema_violation", "items"),
     (labeled(labels=[]), "schema_violation", "labels"),
-    (impression(fusion={"weights": {"click": 1.0}, "logprob": "NaN"}), "not_finite", "fusion.logprob"),
+    # strict types (issue 17): a string is not a number, even "NaN"
+    (impression(fusion={"weights": {"click": 1.0}, "logprob": "NaN"}), "schema_violation", "fusion.logprob"),
     (impression(ts="yesterday"), "schema_violation", "ts"),
 ])
 def test_each_contract_breach_names_its_reason_and_field(doc, reason, field):

@@ -56,3 +56,18 @@ def test_settle_refuses_to_let_a_commit_through_while_a_write_is_unacked():
 
     with pytest.raises(TimeoutError, match="not committing"):
         asyncio.run(scenario())
+
+
+def test_settle_refuses_every_later_commit_once_a_changelog_write_failed():
+    async def scenario() -> None:
+        loop = asyncio.get_running_loop()
+        deliveries = PendingDeliveries(timeout_s=1.0)
+        lost = loop.create_future()
+        deliveries.track_changelog(lost)
+        lost.set_exception(RuntimeError("broker down"))
+        await asyncio.sleep(0)  # the write's callbacks run (it leaves the pending set)
+        for _ in range(2):
+            with pytest.raises(RuntimeError, match="changelog write failed"):
+                await deliveries.settle()
+
+    asyncio.run(scenario())

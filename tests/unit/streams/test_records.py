@@ -15,7 +15,15 @@ import pytest
 
 from common.config import load_settings
 from contracts.events import EventError, Feedback, Impression, ShownItem, decode
+from contracts.fast_decode import FeedbackS, ImpressionS
 from streams.records import Rejected, partition_for_key, validate_record
+
+
+def same_event(got, model) -> bool:
+    """A fast-decoded struct and the contract's model carry the same values."""
+    import msgspec  # noqa: PLC0415
+
+    return msgspec.to_builtins(got) == json.loads(model.model_dump_json(by_alias=True)) | {"schema": model.schema_}
 
 SETTINGS = load_settings({"STREAMRANK_HOME": "/nonexistent-streamrank-home"})
 FEEDBACK = {"schema": "streamrank.feedback.v1", "event_id": "e1", "request_id": "r1", "item_id": "a", "ts": 1.0,
@@ -66,7 +74,7 @@ def test_a_bytearray_value_is_decoded_like_bytes():
     value = bytearray(raw({**FEEDBACK, "kind": "teleport"}))
     assert validate_record(value, b"r1", "feedback", SETTINGS) == Rejected(
         "unknown_kind", "kind", contract_error(bytes(value)).detail)
-    assert validate_record(bytearray(raw(FEEDBACK)), b"r1", "feedback", SETTINGS) == decode(raw(FEEDBACK))
+    assert same_event(validate_record(bytearray(raw(FEEDBACK)), b"r1", "feedback", SETTINGS), decode(raw(FEEDBACK)))
 
 
 def test_the_configured_event_size_limit_applies_not_the_contracts_default():
@@ -76,14 +84,15 @@ def test_the_configured_event_size_limit_applies_not_the_contracts_default():
         "too_large", "", f"{len(value)} bytes > {len(value) - 1}")
     # exactly at the limit is still an event
     assert isinstance(validate_record(value, b"r1", "feedback", replace(SETTINGS, max_event_bytes=len(value))),
-                      Feedback)
+                      (Feedback, FeedbackS))
 
 
 def test_the_configured_list_size_limit_applies_not_the_contracts_default():
     doc = {**IMPRESSION, "items": [{"item_id": f"x{i}", "position": i + 1} for i in range(3)]}
     assert validate_record(raw(doc), b"r1", "impressions", replace(SETTINGS, max_list_size=2)) == Rejected(
         "oversized_list", "items", "3 items > 2")
-    assert isinstance(validate_record(raw(doc), b"r1", "impressions", replace(SETTINGS, max_list_size=3)), Impression)
+    assert isinstance(validate_record(raw(doc), b"r1", "impressions", replace(SETTINGS, max_list_size=3)),
+                      (Impression, ImpressionS))
 
 
 def test_the_default_settings_cap_lists_at_their_max_list_size():
@@ -146,8 +155,8 @@ def test_a_key_that_is_not_the_request_id_is_a_key_mismatch(key):
 def test_the_key_is_compared_as_the_utf8_bytes_of_the_request_id():
     rid = "r\u00e9-\u8acb"
     doc = {**FEEDBACK, "request_id": rid}
-    assert validate_record(raw(doc), rid.encode("utf-8"), "feedback", SETTINGS) == decode(raw(doc))
-    assert validate_record(raw(doc), bytearray(rid.encode("utf-8")), "feedback", SETTINGS) == decode(raw(doc))
+    assert same_event(validate_record(raw(doc), rid.encode("utf-8"), "feedback", SETTINGS), decode(raw(doc)))
+    assert same_event(validate_record(raw(doc), bytearray(rid.encode("utf-8")), "feedback", SETTINGS), decode(raw(doc)))
     assert validate_record(raw(doc), rid.encode("latin-1", "replace"), "feedback", SETTINGS) == KEY_MISMATCH
 
 
@@ -156,17 +165,17 @@ def test_the_key_is_compared_as_the_utf8_bytes_of_the_request_id():
 def test_a_good_feedback_record_is_the_event_with_every_field_kept():
     doc = {**FEEDBACK, "kind": "play_time_ms", "value": 1234.5, "ts": 17.25}
     event = validate_record(raw(doc), b"r1", "feedback", SETTINGS)
-    assert event == Feedback(schema="streamrank.feedback.v1", event_id="e1", request_id="r1", item_id="a", ts=17.25,
-                             kind="play_time_ms", value=1234.5)
+    assert same_event(event, Feedback(schema="streamrank.feedback.v1", event_id="e1", request_id="r1", item_id="a", ts=17.25,
+                             kind="play_time_ms", value=1234.5))
 
 
 def test_a_good_impression_record_is_the_event_with_every_field_kept():
     doc = {**IMPRESSION, "query": "cats", "items": [{"item_id": "a", "position": 1, "duration_ms": 9000.0},
                                                     {"item_id": "b", "position": 2, "scores": {"click": 0.25}}]}
     event = validate_record(raw(doc), b"r1", "impressions", SETTINGS)
-    assert event == Impression(schema="streamrank.impression.v1", event_id="i1", request_id="r1", ts=1.0, user_id="u",
+    assert same_event(event, Impression(schema="streamrank.impression.v1", event_id="i1", request_id="r1", ts=1.0, user_id="u",
                                query="cats", items=[ShownItem(item_id="a", position=1, duration_ms=9000.0),
-                                                    ShownItem(item_id="b", position=2, scores={"click": 0.25})])
+                                                    ShownItem(item_id="b", position=2, scores={"click": 0.25})]))
 
 
 # --- partitioner -------------------------------------------------------------------------------
@@ -207,3 +216,12 @@ def test_the_partition_is_the_positive_murmur2_of_the_utf8_key_modulo_the_partit
         got = partition_for_key(key, partitions)
         assert type(got) is int and got == expected, key
         assert 0 <= got < partitions
+
+
+def test_an_event_time_past_the_configured_skew_from_the_broker_timestamp_is_future_ts():
+    value = raw({**FEEDBACK, "ts": 1000.0})
+    assert isinstance(validate_record(value, b"r1", "feedback", SETTINGS, broker_ts_s=1000.0 - 60.0), FeedbackS)
+    got = validate_record(value, b"r1", "feedback", SETTINGS, broker_ts_s=1000.0 - 60.5)
+    assert (got.reason, got.field) == ("future_ts", "ts")
+    assert isinstance(validate_record(value, b"r1", "feedback", replace(SETTINGS, max_event_skew_s=61.0),
+                                      broker_ts_s=1000.0 - 60.5), FeedbackS)
