@@ -6,11 +6,20 @@ line is counted and reported with its line number and reason and never stops the
 The original line bytes are produced unchanged, so replaying a log twice gives the same
 topic contents (apart from Kafka timestamps). The producer is idempotent with ordered
 retries, so per-partition order is the log's order.
+
+Size (issue 17): a line whose record would be over ``Settings.max_event_bytes`` is reported as a
+``too_large`` line and never sent (:mod:`common.record_size`). A broker with a smaller limit than
+that refuses it anyway, and with kafka-python 3.0.12 an idempotent producer then fails every later
+send: replay sees the failure in a send's callback, closes the producer, builds a new one and sends
+again the records that failed only with it (after the records sent meanwhile, so those few may
+land out of log order; the join holds early feedback for its impression). A record the broker
+refused for itself is counted in ``lost``.
 """
 
 from __future__ import annotations
 
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Iterator
@@ -18,8 +27,10 @@ from typing import Iterable, Iterator
 from tqdm import tqdm
 
 from common.config import Settings
+from common.record_size import RecordTooLarge, check_record_size, needs_new_producer, record_bytes
 from contracts.events import MODELS, TOPIC_SCHEMAS, EventError, decode
 
+TOO_LARGE = "MessageSizeTooLargeError"
 SCHEMA_TOPIC = {schema: topic for topic, schema in TOPIC_SCHEMAS.items()}
 
 
@@ -38,6 +49,10 @@ class ReplaySummary:
     by_topic: dict[str, int] = field(default_factory=dict)
     errors: list[LineError] = field(default_factory=list)
     seconds: float = 0.0
+    #: producers closed and built anew after a fatal client error; records sent again; records lost
+    producer_rebuilds: int = 0
+    resent: int = 0
+    lost: int = 0
 
     @property
     def rate(self) -> float:
@@ -46,6 +61,7 @@ class ReplaySummary:
     def as_dict(self) -> dict:
         return {"events": self.events, "by_topic": self.by_topic, "errors": len(self.errors),
                 "seconds": round(self.seconds, 3), "events_per_s": round(self.rate, 1),
+                "producer_rebuilds": self.producer_rebuilds, "resent": self.resent, "lost": self.lost,
                 "error_lines": [e.__dict__ for e in self.errors[:20]]}
 
 
@@ -58,6 +74,61 @@ def make_producer(bootstrap: str, **overrides):
                   max_request_size=8 * 1024 * 1024)
     config.update(overrides)
     return KafkaProducer(**config)
+
+
+class ResilientSender:
+    """Sends replay's records and heals a producer that a fatal client error broke (see the module).
+
+    Failures arrive in send callbacks (the producer's I/O thread); :meth:`heal` runs on the caller's
+    thread, before each send and after the final flush.
+    """
+
+    def __init__(self, producer, rebuild, summary: ReplaySummary) -> None:
+        self.producer = producer
+        self.rebuild = rebuild  # None: a producer handed in by the caller, not ours to replace
+        self.summary = summary
+        #: (topic, key, value, error) of failed sends; appended on the I/O thread, drained here
+        self.failed: deque[tuple[str, bytes, bytes, BaseException]] = deque()
+        self.refused_size: int | None = None  # the largest record the broker refused as too large
+
+    def send(self, topic: str, key: bytes, value: bytes) -> None:
+        if self.failed:
+            self.heal()
+        future = self.producer.send(topic, key=key, value=value)
+        future.add_errback(lambda exc: self.failed.append((topic, key, value, exc)))
+
+    def heal(self) -> None:
+        """Rebuild the producer if a failure broke it; send the records that failed only with it."""
+        failed = [self.failed.popleft() for _ in range(len(self.failed))]
+        broken = any(needs_new_producer(exc) for *_, exc in failed)
+        if broken and self.rebuild is not None:
+            self.producer.close(timeout=5)
+            self.producer = self.rebuild()
+            self.summary.producer_rebuilds += 1
+        # a wedged producer fails every record with MessageSizeTooLargeError: only the largest that
+        # failed so was refused for itself, the smaller ones are victims (serving.emitter's rule)
+        too_large = [record_bytes(k, v) for _, k, v, exc in failed if type(exc).__name__ == TOO_LARGE]
+        self.refused_size = max([self.refused_size or 0, *too_large]) or None
+        for topic, key, value, exc in failed:
+            refused = type(exc).__name__ == TOO_LARGE and record_bytes(key, value) >= (self.refused_size or 0)
+            if refused or not broken or self.rebuild is None:
+                self.summary.lost += 1  # refused for itself (or no producer of ours to rebuild)
+                continue
+            self.summary.resent += 1
+            self.producer.send(topic, key=key, value=value).add_errback(
+                lambda e, t=topic, k=key, v=value: self.failed.append((t, k, v, e)))
+
+    def finish(self) -> None:
+        """Flush until nothing failed is left to send again (each record is sent again at most once
+        per rebuild; a record that keeps failing ends in ``lost``)."""
+        self.producer.flush()
+        for _ in range(3):
+            if not self.failed:
+                return
+            self.heal()
+            self.producer.flush()
+        self.summary.lost += len(self.failed)
+        self.failed.clear()
 
 
 def read_lines(paths: Iterable[str | Path]) -> Iterator[tuple[str, int, bytes]]:
@@ -83,9 +154,10 @@ def replay(paths: list[str | Path], settings: Settings, speed: float | None = No
     if speed is not None and speed <= 0:
         raise ValueError("speed must be > 0 (or None for max speed)")
     own_producer = producer is None
-    producer = producer or make_producer(settings.kafka_bootstrap)
-    topics = {schema: settings.topics.name(topic) for schema, topic in SCHEMA_TOPIC.items()}
     summary = ReplaySummary()
+    sender = ResilientSender(producer or make_producer(settings.kafka_bootstrap),
+                             (lambda: make_producer(settings.kafka_bootstrap)) if own_producer else None, summary)
+    topics = {schema: settings.topics.name(topic) for schema, topic in SCHEMA_TOPIC.items()}
     total = count_lines(paths) if progress else None
     if limit is not None and total is not None:
         total = min(total, limit)
@@ -97,9 +169,15 @@ def replay(paths: list[str | Path], settings: Settings, speed: float | None = No
             if limit is not None and summary.events + len(summary.errors) >= limit:
                 break
             try:
-                event = decode(raw, max_list_size=settings.max_list_size)
+                event = decode(raw, max_list_size=settings.max_list_size, max_bytes=settings.max_event_bytes)
+                key = event.request_id.encode()
+                check_record_size(key, raw, settings.max_event_bytes)
             except EventError as exc:
                 summary.errors.append(LineError(path, line_no, exc.reason, exc.field, exc.detail))
+                bar.update(1)
+                continue
+            except RecordTooLarge as exc:
+                summary.errors.append(LineError(path, line_no, "too_large", "", str(exc)))
                 bar.update(1)
                 continue
             schema = event.schema_
@@ -108,16 +186,16 @@ def replay(paths: list[str | Path], settings: Settings, speed: float | None = No
                 delay = (event.ts - first_ts) / speed - (time.monotonic() - start)
                 if delay > 0:
                     time.sleep(delay)
-            producer.send(topics[schema], key=event.request_id.encode(), value=raw)
+            sender.send(topics[schema], key, raw)
             summary.events += 1
             summary.by_topic[SCHEMA_TOPIC[schema]] = summary.by_topic.get(SCHEMA_TOPIC[schema], 0) + 1
             bar.update(1)
-        producer.flush()
+        sender.finish()
     finally:
         bar.close()
         summary.seconds = time.monotonic() - start
         if own_producer:
-            producer.close()
+            sender.producer.close()
     return summary
 
 

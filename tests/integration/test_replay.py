@@ -91,3 +91,38 @@ def test_obd_log_replays_with_propensities(settings, tmp_path, shared_data):
     events = [decode(v) for part in got.values() for _, v in part]
     assert len(events) == 300
     assert all(0 < e.items[0].propensity <= 1 for e in events)
+
+
+def _with_oversized_first(letor_log: Path, tmp_path: Path, size: int) -> tuple[Path, int]:
+    """``letor_log`` with a schema-valid impression of about ``size`` bytes (a long context string)
+    as line 1; returns the new log and how many normal lines follow it."""
+    import json
+
+    lines = [line for line in letor_log.read_text().splitlines() if line.strip()]
+    big = json.loads(next(line for line in lines if '"streamrank.impression.v1"' in line))
+    big["request_id"] = "oversized-request"
+    big["context"] = {"blob": "x" * size}
+    path = tmp_path / "with_oversized.jsonl"
+    path.write_text("\n".join([json.dumps(big), *lines]) + "\n")
+    return path, len(lines)
+
+
+def test_an_oversized_line_is_reported_and_never_sent(settings, tmp_path, letor_log):
+    path, normal = _with_oversized_first(letor_log, tmp_path, 2 * 1024 * 1024)
+    summary = replay([path], settings, progress=False)
+    assert [(e.line, e.reason) for e in summary.errors] == [(1, "too_large")]
+    assert (summary.events, summary.producer_rebuilds, summary.lost) == (normal, 0, 0)
+
+
+def test_a_producer_the_broker_wedged_is_rebuilt_and_every_normal_line_lands(settings, tmp_path, letor_log):
+    """A limit above the broker's own (~1 MB): the line is sent, the broker refuses it, and the
+    idempotent producer that fails every later send is replaced (issue 17)."""
+    from dataclasses import replace as with_fields
+
+    path, normal = _with_oversized_first(letor_log, tmp_path, 2 * 1024 * 1024)
+    summary = replay([path], with_fields(settings, max_event_bytes=8 << 20), progress=False)
+    assert summary.errors == [] and summary.events == normal + 1
+    assert summary.lost == 1 and summary.producer_rebuilds >= 1, summary.as_dict()
+    landed = sum(len(v) for logical in ("impressions", "feedback")
+                 for v in topic_contents(settings, logical, expected=1).values())
+    assert landed == normal, summary.as_dict()
