@@ -19,6 +19,10 @@ class RecordingProducer:
 
     def send(self, topic, key, value):
         self.sent.append((time.monotonic(), topic, key, value))
+        return self
+
+    def add_errback(self, _callback):  # the future kafka-python's send returns: this one never fails
+        return self
 
     def flush(self):
         pass
