@@ -70,8 +70,9 @@ def reward_model_quality(learner, requests, keys, E: np.ndarray, grid, best: int
         for r in requests:
             lists = from_request(context_request(r), learner.config.n_features, learner.config.tasks)
             orders = learner._orders(lists.task_logits, lists.mask, actions)
-            scores.append(learner.satisfaction.logits(lists.features, lists.task_logits, lists.mask,
-                                                      learner._context(lists), orders)[0].numpy())
+            model = learner.satisfaction  # the learned R_phi even when --reward exact patched the instance
+            scores.append(type(model).logits(model, lists.features, lists.task_logits, lists.mask,
+                                             learner._context(lists), orders)[0].numpy())
     S = np.array(scores)
     chosen, _ = keyed_choice(S, keys, E, keys, best)
     corr = [spearmanr(s, e)[0] for s, e in zip(S, E) if np.ptp(s) > 0 and np.ptp(e) > 0]

@@ -13,10 +13,12 @@ on their group and the query's type:
    requests (held-out queries), so no choice is made on the requests it is judged on.
 2. **The methods.** ``drpo`` (every switch on, with the request context production would
    give it: the KuaiRand activity degree, the query-type class and the task-score summaries;
-   :mod:`learners.fusion.context`) learns online from the labelled lists of the simulated
-   stream, as it would from ``examples``; ``no_dual`` is the same learner without the
-   cross-batch term of SaFRO's dual-relative advantage (``across_batches=False``: GRPO-style
-   group-relative updates); ``drpo_no_query`` drops the query-type feature. Each serves the
+   :mod:`learners.fusion.context`) and the context-weighted satisfaction reward model
+   (:mod:`learners.fusion.satisfaction_contextual`; :data:`FUSION_SETTINGS`) learns online from
+   the labelled lists of the simulated stream, as it would from ``examples``; ``no_dual`` is the
+   same learner without the cross-batch term of SaFRO's dual-relative advantage
+   (``across_batches=False``: GRPO-style group-relative updates); ``drpo_no_query`` drops the
+   query-type feature. Each serves the
    policy mean on the evaluation requests.
 
 Gains are :math:`\sum a / \sum s - 1` against ``best_static`` on the same requests, with a
