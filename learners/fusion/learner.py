@@ -7,7 +7,8 @@ on a batch of :class:`~contracts.events.LabeledList` (RECONSTRUCTION of the pape
 DESIGN.md "DRPO"):
 
 1. **Satisfaction reward model** step on the served lists' ``query_reward``
-   (:mod:`learners.fusion.satisfaction`).
+   (:mod:`learners.fusion.satisfaction`, or :mod:`learners.fusion.satisfaction_contextual`
+   with ``reward_model="contextual"``).
 2. **Group**: ``group_size`` weight vectors per request from the current policy (frozen as
    :math:`\pi_{old}`), each ranks the list and is valued by :math:`R_\phi`; the served vector
    joins the group with its *logged* satisfaction and its behaviour log-prob.
@@ -45,7 +46,7 @@ from contracts.state import make_generator
 from learners.fusion.context import context_dims, request_context, task_statistics
 from learners.fusion.objective import clipped_policy_loss
 from learners.fusion.policy import TaskRelationPolicy, gaussian_kl, gaussian_logprob
-from learners.fusion.satisfaction import SatisfactionModel
+from learners.fusion.satisfaction import satisfaction_model
 from learners.policy import advantages as adv
 from learners.policy.batch import DEFAULT_TASKS, ListBatch, ListPolicyLearning, Rejected, from_request
 from learners.policy.state import PolicyCheckpointing
@@ -74,6 +75,11 @@ class DRPOConfig:
     #: Append the request's query-intent one-hot (``context["query_type"]``) to the policy's and
     #: the reward model's context (:mod:`learners.fusion.context`); off keeps the old shapes.
     query_context: bool = False
+    #: The satisfaction reward model R_phi: ``pooled`` (:mod:`learners.fusion.satisfaction`) or
+    #: ``contextual`` (:mod:`learners.fusion.satisfaction_contextual`: a context baseline plus
+    #: context-weighted, list-centred task proxies; what ``streamrank eval fusion`` runs). The
+    #: default keeps existing snapshots' shapes.
+    reward_model: str = "pooled"
     use_logged_reward: bool = True
     clip: float = 0.2
     dual_clip: float = 3.0
@@ -117,7 +123,7 @@ class DRPOLearner(ListPolicyLearning, PolicyCheckpointing):
             torch.manual_seed(config.seed)
             self.policy = TaskRelationPolicy(K, C, config.hidden, config.heads, config.task_relation,
                                              config.init_mean, config.init_std)
-            self.satisfaction = SatisfactionModel(config.n_features, K, C)
+            self.satisfaction = satisfaction_model(config.reward_model, config.n_features, K, C)
         self.reference = copy.deepcopy(self.policy).requires_grad_(False)
         self.policy_opt = torch.optim.Adam(self.policy.parameters(), lr=config.lr)
         self.reward_opt = torch.optim.Adam(self.satisfaction.parameters(), lr=config.reward_lr)

@@ -22,6 +22,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from learners.fusion.satisfaction_contextual import ContextualSatisfactionModel
+
 
 class SatisfactionModel(nn.Module):
     def __init__(self, n_features: int, n_tasks: int, context_dim: int, hidden: int = 32, projection: int = 8,
@@ -62,3 +64,17 @@ class SatisfactionModel(nn.Module):
         served = torch.arange(mask.shape[1]).expand(mask.shape[0], 1, -1)
         logits = self.logits(features, task_logits, mask, ctx, served).squeeze(1)
         return F.binary_cross_entropy_with_logits(logits, target.clamp(0.0, 1.0))
+
+
+#: ``DRPOConfig.reward_model`` -> the reward model it builds.
+REWARD_MODELS: tuple[str, ...] = ("pooled", "contextual")
+
+
+def satisfaction_model(kind: str, n_features: int, n_tasks: int, context_dim: int) -> nn.Module:
+    """The reward model ``kind`` names: ``pooled`` (:class:`SatisfactionModel`, the default) or
+    ``contextual`` (:class:`learners.fusion.satisfaction_contextual.ContextualSatisfactionModel`)."""
+    if kind == "pooled":
+        return SatisfactionModel(n_features, n_tasks, context_dim)
+    if kind == "contextual":
+        return ContextualSatisfactionModel(n_tasks, context_dim)
+    raise ValueError(f"unknown reward_model {kind!r}; known: {list(REWARD_MODELS)}")

@@ -13,10 +13,12 @@ on their group and the query's type:
    requests (held-out queries), so no choice is made on the requests it is judged on.
 2. **The methods.** ``drpo`` (every switch on, with the request context production would
    give it: the KuaiRand activity degree, the query-type class and the task-score summaries;
-   :mod:`learners.fusion.context`) learns online from the labelled lists of the simulated
-   stream, as it would from ``examples``; ``no_dual`` is the same learner without the
-   cross-batch term of SaFRO's dual-relative advantage (``across_batches=False``: GRPO-style
-   group-relative updates); ``drpo_no_query`` drops the query-type feature. Each serves the
+   :mod:`learners.fusion.context`) and the context-weighted satisfaction reward model
+   (:mod:`learners.fusion.satisfaction_contextual`; :data:`FUSION_SETTINGS`) learns online from
+   the labelled lists of the simulated stream, as it would from ``examples``; ``no_dual`` is the
+   same learner without the cross-batch term of SaFRO's dual-relative advantage
+   (``across_batches=False``: GRPO-style group-relative updates); ``drpo_no_query`` drops the
+   query-type feature. Each serves the
    policy mean on the evaluation requests.
 
 Gains are :math:`\sum a / \sum s - 1` against ``best_static`` on the same requests, with a
@@ -40,11 +42,17 @@ from simulator.contextual import GROUPS, ContextRequest, ContextualSimulator, co
 from simulator.kuairand import KuaiRandMarginals, load_kuairand
 from simulator.letor import LetorDataset
 
-#: The learned methods and their DRPO settings (over the defaults); ``drpo`` is the full method.
+#: DRPO's settings for this task (over :class:`~learners.fusion.learner.DRPOConfig`'s defaults):
+#: the query-type feature, the context-weighted reward model (the pooled one cannot rank a
+#: request's weight vectors: BENCHMARKS.md, ``bench/fusion_diagnostics.py``) and faster policy
+#: and reward-model steps (the stream is short: a few hundred updates).
+FUSION_SETTINGS: dict[str, Any] = {"query_context": True, "reward_model": "contextual", "lr": 1e-2,
+                                   "reward_lr": 1e-2, "reward_steps": 4}
+#: The learned methods and their DRPO settings; ``drpo`` is the full method.
 FUSION_LEARNERS: dict[str, dict[str, Any]] = {
-    "drpo": {"query_context": True},
-    "no_dual": {"query_context": True, "across_batches": False},
-    "drpo_no_query": {"query_context": False},
+    "drpo": FUSION_SETTINGS,
+    "no_dual": {**FUSION_SETTINGS, "across_batches": False},
+    "drpo_no_query": {**FUSION_SETTINGS, "query_context": False},
 }
 STATIC_METHODS = ("best_static", "per_group_static", "oracle", "click_only")
 

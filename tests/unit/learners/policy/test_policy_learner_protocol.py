@@ -13,16 +13,23 @@ from safetensors.torch import save as st_save
 from contracts.learner import Learner, LearnerState, RerankRequest
 from learners.policy.batch import PolicyInputError
 from learners.policy.evaluation import rerank_request
+from learners.fusion.learner import build_drpo
 from learners.registry import build_learner
 from simulator.session import SessionSimulator
 
-MODELS = ["ldro", "grpo", "drpo"]
+MODELS = ["ldro", "grpo", "drpo", "drpo_contextual"]
 SMALL = {"ldro": {"group_size": 4, "teacher_pretrain_updates": 1}, "grpo": {"group_size": 4},
-         "drpo": {"group_size": 4, "reference_every": 2}}
+         "drpo": {"group_size": 4, "reference_every": 2},
+         # DRPO as ``streamrank eval fusion`` runs it: the context-weighted reward model, the query type
+         "drpo_contextual": {"group_size": 4, "reference_every": 2, "reward_model": "contextual",
+                             "query_context": True}}
 
 
-def build(name: str, seed: int = 0):
-    return build_learner(name, n_features=300, seed=seed, **SMALL[name])
+def build(name: str, seed: int = 0, **overrides):
+    config = {**SMALL[name], **overrides}
+    if name == "drpo_contextual":  # the registry names families; the variant's name is in its config
+        return build_drpo(n_features=300, seed=seed, **config)
+    return build_learner(name, n_features=300, seed=seed, **config)
 
 
 def through_process_boundary(state: LearnerState) -> LearnerState:
@@ -40,7 +47,7 @@ def assert_same_state(a: LearnerState, b: LearnerState) -> None:
 @pytest.mark.parametrize("name", MODELS)
 def test_satisfies_the_protocol_and_state_has_optimizer_and_rng(name):
     learner = build(name)
-    assert isinstance(learner, Learner) and learner.name == name
+    assert isinstance(learner, Learner) and learner.name == name.split("_")[0]
     state = learner.state_dict()
     assert any(k.startswith("optim.") for k in state.tensors) or learner.updates == 0
     assert {"rng.learn", "rng.serve"} <= set(state.tensors) and state.meta["updates"] == 0
@@ -111,7 +118,7 @@ def test_rerank_returns_a_permutation_with_its_log_prob(name, examples):
     assert greedy.order == sorted(range(n), key=lambda i: -greedy.scores[i])
     samples = [learner.rerank(request, explore=True) for _ in range(8)]
     assert len({tuple(s.order) for s in samples}) > 1, "exploration must vary the list"
-    if name == "drpo":
+    if name.startswith("drpo"):
         assert greedy.logprob is None and set(greedy.extras["fusion"]) == {"click", "long_view", "watch_time"}
         assert math.isfinite(greedy.extras["fusion_logprob"])
         weights, logprob = learner.fusion(request)
@@ -159,7 +166,7 @@ def test_refuses_a_checkpoint_of_another_family_or_config(name):
     other = build("drpo" if name != "drpo" else "ldro")
     with pytest.raises(ValueError):
         learner.load_state_dict(other.state_dict())
-    changed = build_learner(name, n_features=300, seed=0, **{**SMALL[name], "group_size": 5})
+    changed = build(name, group_size=5)
     with pytest.raises(ValueError, match="config differs"):
         learner.load_state_dict(changed.state_dict())
 
