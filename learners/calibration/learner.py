@@ -47,9 +47,10 @@ from contracts.state import (
     stamp,
 )
 from learners.calibration.baselines import PlattHead, StreamingIsotonic
-from learners.calibration.context import ContextEncoder, TaskRows, check_tasks, extract_rows
+from learners.calibration.context import P_CLIP, ContextEncoder, TaskRows, check_tasks, extract_rows
 from learners.calibration.scloss import SCLossConfig, SmoothCalibrationLoss
 from learners.calibration.umnn import UMNNCalibrator
+from learners.ingest.rows import RowArrays
 
 DEFAULT_TASKS = ("click", "long_view")
 DEFAULT_FIELDS = ("position", "item", "user")
@@ -123,8 +124,22 @@ class _CalibrationBase:
         self.examples_seen = 0
         self.rows_seen = 0
         self.generator = torch.Generator().manual_seed(config.seed)
+        self.device = torch.device("cpu")
 
     # -- shared ---------------------------------------------------------------------------------
+    def learn_many(self, batch: Sequence[LabeledList]) -> dict[str, float]:
+        """One update from ``batch``: its rows written into arrays, then :meth:`learn_built`."""
+        built = self.batch_builder(len(batch))
+        for example in batch:
+            built.add(example)
+        return self.learn_built(built)
+
+    def batch_builder(self, capacity: int) -> RowArrays:
+        raise NotImplementedError
+
+    def learn_built(self, built: RowArrays) -> dict[str, float]:
+        raise NotImplementedError
+
     def rows(self, batch: Sequence[LabeledList]) -> dict[str, TaskRows]:
         return extract_rows(batch, self.tasks, self.config.context_fields)
 
@@ -239,16 +254,20 @@ class NeuralCalibrationLearner(_CalibrationBase):
         metrics["loss"] = float(total.detach())
         return metrics
 
-    def learn_many(self, batch: Sequence[LabeledList]) -> dict[str, float]:
-        rows = self.rows(batch)
-        task_batches = {task: (r.logits(), r.label_tensor(), self.encoder.indices(r.fields, len(r)))
-                        for task, r in rows.items() if len(r)}
-        metrics = self.update_tensors(task_batches)
-        n_rows = sum(len(r) for r in rows.values())
-        self.examples_seen += len(batch)
+    def batch_builder(self, capacity: int) -> RowArrays:
+        """Rows written as examples are decoded (:mod:`learners.ingest.rows`), context hashed on the way."""
+        return RowArrays(self.tasks, self.encoder.fields, self.encoder.index)
+
+    def learn_built(self, built: RowArrays) -> dict[str, float]:
+        """One update from a :meth:`batch_builder` batch (what ``learn_many`` does after decoding)."""
+        task_batches = {task: (built.logits(task, P_CLIP), built.label_tensor(task), built.index_tensor(task))
+                        for task in self.tasks if built.rows(task)}
+        metrics = self.update_tensors({t: tuple(x.to(self.device) for x in b) for t, b in task_batches.items()})
+        n_rows = sum(built.rows(t) for t in self.tasks)
+        self.examples_seen += built.count
         self.rows_seen += n_rows
         metrics["rows"] = float(n_rows)
-        metrics["examples"] = float(len(batch))
+        metrics["examples"] = float(built.count)
         return metrics
 
     def state_dict(self) -> LearnerState:
@@ -283,28 +302,32 @@ class IsotonicCalibrationLearner(_CalibrationBase):
     def _predict(self, task, logit, context, p_hat):
         return self.histograms[task].predict(logit, p_hat)
 
-    def learn_many(self, batch: Sequence[LabeledList]) -> dict[str, float]:
-        rows = self.rows(batch)
+    def batch_builder(self, capacity: int) -> RowArrays:
+        """Rows written as examples are decoded (no context: the histograms do not read it)."""
+        return RowArrays(self.tasks, (), None)
+
+    def learn_built(self, built: RowArrays) -> dict[str, float]:
+        """One update from a :meth:`batch_builder` batch (what ``learn_many`` does after decoding)."""
         metrics: dict[str, float] = {}
         total = 0.0
-        for task, r in rows.items():
-            if not len(r):
+        for task in self.tasks:
+            if not built.rows(task):
                 continue
-            logit, y = r.logits(), r.label_tensor()
-            p_hat = torch.tensor(r.p_hat, dtype=torch.float32)
+            logit, y = built.logits(task, P_CLIP), built.label_tensor(task)
+            p_hat = built.p_hat_tensor(task)
             p = self.histograms[task].predict(logit, p_hat).clamp(1e-7, 1 - 1e-7)  # loss before the update
             bce = float(nn.functional.binary_cross_entropy(p, y))
             metrics[f"{task}.bce"] = bce
             total += bce
             self.histograms[task].update(logit, p_hat, y)
-        n_rows = sum(len(r) for r in rows.values())
+        n_rows = sum(built.rows(t) for t in self.tasks)
         if n_rows:
             self.updates += 1
             metrics["loss"] = total
-        self.examples_seen += len(batch)
+        self.examples_seen += built.count
         self.rows_seen += n_rows
         metrics["rows"] = float(n_rows)
-        metrics["examples"] = float(len(batch))
+        metrics["examples"] = float(built.count)
         return metrics
 
     def state_dict(self) -> LearnerState:

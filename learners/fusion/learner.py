@@ -127,6 +127,7 @@ class DRPOLearner(ListPolicyLearning, PolicyCheckpointing):
         self.updates = 0
         self.examples_seen = 0
         self.last_rejected: list[Rejected] = []
+        self.device = torch.device("cpu")
 
     # -- learning ---------------------------------------------------------------------------
     def update(self, lists: ListBatch) -> dict[str, float]:

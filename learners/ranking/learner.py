@@ -148,6 +148,7 @@ class LDROLearner(ListPolicyLearning, PolicyCheckpointing):
         self.updates = 0
         self.examples_seen = 0
         self.last_rejected: list[Rejected] = []
+        self.device = torch.device("cpu")
 
     # -- learning ---------------------------------------------------------------------------
     def update(self, lists: ListBatch) -> dict[str, float]:

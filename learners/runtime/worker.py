@@ -173,7 +173,7 @@ def _learner_runtime(settings: Settings, options: LearnWorkerOptions) -> tuple[L
     runtime = LearnerRuntime(options.model, learner, store,
                              RuntimeConfig(batch_size=options.batch_size, checkpoint_every=options.checkpoint_every,
                                            checkpoint_interval_s=interval, max_event_bytes=settings.max_event_bytes,
-                                           max_wait_s=options.max_wait_s))
+                                           max_wait_s=options.max_wait_s, prefetch=True))
     runtime.restore()
     if settings.redis:  # impressions may name item features instead of carrying them (serving's default)
         runtime.prepare = FeatureFill(feast_row_reader(settings))
@@ -254,7 +254,8 @@ class LearnerAgent:
             records = [Record(e.message.topic, e.message.partition, e.message.offset, e.message.key, e.message.value)
                        for e in events]
             async with self.lock:
-                result = await asyncio.to_thread(self.runtime.offer, records)
+                # wait=False: the update stage learns this take while the next one is decoded
+                result = await asyncio.to_thread(self.runtime.offer, records, False)
             await self.execute(result)
 
     async def on_assigned(self, sender: Any, assigned: Any, **kwargs: Any) -> None:
