@@ -214,10 +214,19 @@ class NeuralCalibrationLearner(_CalibrationBase):
         sc = SCLossConfig(config.sc_bins, config.sc_beta, config.sc_weight, config.sc_binning)
         self.sc_losses = {task: SmoothCalibrationLoss(sc) for task in config.tasks}
 
+    def to(self, device: torch.device | str) -> "NeuralCalibrationLearner":
+        """Train on ``device`` (module and Adam state move; SCLoss's K-bin caches stay on the CPU)."""
+        from learners.device import move_optimizer, resolve_device  # noqa: PLC0415
+
+        self.device = resolve_device(device)
+        self.module.to(self.device)
+        move_optimizer(self.optimizer, self.device)
+        return self
+
     def _encode(self, fields: dict[str, Sequence[Any]], n: int) -> torch.Tensor:
         """The context vectors ``h`` [n, d] (shared by every task's head)."""
         with torch.no_grad():
-            return self.encoder(self.encoder.indices(fields, n))
+            return self.encoder(self.encoder.indices(fields, n).to(self.device)).cpu()
 
     def forward_rows(self, task: str, logit: torch.Tensor, context_index: torch.Tensor) -> torch.Tensor:
         """Calibrated logit; ``context_index`` from ``encoder.indices`` (used by the bench too)."""
@@ -225,8 +234,8 @@ class NeuralCalibrationLearner(_CalibrationBase):
 
     def _predict(self, task, logit, context, p_hat):
         with torch.no_grad():
-            z = self.module["heads"][task](logit, context)
-        return torch.sigmoid(z)
+            z = self.module["heads"][task](logit.to(self.device), context.to(self.device))
+        return torch.sigmoid(z).cpu()
 
     def update_tensors(self, task_batches: dict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor]]) -> dict[str, float]:
         """One Adam step on ``{task: (logit, label, context_index)}``; returns loss parts."""
@@ -301,6 +310,13 @@ class IsotonicCalibrationLearner(_CalibrationBase):
 
     def _predict(self, task, logit, context, p_hat):
         return self.histograms[task].predict(logit, p_hat)
+
+    def to(self, device: torch.device | str) -> "IsotonicCalibrationLearner":
+        """Histogram counts are a few hundred numbers updated by index: they stay on the CPU on any device."""
+        from learners.device import resolve_device  # noqa: PLC0415
+
+        resolve_device(device)  # still refuse a device that does not exist
+        return self
 
     def batch_builder(self, capacity: int) -> RowArrays:
         """Rows written as examples are decoded (no context: the histograms do not read it)."""

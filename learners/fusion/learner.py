@@ -145,7 +145,8 @@ class DRPOLearner(ListPolicyLearning, PolicyCheckpointing):
 
         with torch.no_grad():
             mean, log_std = self.policy(stats, ctx)
-            noise = torch.randn((*mean.shape[:1], cfg.group_size, mean.shape[-1]), generator=self.generator)
+            noise = torch.randn((*mean.shape[:1], cfg.group_size, mean.shape[-1]),
+                                generator=self.generator).to(mean.device)  # CPU stream: same draws on any device
             actions = mean.unsqueeze(1) + noise * torch.exp(log_std).unsqueeze(1)  # [B, G, K]
             old_logp = gaussian_logprob(actions, mean, log_std)
             rewards = torch.sigmoid(self.satisfaction.logits(lists.features, logits, mask, ctx,
@@ -200,11 +201,12 @@ class DRPOLearner(ListPolicyLearning, PolicyCheckpointing):
     @torch.no_grad()
     def fusion_for(self, lists: ListBatch, explore: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
         """Weights ``[B, K]`` (the policy mean, or a sample when exploring) and their log-density ``[B]``."""
+        lists = lists.to(self.device)
         mean, log_std = self.policy(task_statistics(lists.task_logits, lists.mask), self._context(lists))
         weights = mean
         if explore:
-            weights = mean + torch.randn(mean.shape, generator=self.serve_generator) * torch.exp(log_std)
-        return weights, gaussian_logprob(weights, mean, log_std)
+            weights = mean + torch.randn(mean.shape, generator=self.serve_generator).to(mean.device) * torch.exp(log_std)
+        return weights.cpu(), gaussian_logprob(weights, mean, log_std).cpu()
 
     def fusion(self, request: RerankRequest, explore: bool = False) -> tuple[dict[str, float], float]:
         """The fusion weights for ``request`` (by task) and their log-density under the policy."""

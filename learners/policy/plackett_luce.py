@@ -59,7 +59,7 @@ def gumbel_max_sample(scores: torch.Tensor, group_size: int, mask: torch.Tensor 
     """``group_size`` PL samples per request in one pass: ``argsort(s + Gumbel)``, ``[B, G, n]``."""
     mask = _full_mask(scores, mask)
     shape = (*scores.shape[:-1], group_size, scores.shape[-1])
-    uniform = torch.rand(shape, generator=generator, dtype=scores.dtype, device=scores.device)
+    uniform = torch.rand(shape, generator=generator, dtype=scores.dtype).to(scores.device)  # CPU stream on any device
     gumbel = -torch.log(-torch.log(uniform.clamp(1e-20, 1.0 - 1e-7)))
     perturbed = (scores.detach().unsqueeze(-2) + gumbel).masked_fill(~mask.unsqueeze(-2), float("-inf"))
     return torch.argsort(perturbed, dim=-1, descending=True, stable=True)

@@ -163,7 +163,7 @@ class LDROLearner(ListPolicyLearning, PolicyCheckpointing):
 
         kd_weight = self._kd_weight()
         if cfg.distill:
-            served = torch.arange(x.shape[1]).expand(x.shape[0], -1)
+            served = torch.arange(x.shape[1], device=x.device).expand(x.shape[0], -1)
             target = served if self.updates < cfg.teacher_pretrain_updates else preferred_order(lists.item_rewards, mask)
             teacher_loss, teacher_steps = self.teacher.nll_and_steps(x, mask, target)
             teacher_steps = teacher_steps.detach()
@@ -175,7 +175,7 @@ class LDROLearner(ListPolicyLearning, PolicyCheckpointing):
         with torch.no_grad():
             rewards = self.reward_model.list_value(x, mask, orders)  # [B, G]
         if cfg.use_logged_reward:
-            served = torch.arange(x.shape[1]).expand(x.shape[0], 1, -1)
+            served = torch.arange(x.shape[1], device=x.device).expand(x.shape[0], 1, -1)
             orders = torch.cat([served, orders], dim=1)
             rewards = torch.cat([lists.list_reward.unsqueeze(1), rewards], dim=1)
         if cfg.decoupled:
@@ -218,7 +218,8 @@ class LDROLearner(ListPolicyLearning, PolicyCheckpointing):
     @torch.no_grad()
     def scores_for(self, lists: ListBatch) -> torch.Tensor:
         """Student scores ``[B, n]`` (the PL logits)."""
-        return self.student(lists.inputs, lists.mask)  # no dropout/batch-norm: train mode is inference too
+        lists = lists.to(self.device)
+        return self.student(lists.inputs, lists.mask).cpu()  # no dropout/batch-norm: train mode is inference too
 
     def candidate_scores(self, request: RerankRequest) -> torch.Tensor:
         """Per-candidate PL scores ``[n]`` (serving's promotion gate computes log-probs from them)."""

@@ -81,6 +81,7 @@ class LearnWorkerOptions:
     group: str | None = None  # consumer group (Faust app id); default <prefix>learner-<model>
     publish: bool = False  # publish checkpoints as snapshots (feature_store.SnapshotRegistry, apscheduler job)
     model_config: dict[str, Any] = field(default_factory=dict)
+    device: str = "auto"  # learners.device.resolve_device: auto | cpu | cuda[:N]
 
 
 def free_port() -> int:
@@ -163,7 +164,7 @@ def snapshot_publisher(settings: Settings, runtime: LearnerRuntime) -> Any:
 
 def _learner_runtime(settings: Settings, options: LearnWorkerOptions) -> tuple[LearnerRuntime, CheckpointStore]:
     """The model of ``options`` behind its runtime, restored from its newest checkpoint in the store."""
-    learner = build_learner(options.model, **dict(options.model_config))
+    learner = build_learner(options.model, device=options.device, **dict(options.model_config))
     store = CheckpointStore(options.checkpoint_dir, options.model)
     interval = options.checkpoint_interval_s
     if interval is None and options.publish:

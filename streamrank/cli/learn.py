@@ -49,11 +49,13 @@ def _parse_data(spec: str) -> tuple[str, Path | None]:
 @click.option("--publish", is_flag=True, help="publish checkpoints as model snapshots (Redis snapshot registry)")
 @click.option("--group", default=None, help="consumer group (default: <topic prefix>learner-<model>)")
 @click.option("--set", "sets", multiple=True, help="model setting KEY=VALUE (JSON values), e.g. --set lr=0.01")
+@click.option("--device", default="auto", show_default=True,
+              help="torch device to train on: auto (CUDA when present), cpu, cuda or cuda:N; snapshots stay CPU tensors")
 @click.option("--log-level", "loglevel", default="warning", show_default=True,
               help="debug | info | warning | error (the same flag on every long-running command)")
 def learn(model: str, checkpoint_dir: str | None, batch_size: int, within_s: float, checkpoint_every: int,
           checkpoint_interval_s: float | None, idle_flush_s: float, max_wait_s: float | None, progress_s: float, stop_after: int | None, publish: bool,
-          group: str | None, sets: tuple[str, ...], loglevel: str) -> None:
+          group: str | None, sets: tuple[str, ...], device: str, loglevel: str) -> None:
     """Run the learner worker of MODEL on the `examples` topic (effectively-once checkpoints)."""
     from common.config import config_section, load_settings  # noqa: PLC0415
     from learners.registry import model_names  # noqa: PLC0415
@@ -62,6 +64,12 @@ def learn(model: str, checkpoint_dir: str | None, batch_size: int, within_s: flo
     if model not in model_names():
         raise click.BadParameter(f"unknown model {model!r}; known: {', '.join(model_names())}",
                                  param_hint="--model")
+    from learners.device import resolve_device  # noqa: PLC0415
+
+    try:
+        resolve_device(device)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--device") from None
     settings = load_settings()
     model_config = dict(config_section(settings, "learners").get(model, {}))
     model_config.update(parse_sets(sets))
@@ -70,7 +78,7 @@ def learn(model: str, checkpoint_dir: str | None, batch_size: int, within_s: flo
         batch_size=batch_size, within_s=within_s, checkpoint_every=checkpoint_every,
         checkpoint_interval_s=checkpoint_interval_s, idle_flush_s=idle_flush_s,
         max_wait_s=max_wait_s, progress_s=progress_s, stop_after=stop_after, group=group, publish=publish,
-        model_config=model_config)
+        model_config=model_config, device=device)
     run_learner(settings, options, loglevel=loglevel)
 
 
