@@ -211,6 +211,7 @@ class NeuralCalibrationLearner(_CalibrationBase):
                     heads[task] = PlattHead()
             self.module = nn.ModuleDict({"encoder": self.encoder, "heads": nn.ModuleDict(heads)})
         self.optimizer = torch.optim.Adam(self.module.parameters(), lr=config.lr)
+        self.sync: Any = None  # learners.distributed.sync.GradientSync on data-parallel ranks (needs sc_weight=0)
         sc = SCLossConfig(config.sc_bins, config.sc_beta, config.sc_weight, config.sc_binning)
         self.sc_losses = {task: SmoothCalibrationLoss(sc) for task in config.tasks}
 
@@ -243,8 +244,13 @@ class NeuralCalibrationLearner(_CalibrationBase):
         total = None
         metrics: dict[str, float] = {}
         lam = self.config.sc_weight
+        shares, totals = [1.0] * len(self.tasks), [1.0] * len(self.tasks)
+        if self.sync is not None:  # data-parallel: each task's BCE weighted by its share of the union's rows
+            rows = {t: b[0].numel() for t, b in task_batches.items()}
+            shares, totals = self.sync.shares([rows.get(t, 0) for t in self.tasks])
         for task, (logit, y, index) in task_batches.items():
-            if logit.numel() == 0:
+            share = shares[self.tasks.index(task)]
+            if logit.numel() == 0 or share == 0.0:
                 continue
             z = self.forward_rows(task, logit, index)
             bce = nn.functional.binary_cross_entropy_with_logits(z, y)
@@ -254,7 +260,17 @@ class NeuralCalibrationLearner(_CalibrationBase):
                 loss = loss + lam * sc
                 metrics[f"{task}.sc"] = float(sc.detach())
             metrics[f"{task}.bce"] = float(bce.detach())
+            if self.sync is not None:
+                loss = loss * share
             total = loss if total is None else total + loss
+        if self.sync is not None and any(totals):
+            if total is not None:
+                total.backward()
+            self.sync.reduce_grads(self.module)  # an idle rank adds zeros and takes the same step
+            self.optimizer.step()
+            self.updates += 1
+            metrics["loss"] = float(total.detach()) if total is not None else 0.0
+            return metrics
         if total is None:
             return metrics
         total.backward()

@@ -149,6 +149,7 @@ class LDROLearner(ListPolicyLearning, PolicyCheckpointing):
         self.examples_seen = 0
         self.last_rejected: list[Rejected] = []
         self.device = torch.device("cpu")
+        self.sync: Any = None  # learners.distributed.sync.GradientSync on data-parallel ranks
 
     # -- learning ---------------------------------------------------------------------------
     def update(self, lists: ListBatch) -> dict[str, float]:
@@ -156,9 +157,14 @@ class LDROLearner(ListPolicyLearning, PolicyCheckpointing):
         cfg = self.config
         x, mask = lists.inputs, lists.mask
         metrics: dict[str, float] = {"examples": float(lists.size)}
+        # data-parallel: each loss's share of the union batch (items; sampled lists), see learners.distributed.sync
+        s_items, s_lists = 1.0, 1.0
+        if self.sync is not None:
+            lists_per_request = cfg.group_size + int(cfg.use_logged_reward)
+            (s_items, s_lists), _ = self.sync.shares([float(mask.sum()), float(lists.size * lists_per_request)])
 
         reward_loss = self.reward_model.loss(x, mask, lists.item_rewards)
-        self._step(self.reward_opt, self.reward_model, reward_loss)
+        self._step(self.reward_opt, self.reward_model, reward_loss, s_items)
         metrics["reward_model_loss"] = float(reward_loss.detach())
 
         kd_weight = self._kd_weight()
@@ -167,7 +173,7 @@ class LDROLearner(ListPolicyLearning, PolicyCheckpointing):
             target = served if self.updates < cfg.teacher_pretrain_updates else preferred_order(lists.item_rewards, mask)
             teacher_loss, teacher_steps = self.teacher.nll_and_steps(x, mask, target)
             teacher_steps = teacher_steps.detach()
-            self._step(self.teacher_opt, self.teacher, teacher_loss)
+            self._step(self.teacher_opt, self.teacher, teacher_loss, s_items)
             metrics["teacher_nll"] = float(teacher_loss.detach())
 
         scores = self.student(x, mask)
@@ -184,15 +190,17 @@ class LDROLearner(ListPolicyLearning, PolicyCheckpointing):
             advantage = adv.group_normalised(rewards)
         loss = list_policy_loss(scores, orders, advantage, mask, cfg.rank_weighted)
         metrics["pg_loss"] = float(loss.detach())
+        if self.sync is not None:
+            loss = loss * s_lists
         if cfg.distill and kd_weight > 0:
             if cfg.kd_path == "greedy":
                 teacher_orders, teacher_logp = self.teacher.greedy(x, mask)
             else:  # "target": the teacher-forced distributions of this update's teacher step
                 teacher_orders, teacher_logp = target, teacher_steps
             kd = sequential_kd(scores, mask, teacher_orders, teacher_logp)
-            loss = loss + kd_weight * kd
+            loss = loss + kd_weight * (kd * s_items if self.sync is not None else kd)
             metrics["kd"] = float(kd.detach())
-        self._step(self.student_opt, self.student, loss)
+        self._step(self.student_opt, self.student, loss, 1.0)
         metrics["reward_mean"] = float(rewards.mean())
         self.updates += 1
         return metrics
@@ -205,11 +213,17 @@ class LDROLearner(ListPolicyLearning, PolicyCheckpointing):
             return cfg.kd_weight / (1.0 + self.updates / cfg.kd_decay_updates)
         return cfg.kd_weight
 
-    def _step(self, optimizer: torch.optim.Optimizer, module: torch.nn.Module, loss: torch.Tensor) -> None:
+    def _step(self, optimizer: torch.optim.Optimizer, module: torch.nn.Module, loss: torch.Tensor,
+              share: float = 1.0) -> None:
+        """Backward, (data-parallel: ``share``-weighted loss, gradients summed over ranks), clip, Adam."""
         if not torch.isfinite(loss):
             raise FloatingPointError(f"{self.name}: non-finite loss {float(loss)}")
         optimizer.zero_grad(set_to_none=True)
+        if self.sync is not None and share != 1.0:
+            loss = loss * share
         loss.backward()
+        if self.sync is not None:
+            self.sync.reduce_grads(module)
         if self.config.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(module.parameters(), self.config.grad_clip)
         optimizer.step()
