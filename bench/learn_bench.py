@@ -15,7 +15,10 @@ Workload (issue 16): batches of 256 real LETOR lists of 50 candidates x 300 feat
   steps, the policy/reference forwards, the satisfaction forward over ``G + 1`` weight vectors and
   ``epochs`` policy steps; UMNN: one BCE step of the calibrators on the same rows);
 * ``update``: the learner's own update on the in-memory batch (the RL machinery's share);
-* ``decode``: decoding + writing the records into the batch arrays alone (the ingest's share).
+* ``decode``: decoding + writing the records into the batch arrays alone (the ingest's share);
+* ``learn_named``: as ``learn``, with the records as serving logs them by default (items *name*
+  their feature, ``context["item_features"]``; :class:`learners.runtime.feature_fill.FeatureFill`
+  fills the rows from a warm item cache): the JSON no longer carries 15,000 floats per list.
 
 ``learn_many_to_plain`` = plain seconds / learn seconds (1.0: the learn path costs nothing over
 plain torch). Run: ``.venv/bin/python bench/learn_bench.py [--quick] [--json]``.
@@ -35,13 +38,15 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from contracts.events import LABELED_LIST_SCHEMA, decode, encode  # noqa: E402
+from contracts.events import ITEM_FEATURES_KEY, LABELED_LIST_SCHEMA, decode, encode  # noqa: E402
 from learners.fusion.context import task_statistics  # noqa: E402
 from learners.registry import build_learner  # noqa: E402
+from learners.runtime.feature_fill import FeatureFill  # noqa: E402
 from learners.runtime.runner import LearnerRuntime, Record, RuntimeConfig  # noqa: E402
 from policy_bench import fifty_candidate_lists  # noqa: E402
 
 MODELS = ("ldro", "grpo", "drpo", "umnn")
+FEATURE_REF = "letor_document:features"
 
 
 def step(opt: torch.optim.Optimizer, loss: torch.Tensor) -> None:
@@ -86,19 +91,27 @@ def plain_umnn(net, rows, opt) -> None:
     step(opt, total)
 
 
-def batches(examples, steps: int) -> list[list[Record]]:
+def named(example):
+    """The example as serving logs it by default: items name their feature instead of carrying it."""
+    items = [it.model_copy(update={"features": None}) for it in example.impression.items]
+    context = {**example.impression.context, ITEM_FEATURES_KEY: FEATURE_REF}
+    return example.model_copy(update={"impression": example.impression.model_copy(update={"items": items,
+                                                                                          "context": context})})
+
+
+def batches(examples, steps: int, by_name: bool = False) -> list[list[Record]]:
     """``steps`` batches of record bytes: the same lists under distinct example ids (no dedupe skips)."""
     out = []
     for s in range(steps):
         recs = []
         for i, ex in enumerate(examples):
-            copy = ex.model_copy(update={"example_id": f"{ex.example_id}-{s}"})
+            copy = (named(ex) if by_name else ex).model_copy(update={"example_id": f"{ex.example_id}-{s}"})
             recs.append(Record("examples", 0, s * len(examples) + i, ex.request_id.encode(), encode(copy)))
         out.append(recs)
     return out
 
 
-def measure(name: str, examples, records, reps: int, threads: int) -> dict[str, float]:
+def measure(name: str, examples, records, named_records, reps: int) -> dict[str, float]:
     """Median seconds of each path for ``len(records)`` batches, interleaved per rep."""
     cfg = {} if name == "umnn" else {"n_features": 300}
     size, steps = len(examples), len(records)
@@ -132,11 +145,16 @@ def measure(name: str, examples, records, reps: int, threads: int) -> dict[str, 
         for _ in range(steps):
             probe.learn_built(built)
 
-    def learn() -> None:
+    rows = {it.item_id: it.features for ex in examples for it in ex.impression.items}
+    fill = FeatureFill(lambda ref, ids: [rows.get(i) for i in ids], cache_s=float("inf"))  # a warm item cache
+    flat_named = [r for batch in named_records for r in batch]
+
+    def learn(recs=flat, prepare=None) -> None:
         runtime = LearnerRuntime(name, build_learner(name, **cfg), None,
                                  RuntimeConfig(batch_size=size, checkpoint_every=10 ** 9, prefetch=True))
-        runtime.offer(flat)
-        assert runtime.applied == size * steps, runtime.status()
+        runtime.prepare = prepare
+        runtime.offer(recs)
+        assert runtime.applied == len(recs), runtime.status()
 
     def decode_only() -> None:
         for batch in records:
@@ -144,9 +162,11 @@ def measure(name: str, examples, records, reps: int, threads: int) -> dict[str, 
             for r in batch:
                 b.add(decode(r.value, expected=LABELED_LIST_SCHEMA))
 
-    fns = {"plain": plain, "update": update, "learn": learn, "decode": decode_only}
+    fns = {"plain": plain, "update": update, "learn": learn, "decode": decode_only,
+           "learn_named": lambda: learn(flat_named, fill)}
     times: dict[str, list[float]] = {k: [] for k in fns}
     plain_once()  # warm-up (allocator, lazy init)
+    learn(flat_named[:size], fill)  # warms the item cache
     for _ in range(reps):
         for key, fn in fns.items():
             t0 = time.perf_counter()
@@ -154,6 +174,8 @@ def measure(name: str, examples, records, reps: int, threads: int) -> dict[str, 
             times[key].append(time.perf_counter() - t0)
     t = {k: statistics.median(v) for k, v in times.items()}
     return {"learn_many_to_plain": t["plain"] / t["learn"], "update_to_plain": t["plain"] / t["update"],
+            "learn_many_to_plain_named_features": t["plain"] / t["learn_named"],
+            "learn_named_s_per_batch": t["learn_named"] / steps,
             "decode_s_per_batch": t["decode"] / steps, "learn_s_per_batch": t["learn"] / steps,
             "plain_s_per_batch": t["plain"] / steps, "update_s_per_batch": t["update"] / steps,
             "lists_per_s": size * steps / t["learn"], "plain_lists_per_s": size * steps / t["plain"]}
@@ -173,14 +195,16 @@ def main() -> None:
     reps = args.reps or (2 if args.quick else 5)
     torch.set_num_threads(args.threads)
     _, examples = fifty_candidate_lists(args.lists, 50)
-    records = batches(examples, steps)
+    records, named_records = batches(examples, steps), batches(examples, steps, by_name=True)
     doc: dict = {"lists": args.lists, "items": 50, "features": 300, "steps": steps, "reps": reps,
-                 "threads": args.threads, "record_bytes_mean": sum(len(r.value) for r in records[0]) / args.lists}
+                 "threads": args.threads, "record_bytes_mean": sum(len(r.value) for r in records[0]) / args.lists,
+                 "named_record_bytes_mean": sum(len(r.value) for r in named_records[0]) / args.lists}
     for name in args.models.split(","):
-        doc[name] = measure(name, examples, records, reps, args.threads)
+        doc[name] = measure(name, examples, records, named_records, reps)
         if not args.json:
             m = doc[name]
-            print(f"{name:<5} learn/plain {m['learn_many_to_plain']:.2f}  update/plain {m['update_to_plain']:.2f}  "
+            print(f"{name:<5} learn/plain {m['learn_many_to_plain']:.2f} (named features "
+                  f"{m['learn_many_to_plain_named_features']:.2f})  update/plain {m['update_to_plain']:.2f}  "
                   f"per batch: decode {m['decode_s_per_batch']:.3f}s learn {m['learn_s_per_batch']:.3f}s "
                   f"plain {m['plain_s_per_batch']:.3f}s update {m['update_s_per_batch']:.3f}s", flush=True)
     if args.json:
