@@ -128,17 +128,11 @@ class _CalibrationBase:
 
     # -- shared ---------------------------------------------------------------------------------
     def learn_many(self, batch: Sequence[LabeledList]) -> dict[str, float]:
-        """One update from ``batch``: its rows written into arrays, then :meth:`learn_built`."""
+        """One update from ``batch``: its rows written into arrays (``batch_builder``), then ``learn_built``."""
         built = self.batch_builder(len(batch))
         for example in batch:
             built.add(example)
         return self.learn_built(built)
-
-    def batch_builder(self, capacity: int) -> RowArrays:
-        raise NotImplementedError
-
-    def learn_built(self, built: RowArrays) -> dict[str, float]:
-        raise NotImplementedError
 
     def rows(self, batch: Sequence[LabeledList]) -> dict[str, TaskRows]:
         return extract_rows(batch, self.tasks, self.config.context_fields)
