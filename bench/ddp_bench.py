@@ -65,12 +65,6 @@ def rank_main(rank: int, world: int, port: int, steps: int, lists: int, out: Pat
         init_group(torch.device("cpu"), rank, world, "127.0.0.1", port)
         learner.sync = GradientSync()
         learner.running.reducer = learner.sync.moments
-        longest = torch.tensor([b.longest for b in batches])
-        torch.distributed.all_reduce(longest, op=torch.distributed.ReduceOp.MAX)
-        pads = longest.tolist()  # every rank pads a step's lists to the same length
-    else:
-        pads = [b.longest for b in batches]
-    learner.pad_to = lambda longest, _it=iter(pads): next(_it)
     learner.learn_built(batches[0])
     if world > 1:
         torch.distributed.barrier()

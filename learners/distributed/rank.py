@@ -60,9 +60,9 @@ class RankOptions:
 
 
 def stand_in() -> LabeledList:
-    """The two-item list an empty rank learns with zero weight (it only has to run the same collectives)."""
-    items = [ShownItem(item_id=f"stand-in-{i}", position=i + 1, scores={"click": 0.5, "long_view": 0.5})
-             for i in range(2)]
+    """The one-item list an empty rank learns with zero weight (it only has to run the same collectives;
+    one item, so it is never longer than the other ranks' lists)."""
+    items = [ShownItem(item_id="stand-in-0", position=1, scores={"click": 0.5, "long_view": 0.5})]
     impression = Impression(event_id="stand-in", request_id="stand-in", ts=0.0, user_id="stand-in", items=items)
     return LabeledList(example_id="stand-in", request_id="stand-in", impression=impression,
                        labels=[ItemLabels(item_id=it.item_id, position=it.position) for it in items],
@@ -131,6 +131,7 @@ class Rank:
                     if self.steps % self.options.checkpoint_every == 0:
                         self.checkpoint()
             self.checkpoint()
+            log.info("rank %d/%d: stopped after %d steps", self.options.rank, self.options.world, self.steps)
         finally:
             if self.jobs is not None and self.info.is_leader:
                 self.jobs.shutdown(final_snapshot=True)
@@ -214,6 +215,7 @@ class Rank:
         self.runtime.drain()
         write_sidecar(self.sidecars, self.options.rank, rank_delta(self.base, self.runtime.runtime_meta(), self.owned))
         dist.barrier()
+        log.info("rank %d: checkpoint at step %d", self.options.rank, self.steps)
         if self.info.is_leader:
             meta = merge(self.base, read_sidecars(self.sidecars, self.options.world), self.steps,
                          self.runtime.config.recent_ids)

@@ -42,6 +42,20 @@ class GradientSync:
         totals = [float(b) for b in total.cpu()]
         return [float(a) / b if b > 0 else 0.0 for a, b in zip(local.cpu(), totals)], totals
 
+    def layout(self, rows: int, longest: int) -> tuple[int, int, int]:
+        """``(offset, total, longest)``: where this rank's lists sit in the union batch (ranks in order), the
+        union's size and its longest list. Ranks pad to that length and draw their sampling noise for the
+        whole union from generators in the same state, each using its own rows: the same draws as one
+        process on the union, and generators that stay equal across ranks."""
+        rank, world = dist.get_rank(), dist.get_world_size()
+        sizes = torch.zeros(world, dtype=torch.float64, device=self.device)
+        sizes[rank] = 0 if self.idle else rows
+        dist.all_reduce(sizes)
+        top = torch.tensor([float(longest)], dtype=torch.float64, device=self.device)
+        dist.all_reduce(top, op=dist.ReduceOp.MAX)
+        sizes_cpu = [int(s) for s in sizes.cpu()]
+        return sum(sizes_cpu[:rank]), sum(sizes_cpu), int(top.item())
+
     def reduce_grads(self, module: torch.nn.Module) -> None:
         """Sum every parameter's gradient over ranks (a missing gradient counts as zero), in one flat all-reduce."""
         params = [p for p in module.parameters() if p.requires_grad]

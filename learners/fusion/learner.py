@@ -149,8 +149,10 @@ class DRPOLearner(ListPolicyLearning, PolicyCheckpointing):
 
         with torch.no_grad():
             mean, log_std = self.policy(stats, ctx)
-            noise = torch.randn((*mean.shape[:1], cfg.group_size, mean.shape[-1]),
-                                generator=self.generator).to(mean.device)  # CPU stream: same draws on any device
+            rows = getattr(self, "noise_rows", None)  # data-parallel: this rank's rows of the union's noise
+            offset, total = rows if rows is not None else (0, mean.shape[0])
+            noise = torch.randn((total, cfg.group_size, mean.shape[-1]), generator=self.generator)
+            noise = noise[offset:offset + mean.shape[0]].to(mean.device)  # CPU stream: same draws on any device
             actions = mean.unsqueeze(1) + noise * torch.exp(log_std).unsqueeze(1)  # [B, G, K]
             old_logp = gaussian_logprob(actions, mean, log_std)
             rewards = torch.sigmoid(self.satisfaction.logits(lists.features, logits, mask, ctx,

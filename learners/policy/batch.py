@@ -274,6 +274,7 @@ class ListPolicyLearning:
             log.warning("%s: skipped example %s: %s: %s", self.name, r.example_id, r.field, r.detail)
         if not built.count:
             return {"examples": 0.0, "rejected": float(len(self.last_rejected))} if rejected else {"examples": 0.0}
+        self._built_rows = built.count
         lists = built.take(self.pad_to(built.longest)).to(self.device)
         metrics = self.update(lists)
         self.examples_seen += built.count
@@ -281,8 +282,16 @@ class ListPolicyLearning:
         return metrics
 
     def pad_to(self, longest: int) -> int:
-        """Items to pad this batch to (data-parallel ranks agree on one length; alone: its own)."""
-        return longest
+        """Items to pad this batch to: alone, its own longest list; on data-parallel ranks the union's
+        (and ``noise_rows`` says which rows of the union's sampling noise are this rank's)."""
+        sync = getattr(self, "sync", None)
+        if sync is None:
+            self.noise_rows = None
+            return longest
+        built_rows = getattr(self, "_built_rows", 0)
+        offset, total, union_longest = sync.layout(built_rows, longest)
+        self.noise_rows = (offset, total) if not sync.idle else (0, total)
+        return max(union_longest, longest)
 
     def learn_many(self, batch: Sequence[LabeledList]) -> dict[str, float]:
         built = self.batch_builder(len(batch))

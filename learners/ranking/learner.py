@@ -177,7 +177,8 @@ class LDROLearner(ListPolicyLearning, PolicyCheckpointing):
             metrics["teacher_nll"] = float(teacher_loss.detach())
 
         scores = self.student(x, mask)
-        orders = gumbel_max_sample(scores, cfg.group_size, mask, self.generator)  # [B, G, n]
+        orders = gumbel_max_sample(scores, cfg.group_size, mask, self.generator,
+                                   getattr(self, "noise_rows", None))  # [B, G, n]
         with torch.no_grad():
             rewards = self.reward_model.list_value(x, mask, orders)  # [B, G]
         if cfg.use_logged_reward:

@@ -87,6 +87,9 @@ def learn(model: str, checkpoint_dir: str | None, batch_size: int, within_s: flo
     if rank is None and ranks > 1 and "RANK" in os.environ:  # started by torchrun
         rank, master_port = int(os.environ["RANK"]), int(os.environ.get("MASTER_PORT", 29500))
     if rank is not None:
+        import logging  # noqa: PLC0415
+
+        logging.basicConfig(level=loglevel.upper(), format=f"%(asctime)s rank {rank} %(levelname)s %(name)s: %(message)s")
         _run_rank(settings, model, checkpoint_dir, batch_size, within_s, checkpoint_every, stop_after, device,
                   publish, model_config, rank, ranks, master_port)
         return

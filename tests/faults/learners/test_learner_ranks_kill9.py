@@ -28,7 +28,7 @@ pytestmark = [pytest.mark.faults, pytest.mark.integration]
 BATCH = 16
 CONFIG = ["--set", "steps=16", "--set", "context_hidden=[32,32]", "--set", "integrand_hidden=[16,16]",
           "--set", "sc_weight=0"]
-ARGS = ["--ranks", "2", "--batch-size", str(BATCH), "--checkpoint-every", "3", "--within", "0.3", *CONFIG]
+ARGS = ["--ranks", "2", "--log-level", "info", "--batch-size", str(BATCH), "--checkpoint-every", "3", "--within", "0.1", *CONFIG]
 
 
 def test_two_ranks_learn_every_partition_once_and_dead_letter_bad_records(embedded_stack, tmp_path):

@@ -1,6 +1,7 @@
 """One rank of the data-parallel tests (run as a script by test_data_parallel.py): learn, save state.
 
-argv: rank world port model out_dir [idle]. Rank r learns examples[r::world] of each step (``idle``:
+argv: rank world port model out_dir [idle]. Rank r learns examples[r::world] of each step (one rank:
+the union in rank order; ``idle``:
 rank 1 has no data in step 0 and learns a zero-weight stand-in); the state goes to
 ``out_dir/rank<r>.safetensors`` (tensors only: no pickle crosses the process boundary).
 """
@@ -17,11 +18,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[3]))
 
 from learners.distributed.group import init_group, leave_group  # noqa: E402
 from learners.distributed.sync import GradientSync  # noqa: E402
+from learners.policy.batch import from_examples  # noqa: E402
 from learners.registry import build_learner  # noqa: E402
 from simulator.examples import simulated_examples  # noqa: E402
 
 CONFIGS = {"umnn": {"sc_weight": 0.0, "steps": 8, "context_hidden": [16, 16], "integrand_hidden": [8, 8]},
-           "ldro": {"n_features": 300, "hidden": 16}}
+           "ldro": {"n_features": 300, "hidden": 16}, "drpo": {"n_features": 300}}
 
 
 def main() -> None:
@@ -37,15 +39,19 @@ def main() -> None:
         if hasattr(learner, "running"):
             learner.running.reducer = learner.sync.moments
     for k, batch in enumerate(steps):
-        mine = batch[rank::world]
+        # rank r's part is batch[r::world]; one process learns the union in rank order
+        mine = batch[rank::world] if world > 1 else batch[0::2] + batch[1::2]
         if idle and rank == 1 and k == 0:
             learner.sync.idle = True  # no data: a zero-weight step on a stand-in batch
             learner.learn_many(batch[:1])
             learner.sync.idle = False
         else:
             learner.learn_many(mine)
-    state = learner.state_dict()
-    save_file({k: v.contiguous() for k, v in state.tensors.items()}, str(out / f"rank{rank}.safetensors"))
+    tensors = dict(learner.state_dict().tensors)
+    if model == "ldro":  # what the policy computes: its PL log-softmax on a probe batch (shift-invariant)
+        lists = from_examples(examples[:8], 300)
+        tensors["probe.student_logp"] = torch.log_softmax(learner.scores_for(lists).masked_fill(~lists.mask, -1e9), -1)
+    save_file({k: v.contiguous() for k, v in tensors.items()}, str(out / f"rank{rank}.safetensors"))
     if world > 1:
         leave_group()
 
