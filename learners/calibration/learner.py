@@ -27,7 +27,7 @@ the modules, Adam's moments, SCLoss caches, the RNG state and counters.
 
 from __future__ import annotations
 
-import math  # noqa: F401 - kept: see commit 80a14f6 (the kill -9 learner test's float history)
+import math  # noqa: F401 - kept: see commit 80a14f6; issue 16 traced the ~1e-6 to torch's thread count
 from dataclasses import asdict, dataclass, field  # noqa: F401 - same
 from typing import Any, Sequence
 
