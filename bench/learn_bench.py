@@ -145,8 +145,8 @@ def measure(name: str, examples, records, named_records, reps: int) -> dict[str,
         for _ in range(steps):
             probe.learn_built(built)
 
-    rows = {it.item_id: it.features for ex in examples for it in ex.impression.items}
-    fill = FeatureFill(lambda ref, ids: [rows.get(i) for i in ids], cache_s=float("inf"))  # a warm item cache
+    item_rows = {it.item_id: it.features for ex in examples for it in ex.impression.items}
+    fill = FeatureFill(lambda ref, ids: [item_rows.get(i) for i in ids], cache_s=float("inf"))  # a warm item cache
     flat_named = [r for batch in named_records for r in batch]
 
     def learn(recs=flat, prepare=None) -> None:
