@@ -33,6 +33,8 @@ class GradientSync:
         self.device = device or torch.device("cpu")
         #: this rank has no data this step: it runs the step on a stand-in batch with zero weight
         self.idle = False
+        #: (lists, items) shares of this step, from :meth:`layout` (None: not computed for this step)
+        self.batch_shares: tuple[float, float] | None = None
 
     def shares(self, counts: Sequence[float]) -> tuple[list[float], list[float]]:
         """``(local / global, global)`` for each count (share 0 where the global count is 0)."""
@@ -42,23 +44,26 @@ class GradientSync:
         totals = [float(b) for b in total.cpu()]
         return [float(a) / b if b > 0 else 0.0 for a, b in zip(local.cpu(), totals)], totals
 
-    def layout(self, rows: int, longest: int) -> tuple[int, int, int]:
+    def layout(self, rows: int, longest: int, items: int = 0) -> tuple[int, int, int]:
         """``(offset, total, longest)``: where this rank's lists sit in the union batch (ranks in order), the
         union's size and its longest list. Ranks pad to that length and draw their sampling noise for the
         whole union from generators in the same state, each using its own rows: the same draws as one
-        process on the union, and generators that stay equal across ranks."""
+        process on the union, and generators that stay equal across ranks. One all-gather, which also
+        leaves this step's list and item shares in :attr:`batch_shares` (no second collective for them)."""
         rank, world = dist.get_rank(), dist.get_world_size()
-        sizes = torch.zeros(world, dtype=torch.float64, device=self.device)
-        sizes[rank] = 0 if self.idle else rows
-        dist.all_reduce(sizes)
-        top = torch.tensor([float(longest)], dtype=torch.float64, device=self.device)
-        dist.all_reduce(top, op=dist.ReduceOp.MAX)
-        sizes_cpu = [int(s) for s in sizes.cpu()]
-        return sum(sizes_cpu[:rank]), sum(sizes_cpu), int(top.item())
+        mine = torch.tensor([0.0, 0.0, 0.0] if self.idle else [rows, longest, items], dtype=torch.float64)
+        every = [torch.zeros(3, dtype=torch.float64, device=self.device) for _ in range(world)]
+        dist.all_gather(every, mine.to(self.device))
+        table = torch.stack(every).cpu()
+        sizes = [int(s) for s in table[:, 0]]
+        total_rows, total_items = float(table[:, 0].sum()), float(table[:, 2].sum())
+        self.batch_shares = (float(mine[0]) / total_rows if total_rows else 0.0,
+                             float(mine[2]) / total_items if total_items else 0.0)
+        return sum(sizes[:rank]), sum(sizes), int(table[:, 1].max())
 
-    def reduce_grads(self, module: torch.nn.Module) -> None:
+    def reduce_grads(self, *modules: torch.nn.Module) -> None:
         """Sum every parameter's gradient over ranks (a missing gradient counts as zero), in one flat all-reduce."""
-        params = [p for p in module.parameters() if p.requires_grad]
+        params = [p for module in modules for p in module.parameters() if p.requires_grad]
         if not params:
             return
         flat = torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1) for p in params])

@@ -42,6 +42,7 @@ class ListArrays:
         self.use_calibrated = task_inputs == "calibrated"
         self.pin = pin
         self.count = 0
+        self.items = 0  # real items written (the mask's sum)
         self.longest = 0
         self.example_ids: list[str] = []
         self._allocate(max(1, int(items)))
@@ -114,6 +115,7 @@ class ListArrays:
             a["list_logprob"][b] = imp.list_logprob
         self.example_ids.append(example.example_id)
         self.longest = max(self.longest, m)
+        self.items += m
         self.count += 1
         return None
 

@@ -274,7 +274,7 @@ class ListPolicyLearning:
             log.warning("%s: skipped example %s: %s: %s", self.name, r.example_id, r.field, r.detail)
         if not built.count:
             return {"examples": 0.0, "rejected": float(len(self.last_rejected))} if rejected else {"examples": 0.0}
-        self._built_rows = built.count
+        self._built_rows, self._built_items = built.count, built.items
         lists = built.take(self.pad_to(built.longest)).to(self.device)
         metrics = self.update(lists)
         self.examples_seen += built.count
@@ -289,7 +289,7 @@ class ListPolicyLearning:
             self.noise_rows = None
             return longest
         built_rows = getattr(self, "_built_rows", 0)
-        offset, total, union_longest = sync.layout(built_rows, longest)
+        offset, total, union_longest = sync.layout(built_rows, longest, getattr(self, "_built_items", 0))
         self.noise_rows = (offset, total) if not sync.idle else (0, total)
         return max(union_longest, longest)
 

@@ -159,13 +159,15 @@ class LDROLearner(ListPolicyLearning, PolicyCheckpointing):
         metrics: dict[str, float] = {"examples": float(lists.size)}
         # data-parallel: each loss's share of the union batch (items; sampled lists), see learners.distributed.sync
         s_items, s_lists = 1.0, 1.0
-        if self.sync is not None:
-            lists_per_request = cfg.group_size + int(cfg.use_logged_reward)
-            (s_items, s_lists), _ = self.sync.shares([float(mask.sum()), float(lists.size * lists_per_request)])
+        if self.sync is not None:  # from the step's layout (one all-gather), else one all-reduce of the counts
+            shares, self.sync.batch_shares = self.sync.batch_shares, None
+            if shares is None:
+                (s_lists, s_items), _ = self.sync.shares([float(lists.size), float(mask.sum())])
+            else:
+                s_lists, s_items = shares
 
         reward_loss = self.reward_model.loss(x, mask, lists.item_rewards)
-        self._step(self.reward_opt, self.reward_model, reward_loss, s_items)
-        metrics["reward_model_loss"] = float(reward_loss.detach())
+        steps = [(self.reward_opt, self.reward_model, reward_loss, s_items)]
 
         kd_weight = self._kd_weight()
         if cfg.distill:
@@ -173,8 +175,10 @@ class LDROLearner(ListPolicyLearning, PolicyCheckpointing):
             target = served if self.updates < cfg.teacher_pretrain_updates else preferred_order(lists.item_rewards, mask)
             teacher_loss, teacher_steps = self.teacher.nll_and_steps(x, mask, target)
             teacher_steps = teacher_steps.detach()
-            self._step(self.teacher_opt, self.teacher, teacher_loss, s_items)
+            steps.append((self.teacher_opt, self.teacher, teacher_loss, s_items))
             metrics["teacher_nll"] = float(teacher_loss.detach())
+        self._steps(steps)  # reward model and teacher are independent: one gradient all-reduce for both
+        metrics["reward_model_loss"] = float(reward_loss.detach())
 
         scores = self.student(x, mask)
         orders = gumbel_max_sample(scores, cfg.group_size, mask, self.generator,
@@ -201,7 +205,7 @@ class LDROLearner(ListPolicyLearning, PolicyCheckpointing):
             kd = sequential_kd(scores, mask, teacher_orders, teacher_logp)
             loss = loss + kd_weight * (kd * s_items if self.sync is not None else kd)
             metrics["kd"] = float(kd.detach())
-        self._step(self.student_opt, self.student, loss, 1.0)
+        self._steps([(self.student_opt, self.student, loss, 1.0)])
         metrics["reward_mean"] = float(rewards.mean())
         self.updates += 1
         return metrics
@@ -214,20 +218,20 @@ class LDROLearner(ListPolicyLearning, PolicyCheckpointing):
             return cfg.kd_weight / (1.0 + self.updates / cfg.kd_decay_updates)
         return cfg.kd_weight
 
-    def _step(self, optimizer: torch.optim.Optimizer, module: torch.nn.Module, loss: torch.Tensor,
-              share: float = 1.0) -> None:
-        """Backward, (data-parallel: ``share``-weighted loss, gradients summed over ranks), clip, Adam."""
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"{self.name}: non-finite loss {float(loss)}")
-        optimizer.zero_grad(set_to_none=True)
-        if self.sync is not None and share != 1.0:
-            loss = loss * share
-        loss.backward()
+    def _steps(self, steps: list[tuple[torch.optim.Optimizer, torch.nn.Module, torch.Tensor, float]]) -> None:
+        """Backward of each (optimizer, module, loss, share); data-parallel: ``share``-weighted losses and
+        one all-reduce of all their gradients; then per module clip and Adam."""
+        for optimizer, _, loss, share in steps:
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"{self.name}: non-finite loss {float(loss)}")
+            optimizer.zero_grad(set_to_none=True)
+            (loss * share if self.sync is not None and share != 1.0 else loss).backward()
         if self.sync is not None:
-            self.sync.reduce_grads(module)
-        if self.config.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(module.parameters(), self.config.grad_clip)
-        optimizer.step()
+            self.sync.reduce_grads(*(module for _, module, _, _ in steps))
+        for optimizer, module, _, _ in steps:
+            if self.config.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(module.parameters(), self.config.grad_clip)
+            optimizer.step()
 
     # -- serving ----------------------------------------------------------------------------
     @torch.no_grad()
