@@ -6,8 +6,15 @@ takes each whole batch; N processes (``--ranks``) take ``1/N`` of it each and al
 example-weighted gradients (:mod:`learners.distributed.sync`), so both see the same lists per
 update. ``speedup`` = the 1-rank wall time over the N-rank one (the slowest rank) for the timed
 steps; ``ndcg10_one_rank`` / ``ndcg10_ranks``: NDCG@10 on held-out simulator requests over the
-LETOR queries after the same number of lists (equal within the sampling noise: each rank draws
-its own Gumbel samples). Ranks are separate processes started here; results come back as JSON files.
+LETOR queries after the same number of lists (equal within sampling noise: one process takes each
+batch in its own order, the ranks' union is in rank order, so a list meets other Gumbel draws; on the
+same order they are equal up to float summation, tests/integration/learners/test_data_parallel.py).
+Ranks are separate processes started here; results come back as JSON files.
+
+On a shared machine the wall-clock ``speedup`` measures the scheduler: a rank that is not running
+holds the others in the next all-reduce. ``cpu_speedup`` (the 1-rank process's CPU seconds over the
+busiest rank's) and ``collective_s_per_rank`` (seconds spent inside all-reduce/all-gather, mostly
+waiting for the other rank) show what the ranks themselves cost.
 
 Run: ``.venv/bin/python bench/ddp_bench.py --ranks 2 [--quick] [--json]``
 """
@@ -61,18 +68,29 @@ def rank_main(rank: int, world: int, port: int, steps: int, lists: int, out: Pat
         for r in part:
             built.add(labeled_example(sim, r, range(len(r.candidates)), source="bench"))
         batches.append(built)
+    waited = [0.0]  # seconds inside collectives (waiting for the other ranks + the transfer)
     if world > 1:
+        for name in ("all_reduce", "all_gather"):
+            def timed(*a, _f=getattr(torch.distributed, name), **k):
+                t0 = time.perf_counter()
+                try:
+                    return _f(*a, **k)
+                finally:
+                    waited[0] += time.perf_counter() - t0
+            setattr(torch.distributed, name, timed)
         init_group(torch.device("cpu"), rank, world, "127.0.0.1", port)
         learner.sync = GradientSync()
         learner.running.reducer = learner.sync.moments
     learner.learn_built(batches[0])
     if world > 1:
         torch.distributed.barrier()
-    started = time.perf_counter()
+    waited[0] = 0.0
+    started, cpu = time.perf_counter(), time.process_time()
     for built in batches[1:]:
         learner.learn_built(built)
     elapsed = time.perf_counter() - started
-    doc = {"rank": rank, "seconds": elapsed, "lists": sum(b.count for b in batches[1:])}
+    doc = {"rank": rank, "seconds": elapsed, "lists": sum(b.count for b in batches[1:]), "collective_s": waited[0],
+           "cpu_s": time.process_time() - cpu}
     if rank == 0:
         test_sim = SessionSimulator(letor, kuairand, config, seed=10_000, namespace="heldout")
         held_out = HeldOut.build(test_sim, 200, letor.n_features)
@@ -117,7 +135,9 @@ def main() -> None:
            "seconds_one_rank": one[0]["seconds"], "seconds_ranks": slowest,
            "lists_per_s_one_rank": one[0]["lists"] / one[0]["seconds"],
            "lists_per_s_ranks": sum(r["lists"] for r in many) / slowest,
-           "speedup": one[0]["seconds"] / slowest, "ndcg10_one_rank": one[0]["ndcg10"], "ndcg10_ranks": many[0]["ndcg10"]}
+           "speedup": one[0]["seconds"] / slowest, "cpu_s_one_rank": one[0]["cpu_s"],
+           "cpu_speedup": one[0]["cpu_s"] / max(r["cpu_s"] for r in many),
+           "cpu_s_per_rank": [r["cpu_s"] for r in many], "collective_s_per_rank": [r["collective_s"] for r in many], "ndcg10_one_rank": one[0]["ndcg10"], "ndcg10_ranks": many[0]["ndcg10"]}
     print(json.dumps(doc, indent=2) if args.json else
           f"{args.ranks} ranks vs 1: speedup {doc['speedup']:.2f}x ({doc['lists_per_s_ranks']:.0f} vs "
           f"{doc['lists_per_s_one_rank']:.0f} lists/s); NDCG@10 {doc['ndcg10_ranks']:.4f} vs {doc['ndcg10_one_rank']:.4f}")
