@@ -11,9 +11,10 @@ directly). For any registered learner it:
    ahead of the last checkpoint, then crashed), or starts far behind it (a new consumer group
    at the earliest offset): records of that partition are dropped until the expected offset
    arrives (DESIGN.md, "Learners on a stream: two traps");
-4. decodes through :func:`contracts.events.decode`; a bad record becomes a
+4. decodes through :func:`contracts.events.decode` (the one validation path); a bad record becomes a
    :class:`streams.dead_letter.DeadLetter` (original bytes; reason, field and source
-   topic/partition/offset in headers) and is never retried;
+   topic/partition/offset in headers) and is never retried; a good one is written at once into
+   the learner's batch arrays (``learner.batch_builder``, :mod:`learners.ingest`) and dropped;
 5. cuts the accepted examples into batches of exactly ``batch_size`` (a partial batch only
    by :meth:`LearnerRuntime.flush`, e.g. when the stream went idle), so batch boundaries
    depend on the log, not on fetch timing: the same log and checkpoint cadence give
@@ -21,7 +22,9 @@ directly). For any registered learner it:
    latency: a partial batch is learned once its oldest example has waited that long, so at a
    low rate an example is not held until ``batch_size`` more arrive (the closed loop's
    staleness); boundaries then depend on arrival timing, like an idle flush;
-6. after each batch advances the applied offsets to the last record consumed per partition,
+6. hands each full batch to the update stage (:mod:`learners.runtime.pipeline`: inline, or with
+   ``prefetch`` on its own thread so the next batch is decoded while this one is learned); there,
+   after each batch, advances the applied offsets to the last record consumed per partition,
    and every ``checkpoint_every`` batches writes ``learner.state_dict()`` plus its own
    bookkeeping under ``meta["runtime"]`` atomically (:class:`learners.runtime.checkpoint.CheckpointStore`),
    then calls the ``on_checkpoint`` hooks ``(model_name, state, metrics)`` (snapshot
