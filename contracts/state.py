@@ -52,8 +52,8 @@ def check_format(meta: dict[str, Any]) -> None:
 
 
 def module_tensors(prefix: str, module: torch.nn.Module) -> dict[str, torch.Tensor]:
-    """``<prefix>.<name>`` -> a contiguous clone of each ``state_dict`` tensor."""
-    return {f"{prefix}.{name}": t.detach().clone().contiguous() for name, t in module.state_dict().items()}
+    """``<prefix>.<name>`` -> a contiguous CPU copy of each ``state_dict`` tensor (device-free state)."""
+    return {f"{prefix}.{name}": t.detach().to("cpu", copy=True).contiguous() for name, t in module.state_dict().items()}
 
 
 def load_module(prefix: str, module: torch.nn.Module, tensors: dict[str, torch.Tensor]) -> None:
@@ -90,7 +90,7 @@ def optimizer_state(prefix: str, optimizer: torch.optim.Optimizer) -> tuple[dict
     for idx, entry in doc["state"].items():
         for key, value in entry.items():
             if isinstance(value, torch.Tensor):
-                tensors[f"{OPTIM_PREFIX}{prefix}.state.{idx}.{key}"] = value.detach().clone().contiguous()
+                tensors[f"{OPTIM_PREFIX}{prefix}.state.{idx}.{key}"] = value.detach().to("cpu", copy=True).contiguous()
             else:
                 scalars.setdefault(str(idx), {})[key] = _jsonable(value)
     meta = {"class": type(optimizer).__name__, "param_groups": _jsonable(doc["param_groups"]), "scalars": scalars}

@@ -27,11 +27,15 @@ def model_names() -> list[str]:
     return sorted(FACTORIES)
 
 
-def build_learner(name: str, **config: Any) -> Learner:
+def build_learner(name: str, device: str | None = None, **config: Any) -> Learner:
+    """The learner ``name`` built from ``config``; on ``device`` (``auto``, ``cpu``, ``cuda[:N]``) when given."""
     try:
         target = FACTORIES[name]
     except KeyError:
         raise ValueError(f"unknown model {name!r}; known: {', '.join(model_names())}") from None
     module_name, _, attr = target.partition(":")
     factory = getattr(importlib.import_module(module_name), attr)
-    return factory(**config)
+    learner = factory(**config)
+    if device is not None:
+        learner.to(device)  # type: ignore[attr-defined]
+    return learner

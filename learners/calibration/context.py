@@ -111,20 +111,20 @@ class ContextEncoder(nn.Module):
                 column = [column] * n  # request-level scalar (or missing) -> broadcast
             if len(column) != n:
                 raise ValueError(f"context field {name!r} has {len(column)} values for {n} rows")
-            ids = []
-            for v in column:
-                v = v.item() if isinstance(v, torch.Tensor) else v
-                key = (name, v)
-                idx = self._cache.get(key)
-                if idx is None:
-                    idx = stable_bucket(name, v, self.buckets)
-                    if len(self._cache) < 200_000:
-                        self._cache[key] = idx
-                ids.append(idx + k * self.buckets)
-            cols.append(ids)
+            cols.append([self.index(k, name, v.item() if isinstance(v, torch.Tensor) else v) for v in column])
         if not cols:
             return torch.zeros(n, 0, dtype=torch.long)
         return torch.tensor(cols, dtype=torch.long).T.contiguous()
+
+    def index(self, k: int, name: str, value: Any) -> int:
+        """The embedding row of ``value`` of the ``k``-th field ``name`` (hashes are cached)."""
+        key = (name, value)
+        idx = self._cache.get(key)
+        if idx is None:
+            idx = stable_bucket(name, value, self.buckets)
+            if len(self._cache) < 200_000:
+                self._cache[key] = idx
+        return idx + k * self.buckets
 
     def forward(self, indices: torch.Tensor) -> torch.Tensor:
         if indices.shape[1] == 0:

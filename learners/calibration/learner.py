@@ -27,7 +27,7 @@ the modules, Adam's moments, SCLoss caches, the RNG state and counters.
 
 from __future__ import annotations
 
-import math  # noqa: F401 - kept: see commit 80a14f6 (the kill -9 learner test's float history)
+import math  # noqa: F401 - kept: see commit 80a14f6; issue 16 traced the ~1e-6 to torch's thread count
 from dataclasses import asdict, dataclass, field  # noqa: F401 - same
 from typing import Any, Sequence
 
@@ -47,9 +47,10 @@ from contracts.state import (
     stamp,
 )
 from learners.calibration.baselines import PlattHead, StreamingIsotonic
-from learners.calibration.context import ContextEncoder, TaskRows, check_tasks, extract_rows
+from learners.calibration.context import P_CLIP, ContextEncoder, TaskRows, check_tasks, extract_rows
 from learners.calibration.scloss import SCLossConfig, SmoothCalibrationLoss
 from learners.calibration.umnn import UMNNCalibrator
+from learners.ingest.rows import RowArrays
 
 DEFAULT_TASKS = ("click", "long_view")
 DEFAULT_FIELDS = ("position", "item", "user")
@@ -123,8 +124,16 @@ class _CalibrationBase:
         self.examples_seen = 0
         self.rows_seen = 0
         self.generator = torch.Generator().manual_seed(config.seed)
+        self.device = torch.device("cpu")
 
     # -- shared ---------------------------------------------------------------------------------
+    def learn_many(self, batch: Sequence[LabeledList]) -> dict[str, float]:
+        """One update from ``batch``: its rows written into arrays (``batch_builder``), then ``learn_built``."""
+        built = self.batch_builder(len(batch))
+        for example in batch:
+            built.add(example)
+        return self.learn_built(built)
+
     def rows(self, batch: Sequence[LabeledList]) -> dict[str, TaskRows]:
         return extract_rows(batch, self.tasks, self.config.context_fields)
 
@@ -196,13 +205,23 @@ class NeuralCalibrationLearner(_CalibrationBase):
                     heads[task] = PlattHead()
             self.module = nn.ModuleDict({"encoder": self.encoder, "heads": nn.ModuleDict(heads)})
         self.optimizer = torch.optim.Adam(self.module.parameters(), lr=config.lr)
+        self.sync: Any = None  # learners.distributed.sync.GradientSync on data-parallel ranks (needs sc_weight=0)
         sc = SCLossConfig(config.sc_bins, config.sc_beta, config.sc_weight, config.sc_binning)
         self.sc_losses = {task: SmoothCalibrationLoss(sc) for task in config.tasks}
+
+    def to(self, device: torch.device | str) -> "NeuralCalibrationLearner":
+        """Train on ``device`` (module and Adam state move; SCLoss's K-bin caches stay on the CPU)."""
+        from learners.device import move_optimizer, resolve_device  # noqa: PLC0415
+
+        self.device = resolve_device(device)
+        self.module.to(self.device)
+        move_optimizer(self.optimizer, self.device)
+        return self
 
     def _encode(self, fields: dict[str, Sequence[Any]], n: int) -> torch.Tensor:
         """The context vectors ``h`` [n, d] (shared by every task's head)."""
         with torch.no_grad():
-            return self.encoder(self.encoder.indices(fields, n))
+            return self.encoder(self.encoder.indices(fields, n).to(self.device)).cpu()
 
     def forward_rows(self, task: str, logit: torch.Tensor, context_index: torch.Tensor) -> torch.Tensor:
         """Calibrated logit; ``context_index`` from ``encoder.indices`` (used by the bench too)."""
@@ -210,8 +229,8 @@ class NeuralCalibrationLearner(_CalibrationBase):
 
     def _predict(self, task, logit, context, p_hat):
         with torch.no_grad():
-            z = self.module["heads"][task](logit, context)
-        return torch.sigmoid(z)
+            z = self.module["heads"][task](logit.to(self.device), context.to(self.device))
+        return torch.sigmoid(z).cpu()
 
     def update_tensors(self, task_batches: dict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor]]) -> dict[str, float]:
         """One Adam step on ``{task: (logit, label, context_index)}``; returns loss parts."""
@@ -219,8 +238,13 @@ class NeuralCalibrationLearner(_CalibrationBase):
         total = None
         metrics: dict[str, float] = {}
         lam = self.config.sc_weight
+        shares, totals = [1.0] * len(self.tasks), [1.0] * len(self.tasks)
+        if self.sync is not None:  # data-parallel: each task's BCE weighted by its share of the union's rows
+            rows = {t: b[0].numel() for t, b in task_batches.items()}
+            shares, totals = self.sync.shares([rows.get(t, 0) for t in self.tasks])
         for task, (logit, y, index) in task_batches.items():
-            if logit.numel() == 0:
+            share = shares[self.tasks.index(task)]
+            if logit.numel() == 0 or share == 0.0:
                 continue
             z = self.forward_rows(task, logit, index)
             bce = nn.functional.binary_cross_entropy_with_logits(z, y)
@@ -230,7 +254,17 @@ class NeuralCalibrationLearner(_CalibrationBase):
                 loss = loss + lam * sc
                 metrics[f"{task}.sc"] = float(sc.detach())
             metrics[f"{task}.bce"] = float(bce.detach())
+            if self.sync is not None:
+                loss = loss * share
             total = loss if total is None else total + loss
+        if self.sync is not None and any(totals):
+            if total is not None:
+                total.backward()
+            self.sync.reduce_grads(self.module)  # an idle rank adds zeros and takes the same step
+            self.optimizer.step()
+            self.updates += 1
+            metrics["loss"] = float(total.detach()) if total is not None else 0.0
+            return metrics
         if total is None:
             return metrics
         total.backward()
@@ -239,16 +273,20 @@ class NeuralCalibrationLearner(_CalibrationBase):
         metrics["loss"] = float(total.detach())
         return metrics
 
-    def learn_many(self, batch: Sequence[LabeledList]) -> dict[str, float]:
-        rows = self.rows(batch)
-        task_batches = {task: (r.logits(), r.label_tensor(), self.encoder.indices(r.fields, len(r)))
-                        for task, r in rows.items() if len(r)}
-        metrics = self.update_tensors(task_batches)
-        n_rows = sum(len(r) for r in rows.values())
-        self.examples_seen += len(batch)
+    def batch_builder(self, capacity: int) -> RowArrays:
+        """Rows written as examples are decoded (:mod:`learners.ingest.rows`), context hashed on the way."""
+        return RowArrays(self.tasks, self.encoder.fields, self.encoder.index)
+
+    def learn_built(self, built: RowArrays) -> dict[str, float]:
+        """One update from a :meth:`batch_builder` batch (what ``learn_many`` does after decoding)."""
+        task_batches = {task: (built.logits(task, P_CLIP), built.label_tensor(task), built.index_tensor(task))
+                        for task in self.tasks if built.rows(task)}
+        metrics = self.update_tensors({t: tuple(x.to(self.device) for x in b) for t, b in task_batches.items()})
+        n_rows = sum(built.rows(t) for t in self.tasks)
+        self.examples_seen += built.count
         self.rows_seen += n_rows
         metrics["rows"] = float(n_rows)
-        metrics["examples"] = float(len(batch))
+        metrics["examples"] = float(built.count)
         return metrics
 
     def state_dict(self) -> LearnerState:
@@ -283,28 +321,39 @@ class IsotonicCalibrationLearner(_CalibrationBase):
     def _predict(self, task, logit, context, p_hat):
         return self.histograms[task].predict(logit, p_hat)
 
-    def learn_many(self, batch: Sequence[LabeledList]) -> dict[str, float]:
-        rows = self.rows(batch)
+    def to(self, device: torch.device | str) -> "IsotonicCalibrationLearner":
+        """Histogram counts are a few hundred numbers updated by index: they stay on the CPU on any device."""
+        from learners.device import resolve_device  # noqa: PLC0415
+
+        resolve_device(device)  # still refuse a device that does not exist
+        return self
+
+    def batch_builder(self, capacity: int) -> RowArrays:
+        """Rows written as examples are decoded (no context: the histograms do not read it)."""
+        return RowArrays(self.tasks, (), None)
+
+    def learn_built(self, built: RowArrays) -> dict[str, float]:
+        """One update from a :meth:`batch_builder` batch (what ``learn_many`` does after decoding)."""
         metrics: dict[str, float] = {}
         total = 0.0
-        for task, r in rows.items():
-            if not len(r):
+        for task in self.tasks:
+            if not built.rows(task):
                 continue
-            logit, y = r.logits(), r.label_tensor()
-            p_hat = torch.tensor(r.p_hat, dtype=torch.float32)
+            logit, y = built.logits(task, P_CLIP), built.label_tensor(task)
+            p_hat = built.p_hat_tensor(task)
             p = self.histograms[task].predict(logit, p_hat).clamp(1e-7, 1 - 1e-7)  # loss before the update
             bce = float(nn.functional.binary_cross_entropy(p, y))
             metrics[f"{task}.bce"] = bce
             total += bce
             self.histograms[task].update(logit, p_hat, y)
-        n_rows = sum(len(r) for r in rows.values())
+        n_rows = sum(built.rows(t) for t in self.tasks)
         if n_rows:
             self.updates += 1
             metrics["loss"] = total
-        self.examples_seen += len(batch)
+        self.examples_seen += built.count
         self.rows_seen += n_rows
         metrics["rows"] = float(n_rows)
-        metrics["examples"] = float(len(batch))
+        metrics["examples"] = float(built.count)
         return metrics
 
     def state_dict(self) -> LearnerState:

@@ -72,6 +72,8 @@ def _grid(steps: int, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
 
 def _node_inputs(x: torch.Tensor, steps: int) -> tuple[torch.Tensor, torch.Tensor]:
     weights, fractions = _grid(int(steps), x.dtype)
+    if x.device.type != "cpu":  # the cached grid lives on the CPU
+        weights, fractions = weights.to(x.device), fractions.to(x.device)
     return x.unsqueeze(1) * fractions, weights  # t [n, S+1]
 
 

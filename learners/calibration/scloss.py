@@ -87,6 +87,8 @@ class SmoothCalibrationLoss:
         cfg = self.config
         if p.numel() == 0:
             return p.new_zeros(())
+        if p.device.type != "cpu":  # K bins of statistics: the caches stay on the CPU, autograd follows .to()
+            return self(p.to("cpu"), y.to("cpu")).to(p.device)
         idx = torch.bucketize(p.detach(), self.boundaries(p))
         n = torch.bincount(idx, minlength=cfg.bins).to(p.dtype)
         present = n > 0

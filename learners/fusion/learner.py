@@ -133,6 +133,8 @@ class DRPOLearner(ListPolicyLearning, PolicyCheckpointing):
         self.updates = 0
         self.examples_seen = 0
         self.last_rejected: list[Rejected] = []
+        self.device = torch.device("cpu")
+        self.sync: Any = None  # learners.distributed.sync.GradientSync on data-parallel ranks
 
     # -- learning ---------------------------------------------------------------------------
     def update(self, lists: ListBatch) -> dict[str, float]:
@@ -143,14 +145,20 @@ class DRPOLearner(ListPolicyLearning, PolicyCheckpointing):
         ctx = self._context(lists)
         metrics: dict[str, float] = {"examples": float(lists.size)}
 
+        s_lists = 1.0  # data-parallel: this rank's share of the union's lists (learners.distributed.sync)
+        if self.sync is not None:
+            (s_lists,), _ = self.sync.shares([float(lists.size)])
         for _ in range(cfg.reward_steps):
             loss = self.satisfaction.loss(lists.features, logits, mask, ctx, lists.query_reward)
-            self._step(self.reward_opt, self.satisfaction, loss)
+            self._step(self.reward_opt, self.satisfaction, loss, s_lists)
         metrics["reward_model_loss"] = float(loss.detach())
 
         with torch.no_grad():
             mean, log_std = self.policy(stats, ctx)
-            noise = torch.randn((*mean.shape[:1], cfg.group_size, mean.shape[-1]), generator=self.generator)
+            rows = getattr(self, "noise_rows", None)  # data-parallel: this rank's rows of the union's noise
+            offset, total = rows if rows is not None else (0, mean.shape[0])
+            noise = torch.randn((total, cfg.group_size, mean.shape[-1]), generator=self.generator)
+            noise = noise[offset:offset + mean.shape[0]].to(mean.device)  # CPU stream: same draws on any device
             actions = mean.unsqueeze(1) + noise * torch.exp(log_std).unsqueeze(1)  # [B, G, K]
             old_logp = gaussian_logprob(actions, mean, log_std)
             rewards = torch.sigmoid(self.satisfaction.logits(lists.features, logits, mask, ctx,
@@ -165,6 +173,7 @@ class DRPOLearner(ListPolicyLearning, PolicyCheckpointing):
             advantage = adv.dual_relative(rewards, self.running, group_mask, within_group=cfg.within_group,
                                           across_batches=cfg.across_batches)
             ref_mean, ref_log_std = self.reference(stats, ctx)
+            s_slots = self.sync.shares([float(group_mask.sum())])[0][0] if self.sync is not None else 1.0
 
         for _ in range(cfg.epochs):
             mean, log_std = self.policy(stats, ctx)
@@ -172,6 +181,8 @@ class DRPOLearner(ListPolicyLearning, PolicyCheckpointing):
                                      cfg.clip, cfg.dual_clip)
             kl = gaussian_kl(ref_mean, ref_log_std, mean, log_std).mean()
             loss = pg + cfg.kl_weight * kl
+            if self.sync is not None:  # pg is a mean over real group slots, kl over lists
+                loss = pg * s_slots + cfg.kl_weight * kl * s_lists
             self._step(self.policy_opt, self.policy, loss)
         metrics.update(pg_loss=float(pg.detach()), kl=float(kl.detach()), reward_mean=float(rewards.mean()),
                        weight_mean=float(mean.detach().mean()))
@@ -192,11 +203,17 @@ class DRPOLearner(ListPolicyLearning, PolicyCheckpointing):
         fused = fused.masked_fill(~mask.unsqueeze(1), float("-inf"))
         return torch.argsort(fused, dim=-1, descending=True, stable=True)
 
-    def _step(self, optimizer: torch.optim.Optimizer, module: torch.nn.Module, loss: torch.Tensor) -> None:
+    def _step(self, optimizer: torch.optim.Optimizer, module: torch.nn.Module, loss: torch.Tensor,
+              share: float = 1.0) -> None:
+        """Backward, (data-parallel: ``share``-weighted loss, gradients summed over ranks), clip, Adam."""
         if not torch.isfinite(loss):
             raise FloatingPointError(f"{self.name}: non-finite loss {float(loss)}")
         optimizer.zero_grad(set_to_none=True)
+        if self.sync is not None and share != 1.0:
+            loss = loss * share
         loss.backward()
+        if self.sync is not None:
+            self.sync.reduce_grads(module)
         if self.config.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(module.parameters(), self.config.grad_clip)
         optimizer.step()
@@ -205,11 +222,12 @@ class DRPOLearner(ListPolicyLearning, PolicyCheckpointing):
     @torch.no_grad()
     def fusion_for(self, lists: ListBatch, explore: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
         """Weights ``[B, K]`` (the policy mean, or a sample when exploring) and their log-density ``[B]``."""
+        lists = lists.to(self.device)
         mean, log_std = self.policy(task_statistics(lists.task_logits, lists.mask), self._context(lists))
         weights = mean
         if explore:
-            weights = mean + torch.randn(mean.shape, generator=self.serve_generator) * torch.exp(log_std)
-        return weights, gaussian_logprob(weights, mean, log_std)
+            weights = mean + torch.randn(mean.shape, generator=self.serve_generator).to(mean.device) * torch.exp(log_std)
+        return weights.cpu(), gaussian_logprob(weights, mean, log_std).cpu()
 
     def fusion(self, request: RerankRequest, explore: bool = False) -> tuple[dict[str, float], float]:
         """The fusion weights for ``request`` (by task) and their log-density under the policy."""

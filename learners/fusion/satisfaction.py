@@ -42,11 +42,11 @@ class SatisfactionModel(nn.Module):
         L = min(self.top_k, n)
         top = orders[..., :L]  # [B, G, L]
         valid = mask.unsqueeze(1).expand(B, G, n).gather(-1, top).to(task_logits.dtype)
-        discount = (1.0 / torch.log2(torch.arange(2, L + 2, dtype=task_logits.dtype))) * valid
+        discount = (1.0 / torch.log2(torch.arange(2, L + 2, dtype=task_logits.dtype, device=task_logits.device))) * valid
         weights = discount / discount.sum(-1, keepdim=True).clamp_min(1e-6)  # [B, G, L]
         probs = torch.sigmoid(task_logits)  # [B, n, K]
         projected = (self.project(features) if self.n_features > 0
-                     else torch.zeros(*features.shape[:2], self.project.out_features))
+                     else torch.zeros(*features.shape[:2], self.project.out_features, device=features.device))
 
         def pooled(values: torch.Tensor) -> torch.Tensor:  # [B, n, D] -> [B, G, D] discounted mean over the top
             gathered = values.unsqueeze(1).expand(B, G, n, values.shape[-1]).gather(
@@ -61,7 +61,7 @@ class SatisfactionModel(nn.Module):
     def loss(self, features: torch.Tensor, task_logits: torch.Tensor, mask: torch.Tensor, ctx: torch.Tensor,
              target: torch.Tensor) -> torch.Tensor:
         """BCE of the served lists (index order = served order) against ``query_reward``."""
-        served = torch.arange(mask.shape[1]).expand(mask.shape[0], 1, -1)
+        served = torch.arange(mask.shape[1], device=mask.device).expand(mask.shape[0], 1, -1)
         logits = self.logits(features, task_logits, mask, ctx, served).squeeze(1)
         return F.binary_cross_entropy_with_logits(logits, target.clamp(0.0, 1.0))
 

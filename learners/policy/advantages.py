@@ -28,7 +28,8 @@ Groups with one real slot get advantage 0 from the within-group term (nothing to
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Callable
 
 import torch
 
@@ -45,13 +46,24 @@ class RunningMoments:
     mean: float = 0.0
     var: float = 0.0
     weight: float = 0.0  # 1 - decay^t: the bias correction
+    #: data-parallel ranks: ``values -> (count, sum, sum of squares)`` over all ranks
+    #: (:meth:`learners.distributed.sync.GradientSync.moments`); not state
+    reducer: Callable[[torch.Tensor], tuple[float, float, float]] | None = field(default=None, compare=False,
+                                                                                 repr=False)
 
     def update(self, values: torch.Tensor) -> None:
         values = values.detach().double().flatten()
-        if values.numel() == 0:
+        if self.reducer is not None:  # the union batch's moments (every rank calls this, even with no values)
+            count, total, squares = self.reducer(values)
+            if count == 0:
+                return
+            batch_mean = total / count
+            batch_var = max(squares / count - batch_mean ** 2, 0.0)
+        elif values.numel() == 0:
             return
-        batch_mean = float(values.mean())
-        batch_var = float(values.var(unbiased=False))
+        else:
+            batch_mean = float(values.mean())
+            batch_var = float(values.var(unbiased=False))
         d = self.decay
         self.mean = d * self.mean + (1.0 - d) * batch_mean
         self.var = d * self.var + (1.0 - d) * (batch_var + batch_mean ** 2)  # running E[x^2]

@@ -18,7 +18,7 @@ naming the field (a bad example must not silently become a different one).
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Sequence
 
 import numpy as np
@@ -98,6 +98,14 @@ class ListBatch:
     def has_fusion(self) -> torch.Tensor:
         return ~torch.isnan(self.fusion_logprob)
 
+    def to(self, device: torch.device) -> "ListBatch":
+        """The batch on ``device`` (itself when already there; pinned buffers copy asynchronously)."""
+        if self.mask.device == device:
+            return self
+        move = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "example_ids"}
+        return ListBatch(**{k: (v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v)
+                            for k, v in move.items()}, example_ids=self.example_ids)
+
 
 def _features(items, n_features: int, where: str) -> np.ndarray:
     for i, item in enumerate(items):
@@ -135,23 +143,6 @@ class Rejected:
     example_id: str
     field: str
     detail: str
-
-
-def split_usable(batch: Sequence[LabeledList], n_features: int) -> tuple[list[LabeledList], list[Rejected]]:
-    """Examples the policy can learn from, and the others with the offending field.
-
-    A bad example must neither stop the worker nor take its batch down with it: it is left
-    out (and reported) while the rest of the batch is learned as if it had never been there.
-    """
-    good, bad = [], []
-    for ex in batch:
-        try:
-            _features(ex.impression.items, n_features, "impression")
-        except PolicyInputError as exc:
-            bad.append(Rejected(ex.example_id, exc.field, exc.detail))
-            continue
-        good.append(ex)
-    return good, bad
 
 
 def from_examples(batch: Sequence[LabeledList], n_features: int, tasks: Sequence[str] = DEFAULT_TASKS,
@@ -262,22 +253,47 @@ def stack_lists(lists: Sequence[ListBatch]) -> ListBatch:
 class ListPolicyLearning:
     """``learn_many`` shared by the list-wise policies (LDRO, GRPO, DRPO).
 
-    Unusable examples (e.g. a feature vector of the wrong length) are skipped, logged and listed
-    in ``last_rejected`` (metric ``rejected``), never the reason a batch fails; the rest is
-    tensorised once and handed to the family's ``update``. Needs ``name``, ``config.n_features``,
-    ``config.tasks``, ``update(ListBatch)``, ``examples_seen`` and ``last_rejected``.
+    Examples are written into a padded batch as they come (:meth:`batch_builder`,
+    :class:`learners.ingest.lists.ListArrays`); unusable ones (e.g. a feature vector of the wrong
+    length) are skipped, logged and listed in ``last_rejected`` (metric ``rejected``), never the
+    reason a batch fails; :meth:`learn_built` hands the rest to the family's ``update``. Needs
+    ``name``, ``config.n_features``, ``config.tasks``, ``update(ListBatch)``, ``examples_seen``,
+    ``last_rejected`` and ``device``.
     """
 
-    def learn_many(self, batch: Sequence[LabeledList]) -> dict[str, float]:
-        good, self.last_rejected = split_usable(batch, self.config.n_features)
-        for rejected in self.last_rejected:
-            log.warning("%s: skipped example %s: %s: %s", self.name, rejected.example_id, rejected.field,
-                        rejected.detail)
-        if not good:
-            return {"examples": 0.0, "rejected": float(len(self.last_rejected))} if batch else {"examples": 0.0}
-        lists = from_examples(good, self.config.n_features, self.config.tasks,
-                              getattr(self.config, "task_inputs", "calibrated"))
+    def batch_builder(self, capacity: int):  # -> learners.ingest.lists.ListArrays (imported lazily: no cycle)
+        from learners.ingest.lists import ListArrays  # noqa: PLC0415
+
+        return ListArrays(max(1, capacity), self.config.n_features, self.config.tasks,
+                          getattr(self.config, "task_inputs", "calibrated"), pin=self.device.type == "cuda")
+
+    def learn_built(self, built, rejected: Sequence[Rejected] = ()) -> dict[str, float]:
+        """One update from the examples written into ``built``; ``rejected``: those it refused."""
+        self.last_rejected = list(rejected)
+        for r in self.last_rejected:
+            log.warning("%s: skipped example %s: %s: %s", self.name, r.example_id, r.field, r.detail)
+        if not built.count:
+            return {"examples": 0.0, "rejected": float(len(self.last_rejected))} if rejected else {"examples": 0.0}
+        self._built_rows, self._built_items = built.count, built.items
+        lists = built.take(self.pad_to(built.longest)).to(self.device)
         metrics = self.update(lists)
-        self.examples_seen += len(good)
+        self.examples_seen += built.count
         metrics["rejected"] = float(len(self.last_rejected))
         return metrics
+
+    def pad_to(self, longest: int) -> int:
+        """Items to pad this batch to: alone, its own longest list; on data-parallel ranks the union's
+        (and ``noise_rows`` says which rows of the union's sampling noise are this rank's)."""
+        sync = getattr(self, "sync", None)
+        if sync is None:
+            self.noise_rows = None
+            return longest
+        built_rows = getattr(self, "_built_rows", 0)
+        offset, total, union_longest = sync.layout(built_rows, longest, getattr(self, "_built_items", 0))
+        self.noise_rows = (offset, total) if not sync.idle else (0, total)
+        return max(union_longest, longest)
+
+    def learn_many(self, batch: Sequence[LabeledList]) -> dict[str, float]:
+        built = self.batch_builder(len(batch))
+        rejected = [r for r in (built.add(ex) for ex in batch) if r is not None]
+        return self.learn_built(built, rejected)

@@ -55,11 +55,20 @@ def list_logprob(scores: torch.Tensor, orders: torch.Tensor, mask: torch.Tensor 
 
 
 def gumbel_max_sample(scores: torch.Tensor, group_size: int, mask: torch.Tensor | None = None,
-                      generator: torch.Generator | None = None) -> torch.Tensor:
-    """``group_size`` PL samples per request in one pass: ``argsort(s + Gumbel)``, ``[B, G, n]``."""
+                      generator: torch.Generator | None = None,
+                      rows: tuple[int, int] | None = None) -> torch.Tensor:
+    """``group_size`` PL samples per request in one pass: ``argsort(s + Gumbel)``, ``[B, G, n]``.
+
+    ``rows=(offset, total)``: draw the noise of a ``total``-list batch and use rows
+    ``offset:offset+B`` (a data-parallel rank's part of the union batch, :mod:`learners.distributed.sync`)."""
     mask = _full_mask(scores, mask)
     shape = (*scores.shape[:-1], group_size, scores.shape[-1])
-    uniform = torch.rand(shape, generator=generator, dtype=scores.dtype, device=scores.device)
+    if rows is not None:
+        offset, total = rows
+        whole = torch.rand((total, *shape[1:]), generator=generator, dtype=scores.dtype)
+        uniform = whole[offset:offset + shape[0]].to(scores.device)
+    else:
+        uniform = torch.rand(shape, generator=generator, dtype=scores.dtype).to(scores.device)  # CPU stream
     gumbel = -torch.log(-torch.log(uniform.clamp(1e-20, 1.0 - 1e-7)))
     perturbed = (scores.detach().unsqueeze(-2) + gumbel).masked_fill(~mask.unsqueeze(-2), float("-inf"))
     return torch.argsort(perturbed, dim=-1, descending=True, stable=True)

@@ -43,6 +43,18 @@ class PolicyCheckpointing:
         """Frozen modules saved with the state but not trained (none by default)."""
         return []
 
+    def to(self, device: torch.device | str) -> "PolicyCheckpointing":
+        """Train and serve on ``device`` (modules, frozen modules and optimizer state move; RNGs stay CPU)."""
+        from learners.device import move_optimizer, resolve_device  # noqa: PLC0415
+
+        self.device = resolve_device(device)
+        for _, module in self._frozen():
+            module.to(self.device)
+        for _, module, opt in self._parts():
+            module.to(self.device)
+            move_optimizer(opt, self.device)
+        return self
+
     def _generators(self) -> dict[str, torch.Generator]:
         """The two RNG streams: learning-time sampling and serving-time exploration."""
         return {"learn": self.generator, "serve": self.serve_generator}

@@ -148,6 +148,8 @@ class LDROLearner(ListPolicyLearning, PolicyCheckpointing):
         self.updates = 0
         self.examples_seen = 0
         self.last_rejected: list[Rejected] = []
+        self.device = torch.device("cpu")
+        self.sync: Any = None  # learners.distributed.sync.GradientSync on data-parallel ranks
 
     # -- learning ---------------------------------------------------------------------------
     def update(self, lists: ListBatch) -> dict[str, float]:
@@ -155,26 +157,36 @@ class LDROLearner(ListPolicyLearning, PolicyCheckpointing):
         cfg = self.config
         x, mask = lists.inputs, lists.mask
         metrics: dict[str, float] = {"examples": float(lists.size)}
+        # data-parallel: each loss's share of the union batch (items; sampled lists), see learners.distributed.sync
+        s_items, s_lists = 1.0, 1.0
+        if self.sync is not None:  # from the step's layout (one all-gather), else one all-reduce of the counts
+            shares, self.sync.batch_shares = self.sync.batch_shares, None
+            if shares is None:
+                (s_lists, s_items), _ = self.sync.shares([float(lists.size), float(mask.sum())])
+            else:
+                s_lists, s_items = shares
 
         reward_loss = self.reward_model.loss(x, mask, lists.item_rewards)
-        self._step(self.reward_opt, self.reward_model, reward_loss)
-        metrics["reward_model_loss"] = float(reward_loss.detach())
+        steps = [(self.reward_opt, self.reward_model, reward_loss, s_items)]
 
         kd_weight = self._kd_weight()
         if cfg.distill:
-            served = torch.arange(x.shape[1]).expand(x.shape[0], -1)
+            served = torch.arange(x.shape[1], device=x.device).expand(x.shape[0], -1)
             target = served if self.updates < cfg.teacher_pretrain_updates else preferred_order(lists.item_rewards, mask)
             teacher_loss, teacher_steps = self.teacher.nll_and_steps(x, mask, target)
             teacher_steps = teacher_steps.detach()
-            self._step(self.teacher_opt, self.teacher, teacher_loss)
+            steps.append((self.teacher_opt, self.teacher, teacher_loss, s_items))
             metrics["teacher_nll"] = float(teacher_loss.detach())
+        self._steps(steps)  # reward model and teacher are independent: one gradient all-reduce for both
+        metrics["reward_model_loss"] = float(reward_loss.detach())
 
         scores = self.student(x, mask)
-        orders = gumbel_max_sample(scores, cfg.group_size, mask, self.generator)  # [B, G, n]
+        orders = gumbel_max_sample(scores, cfg.group_size, mask, self.generator,
+                                   getattr(self, "noise_rows", None))  # [B, G, n]
         with torch.no_grad():
             rewards = self.reward_model.list_value(x, mask, orders)  # [B, G]
         if cfg.use_logged_reward:
-            served = torch.arange(x.shape[1]).expand(x.shape[0], 1, -1)
+            served = torch.arange(x.shape[1], device=x.device).expand(x.shape[0], 1, -1)
             orders = torch.cat([served, orders], dim=1)
             rewards = torch.cat([lists.list_reward.unsqueeze(1), rewards], dim=1)
         if cfg.decoupled:
@@ -183,15 +195,17 @@ class LDROLearner(ListPolicyLearning, PolicyCheckpointing):
             advantage = adv.group_normalised(rewards)
         loss = list_policy_loss(scores, orders, advantage, mask, cfg.rank_weighted)
         metrics["pg_loss"] = float(loss.detach())
+        if self.sync is not None:
+            loss = loss * s_lists
         if cfg.distill and kd_weight > 0:
             if cfg.kd_path == "greedy":
                 teacher_orders, teacher_logp = self.teacher.greedy(x, mask)
             else:  # "target": the teacher-forced distributions of this update's teacher step
                 teacher_orders, teacher_logp = target, teacher_steps
             kd = sequential_kd(scores, mask, teacher_orders, teacher_logp)
-            loss = loss + kd_weight * kd
+            loss = loss + kd_weight * (kd * s_items if self.sync is not None else kd)
             metrics["kd"] = float(kd.detach())
-        self._step(self.student_opt, self.student, loss)
+        self._steps([(self.student_opt, self.student, loss, 1.0)])
         metrics["reward_mean"] = float(rewards.mean())
         self.updates += 1
         return metrics
@@ -204,20 +218,27 @@ class LDROLearner(ListPolicyLearning, PolicyCheckpointing):
             return cfg.kd_weight / (1.0 + self.updates / cfg.kd_decay_updates)
         return cfg.kd_weight
 
-    def _step(self, optimizer: torch.optim.Optimizer, module: torch.nn.Module, loss: torch.Tensor) -> None:
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"{self.name}: non-finite loss {float(loss)}")
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if self.config.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(module.parameters(), self.config.grad_clip)
-        optimizer.step()
+    def _steps(self, steps: list[tuple[torch.optim.Optimizer, torch.nn.Module, torch.Tensor, float]]) -> None:
+        """Backward of each (optimizer, module, loss, share); data-parallel: ``share``-weighted losses and
+        one all-reduce of all their gradients; then per module clip and Adam."""
+        for optimizer, _, loss, share in steps:
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"{self.name}: non-finite loss {float(loss)}")
+            optimizer.zero_grad(set_to_none=True)
+            (loss * share if self.sync is not None and share != 1.0 else loss).backward()
+        if self.sync is not None:
+            self.sync.reduce_grads(*(module for _, module, _, _ in steps))
+        for optimizer, module, _, _ in steps:
+            if self.config.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(module.parameters(), self.config.grad_clip)
+            optimizer.step()
 
     # -- serving ----------------------------------------------------------------------------
     @torch.no_grad()
     def scores_for(self, lists: ListBatch) -> torch.Tensor:
         """Student scores ``[B, n]`` (the PL logits)."""
-        return self.student(lists.inputs, lists.mask)  # no dropout/batch-norm: train mode is inference too
+        lists = lists.to(self.device)
+        return self.student(lists.inputs, lists.mask).cpu()  # no dropout/batch-norm: train mode is inference too
 
     def candidate_scores(self, request: RerankRequest) -> torch.Tensor:
         """Per-candidate PL scores ``[n]`` (serving's promotion gate computes log-probs from them)."""

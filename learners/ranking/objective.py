@@ -19,11 +19,12 @@ import torch
 from learners.policy.plackett_luce import step_logprobs, step_valid
 
 
-def rank_weights(n: int, rank_weighted: bool, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+def rank_weights(n: int, rank_weighted: bool, dtype: torch.dtype = torch.float32,
+                 device: torch.device | None = None) -> torch.Tensor:
     """:math:`w_k = 1/\\log_2(k+1)` for ranks 1..n, or all ones."""
     if not rank_weighted:
-        return torch.ones(n, dtype=dtype)
-    return 1.0 / torch.log2(torch.arange(2, n + 2, dtype=dtype))
+        return torch.ones(n, dtype=dtype, device=device)
+    return 1.0 / torch.log2(torch.arange(2, n + 2, dtype=dtype, device=device))
 
 
 def list_policy_loss(scores: torch.Tensor, orders: torch.Tensor, advantages: torch.Tensor,
@@ -31,7 +32,7 @@ def list_policy_loss(scores: torch.Tensor, orders: torch.Tensor, advantages: tor
                      group_mask: torch.Tensor | None = None) -> torch.Tensor:
     """``scores`` ``[B, n]``, ``orders`` ``[B, G, n]``, ``advantages`` ``[B, G]`` -> scalar loss."""
     logp = step_logprobs(scores, orders, mask)  # [B, G, n]
-    weights = rank_weights(orders.shape[-1], rank_weighted, scores.dtype) * step_valid(orders, mask)
+    weights = rank_weights(orders.shape[-1], rank_weighted, scores.dtype, scores.device) * step_valid(orders, mask)
     per_list = (weights * logp).sum(-1)  # [B, G]
     if group_mask is None:
         group_mask = torch.ones_like(advantages, dtype=torch.bool)

@@ -34,7 +34,7 @@ class ItemRewardModel(nn.Module):
         return self.item(x).squeeze(-1)
 
     def position_log_factor(self, n: int) -> torch.Tensor:
-        idx = torch.arange(n).clamp(max=self.max_positions - 1)
+        idx = torch.arange(n, device=self.position.device).clamp(max=self.max_positions - 1)
         return self.position[idx]
 
     def loss(self, x: torch.Tensor, mask: torch.Tensor, item_rewards: torch.Tensor) -> torch.Tensor:
@@ -49,6 +49,6 @@ class ItemRewardModel(nn.Module):
         u = self.item_log_value(x)  # [B, n]
         placed = u.unsqueeze(1).expand(*orders.shape).gather(-1, orders)
         valid = mask.unsqueeze(1).expand(*orders.shape).gather(-1, orders)
-        discount = 1.0 / torch.log2(torch.arange(2, n + 2, dtype=x.dtype))
+        discount = 1.0 / torch.log2(torch.arange(2, n + 2, dtype=x.dtype, device=x.device))
         value = torch.exp(placed + self.position_log_factor(n)) * discount
         return (value * valid).sum(-1)

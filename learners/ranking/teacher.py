@@ -66,8 +66,8 @@ class PointerTeacher(nn.Module):
             states = h0.unsqueeze(1)
         logits = torch.einsum("bth,bnh->btn", self.query(states), keys) * self.scale
         rank = torch.empty_like(orders)
-        rank.scatter_(1, orders, torch.arange(n).expand(B, n))
-        available = (rank.unsqueeze(1) >= torch.arange(n).view(1, n, 1)) & mask.unsqueeze(1)
+        rank.scatter_(1, orders, torch.arange(n, device=orders.device).expand(B, n))
+        available = (rank.unsqueeze(1) >= torch.arange(n, device=orders.device).view(1, n, 1)) & mask.unsqueeze(1)
         return torch.log_softmax(logits.masked_fill(~available, PAD_SCORE), dim=-1)
 
     def nll(self, x: torch.Tensor, mask: torch.Tensor, orders: torch.Tensor) -> torch.Tensor:
@@ -101,14 +101,14 @@ class PointerTeacher(nn.Module):
             picks.append(chosen)
             one_hot = nn.functional.one_hot(chosen, n).bool()
             unavailable, used = unavailable | one_hot, used | one_hot
-            _, hidden = self.gru(e[torch.arange(B), chosen].unsqueeze(1), hidden)
+            _, hidden = self.gru(e[torch.arange(B, device=e.device), chosen].unsqueeze(1), hidden)
         return torch.stack(picks, dim=1), torch.stack(rows, dim=1)
 
 
 def preferred_order(item_rewards: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Served items sorted by logged reward (desc), ties by served position; padding last."""
     n = item_rewards.shape[1]
-    position = torch.arange(n, dtype=item_rewards.dtype)
+    position = torch.arange(n, dtype=item_rewards.dtype, device=item_rewards.device)
     key = item_rewards * (n + 1.0) - position  # reward first, earlier position breaks ties
     return torch.argsort(key.masked_fill(~mask, float("-inf")), dim=-1, descending=True, stable=True)
 

@@ -8,7 +8,11 @@ reads those rows back from the same online store by item id, one pipelined Redis
 per batch and feature (:meth:`feature_store.online_read.DirectFeatureReader.read_item_vectors`),
 and returns copies of the examples with ``features`` set on every item.
 
-What this trades: the learner sees the feature *as it is now*, not as it was at serving time.
+The runtime fills each example as it is decoded (:mod:`learners.runtime.runner`), so rows are
+cached per feature and item for ``cache_s`` seconds (at most ``cache_items`` rows): a batch's
+examples share most items, and only the items not seen within ``cache_s`` cost a round trip.
+
+What this trades: the learner sees the feature *as it is now* (give or take ``cache_s``), not as it was at serving time.
 For item content features (the LETOR document vectors have no TTL and never change) the two
 are the same; a feature that changes faster than the learner reads it back should be logged
 (``log_fetched_features``) instead. An example whose items already carry features, or whose
@@ -21,6 +25,7 @@ learned as it came, so an outage of the store slows learning down instead of sto
 from __future__ import annotations
 
 import logging
+import time
 from typing import Callable, Sequence
 
 from contracts.events import ITEM_FEATURES_KEY, LabeledList
@@ -34,11 +39,36 @@ RowReader = Callable[[str, Sequence[str]], list[list[float] | None]]
 class FeatureFill:
     """Fills item features named by ``context["item_features"]`` from a row reader."""
 
-    def __init__(self, read: RowReader) -> None:
+    def __init__(self, read: RowReader, cache_s: float = 60.0, cache_items: int = 200_000) -> None:
         self.read = read
+        self.cache_s = cache_s
+        self.cache_items = cache_items
+        self._cache: dict[tuple[str, str], tuple[float, list[float] | None]] = {}
         self.filled = 0  # items that got features
         self.missing = 0  # items the store did not know
         self.errors = 0  # failed reads (the batch went on without them)
+        self.reads = 0  # round trips to the store
+
+    def _rows(self, ref: str, item_ids: list[str]) -> dict[str, list[float] | None]:
+        """Rows of ``item_ids``: cached ones younger than ``cache_s``, the others in one read."""
+        now = time.monotonic()
+        out: dict[str, list[float] | None] = {}
+        wanted = []
+        for item_id in item_ids:
+            hit = self._cache.get((ref, item_id))
+            if hit is not None and now - hit[0] < self.cache_s:
+                out[item_id] = hit[1]
+            else:
+                wanted.append(item_id)
+        if wanted:
+            self.reads += 1
+            rows = self.read(ref, wanted)
+            if len(self._cache) + len(wanted) > self.cache_items:
+                self._cache.clear()
+            for item_id, row in zip(wanted, rows):
+                self._cache[(ref, item_id)] = (now, row)
+                out[item_id] = row
+        return out
 
     def __call__(self, examples: Sequence[LabeledList]) -> list[LabeledList]:
         wanted: dict[str, list[int]] = {}  # feature ref -> indexes of examples that need it
@@ -52,7 +82,7 @@ class FeatureFill:
         for ref, indexes in wanted.items():
             item_ids = sorted({item.item_id for i in indexes for item in examples[i].impression.items})
             try:
-                rows = dict(zip(item_ids, self.read(ref, item_ids)))
+                rows = self._rows(ref, item_ids)
             except Exception as exc:  # noqa: BLE001 - store down: learn the batch as it came
                 self.errors += 1
                 log.warning("feature fill: reading %s for %d items failed: %s", ref, len(item_ids), exc)

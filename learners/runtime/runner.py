@@ -11,9 +11,10 @@ directly). For any registered learner it:
    ahead of the last checkpoint, then crashed), or starts far behind it (a new consumer group
    at the earliest offset): records of that partition are dropped until the expected offset
    arrives (DESIGN.md, "Learners on a stream: two traps");
-4. decodes through :func:`contracts.events.decode`; a bad record becomes a
+4. decodes through :func:`contracts.events.decode` (the one validation path); a bad record becomes a
    :class:`streams.dead_letter.DeadLetter` (original bytes; reason, field and source
-   topic/partition/offset in headers) and is never retried;
+   topic/partition/offset in headers) and is never retried; a good one is written at once into
+   the learner's batch arrays (``learner.batch_builder``, :mod:`learners.ingest`) and dropped;
 5. cuts the accepted examples into batches of exactly ``batch_size`` (a partial batch only
    by :meth:`LearnerRuntime.flush`, e.g. when the stream went idle), so batch boundaries
    depend on the log, not on fetch timing: the same log and checkpoint cadence give
@@ -21,7 +22,9 @@ directly). For any registered learner it:
    latency: a partial batch is learned once its oldest example has waited that long, so at a
    low rate an example is not held until ``batch_size`` more arrive (the closed loop's
    staleness); boundaries then depend on arrival timing, like an idle flush;
-6. after each batch advances the applied offsets to the last record consumed per partition,
+6. hands each full batch to the update stage (:mod:`learners.runtime.pipeline`: inline, or with
+   ``prefetch`` on its own thread so the next batch is decoded while this one is learned); there,
+   after each batch, advances the applied offsets to the last record consumed per partition,
    and every ``checkpoint_every`` batches writes ``learner.state_dict()`` plus its own
    bookkeeping under ``meta["runtime"]`` atomically (:class:`learners.runtime.checkpoint.CheckpointStore`),
    then calls the ``on_checkpoint`` hooks ``(model_name, state, metrics)`` (snapshot
@@ -36,86 +39,32 @@ applied exactly once), ``skipped``/``dead_lettered`` counters and ``batches``.
 from __future__ import annotations
 
 import copy
-import hashlib
 import logging
 import time
 from collections import deque
-from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
-
-import numpy as np
 
 from contracts.events import LABELED_LIST_SCHEMA, EventError, LabeledList, decode
 from contracts.learner import RUNTIME_META_KEY, Learner, LearnerState
+from learners.runtime.batching import (  # noqa: F401 - re-exported: the runtime's public names
+    DIGEST_MOD,
+    Record,
+    RuntimeConfig,
+    StepResult,
+    _Pending,
+    _Sealed,
+    batch_builder,
+    digest_of,
+    example_digest,
+    learn_built,
+    timing_summary,
+)
 from learners.runtime.checkpoint import CheckpointStore
+from learners.runtime.pipeline import UpdateStage
 from streams.dead_letter import DeadLetter
 
 log = logging.getLogger(__name__)
-DIGEST_MOD = 1 << 64
 CheckpointHook = Callable[[str, LearnerState, dict], None]
-
-
-def example_digest(example_id: str) -> int:
-    return int.from_bytes(hashlib.blake2b(example_id.encode(), digest_size=8).digest(), "little")
-
-
-def digest_of(example_ids: Sequence[str]) -> int:
-    return sum(example_digest(e) for e in example_ids) % DIGEST_MOD
-
-
-@dataclass(frozen=True)
-class Record:
-    """One Kafka record as the runtime sees it (transport-neutral)."""
-
-    topic: str
-    partition: int
-    offset: int
-    key: bytes | None
-    value: bytes | None
-
-    @property
-    def tp(self) -> str:
-        return f"{self.topic}:{self.partition}"
-
-
-@dataclass(frozen=True)
-class RuntimeConfig:
-    batch_size: int = 256
-    checkpoint_every: int = 10  # batches
-    #: also checkpoint after a batch once this many seconds passed since the last checkpoint
-    #: (``None``: by batch count only). A slow stream of examples then still gets checkpoints
-    #: (and, with ``--publish``, snapshots) at this cadence instead of every ``checkpoint_every``
-    #: full batches: at 16 examples/s, 10 batches of 256 take 160 s.
-    checkpoint_interval_s: float | None = None
-    recent_ids: int = 20_000
-    max_event_bytes: int = 1_000_000
-    seek_forward_min: int = 1_000  # a partition this far behind the checkpoint is sought forward, not read
-    #: learn a partial batch once its oldest queued example has waited this long (seconds since
-    #: it was offered); ``None``: only full batches (and explicit flushes), log-determined boundaries
-    max_wait_s: float | None = None
-
-    def __post_init__(self) -> None:
-        if (self.batch_size < 1 or self.checkpoint_every < 1 or self.recent_ids < 0
-                or (self.max_wait_s is not None and self.max_wait_s < 0)
-                or (self.checkpoint_interval_s is not None and self.checkpoint_interval_s <= 0)):
-            raise ValueError(f"invalid runtime config {self}")
-
-
-@dataclass
-class StepResult:
-    """What one :meth:`LearnerRuntime.offer` call did and what the transport must do."""
-
-    learned_batches: int = 0
-    dead_letters: list[DeadLetter] = field(default_factory=list)
-    seeks: dict[str, int] = field(default_factory=dict)  # "topic:partition" -> offset to seek to
-    checkpoints: int = 0
-
-
-@dataclass
-class _Pending:
-    record: Record
-    example: LabeledList | None  # None: consumed without learning (duplicate id, dead letter)
-    offered_at: float = 0.0  # time.monotonic() when offered (for max_wait_s)
 
 
 class LearnerRuntime:
@@ -143,7 +92,11 @@ class LearnerRuntime:
         self.checkpoint_seq: int | None = None
         self._since_checkpoint = 0
         self._checkpointed_at = time.monotonic()
-        self._queue: list[_Pending] = []
+        self._queue: deque[_Pending] = deque()
+        self._built: Any = None  # the batch being written (learner.batch_builder), None until an example comes
+        self._rejected: list = []
+        self._intake = [0, 0, 0]  # skipped offsets, skipped ids, dead letters as seen by the decoder
+        self.stage = UpdateStage(threaded=self.config.prefetch, name=f"learn-{model_name}")
         self._queued_examples = 0
         self._queued_ids: set[str] = set()
         self._rewinding: dict[str, int] = {}  # tp -> offset we are waiting for after a seek
@@ -185,6 +138,7 @@ class LearnerRuntime:
         self.skipped_ids = int(runtime.get("skipped_ids", 0))
         self.dead_lettered = int(runtime.get("dead_lettered", 0))
         self.batches = int(runtime.get("batches", 0))
+        self._intake = [self.skipped_offsets, self.skipped_ids, self.dead_lettered]
         self._seen_next = {tp: off + 1 for tp, off in self.offsets.items()}
         self._applied_at_start = self.applied
 
@@ -200,12 +154,20 @@ class LearnerRuntime:
         return LearnerState(tensors=state.tensors, meta=meta)
 
     def checkpoint(self) -> LearnerState:
-        """Write a checkpoint now (when a store is configured) and run the hooks."""
+        """Write a checkpoint now (when a store is configured) and run the hooks (after every queued update)."""
+        self.stage.drain()
+        if not self._queue:  # nothing decoded is waiting: the intake counters are all applied
+            self.skipped_offsets, self.skipped_ids, self.dead_lettered = self._intake
         started = time.monotonic()
         try:
             return self._checkpoint()
         finally:
             self.timings["checkpoint"].append(time.monotonic() - started)
+
+    def _timed_checkpoint(self) -> None:
+        started = time.monotonic()
+        self._checkpoint()
+        self.timings["checkpoint"].append(time.monotonic() - started)
 
     def _checkpoint(self) -> LearnerState:
         state = self.state()
@@ -232,8 +194,11 @@ class LearnerRuntime:
         if tp not in self._seen_next:
             self._seen_next[tp] = int(offset)
 
-    def offer(self, records: Sequence[Record]) -> StepResult:
-        """Take records in arrival order; learn every full batch; return seeks and dead letters."""
+    def offer(self, records: Sequence[Record], wait: bool = True) -> StepResult:
+        """Take records in arrival order; learn every full batch; return seeks and dead letters.
+
+        ``wait=False`` (with ``prefetch``) returns once the records are decoded and their full
+        batches queued for the update stage; :meth:`drain` (and every checkpoint) waits for them."""
         result = StepResult()
         now = time.monotonic()
         if records:
@@ -247,7 +212,7 @@ class LearnerRuntime:
                 del self._rewinding[tp]
             expected = self._seen_next.get(tp)
             if expected is not None and rec.offset < expected:
-                self.skipped_offsets += 1
+                self._intake[0] += 1
                 if expected - rec.offset >= self.config.seek_forward_min and waiting is None:
                     self._rewinding[tp] = expected  # e.g. a new consumer group starting at the earliest offset
                     result.seeks[tp] = expected
@@ -266,11 +231,17 @@ class LearnerRuntime:
         if self.wait_expired():
             self._learn_next(self._queued_examples, result)
         self._drain_consumed()
+        if wait:
+            self.stage.drain()
         return result
+
+    def drain(self) -> None:
+        """Wait for every queued update (and checkpoint) to be applied."""
+        self.stage.drain()
 
     def oldest_wait(self, now: float | None = None) -> float | None:
         """Seconds the oldest queued example has waited to be learned (``None``: none queued)."""
-        first = next((p for p in self._queue if p.example is not None), None)
+        first = next((p for p in self._queue if p.example_id is not None), None)
         if first is None:
             return None
         return (time.monotonic() if now is None else now) - first.offered_at
@@ -288,6 +259,7 @@ class LearnerRuntime:
         if self._queued_examples:
             self._learn_next(self._queued_examples, result)
         self._drain_consumed()
+        self.stage.drain()
         return result
 
     @property
@@ -295,62 +267,84 @@ class LearnerRuntime:
         return self._queued_examples
 
     def _accept(self, rec: Record, result: StepResult, now: float) -> None:
+        """Decode (the contract's one validation path) and write the example into the batch being built."""
         try:
             event = decode(rec.value or b"", expected=LABELED_LIST_SCHEMA, max_bytes=self.config.max_event_bytes)
         except EventError as exc:
             dead = DeadLetter(reason=exc.reason, field=exc.field, detail=exc.detail, topic=rec.topic,
                               partition=rec.partition, offset=rec.offset, key=rec.key, value=rec.value)
             result.dead_letters.append(dead)
-            self.dead_lettered += 1
+            self._intake[2] += 1
             self._queue.append(_Pending(rec, None))
             return
         assert isinstance(event, LabeledList)
         if event.example_id in self._recent_set or event.example_id in self._queued_ids:
-            self.skipped_ids += 1
+            self._intake[1] += 1
             self._queue.append(_Pending(rec, None))
             return
-        self._queue.append(_Pending(rec, event, now))
+        if self.prepare is not None:
+            event = self.prepare([event])[0]
+        if self._built is None:
+            self._built = batch_builder(self.learner, self.config.batch_size)
+        rejected = self._built.add(event)
+        if rejected is not None:
+            self._rejected.append(rejected)
+        self._queue.append(_Pending(rec, event.example_id, now))
         self._queued_ids.add(event.example_id)
         self._queued_examples += 1
 
     def _learn_next(self, n: int, result: StepResult) -> None:
+        """Seal the batch being built (its ``n`` queued examples) and hand it to the update stage."""
         taken: list[_Pending] = []
         count = 0
         while self._queue and count < n:
-            item = self._queue.pop(0)
+            item = self._queue.popleft()
             taken.append(item)
-            if item.example is not None:
+            if item.example_id is not None:
                 count += 1
-        examples = [p.example for p in taken if p.example is not None]
+        self._queued_examples -= count
+        sealed = _Sealed(self._built, self._rejected, taken, tuple(self._intake))
+        self._built, self._rejected = None, []
+        result.learned_batches += 1
+        if self._since_checkpoint + 1 >= self.config.checkpoint_every:
+            result.checkpoints += 1
+        self.stage.submit(lambda: self._apply(sealed))
+
+    def _apply(self, sealed: _Sealed) -> None:
+        """Update stage: learn the sealed batch, then advance offsets and ids; checkpoint when due."""
         started = time.monotonic()
-        oldest = next((p.offered_at for p in taken if p.example is not None), started)
+        oldest = next((p.offered_at for p in sealed.taken if p.example_id is not None), started)
         self.timings["wait"].append(max(0.0, started - oldest))
-        if self.prepare is not None:
-            examples = self.prepare(examples)
-        metrics = self.learner.learn_many(examples)
+        metrics = learn_built(self.learner, sealed.built, sealed.rejected)
         self.timings["learn"].append(time.monotonic() - started)
         self.last_metrics = {k: float(v) for k, v in metrics.items()}
         self.batches += 1
-        self._queued_examples -= len(examples)
-        for ex in examples:
-            self._queued_ids.discard(ex.example_id)
-            self._remember(ex.example_id)
-            self.digest = (self.digest + example_digest(ex.example_id)) % DIGEST_MOD
-        self.applied += len(examples)
-        for p in taken:
-            self._advance(p.record)
-        result.learned_batches += 1
+        ids = [p.example_id for p in sealed.taken if p.example_id is not None]
+        for example_id in ids:
+            self._remember(example_id)  # before leaving the queued set: never in neither (dedupe races)
+            self._queued_ids.discard(example_id)
+            self.digest = (self.digest + example_digest(example_id)) % DIGEST_MOD
+        self.applied += len(ids)
+        self._consumed(sealed.taken, sealed.counters)
         self._since_checkpoint += 1
         interval = self.config.checkpoint_interval_s
         if (self._since_checkpoint >= self.config.checkpoint_every
                 or (interval is not None and time.monotonic() - self._checkpointed_at >= interval)):
-            self.checkpoint()
-            result.checkpoints += 1
+            self._timed_checkpoint()
+
+    def _consumed(self, taken: Sequence[_Pending], counters: tuple[int, int, int]) -> None:
+        for p in taken:
+            self._advance(p.record)
+        self.skipped_offsets, self.skipped_ids, self.dead_lettered = counters
 
     def _drain_consumed(self) -> None:
         """Records consumed without learning advance offsets once nothing queued precedes them."""
-        while self._queue and self._queue[0].example is None:
-            self._advance(self._queue.pop(0).record)
+        taken = []
+        while self._queue and self._queue[0].example_id is None:
+            taken.append(self._queue.popleft())
+        if taken:
+            counters = tuple(self._intake)
+            self.stage.submit(lambda: self._consumed(taken, counters))
 
     def _advance(self, rec: Record) -> None:
         if rec.offset > self.offsets.get(rec.tp, -1):
@@ -376,12 +370,3 @@ class LearnerRuntime:
                 "timings_s": timing_summary(self.timings)}
 
 
-def timing_summary(timings: dict[str, Sequence[float]]) -> dict[str, dict[str, float]]:
-    """p50 / p99 / max of each list of durations (seconds), for status files."""
-    out: dict[str, dict[str, float]] = {}
-    for name, values in timings.items():
-        if len(values):
-            p50, p99, top = np.percentile(np.asarray(values, dtype=np.float64), [50, 99, 100])
-            out[name] = {"n": len(values), "p50": round(float(p50), 4), "p99": round(float(p99), 4),
-                         "max": round(float(top), 4)}
-    return out

@@ -81,6 +81,7 @@ class LearnWorkerOptions:
     group: str | None = None  # consumer group (Faust app id); default <prefix>learner-<model>
     publish: bool = False  # publish checkpoints as snapshots (feature_store.SnapshotRegistry, apscheduler job)
     model_config: dict[str, Any] = field(default_factory=dict)
+    device: str = "auto"  # learners.device.resolve_device: auto | cpu | cuda[:N]
 
 
 def free_port() -> int:
@@ -163,7 +164,7 @@ def snapshot_publisher(settings: Settings, runtime: LearnerRuntime) -> Any:
 
 def _learner_runtime(settings: Settings, options: LearnWorkerOptions) -> tuple[LearnerRuntime, CheckpointStore]:
     """The model of ``options`` behind its runtime, restored from its newest checkpoint in the store."""
-    learner = build_learner(options.model, **dict(options.model_config))
+    learner = build_learner(options.model, device=options.device, **dict(options.model_config))
     store = CheckpointStore(options.checkpoint_dir, options.model)
     interval = options.checkpoint_interval_s
     if interval is None and options.publish:
@@ -173,7 +174,7 @@ def _learner_runtime(settings: Settings, options: LearnWorkerOptions) -> tuple[L
     runtime = LearnerRuntime(options.model, learner, store,
                              RuntimeConfig(batch_size=options.batch_size, checkpoint_every=options.checkpoint_every,
                                            checkpoint_interval_s=interval, max_event_bytes=settings.max_event_bytes,
-                                           max_wait_s=options.max_wait_s))
+                                           max_wait_s=options.max_wait_s, prefetch=True))
     runtime.restore()
     if settings.redis:  # impressions may name item features instead of carrying them (serving's default)
         runtime.prepare = FeatureFill(feast_row_reader(settings))
@@ -254,7 +255,8 @@ class LearnerAgent:
             records = [Record(e.message.topic, e.message.partition, e.message.offset, e.message.key, e.message.value)
                        for e in events]
             async with self.lock:
-                result = await asyncio.to_thread(self.runtime.offer, records)
+                # wait=False: the update stage learns this take while the next one is decoded
+                result = await asyncio.to_thread(self.runtime.offer, records, False)
             await self.execute(result)
 
     async def on_assigned(self, sender: Any, assigned: Any, **kwargs: Any) -> None:

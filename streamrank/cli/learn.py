@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import json
+import os
+import sys
 from pathlib import Path
 
 import click
@@ -49,11 +51,20 @@ def _parse_data(spec: str) -> tuple[str, Path | None]:
 @click.option("--publish", is_flag=True, help="publish checkpoints as model snapshots (Redis snapshot registry)")
 @click.option("--group", default=None, help="consumer group (default: <topic prefix>learner-<model>)")
 @click.option("--set", "sets", multiple=True, help="model setting KEY=VALUE (JSON values), e.g. --set lr=0.01")
+@click.option("--device", default="auto", show_default=True,
+              help="torch device to train on: auto (CUDA when present), cpu, cuda or cuda:N; snapshots stay CPU tensors")
+@click.option("--ranks", default=1, show_default=True,
+              help="data-parallel ranks training ONE model on torch.distributed (gloo on CPU, nccl on CUDA): each "
+                   "owns a disjoint set of partitions, gradients are all-reduced every step, rank 0 checkpoints "
+                   "and publishes; under torchrun each process is one rank")
+@click.option("--rank", type=int, default=None, hidden=True, help="this process's rank (set by the launcher)")
+@click.option("--master-port", type=int, default=None, hidden=True, help="torch.distributed rendezvous port")
 @click.option("--log-level", "loglevel", default="warning", show_default=True,
               help="debug | info | warning | error (the same flag on every long-running command)")
 def learn(model: str, checkpoint_dir: str | None, batch_size: int, within_s: float, checkpoint_every: int,
           checkpoint_interval_s: float | None, idle_flush_s: float, max_wait_s: float | None, progress_s: float, stop_after: int | None, publish: bool,
-          group: str | None, sets: tuple[str, ...], loglevel: str) -> None:
+          group: str | None, sets: tuple[str, ...], device: str, ranks: int, rank: int | None,
+          master_port: int | None, loglevel: str) -> None:
     """Run the learner worker of MODEL on the `examples` topic (effectively-once checkpoints)."""
     from common.config import config_section, load_settings  # noqa: PLC0415
     from learners.registry import model_names  # noqa: PLC0415
@@ -62,16 +73,52 @@ def learn(model: str, checkpoint_dir: str | None, batch_size: int, within_s: flo
     if model not in model_names():
         raise click.BadParameter(f"unknown model {model!r}; known: {', '.join(model_names())}",
                                  param_hint="--model")
+    from learners.device import resolve_device  # noqa: PLC0415
+
+    try:
+        resolve_device(device)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--device") from None
+    if ranks < 1:
+        raise click.BadParameter("must be >= 1", param_hint="--ranks")
     settings = load_settings()
     model_config = dict(config_section(settings, "learners").get(model, {}))
     model_config.update(parse_sets(sets))
+    if rank is None and ranks > 1 and "RANK" in os.environ:  # started by torchrun
+        rank, master_port = int(os.environ["RANK"]), int(os.environ.get("MASTER_PORT", 29500))
+    if rank is not None:
+        import logging  # noqa: PLC0415
+
+        logging.basicConfig(level=loglevel.upper(), format=f"%(asctime)s rank {rank} %(levelname)s %(name)s: %(message)s")
+        _run_rank(settings, model, checkpoint_dir, batch_size, within_s, checkpoint_every, stop_after, device,
+                  publish, model_config, rank, ranks, master_port)
+        return
+    if ranks > 1:
+        from learners.distributed.launch import launch  # noqa: PLC0415
+
+        raise SystemExit(launch(sys.argv[1:], ranks))
     options = LearnWorkerOptions(
         model=model, checkpoint_dir=Path(checkpoint_dir) if checkpoint_dir else settings.home / "checkpoints",
         batch_size=batch_size, within_s=within_s, checkpoint_every=checkpoint_every,
         checkpoint_interval_s=checkpoint_interval_s, idle_flush_s=idle_flush_s,
         max_wait_s=max_wait_s, progress_s=progress_s, stop_after=stop_after, group=group, publish=publish,
-        model_config=model_config)
+        model_config=model_config, device=device)
     run_learner(settings, options, loglevel=loglevel)
+
+
+def _run_rank(settings, model: str, checkpoint_dir: str | None, batch_size: int, within_s: float,
+              checkpoint_every: int, stop_after: int | None, device: str, publish: bool, model_config: dict,
+              rank: int, ranks: int, master_port: int | None) -> None:
+    """One data-parallel rank (learners.distributed.rank)."""
+    from learners.distributed.rank import RankOptions, run_rank  # noqa: PLC0415
+
+    if master_port is None:
+        raise click.BadParameter("a rank needs --master-port (or torchrun's MASTER_PORT)", param_hint="--rank")
+    run_rank(settings, RankOptions(
+        model=model, checkpoint_dir=Path(checkpoint_dir) if checkpoint_dir else settings.home / "checkpoints",
+        rank=rank, world=ranks, port=master_port, batch_size=batch_size, within_s=within_s,
+        checkpoint_every=checkpoint_every, stop_after=stop_after, device=device, publish=publish,
+        model_config=tuple(model_config.items())))
 
 
 @click.command("calibration")

@@ -43,3 +43,24 @@ def test_a_failing_store_leaves_the_batch_as_it_came(shared_data):
     fill = FeatureFill(down)
     assert fill([example]) == [example]
     assert fill.errors == 1 and fill.filled == 0
+
+
+def test_rows_are_cached_so_examples_filled_one_by_one_read_each_item_once(shared_data):
+    examples = [named(e) for e in feature_examples(3, seed=3, data_root=shared_data, max_candidates=4)]
+    examples.append(examples[0].model_copy(update={"example_id": "again"}))  # the same items again
+    calls = []
+
+    def read(ref, item_ids):
+        calls.append(list(item_ids))
+        return [[1.0, 2.0] for _ in item_ids]
+
+    fill = FeatureFill(read, cache_s=3600)
+    for example in examples:
+        fill([example])
+    read_ids = [i for call in calls for i in call]
+    assert sorted(read_ids) == sorted({it.item_id for e in examples for it in e.impression.items})
+    assert fill.reads == len(calls) <= 3
+    expired = FeatureFill(read, cache_s=0.0)
+    expired([examples[0]])
+    expired([examples[0]])
+    assert expired.reads == 2  # past cache_s a row is read again

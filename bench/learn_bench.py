@@ -1,0 +1,215 @@
+"""From record bytes to the optimizer step: the learn path against plain torch on the same networks.
+
+Workload (issue 16): batches of 256 real LETOR lists of 50 candidates x 300 features
+(``bench/policy_bench.py``'s lists, served and labelled by the simulator), encoded as the
+``examples`` topic carries them (UTF-8 JSON, features inline). For each of ``ldro``, ``grpo``,
+``drpo`` and ``umnn``, in the same run, interleaved rep by rep (the machine is shared):
+
+* ``learn``: ``steps`` batches of record bytes through :class:`learners.runtime.runner.LearnerRuntime`
+  with ``prefetch`` on (decode with the contract's validator, dedupe, write into the batch arrays,
+  update on the update stage's thread): bytes in, optimizer steps out;
+* ``plain``: ``steps`` plain torch steps of *the same networks* on the batch already in memory,
+  with the same number of forward/backward/Adam steps and the same shapes as the algorithm's
+  update (LDRO: reward model, teacher and student steps plus the reward model's forward over
+  the ``G + 1`` lists; GRPO: the same without the teacher; DRPO: ``reward_steps`` satisfaction
+  steps, the policy/reference forwards, the satisfaction forward over ``G + 1`` weight vectors and
+  ``epochs`` policy steps; UMNN: one BCE step of the calibrators on the same rows);
+* ``update``: the learner's own update on the in-memory batch (the RL machinery's share);
+* ``decode``: decoding + writing the records into the batch arrays alone (the ingest's share);
+* ``learn_named``: as ``learn``, with the records as serving logs them by default (items *name*
+  their feature, ``context["item_features"]``; :class:`learners.runtime.feature_fill.FeatureFill`
+  fills the rows from a warm item cache): the JSON no longer carries 15,000 floats per list.
+
+``learn_many_to_plain`` = plain seconds / learn seconds (1.0: the learn path costs nothing over
+plain torch). Run: ``.venv/bin/python bench/learn_bench.py [--quick] [--json]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from contracts.events import ITEM_FEATURES_KEY, LABELED_LIST_SCHEMA, decode, encode  # noqa: E402
+from learners.fusion.context import task_statistics  # noqa: E402
+from learners.registry import build_learner  # noqa: E402
+from learners.runtime.feature_fill import FeatureFill  # noqa: E402
+from learners.runtime.runner import LearnerRuntime, Record, RuntimeConfig  # noqa: E402
+from policy_bench import fifty_candidate_lists  # noqa: E402
+
+MODELS = ("ldro", "grpo", "drpo", "umnn")
+FEATURE_REF = "letor_document:features"
+
+
+def step(opt: torch.optim.Optimizer, loss: torch.Tensor) -> None:
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+
+
+def plain_ldro(net, lists, opts, orders) -> None:
+    """Reward model, teacher (LDRO only) and student steps + the reward model over the G + 1 lists."""
+    x, mask = lists.inputs, lists.mask
+    step(opts[1], net.reward_model.loss(x, mask, lists.item_rewards))
+    if net.config.distill:
+        step(opts[2], net.teacher.nll(x, mask, orders[:, 0]))
+    scores = net.student(x, mask)
+    with torch.no_grad():
+        net.reward_model.list_value(x, mask, orders)
+    target = torch.softmax(lists.item_rewards, dim=-1)
+    step(opts[0], -(target * torch.log_softmax(scores, dim=-1)).sum(-1).mean())
+
+
+def plain_drpo(net, lists, opts, actions) -> None:
+    """Satisfaction steps, policy/reference forwards, satisfaction over G + 1 weight vectors, policy epochs."""
+    cfg, mask, logits = net.config, lists.mask, lists.task_logits
+    stats, ctx = task_statistics(logits, mask), net._context(lists)
+    for _ in range(cfg.reward_steps):
+        step(opts[1], net.satisfaction.loss(lists.features, logits, mask, ctx, lists.query_reward))
+    with torch.no_grad():
+        net.policy(stats, ctx)
+        net.reference(stats, ctx)
+        net.satisfaction.logits(lists.features, logits, mask, ctx, net._orders(logits, mask, actions))
+    for _ in range(cfg.epochs):
+        mean, log_std = net.policy(stats, ctx)
+        nll = (0.5 * ((actions - mean.unsqueeze(1)) / log_std.exp().unsqueeze(1)) ** 2 + log_std.unsqueeze(1))
+        step(opts[0], nll.sum(-1).mean())
+
+
+def plain_umnn(net, rows, opt) -> None:
+    """One BCE step of the calibrators on the same rows (no SCLoss)."""
+    total = sum(torch.nn.functional.binary_cross_entropy_with_logits(net.forward_rows(t, z, i), y)
+                for t, (z, y, i) in rows.items())
+    step(opt, total)
+
+
+def named(example):
+    """The example as serving logs it by default: items name their feature instead of carrying it."""
+    items = [it.model_copy(update={"features": None}) for it in example.impression.items]
+    context = {**example.impression.context, ITEM_FEATURES_KEY: FEATURE_REF}
+    return example.model_copy(update={"impression": example.impression.model_copy(update={"items": items,
+                                                                                          "context": context})})
+
+
+def batches(examples, steps: int, by_name: bool = False) -> list[list[Record]]:
+    """``steps`` batches of record bytes: the same lists under distinct example ids (no dedupe skips)."""
+    out = []
+    for s in range(steps):
+        recs = []
+        for i, ex in enumerate(examples):
+            copy = (named(ex) if by_name else ex).model_copy(update={"example_id": f"{ex.example_id}-{s}"})
+            recs.append(Record("examples", 0, s * len(examples) + i, ex.request_id.encode(), encode(copy)))
+        out.append(recs)
+    return out
+
+
+def measure(name: str, examples, records, named_records, reps: int) -> dict[str, float]:
+    """Median seconds of each path for ``len(records)`` batches, interleaved per rep."""
+    cfg = {} if name == "umnn" else {"n_features": 300}
+    size, steps = len(examples), len(records)
+    flat = [r for batch in records for r in batch]
+    probe = build_learner(name, **cfg)
+    built = probe.batch_builder(size)
+    for ex in examples:
+        built.add(ex)
+    net = build_learner(name, **cfg)
+    if name == "umnn":
+        rows = {t: (built.logits(t, 1e-6), built.label_tensor(t), built.index_tensor(t)) for t in net.tasks}
+        opt = torch.optim.Adam(net.module.parameters(), lr=1e-3)
+        plain_once = lambda: plain_umnn(net, rows, opt)  # noqa: E731
+    else:
+        lists = built.take()
+        opts = [torch.optim.Adam(m.parameters(), lr=1e-3) for _, m, _ in net._parts()]
+        G = net.config.group_size + 1
+        if name == "drpo":
+            actions = torch.rand(size, G, len(net.config.tasks)) + 0.5
+            plain_once = lambda: plain_drpo(net, lists, opts, actions)  # noqa: E731
+        else:
+            n = lists.mask.shape[1]
+            orders = torch.argsort(torch.rand(size, G, n), dim=-1)
+            plain_once = lambda: plain_ldro(net, lists, opts, orders)  # noqa: E731
+
+    def plain() -> None:
+        for _ in range(steps):
+            plain_once()
+
+    def update() -> None:
+        for _ in range(steps):
+            probe.learn_built(built)
+
+    item_rows = {it.item_id: it.features for ex in examples for it in ex.impression.items}
+    fill = FeatureFill(lambda ref, ids: [item_rows.get(i) for i in ids], cache_s=float("inf"))  # a warm item cache
+    flat_named = [r for batch in named_records for r in batch]
+
+    def learn(recs=flat, prepare=None) -> None:
+        runtime = LearnerRuntime(name, build_learner(name, **cfg), None,
+                                 RuntimeConfig(batch_size=size, checkpoint_every=10 ** 9, prefetch=True))
+        runtime.prepare = prepare
+        runtime.offer(recs)
+        assert runtime.applied == len(recs), runtime.status()
+
+    def decode_only() -> None:
+        for batch in records:
+            b = probe.batch_builder(size)
+            for r in batch:
+                b.add(decode(r.value, expected=LABELED_LIST_SCHEMA))
+
+    fns = {"plain": plain, "update": update, "learn": learn, "decode": decode_only,
+           "learn_named": lambda: learn(flat_named, fill)}
+    times: dict[str, list[float]] = {k: [] for k in fns}
+    plain_once()  # warm-up (allocator, lazy init)
+    learn(flat_named[:size], fill)  # warms the item cache
+    for _ in range(reps):
+        for key, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            times[key].append(time.perf_counter() - t0)
+    t = {k: statistics.median(v) for k, v in times.items()}
+    return {"learn_many_to_plain": t["plain"] / t["learn"], "update_to_plain": t["plain"] / t["update"],
+            "learn_many_to_plain_named_features": t["plain"] / t["learn_named"],
+            "learn_named_s_per_batch": t["learn_named"] / steps,
+            "decode_s_per_batch": t["decode"] / steps, "learn_s_per_batch": t["learn"] / steps,
+            "plain_s_per_batch": t["plain"] / steps, "update_s_per_batch": t["update"] / steps,
+            "lists_per_s": size * steps / t["learn"], "plain_lists_per_s": size * steps / t["plain"]}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="2 steps x 2 reps (about 2-4 minutes on 2 cores)")
+    parser.add_argument("--steps", type=int, default=None, help="batches per measurement (default 4, quick 2)")
+    parser.add_argument("--reps", type=int, default=None, help="interleaved repetitions (default 5, quick 2)")
+    parser.add_argument("--lists", type=int, default=256)
+    parser.add_argument("--threads", type=int, default=1, help="torch threads")
+    parser.add_argument("--models", default=",".join(MODELS))
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    steps = args.steps or (2 if args.quick else 4)
+    reps = args.reps or (2 if args.quick else 5)
+    torch.set_num_threads(args.threads)
+    _, examples = fifty_candidate_lists(args.lists, 50)
+    records, named_records = batches(examples, steps), batches(examples, steps, by_name=True)
+    doc: dict = {"lists": args.lists, "items": 50, "features": 300, "steps": steps, "reps": reps,
+                 "threads": args.threads, "record_bytes_mean": sum(len(r.value) for r in records[0]) / args.lists,
+                 "named_record_bytes_mean": sum(len(r.value) for r in named_records[0]) / args.lists}
+    for name in args.models.split(","):
+        doc[name] = measure(name, examples, records, named_records, reps)
+        if not args.json:
+            m = doc[name]
+            print(f"{name:<5} learn/plain {m['learn_many_to_plain']:.2f} (named features "
+                  f"{m['learn_many_to_plain_named_features']:.2f})  update/plain {m['update_to_plain']:.2f}  "
+                  f"per batch: decode {m['decode_s_per_batch']:.3f}s learn {m['learn_s_per_batch']:.3f}s "
+                  f"plain {m['plain_s_per_batch']:.3f}s update {m['update_s_per_batch']:.3f}s", flush=True)
+    if args.json:
+        print(json.dumps(doc, indent=2, sort_keys=True))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,86 @@
+r"""Example-weighted gradient all-reduce: N ranks take the step one process takes on the union batch.
+
+Every loss a learner minimises is a mean over some count of its batch (lists, items, sampled
+lists, calibration rows): :math:`L = \frac{1}{C}\sum_{i} \ell_i`. Rank :math:`r` holds the part
+:math:`C_r` of the union's :math:`C = \sum_r C_r`; it scales its local mean by
+:math:`s_r = C_r / C` (:meth:`GradientSync.shares`, one all-reduce of the counts) and the
+gradients are summed over ranks (:meth:`GradientSync.reduce_grads`, one all-reduce per module):
+
+.. math:: \sum_r s_r \nabla \Big(\frac{1}{C_r}\sum_{i \in r} \ell_i\Big)
+          = \nabla \frac{1}{C}\sum_i \ell_i
+
+(Li et al., 2020, "PyTorch Distributed: Experiences on Accelerating Data Parallel Training",
+VLDB, for the all-reduce; the count weighting makes unequal local batches exact). A rank with
+no data in a step has :math:`C_r = 0`, contributes a zero gradient and still takes the step, so
+no rank waits forever and every rank applies the same Adam step: the replicas stay identical.
+Statistics a learner keeps across batches (the running moments of the advantages) are updated
+from all-reduced sums (:meth:`GradientSync.moments`), so they too equal the union's. Gradient
+clipping runs after the reduction, on the union gradient.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+import torch.distributed as dist
+
+
+class GradientSync:
+    """All-reduces over the default process group (``gloo``: CPU tensors; ``nccl``: CUDA tensors)."""
+
+    def __init__(self, device: torch.device | None = None) -> None:
+        self.device = device or torch.device("cpu")
+        #: this rank has no data this step: it runs the step on a stand-in batch with zero weight
+        self.idle = False
+        #: (lists, items) shares of this step, from :meth:`layout` (None: not computed for this step)
+        self.batch_shares: tuple[float, float] | None = None
+
+    def shares(self, counts: Sequence[float]) -> tuple[list[float], list[float]]:
+        """``(local / global, global)`` for each count (share 0 where the global count is 0)."""
+        local = torch.tensor([0.0 if self.idle else float(c) for c in counts], dtype=torch.float64, device=self.device)
+        total = local.clone()
+        dist.all_reduce(total)
+        totals = [float(b) for b in total.cpu()]
+        return [float(a) / b if b > 0 else 0.0 for a, b in zip(local.cpu(), totals)], totals
+
+    def layout(self, rows: int, longest: int, items: int = 0) -> tuple[int, int, int]:
+        """``(offset, total, longest)``: where this rank's lists sit in the union batch (ranks in order), the
+        union's size and its longest list. Ranks pad to that length and draw their sampling noise for the
+        whole union from generators in the same state, each using its own rows: the same draws as one
+        process on the union, and generators that stay equal across ranks. One all-gather, which also
+        leaves this step's list and item shares in :attr:`batch_shares` (no second collective for them)."""
+        rank, world = dist.get_rank(), dist.get_world_size()
+        mine = torch.tensor([0.0, 0.0, 0.0] if self.idle else [rows, longest, items], dtype=torch.float64)
+        every = [torch.zeros(3, dtype=torch.float64, device=self.device) for _ in range(world)]
+        dist.all_gather(every, mine.to(self.device))
+        table = torch.stack(every).cpu()
+        sizes = [int(s) for s in table[:, 0]]
+        total_rows, total_items = float(table[:, 0].sum()), float(table[:, 2].sum())
+        self.batch_shares = (float(mine[0]) / total_rows if total_rows else 0.0,
+                             float(mine[2]) / total_items if total_items else 0.0)
+        return sum(sizes[:rank]), sum(sizes), int(table[:, 1].max())
+
+    def reduce_grads(self, *modules: torch.nn.Module) -> None:
+        """Sum every parameter's gradient over ranks (a missing gradient counts as zero), in one flat all-reduce."""
+        params = [p for module in modules for p in module.parameters() if p.requires_grad]
+        if not params:
+            return
+        flat = torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1) for p in params])
+        dist.all_reduce(flat)
+        start = 0
+        for p in params:
+            n = p.numel()
+            p.grad = flat[start:start + n].view_as(p).clone()
+            start += n
+
+    def moments(self, values: torch.Tensor) -> tuple[float, float, float]:
+        """``(count, sum, sum of squares)`` of ``values`` over all ranks."""
+        v = values.detach().double().flatten()
+        if self.idle:
+            v = v[:0]
+        local = torch.stack([torch.tensor(float(v.numel()), dtype=torch.float64), v.sum().cpu(),
+                             (v * v).sum().cpu()]).to(self.device)
+        dist.all_reduce(local)
+        count, total, squares = (float(x) for x in local.cpu())
+        return count, total, squares

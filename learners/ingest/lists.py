@@ -1,0 +1,154 @@
+r"""Validated examples written straight into a list-wise policy's padded batch arrays.
+
+:class:`ListArrays` is one batch under construction: its tensors (``B`` lists, up to ``n``
+items, ``d`` features, ``K`` tasks) are allocated once, at the batch's capacity, and every
+example is written into its row as it is decoded (:meth:`ListArrays.add`), so the update never
+sees an example object and collation is a slice (:meth:`ListArrays.take`). The values are the
+ones :func:`learners.policy.batch.from_examples` computes, element for element (a test holds the
+two together): items in served-position order, :math:`g(p) = \mathrm{logit}(\mathrm{clip}(p))` of
+the calibrated (else upstream) task score, the logged fusion weights and log-probs, the context
+indices. A feature vector of the wrong length leaves the row unwritten and comes back as a
+:class:`~learners.policy.batch.Rejected` naming the field (the runtime dead-letters it).
+
+With ``pin=True`` the buffers are page-locked, so a copy to a CUDA device can run asynchronously.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from contracts.events import LabeledList
+from learners.policy.batch import (
+    ListBatch,
+    PolicyInputError,
+    Rejected,
+    activity_index,
+    query_type_index,
+    task_logit,
+)
+
+
+class ListArrays:
+    """A padded batch of up to ``capacity`` lists, filled row by row from decoded examples."""
+
+    def __init__(self, capacity: int, n_features: int, tasks: Sequence[str], task_inputs: str = "calibrated",
+                 items: int = 50, pin: bool = False) -> None:
+        if capacity < 1:
+            raise ValueError(f"capacity must be >= 1, got {capacity}")
+        self.capacity, self.n_features, self.tasks = int(capacity), int(n_features), tuple(tasks)
+        self.use_calibrated = task_inputs == "calibrated"
+        self.pin = pin
+        self.count = 0
+        self.items = 0  # real items written (the mask's sum)
+        self.longest = 0
+        self.example_ids: list[str] = []
+        self._allocate(max(1, int(items)))
+
+    def _zeros(self, *shape: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        return torch.zeros(shape, dtype=dtype, pin_memory=self.pin)
+
+    def _allocate(self, n: int) -> None:
+        B, K, d = self.capacity, len(self.tasks), self.n_features
+        old = getattr(self, "t", None)
+        self.t = {"features": self._zeros(B, n, d), "task_logits": self._zeros(B, n, K),
+                  "mask": self._zeros(B, n, dtype=torch.bool), "item_rewards": self._zeros(B, n),
+                  "activity": self._zeros(B, dtype=torch.long), "query_type": self._zeros(B, dtype=torch.long),
+                  "list_reward": self._zeros(B), "query_reward": self._zeros(B), "fusion_weights": self._zeros(B, K),
+                  "fusion_logprob": self._zeros(B).fill_(float("nan")),
+                  "list_logprob": self._zeros(B).fill_(float("nan"))}
+        if old is not None:  # a longer list than any before: keep the rows already written
+            for name, tensor in old.items():
+                if tensor.dim() >= 2 and name != "fusion_weights":
+                    self.t[name][:, : tensor.shape[1]] = tensor
+                else:
+                    self.t[name].copy_(tensor)
+        self.n = n
+        self.a = {name: tensor.numpy() for name, tensor in self.t.items()}
+
+    @property
+    def full(self) -> bool:
+        return self.count >= self.capacity
+
+    def add(self, example: LabeledList) -> Rejected | None:
+        """Write ``example`` into the next row; a :class:`Rejected` (row left unwritten) if unusable."""
+        if self.full:
+            raise ValueError(f"batch is full ({self.capacity} lists)")
+        imp = example.impression
+        items = imp.items
+        m, d = len(items), self.n_features
+        for i, item in enumerate(items):
+            if item.features is not None and len(item.features) != d:
+                exc = PolicyInputError(f"impression.items.{i}.features",
+                                       f"has {len(item.features)} values, the model expects {d}")
+                return Rejected(example.example_id, exc.field, exc.detail)
+        if any(items[i].position > items[i + 1].position for i in range(m - 1)):
+            order = sorted(range(m), key=lambda i: items[i].position)
+            items = [items[i] for i in order]
+            labels = [example.labels[i] for i in order]
+        else:
+            labels = example.labels
+        if m > self.n:
+            self._allocate(m)
+        b, a = self.count, self.a
+        if d:
+            if all(item.features is not None for item in items):
+                a["features"][b, :m] = [item.features for item in items]
+            else:
+                for i, item in enumerate(items):
+                    if item.features is not None:
+                        a["features"][b, i] = item.features
+        a["task_logits"][b, :m] = task_logit(self._task_probs(items))
+        a["mask"][b, :m] = True
+        a["item_rewards"][b, :m] = [lab.reward for lab in labels]
+        a["activity"][b] = activity_index(imp.context)
+        a["query_type"][b] = query_type_index(imp.context)
+        a["list_reward"][b] = example.list_reward
+        a["query_reward"][b] = example.query_reward
+        fusion = imp.fusion
+        if fusion is not None and fusion.logprob is not None and all(t in fusion.weights for t in self.tasks):
+            a["fusion_weights"][b] = [fusion.weights[t] for t in self.tasks]
+            a["fusion_logprob"][b] = fusion.logprob
+        if imp.list_logprob is not None:
+            a["list_logprob"][b] = imp.list_logprob
+        self.example_ids.append(example.example_id)
+        self.longest = max(self.longest, m)
+        self.items += m
+        self.count += 1
+        return None
+
+    def _task_probs(self, items) -> np.ndarray:
+        out = np.full((len(items), len(self.tasks)), 0.5, dtype=np.float64)
+        for i, item in enumerate(items):
+            scores = item.scores
+            source = item.calibrated if item.calibrated and self.use_calibrated else scores
+            for k, task in enumerate(self.tasks):
+                value = source.get(task)
+                if value is None:
+                    value = scores.get(task)
+                if value is not None:
+                    out[i, k] = value
+        return out
+
+    def take(self, pad_to: int | None = None) -> ListBatch:
+        """The rows written so far as a :class:`ListBatch` (views of the buffers, padded to the longest
+        list, or to ``pad_to`` items when given: ranks pad to the longest list of any rank)."""
+        if not self.count:
+            raise PolicyInputError("batch", "is empty")
+        n = max(self.longest, pad_to or 0)
+        if n > self.n:
+            self._allocate(n)
+        B, t = self.count, self.t
+
+        def rows(name: str) -> torch.Tensor:
+            tensor = t[name][:B]
+            return tensor[:, :n] if tensor.dim() >= 2 and name != "fusion_weights" else tensor
+
+        return ListBatch(features=rows("features"), task_logits=rows("task_logits"), mask=rows("mask"),
+                         activity=rows("activity"), item_rewards=rows("item_rewards"),
+                         list_reward=rows("list_reward"), query_reward=rows("query_reward"),
+                         fusion_weights=rows("fusion_weights"), fusion_logprob=rows("fusion_logprob"),
+                         list_logprob=rows("list_logprob"), example_ids=tuple(self.example_ids),
+                         query_type=rows("query_type"))

@@ -1,0 +1,138 @@
+"""The tensor-native learn path: batch builders equal the object path, the update stage keeps the log's order."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+
+from contracts.events import encode
+from learners.calibration.context import extract_rows
+from learners.ingest.lists import ListArrays
+from learners.policy.batch import DEFAULT_TASKS, from_examples
+from learners.registry import build_learner
+from learners.runtime.checkpoint import state_sha256
+from learners.runtime.pipeline import UpdateStage
+from learners.runtime.runner import LearnerRuntime, Record, RuntimeConfig
+from simulator.examples import simulated_examples
+
+D = 300  # the LETOR feature count the simulator serves
+
+
+@pytest.fixture(scope="module")
+def examples():
+    return simulated_examples(40, seed=3, max_candidates=8, with_features=True)
+
+
+def _varied(examples):
+    """Shuffled positions, missing features on some items, a list without features, calibrated scores."""
+    out = []
+    for b, ex in enumerate(examples):
+        items = list(ex.impression.items)
+        if b % 3 == 0:
+            items = items[::-1]  # served positions out of list order
+        if b % 4 == 1:
+            items = [it.model_copy(update={"features": None}) if i % 2 else it for i, it in enumerate(items)]
+        if b % 5 == 2:
+            items = [it.model_copy(update={"calibrated": {"click": 0.25}}) for it in items]
+        labels = {lab.item_id: lab for lab in ex.labels}
+        imp = ex.impression.model_copy(update={"items": items})
+        out.append(ex.model_copy(update={"impression": imp, "labels": [labels[it.item_id] for it in items]}))
+    return out
+
+
+def _equal_batches(a, b):
+    for f in dataclasses.fields(a):
+        x, y = getattr(a, f.name), getattr(b, f.name)
+        if isinstance(x, torch.Tensor):
+            assert x.dtype == y.dtype and x.shape == y.shape, f.name
+            assert torch.equal(torch.nan_to_num(x), torch.nan_to_num(y)) and torch.equal(x.isnan(), y.isnan()), f.name
+        else:
+            assert x == y, f.name
+
+
+@pytest.mark.parametrize("task_inputs", ["calibrated", "upstream"])
+def test_list_arrays_equal_the_object_path_element_for_element(examples, task_inputs):
+    batch = _varied(examples)
+    built = ListArrays(len(batch), D, DEFAULT_TASKS, task_inputs, items=2)  # grows past 2 items on the way
+    assert all(built.add(ex) is None for ex in batch)
+    _equal_batches(built.take(), from_examples(batch, D, DEFAULT_TASKS, task_inputs))
+
+
+def test_list_arrays_pad_to_a_longer_length_with_masked_items(examples):
+    built = ListArrays(4, D, DEFAULT_TASKS)
+    for ex in examples[:4]:
+        built.add(ex)
+    longest = built.longest
+    padded = built.take(pad_to=longest + 3)
+    assert padded.mask.shape[1] == longest + 3 and not padded.mask[:, longest:].any()
+    assert torch.equal(padded.features[:, :longest], from_examples(examples[:4], D).features)
+
+
+def test_a_wrong_feature_length_is_rejected_with_its_field_and_the_row_left_free(examples):
+    bad_items = list(examples[1].impression.items)
+    bad_items[2] = bad_items[2].model_copy(update={"features": [1.0, 2.0]})
+    bad = examples[1].model_copy(update={"impression": examples[1].impression.model_copy(update={"items": bad_items})})
+    built = ListArrays(3, D, DEFAULT_TASKS)
+    assert built.add(examples[0]) is None
+    rejected = built.add(bad)
+    assert (rejected.example_id, rejected.field) == (bad.example_id, "impression.items.2.features")
+    assert built.add(examples[2]) is None
+    _equal_batches(built.take(), from_examples([examples[0], examples[2]], D))
+
+
+@pytest.mark.parametrize("model", ["umnn", "isotonic"])
+def test_row_arrays_equal_the_object_path(examples, model):
+    learner = build_learner(model)
+    built = learner.batch_builder(len(examples))
+    for ex in examples:
+        built.add(ex)
+    rows = extract_rows(examples, learner.tasks, learner.config.context_fields)
+    for task, r in rows.items():
+        assert torch.equal(built.logits(task, 1e-6), r.logits())
+        assert torch.equal(built.label_tensor(task), r.label_tensor())
+        if model == "umnn":
+            assert torch.equal(built.index_tensor(task), learner.encoder.indices(r.fields, len(r)))
+
+
+def _records(examples):
+    return [Record("t", 0, i, ex.request_id.encode(), encode(ex)) for i, ex in enumerate(examples)]
+
+
+@pytest.mark.parametrize("model", ["ldro", "drpo", "umnn"])
+def test_the_prefetching_runtime_learns_the_same_model_as_the_inline_one(examples, model):
+    recs = _records(examples)
+    recs.insert(7, Record("t", 0, 999, b"bad", b"{not json"))  # a dead letter inside a batch
+    recs = [dataclasses.replace(r, offset=i) for i, r in enumerate(recs)] + _records(examples[:5])  # + duplicates
+    cfg = {"n_features": D} if model != "umnn" else {}
+    states = []
+    for prefetch in (False, True):
+        rt = LearnerRuntime(model, build_learner(model, **cfg), None,
+                            RuntimeConfig(batch_size=8, checkpoint_every=2, prefetch=prefetch))
+        for start in range(0, len(recs), 5):
+            result = rt.offer(recs[start:start + 5], wait=False)
+            assert not result.seeks
+        rt.flush()
+        states.append(rt.state())
+    assert state_sha256(states[0]) == state_sha256(states[1])
+    assert states[1].meta["runtime"]["applied"] == 40 and states[1].meta["runtime"]["dead_lettered"] == 1
+
+
+def test_the_update_stage_runs_in_order_and_a_failure_stays_raised():
+    seen = []
+    stage = UpdateStage(threaded=True, depth=1)
+    for i in range(5):
+        stage.submit(lambda i=i: seen.append(i))
+    stage.drain()
+    assert seen == [0, 1, 2, 3, 4]
+
+    def boom():
+        raise FloatingPointError("non-finite loss")
+
+    stage.submit(boom)
+    with pytest.raises(FloatingPointError):
+        stage.drain()
+    with pytest.raises(FloatingPointError):
+        stage.submit(lambda: seen.append(99))
+    assert 99 not in seen
