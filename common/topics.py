@@ -14,8 +14,11 @@ The configs are applied when a topic is created and re-applied to existing topic
 
 Segments: Kafka deletes and compacts whole closed segments only, and its default segment is
 1 GB, far above a 32 MB ``retention.bytes`` per partition (which would then never delete
-anything) and above what a changelog writes in hours. Every topic here gets ``segment.bytes`` of at
-most a quarter of its share of the bound and ``segment.ms`` of a minute. noida-db follows the
+anything) and above what a changelog writes in hours. The data topics and Faust's changelogs get
+``segment.bytes`` of at most a quarter of a partition's share of the bound and ``segment.ms`` of a
+minute. ``model-updates`` keeps the broker's default segment: compacted every minute it would keep
+only each model's newest announcement, and the demo's staleness measure reads their history (a run
+with rolling segments there counted every example as learned by the first announcement that survived). noida-db follows the
 same rule: it compacts a ``cleanup.policy=compact`` topic when a segment rolls (measured: 6,000
 keyed 1 KB records over 50 keys, 30 MB of log with the default segment, 0.66 MB with
 ``segment.bytes`` 100,000). That is what bounds Faust's join-state changelog
@@ -57,10 +60,11 @@ def changelog_configs(settings: Settings) -> dict[str, str]:
 
 def topic_configs(settings: Settings) -> dict[str, dict[str, str]]:
     """Physical topic name -> the topic configs the project sets on it."""
-    retention = {"retention.ms": str(int(settings.retention_hours * HOUR_MS)), **segment_configs(settings)}
+    retention = {"retention.ms": str(int(settings.retention_hours * HOUR_MS))}
     configs = {name: dict(retention) for name in settings.topics.all().values()}
     for logical in TRIMMED_TOPICS:
-        configs[settings.topics.name(logical)]["retention.bytes"] = str(partition_share(settings))
+        configs[settings.topics.name(logical)].update(segment_configs(settings),
+                                                      **{"retention.bytes": str(partition_share(settings))})
     configs[settings.topics.model_updates]["cleanup.policy"] = "compact,delete"
     return configs
 
