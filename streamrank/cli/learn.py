@@ -10,6 +10,7 @@ from pathlib import Path
 
 import click
 
+from common.logs import quiet_understood_noise
 from common.paths import data_path
 from streamrank.cli.params import parse_sets
 
@@ -90,6 +91,7 @@ def learn(model: str, checkpoint_dir: str | None, batch_size: int, within_s: flo
         import logging  # noqa: PLC0415
 
         logging.basicConfig(level=loglevel.upper(), format=f"%(asctime)s rank {rank} %(levelname)s %(name)s: %(message)s")
+        quiet_understood_noise()
         _run_rank(settings, model, checkpoint_dir, batch_size, within_s, checkpoint_every, stop_after, device,
                   publish, model_config, rank, ranks, master_port)
         return

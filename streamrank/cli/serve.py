@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 
 from common.config import load_settings
+from common.logs import quiet_understood_noise
 from streamrank.cli.params import parse_sets
 
 
@@ -36,6 +37,7 @@ def serve(port: int | None, calibrator: str | None, fusion: str | None, reranker
     from serving.settings import load_serve_config  # noqa: PLC0415
 
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    quiet_understood_noise()
     settings = load_settings()
     config = load_serve_config(settings, port=port, calibrator=calibrator, fusion=fusion, reranker=reranker,
                                explore=explore, max_candidates=max_candidates)

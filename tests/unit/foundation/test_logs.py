@@ -57,3 +57,18 @@ def test_metrics_are_printed_with_their_names_and_non_numbers_left_out():
     assert format_metrics({"pg_loss": -0.0739812, "examples": 16, "ok": True, "note": "x"}) == \
         "examples=16 pg_loss=-0.07398"
     assert format_metrics({}) == "-"
+
+
+def test_understood_third_party_warnings_are_quiet_in_workers_and_in_basic_config(restore_logging):
+    import logging.config
+
+    from common.logs import UNDERSTOOD_NOISE, quiet_understood_noise, worker_logging_config
+
+    logging.config.dictConfig(worker_logging_config("warning", stream=io.StringIO()))
+    for name in ("kafka.net.selector", "mode.timers"):
+        assert logging.getLogger(name).getEffectiveLevel() == logging.ERROR
+    assert logging.getLogger("serving.watcher").getEffectiveLevel() == logging.WARNING  # only those are quieted
+    for name in UNDERSTOOD_NOISE:
+        logging.getLogger(name).setLevel(logging.NOTSET)
+    quiet_understood_noise()
+    assert all(logging.getLogger(name).level == logging.ERROR for name in UNDERSTOOD_NOISE)
