@@ -233,17 +233,23 @@ def test_learner_feature_fill_reads_the_rows_serving_fetched(feast_env, shared_d
     assert known.tolist() == [True, False] and matrix[1].tolist() == [0.0] * matrix.shape[1]
     np.testing.assert_array_equal(matrix[0], letor.queries[0].features[0])
 
-    # in the runtime: what learn_many sees is the filled batch
+    # in the runtime: what the learner learns from is the filled batch (its batch arrays, learners.ingest)
     seen = []
     learner = build_learner("ldro")
-    learn_many = learner.learn_many
-    learner.learn_many = lambda batch: (seen.extend(batch), learn_many(batch))[1]
+    learn_built = learner.learn_built
+    learner.learn_built = lambda built, *rest: (seen.append(built.a["features"][:built.count].copy()),
+                                                learn_built(built, *rest))[1]
     runtime = LearnerRuntime("ldro", learner, None, RuntimeConfig(batch_size=len(named)))
     runtime.prepare = fill
     step = runtime.offer([Record(topic="examples", partition=0, offset=i, value=encode(ex), key=None)
                           for i, ex in enumerate(named)])
     assert not step.dead_letters, step.dead_letters
-    assert len(seen) == len(named) and all(
-        it.features is not None for ex in seen for it in ex.impression.items if it.item_id != "unknown-item")
+    assert len(seen) == 1 and len(seen[0]) == len(named)
+    for b, example in enumerate(named):
+        for i, item in enumerate(sorted(example.impression.items, key=lambda it: it.position)):
+            if item.item_id == "unknown-item":
+                assert not seen[0][b, i].any()  # no row: zeros, as serving scores it
+            else:
+                np.testing.assert_array_equal(seen[0][b, i], np.asarray(rows[item.item_id], dtype=np.float32))
     assert runtime.status()["feature_fill"]["errors"] == 0
 
