@@ -12,7 +12,8 @@ Size (issue 17): a line whose record would be over ``Settings.max_event_bytes`` 
 that refuses it anyway, and with kafka-python 3.0.12 an idempotent producer then fails every later
 send: replay sees the failure in a send's callback, closes the producer, builds a new one and sends
 again the records that failed only with it (after the records sent meanwhile, so those few may
-land out of log order; the join holds early feedback for its impression). A record the broker
+land out of log order, and one the broker took just before the producer broke may land twice: the
+join holds early feedback for its impression and drops a repeated event id). A record the broker
 refused for itself is counted in ``lost``.
 """
 

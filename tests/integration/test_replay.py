@@ -123,6 +123,10 @@ def test_a_producer_the_broker_wedged_is_rebuilt_and_every_normal_line_lands(set
     summary = replay([path], with_fields(settings, max_event_bytes=8 << 20), progress=False)
     assert summary.errors == [] and summary.events == normal + 1
     assert summary.lost == 1 and summary.producer_rebuilds >= 1, summary.as_dict()
-    landed = sum(len(v) for logical in ("impressions", "feedback")
-                 for v in topic_contents(settings, logical, expected=1).values())
-    assert landed == normal, summary.as_dict()
+    landed = [record for logical in ("impressions", "feedback")
+              for records in topic_contents(settings, logical, expected=1).values() for record in records]
+    normal_lines = {line.encode() for line in path.read_text().splitlines()[1:] if line.strip()}
+    # at least once: every normal line lands; one the broker took just before the producer broke may
+    # land twice when it is sent again (the join drops a repeated event id)
+    assert {value for _key, value in landed} == normal_lines, summary.as_dict()
+    assert normal <= len(landed) <= normal + summary.resent, summary.as_dict()
