@@ -12,7 +12,7 @@
 * **the promotion gate** scoring a new LDRO snapshot on its window of 150 logged lists (30 items,
   300 features): one list per forward pass, rebuilt from the example each time (the old path),
   against padded batches over the window's kept requests (:mod:`serving.gate`);
-* **``torch.inference_mode``** around :func:`serving.app.rerank_once` (UMNN -> DRPO -> LDRO, 50
+* **``torch.inference_mode``** around :func:`serving.scoring.rerank_once` (UMNN -> DRPO -> LDRO, 50
   candidates) against ``no_grad`` only (tried, left out).
 
 Rounds interleave the two sides; medians are printed with the ratio.
@@ -112,7 +112,8 @@ def main() -> int:
     from common.heap import freeze_startup_heap  # noqa: PLC0415
     from contracts.rerank import RerankBody  # noqa: PLC0415
     from learners.registry import build_learner  # noqa: PLC0415
-    from serving.app import create_app, rerank_once  # noqa: F401,PLC0415 - create_app: the server's imports
+    from serving.app import create_app  # noqa: F401,PLC0415
+    from serving.scoring import rerank_once  # noqa: F401,PLC0415 - create_app: the server's imports
     from serving.components import Component, build_component_model  # noqa: PLC0415
     from serving.holder import Bundle  # noqa: PLC0415
     from serving.settings import ServeConfig  # noqa: PLC0415

@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from contracts.rerank import RerankBody  # noqa: E402
 from learners.registry import build_learner  # noqa: E402
-from serving.app import rerank_once  # noqa: E402
+from serving.scoring import rerank_once  # noqa: E402
 from serving.components import Component  # noqa: E402
 from serving.holder import Bundle  # noqa: E402
 from serving.settings import ServeConfig  # noqa: E402

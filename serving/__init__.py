@@ -4,6 +4,11 @@ The request path:
 
 * :mod:`serving.app`        FastAPI app: ``POST /rerank``, ``GET /healthz``, ``GET /models``, ``GET /metrics``
                             (bodies in :mod:`contracts.rerank`; a bad one is a 422 naming the field).
+* :mod:`serving.request_body` parses the body in the handler (same model, same 422s) and documents it.
+* :mod:`serving.scoring`    the model work: per-request preparation, then calibrate -> fuse -> rerank
+                            for a batch of requests on one bundle; the response and the impression.
+* :mod:`serving.microbatch` the scoring thread: concurrent requests scored in one padded batch,
+                            each on the bundle it read on arrival.
 * :mod:`serving.http_middleware` the body-size limit (413 before parsing) and the arrival stamp.
 * :mod:`serving.features`   item features from Feast's Redis keys when a request does not carry them;
                             degraded (cache or none, never a 500) when the store is down or lost rows.

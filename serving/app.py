@@ -1,29 +1,29 @@
 """The reranker service (FastAPI): ``POST /rerank``, ``GET /healthz``, ``GET /models``, ``GET /metrics``.
 
-``POST /rerank`` validates the body (:mod:`contracts.rerank`; 422 naming the field, the
-model is never called), reads the current :class:`~serving.holder.Bundle` once, then runs
-calibrator -> fusion weights -> reranker (greedy, or a Gumbel-Max sample when exploring, with
-the list log-prob and fusion log-prob kept), answers, and hands the Impression to the
-non-blocking emitter (:mod:`serving.emitter`): building and encoding the event happen on the
-emitter's thread, not in the response path.
+``POST /rerank`` parses and validates the body (:mod:`serving.request_body`, the model of
+:mod:`contracts.rerank`; 422 naming the field, the model is never called), reads the current
+:class:`~serving.holder.Bundle` once, prepares the request (:func:`serving.scoring.prepare`) and
+hands it to the micro-batcher (:mod:`serving.microbatch`), whose thread scores it together with
+the requests in the server at the same time on the same bundle: calibrator -> fusion weights ->
+reranker (greedy, or a Gumbel-Max sample when exploring, with the list log-prob and fusion
+log-prob kept; :func:`serving.scoring.score_batch`). The handler then answers and hands the
+Impression to the non-blocking emitter (:mod:`serving.emitter`): building and encoding the
+event happen on the emitter's thread, not in the response path.
 
 Build with :func:`create_app`; the :class:`ServingRuntime` it returns in ``app.state.runtime``
-owns the holder, watcher, emitter and examples reader, started/stopped by the app lifespan.
+owns the holder, watcher, emitter, examples reader and micro-batcher, started/stopped by the app
+lifespan.
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import random
 import time
-import uuid
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
-import numpy as np
 import torch
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -31,37 +31,23 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from common.config import Settings
-from common.errors import StreamrankError
 from common.heap import freeze_startup_heap
-from contracts.events import IMPRESSION_SCHEMA, ITEM_FEATURES_KEY, FusionDecision, Impression, ShownItem, encode
-from contracts.learner import RerankRequest
-from contracts.rerank import RerankBody, RerankResponse
-from serving import components
-from serving.baseline import pl_logprob
+from contracts.rerank import RerankResponse
 from serving.dashboard import DashboardFeeds, DashboardRecorder
 from serving.dashboard_routes import add_dashboard_routes
 from serving.emitter import ImpressionEmitter
-from serving.gate import prefix_key
 from serving.gate import usable as gate_usable
-from serving.holder import Bundle, ModelHolder
+from serving.holder import ModelHolder
 from serving.http_middleware import ArrivalStamp, BodyLimit, BodyTooLarge, server_timing, too_large_body
+from serving.microbatch import MicroBatcher
 from serving.read_routes import add_read_routes
 from serving.recent_examples import RecentExamples
+from serving.request_body import BODY_OPENAPI, document_body, parse_body
+from serving.scoring import InputError, impression_factory, prepare, response_json, score_batch
 from serving.settings import ServeConfig
 from streams.metrics import status_dir
 
-_EXPLORE_COIN = random.Random()  # which requests explore (ServeConfig.explore_rate)
-
 log = logging.getLogger(__name__)
-
-
-class InputError(StreamrankError, ValueError):
-    """A request the service refuses (HTTP 422) with the field at fault."""
-
-    def __init__(self, field: str, reason: str) -> None:
-        super().__init__(f"{field}: {reason}")
-        self.field = field
-        self.reason = reason
 
 
 #: Union branch names pydantic puts in an error's location (``context.a.constrained-float``): not fields.
@@ -126,6 +112,16 @@ class ServingRuntime:
     feeds: Any = None  # serving.dashboard.DashboardFeeds
     status_folder: Any = None  # the deployment's status files (streams.metrics.status_dir)
     repair: Any = None  # feature_store.scheduling.MaterializeRepair (None: features not from Feast, or off)
+    _batcher: MicroBatcher | None = None
+
+    @property
+    def batcher(self) -> MicroBatcher:
+        """The micro-batcher that scores requests (:mod:`serving.microbatch`), started on first use."""
+        if self._batcher is None:
+            self._batcher = MicroBatcher(partial(score_batch, config=self.config, feature_source=self.features),
+                                         window_s=self.config.batch_window_ms / 1000.0,
+                                         max_batch=self.config.max_batch)
+        return self._batcher
 
     def start(self) -> None:
         self.emitter.start()
@@ -139,6 +135,8 @@ class ServingRuntime:
             self.repair.start()
 
     def close(self) -> None:
+        if self._batcher is not None:
+            self._batcher.close()
         if self.repair is not None:
             self.repair.shutdown()
         if self.watcher is not None:
@@ -186,128 +184,6 @@ def build_runtime(settings: Settings, config: ServeConfig, with_watcher: bool = 
                           status_dir(settings), repair)
 
 
-# -- the request path ---------------------------------------------------------------------------
-def _features(body: RerankBody, source=None) -> tuple[torch.Tensor, str | None]:
-    """The candidates' features and what degraded them (``"features"``: the store did not supply them)."""
-    feats = [c.features for c in body.candidates]
-    if all(f is None for f in feats):
-        if source is not None:
-            item_ids = [c.item_id for c in body.candidates]
-            if not hasattr(source, "read"):  # a plain source: only fetch(), never degraded
-                return source.fetch(body.user_id, body.query, item_ids), None
-            read = source.read(body.user_id, body.query, item_ids)
-            return read.features, read.degraded
-        return torch.zeros((len(feats), 0)), None
-    dims = {len(f) for f in feats if f is not None}
-    if any(f is None for f in feats) or len(dims) != 1:
-        bad = next(i for i, f in enumerate(feats) if f is None or len(f) != len(feats[0] or []))
-        raise InputError(f"candidates.{bad}.features", "every candidate needs features of the same length, or none")
-    return torch.from_numpy(np.asarray(feats, dtype=np.float32)), None  # ~3x faster than torch.tensor on lists
-
-
-def rerank_once(bundle: Bundle, body: RerankBody, config: ServeConfig, feature_source=None) -> dict[str, Any]:
-    """Calibrate -> fuse -> rerank on one bundle; pure apart from the models' own RNG."""
-    n = len(body.candidates)
-    explore = config.explore if body.explore is None else body.explore
-    if body.explore is None and explore and config.explore_rate < 1.0:
-        explore = _EXPLORE_COIN.random() < config.explore_rate
-    tasks = list(body.candidates[0].scores)
-    raw = {t: torch.from_numpy(np.fromiter((c.scores[t] for c in body.candidates), dtype=np.float64, count=n))
-           for t in tasks}
-    context: dict[str, Any] = dict(body.context)
-    context.update(user_id=body.user_id, query=body.query)
-    # Calibrator context fields (learners.calibration): per-item id, the user, and the upstream
-    # position (the final position is not known before reranking).
-    calibration_context = {**context, "item": [c.item_id for c in body.candidates], "user": body.user_id,
-                           "position": list(range(1, n + 1))}
-    calibrated = components.calibrate(bundle.calibrator, raw, calibration_context)
-    weights, fusion_logprob = components.fusion(bundle.fusion, calibrated, context, explore,
-                                                config.default_fusion_weights)
-    features, degraded = _features(body, feature_source)
-    request = RerankRequest(item_ids=tuple(c.item_id for c in body.candidates), features=features,
-                            task_scores=calibrated, context={**context, "fusion_weights": weights},
-                            upstream_scores=raw)
-    result = components.rerank(bundle.reranker, request, explore)
-    if sorted(result.order) != list(range(n)):
-        raise RuntimeError("reranker returned an order that is not a permutation of the candidates")
-    list_logprob = result.logprob if explore else 0.0  # greedy: the shown order had probability 1
-    if list_logprob is not None:
-        list_logprob = min(0.0, float(list_logprob))
-    prefix_logprob = None
-    if explore and config.gate.prefix_k and len(result.scores) == n:
-        # The PL log-prob of the top-k placements (the promotion gate's low-variance estimator).
-        prefix_logprob = min(0.0, pl_logprob(torch.tensor(result.scores), result.order, config.gate.prefix_k))
-    fetched = feature_source is not None and all(c.features is None for c in body.candidates)
-    # Calibrated scores as Python floats, one ``tolist`` per task, shared by the response and the
-    # impression (instead of indexing a tensor once per item and task, twice).
-    calibrated_values = {t: torch.as_tensor(v).tolist() for t, v in calibrated.items()}
-    return {"order": list(result.order), "scores": list(result.scores), "calibrated": calibrated_values,
-            "weights": weights,
-            "feature_ref": getattr(feature_source, "reference", None) if fetched else None,
-            "fusion_logprob": fusion_logprob, "list_logprob": list_logprob, "explored": explore,
-            "prefix_logprob": prefix_logprob, "versions": bundle.model_versions(), "request": request,
-            "degraded": degraded}
-
-
-def response_json(body: RerankBody, out: dict[str, Any], logged: bool) -> bytes:
-    """The ``RerankResponse`` document of one answered request, as JSON bytes.
-
-    Built as plain dicts and ``json.dumps`` (the request path's single largest cost after the
-    models was constructing and re-validating 50 ``RankedItem`` models). Non-finite numbers
-    cannot be JSON: then the pydantic model serialises it as before (``null``).
-    """
-    calibrated = out["calibrated"]
-    items = [{"item_id": body.candidates[idx].item_id, "position": pos, "score": float(out["scores"][idx]),
-              "calibrated": {t: v[idx] for t, v in calibrated.items()}}
-             for pos, idx in enumerate(out["order"], 1)]
-    doc = {"request_id": body.request_id, "items": items, "model_versions": out["versions"],
-           "fusion_weights": out["weights"], "fusion_logprob": out["fusion_logprob"],
-           "list_logprob": out["list_logprob"], "explored": bool(out["explored"]), "impression_logged": logged,
-           "degraded": out.get("degraded")}
-    try:
-        return json.dumps(doc, allow_nan=False, separators=(",", ":")).encode("utf-8")
-    except ValueError:
-        return RerankResponse.model_validate(doc).model_dump_json().encode("utf-8")
-
-
-def impression_factory(body: RerankBody, out: dict[str, Any], config: ServeConfig, ts: float):
-    """A closure building the Impression bytes (runs on the emitter thread)."""
-
-    def build() -> bytes:
-        items = []
-        calibrated = out["calibrated"]
-        fetched = out["request"].features
-        rounded = None
-        copy_fetched = config.log_fetched_features or not out.get("feature_ref")
-        if config.log_features and copy_fetched and fetched.shape[1] and any(c.features is None for c in body.candidates):
-            # one vectorised rounding of the fetched matrix (per-float round() cost ~5 ms of GIL
-            # time per 50 x 300 request, competing with the request path)
-            rounded = np.round(fetched.numpy().astype(np.float64), 4).tolist()
-        for pos, idx in enumerate(out["order"], 1):
-            cand = body.candidates[idx]
-            features = None
-            if config.log_features:  # as served: from the request, or as fetched from the feature store
-                features = cand.features if cand.features is not None else (rounded[idx] if rounded else None)
-            items.append(ShownItem(item_id=cand.item_id, position=pos, scores=cand.scores,
-                                   calibrated={t: v[idx] for t, v in calibrated.items()},
-                                   duration_ms=cand.duration_ms, features=features))
-        context: dict[str, float | str] = {k: v for k, v in body.context.items()}
-        context["explored"] = 1.0 if out["explored"] else 0.0
-        if out["prefix_logprob"] is not None:
-            context[prefix_key(config.gate.prefix_k)] = out["prefix_logprob"]
-        if config.log_features and not copy_fetched:
-            # the learners read these rows back from the feature store (learners.runtime.feature_fill)
-            context[ITEM_FEATURES_KEY] = out["feature_ref"]
-        event = Impression(schema=IMPRESSION_SCHEMA, event_id=f"{body.request_id}:imp:{uuid.uuid4().hex[:8]}",
-                           request_id=body.request_id, ts=ts, user_id=body.user_id, query=body.query, items=items,
-                           fusion=FusionDecision(weights=out["weights"], logprob=out["fusion_logprob"]),
-                           list_logprob=out["list_logprob"], model_versions=out["versions"], context=context,
-                           source="serving")
-        return encode(event)
-
-    return build
-
-
 def create_app(runtime: ServingRuntime) -> FastAPI:
     """The service around ``runtime``: lifespan, 422 handlers, ``POST /rerank`` and the read-only routes."""
     config = runtime.config
@@ -346,20 +222,28 @@ def create_app(runtime: ServingRuntime) -> FastAPI:
 
     # response_model documents the answer in OpenAPI; the handler returns the JSON itself
     # (response_json), which skips FastAPI's re-validation of 50 RankedItem models per request.
-    # ``async def``: the handler runs on the event loop, not on a thread-pool thread. The work is
-    # CPU under one GIL either way; without the hop, 8 concurrent clients got 0.76x the p99 and
-    # 1.15x the throughput (BENCHMARKS.md, fifth session). The feature read is the one blocking
-    # call in it, with a 1 s Redis timeout (feature_store.online_read.DirectFeatureReader).
-    @app.post("/rerank", response_model=RerankResponse, responses={
+    # The body is parsed in the handler (serving.request_body: same model, same 422s), so that the
+    # micro-batcher knows a request is on its way while it is parsed. ``async def``: parsing and
+    # answering run on the event loop; the models run on the batcher's scoring thread, in batches
+    # of the requests that are in the server at the same time (serving.microbatch).
+    @app.post("/rerank", response_model=RerankResponse, openapi_extra=BODY_OPENAPI, responses={
         413: {"description": f"body larger than max_body_bytes ({config.max_body_bytes} bytes here), refused "
                              "before parsing"},
         422: {"description": "invalid body: `field` names the first offending field, `errors` lists them"}})
-    async def rerank(body: RerankBody, request: Request) -> Response:
+    async def rerank(request: Request) -> Response:
         started = time.perf_counter()
-        if len(body.candidates) > config.max_candidates:
-            raise InputError("candidates", f"{len(body.candidates)} candidates > the maximum {config.max_candidates}")
-        bundle = runtime.holder.bundle  # read once: this request finishes on this bundle
-        out = rerank_once(bundle, body, config, runtime.features)
+        batcher = runtime.batcher
+        batcher.expect()
+        submitted = False
+        try:
+            body = parse_body(await request.body())
+            bundle = runtime.holder.bundle  # read once: this request finishes on this bundle
+            prepared = prepare(body, config)
+            submitted = True
+            out = await batcher.submit(bundle, prepared)
+        finally:
+            if not submitted:
+                batcher.unexpect()
         if runtime.watcher is not None:
             runtime.watcher.canary = out["request"]
         logged = runtime.emitter.offer(body.request_id.encode(), impression_factory(body, out, config, time.time()))
@@ -378,4 +262,5 @@ def create_app(runtime: ServingRuntime) -> FastAPI:
     add_dashboard_routes(app, runtime)
     app.add_middleware(BodyLimit, max_bytes=config.max_body_bytes)
     app.add_middleware(ArrivalStamp)
+    document_body(app)
     return app

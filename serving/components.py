@@ -119,6 +119,39 @@ def fusion(component: Component | None, task_scores: dict[str, torch.Tensor], co
     return {str(k): float(v) for k, v in dict(weights).items()}, (None if logprob is None else float(logprob))
 
 
+def calibrate_many(component: Component | None, items: Sequence[tuple[dict[str, torch.Tensor], dict[str, Any]]]
+                   ) -> list[dict[str, torch.Tensor]]:
+    """:func:`calibrate` of several requests: one pass when the model has ``calibrate_many``."""
+    many = getattr(component.model, "calibrate_many", None) if component is not None else None
+    if many is None or len(items) == 1:
+        return [calibrate(component, scores, context) for scores, context in items]
+    outs = many(list(items))
+    return [{task: torch.as_tensor(out.get(task, scores[task]), dtype=torch.float64) for task in scores}
+            for out, (scores, _) in zip(outs, items)]
+
+
+def fusion_many(component: Component | None, items: Sequence[tuple[dict[str, torch.Tensor], dict[str, Any]]],
+                explores: Sequence[bool], default_weights: dict[str, float]) -> list[tuple[dict[str, float], float | None]]:
+    """:func:`fusion` of several requests: one policy pass when the model has ``fusion_weights_many``."""
+    many = getattr(component.model, "fusion_weights_many", None) if component is not None else None
+    if many is None:
+        return [fusion(component, scores, context, explore, default_weights)
+                for (scores, context), explore in zip(items, explores)]
+    return [({str(k): float(v) for k, v in dict(weights).items()}, None if logprob is None else float(logprob))
+            for weights, logprob in many(list(items), list(explores))]
+
+
+def rerank_many(component: Component | None, requests: Sequence[RerankRequest],
+                explores: Sequence[bool]) -> list[RerankResult]:
+    """:func:`rerank` of several requests: one padded pass when the model has ``rerank_many``."""
+    model = _COLD_START if component is None else component.model
+    many = getattr(model, "rerank_many", None)
+    if many is None or len(requests) == 1:
+        return [rerank(component, r, e) for r, e in zip(requests, explores)]
+    with torch.no_grad():
+        return list(many(list(requests), list(explores)))
+
+
 _COLD_START = FusedScoreReranker()
 
 

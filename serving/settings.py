@@ -56,6 +56,12 @@ class ServeConfig:
     watch_kafka: bool = True
     gate: GateConfig = field(default_factory=GateConfig)
     torch_threads: int = 1
+    #: Micro-batching (serving.microbatch): a batch being formed waits at most this long after its
+    #: first request for requests that have already arrived and are being parsed (never for ones
+    #: that have not arrived: a lone client does not wait). 0: score whatever is queued at once.
+    batch_window_ms: float = 1.0
+    #: The most requests scored in one padded batch (1: every request alone).
+    max_batch: int = 16
     feature_source: str = "request"  # "feast": fetch item features the request does not carry
     #: with ``feature_source="feast"``: run the repair job that re-materializes the online store's rows
     #: when they are lost (feature_store.scheduling.MaterializeRepair)
@@ -73,6 +79,9 @@ class ServeConfig:
             raise ValueError(f"explore_rate must be in [0, 1], got {self.explore_rate}")
         if self.max_candidates < 1:
             raise ValueError(f"max_candidates must be >= 1, got {self.max_candidates}")
+        if self.batch_window_ms < 0 or self.max_batch < 1:
+            raise ValueError(f"batch_window_ms must be >= 0 and max_batch >= 1, got {self.batch_window_ms}, "
+                             f"{self.max_batch}")
         if self.max_body_bytes < 1:
             raise ValueError(f"max_body_bytes must be >= 1, got {self.max_body_bytes}")
 

@@ -37,7 +37,7 @@ from __future__ import annotations
 import copy
 import logging
 from dataclasses import dataclass, fields
-from typing import Any
+from typing import Any, Sequence
 
 import torch
 
@@ -48,7 +48,8 @@ from learners.fusion.objective import clipped_policy_loss
 from learners.fusion.policy import TaskRelationPolicy, gaussian_kl, gaussian_logprob
 from learners.fusion.satisfaction import satisfaction_model
 from learners.policy import advantages as adv
-from learners.policy.batch import DEFAULT_TASKS, ListBatch, ListPolicyLearning, Rejected, from_request
+from learners.policy.batch import (DEFAULT_TASKS, ListBatch, ListPolicyLearning, Rejected, from_request,
+                                  from_task_scores)
 from learners.policy.state import PolicyCheckpointing
 
 log = logging.getLogger(__name__)
@@ -237,11 +238,27 @@ class DRPOLearner(ListPolicyLearning, PolicyCheckpointing):
     def fusion_weights(self, task_scores: dict[str, torch.Tensor], context: dict[str, Any] | None = None,
                        explore: bool = False) -> tuple[dict[str, float], float]:
         """Serving's fusion-role call (:mod:`serving.components`): weights from task scores + context only."""
-        n = len(next(iter(task_scores.values()))) if task_scores else 0
-        request = RerankRequest(item_ids=tuple(str(i) for i in range(n)),
-                                features=torch.zeros(n, self.config.n_features), task_scores=task_scores,
-                                context=dict(context or {}))
-        return self.fusion(request, explore)
+        return self.fusion_weights_many([(task_scores, dict(context or {}))], [explore])[0]
+
+    @torch.no_grad()
+    def fusion_weights_many(self, items: Sequence[tuple[dict[str, torch.Tensor], dict[str, Any]]],
+                            explores: Sequence[bool]) -> list[tuple[dict[str, float], float]]:
+        """:meth:`fusion_weights` of several requests in one policy pass (serving's micro-batches).
+
+        The policy reads each list's task statistics and context only, so rows are independent;
+        exploring rows add ``N(0, sigma^2)`` noise to the mean, greedy rows serve the mean."""
+        if len(items) != len(explores):
+            raise ValueError(f"{len(items)} requests but {len(explores)} explore flags")
+        lists = from_task_scores(items, self.config.tasks).to(self.device)
+        mean, log_std = self.policy(task_statistics(lists.task_logits, lists.mask), self._context(lists))
+        weights = mean
+        if any(explores):
+            noise = torch.randn(mean.shape, generator=self.serve_generator).to(mean.device) * torch.exp(log_std)
+            rows = torch.tensor([bool(e) for e in explores], device=mean.device).unsqueeze(-1)
+            weights = torch.where(rows, mean + noise, mean)
+        logprobs = gaussian_logprob(weights, mean, log_std).cpu().tolist()
+        weights = weights.cpu().tolist()
+        return [({t: float(w) for t, w in zip(self.config.tasks, row)}, float(lp)) for row, lp in zip(weights, logprobs)]
 
     def rerank(self, request: RerankRequest, explore: bool = False) -> RerankResult:
         """Fused ranking: score_i = sum_k w_k g(p_ik), best first; fusion weights and log-prob in ``extras``."""

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, fields
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import torch
@@ -223,6 +223,40 @@ def from_request(request: RerankRequest, n_features: int, tasks: Sequence[str] =
         item_rewards=torch.zeros(1, n), list_reward=torch.zeros(1), query_reward=torch.zeros(1),
         fusion_weights=torch.zeros(1, len(tasks)), fusion_logprob=nan.clone(), list_logprob=nan.clone(),
         query_type=torch.tensor([query_type_index(request.context)]))
+
+
+def from_task_scores(items: Sequence[tuple[dict[str, Any], dict[str, Any]]],
+                     tasks: Sequence[str] = DEFAULT_TASKS) -> ListBatch:
+    """A padded batch of ``(task_scores, context)`` lists without item features (``d = 0``).
+
+    What a fusion policy reads at serving time (task logits, the mask, activity and query type):
+    building the ``[n, d]`` zero features :func:`from_request` needs would cost more than the policy.
+    A task a list does not score gets probability 0.5 (logit 0), as in :func:`from_request`."""
+    if not items:
+        raise PolicyInputError("items", "is empty")
+    sizes = [len(next(iter(scores.values()))) if scores else 0 for scores, _ in items]
+    if min(sizes) == 0:
+        raise PolicyInputError("task_scores", "a request needs at least one candidate and one task")
+    B, n, K = len(items), max(sizes), len(tasks)
+    probs = np.full((B, n, K), 0.5)
+    mask = np.zeros((B, n), dtype=bool)
+    for b, ((scores, _), m) in enumerate(zip(items, sizes)):
+        mask[b, :m] = True
+        for k, task in enumerate(tasks):
+            if task in scores:
+                values = torch.as_tensor(scores[task], dtype=torch.float64).numpy()
+                if values.shape != (m,):
+                    raise PolicyInputError(f"task_scores.{task}", f"shape {values.shape}, expected ({m},)")
+                probs[b, :m, k] = values
+    if not np.isfinite(probs).all():
+        raise PolicyInputError("task_scores", "not finite")
+    nan = torch.full((B,), float("nan"))
+    return ListBatch(
+        features=torch.zeros(B, n, 0), task_logits=torch.from_numpy(task_logit(probs)).float(),
+        mask=torch.from_numpy(mask), activity=torch.tensor([activity_index(c) for _, c in items]),
+        item_rewards=torch.zeros(B, n), list_reward=torch.zeros(B), query_reward=torch.zeros(B),
+        fusion_weights=torch.zeros(B, K), fusion_logprob=nan.clone(), list_logprob=nan.clone(),
+        query_type=torch.tensor([query_type_index(c) for _, c in items]))
 
 
 def stack_lists(lists: Sequence[ListBatch]) -> ListBatch:

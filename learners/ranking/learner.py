@@ -259,15 +259,31 @@ class LDROLearner(ListPolicyLearning, PolicyCheckpointing):
 
     def rerank(self, request: RerankRequest, explore: bool = False) -> RerankResult:
         """Rank the request's candidates: PL mode (``explore=False``) or one PL sample; with its log-prob."""
-        lists = from_request(request, self.config.n_features, self.config.tasks, self.config.task_inputs)
-        scores = self.scores_for(lists)
-        if explore:
-            order = gumbel_max_sample(scores, 1, lists.mask, self.serve_generator)[:, 0]
-        else:
-            order = greedy_order(scores, lists.mask)
-        logprob = float(list_logprob(scores, order, lists.mask)[0])
-        return RerankResult(order=order[0].tolist(), scores=scores[0].tolist(), logprob=min(0.0, logprob),
-                            extras={"model": self.name, "updates": self.updates})
+        return self.rerank_many([request], [explore])[0]
+
+    def rerank_many(self, requests: Sequence[RerankRequest], explores: Sequence[bool]) -> list[RerankResult]:
+        """:meth:`rerank` of several requests in one padded forward pass (serving's micro-batches).
+
+        Row ``i`` is ranked as ``rerank(requests[i], explores[i])`` would rank it alone: the student
+        masks the padding, so a list's scores do not depend on its batch neighbours (up to float
+        summation order); greedy rows take the PL mode, exploring rows one Gumbel-Max sample."""
+        if len(requests) != len(explores):
+            raise ValueError(f"{len(requests)} requests but {len(explores)} explore flags")
+        lists = [from_request(r, self.config.n_features, self.config.tasks, self.config.task_inputs) for r in requests]
+        batch = lists[0] if len(lists) == 1 else stack_lists(lists)
+        scores = self.scores_for(batch)
+        orders = greedy_order(scores, batch.mask)
+        sampled = [i for i, e in enumerate(explores) if e]
+        if sampled:
+            rows = torch.tensor(sampled)
+            orders[rows] = gumbel_max_sample(scores[rows], 1, batch.mask[rows], self.serve_generator)[:, 0]
+        logprobs = list_logprob(scores, orders, batch.mask).tolist()
+        out = []
+        for i, lst in enumerate(lists):
+            n = int(lst.mask.shape[1])  # padding sorts last, so the first n places are the list's own
+            out.append(RerankResult(order=orders[i, :n].tolist(), scores=scores[i, :n].tolist(),
+                                    logprob=min(0.0, logprobs[i]), extras={"model": self.name, "updates": self.updates}))
+        return out
 
     # -- checkpoints (PolicyCheckpointing) ------------------------------------------------
     def _parts(self) -> list[tuple[str, torch.nn.Module, torch.optim.Optimizer]]:

@@ -217,7 +217,7 @@ def test_fetched_features_are_logged_rounded_in_the_shown_order(tmp_path):
     """Features the server fetched (not sent by the client) reach the impression, rounded to 4 places."""
     from contracts.events import decode
     from contracts.rerank import RerankBody
-    from serving.app import impression_factory, rerank_once
+    from serving.scoring import impression_factory, rerank_once
     from serving.holder import Bundle
 
     class Source:
@@ -244,7 +244,7 @@ def test_fetched_features_are_named_not_copied_unless_configured(log_fetched):
     copies them; features sent in the request are always logged."""
     from contracts.events import ITEM_FEATURES_KEY, decode
     from contracts.rerank import RerankBody
-    from serving.app import impression_factory, rerank_once
+    from serving.scoring import impression_factory, rerank_once
     from serving.holder import Bundle
 
     class FeastLike:
@@ -290,7 +290,7 @@ def test_server_start_freezes_the_startup_heap(tmp_path):
 
 def test_response_json_is_the_documented_model_and_stays_json_with_a_nan_score():
     from contracts.rerank import RerankBody, RerankResponse
-    from serving.app import response_json
+    from serving.scoring import response_json
 
     request = RerankBody.model_validate(body(3))
     out = {"order": [2, 0, 1], "scores": [0.5, 0.25, 0.75],

@@ -1,0 +1,109 @@
+"""A micro-batch answers every request exactly as it would be answered alone, with one feature read."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from contracts.rerank import RerankBody
+from learners.registry import build_learner
+from serving.components import Component
+from serving.features import FeatureRead
+from serving.holder import Bundle
+from serving.scoring import InputError, prepare, rerank_once, score_batch
+from serving.settings import ServeConfig
+
+TASKS = ("click", "long_view", "watch_time")
+D = 4
+
+
+def body(i: int, n: int, features: bool = True) -> RerankBody:
+    rng = np.random.default_rng(i)
+    return RerankBody.model_validate({
+        "request_id": f"r{i}", "user_id": f"u{i % 3}", "query": f"q{i}",
+        "context": {"user_activity": ["high", "low"][i % 2]},
+        "candidates": [{"item_id": f"i{i}-{k}", "scores": {t: float(rng.uniform(0.05, 0.95)) for t in TASKS},
+                        **({"features": [float(x) for x in rng.random(D)]} if features else {})}
+                       for k in range(n)]})
+
+
+@pytest.fixture(scope="module")
+def bundle() -> Bundle:
+    torch.manual_seed(0)
+    return Bundle(calibrator=Component("calibrator", "umnn", "3", build_learner("umnn")),
+                  fusion=Component("fusion", "drpo", "4", build_learner("drpo", n_features=D, hidden=8)),
+                  reranker=Component("reranker", "ldro", "5", build_learner("ldro", n_features=D, hidden=8)))
+
+
+def test_a_batch_of_different_lengths_answers_each_request_as_alone(bundle):
+    config = ServeConfig(explore=False)
+    bodies = [body(i, n) for i, n in enumerate((7, 3, 12, 1, 5))]
+    batched = score_batch(bundle, [prepare(b, config) for b in bodies], config)
+    for b, out in zip(bodies, batched):
+        alone = rerank_once(bundle, b, config)
+        assert out["order"] == alone["order"]
+        assert out["scores"] == pytest.approx(alone["scores"], abs=1e-5)
+        assert out["weights"] == pytest.approx(alone["weights"], abs=1e-6)
+        assert out["fusion_logprob"] == pytest.approx(alone["fusion_logprob"], abs=1e-5)
+        for task in TASKS:
+            assert out["calibrated"][task] == pytest.approx(alone["calibrated"][task], abs=1e-6)
+        assert out["versions"] == {"umnn": "3", "drpo": "4", "ldro": "5"} and out["list_logprob"] == 0.0
+
+
+def test_exploring_and_greedy_requests_share_a_batch(bundle):
+    config = ServeConfig(explore=False)
+    bodies = [body(i, 9) for i in range(4)]
+    prepared = [prepare(b, config) for b in bodies]
+    prepared[1].explore = prepared[3].explore = True
+    out = score_batch(bundle, prepared, config)
+    for i, o in enumerate(out):
+        assert sorted(o["order"]) == list(range(9))
+        if i in (1, 3):
+            assert o["explored"] and o["list_logprob"] < 0.0 and o["prefix_logprob"] is not None
+        else:
+            assert not o["explored"] and o["list_logprob"] == 0.0 and o["prefix_logprob"] is None
+            assert o["order"] == rerank_once(bundle, bodies[i], config)["order"]
+
+
+class CountingSource:
+    """A feature source with ``read``: one row per item id, its value the item's number."""
+
+    reference = "test:features"
+
+    def __init__(self, degraded: bool = False) -> None:
+        self.reads: list[list[str]] = []
+        self.degraded = degraded
+
+    def read(self, user_id, query, item_ids):
+        self.reads.append(list(item_ids))
+        rows = torch.tensor([[float(i.split("-")[1])] * D for i in item_ids])
+        return FeatureRead(rows, "cache" if self.degraded else "store")
+
+
+@pytest.mark.parametrize("degraded", [False, True])
+def test_fetched_features_come_from_one_read_and_each_request_gets_its_own_rows(bundle, degraded):
+    config = ServeConfig(explore=False)
+    source = CountingSource(degraded)
+    bodies = [body(i, n, features=False) for i, n in enumerate((4, 6, 2))]
+    out = score_batch(bundle, [prepare(b, config) for b in bodies], config, source)
+    assert len(source.reads) == 1 and len(source.reads[0]) == 12
+    for b, o in zip(bodies, out):
+        expected = torch.tensor([[float(k)] * D for k in range(len(b.candidates))])
+        assert torch.equal(o["request"].features, expected)
+        assert o["feature_ref"] == "test:features"
+        assert o["degraded"] == ("features" if degraded else None)
+
+
+def test_a_request_mixing_candidates_with_and_without_features_is_refused_before_any_batch():
+    doc = body(0, 3).model_dump()
+    doc["candidates"][1]["features"] = None
+    with pytest.raises(InputError) as err:
+        prepare(RerankBody.model_validate(doc), ServeConfig())
+    assert err.value.field == "candidates.1.features"
+
+
+def test_too_many_candidates_is_refused_in_prepare():
+    with pytest.raises(InputError) as err:
+        prepare(body(0, 6), ServeConfig(max_candidates=5))
+    assert err.value.field == "candidates" and "maximum 5" in err.value.reason
