@@ -24,19 +24,20 @@ impression, which is built and encoded on the emitter's thread (:func:`impressio
 
 from __future__ import annotations
 
-import json
 import random
 import uuid
 from dataclasses import dataclass
 from typing import Any, Sequence
 
+import msgspec
 import numpy as np
 import torch
 
 from common.errors import StreamrankError
-from contracts.events import IMPRESSION_SCHEMA, ITEM_FEATURES_KEY, FusionDecision, Impression, ShownItem, encode
+from contracts.events import IMPRESSION_SCHEMA, ITEM_FEATURES_KEY, Impression, encode
+from contracts.fast_decode import accept
 from contracts.learner import RerankRequest
-from contracts.rerank import RerankBody, RerankResponse
+from contracts.rerank import RerankBody
 from serving import components
 from serving.baseline import pl_logprob
 from serving.gate import prefix_key
@@ -180,9 +181,10 @@ def rerank_once(bundle: Bundle, body: RerankBody, config: ServeConfig, feature_s
 def response_json(body: RerankBody, out: dict[str, Any], logged: bool) -> bytes:
     """The ``RerankResponse`` document of one answered request, as JSON bytes.
 
-    Built as plain dicts and ``json.dumps`` (the request path's single largest cost after the
-    models was constructing and re-validating 50 ``RankedItem`` models). Non-finite numbers
-    cannot be JSON: then the pydantic model serialises it as before (``null``).
+    Built as plain dicts (constructing and re-validating 50 ``RankedItem`` models was the request
+    path's largest cost after the models) and encoded by msgspec (12x faster than ``json.dumps``
+    for 50 items on the shared machine: 0.07 vs 0.82 ms). JSON has no NaN or Infinity: msgspec
+    writes a non-finite number as ``null``, as serialising the ``RerankResponse`` model does.
     """
     calibrated = out["calibrated"]
     items = [{"item_id": body.candidates[idx].item_id, "position": pos, "score": float(out["scores"][idx]),
@@ -192,45 +194,63 @@ def response_json(body: RerankBody, out: dict[str, Any], logged: bool) -> bytes:
            "fusion_weights": out["weights"], "fusion_logprob": out["fusion_logprob"],
            "list_logprob": out["list_logprob"], "explored": bool(out["explored"]), "impression_logged": logged,
            "degraded": out.get("degraded")}
-    try:
-        return json.dumps(doc, allow_nan=False, separators=(",", ":")).encode("utf-8")
-    except ValueError:
-        return RerankResponse.model_validate(doc).model_dump_json().encode("utf-8")
+    return msgspec.json.encode(doc)
 
 
 def impression_factory(body: RerankBody, out: dict[str, Any], config: ServeConfig, ts: float):
-    """A closure building the Impression bytes (runs on the emitter thread)."""
+    """A closure building the Impression bytes (runs on the emitter thread).
+
+    The event is built as a plain dict (``None`` fields left out, as :func:`contracts.events.encode`
+    leaves them out) and encoded by msgspec, then checked by the contract's compiled accept-filter
+    (:func:`contracts.fast_decode.accept`, which accepts nothing the pydantic model refuses). An
+    event it does not accept is built with the pydantic model instead, which raises the contract's
+    error exactly as before (the emitter counts it). Building 50 ``ShownItem`` models and dumping
+    them was ~0.9 ms of the server's GIL per request; the dict path is a fraction of it."""
 
     def build() -> bytes:
-        items = []
-        calibrated = out["calibrated"]
-        fetched = out["request"].features
-        rounded = None
-        copy_fetched = config.log_fetched_features or not out.get("feature_ref")
-        if config.log_features and copy_fetched and fetched.shape[1] and any(c.features is None for c in body.candidates):
-            # one vectorised rounding of the fetched matrix (per-float round() cost ~5 ms of GIL
-            # time per 50 x 300 request, competing with the request path)
-            rounded = np.round(fetched.numpy().astype(np.float64), 4).tolist()
-        for pos, idx in enumerate(out["order"], 1):
-            cand = body.candidates[idx]
-            features = None
-            if config.log_features:  # as served: from the request, or as fetched from the feature store
-                features = cand.features if cand.features is not None else (rounded[idx] if rounded else None)
-            items.append(ShownItem(item_id=cand.item_id, position=pos, scores=cand.scores,
-                                   calibrated={t: v[idx] for t, v in calibrated.items()},
-                                   duration_ms=cand.duration_ms, features=features))
-        context: dict[str, float | str] = {k: v for k, v in body.context.items()}
-        context["explored"] = 1.0 if out["explored"] else 0.0
-        if out["prefix_logprob"] is not None:
-            context[prefix_key(config.gate.prefix_k)] = out["prefix_logprob"]
-        if config.log_features and not copy_fetched:
-            # the learners read these rows back from the feature store (learners.runtime.feature_fill)
-            context[ITEM_FEATURES_KEY] = out["feature_ref"]
-        event = Impression(schema=IMPRESSION_SCHEMA, event_id=f"{body.request_id}:imp:{uuid.uuid4().hex[:8]}",
-                           request_id=body.request_id, ts=ts, user_id=body.user_id, query=body.query, items=items,
-                           fusion=FusionDecision(weights=out["weights"], logprob=out["fusion_logprob"]),
-                           list_logprob=out["list_logprob"], model_versions=out["versions"], context=context,
-                           source="serving")
-        return encode(event)
+        doc = _impression_doc(body, out, config, ts)
+        raw = msgspec.json.encode(doc)
+        if accept(raw) is not None:
+            return raw
+        return encode(Impression.model_validate(doc))
 
     return build
+
+
+def _impression_doc(body: RerankBody, out: dict[str, Any], config: ServeConfig, ts: float) -> dict[str, Any]:
+    """The Impression event of one answered request as a JSON-ready dict without ``None`` fields."""
+    calibrated = out["calibrated"]
+    fetched = out["request"].features
+    rounded = None
+    copy_fetched = config.log_fetched_features or not out.get("feature_ref")
+    if config.log_features and copy_fetched and fetched.shape[1] and any(c.features is None for c in body.candidates):
+        # one vectorised rounding of the fetched matrix (per-float round() cost ~5 ms of GIL
+        # time per 50 x 300 request, competing with the request path)
+        rounded = np.round(fetched.numpy().astype(np.float64), 4).tolist()
+    items = []
+    for pos, idx in enumerate(out["order"], 1):
+        cand = body.candidates[idx]
+        item: dict[str, Any] = {"item_id": cand.item_id, "position": pos, "scores": cand.scores,
+                                "calibrated": {t: v[idx] for t, v in calibrated.items()}}
+        if cand.duration_ms is not None:
+            item["duration_ms"] = cand.duration_ms
+        if config.log_features:  # as served: from the request, or as fetched from the feature store
+            features = cand.features if cand.features is not None else (rounded[idx] if rounded else None)
+            if features is not None:
+                item["features"] = features
+        items.append(item)
+    context: dict[str, float | str] = dict(body.context)
+    context["explored"] = 1.0 if out["explored"] else 0.0
+    if out["prefix_logprob"] is not None:
+        context[prefix_key(config.gate.prefix_k)] = out["prefix_logprob"]
+    if config.log_features and not copy_fetched:
+        # the learners read these rows back from the feature store (learners.runtime.feature_fill)
+        context[ITEM_FEATURES_KEY] = out["feature_ref"]
+    fusion: dict[str, Any] = {"weights": out["weights"]}
+    if out["fusion_logprob"] is not None:
+        fusion["logprob"] = out["fusion_logprob"]
+    doc = {"schema": IMPRESSION_SCHEMA, "event_id": f"{body.request_id}:imp:{uuid.uuid4().hex[:8]}",
+           "request_id": body.request_id, "ts": ts, "user_id": body.user_id, "query": body.query, "items": items,
+           "fusion": fusion, "list_logprob": out["list_logprob"], "model_versions": out["versions"],
+           "context": context, "source": "serving"}
+    return {k: v for k, v in doc.items() if v is not None}

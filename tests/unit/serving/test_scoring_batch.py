@@ -107,3 +107,31 @@ def test_too_many_candidates_is_refused_in_prepare():
     with pytest.raises(InputError) as err:
         prepare(body(0, 6), ServeConfig(max_candidates=5))
     assert err.value.field == "candidates" and "maximum 5" in err.value.reason
+
+
+def test_the_impression_bytes_decode_to_the_event_the_model_path_builds(bundle):
+    from contracts.events import Impression, decode, encode
+    from serving.scoring import _impression_doc, impression_factory
+
+    config = ServeConfig(explore=True, explore_rate=1.0)
+    b = body(3, 6)
+    out = rerank_once(bundle, b, config)
+    raw = impression_factory(b, out, config, 1234.5)()
+    event = decode(raw)
+    assert isinstance(event, Impression) and event.request_id == "r3" and len(event.items) == 6
+    model_built = Impression.model_validate(_impression_doc(b, out, config, 1234.5))
+    assert event.model_dump(exclude={"event_id"}) == model_built.model_dump(exclude={"event_id"})
+    assert [i.position for i in event.items] == list(range(1, 7))
+    assert event.items[0].item_id == b.candidates[out["order"][0]].item_id
+    assert event.context["explored"] == 1.0 and event.list_logprob == out["list_logprob"] < 0.0
+
+
+def test_an_impression_the_contract_refuses_raises_the_contract_error_not_bad_bytes(bundle):
+    from serving.scoring import impression_factory
+
+    config = ServeConfig(explore=False)
+    b = body(4, 3)
+    out = rerank_once(bundle, b, config)
+    out["calibrated"] = {t: [float("nan")] * 3 for t in out["calibrated"]}  # a broken calibrator's output
+    with pytest.raises(ValueError, match="calibrated"):
+        impression_factory(b, out, config, 1.0)()
