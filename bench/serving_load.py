@@ -214,6 +214,9 @@ def main() -> int:
     ap.add_argument("--single-only", action="store_true", help="stop after the single-client phase and the HTTP floor")
     ap.add_argument("--quick", action="store_true", help="short phases: single 20 s, steady 30 s, swaps 30 s")
     ap.add_argument("--json", action="store_true", help="print only the contract's JSON object on stdout")
+    ap.add_argument("--py-spy", type=Path, default=None, dest="py_spy",
+                    help="record the server's stacks with py-spy during the first steady phase (collapsed stacks "
+                         "to this file; see the profile notes in serving/scoring.py)")
     ap.add_argument("--output", type=Path, default=None)
     args = ap.parse_args()
     if args.quick:
@@ -396,7 +399,16 @@ def phases(args, result, url, server, base_url, baseline, bodies, registry, stat
         steady, cpu = [r for part, _ in mine for r in part], sum(c for _, c in mine)
         stack.stop_pid(baseline.pid, grace=10)  # the swap phase measures this tree alone
     else:
+        spy = None
+        if args.py_spy:  # --nonblocking: samples without pausing the server
+            args.py_spy.parent.mkdir(parents=True, exist_ok=True)
+            spy = subprocess.Popen([str(Path(sys.executable).parent / "py-spy"), "record", "--pid", str(server.pid),
+                                    "--duration", str(int(args.steady_s / 2)), "--rate", "250", "--format", "raw",
+                                    "--nonblocking", "--output", str(args.py_spy)],
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         steady, cpu = steady_round(clients, server, args.steady_s / 2)
+        if spy is not None:
+            spy.wait(30)
     stop, published = threading.Event(), []
     pub = threading.Thread(target=publisher, args=(registry, "ldro", states["ldro"], args.publish_interval, stop,
                                                    published))

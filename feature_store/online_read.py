@@ -37,6 +37,7 @@ import redis
 from feast.infra.key_encoding_utils import serialize_entity_key
 from feast.infra.online_stores.helpers import _mmh3
 from feast.protos.feast.types.EntityKey_pb2 import EntityKey as EntityKeyProto
+from feast.protos.feast.types.Value_pb2 import FloatList as FloatListProto
 from feast.protos.feast.types.Value_pb2 import Value as ValueProto
 from google.protobuf.timestamp_pb2 import Timestamp
 
@@ -101,6 +102,47 @@ def value_to_vector(raw: bytes | None) -> np.ndarray | None:
     if kind is None or not kind.endswith("_list_val") or kind in ("string_list_val", "bytes_list_val"):
         return None
     return np.asarray(getattr(value, kind).val, dtype=np.float32)
+
+
+@lru_cache(maxsize=64)
+def float_list_header(width: int) -> bytes:
+    """The bytes before the floats of a serialized ``Value`` whose ``float_list_val`` holds ``width`` floats.
+
+    proto3 writes a repeated float field packed: the Value's field tag and length, the FloatList's
+    ``val`` tag and length, then ``4 * width`` little-endian float32 bytes. A row that starts with
+    exactly this header and has exactly that length *is* such a Value, so its floats can be read with
+    one ``np.frombuffer`` instead of parsing the protobuf and boxing ``width`` Python floats
+    (1.7 vs 16 us per 300-float row here). Anything else (a double list, an unpacked encoding,
+    another width) takes :func:`value_to_vector`."""
+    raw = ValueProto(float_list_val=FloatListProto(val=[0.0] * width)).SerializeToString()
+    return raw[:len(raw) - 4 * width]
+
+
+def vectors_to_matrix(raws: Sequence[bytes | None]) -> tuple[np.ndarray, np.ndarray]:
+    """Serialized list-valued Values as a float32 ``[n, d]`` matrix and a ``known`` mask (see
+    :meth:`DirectFeatureReader.read_item_vectors`); packed float lists of the common width are
+    copied straight from their bytes (:func:`float_list_header`), the rest parsed one by one."""
+    first = next((v for v in (value_to_vector(r) for r in raws if r is not None) if v is not None), None)
+    width = 0 if first is None else int(first.shape[0])
+    out = np.zeros((len(raws), width), dtype=np.float32)
+    known = np.zeros(len(raws), dtype=bool)
+    if width == 0:
+        return out, known
+    header = float_list_header(width)
+    size = len(header) + 4 * width
+    fast = [i for i, r in enumerate(raws) if r is not None and len(r) == size and r.startswith(header)]
+    if fast:
+        tails = b"".join(memoryview(raws[i])[len(header):] for i in fast)
+        out[fast] = np.frombuffer(tails, dtype="<f4").reshape(len(fast), width)
+        known[fast] = True
+    for i, raw in enumerate(raws):
+        if raw is None or known[i]:
+            continue
+        row = value_to_vector(raw)
+        if row is not None and row.shape[0] == width:
+            out[i] = row
+            known[i] = True
+    return out, known
 
 
 @lru_cache(maxsize=100_000)
@@ -189,15 +231,7 @@ class DirectFeatureReader:
             for item_id in item_ids:
                 pipe.hmget(_entity_key("item_id", item_id, self.project), [field])
             replies = pipe.execute()
-        rows = [value_to_vector(reply[0]) for reply in replies]
-        width = next((row.shape[0] for row in rows if row is not None), 0)
-        out = np.zeros((len(rows), width), dtype=np.float32)
-        known = np.zeros(len(rows), dtype=bool)
-        for i, row in enumerate(rows):
-            if row is not None and row.shape[0] == width:
-                out[i] = row
-                known[i] = True
-        return out, known
+        return vectors_to_matrix([reply[0] for reply in replies])
 
     def _decode(self, role: str, raw: list[bytes | None]) -> dict[str, Any]:
         out = {name: value_to_python(value) for name, value in zip(self._names[role], raw) if name}
