@@ -232,6 +232,19 @@ def test_learner_feature_fill_reads_the_rows_serving_fetched(feast_env, shared_d
         [letor.queries[0].doc_ids[0], "unknown-item"], "letor_document__features")
     assert known.tolist() == [True, False] and matrix[1].tolist() == [0.0] * matrix.shape[1]
     np.testing.assert_array_equal(matrix[0], letor.queries[0].features[0])
+    # more items than one script call takes (HGET_MANY_CHUNK): every row in its place across chunks
+    from feature_store.online_read import HGET_MANY_CHUNK  # noqa: PLC0415
+
+    reader = DirectFeatureReader(store, ["letor_document:features"])
+    docs = [d for q in letor.queries[:40] for d in q.doc_ids]
+    many = [docs[k % len(docs)] if k % 7 else "unknown-item" for k in range(2 * HGET_MANY_CHUNK + 3)]
+    matrix, known = reader.read_item_vectors(many, "letor_document__features")
+    alone = {item: reader.read_item_vectors([item], "letor_document__features") for item in set(many)}
+    assert known.sum() > HGET_MANY_CHUNK and not known[0]
+    for k, item in enumerate(many):
+        row, row_known = alone[item]
+        assert known[k] == row_known[0]
+        np.testing.assert_array_equal(matrix[k], row[0] if row_known[0] else 0.0)
 
     # in the runtime: what the learner learns from is the filled batch (its batch arrays, learners.ingest)
     seen = []
