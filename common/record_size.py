@@ -8,7 +8,8 @@ records included (issue 17; measured against the embedded noida broker, whose li
 like Apache Kafka's default ``message.max.bytes`` of 1,048,588). A too-big record is dead-lettered
 or dropped and counted by the caller; a producer that saw one of :data:`FATAL_PRODUCER_ERRORS`
 anyway (a broker with a smaller limit than configured) is closed and built anew
-(:func:`needs_new_producer`).
+(:func:`needs_new_producer`), and :class:`BrokenProducerRule` says which of the records that failed
+with it to send again on the new one.
 
 The limit is ``Settings.max_event_bytes`` (``STREAMRANK_MAX_EVENT_BYTES``, 1,000,000 by default):
 the consumers refuse larger events anyway (:func:`contracts.events.decode`), and it sits under
@@ -16,6 +17,8 @@ the brokers' default with room for the record batch header (:data:`RECORD_OVERHE
 """
 
 from __future__ import annotations
+
+import threading
 
 from common.errors import StreamrankError
 
@@ -31,6 +34,9 @@ FATAL_PRODUCER_ERRORS = frozenset({
     "DuplicateSequenceNumberError", "InvalidProducerEpochError", "InvalidProducerIdMappingError",
     "ProducerFencedError", "IllegalStateError",
 })
+
+#: the error the broker answers a record over its size limit with (and a wedged producer every record)
+TOO_LARGE_ERROR = "MessageSizeTooLargeError"
 
 
 class RecordTooLarge(StreamrankError, ValueError):
@@ -63,3 +69,50 @@ def producer_max_request_size(limit: int) -> int:
 def needs_new_producer(exc: BaseException) -> bool:
     """Whether a send that failed with ``exc`` leaves the producer unusable (rebuild it)."""
     return any(cls.__name__ in FATAL_PRODUCER_ERRORS for cls in type(exc).__mro__)
+
+
+class BrokenProducerRule:
+    """Which failed records to send again after a fatal client error, and which the broker refused.
+
+    What: every failed send is shown to :meth:`note`, which says whether its error broke the
+    producer (close it and build a new one) and keeps the largest record that failed with
+    ``MessageSizeTooLargeError``; :meth:`refuses` then says whether a record is at or over
+    :meth:`limit`: the configured ``max_record_bytes`` + 1, or that refused size when smaller.
+
+    Why: a kafka-python producer the broker wedged (issue 17) fails *every* later record with
+    ``MessageSizeTooLargeError``, small ones included, so the error alone does not say which record
+    the broker refused for itself. Only the largest that failed so can be; smaller ones are victims
+    of the broken producer and are sent again on the new one, and that size or more is not sent
+    again (the broker's limit is below it). Serving's impression emitter
+    (:mod:`serving.emitter`: non-blocking, decides per failure as it arrives) and replay's sender
+    (:mod:`streams.replay`: at least once, decides for a batch of failures) share this rule; what to
+    do with a refused record (count it as failed, lost or too large) and when to rebuild stays theirs.
+    Thread-safe: failures arrive on the producer's I/O thread.
+    """
+
+    def __init__(self, max_record_bytes: int) -> None:
+        if max_record_bytes < 1:
+            raise ValueError(f"max_record_bytes must be >= 1, got {max_record_bytes}")
+        self.max_record_bytes = max_record_bytes
+        #: the largest record that failed with MessageSizeTooLargeError (a broken producer fails small
+        #: records with it too, never larger ones than the broker refused); ``None`` before any
+        self.refused_size: int | None = None
+        self._lock = threading.Lock()
+
+    def note(self, exc: BaseException, size: int) -> bool:
+        """Take a send of ``size`` bytes that failed with ``exc``; ``True`` when ``exc`` broke the producer."""
+        if not needs_new_producer(exc):
+            return False
+        if type(exc).__name__ == TOO_LARGE_ERROR:
+            with self._lock:
+                self.refused_size = max(self.refused_size or 0, size)
+        return True
+
+    def limit(self) -> int:
+        """Records of this many bytes or more are not sent: over the configured limit, or refused by the broker."""
+        refused = self.refused_size
+        return self.max_record_bytes + 1 if refused is None else min(self.max_record_bytes + 1, refused)
+
+    def refuses(self, size: int) -> bool:
+        """Whether a record of ``size`` bytes is not to be sent (again): at or over :meth:`limit`."""
+        return size >= self.limit()

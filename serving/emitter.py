@@ -14,7 +14,9 @@ broker refuses can leave a kafka-python producer failing every later send
 configured) or the producer's idempotence state breaks, the producer is closed and built anew
 (``producer_rebuilds``) and the records that failed only because of the broken producer are sent
 once more on the new one: those smaller than the largest record the broker refused as too large
-(that size, or more, is then dropped as too large like the configured limit).
+(that size, or more, is then dropped as too large like the configured limit). That rule is
+:class:`common.record_size.BrokenProducerRule`, shared with replay; the emitter applies it to each
+failure as it arrives, on the producer's I/O thread, so the request path never waits for it.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ import time
 from dataclasses import dataclass
 from typing import Callable
 
-from common.record_size import needs_new_producer, producer_max_request_size, record_bytes
+from common.record_size import BrokenProducerRule, producer_max_request_size, record_bytes
 
 log = logging.getLogger(__name__)
 
@@ -73,9 +75,8 @@ class ImpressionEmitter:
         self._rebuild = threading.Event()  # set by a fatal send error (on the producer's I/O thread)
         self._resend: collections.deque[tuple[bytes, bytes]] = collections.deque()
         self._warned_at = float("-inf")
-        #: the smallest record size known to be refused by the broker: the largest record that failed with
-        #: MessageSizeTooLargeError (a broken producer fails small records with it too, never larger ones)
-        self._refused_size: int | None = None
+        #: which failed records to send again on a rebuilt producer, and the size the broker refused
+        self._broken = BrokenProducerRule(max_record_bytes)
         self._lost_at: collections.deque[tuple[float, str]] = collections.deque(maxlen=10_000)  # (when, why) per loss
         self._backoff = reconnect_backoff_s
         self._thread = threading.Thread(target=self._run, name="impression-emitter", daemon=True)
@@ -126,21 +127,13 @@ class ImpressionEmitter:
         log.debug("impression not delivered: %s", exc)
 
     def _on_send_error(self, key: bytes, value: bytes, resend: bool, exc: BaseException) -> None:
-        if needs_new_producer(exc):
+        size = record_bytes(key, value)
+        if self._broken.note(exc, size):
             self._rebuild.set()
-            size = record_bytes(key, value)
-            if type(exc).__name__ == "MessageSizeTooLargeError":
-                with self._lock:
-                    self._refused_size = max(self._refused_size or 0, size)
-            if resend and size < self._limit():
+            if resend and not self._broken.refuses(size):
                 self._resend.append((key, value))  # a victim of the broken producer, not at fault itself
                 return
         self._on_error(exc)
-
-    def _limit(self) -> int:
-        """Records of this many bytes or more are not sent: the configured limit, or a size the broker refused."""
-        refused = self._refused_size
-        return self.max_record_bytes + 1 if refused is None else min(self.max_record_bytes + 1, refused)
 
     def _connect(self):
         from kafka import KafkaProducer  # noqa: PLC0415
@@ -165,7 +158,7 @@ class ImpressionEmitter:
 
     def _too_large(self, key: bytes, value: bytes) -> bool:
         size = record_bytes(key, value)
-        if size < self._limit():
+        if not self._broken.refuses(size):
             return False
         with self._lock:
             self.stats.too_large += 1

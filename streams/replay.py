@@ -14,7 +14,9 @@ send: replay sees the failure in a send's callback, closes the producer, builds 
 again the records that failed only with it (after the records sent meanwhile, so those few may
 land out of log order, and one the broker took just before the producer broke may land twice: the
 join holds early feedback for its impression and drops a repeated event id). A record the broker
-refused for itself is counted in ``lost``.
+refused for itself (the largest that failed as too large, or a larger one) is counted in ``lost``.
+Which records are sent again is :class:`common.record_size.BrokenProducerRule`, the rule serving's
+impression emitter follows too; replay applies it to each batch of failures before its next send.
 """
 
 from __future__ import annotations
@@ -28,10 +30,9 @@ from typing import Iterable, Iterator
 from tqdm import tqdm
 
 from common.config import Settings
-from common.record_size import RecordTooLarge, check_record_size, needs_new_producer, record_bytes
+from common.record_size import BrokenProducerRule, RecordTooLarge, check_record_size, record_bytes
 from contracts.events import MODELS, TOPIC_SCHEMAS, EventError, decode
 
-TOO_LARGE = "MessageSizeTooLargeError"
 SCHEMA_TOPIC = {schema: topic for topic, schema in TOPIC_SCHEMAS.items()}
 
 
@@ -84,13 +85,14 @@ class ResilientSender:
     thread, before each send and after the final flush.
     """
 
-    def __init__(self, producer, rebuild, summary: ReplaySummary) -> None:
+    def __init__(self, producer, rebuild, summary: ReplaySummary, max_record_bytes: int) -> None:
         self.producer = producer
         self.rebuild = rebuild  # None: a producer handed in by the caller, not ours to replace
         self.summary = summary
         #: (topic, key, value, error) of failed sends; appended on the I/O thread, drained here
         self.failed: deque[tuple[str, bytes, bytes, BaseException]] = deque()
-        self.refused_size: int | None = None  # the largest record the broker refused as too large
+        #: which failed records go again on a rebuilt producer (shared with serving.emitter)
+        self.broken_rule = BrokenProducerRule(max_record_bytes)
 
     def send(self, topic: str, key: bytes, value: bytes) -> None:
         if self.failed:
@@ -101,18 +103,15 @@ class ResilientSender:
     def heal(self) -> None:
         """Rebuild the producer if a failure broke it; send the records that failed only with it."""
         failed = [self.failed.popleft() for _ in range(len(self.failed))]
-        broken = any(needs_new_producer(exc) for *_, exc in failed)
+        # every failure of the batch is noted first, so the largest refused size is known before any
+        # record of it is judged (a wedged producer fails the smaller victims with the same error)
+        broken = any([self.broken_rule.note(exc, record_bytes(k, v)) for _, k, v, exc in failed])
         if broken and self.rebuild is not None:
             self.producer.close(timeout=5)
             self.producer = self.rebuild()
             self.summary.producer_rebuilds += 1
-        # a wedged producer fails every record with MessageSizeTooLargeError: only the largest that
-        # failed so was refused for itself, the smaller ones are victims (serving.emitter's rule)
-        too_large = [record_bytes(k, v) for _, k, v, exc in failed if type(exc).__name__ == TOO_LARGE]
-        self.refused_size = max([self.refused_size or 0, *too_large]) or None
-        for topic, key, value, exc in failed:
-            refused = type(exc).__name__ == TOO_LARGE and record_bytes(key, value) >= (self.refused_size or 0)
-            if refused or not broken or self.rebuild is None:
+        for topic, key, value, _exc in failed:
+            if self.broken_rule.refuses(record_bytes(key, value)) or not broken or self.rebuild is None:
                 self.summary.lost += 1  # refused for itself (or no producer of ours to rebuild)
                 continue
             self.summary.resent += 1
@@ -157,7 +156,8 @@ def replay(paths: list[str | Path], settings: Settings, speed: float | None = No
     own_producer = producer is None
     summary = ReplaySummary()
     sender = ResilientSender(producer or make_producer(settings.kafka_bootstrap),
-                             (lambda: make_producer(settings.kafka_bootstrap)) if own_producer else None, summary)
+                             (lambda: make_producer(settings.kafka_bootstrap)) if own_producer else None, summary,
+                             settings.max_event_bytes)
     topics = {schema: settings.topics.name(topic) for schema, topic in SCHEMA_TOPIC.items()}
     total = count_lines(paths) if progress else None
     if limit is not None and total is not None:

@@ -9,7 +9,8 @@ CI runs a short form: ``STREAMRANK_README_PATH_S`` seconds of simulated users (d
 with snapshots every 15 s. ``STREAMRANK_README_PATH_S=180`` runs the issue's three minutes with
 the default snapshot interval (60 s). Either way the stages run with ``deploy/sim.toml`` (the
 README's ``STREAMRANK_CONFIG`` for simulated users: a join window to match simulate's
-time-compressed sessions, LDRO warm-started at the server's cold-start order).
+time-compressed sessions, LDRO warm-started at the server's cold-start order), started by
+:mod:`loop.readme_path` (which bench/storage_bound.py runs too).
 """
 
 from __future__ import annotations
@@ -21,20 +22,16 @@ from pathlib import Path
 
 import httpx
 import pytest
-from support import settings_env
 
-from common import stack
 from common.retention import read_status as storage_status
-from common.paths import REPO_ROOT
-from loop.children import Children, wait_assigned, wait_http
 from loop.readback import join_totals
+from loop.readme_path import simulate_reports, start_simulate, start_stages
 from streams.metrics import status_dir
 
 DURATION_S = float(os.environ.get("STREAMRANK_README_PATH_S", "75"))
 
 #: the long forms run past pytest's default 600 s per test
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(max(600, int(DURATION_S) + 600))]
-SIM_CONFIG = REPO_ROOT / "deploy" / "sim.toml"
 
 
 def ldro_decisions(base_url: str) -> list[dict]:
@@ -43,23 +40,9 @@ def ldro_decisions(base_url: str) -> list[dict]:
 
 
 def test_serve_worker_learn_publish_and_simulate_hot_swap_ldro(settings, tmp_path: Path):
-    port = stack.free_port()
-    env = settings_env(settings)
-    env.update(STREAMRANK_CONFIG=str(SIM_CONFIG), STREAMRANK_SERVE_PORT=str(port), OMP_NUM_THREADS="1")
-    if DURATION_S < 180:  # the short form: more snapshots in less time
-        env["STREAMRANK_SNAPSHOT_INTERVAL_S"] = "15"
-    children = Children(env, tmp_path)
-    base_url = f"http://127.0.0.1:{port}"
+    children, server, base_url = start_stages(settings, tmp_path, tmp_path / "checkpoints", DURATION_S)
     try:
-        server = children.start("serve", "serve")
-        worker = children.start("worker", "worker", "--name", "readme-worker")
-        learner = children.start("learn", "learn", "--model", "ldro", "--publish",
-                                 "--checkpoint-dir", str(tmp_path / "checkpoints"))
-        wait_http(f"{base_url}/healthz", 120, children)
-        wait_assigned({"worker": (worker, status_dir(settings) / "readme-worker.json"),
-                       "learn": (learner, tmp_path / "checkpoints" / "ldro" / "status.json")}, 180, children)
-        simulate = children.start("simulate", "simulate", "--server", base_url, "--duration", str(DURATION_S),
-                                  "--report-every", str(DURATION_S / 3))
+        simulate = start_simulate(children, base_url, DURATION_S)
         simulate.proc.wait(timeout=DURATION_S + 180)
         assert simulate.proc.returncode == 0, simulate.log_path.read_text()[-3000:]
         time.sleep(20)  # the last windows close and the last examples are joined
@@ -71,8 +54,7 @@ def test_serve_worker_learn_publish_and_simulate_hot_swap_ldro(settings, tmp_pat
     finally:
         children.stop_all()
     log = simulate.log_path.read_text()
-    reports = [line for line in log.splitlines() if line.startswith("simulate: ") and "requests," in line]
-    served = sum(int(line.split()[1]) - int(line.split("requests, ")[1].split()[0]) for line in reports)
+    reports, served = simulate_reports(log)
     summary = {"served": served, "join": totals, "impressions": health["impressions"], "storage": storage,
                "ldro": [(d["version"], d["action"], d["reason"][:80]) for d in decisions]}
     (tmp_path / "summary.json").write_text(json.dumps(summary, indent=1))

@@ -8,24 +8,12 @@ import time
 import pytest
 import torch
 from fastapi.testclient import TestClient
+from support import CountingScorer
 
 from common.config import Settings
 from serving.app import build_runtime, create_app, server_timing
-from serving.baseline import LinearListScorer
 from serving.components import Component
 from serving.settings import ServeConfig
-
-
-class CountingScorer(LinearListScorer):
-    """A real linear PL scorer that counts how often serving called it."""
-
-    def __init__(self, **kw) -> None:
-        super().__init__(**kw)
-        self.calls = 0
-
-    def rerank(self, request, explore=False):
-        self.calls += 1
-        return super().rerank(request, explore)
 
 
 @pytest.fixture

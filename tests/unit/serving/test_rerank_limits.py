@@ -9,25 +9,15 @@ import json
 import pytest
 import torch
 from fastapi.testclient import TestClient
+from support import CountingScorer
 
 from common.config import Settings
 from contracts.rerank import MAX_CONTEXT_ENTRIES, MAX_CONTEXT_KEY, MAX_CONTEXT_STRING
 from serving.app import build_runtime, create_app
-from serving.baseline import LinearListScorer
 from serving.components import Component
 from serving.settings import ServeConfig
 
 LIMIT = 64 * 1024
-
-
-class CountingScorer(LinearListScorer):
-    def __init__(self, **kw) -> None:
-        super().__init__(**kw)
-        self.calls = 0
-
-    def rerank(self, request, explore=False):
-        self.calls += 1
-        return super().rerank(request, explore)
 
 
 @pytest.fixture
