@@ -17,6 +17,9 @@ once more on the new one: those smaller than the largest record the broker refus
 (that size, or more, is then dropped as too large like the configured limit). That rule is
 :class:`common.record_size.BrokenProducerRule`, shared with replay; the emitter applies it to each
 failure as it arrives, on the producer's I/O thread, so the request path never waits for it.
+Sending again makes the log at least once around a rebuild: a record the broker took just before
+the producer broke (its acknowledgement lost with the producer) is logged twice; the join keeps the
+first copy of an impression (``event_id``), so a copy costs no label.
 """
 
 from __future__ import annotations

@@ -61,4 +61,9 @@ def test_a_producer_the_broker_wedged_is_rebuilt_and_the_next_100_are_logged(set
         assert stats["failed"] == 1 and stats["producer_rebuilds"] >= 1 and stats["too_large"] == 0
     finally:
         emitter.close()
-    assert sorted(logged_keys(settings)) == sorted(f"r{k}".encode() for k in range(NORMAL))
+    # At least once, as the emitter promises after a rebuild: every normal record is logged, and a
+    # record the broker took just before the producer broke (its acknowledgement lost with it) may
+    # be logged twice, because it was sent again; never more copies than records sent again.
+    keys = logged_keys(settings)
+    assert set(keys) == {f"r{k}".encode() for k in range(NORMAL)}
+    assert len(keys) - NORMAL <= stats["resent"], (len(keys), stats)
