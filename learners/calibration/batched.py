@@ -1,0 +1,128 @@
+r"""Inference-only UMNN for serving: every task's head, and the rows of several requests, in one batched pass.
+
+What and why. :class:`~learners.calibration.umnn.UMNNCalibrator` evaluates one task per call:
+for a 50-row request and 3 tasks that is three passes of the integrand over ``n (S+1)`` node
+rows (the ``[2550, 50] x [50, 50]`` matmul of each is most of the ~2 ms a request spent in UMNN).
+:class:`StackedUMNN` copies the weights of all heads once (per snapshot, or after the weights
+changed), stacks them along a task axis and computes, for logits ``l`` [T, N] and contexts
+``h`` [N, d],
+
+.. math::
+    a_1 = \mathrm{ReLU}(b_t + W_h h + t\,w_t),\quad f = \mathrm{ELU}(W_L \cdots \mathrm{ReLU}(W_2 a_1 + b_2)) + 1,
+    \quad I = \tfrac{l}{2}\sum_j c_j f(\tfrac{l}{2}(s_j+1), h)
+
+(the same function as :mod:`learners.calibration.umnn`, the same Clenshaw–Curtis rule of
+:mod:`learners.calibration.quadrature`), then :math:`z = e^{u_0(h)} (I + b_0) + u_1(h)` with the
+context net ``u`` stacked the same way: one ``bmm`` per layer for all tasks, a matrix-vector
+product per task for the 1-wide last layer (``bmm`` with one output column was 5x slower here),
+no autograd graph.
+
+Why the full node count. The quadrature is the cost (linear in the node count), so fewer
+nodes were measured first (``bench/umnn_serving.py``; figures in BENCHMARKS.md's Serving
+section): the integrand is a ReLU network, with kinks in :math:`t`, so Clenshaw–Curtis converges
+slowly and how many nodes suffice depends on the weights. A model a few steps from the identity
+start stays within 1e-4 of the 50-node model with 24 nodes, but the same model after 200 steps
+was off by 1.3e-3 with 32 nodes on held-out contexts, and a check on a probe of random
+contexts at load time underestimated that error 6-fold. A per-context table with
+interpolation costs a quadrature per grid point for every context not seen before (held-out
+contexts are all misses). So this path keeps the model's own ``steps`` and nodes, and is exact
+up to float rounding (max :math:`|\Delta p|` ~1e-7); ``steps=`` exists for that measurement.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from torch import nn
+
+from learners.calibration.quadrature import _grid
+from learners.calibration.umnn import UMNNCalibrator
+
+
+def weights_key(module: nn.Module) -> tuple[tuple[int, int], ...]:
+    """Changes whenever a parameter is written (in place: optimizer steps, ``load_state_dict``; or replaced)."""
+    return tuple((p.data_ptr(), p._version) for p in module.parameters())
+
+
+def _stack(tensors: Sequence[torch.Tensor]) -> torch.Tensor:
+    return torch.stack([t.detach().to("cpu", torch.float32) for t in tensors]).contiguous()
+
+
+class StackedUMNN:
+    """The heads of several tasks as one inference-only function ``(l [T, N], h [N, d]) -> z [T, N]``."""
+
+    def __init__(self, heads: Sequence[UMNNCalibrator], steps: int | None = None) -> None:
+        if not heads:
+            raise ValueError("StackedUMNN needs at least one head")
+        first = heads[0]
+        shapes = {tuple(tuple(p.shape) for p in h.parameters()) for h in heads}
+        if len(shapes) != 1 or len({(h.rescaling, h.steps) for h in heads}) != 1:
+            raise ValueError("heads to stack must have the same shapes, rescaling and steps")
+        self.tasks = len(heads)
+        self.full_steps = int(first.steps)
+        self.steps = int(steps or first.steps)
+        self.context_dim = first.context_dim
+        integrands = [h.integrand for h in heads]
+        self.hidden = integrands[0].first_t.weight.shape[0]
+        self.w_t = _stack([i.first_t.weight.squeeze(1) for i in integrands])  # [T, H]
+        self.b_t = _stack([i.first_t.bias for i in integrands])  # [T, H]
+        self.w_h = (torch.cat([i.first_h.weight.detach().to("cpu", torch.float32) for i in integrands]).contiguous()
+                    if integrands[0].first_h is not None else None)  # [T*H, d]
+        self.rest = [(_stack([i.rest[k].weight.T for i in integrands]), _stack([i.rest[k].bias for i in integrands]))
+                     for k in range(len(integrands[0].rest))]  # ([T, in, out], [T, out])
+        self.offset = _stack([h.offset for h in heads])  # [T, 1]
+        self.context: list[tuple[torch.Tensor, torch.Tensor]] = []
+        if first.rescaling:
+            nets = [list(h.context_net) for h in heads]  # type: ignore[arg-type]
+            self.context_first = (torch.cat([n[0].weight.detach().float() for n in nets]).contiguous(),
+                                  torch.cat([n[0].bias.detach().float() for n in nets]))  # [T*H0, d], [T*H0]
+            self.context = [(_stack([n[k].weight.T for n in nets]), _stack([n[k].bias for n in nets]))
+                            for k in range(1, len(nets[0]))]
+
+    def with_steps(self, steps: int) -> "StackedUMNN":
+        """The same weights (shared, not copied) with another node count."""
+        other = object.__new__(StackedUMNN)
+        other.__dict__.update(self.__dict__)
+        other.steps = int(steps)
+        return other
+
+    def _per_task(self, x: torch.Tensor) -> torch.Tensor:
+        """``[N, T*k]`` (one matmul for all tasks) -> ``[T, N, k]``."""
+        return x.view(x.shape[0], self.tasks, -1).transpose(0, 1).contiguous()
+
+    @torch.no_grad()
+    def __call__(self, logits: torch.Tensor, h: torch.Tensor, steps: int | None = None) -> torch.Tensor:
+        """Calibrated logits ``z`` [T, N] for raw logits ``logits`` [T, N] and contexts ``h`` [N, d]."""
+        tasks, n = logits.shape
+        if tasks != self.tasks or h.shape[0] != n:
+            raise ValueError(f"expected logits [{self.tasks}, N] and h [N, d], got {tuple(logits.shape)} "
+                             f"and {tuple(h.shape)}")
+        weights, fractions = _grid(int(steps or self.steps), torch.float32)
+        m = fractions.shape[1]
+        logits = logits.float()
+        base = self.b_t.unsqueeze(1)  # [T, 1, H]
+        if self.w_h is not None and self.context_dim:
+            base = self._per_task(h.float() @ self.w_h.T) + base  # [T, N, H]
+        t = logits.unsqueeze(-1) * fractions  # [T, N, m]
+        a = torch.addcmul(base.expand(tasks, n, self.hidden).unsqueeze(2), t.unsqueeze(-1),
+                          self.w_t.view(tasks, 1, 1, -1)).relu_().view(tasks, n * m, -1)
+        last = len(self.rest) - 1
+        for k, (w, b) in enumerate(self.rest):
+            if k == last and w.shape[2] == 1:  # one output: a matrix-vector product per task
+                a = torch.stack([torch.mv(a[i], w[i, :, 0]) for i in range(tasks)]) + b
+            else:
+                a = torch.baddbmm(b.unsqueeze(1), a, w)
+                if k < last:
+                    a = a.relu_()
+        f = nn.functional.elu(a.view(tasks, n, m)) + 1.0
+        z = (f @ weights) * (logits * 0.5) + self.offset
+        if self.context:
+            w0, b0 = self.context_first
+            c = self._per_task(torch.relu(torch.addmm(b0, h.float(), w0.T)))
+            for k, (w, b) in enumerate(self.context):
+                c = torch.baddbmm(b.unsqueeze(1), c, w)
+                if k < len(self.context) - 1:
+                    c = c.relu_()
+            z = torch.exp(c[..., 0]) * z + c[..., 1]
+        return z
