@@ -31,11 +31,12 @@ up to float rounding (max :math:`|\Delta p|` ~1e-7); ``steps=`` exists for that 
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Any, Sequence
 
 import torch
 from torch import nn
 
+from learners.calibration.context import P_CLIP, ContextEncoder, request_context
 from learners.calibration.quadrature import _grid
 from learners.calibration.umnn import UMNNCalibrator
 
@@ -126,3 +127,86 @@ class StackedUMNN:
                     c = c.relu_()
             z = torch.exp(c[..., 0]) * z + c[..., 1]
         return z
+
+
+def calibrate_batch(stacked: StackedUMNN, encoder: ContextEncoder, tasks: Sequence[str],
+                    items: Sequence[tuple[dict[str, torch.Tensor], dict[str, Any]]],
+                    device: torch.device | str = "cpu") -> list[dict[str, torch.Tensor]]:
+    """``calibrate`` of every request in ``items`` from one pass of ``stacked`` (heads in ``tasks`` order).
+
+    Each request's rows are encoded once per list length (as ``calibrate`` does) and all of them
+    are concatenated; a task a request lacks gets zero logits there, computed and dropped (one
+    pass instead of one per task subset). Tasks outside ``tasks`` and empty ones pass through as
+    float32. A request whose context does not fit raises ``ValueError`` naming its index before
+    anything is computed.
+    """
+    outs: list[dict[str, torch.Tensor]] = [{} for _ in items]
+    segments: dict[tuple[int, int], int] = {}  # (request, rows) -> its first row in the batch
+    indices: list[torch.Tensor] = []
+    wanted: list[tuple[int, str, int, torch.Tensor]] = []  # (request, task, first row, logits)
+    total = 0
+    for i, (task_scores, context) in enumerate(items):
+        for task, scores in task_scores.items():
+            scores = torch.as_tensor(scores, dtype=torch.float32).reshape(-1)
+            outs[i][task] = scores  # replaced below for the tasks calibrated here
+            if task not in tasks or scores.numel() == 0:
+                continue
+            n = scores.numel()
+            if (i, n) not in segments:
+                try:
+                    indices.append(encoder.indices(request_context(context, n), n))
+                except ValueError as exc:
+                    raise ValueError(f"request {i}: {exc}") from None
+                segments[(i, n)] = total
+                total += n
+            wanted.append((i, task, segments[(i, n)], torch.logit(scores.clamp(P_CLIP, 1 - P_CLIP))))
+    if not wanted:
+        return outs
+    with torch.no_grad():
+        h = encoder(torch.cat(indices).to(device)).float().cpu()
+    logits = torch.zeros(len(tasks), total)
+    for _, task, start, logit in wanted:
+        logits[tasks.index(task), start:start + logit.numel()] = logit
+    p = torch.sigmoid(stacked(logits, h))
+    for i, task, start, logit in wanted:
+        outs[i][task] = p[tasks.index(task), start:start + logit.numel()]
+    return outs
+
+
+class BatchedServing:
+    """``calibrate``/``calibrate_many`` of :class:`~learners.calibration.learner.NeuralCalibrationLearner`
+    through :class:`StackedUMNN` (a mixin: it reads ``module``, ``tasks``, ``encoder``, ``device``).
+
+    ``serving_fast = False`` serves through the modules instead (the reference path, and Platt's).
+    """
+
+    serving_fast: bool = True
+    serving_steps: int | None = None  # quadrature nodes when serving (None: the model's own; for measuring)
+    _serving: tuple[Any, StackedUMNN] | None = None
+
+    def serving_path(self, rebuild: bool = False) -> StackedUMNN | None:
+        """The heads' weights stacked for serving, copied again if any of them was written since."""
+        if not self.serving_fast:
+            return None
+        heads = self.module["heads"]  # type: ignore[attr-defined]
+        key = (weights_key(heads), self.serving_steps)
+        if rebuild or self._serving is None or self._serving[0] != key:
+            self._serving = (key, StackedUMNN([heads[t] for t in self.tasks], self.serving_steps))  # type: ignore[attr-defined]
+        return self._serving[1]
+
+    def calibrate(self, task_scores: dict[str, torch.Tensor], context: dict[str, Any]) -> dict[str, torch.Tensor]:
+        if not self.serving_fast:
+            return super().calibrate(task_scores, context)  # type: ignore[misc]
+        return self.calibrate_many([(task_scores, context)])[0]
+
+    def calibrate_many(self, items: Sequence[tuple[dict[str, torch.Tensor], dict[str, Any]]]
+                       ) -> list[dict[str, torch.Tensor]]:
+        """All requests' rows and all tasks in one pass; element ``i`` is ``calibrate(*items[i])``.
+
+        A bad request (a context field of the wrong length) raises ``ValueError`` naming its index
+        before anything is computed; the learner is unchanged, so the caller can retry the others.
+        """
+        stacked = self.serving_path()
+        if stacked is None:
+            return super().calibrate_many(items)  # type: ignore[misc]
+        return calibrate_batch(stacked, self.encoder, self.tasks, items, self.device)  # type: ignore[attr-defined]

@@ -82,6 +82,16 @@ def extract_rows(batch: Sequence[LabeledList], tasks: Sequence[str], fields: Seq
     return rows
 
 
+def request_context(context: dict[str, Any], n: int) -> dict[str, Sequence[Any]]:
+    """A serving request's context as per-row columns of length ``n`` (scalars and 0-d tensors broadcast)."""
+    out: dict[str, Sequence[Any]] = {}
+    for name, value in context.items():
+        if isinstance(value, torch.Tensor):
+            value = value.tolist() if value.dim() else value.item()
+        out[name] = value if isinstance(value, (list, tuple)) else [value] * n
+    return out
+
+
 def stable_bucket(field_name: str, value: Any, buckets: int) -> int:
     digest = hashlib.blake2b(f"{field_name}\x00{value}".encode(), digest_size=8).digest()
     return int.from_bytes(digest, "little") % buckets

@@ -22,12 +22,8 @@ per-item sequences of length n (``position``, ``item``) or request-level scalars
 each task's raw score for a fixed context (strictly increasing for UMNN and Platt). Tasks
 the learner does not calibrate pass through unchanged.
 
-UMNN serves through :mod:`learners.calibration.batched`: all tasks' heads (and, in
-``calibrate_many``, the rows of every request) in one batched pass without autograd, from the
-heads' weights stacked once (``load_state_dict`` stacks them, so a hot swap pays it once; any
-later write to the weights, e.g. a learning step, restacks them on the next call). Same
-function, same nodes: its outputs are within float rounding (~1e-7) of the module path
-(``serving_fast = False``), which training uses unchanged.
+UMNN serves through :mod:`learners.calibration.batched` (all tasks and requests in one pass,
+weights stacked at ``load_state_dict``; the same function as the modules to float rounding).
 
 Learning (``learn_many``) is deterministic given the seed and input order; the state holds
 the modules, Adam's moments, SCLoss caches, the RNG state and counters.
@@ -55,8 +51,8 @@ from contracts.state import (
     stamp,
 )
 from learners.calibration.baselines import PlattHead, StreamingIsotonic
-from learners.calibration.batched import StackedUMNN, weights_key
-from learners.calibration.context import P_CLIP, ContextEncoder, TaskRows, check_tasks, extract_rows
+from learners.calibration.batched import BatchedServing
+from learners.calibration.context import P_CLIP, ContextEncoder, TaskRows, check_tasks, extract_rows, request_context
 from learners.calibration.scloss import SCLossConfig, SmoothCalibrationLoss
 from learners.calibration.umnn import UMNNCalibrator
 from learners.ingest.rows import RowArrays
@@ -110,15 +106,6 @@ class CalibrationConfig:
 
     def as_json(self) -> dict[str, Any]:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
-
-
-def _request_context(context: dict[str, Any], n: int) -> dict[str, Sequence[Any]]:
-    out: dict[str, Sequence[Any]] = {}
-    for name, value in context.items():
-        if isinstance(value, torch.Tensor):
-            value = value.tolist() if value.dim() else value.item()
-        out[name] = value if isinstance(value, (list, tuple)) else [value] * n
-    return out
 
 
 class _CalibrationBase:
@@ -180,7 +167,7 @@ class _CalibrationBase:
             logit = torch.logit(scores.clamp(1e-6, 1 - 1e-6))
             n = scores.numel()
             if n not in encoded:
-                encoded[n] = self._encode(_request_context(context, n), n)
+                encoded[n] = self._encode(request_context(context, n), n)
             out[task] = self._predict(task, logit, encoded[n], scores)
         return out
 
@@ -197,7 +184,7 @@ class _CalibrationBase:
         raise NotImplementedError
 
 
-class NeuralCalibrationLearner(_CalibrationBase):
+class NeuralCalibrationLearner(BatchedServing, _CalibrationBase):
     """UMNN/UMC or Platt heads per task, trained by Adam on BCE + lambda * SCLoss."""
 
     def __init__(self, name: str, config: CalibrationConfig, head: str = "umnn") -> None:
@@ -223,7 +210,6 @@ class NeuralCalibrationLearner(_CalibrationBase):
         sc = SCLossConfig(config.sc_bins, config.sc_beta, config.sc_weight, config.sc_binning)
         self.sc_losses = {task: SmoothCalibrationLoss(sc) for task in config.tasks}
         self.serving_fast = head == "umnn"  # False: serve through the modules (the reference path)
-        self._serving: tuple[tuple[tuple[int, int], ...], StackedUMNN] | None = None
 
     def to(self, device: torch.device | str) -> "NeuralCalibrationLearner":
         """Train on ``device`` (module and Adam state move; SCLoss's K-bin caches stay on the CPU)."""
@@ -247,64 +233,6 @@ class NeuralCalibrationLearner(_CalibrationBase):
         with torch.no_grad():
             z = self.module["heads"][task](logit.to(self.device), context.to(self.device))
         return torch.sigmoid(z).cpu()
-
-    # -- serving: the batched inference path ------------------------------------------------------
-    def serving_path(self) -> StackedUMNN | None:
-        """The heads' weights stacked for serving, copied again if any of them was written since."""
-        if not self.serving_fast:
-            return None
-        heads = self.module["heads"]
-        key = weights_key(heads)
-        if self._serving is None or self._serving[0] != key:
-            self._serving = (key, StackedUMNN([heads[t] for t in self.tasks]))
-        return self._serving[1]
-
-    def calibrate(self, task_scores: dict[str, torch.Tensor], context: dict[str, Any]) -> dict[str, torch.Tensor]:
-        if not self.serving_fast:
-            return super().calibrate(task_scores, context)
-        return self.calibrate_many([(task_scores, context)])[0]
-
-    def calibrate_many(self, items: Sequence[tuple[dict[str, torch.Tensor], dict[str, Any]]]
-                       ) -> list[dict[str, torch.Tensor]]:
-        """All requests' rows and all tasks in one batched pass (see :mod:`learners.calibration.batched`).
-
-        A bad request (a context field of the wrong length) raises ``ValueError`` naming its index
-        before anything is computed; the learner is unchanged, so the caller can retry the others.
-        """
-        stacked = self.serving_path()
-        if stacked is None:
-            return super().calibrate_many(items)
-        outs: list[dict[str, torch.Tensor]] = [{} for _ in items]
-        segments: dict[tuple[int, int], int] = {}  # (request, rows) -> first row in the batch
-        indices: list[torch.Tensor] = []
-        wanted: list[tuple[int, str, int, torch.Tensor]] = []  # (request, task, first row, logits)
-        total = 0
-        for i, (task_scores, context) in enumerate(items):
-            for task, scores in task_scores.items():
-                scores = torch.as_tensor(scores, dtype=torch.float32).reshape(-1)
-                outs[i][task] = scores  # replaced below for the tasks this learner calibrates
-                if task not in self.tasks or scores.numel() == 0:
-                    continue
-                n = scores.numel()
-                if (i, n) not in segments:
-                    try:
-                        indices.append(self.encoder.indices(_request_context(context, n), n))
-                    except ValueError as exc:
-                        raise ValueError(f"request {i}: {exc}") from None
-                    segments[(i, n)] = total
-                    total += n
-                wanted.append((i, task, segments[(i, n)], torch.logit(scores.clamp(1e-6, 1 - 1e-6))))
-        if not wanted:
-            return outs
-        with torch.no_grad():
-            h = self.encoder(torch.cat(indices).to(self.device)).float().cpu()
-        logits = torch.zeros(len(self.tasks), total)  # rows a task lacks are computed and dropped
-        for _, task, start, logit in wanted:
-            logits[self.tasks.index(task), start:start + logit.numel()] = logit
-        p = torch.sigmoid(stacked(logits, h))
-        for i, task, start, logit in wanted:
-            outs[i][task] = p[self.tasks.index(task), start:start + logit.numel()]
-        return outs
 
     def update_tensors(self, task_batches: dict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor]]) -> dict[str, float]:
         """One Adam step on ``{task: (logit, label, context_index)}``; returns loss parts."""
@@ -382,8 +310,7 @@ class NeuralCalibrationLearner(_CalibrationBase):
         for task, sc in self.sc_losses.items():
             sc.load_tensors(state.tensors, f"sc.{task}.")
         load_generators({"torch": self.generator}, state.tensors)
-        self._serving = None
-        self.serving_path()  # built here, once per snapshot, not on the first request
+        self.serving_path(rebuild=True)  # stacked here, once per snapshot, not by the first request
 
 
 class IsotonicCalibrationLearner(_CalibrationBase):

@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-import learners.calibration.learner as learner_module
+import learners.calibration.batched as batched_module
 from learners.calibration.batched import StackedUMNN
 from learners.calibration.learner import build_isotonic, build_platt, build_umnn
 from learners.calibration.umnn import UMNNCalibrator
@@ -150,7 +150,7 @@ def test_the_served_model_follows_each_loaded_snapshot_and_each_learning_step(ex
     scores, context = held_out_request(50, seed=5)
     serving = build_umnn(tasks=TASKS, lr=5e-3)
     stackings = []
-    monkeypatch.setattr(learner_module, "StackedUMNN", lambda heads: stackings.append(1) or StackedUMNN(heads))
+    monkeypatch.setattr(batched_module, "StackedUMNN", lambda heads, steps=None: stackings.append(1) or StackedUMNN(heads, steps))
     for k, source in enumerate((first, second, first)):
         serving.load_state_dict(source.state_dict())
         assert len(stackings) == k + 1  # stacked by the load (the swap), not by the first request
