@@ -41,6 +41,9 @@ from learners.calibration.quadrature import _grid
 from learners.calibration.umnn import UMNNCalibrator
 
 
+CHUNK_ROWS = 64  # rows per integrand pass: [T, 64 x 51, 50] floats stay near the cache (8 requests at once did not)
+
+
 def weights_key(module: nn.Module) -> tuple[tuple[int, int], ...]:
     """Changes whenever a parameter is written (in place: optimizer steps, ``load_state_dict``; or replaced)."""
     return tuple((p.data_ptr(), p._version) for p in module.parameters())
@@ -92,22 +95,13 @@ class StackedUMNN:
         """``[N, T*k]`` (one matmul for all tasks) -> ``[T, N, k]``."""
         return x.view(x.shape[0], self.tasks, -1).transpose(0, 1).contiguous()
 
-    @torch.no_grad()
-    def __call__(self, logits: torch.Tensor, h: torch.Tensor, steps: int | None = None) -> torch.Tensor:
-        """Calibrated logits ``z`` [T, N] for raw logits ``logits`` [T, N] and contexts ``h`` [N, d]."""
+    def _integrand(self, logits: torch.Tensor, base: torch.Tensor, fractions: torch.Tensor) -> torch.Tensor:
+        """``f`` [T, n, m] at the nodes ``logits * fractions`` of ``n`` rows whose context part is ``base``."""
         tasks, n = logits.shape
-        if tasks != self.tasks or h.shape[0] != n:
-            raise ValueError(f"expected logits [{self.tasks}, N] and h [N, d], got {tuple(logits.shape)} "
-                             f"and {tuple(h.shape)}")
-        weights, fractions = _grid(int(steps or self.steps), torch.float32)
         m = fractions.shape[1]
-        logits = logits.float()
-        base = self.b_t.unsqueeze(1)  # [T, 1, H]
-        if self.w_h is not None and self.context_dim:
-            base = self._per_task(h.float() @ self.w_h.T) + base  # [T, N, H]
-        t = logits.unsqueeze(-1) * fractions  # [T, N, m]
-        a = torch.addcmul(base.expand(tasks, n, self.hidden).unsqueeze(2), t.unsqueeze(-1),
-                          self.w_t.view(tasks, 1, 1, -1)).relu_().view(tasks, n * m, -1)
+        t = logits.unsqueeze(-1) * fractions  # [T, n, m]
+        a = torch.addcmul(base.unsqueeze(2), t.unsqueeze(-1), self.w_t.view(tasks, 1, 1, -1)).relu_()
+        a = a.reshape(tasks, n * m, -1)
         last = len(self.rest) - 1
         for k, (w, b) in enumerate(self.rest):
             if k == last and w.shape[2] == 1:  # one output: a matrix-vector product per task
@@ -116,7 +110,22 @@ class StackedUMNN:
                 a = torch.baddbmm(b.unsqueeze(1), a, w)
                 if k < last:
                     a = a.relu_()
-        f = nn.functional.elu(a.view(tasks, n, m)) + 1.0
+        return nn.functional.elu(a.view(tasks, n, m)) + 1.0
+
+    @torch.no_grad()
+    def __call__(self, logits: torch.Tensor, h: torch.Tensor, steps: int | None = None) -> torch.Tensor:
+        """Calibrated logits ``z`` [T, N] for raw logits ``logits`` [T, N] and contexts ``h`` [N, d]."""
+        tasks, n = logits.shape
+        if tasks != self.tasks or h.shape[0] != n:
+            raise ValueError(f"expected logits [{self.tasks}, N] and h [N, d], got {tuple(logits.shape)} "
+                             f"and {tuple(h.shape)}")
+        weights, fractions = _grid(int(steps or self.steps), torch.float32)
+        logits = logits.float()
+        base = self.b_t.unsqueeze(1).expand(tasks, n, self.hidden)  # [T, N, H]
+        if self.w_h is not None and self.context_dim:
+            base = self._per_task(h.float() @ self.w_h.T) + base
+        f = torch.cat([self._integrand(logits[:, i:i + CHUNK_ROWS], base[:, i:i + CHUNK_ROWS], fractions)
+                       for i in range(0, n, CHUNK_ROWS)], dim=1) if n else logits.new_zeros(tasks, 0, weights.numel())
         z = (f @ weights) * (logits * 0.5) + self.offset
         if self.context:
             w0, b0 = self.context_first

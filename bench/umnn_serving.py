@@ -1,0 +1,272 @@
+"""UMNN at serving time: the options for the calibrator's request path, each against the full model.
+
+For 50-row requests with 3 tasks (click, long_view, like) on held-out contexts (item and user
+ids no training example had, positions up to 500, and the extreme scores 0, 1, 1e-9, 1e-6
+among uniform ones), a UMNN calibrator trained from its default (identity) start on
+simulated rows (``--train-steps``; the simulator has no ``like`` scores, so that head keeps
+its start) is served by
+
+* ``full``: the module path (one head per task, autograd off): the baseline and the reference;
+* ``batched``: :mod:`learners.calibration.batched`, all tasks in one pass, the model's 50 nodes
+  (what ``calibrate`` ships);
+* ``nodes_S``: the same with S Clenshaw–Curtis nodes instead of 50;
+* ``table_G``: a per-context table of the calibrated logit on G logits over the clamp range,
+  linearly interpolated; the table of a row's context (its hashed field buckets) is cached, so
+  a held-out request builds one per row (``table_G`` = all misses) and a repeated one reads them
+  (``table_G_hit``);
+* ``compiled``: ``torch.compile`` of the batched function (skip with ``--no-compile``).
+
+Each option's median ms per request is interleaved round by round with the others (load on the
+shared machine hits them alike) and reported with its ratio to ``full`` in the same run, and its
+max |Δp| against ``full`` over all held-out requests. Also: ``calibrate_many`` of 8 requests
+against 8 ``calibrate`` calls, and what a hot swap pays (``load_state_dict`` with and without the
+stacking). Prints one JSON object.
+
+    .venv/bin/python bench/umnn_serving.py --quick --json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from learners.calibration.batched import StackedUMNN  # noqa: E402
+from learners.calibration.context import P_CLIP, request_context  # noqa: E402
+from learners.calibration.learner import NeuralCalibrationLearner, build_umnn  # noqa: E402
+from simulator.examples import simulated_examples  # noqa: E402
+
+TASKS = ("click", "long_view", "like")
+LOGIT_LIMIT = float(torch.logit(torch.tensor(P_CLIP, dtype=torch.float64)).abs())  # 13.8155: calibrate's clamp
+Request = tuple[dict[str, torch.Tensor], dict[str, Any]]
+
+
+def held_out_requests(count: int, rows: int, seed: int) -> list[Request]:
+    gen = torch.Generator().manual_seed(seed)
+    out = []
+    extremes = torch.tensor([0.0, 1.0, 1e-9, 1 - 1e-9, 1e-6, 1 - 1e-6], dtype=torch.float64)
+    for r in range(count):
+        scores = {}
+        for task in TASKS:
+            raw = torch.rand(rows, generator=gen, dtype=torch.float64)
+            raw[torch.randperm(rows, generator=gen)[:len(extremes)]] = extremes[:rows]
+            scores[task] = raw
+        scores["watch_time"] = torch.rand(rows, generator=gen, dtype=torch.float64)
+        context = {"item": [f"held-out-{seed}-{r}-{k}" for k in range(rows)], "user": f"held-out-user-{seed}-{r}",
+                   "position": torch.randint(1, 500, (rows,), generator=gen).tolist()}
+        out.append((scores, context))
+    return out
+
+
+def train(steps: int, seed: int) -> NeuralCalibrationLearner:
+    learner = build_umnn(tasks=TASKS, seed=seed)
+    examples = simulated_examples(400, seed=seed)
+    for k in range(steps):
+        start = (k * 20) % len(examples)
+        learner.learn_many(examples[start:start + 20])
+    return learner
+
+
+class ContextTable:
+    """Calibrated logits of every task on ``points`` logits per row context, cached by the context's buckets."""
+
+    def __init__(self, learner: NeuralCalibrationLearner, points: int) -> None:
+        self.learner = learner
+        self.stacked = StackedUMNN([learner.module["heads"][t] for t in TASKS])
+        self.grid = torch.linspace(-LOGIT_LIMIT, LOGIT_LIMIT, points)
+        self.cache: dict[tuple[int, ...], torch.Tensor] = {}
+
+    def __call__(self, task_scores: dict[str, torch.Tensor], context: dict[str, Any]) -> dict[str, torch.Tensor]:
+        n = next(iter(task_scores.values())).numel()
+        idx = self.learner.encoder.indices(request_context(context, n), n)
+        keys = [tuple(row) for row in idx.tolist()]
+        missing = sorted({k for k in keys if k not in self.cache})
+        g = self.grid.numel()
+        chunk = max(1, 2048 // g)  # contexts per pass: bounded memory of the node evaluations
+        for first in range(0, len(missing), chunk):
+            part = missing[first:first + chunk]
+            with torch.no_grad():
+                h = self.learner.encoder(torch.tensor(part)).float()
+            z = self.stacked(self.grid.repeat(len(TASKS), len(part)), h.repeat_interleave(g, dim=0))
+            for j, key in enumerate(part):
+                self.cache[key] = z[:, j * g:(j + 1) * g]
+        table = torch.stack([self.cache[k] for k in keys], dim=1)  # [T, n, G]
+        out: dict[str, torch.Tensor] = {"watch_time": task_scores["watch_time"].float()}
+        step = float(self.grid[1] - self.grid[0])
+        for i, task in enumerate(TASKS):
+            logit = torch.logit(task_scores[task].float().clamp(P_CLIP, 1 - P_CLIP))
+            pos = ((logit + LOGIT_LIMIT) / step).clamp(0, self.grid.numel() - 1 - 1e-6)
+            lo = pos.floor().long()
+            frac = pos - lo
+            row = table[i]
+            z = torch.lerp(row.gather(1, lo[:, None])[:, 0], row.gather(1, (lo + 1)[:, None])[:, 0], frac)
+            out[task] = torch.sigmoid(z)
+        return out
+
+
+def calibrate_with(learner: NeuralCalibrationLearner, fast: bool, steps: int | None = None) -> Callable:
+    def call(task_scores, context):
+        learner.serving_fast, learner.serving_steps = fast, steps
+        return learner.calibrate(task_scores, context)
+    return call
+
+
+def compiled_option(learner: NeuralCalibrationLearner) -> tuple[Callable, float]:
+    from learners.calibration.batched import calibrate_batch  # noqa: PLC0415
+
+    stacked = StackedUMNN([learner.module["heads"][t] for t in TASKS])
+    fn = torch.compile(stacked.__call__, dynamic=True)
+
+    class Compiled:
+        def __call__(self, logits, h, steps=None):
+            return fn(logits, h)
+
+    shim = Compiled()
+
+    def call(task_scores, context):
+        return calibrate_batch(shim, learner.encoder, TASKS, [(task_scores, context)])[0]  # type: ignore[arg-type]
+    started = time.perf_counter()
+    call(*held_out_requests(1, 50, seed=99)[0])
+    call(*held_out_requests(1, 7, seed=98)[0])  # a second shape: dynamic, no recompile per length
+    return call, time.perf_counter() - started
+
+
+def max_dp(option: Callable, reference: list[dict[str, torch.Tensor]], requests: list[Request]) -> float:
+    worst = 0.0
+    for (scores, context), ref in zip(requests, reference):
+        got = option(scores, context)
+        worst = max(worst, *(float((got[t].float() - ref[t].float()).abs().max()) for t in TASKS))
+    return worst
+
+
+def median_ms(fn: Callable[[], Any], calls: int) -> float:
+    times = []
+    for _ in range(calls):
+        started = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - started) * 1e3)
+    return statistics.median(times)
+
+
+def swap_cost(learner: NeuralCalibrationLearner, repeats: int) -> dict[str, float]:
+    """ms of ``load_state_dict`` of a snapshot (as the watcher does per swap), and of the stacking alone."""
+    state = learner.state_dict()
+    fresh = build_umnn(tasks=TASKS, seed=learner.config.seed)
+    load, stack = [], []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        fresh.load_state_dict(state)
+        load.append((time.perf_counter() - started) * 1e3)
+        started = time.perf_counter()
+        fresh.serving_path(rebuild=True)
+        stack.append((time.perf_counter() - started) * 1e3)
+    return {"load_state_dict_ms": round(statistics.median(load), 3), "stacking_ms": round(statistics.median(stack), 3)}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="fewer requests, rounds and training steps")
+    ap.add_argument("--json", action="store_true", help="print only the JSON object")
+    ap.add_argument("--train-steps", type=int, default=None, help="learning steps of 20 lists (default 200; quick 100)")
+    ap.add_argument("--requests", type=int, default=None, help="held-out requests for max |dp| (default 200; quick 40)")
+    ap.add_argument("--rounds", type=int, default=None)
+    ap.add_argument("--calls", type=int, default=None)
+    ap.add_argument("--nodes", type=int, nargs="*", default=[8, 16, 24, 32])
+    ap.add_argument("--table-points", type=int, nargs="*", default=[65, 257])
+    ap.add_argument("--table-requests", type=int, default=8, help="held-out requests for a table's max |dp| "
+                    "(each costs a quadrature per grid point and row)")
+    ap.add_argument("--no-compile", action="store_true")
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args()
+    quick = args.quick
+    train_steps = args.train_steps if args.train_steps is not None else (100 if quick else 200)
+    n_requests = args.requests or (40 if quick else 200)
+    rounds, calls = args.rounds or (3 if quick else 5), args.calls or (10 if quick else 20)
+    torch.set_num_threads(1)
+    log = (lambda *a: None) if args.json else (lambda *a: print(*a, file=sys.stderr))
+
+    started = time.perf_counter()
+    learner = train(train_steps, args.seed)
+    log(f"trained {train_steps} steps in {time.perf_counter() - started:.1f} s")
+    requests = held_out_requests(n_requests, 50, seed=1000 + args.seed)
+    full = calibrate_with(learner, False)
+    reference = [full(s, c) for s, c in requests]
+
+    options: dict[str, Callable] = {"full": full, "batched": calibrate_with(learner, True)}
+    for s in args.nodes:
+        options[f"nodes_{s}"] = calibrate_with(learner, True, s)
+    timed_requests = {name: requests for name in options}
+    for g in args.table_points:
+        table = ContextTable(learner, g)
+        options[f"table_{g}"] = table
+        options[f"table_{g}_hit"] = table
+        # a miss per row each call: fresh contexts every call; a hit: one request, its table cached
+        timed_requests[f"table_{g}"] = held_out_requests(rounds + 2, 50, seed=5000 + g)
+        timed_requests[f"table_{g}_hit"] = requests[:1]
+    compile_s = None
+    if not args.no_compile:
+        options["compiled"], compile_s = compiled_option(learner)
+        timed_requests["compiled"] = requests
+        log(f"compiled in {compile_s:.1f} s")
+
+    def error_of(name: str) -> float:
+        few = args.table_requests if name.startswith("table_") else len(requests)
+        return max_dp(options[name], reference[:few], requests[:few])
+    errors = {name: error_of(name) for name in options if not name.endswith("_hit")}
+    log("errors done")
+    timings: dict[str, list[float]] = {name: [] for name in options}
+    cursor = dict.fromkeys(options, 0)
+
+    def one(name):
+        pool = timed_requests[name]
+        cursor[name] = (cursor[name] + 1) % len(pool)
+        return options[name](*pool[cursor[name]])
+    for name in options:  # warm-up
+        one(name)
+    for _ in range(rounds):
+        for name in options:  # a table miss builds 50 tables: one call per round
+            misses = name.startswith("table_") and not name.endswith("_hit")
+            timings[name].append(median_ms(lambda: one(name), 1 if misses else calls))
+
+    batch = requests[:8]
+    learner.serving_fast, learner.serving_steps = True, None
+    many = {"8 calibrate calls": lambda: [learner.calibrate(s, c) for s, c in batch],
+            "calibrate_many(8)": lambda: learner.calibrate_many(batch)}
+    many_t: dict[str, list[float]] = {k: [] for k in many}
+    for _ in range(rounds):
+        for k, fn in many.items():
+            many_t[k].append(median_ms(fn, max(3, calls // 2)))
+    many_ok = all(torch.allclose(a[t], b[t], atol=1e-6, rtol=0) for a, b in zip(many["calibrate_many(8)"](),
+                                                                                   many["8 calibrate calls"]())
+                  for t in a)
+
+    base = statistics.median(timings["full"])
+    out = {
+        "requests": n_requests, "rows": 50, "tasks": list(TASKS), "train_steps": train_steps, "torch_threads": 1,
+        "options": {name: {"ms_per_request": round(statistics.median(t), 4),
+                           "ratio_to_full": round(statistics.median(t) / base, 3),
+                           **({"max_abs_dp": errors[name]} if name in errors else {})}
+                    for name, t in timings.items()},
+        "compile_s": None if compile_s is None else round(compile_s, 1),
+        "calibrate_many_8": {k: round(statistics.median(v), 4) for k, v in many_t.items()} | {
+            "ratio": round(statistics.median(many_t["calibrate_many(8)"]) / statistics.median(many_t["8 calibrate calls"]), 3),
+            "equal_to_single_calls": many_ok},
+        "swap": swap_cost(learner, 5),
+        "bound": 1e-4,
+    }
+    within = {n: o for n, o in out["options"].items() if o.get("max_abs_dp", 1.0) <= 1e-4 and n != "full"}
+    out["fastest_within_bound"] = min(within, key=lambda n: within[n]["ms_per_request"]) if within else None
+    print(json.dumps(out, indent=None if args.json else 2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
