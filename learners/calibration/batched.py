@@ -200,7 +200,8 @@ class BatchedServing:
         heads = self.module["heads"]  # type: ignore[attr-defined]
         key = (weights_key(heads), self.serving_steps)
         if rebuild or self._serving is None or self._serving[0] != key:
-            self._serving = (key, StackedUMNN([heads[t] for t in self.tasks], self.serving_steps))  # type: ignore[attr-defined]
+            ordered = [heads[t] for t in self.tasks]  # type: ignore[attr-defined]
+            self._serving = (key, StackedUMNN(ordered, self.serving_steps))
         return self._serving[1]
 
     def calibrate(self, task_scores: dict[str, torch.Tensor], context: dict[str, Any]) -> dict[str, torch.Tensor]:

@@ -9,7 +9,7 @@ from torch import nn
 
 import learners.calibration.batched as batched_module
 from learners.calibration.batched import StackedUMNN
-from learners.calibration.learner import build_isotonic, build_platt, build_umnn
+from learners.calibration.learner import NeuralCalibrationLearner, build_isotonic, build_platt, build_umnn
 from learners.calibration.umnn import UMNNCalibrator
 from simulator.examples import simulated_examples
 
@@ -21,7 +21,7 @@ def examples():
     return simulated_examples(80, seed=7)
 
 
-def umc_init(learner, seed: int) -> None:
+def umc_init(learner: NeuralCalibrationLearner, seed: int) -> None:
     """UMC's random initialisation of the last layers (not the identity start): a curved integrand."""
     gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():
@@ -31,7 +31,7 @@ def umc_init(learner, seed: int) -> None:
                 last.weight.copy_(torch.randn(last.weight.shape, generator=gen) * std)
 
 
-def trained(examples, seed: int = 0, steps: int = 12, start: str = "identity", **config) -> object:
+def trained(examples, seed: int = 0, steps: int = 12, start: str = "identity", **config) -> NeuralCalibrationLearner:
     """A few learning steps from the identity start (the default) or from UMC's random one."""
     learner = build_umnn(tasks=TASKS, lr=5e-3, seed=seed, **config)
     if start == "umc":
@@ -42,7 +42,7 @@ def trained(examples, seed: int = 0, steps: int = 12, start: str = "identity", *
     return learner
 
 
-def full_model(learner, task_scores, context):
+def full_model(learner: NeuralCalibrationLearner, task_scores: dict, context: dict) -> dict[str, torch.Tensor]:
     learner.serving_fast = False
     try:
         return learner.calibrate(task_scores, context)
@@ -150,7 +150,8 @@ def test_the_served_model_follows_each_loaded_snapshot_and_each_learning_step(ex
     scores, context = held_out_request(50, seed=5)
     serving = build_umnn(tasks=TASKS, lr=5e-3)
     stackings = []
-    monkeypatch.setattr(batched_module, "StackedUMNN", lambda heads, steps=None: stackings.append(1) or StackedUMNN(heads, steps))
+    monkeypatch.setattr(batched_module, "StackedUMNN",
+                        lambda heads, steps=None: stackings.append(1) or StackedUMNN(heads, steps))
     for k, source in enumerate((first, second, first)):
         serving.load_state_dict(source.state_dict())
         assert len(stackings) == k + 1  # stacked by the load (the swap), not by the first request
