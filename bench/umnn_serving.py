@@ -3,8 +3,10 @@
 For 50-row requests with 3 tasks (click, long_view, like) on held-out contexts (item and user
 ids no training example had, positions up to 500, and the extreme scores 0, 1, 1e-9, 1e-6
 among uniform ones), a UMNN calibrator trained from its default (identity) start on
-simulated rows (``--train-steps``; the simulator has no ``like`` scores, so that head keeps
-its start) is served by
+simulated rows (the simulator has no ``like`` scores, so that head keeps its start) is served
+by the options below; each option's max |Δp| is measured after each of ``--checkpoints``
+learning steps (an option must hold at every one: the quadrature error of fewer nodes grows as
+the integrand sharpens with training), its timing on the last model:
 
 * ``full``: the module path (one head per task, autograd off): the baseline and the reference;
 * ``batched``: :mod:`learners.calibration.batched`, all tasks in one pass, the model's 50 nodes
@@ -66,13 +68,11 @@ def held_out_requests(count: int, rows: int, seed: int) -> list[Request]:
     return out
 
 
-def train(steps: int, seed: int) -> NeuralCalibrationLearner:
-    learner = build_umnn(tasks=TASKS, seed=seed)
-    examples = simulated_examples(400, seed=seed)
-    for k in range(steps):
+def train(learner: NeuralCalibrationLearner, examples: list, done: int, until: int) -> None:
+    """Learning steps ``done..until`` of 20 lists each (Adam at the default lr 1e-3)."""
+    for k in range(done, until):
         start = (k * 20) % len(examples)
         learner.learn_many(examples[start:start + 20])
-    return learner
 
 
 class ContextTable:
@@ -171,11 +171,73 @@ def swap_cost(learner: NeuralCalibrationLearner, repeats: int) -> dict[str, floa
     return {"load_state_dict_ms": round(statistics.median(load), 3), "stacking_ms": round(statistics.median(stack), 3)}
 
 
+def accuracy(learner: NeuralCalibrationLearner, requests: list[Request], args: argparse.Namespace,
+             extra: dict[str, Callable] | None = None) -> dict[str, float]:
+    """max |Δp| of each option against the full model on ``requests`` (tables: the first few)."""
+    full = calibrate_with(learner, False)
+    reference = [full(s, c) for s, c in requests]
+    options: dict[str, Callable] = {"batched": calibrate_with(learner, True)}
+    options.update({f"nodes_{s}": calibrate_with(learner, True, s) for s in args.nodes})
+    options.update({f"table_{g}": ContextTable(learner, g) for g in args.table_points})
+    options.update(extra or {})
+    out = {}
+    for name, fn in options.items():
+        few = args.table_requests if name.startswith("table_") else len(requests)
+        out[name] = max_dp(fn, reference[:few], requests[:few])
+    learner.serving_fast, learner.serving_steps = True, None
+    return out
+
+
+def timings(learner: NeuralCalibrationLearner, requests: list[Request], args: argparse.Namespace,
+            compiled: Callable | None) -> dict[str, float]:
+    """Median ms per request of each option, interleaved round by round."""
+    options: dict[str, Callable] = {"full": calibrate_with(learner, False), "batched": calibrate_with(learner, True)}
+    options.update({f"nodes_{s}": calibrate_with(learner, True, s) for s in args.nodes})
+    pools = dict.fromkeys(options, requests)
+    for g in args.table_points:
+        options[f"table_{g}"] = options[f"table_{g}_hit"] = ContextTable(learner, g)
+        # a miss per row each call: fresh contexts every call; a hit: one request, its table cached
+        pools[f"table_{g}"] = held_out_requests(args.rounds + 2, 50, seed=5000 + g)
+        pools[f"table_{g}_hit"] = requests[:1]
+    if compiled is not None:
+        options["compiled"], pools["compiled"] = compiled, requests
+    cursor = dict.fromkeys(options, 0)
+
+    def one(name: str) -> Any:
+        cursor[name] = (cursor[name] + 1) % len(pools[name])
+        return options[name](*pools[name][cursor[name]])
+    for name in options:  # warm-up
+        one(name)
+    times: dict[str, list[float]] = {name: [] for name in options}
+    for _ in range(args.rounds):
+        for name in options:  # a table miss builds 50 tables: one call per round
+            misses = name.startswith("table_") and not name.endswith("_hit")
+            times[name].append(median_ms(lambda: one(name), 1 if misses else args.calls))
+    learner.serving_fast, learner.serving_steps = True, None
+    return {name: statistics.median(t) for name, t in times.items()}
+
+
+def many_vs_single(learner: NeuralCalibrationLearner, batch: list[Request], args: argparse.Namespace) -> dict:
+    many = {"8 calibrate calls": lambda: [learner.calibrate(s, c) for s, c in batch],
+            "calibrate_many(8)": lambda: learner.calibrate_many(batch)}
+    times: dict[str, list[float]] = {k: [] for k in many}
+    for _ in range(args.rounds):
+        for k, fn in many.items():
+            times[k].append(median_ms(fn, max(3, args.calls // 2)))
+    equal = all(torch.allclose(a[t], b[t], atol=1e-6, rtol=0)
+                for a, b in zip(many["calibrate_many(8)"](), many["8 calibrate calls"]()) for t in a)
+    med = {k: statistics.median(v) for k, v in times.items()}
+    return {k: round(v, 4) for k, v in med.items()} | {
+        "ratio": round(med["calibrate_many(8)"] / med["8 calibrate calls"], 3), "equal_to_single_calls": equal}
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="fewer requests, rounds and training steps")
     ap.add_argument("--json", action="store_true", help="print only the JSON object")
-    ap.add_argument("--train-steps", type=int, default=None, help="learning steps of 20 lists (default 200; quick 100)")
+    ap.add_argument("--checkpoints", type=int, nargs="*", default=None,
+                    help="learning steps (of 20 lists) after which max |dp| is measured "
+                    "(default 50 200 800; quick 50 200)")
     ap.add_argument("--requests", type=int, default=None, help="held-out requests for max |dp| (default 200; quick 40)")
     ap.add_argument("--rounds", type=int, default=None)
     ap.add_argument("--calls", type=int, default=None)
@@ -186,88 +248,43 @@ def main() -> int:
     ap.add_argument("--no-compile", action="store_true")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
-    quick = args.quick
-    train_steps = args.train_steps if args.train_steps is not None else (100 if quick else 200)
-    n_requests = args.requests or (40 if quick else 200)
-    rounds, calls = args.rounds or (3 if quick else 5), args.calls or (10 if quick else 20)
+    checkpoints = sorted(args.checkpoints or ([50, 200] if args.quick else [50, 200, 800]))
+    n_requests = args.requests or (40 if args.quick else 200)
+    args.rounds, args.calls = args.rounds or (3 if args.quick else 5), args.calls or (10 if args.quick else 20)
     torch.set_num_threads(1)
     log = (lambda *a: None) if args.json else (lambda *a: print(*a, file=sys.stderr))
 
-    started = time.perf_counter()
-    learner = train(train_steps, args.seed)
-    log(f"trained {train_steps} steps in {time.perf_counter() - started:.1f} s")
+    learner = build_umnn(tasks=TASKS, seed=args.seed)
+    examples = simulated_examples(400, seed=args.seed)
     requests = held_out_requests(n_requests, 50, seed=1000 + args.seed)
-    full = calibrate_with(learner, False)
-    reference = [full(s, c) for s, c in requests]
-
-    options: dict[str, Callable] = {"full": full, "batched": calibrate_with(learner, True)}
-    for s in args.nodes:
-        options[f"nodes_{s}"] = calibrate_with(learner, True, s)
-    timed_requests = {name: requests for name in options}
-    for g in args.table_points:
-        table = ContextTable(learner, g)
-        options[f"table_{g}"] = table
-        options[f"table_{g}_hit"] = table
-        # a miss per row each call: fresh contexts every call; a hit: one request, its table cached
-        timed_requests[f"table_{g}"] = held_out_requests(rounds + 2, 50, seed=5000 + g)
-        timed_requests[f"table_{g}_hit"] = requests[:1]
-    compile_s: float | str | None = None
+    errors: dict[str, dict[int, float]] = {}
+    done = 0
+    for until in checkpoints:
+        started = time.perf_counter()
+        train(learner, examples, done, until)
+        done = until
+        for name, err in accuracy(learner, requests, args).items():
+            errors.setdefault(name, {})[until] = err
+        log(f"{until} steps: {time.perf_counter() - started:.1f} s")
+    compiled, compile_s = None, None
     if not args.no_compile:
         try:
-            options["compiled"], compile_s = compiled_option(learner)
-            timed_requests["compiled"] = requests
-            log(f"compiled in {compile_s:.1f} s")
+            compiled, compile_s = compiled_option(learner)
+            errors["compiled"] = {done: accuracy(learner, requests, args, {"compiled": compiled})["compiled"]}
         except Exception as exc:  # noqa: BLE001 - no compiler here is a result too
             compile_s = f"failed: {type(exc).__name__}: {str(exc)[:200]}"
-
-    def error_of(name: str) -> float:
-        few = args.table_requests if name.startswith("table_") else len(requests)
-        return max_dp(options[name], reference[:few], requests[:few])
-    errors = {name: error_of(name) for name in options if not name.endswith("_hit")}
-    log("errors done")
-    timings: dict[str, list[float]] = {name: [] for name in options}
-    cursor = dict.fromkeys(options, 0)
-
-    def one(name):
-        pool = timed_requests[name]
-        cursor[name] = (cursor[name] + 1) % len(pool)
-        return options[name](*pool[cursor[name]])
-    for name in options:  # warm-up
-        one(name)
-    for _ in range(rounds):
-        for name in options:  # a table miss builds 50 tables: one call per round
-            misses = name.startswith("table_") and not name.endswith("_hit")
-            timings[name].append(median_ms(lambda: one(name), 1 if misses else calls))
-
-    batch = requests[:8]
-    learner.serving_fast, learner.serving_steps = True, None
-    many = {"8 calibrate calls": lambda: [learner.calibrate(s, c) for s, c in batch],
-            "calibrate_many(8)": lambda: learner.calibrate_many(batch)}
-    many_t: dict[str, list[float]] = {k: [] for k in many}
-    for _ in range(rounds):
-        for k, fn in many.items():
-            many_t[k].append(median_ms(fn, max(3, calls // 2)))
-    many_ok = all(torch.allclose(a[t], b[t], atol=1e-6, rtol=0) for a, b in zip(many["calibrate_many(8)"](),
-                                                                                   many["8 calibrate calls"]())
-                  for t in a)
-
-    base = statistics.median(timings["full"])
-    out = {
-        "requests": n_requests, "rows": 50, "tasks": list(TASKS), "train_steps": train_steps, "torch_threads": 1,
-        "options": {name: {"ms_per_request": round(statistics.median(t), 4),
-                           "ratio_to_full": round(statistics.median(t) / base, 3),
-                           **({"max_abs_dp": errors[name]} if name in errors else {})}
-                    for name, t in timings.items()},
+    ms = timings(learner, requests, args, compiled)
+    out: dict[str, Any] = {
+        "requests": n_requests, "rows": 50, "tasks": list(TASKS), "checkpoints": checkpoints, "torch_threads": 1,
+        "options": {name: {"ms_per_request": round(t, 4), "ratio_to_full": round(t / ms["full"], 3),
+                           **({"max_abs_dp": errors[name]} if name in errors else {})} for name, t in ms.items()},
         "compile_s": round(compile_s, 1) if isinstance(compile_s, float) else compile_s,
-        "calibrate_many_8": {k: round(statistics.median(v), 4) for k, v in many_t.items()} | {
-            "ratio": round(statistics.median(many_t["calibrate_many(8)"])
-                           / statistics.median(many_t["8 calibrate calls"]), 3),
-            "equal_to_single_calls": many_ok},
+        "calibrate_many_8": many_vs_single(learner, requests[:8], args),
         "swap": swap_cost(learner, 5),
         "bound": 1e-4,
     }
-    within = {n: o for n, o in out["options"].items() if o.get("max_abs_dp", 1.0) <= 1e-4 and n != "full"}
-    out["fastest_within_bound"] = min(within, key=lambda n: within[n]["ms_per_request"]) if within else None
+    within = [n for n, e in errors.items() if max(e.values()) <= 1e-4]  # at every checkpoint
+    out["fastest_within_bound"] = min(within, key=lambda n: ms[n]) if within else None
     print(json.dumps(out, indent=None if args.json else 2))
     return 0
 
