@@ -41,6 +41,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+import learners.calibration.batched as batched  # noqa: E402
 from learners.calibration.batched import StackedUMNN  # noqa: E402
 from learners.calibration.context import P_CLIP, request_context  # noqa: E402
 from learners.calibration.learner import NeuralCalibrationLearner, build_umnn  # noqa: E402
@@ -218,8 +219,16 @@ def timings(learner: NeuralCalibrationLearner, requests: list[Request], args: ar
 
 
 def many_vs_single(learner: NeuralCalibrationLearner, batch: list[Request], args: argparse.Namespace) -> dict:
+    """8 requests in one ``calibrate_many`` vs 8 ``calibrate`` calls; also with the integrand in one block."""
+    def one_block() -> Any:
+        saved, batched.CHUNK_ROWS = batched.CHUNK_ROWS, 1 << 30
+        try:
+            return learner.calibrate_many(batch)
+        finally:
+            batched.CHUNK_ROWS = saved
     many = {"8 calibrate calls": lambda: [learner.calibrate(s, c) for s, c in batch],
-            "calibrate_many(8)": lambda: learner.calibrate_many(batch)}
+            "calibrate_many(8)": lambda: learner.calibrate_many(batch),
+            "calibrate_many(8), one block of 400 rows": one_block}
     times: dict[str, list[float]] = {k: [] for k in many}
     for _ in range(args.rounds):
         for k, fn in many.items():
