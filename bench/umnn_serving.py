@@ -246,7 +246,7 @@ def main() -> int:
     ap.add_argument("--json", action="store_true", help="print only the JSON object")
     ap.add_argument("--checkpoints", type=int, nargs="*", default=None,
                     help="learning steps (of 20 lists) after which max |dp| is measured "
-                    "(default 50 200 800; quick 50 200)")
+                    "(default 50 400 1600; quick 50 400)")
     ap.add_argument("--requests", type=int, default=None, help="held-out requests for max |dp| (default 200; quick 40)")
     ap.add_argument("--rounds", type=int, default=None)
     ap.add_argument("--calls", type=int, default=None)
@@ -257,7 +257,7 @@ def main() -> int:
     ap.add_argument("--no-compile", action="store_true")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
-    checkpoints = sorted(args.checkpoints or ([50, 200] if args.quick else [50, 200, 800]))
+    checkpoints = sorted(args.checkpoints or ([50, 400] if args.quick else [50, 400, 1600]))
     n_requests = args.requests or (40 if args.quick else 200)
     args.rounds, args.calls = args.rounds or (3 if args.quick else 5), args.calls or (10 if args.quick else 20)
     torch.set_num_threads(1)
