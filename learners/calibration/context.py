@@ -82,6 +82,16 @@ def extract_rows(batch: Sequence[LabeledList], tasks: Sequence[str], fields: Seq
     return rows
 
 
+def request_context(context: dict[str, Any], n: int) -> dict[str, Sequence[Any]]:
+    """A serving request's context as per-row columns of length ``n`` (scalars and 0-d tensors broadcast)."""
+    out: dict[str, Sequence[Any]] = {}
+    for name, value in context.items():
+        if isinstance(value, torch.Tensor):
+            value = value.tolist() if value.dim() else value.item()
+        out[name] = value if isinstance(value, (list, tuple)) else [value] * n
+    return out
+
+
 def stable_bucket(field_name: str, value: Any, buckets: int) -> int:
     digest = hashlib.blake2b(f"{field_name}\x00{value}".encode(), digest_size=8).digest()
     return int.from_bytes(digest, "little") % buckets
@@ -111,10 +121,17 @@ class ContextEncoder(nn.Module):
                 column = [column] * n  # request-level scalar (or missing) -> broadcast
             if len(column) != n:
                 raise ValueError(f"context field {name!r} has {len(column)} values for {n} rows")
-            cols.append([self.index(k, name, v.item() if isinstance(v, torch.Tensor) else v) for v in column])
+            cols.append(self._column(k, name, column))
         if not cols:
             return torch.zeros(n, 0, dtype=torch.long)
         return torch.tensor(cols, dtype=torch.long).T.contiguous()
+
+    def _column(self, k: int, name: str, column: Sequence[Any]) -> list[int]:
+        """``index`` of every value: cached ones by one dict lookup each (the serving path's hot loop)."""
+        get, offset = self._cache.get, k * self.buckets
+        found = [get((name, v)) for v in column]  # a tensor value misses here (hashed by id): index() has it
+        return [offset + b if b is not None else self.index(k, name, v.item() if isinstance(v, torch.Tensor) else v)
+                for b, v in zip(found, column)]
 
     def index(self, k: int, name: str, value: Any) -> int:
         """The embedding row of ``value`` of the ``k``-th field ``name`` (hashes are cached)."""

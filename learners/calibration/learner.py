@@ -14,12 +14,16 @@ r"""Calibration learners behind :class:`contracts.learner.Learner` and :class:`~
 Serving API (all three)::
 
     calibrate(task_scores: dict[str, Tensor[n]], context: dict) -> dict[str, Tensor[n]]
+    calibrate_many([(task_scores, context), ...]) -> [calibrate(task_scores, context), ...]
 
 ``task_scores[task]`` are raw upstream probabilities; ``context`` maps field names to
 per-item sequences of length n (``position``, ``item``) or request-level scalars
 (``user``, ``query``, impression context keys). The output is monotone non-decreasing in
 each task's raw score for a fixed context (strictly increasing for UMNN and Platt). Tasks
 the learner does not calibrate pass through unchanged.
+
+UMNN serves through :mod:`learners.calibration.batched` (all tasks and requests in one pass,
+weights stacked at ``load_state_dict``; the same function as the modules to float rounding).
 
 Learning (``learn_many``) is deterministic given the seed and input order; the state holds
 the modules, Adam's moments, SCLoss caches, the RNG state and counters.
@@ -47,7 +51,8 @@ from contracts.state import (
     stamp,
 )
 from learners.calibration.baselines import PlattHead, StreamingIsotonic
-from learners.calibration.context import P_CLIP, ContextEncoder, TaskRows, check_tasks, extract_rows
+from learners.calibration.batched import BatchedServing
+from learners.calibration.context import P_CLIP, ContextEncoder, TaskRows, check_tasks, extract_rows, request_context
 from learners.calibration.scloss import SCLossConfig, SmoothCalibrationLoss
 from learners.calibration.umnn import UMNNCalibrator
 from learners.ingest.rows import RowArrays
@@ -101,15 +106,6 @@ class CalibrationConfig:
 
     def as_json(self) -> dict[str, Any]:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
-
-
-def _request_context(context: dict[str, Any], n: int) -> dict[str, Sequence[Any]]:
-    out: dict[str, Sequence[Any]] = {}
-    for name, value in context.items():
-        if isinstance(value, torch.Tensor):
-            value = value.tolist() if value.dim() else value.item()
-        out[name] = value if isinstance(value, (list, tuple)) else [value] * n
-    return out
 
 
 class _CalibrationBase:
@@ -171,9 +167,14 @@ class _CalibrationBase:
             logit = torch.logit(scores.clamp(1e-6, 1 - 1e-6))
             n = scores.numel()
             if n not in encoded:
-                encoded[n] = self._encode(_request_context(context, n), n)
+                encoded[n] = self._encode(request_context(context, n), n)
             out[task] = self._predict(task, logit, encoded[n], scores)
         return out
+
+    def calibrate_many(self, items: Sequence[tuple[dict[str, torch.Tensor], dict[str, Any]]]
+                       ) -> list[dict[str, torch.Tensor]]:
+        """``calibrate`` of several requests: element ``i`` equals ``calibrate(*items[i])`` (here a loop)."""
+        return [self.calibrate(task_scores, context) for task_scores, context in items]
 
     def _encode(self, fields: dict[str, Sequence[Any]], n: int) -> Any:
         """The context as ``_predict`` takes it, computed once for all tasks of a call (default: the fields)."""
@@ -183,7 +184,7 @@ class _CalibrationBase:
         raise NotImplementedError
 
 
-class NeuralCalibrationLearner(_CalibrationBase):
+class NeuralCalibrationLearner(BatchedServing, _CalibrationBase):
     """UMNN/UMC or Platt heads per task, trained by Adam on BCE + lambda * SCLoss."""
 
     def __init__(self, name: str, config: CalibrationConfig, head: str = "umnn") -> None:
@@ -208,6 +209,7 @@ class NeuralCalibrationLearner(_CalibrationBase):
         self.sync: Any = None  # learners.distributed.sync.GradientSync on data-parallel ranks (needs sc_weight=0)
         sc = SCLossConfig(config.sc_bins, config.sc_beta, config.sc_weight, config.sc_binning)
         self.sc_losses = {task: SmoothCalibrationLoss(sc) for task in config.tasks}
+        self.serving_fast = head == "umnn"  # False: serve through the modules (the reference path)
 
     def to(self, device: torch.device | str) -> "NeuralCalibrationLearner":
         """Train on ``device`` (module and Adam state move; SCLoss's K-bin caches stay on the CPU)."""
@@ -308,6 +310,7 @@ class NeuralCalibrationLearner(_CalibrationBase):
         for task, sc in self.sc_losses.items():
             sc.load_tensors(state.tensors, f"sc.{task}.")
         load_generators({"torch": self.generator}, state.tensors)
+        self.serving_path(rebuild=True)  # stacked here, once per snapshot, not by the first request
 
 
 class IsotonicCalibrationLearner(_CalibrationBase):
