@@ -291,10 +291,12 @@ def create_app(runtime: ServingRuntime) -> FastAPI:
     async def lifespan(_app: FastAPI):
         torch.set_num_threads(max(1, config.torch_threads))
         runtime.start()
+        stop_metrics = metrics.keep_fresh(runtime)  # several workers: each refreshes its own gauges
         freeze_startup_heap()
         try:
             yield
         finally:
+            stop_metrics()
             runtime.close()
 
     app = FastAPI(title="streamrank reranker", version="1", lifespan=lifespan,
