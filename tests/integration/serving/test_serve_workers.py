@@ -5,10 +5,14 @@ The server runs as the CLI runs it (its own process group; uvicorn's parent plus
 workers). Each request opens its own connection (``Connection: close``), so the kernel hands them
 to either worker. The metric files go to a folder the test chooses (``PROMETHEUS_MULTIPROC_DIR``),
 so it can also read each worker's own counter file (``counter_<pid>.db``) and see who answered.
+Last, one worker is killed (SIGKILL): its replacement serves the current snapshot and the dead
+worker's live gauges leave ``/metrics`` while its answered requests stay counted.
 """
 
 from __future__ import annotations
 
+import os
+import signal
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -128,8 +132,25 @@ def test_two_workers_answer_add_up_in_metrics_and_each_hot_swaps(settings, tmp_p
         after = [rerank(base_url, f"z{k}") for k in range(40)]
         assert {(status, version) for status, version, _ in after} == {(200, "2")}  # converged on every worker
         samples = metric_samples(base_url)
-        assert answered(samples) == 200 + len(results) + len(after)
-        assert sum(answered_by_worker(prom).values()) == answered(samples)
+        total = 200 + len(results) + len(after)
+        assert answered(samples) == total
+        assert sum(answered_by_worker(prom).values()) == total
+
+        # a worker killed outright: the supervisor starts another, which loads the current snapshot;
+        # the dead one's live gauges leave /metrics, the requests it answered stay in the sum
+        killed = min(per_worker)
+        os.kill(killed, signal.SIGKILL)
+
+        def replaced() -> bool:
+            now = metric_samples(base_url)
+            return str(killed) not in swaps_by_worker(now) and now.get(("streamrank_serving_workers", ())) == 2 \
+                and set(swaps_by_worker(now).values()) >= {1.0}
+
+        assert wait_for(replaced, timeout=90), metric_samples(base_url)
+        assert killed not in live_gauge_pids(prom) and len(live_gauge_pids(prom)) == 2
+        assert answered(metric_samples(base_url)) == total
+        again = [rerank(base_url, f"k{k}") for k in range(20)]
+        assert {(status, version) for status, version, _ in again} == {(200, "2")}
     finally:
         children.stop_all()
         registry.close()
