@@ -211,7 +211,7 @@ def main() -> int:
         for model in MODELS:
             registry.publish(model, build_learner(model).state_dict())
         registry.close()
-        server_env = dict(env, STREAMRANK_KAFKA=settings.kafka, STREAMRANK_REDIS=settings.redis,
+        server_env = dict(env, STREAMRANK_KAFKA=settings.kafka or "", STREAMRANK_REDIS=settings.redis or "",
                           STREAMRANK_SERVE_FEATURE_SOURCE="request", STREAMRANK_SERVE_GATE_ENABLED="0",
                           OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
         urls = {}
