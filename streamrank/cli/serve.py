@@ -47,8 +47,9 @@ def serve(port: int | None, calibrator: str | None, fusion: str | None, reranker
                                explore=explore, max_candidates=max_candidates, workers=workers)
     if gate_enabled is not None:
         config = dataclasses.replace(config, gate=dataclasses.replace(config.gate, enabled=gate_enabled))
-    if config.workers == 1 and multiprocess_dir() is not None:  # metrics files set up by hand: this run's only
-        prepare_multiproc_dir(multiprocess_dir())
+    by_hand = multiprocess_dir()  # metrics files set up by hand: this run's only
+    if config.workers == 1 and by_hand is not None:
+        prepare_multiproc_dir(by_hand)
     app = create_app(build_runtime(settings, config)) if config.workers == 1 else None  # N > 1: each worker its own
     for line in start_lines(config):
         click.echo(line, err=True)
