@@ -49,10 +49,11 @@ def log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-def group_cpu_s(pgid: int) -> float:
-    """CPU seconds (user + system) used so far by the live processes of process group ``pgid``."""
+def group_cpu_s(pgid: int) -> tuple[float, int]:
+    """CPU seconds (user + system) used so far by the live processes of process group ``pgid``,
+    and how many processes that is (uvicorn's spawned workers stay in their parent's group)."""
     tick = os.sysconf("SC_CLK_TCK")
-    total = 0
+    total = count = 0
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
             fields = stat.read_text().rsplit(")", 1)[1].split()
@@ -60,7 +61,8 @@ def group_cpu_s(pgid: int) -> float:
             continue
         if int(fields[2]) == pgid:
             total += int(fields[11]) + int(fields[12])
-    return total / tick
+            count += 1
+    return total / tick, count
 
 
 def encoded_bodies(n_candidates: int, n_features: int, count: int, seed: int) -> list[tuple[bytes, bytes]]:
@@ -230,18 +232,24 @@ def main() -> int:
             warm_ok[workers] = sum(1 for _, good in warm if good)
         records: dict[int, list] = {1: [], 2: []}
         cpu = {1: 0.0, 2: 0.0}
+        processes = {1: 0, 2: 0}
         split_before = answered_by_worker(prom)
         for r in range(args.rounds):
             for workers in ((1, 2) if r % 2 == 0 else (2, 1)):
                 with paused(servers[3 - workers]):
-                    cpu0 = group_cpu_s(servers[workers].pid)
+                    cpu0, processes[workers] = group_cpu_s(servers[workers].pid)
                     records[workers] += drive(f"{urls[workers]}/rerank", bodies, args.clients, args.seconds,
                                               f"r{r}w{workers}")
-                    cpu[workers] += group_cpu_s(servers[workers].pid) - cpu0
+                    cpu[workers] += group_cpu_s(servers[workers].pid)[0] - cpu0
                 log(f"round {r + 1}/{args.rounds}, {workers} worker(s): {len(records[workers])} requests so far")
         split_after = answered_by_worker(prom)
         total_s = args.rounds * args.seconds
         one, two = (summarise(records[w], total_s, cpu[w]) for w in (1, 2))
+        for workers, summary in ((1, one), (2, two)):
+            samples = metric_samples(urls[workers])  # what the server did besides answering (same for both)
+            summary.update(server_processes=processes[workers], **{
+                f"impressions_{what}": samples.get((f"streamrank_impressions_{what}", ()), 0.0)
+                for what in ("acked", "dropped", "failed")})
         split = sorted(int(split_after[pid] - split_before.get(pid, 0.0)) for pid in split_after)
         metrics_total = metric_samples(urls[2]).get(("streamrank_rerank_requests_total", (("status", "200"),)), 0.0)
         result = {"args": {k: str(v) for k, v in vars(args).items()}, "cores": os.cpu_count(),
