@@ -28,7 +28,6 @@ import torch
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from common.config import Settings
 from common.heap import freeze_startup_heap
@@ -39,6 +38,7 @@ from serving.emitter import ImpressionEmitter
 from serving.gate import usable as gate_usable
 from serving.holder import ModelHolder
 from serving.http_middleware import ArrivalStamp, BodyLimit, BodyTooLarge, server_timing, too_large_body
+from serving.metrics import Metrics
 from serving.microbatch import MicroBatcher
 from serving.read_routes import add_read_routes
 from serving.recent_examples import RecentExamples
@@ -68,32 +68,6 @@ def validation_error_body(exc: RequestValidationError) -> dict[str, Any]:
             "message": str(first.get("msg")),
             "errors": [{"field": _loc_to_field(e.get("loc", ())), "reason": e.get("type"), "message": str(e.get("msg"))}
                        for e in errors[:20]]}
-
-
-class Metrics:
-    """Prometheus metrics of one app instance (own registry, so tests can build many apps)."""
-
-    def __init__(self) -> None:
-        self.registry = CollectorRegistry()
-        self.requests = Counter("streamrank_rerank_requests", "rerank requests answered", ["status"],
-                                registry=self.registry)
-        self.latency = Histogram("streamrank_rerank_seconds", "rerank handler latency", registry=self.registry,
-                                 buckets=(0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.015, 0.025, 0.05, 0.1, 0.25, 1.0))
-        self.swaps = Gauge("streamrank_model_swaps", "snapshots swapped in", registry=self.registry)
-        self.refusals = Gauge("streamrank_model_refusals", "snapshots refused or blocked", registry=self.registry)
-        self.emitted = Gauge("streamrank_impressions_acked", "impressions acknowledged by Kafka", registry=self.registry)
-        self.dropped = Gauge("streamrank_impressions_dropped", "impressions dropped (buffer full)",
-                             registry=self.registry)
-        self.failed = Gauge("streamrank_impressions_failed", "impressions the broker never acknowledged",
-                            registry=self.registry)
-        self.queued = Gauge("streamrank_impressions_queued", "impressions waiting in the buffer", registry=self.registry)
-        self.features_unavailable = Gauge("streamrank_features_unavailable", "requests whose feature read failed "
-                                          "(store unreachable)", registry=self.registry)
-        self.features_from_cache = Gauge("streamrank_features_from_cache", "requests served item features from the "
-                                         "local cache", registry=self.registry)
-        self.healthy = Gauge("streamrank_healthy", "1: /healthz says ok, 0: degraded", registry=self.registry)
-        self.degraded = Counter("streamrank_rerank_degraded", "requests answered degraded, by what", ["reason"],
-                                registry=self.registry)
 
 
 @dataclass
@@ -193,10 +167,12 @@ def create_app(runtime: ServingRuntime) -> FastAPI:
     async def lifespan(_app: FastAPI):
         torch.set_num_threads(max(1, config.torch_threads))
         runtime.start()
+        stop_metrics = metrics.keep_fresh(runtime)  # several workers: each refreshes its own gauges
         freeze_startup_heap()
         try:
             yield
         finally:
+            stop_metrics()
             runtime.close()
 
     app = FastAPI(title="streamrank reranker", version="1", lifespan=lifespan,

@@ -5,6 +5,9 @@ every request); its ``status`` is ``ok`` or ``degraded``, with the reasons in ``
 feature store unreachable or missing most rows (:meth:`serving.features.FeastItemFeatures.health`),
 impressions dropped or not acknowledged (:meth:`serving.emitter.ImpressionEmitter.health`), each
 over the last 30 s, so the status goes back to ``ok`` by itself once the cause is gone.
+
+``/metrics`` is the sum over worker processes when the server runs several (serving.metrics);
+``/healthz`` and ``/models`` answer for the one worker that took the connection.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ from typing import Any
 
 from fastapi import FastAPI
 from fastapi.responses import Response
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 
 
 def degraded_reasons(runtime: Any) -> list[str]:
@@ -57,15 +60,5 @@ def add_read_routes(app: FastAPI, runtime: Any, metrics: Any) -> None:
 
     @app.get("/metrics")
     def prometheus() -> Response:
-        stats = runtime.emitter.stats
-        metrics.swaps.set(runtime.holder.swaps)
-        metrics.refusals.set(runtime.holder.refusals)
-        metrics.emitted.set(stats.acked)
-        metrics.dropped.set(stats.dropped)
-        metrics.failed.set(stats.failed)
-        metrics.queued.set(runtime.emitter.queued)
-        features = runtime.features
-        metrics.features_unavailable.set(getattr(features, "unavailable", 0))
-        metrics.features_from_cache.set(getattr(features, "from_cache", 0))
-        metrics.healthy.set(0 if degraded_reasons(runtime) else 1)
-        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+        metrics.refresh(runtime)  # this worker's gauges; with several workers the others refresh themselves
+        return Response(metrics.exposition(), media_type=CONTENT_TYPE_LATEST)

@@ -68,6 +68,11 @@ class ServeConfig:
     repair_features: bool = True
     #: ``GET /dashboard`` and its data (serving.dashboard): a time bucket per request costs one float.
     dashboard: bool = True
+    #: Server processes on the port (serving.workers). 1: one process, today's server. N > 1: uvicorn
+    #: runs N workers, each with its own models, watcher and emitter (each hot-swaps on its own),
+    #: ``/metrics`` summed over them (Prometheus multiprocess mode, serving.metrics); ``/healthz``,
+    #: ``/models`` and ``/dashboard`` answer for the worker that takes the connection.
+    workers: int = 1
 
     def roles(self) -> dict[str, str]:
         return {"calibrator": self.calibrator, "fusion": self.fusion, "reranker": self.reranker}
@@ -84,6 +89,8 @@ class ServeConfig:
                              f"{self.max_batch}")
         if self.max_body_bytes < 1:
             raise ValueError(f"max_body_bytes must be >= 1, got {self.max_body_bytes}")
+        if self.workers < 1:
+            raise ValueError(f"workers must be >= 1, got {self.workers}")
 
 
 def _coerce(kind: Any, raw: Any) -> Any:

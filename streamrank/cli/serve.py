@@ -23,10 +23,13 @@ from streamrank.cli.params import parse_sets
                    "STREAMRANK_SERVE_EXPLORE_RATE); the gate scores snapshots on explored rounds only")
 @click.option("--max-candidates", type=int, default=None)
 @click.option("--gate/--no-gate", "gate_enabled", default=None, help="promotion gate on reranker snapshots")
+@click.option("--workers", type=click.IntRange(min=1), default=None,
+              help="server processes on the port (default 1 or STREAMRANK_SERVE_WORKERS); each loads and hot-swaps "
+                   "the models on its own, /metrics adds them up, /healthz /models /dashboard show one worker's view")
 @click.option("--log-level", default="warning", show_default=True,
               help="debug | info | warning | error (the same flag on every long-running command)")
 def serve(port: int | None, calibrator: str | None, fusion: str | None, reranker: str | None, explore: bool | None,
-          max_candidates: int | None, gate_enabled: bool | None, log_level: str) -> None:
+          max_candidates: int | None, gate_enabled: bool | None, workers: int | None, log_level: str) -> None:
     """Run the reranker service (FastAPI on uvicorn, 127.0.0.1; OpenAPI docs at /docs)."""
     import dataclasses  # noqa: PLC0415
     import logging  # noqa: PLC0415
@@ -34,18 +37,27 @@ def serve(port: int | None, calibrator: str | None, fusion: str | None, reranker
     import uvicorn  # noqa: PLC0415
 
     from serving.app import build_runtime, create_app  # noqa: PLC0415
+    from serving.metrics import multiprocess_dir, prepare_multiproc_dir  # noqa: PLC0415
     from serving.settings import load_serve_config  # noqa: PLC0415
 
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     quiet_understood_noise()
     settings = load_settings()
     config = load_serve_config(settings, port=port, calibrator=calibrator, fusion=fusion, reranker=reranker,
-                               explore=explore, max_candidates=max_candidates)
+                               explore=explore, max_candidates=max_candidates, workers=workers)
     if gate_enabled is not None:
         config = dataclasses.replace(config, gate=dataclasses.replace(config.gate, enabled=gate_enabled))
-    app = create_app(build_runtime(settings, config))
+    by_hand = multiprocess_dir()  # metrics files set up by hand: this run's only
+    if config.workers == 1 and by_hand is not None:
+        prepare_multiproc_dir(by_hand)
+    app = create_app(build_runtime(settings, config)) if config.workers == 1 else None  # N > 1: each worker its own
     for line in start_lines(config):
         click.echo(line, err=True)
+    if app is None:
+        from serving import workers as serving_workers  # noqa: PLC0415
+
+        serving_workers.run(settings, config, log_level)
+        return
     uvicorn.run(app, host=config.host, port=config.port, log_level=log_level, access_log=False)
 
 
@@ -54,7 +66,8 @@ def start_lines(config) -> list[str]:
     warning when the gate is on but nothing is explored (every reranker snapshot would be blocked)."""
     explore = f"exploring {config.explore_rate:.0%} of requests" if config.explore else "not exploring"
     gate = f"gate on: needs {config.gate.min_samples} explored examples" if config.gate.enabled else "gate off"
-    lines = [f"serving on http://{config.host}:{config.port} (roles {config.roles()}; {explore}; {gate})"]
+    processes = f"; {config.workers} worker processes" if config.workers > 1 else ""
+    lines = [f"serving on http://{config.host}:{config.port} (roles {config.roles()}; {explore}; {gate}{processes})"]
     if config.gate.enabled and (not config.explore or config.explore_rate == 0.0):
         lines.append(f"WARNING: the promotion gate is on but requests are not explored, so reranker snapshots stay "
                      f"blocked-by-gate (insufficient data: 0 < {config.gate.min_samples} explored examples) unless "
