@@ -226,6 +226,7 @@ def create_app(runtime: ServingRuntime) -> FastAPI:
         content = response_json(body, out, logged)
         finished = time.perf_counter()
         metrics.latency.observe(finished - started)
+        metrics.batch_size.observe(out["batch_size"])
         if runtime.dashboard is not None:
             runtime.dashboard.observe_request(finished - started)
         metrics.requests.labels(status="200").inc()

@@ -110,6 +110,9 @@ class Metrics:
                                 registry=self.registry)
         self.latency = Histogram("streamrank_rerank_seconds", "rerank handler latency", registry=self.registry,
                                  buckets=(0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.015, 0.025, 0.05, 0.1, 0.25, 1.0))
+        self.batch_size = Histogram("streamrank_rerank_batch_size", "size of the micro-batch each request was scored "
+                                    "in (serving.microbatch)", registry=self.registry,
+                                    buckets=(1, 2, 3, 4, 6, 8, 12, 16, 24, 32))
         self.swaps = Gauge("streamrank_model_swaps", "snapshots swapped in", registry=self.registry,
                            multiprocess_mode="liveall")
         self.refusals = Gauge("streamrank_model_refusals", "snapshots refused or blocked", registry=self.registry,

@@ -151,14 +151,15 @@ def score_batch(bundle: Bundle, batch: Sequence[Prepared], config: ServeConfig,
     results = components.rerank_many(bundle.reranker, requests, [p.explore for p in batch])
     versions = bundle.model_versions()
     reference = getattr(feature_source, "reference", None)
-    return [_answer(p, request, result, cal, weights, fusion_logprob, degraded, versions, reference, config)
+    return [_answer(p, request, result, cal, weights, fusion_logprob, degraded, versions, reference, config,
+                    len(batch))
             for p, request, result, cal, (weights, fusion_logprob), (_, degraded)
             in zip(batch, requests, results, calibrated, fused, features)]
 
 
 def _answer(p: Prepared, request: RerankRequest, result: Any, calibrated: dict[str, torch.Tensor],
             weights: dict[str, float], fusion_logprob: float | None, degraded: str | None,
-            versions: dict[str, str], reference: str | None, config: ServeConfig) -> dict[str, Any]:
+            versions: dict[str, str], reference: str | None, config: ServeConfig, batch_size: int) -> dict[str, Any]:
     n = p.size
     if sorted(result.order) != list(range(n)):
         raise RuntimeError("reranker returned an order that is not a permutation of the candidates")
@@ -175,7 +176,8 @@ def _answer(p: Prepared, request: RerankRequest, result: Any, calibrated: dict[s
     return {"order": list(result.order), "scores": list(result.scores), "calibrated": calibrated_values,
             "weights": weights, "feature_ref": reference if p.features is None else None,
             "fusion_logprob": fusion_logprob, "list_logprob": list_logprob, "explored": p.explore,
-            "prefix_logprob": prefix_logprob, "versions": versions, "request": request, "degraded": degraded}
+            "prefix_logprob": prefix_logprob, "versions": versions, "request": request, "degraded": degraded,
+            "batch_size": batch_size}
 
 
 def rerank_once(bundle: Bundle, body: RerankBody, config: ServeConfig, feature_source: Any = None) -> dict[str, Any]:

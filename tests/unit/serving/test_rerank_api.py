@@ -154,6 +154,7 @@ def test_cold_start_ranks_by_fused_scores_without_any_snapshot(tmp_path):
         assert models["serving"]["reranker"]["cold_start"] is True
         metrics = client.get("/metrics").text
         assert 'streamrank_rerank_requests_total{status="200"} 1.0' in metrics
+        assert 'streamrank_rerank_batch_size_count 1.0' in metrics and 'streamrank_rerank_batch_size_sum 1.0' in metrics
 
 
 def test_openapi_documents_the_rerank_body(served):

@@ -49,6 +49,7 @@ def test_a_batch_of_different_lengths_answers_each_request_as_alone(bundle):
         for task in TASKS:
             assert out["calibrated"][task] == pytest.approx(alone["calibrated"][task], abs=1e-6)
         assert out["versions"] == {"umnn": "3", "drpo": "4", "ldro": "5"} and out["list_logprob"] == 0.0
+        assert out["batch_size"] == 5 and alone["batch_size"] == 1
 
 
 def test_exploring_and_greedy_requests_share_a_batch(bundle):
