@@ -219,7 +219,7 @@ def main() -> int:
         urls = {}
         for workers in (1, 2):
             port = stack.free_port()
-            extra = {"PROMETHEUS_MULTIPROC_DIR": str(prom)} if workers > 1 else {}
+            extra = {"STREAMRANK_SERVE_METRICS_DIR": str(prom)} if workers > 1 else {}
             servers[workers] = start_server(dict(server_env, **extra), workers, port, home)
             urls[workers] = f"http://127.0.0.1:{port}"
         for workers, url in urls.items():

@@ -2,7 +2,7 @@
 
 Two modes, chosen by the environment when :class:`Metrics` is built:
 
-* **One process** (no ``PROMETHEUS_MULTIPROC_DIR``): every app has its own
+* **One process** (no ``STREAMRANK_SERVE_METRICS_DIR``): every app has its own
   :class:`~prometheus_client.CollectorRegistry`, so tests can build many apps in one process and
   each app's ``/metrics`` counts only its own requests.
 * **Several worker processes** (``streamrank serve --workers N``, serving.workers): prometheus_client's
@@ -10,9 +10,14 @@ Two modes, chosen by the environment when :class:`Metrics` is built:
   ``<PROMETHEUS_MULTIPROC_DIR>/<type>[_<mode>]_<pid>.db``; ``/metrics``, answered by whichever worker
   the kernel hands the connection to, reads *all* workers' files through a
   :class:`~prometheus_client.multiprocess.MultiProcessCollector`, so counters and histograms are
-  the sum over workers. The variable must be set before ``prometheus_client`` is imported (its
-  value class is chosen at import): serving.workers sets it in the parent, and uvicorn's spawned
-  workers inherit it.
+  the sum over workers. ``PROMETHEUS_MULTIPROC_DIR`` must be set before ``prometheus_client`` is
+  imported (its value class is chosen at import): serving.workers sets it in the parent, with
+  ``STREAMRANK_SERVE_METRICS_DIR`` naming the same folder, and uvicorn's spawned workers inherit both.
+
+The mode follows ``STREAMRANK_SERVE_METRICS_DIR``, not ``PROMETHEUS_MULTIPROC_DIR`` alone: importing
+Feast sets ``PROMETHEUS_MULTIPROC_DIR`` to a temporary folder of its own when it is unset
+(``feast/metrics.py``), so a server that reads features from Feast, or that a Feast-importing
+process started, would otherwise take itself for one of several workers.
 
 A gauge has no single meaning across processes, so each says how to combine (``multiprocess_mode``):
 
@@ -49,13 +54,16 @@ log = logging.getLogger(__name__)
 
 #: prometheus_client's own variable: the folder of the workers' metric files.
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+#: Set (with MULTIPROC_ENV, to the same folder) by serving.workers: the workers' metrics folder.
+SERVE_METRICS_ENV = "STREAMRANK_SERVE_METRICS_DIR"
 #: How often each worker copies its gauges into its files (multiprocess mode only).
 REFRESH_INTERVAL_S = 1.0
 
 
 def multiprocess_dir(env: dict[str, str] | None = None) -> Path | None:
-    """The multiprocess metrics folder named by the environment, or ``None`` (one process)."""
-    raw = (os.environ if env is None else env).get(MULTIPROC_ENV, "")
+    """The workers' metrics folder named by the environment (``STREAMRANK_SERVE_METRICS_DIR``), or
+    ``None`` (one process, whatever ``PROMETHEUS_MULTIPROC_DIR`` says: see the module docstring)."""
+    raw = (os.environ if env is None else env).get(SERVE_METRICS_ENV, "")
     return Path(raw) if raw else None
 
 
@@ -97,7 +105,10 @@ class Metrics:
     """Prometheus metrics of one app instance: own registry with one process, shared files with several."""
 
     def __init__(self) -> None:
-        folder = multiprocess_dir()  # prometheus_client writes its files where this variable says
+        folder = multiprocess_dir()
+        if folder is not None and os.environ.get(MULTIPROC_ENV) != str(folder):
+            raise RuntimeError(f"{SERVE_METRICS_ENV}={folder} needs {MULTIPROC_ENV} set to the same folder (where "
+                               f"prometheus_client writes the workers' files; streamrank serve --workers N sets both)")
         if folder is not None and not _values_are_shared():
             raise RuntimeError(f"{MULTIPROC_ENV}={folder} was set after prometheus_client was imported, so this "
                                f"process keeps its metrics in memory and /metrics could not add up the workers: set "

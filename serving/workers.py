@@ -9,7 +9,8 @@ built one (no pickle across processes), so each builds its own from the environm
 * settings: :func:`common.config.load_settings` on that environment, as the parent did;
 * the :class:`~serving.settings.ServeConfig` the parent resolved (defaults, config file, env and
   CLI flags) as JSON in ``STREAMRANK_SERVE_WORKER_CONFIG``;
-* ``PROMETHEUS_MULTIPROC_DIR``: the folder of the workers' metric files (serving.metrics), emptied
+* ``PROMETHEUS_MULTIPROC_DIR`` and ``STREAMRANK_SERVE_METRICS_DIR``: the folder of the workers' metric
+  files (serving.metrics), emptied
   by the parent before any worker starts, so ``/metrics`` adds up this run's workers only.
 
 Each worker runs its own runtime (holder, snapshot watcher, impression emitter, examples reader,
@@ -31,7 +32,7 @@ from typing import Any
 
 from common.config import Settings
 from serving.gate import GateConfig
-from serving.metrics import MULTIPROC_ENV, prepare_multiproc_dir
+from serving.metrics import MULTIPROC_ENV, SERVE_METRICS_ENV, prepare_multiproc_dir
 from serving.settings import ServeConfig
 
 #: The parent's resolved ServeConfig, as JSON, for the workers.
@@ -59,10 +60,11 @@ def config_from_json(raw: str) -> ServeConfig:
 
 
 def metrics_dir(settings: Settings, config: ServeConfig, env: dict[str, str] | None = None) -> Path:
-    """Where the workers keep their metric files: ``PROMETHEUS_MULTIPROC_DIR`` when set, else
+    """Where the workers keep their metric files: ``STREAMRANK_SERVE_METRICS_DIR`` when set, else
     ``<STREAMRANK_HOME>/serving-metrics/<port>`` (one folder per port: two servers on one host
-    must not add up each other's requests)."""
-    raw = (os.environ if env is None else env).get(MULTIPROC_ENV, "")
+    must not add up each other's requests). Never an inherited ``PROMETHEUS_MULTIPROC_DIR``: Feast
+    sets that to a temporary folder of its own (serving.metrics)."""
+    raw = (os.environ if env is None else env).get(SERVE_METRICS_ENV, "")
     return Path(raw) if raw else Path(settings.home) / "serving-metrics" / str(config.port)
 
 
@@ -70,7 +72,8 @@ def worker_environment(settings: Settings, config: ServeConfig, log_level: str,
                        env: dict[str, str] | None = None) -> dict[str, str]:
     """The variables the parent sets for its workers (after emptying the metrics folder)."""
     folder = prepare_multiproc_dir(metrics_dir(settings, config, env))
-    return {CONFIG_ENV: config_to_json(config), LOG_LEVEL_ENV: log_level, MULTIPROC_ENV: str(folder)}
+    return {CONFIG_ENV: config_to_json(config), LOG_LEVEL_ENV: log_level, MULTIPROC_ENV: str(folder),
+            SERVE_METRICS_ENV: str(folder)}
 
 
 def app_from_env() -> Any:

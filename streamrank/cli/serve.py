@@ -37,7 +37,6 @@ def serve(port: int | None, calibrator: str | None, fusion: str | None, reranker
     import uvicorn  # noqa: PLC0415
 
     from serving.app import build_runtime, create_app  # noqa: PLC0415
-    from serving.metrics import multiprocess_dir, prepare_multiproc_dir  # noqa: PLC0415
     from serving.settings import load_serve_config  # noqa: PLC0415
 
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -47,9 +46,6 @@ def serve(port: int | None, calibrator: str | None, fusion: str | None, reranker
                                explore=explore, max_candidates=max_candidates, workers=workers)
     if gate_enabled is not None:
         config = dataclasses.replace(config, gate=dataclasses.replace(config.gate, enabled=gate_enabled))
-    by_hand = multiprocess_dir()  # metrics files set up by hand: this run's only
-    if config.workers == 1 and by_hand is not None:
-        prepare_multiproc_dir(by_hand)
     app = create_app(build_runtime(settings, config)) if config.workers == 1 else None  # N > 1: each worker its own
     for line in start_lines(config):
         click.echo(line, err=True)

@@ -3,7 +3,7 @@ adds them up exactly, and a published snapshot is swapped in by every worker wit
 
 The server runs as the CLI runs it (its own process group; uvicorn's parent plus two spawned
 workers). Each request opens its own connection (``Connection: close``), so the kernel hands them
-to either worker. The metric files go to a folder the test chooses (``PROMETHEUS_MULTIPROC_DIR``),
+to either worker. The metric files go to a folder the test chooses (``STREAMRANK_SERVE_METRICS_DIR``),
 so it can also read each worker's own counter file (``counter_<pid>.db``) and see who answered.
 Last, one worker is killed (SIGKILL): its replacement serves the current snapshot and the dead
 worker's live gauges leave ``/metrics`` while its answered requests stay counted.
@@ -28,7 +28,7 @@ from support import settings_env
 from common import stack
 from feature_store.snapshots import SnapshotRegistry
 from loop.children import Children, wait_http
-from serving.metrics import MULTIPROC_ENV, live_gauge_pids
+from serving.metrics import SERVE_METRICS_ENV, live_gauge_pids
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
@@ -79,7 +79,7 @@ def test_two_workers_answer_add_up_in_metrics_and_each_hot_swaps(settings, tmp_p
     port = stack.free_port()
     prom = tmp_path / "prom"
     env = settings_env(settings)
-    env.update({MULTIPROC_ENV: str(prom), "OMP_NUM_THREADS": "1", "STREAMRANK_SERVE_POLL_INTERVAL_S": "0.3"})
+    env.update({SERVE_METRICS_ENV: str(prom), "OMP_NUM_THREADS": "1", "STREAMRANK_SERVE_POLL_INTERVAL_S": "0.3"})
     children = Children(env, tmp_path)
     base_url = f"http://127.0.0.1:{port}"
     try:

@@ -17,7 +17,7 @@ from prometheus_client.multiprocess import mark_process_dead
 from prometheus_client.parser import text_string_to_metric_families
 
 from common.config import load_settings
-from serving.metrics import MULTIPROC_ENV, Metrics, live_gauge_pids, mark_dead_workers, prepare_multiproc_dir
+from serving.metrics import MULTIPROC_ENV, SERVE_METRICS_ENV, Metrics, live_gauge_pids, mark_dead_workers, prepare_multiproc_dir
 from serving.settings import ServeConfig, load_serve_config
 from serving.workers import CONFIG_ENV, config_from_json, config_to_json, metrics_dir, worker_environment
 
@@ -43,6 +43,7 @@ def shared_dir(tmp_path, monkeypatch):
     folder = tmp_path / "prom"
     folder.mkdir()
     monkeypatch.setenv(MULTIPROC_ENV, str(folder))
+    monkeypatch.setenv(SERVE_METRICS_ENV, str(folder))
     monkeypatch.setattr(values, "ValueClass", values.ValueClass)  # restored after the test
 
     def as_worker(pid: int) -> None:
@@ -51,8 +52,9 @@ def shared_dir(tmp_path, monkeypatch):
     return folder, as_worker
 
 
-def test_one_process_apps_keep_their_own_counts(monkeypatch):
-    monkeypatch.delenv(MULTIPROC_ENV, raising=False)
+def test_one_process_apps_keep_their_own_counts(monkeypatch, tmp_path):
+    monkeypatch.delenv(SERVE_METRICS_ENV, raising=False)
+    monkeypatch.setenv(MULTIPROC_ENV, str(tmp_path))  # what importing Feast does: not a worker for that
     first, second = Metrics(), Metrics()
     assert not first.multiprocess
     first.requests.labels(status="200").inc(3)
@@ -123,8 +125,16 @@ def test_mark_dead_workers_removes_only_processes_that_are_gone(shared_dir):
 
 def test_multiproc_dir_set_after_import_is_refused(tmp_path, monkeypatch):
     monkeypatch.setenv(MULTIPROC_ENV, str(tmp_path))
+    monkeypatch.setenv(SERVE_METRICS_ENV, str(tmp_path))
     monkeypatch.setattr(values, "ValueClass", values.MutexValue)
     with pytest.raises(RuntimeError, match="before the server starts"):
+        Metrics()
+
+
+def test_a_workers_folder_other_than_prometheus_s_is_refused(tmp_path, monkeypatch):
+    monkeypatch.setenv(MULTIPROC_ENV, str(tmp_path / "feast_metrics"))
+    monkeypatch.setenv(SERVE_METRICS_ENV, str(tmp_path))
+    with pytest.raises(RuntimeError, match="needs PROMETHEUS_MULTIPROC_DIR set to the same folder"):
         Metrics()
 
 
@@ -164,6 +174,9 @@ def test_worker_environment_empties_a_folder_per_port(tmp_path):
     stale.parent.mkdir(parents=True)
     stale.write_bytes(b"old run")
     env = worker_environment(settings, config, "info", env={})
-    assert env[MULTIPROC_ENV] == str(tmp_path / "serving-metrics" / "18123") and not stale.exists()
+    assert env[MULTIPROC_ENV] == env[SERVE_METRICS_ENV] == str(tmp_path / "serving-metrics" / "18123")
+    assert not stale.exists()
     assert config_from_json(env[CONFIG_ENV]) == config
-    assert metrics_dir(settings, config, {MULTIPROC_ENV: "/x/y"}).as_posix() == "/x/y"
+    assert metrics_dir(settings, config, {SERVE_METRICS_ENV: "/x/y"}).as_posix() == "/x/y"
+    # a PROMETHEUS_MULTIPROC_DIR inherited from a Feast import is not the workers' folder
+    assert metrics_dir(settings, config, {MULTIPROC_ENV: "/tmp/feast_metrics_x"}) == tmp_path / "serving-metrics" / "18123"
