@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from contracts.events import LabeledList
+from contracts.fast_decode import LabeledListS
 from learners.policy.batch import (
     ListBatch,
     PolicyInputError,
@@ -72,7 +73,7 @@ class ListArrays:
     def full(self) -> bool:
         return self.count >= self.capacity
 
-    def add(self, example: LabeledList) -> Rejected | None:
+    def add(self, example: LabeledList | LabeledListS) -> Rejected | None:
         """Write ``example`` into the next row; a :class:`Rejected` (row left unwritten) if unusable."""
         if self.full:
             raise ValueError(f"batch is full ({self.capacity} lists)")

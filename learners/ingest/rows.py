@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from contracts.events import LabeledList
+from contracts.fast_decode import LabeledListS
 
 #: ``index(field_position, field_name, value) -> embedding row`` (``ContextEncoder.index``)
 IndexOf = Callable[[int, str, Any], int]
@@ -54,7 +55,7 @@ class RowArrays:
         self.count = 0
         self.example_ids: list[str] = []
 
-    def add(self, example: LabeledList) -> None:
+    def add(self, example: LabeledList | LabeledListS) -> None:
         """Append ``example``'s rows (items without a finite score for a task are no row of it)."""
         imp = example.impression
         for i, (item, label) in enumerate(zip(imp.items, example.labels)):

@@ -6,7 +6,8 @@ the impression context (``context["item_features"] = "view:feature"``,
 :data:`contracts.events.ITEM_FEATURES_KEY`). Before a batch is learned, :class:`FeatureFill`
 reads those rows back from the same online store by item id, one pipelined Redis round trip
 per batch and feature (:meth:`feature_store.online_read.DirectFeatureReader.read_item_vectors`),
-and returns copies of the examples with ``features`` set on every item.
+and returns copies of the examples (the decoder's msgspec structs or the contract's models alike,
+:func:`contracts.fast_decode.replaced`) with ``features`` set on every item.
 
 The runtime fills each example as it is decoded (:mod:`learners.runtime.runner`), so rows are
 cached per feature and item for ``cache_s`` seconds (at most ``cache_items`` rows): a batch's
@@ -29,6 +30,9 @@ import time
 from typing import Callable, Sequence
 
 from contracts.events import ITEM_FEATURES_KEY, LabeledList
+from contracts.fast_decode import LabeledListS, replaced
+
+Example = LabeledList | LabeledListS  # the runtime hands over the decoder's struct, tests the model
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +74,7 @@ class FeatureFill:
                 out[item_id] = row
         return out
 
-    def __call__(self, examples: Sequence[LabeledList]) -> list[LabeledList]:
+    def __call__(self, examples: Sequence[Example]) -> list[Example]:
         wanted: dict[str, list[int]] = {}  # feature ref -> indexes of examples that need it
         for i, example in enumerate(examples):
             ref = example.impression.context.get(ITEM_FEATURES_KEY)
@@ -91,7 +95,7 @@ class FeatureFill:
                 out[i] = self._filled(examples[i], rows)
         return out
 
-    def _filled(self, example: LabeledList, rows: dict[str, list[float] | None]) -> LabeledList:
+    def _filled(self, example: Example, rows: dict[str, list[float] | None]) -> Example:
         items = []
         for item in example.impression.items:
             row = rows.get(item.item_id) if item.features is None else None
@@ -99,10 +103,9 @@ class FeatureFill:
                 self.missing += 1
             if row is not None:
                 self.filled += 1
-                item = item.model_copy(update={"features": row})
+                item = replaced(item, features=row)
             items.append(item)
-        impression = example.impression.model_copy(update={"items": items})
-        return example.model_copy(update={"impression": impression})
+        return replaced(example, impression=replaced(example.impression, items=items))
 
 
 def feast_row_reader(settings, fs=None) -> RowReader:
