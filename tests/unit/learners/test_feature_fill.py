@@ -64,3 +64,21 @@ def test_rows_are_cached_so_examples_filled_one_by_one_read_each_item_once(share
     expired([examples[0]])
     expired([examples[0]])
     assert expired.reads == 2  # past cache_s a row is read again
+
+
+def test_the_runtimes_structs_are_filled_like_the_models(shared_data):
+    from contracts.events import encode
+    from contracts.fast_decode import LabeledListS, decode_example
+
+    example = named(feature_examples(1, seed=4, data_root=shared_data, max_candidates=4)[0])
+    struct = decode_example(encode(example))
+    assert type(struct) is LabeledListS
+
+    def read(ref, item_ids):
+        return [[float(len(i)), 2.0] for i in item_ids]
+
+    (from_model,), (from_struct,) = FeatureFill(read)([example]), FeatureFill(read)([struct])
+    assert type(from_struct) is LabeledListS and struct.impression.items[0].features is None  # a copy
+    assert [it.features for it in from_struct.impression.items] == [it.features for it in from_model.impression.items]
+    assert all(it.features is not None for it in from_struct.impression.items)
+    assert from_struct.labels == struct.labels and from_struct.example_id == example.example_id
