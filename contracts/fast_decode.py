@@ -180,7 +180,7 @@ def accept(raw: bytes) -> ImpressionS | FeedbackS | None:
         event = _DECODER.decode(raw)
     except _DECODE_ERRORS:
         return None
-    if type(event) is FeedbackS:
+    if isinstance(event, FeedbackS):
         if event.item_id is None and event.kind not in QUERY_LEVEL_KINDS:
             return None
         return event

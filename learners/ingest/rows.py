@@ -57,8 +57,8 @@ class RowArrays:
 
     def add(self, example: LabeledList | LabeledListS) -> None:
         """Append ``example``'s rows (items without a finite score for a task are no row of it)."""
-        imp = example.impression
-        for i, (item, label) in enumerate(zip(imp.items, example.labels)):
+        items: Sequence[Any] = example.impression.items  # models or msgspec structs: the same attributes
+        for i, (item, label) in enumerate(zip(items, example.labels)):
             context: list[int] | None = None
             for task in self.tasks:
                 score = item.scores.get(task)
@@ -79,7 +79,7 @@ class RowArrays:
         self.count += 1
         return None
 
-    def _context(self, example: LabeledList, i: int) -> list[int]:
+    def _context(self, example: LabeledList | LabeledListS, i: int) -> list[int]:
         if self.index_of is None or not self.fields:
             return []
         imp = example.impression
