@@ -3,6 +3,8 @@ never stops a batch."""
 
 from __future__ import annotations
 
+import torch
+
 from contracts.events import ITEM_FEATURES_KEY
 from learners.runtime.feature_fill import FeatureFill
 from simulator.examples import feature_examples
@@ -29,7 +31,8 @@ def test_fills_only_named_examples_and_reads_each_item_once(shared_data):
     assert out[0] is plain  # no feature named: untouched
     assert calls == [("letor_document:features", sorted({it.item_id for it in with_ref.impression.items}))]
     first, *rest = out[1].impression.items
-    assert first.features is None and all(it.features == [float(len(it.item_id)), 1.0] for it in rest)
+    assert first.features is None and all(list(it.features) == [float(len(it.item_id)), 1.0] for it in rest)
+    assert all(not it.features.flags.writeable for it in rest)  # cached rows are shared: read-only
     assert (fill.filled, fill.missing, fill.errors) == (len(rest), 1, 0)
     assert out[1].example_id == with_ref.example_id and out[1].labels == with_ref.labels
 
@@ -79,6 +82,17 @@ def test_the_runtimes_structs_are_filled_like_the_models(shared_data):
 
     (from_model,), (from_struct,) = FeatureFill(read)([example]), FeatureFill(read)([struct])
     assert type(from_struct) is LabeledListS and struct.impression.items[0].features is None  # a copy
-    assert [it.features for it in from_struct.impression.items] == [it.features for it in from_model.impression.items]
+    assert [list(it.features) for it in from_struct.impression.items] == [
+        list(it.features) for it in from_model.impression.items]
     assert all(it.features is not None for it in from_struct.impression.items)
     assert from_struct.labels == struct.labels and from_struct.example_id == example.example_id
+    from learners.ingest.lists import ListArrays
+    from learners.policy.batch import from_examples
+
+    built = ListArrays(2, 2, ("click",))
+    assert built.add(from_struct) is None and built.add(from_model) is None
+    reference = from_examples([from_model.model_copy(update={"impression": from_model.impression.model_copy(update={
+        "items": [it.model_copy(update={"features": list(it.features)}) for it in from_model.impression.items]})})],
+        2, ("click",))
+    for row in (0, 1):  # array rows land in the batch as the same floats a list of them gives
+        assert torch.equal(built.take().features[row], reference.features[0])
