@@ -364,6 +364,7 @@ def _features(tokens: bytes) -> bytes:
     raw(example(labels=[])), raw(example()).replace(b'"list_reward": 1.5', b'"list_reward": 1.5, "list_reward": "x"'),
     raw(example()).replace(b'"list_reward": 1.5', b'"list_reward": "x", "list_reward": 1.5'),
     raw(example()).replace(b'"example_id": "x1"', b'"example_id": "x\ud800"'), raw(example())[:-1], b"[]", b"",
+    raw(example()).replace(b'"example_id": "x1"', b'"example_id": "x\xff"'), b" " + raw(example()),
     raw(example()) + b"\n", raw(example(example_id="x" * 257)), raw(example(example_id="")),
 ])
 def test_edge_examples_get_the_models_verdict(value):
