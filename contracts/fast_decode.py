@@ -6,9 +6,10 @@ models decode an average event of the join benchmark's log in 7.5 us (an impress
 pass in 1.0 us (3.7 us), and ``orjson.loads`` alone, before any validation, already takes 1.3 us
 (same log, same machine; BENCHMARKS.md, "Streams join"). The learners decode every record of
 ``examples`` (:func:`decode_example`): a LETOR list of 50 items with 300 inline features each
-(78 KB, 15,000 floats) is a pydantic ``LabeledList`` in 1.1-2.8 ms, more than a whole plain LDRO
-step per batch of 256 (BENCHMARKS.md, "From record bytes to the optimizer step"); the mirror
-:class:`LabeledListS` validates it in one pass without building a pydantic object per item.
+(78 KB, 15,000 floats) is a pydantic ``LabeledList`` in ~1 ms, 0.26 s per batch of 256, twice a
+plain LDRO step; the mirror :class:`LabeledListS` validates it in one pass without a pydantic object
+per item, 1.2-1.9x faster (``bench/learn_bench.py``; BENCHMARKS.md, "From record bytes to the
+optimizer step": both spend most of it turning the 15,000 numbers into Python floats).
 
 One contract, one source of errors: the pydantic models in :mod:`contracts.events` stay the
 definition. The structs here mirror them field by field (names, types, bounds, lengths,
@@ -57,7 +58,8 @@ Id = Annotated[str, Meta(min_length=1, max_length=256)]
 #: The item feature values: a plain ``float`` is already finite here, because msgspec's JSON
 #: decoder refuses the ``NaN``/``Infinity`` tokens and any number that overflows a double
 #: ("Number out of range"; ``test_fast_decode`` holds it to that). The explicit bounds of
-#: :data:`Finite` cost a third of a 15,000-float list's decode, so the hot list goes without.
+#: :data:`Finite` cost about a quarter of a 15,000-float list's decode (ad hoc, same lists), so
+#: the hot list goes without.
 Features = Annotated[list[float], Meta(max_length=4096)]
 
 
