@@ -15,7 +15,11 @@ Workload (issue 16): batches of 256 real LETOR lists of 50 candidates x 300 feat
   steps, the policy/reference forwards, the satisfaction forward over ``G + 1`` weight vectors and
   ``epochs`` policy steps; UMNN: one BCE step of the calibrators on the same rows);
 * ``update``: the learner's own update on the in-memory batch (the RL machinery's share);
-* ``decode``: decoding + writing the records into the batch arrays alone (the ingest's share);
+* ``decode``: decoding + writing the records into the batch arrays alone (the ingest's share), with
+  the runtime's decoder (:func:`contracts.fast_decode.decode_example`); ``parse``: the decode alone
+  (so ``decode - parse`` is the write into the arrays); ``parse_model``: the contract's pydantic
+  decode alone (:func:`contracts.events.decode`, what the runtime called before the accept-filter),
+  so ``parse_model_to_parse`` is the filter's speed-up measured in the same run;
 * ``learn_named``: as ``learn``, with the records as serving logs them by default (items *name*
   their feature, ``context["item_features"]``; :class:`learners.runtime.feature_fill.FeatureFill`
   fills the rows from a warm item cache): the JSON no longer carries 15,000 floats per list.
@@ -39,6 +43,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from contracts.events import ITEM_FEATURES_KEY, LABELED_LIST_SCHEMA, decode, encode  # noqa: E402
+from contracts.fast_decode import decode_example  # noqa: E402
 from learners.fusion.context import task_statistics  # noqa: E402
 from learners.registry import build_learner  # noqa: E402
 from learners.runtime.feature_fill import FeatureFill  # noqa: E402
@@ -160,9 +165,20 @@ def measure(name: str, examples, records, named_records, reps: int) -> dict[str,
         for batch in records:
             b = probe.batch_builder(size)
             for r in batch:
-                b.add(decode(r.value, expected=LABELED_LIST_SCHEMA))
+                b.add(decode_example(r.value))
 
-    fns = {"plain": plain, "update": update, "learn": learn, "decode": decode_only,
+    def parse_only() -> None:
+        for batch in records:
+            for r in batch:
+                decode_example(r.value)
+
+    def parse_model() -> None:
+        for batch in records:
+            for r in batch:
+                decode(r.value, expected=LABELED_LIST_SCHEMA)
+
+    fns = {"plain": plain, "update": update, "learn": learn, "decode": decode_only, "parse": parse_only,
+           "parse_model": parse_model,
            "learn_named": lambda: learn(flat_named, fill)}
     times: dict[str, list[float]] = {k: [] for k in fns}
     plain_once()  # warm-up (allocator, lazy init)
@@ -176,7 +192,8 @@ def measure(name: str, examples, records, named_records, reps: int) -> dict[str,
     return {"learn_many_to_plain": t["plain"] / t["learn"], "update_to_plain": t["plain"] / t["update"],
             "learn_many_to_plain_named_features": t["plain"] / t["learn_named"],
             "learn_named_s_per_batch": t["learn_named"] / steps,
-            "decode_s_per_batch": t["decode"] / steps, "learn_s_per_batch": t["learn"] / steps,
+            "decode_s_per_batch": t["decode"] / steps, "parse_s_per_batch": t["parse"] / steps,
+            "parse_model_s_per_batch": t["parse_model"] / steps, "parse_model_to_parse": t["parse_model"] / t["parse"], "learn_s_per_batch": t["learn"] / steps,
             "plain_s_per_batch": t["plain"] / steps, "update_s_per_batch": t["update"] / steps,
             "lists_per_s": size * steps / t["learn"], "plain_lists_per_s": size * steps / t["plain"]}
 
@@ -205,7 +222,7 @@ def main() -> None:
             m = doc[name]
             print(f"{name:<5} learn/plain {m['learn_many_to_plain']:.2f} (named features "
                   f"{m['learn_many_to_plain_named_features']:.2f})  update/plain {m['update_to_plain']:.2f}  "
-                  f"per batch: decode {m['decode_s_per_batch']:.3f}s learn {m['learn_s_per_batch']:.3f}s "
+                  f"per batch: decode {m['decode_s_per_batch']:.3f}s (parse {m['parse_s_per_batch']:.3f}s, pydantic {m['parse_model_s_per_batch']:.3f}s) learn {m['learn_s_per_batch']:.3f}s "
                   f"plain {m['plain_s_per_batch']:.3f}s update {m['update_s_per_batch']:.3f}s", flush=True)
     if args.json:
         print(json.dumps(doc, indent=2, sort_keys=True))

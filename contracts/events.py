@@ -13,7 +13,8 @@ or raises :class:`EventError` whose ``field`` names the offending field (dotted 
 type-strict (pydantic strict mode): ``"1.5"`` or ``true`` is not a number and ``1.0`` is not an
 integer, so a producer with the wrong types hears so instead of being coerced.
 :mod:`contracts.fast_decode` is a compiled accept-filter of these same rules for consumed
-records (the streams worker's batch path); whatever it does not accept is decided here.
+records (the streams worker's batch path, and the learners' ``examples``); whatever it does not
+accept is decided here.
 :func:`check_event_time` bounds event time by the record's broker timestamp.
 """
 

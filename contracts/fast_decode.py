@@ -4,7 +4,12 @@ Why: the streams worker decodes every record of ``impressions`` and ``feedback``
 models decode an average event of the join benchmark's log in 7.5 us (an impression of 10 items:
 15.6 us); a msgspec ``Decoder`` over the mirror structs below decodes *and* validates it in one
 pass in 1.0 us (3.7 us), and ``orjson.loads`` alone, before any validation, already takes 1.3 us
-(same log, same machine; BENCHMARKS.md, "Streams join").
+(same log, same machine; BENCHMARKS.md, "Streams join"). The learners decode every record of
+``examples`` (:func:`decode_example`): a LETOR list of 50 items with 300 inline features each
+(78 KB, 15,000 floats) is a pydantic ``LabeledList`` in ~1 ms, 0.26 s per batch of 256, twice a
+plain LDRO step; the mirror :class:`LabeledListS` validates it in one pass without a pydantic object
+per item, 1.2-1.9x faster (``bench/learn_bench.py``; BENCHMARKS.md, "From record bytes to the
+optimizer step": both spend most of it turning the 15,000 numbers into Python floats).
 
 One contract, one source of errors: the pydantic models in :mod:`contracts.events` stay the
 definition. The structs here mirror them field by field (names, types, bounds, lengths,
@@ -18,15 +23,16 @@ as long as the structs accept nothing the models reject:
 ``tests/unit/foundation/test_fast_decode.py`` checks that differentially over valid, edge and
 hypothesis-generated hostile records, and that each struct's fields and bounds match its model.
 
-The structs carry the attributes the join reads (``request_id``, ``event_id``, ``ts``,
-``items[*].item_id/position/duration_ms``, ``kind``, ``value``, ``item_id``), so the join
-treats a struct and a model alike.
+The structs carry the models' attribute names (``request_id``, ``event_id``, ``ts``,
+``items[*].item_id/position/duration_ms/features``, ``kind``, ``value``, ``labels[*].reward``, ...),
+so the join and the learners' batch builders (:mod:`learners.ingest`) treat a struct and a model
+alike; :func:`replaced` copies either with some fields changed.
 """
 
 from __future__ import annotations
 
 import sys
-from typing import Annotated, Literal, Union
+from typing import Annotated, Any, Literal, Union
 
 import msgspec
 from msgspec import Meta, Struct
@@ -34,8 +40,11 @@ from msgspec import Meta, Struct
 from contracts.events import (
     FEEDBACK_SCHEMA,
     IMPRESSION_SCHEMA,
+    LABELED_LIST_SCHEMA,
     MAX_LIST_SIZE,
     AnyEvent,
+    EventError,
+    LabeledList,
     check_event_time,
     decode,
 )
@@ -46,6 +55,12 @@ _MAX = sys.float_info.max
 Finite = Annotated[float, Meta(ge=-_MAX, le=_MAX)]
 NonNegative = Annotated[float, Meta(ge=0.0, le=_MAX)]
 Id = Annotated[str, Meta(min_length=1, max_length=256)]
+#: The item feature values: a plain ``float`` is already finite here, because msgspec's JSON
+#: decoder refuses the ``NaN``/``Infinity`` tokens and any number that overflows a double
+#: ("Number out of range"; ``test_fast_decode`` holds it to that). The explicit bounds of
+#: :data:`Finite` cost about a quarter of a 15,000-float list's decode (ad hoc, same lists), so
+#: the hot list goes without.
+Features = Annotated[list[float], Meta(max_length=4096)]
 
 
 class _Frozen(Struct, forbid_unknown_fields=True, frozen=True, kw_only=True, gc=False):
@@ -61,7 +76,7 @@ class ShownItemS(_Frozen):
     calibrated: Union[dict[str, Finite], None] = None
     propensity: Union[Annotated[float, Meta(gt=0.0, le=1.0)], None] = None
     duration_ms: Union[NonNegative, None] = None
-    features: Union[Annotated[list[Finite], Meta(max_length=4096)], None] = None
+    features: Union[Features, None] = None
 
 
 class FusionDecisionS(_Frozen):
@@ -112,7 +127,52 @@ class FeedbackS(_Frozen, kw_only=True, tag_field="schema", tag=FEEDBACK_SCHEMA):
         return FEEDBACK_SCHEMA
 
 
+class ItemLabelsS(_Frozen):
+    """:class:`contracts.events.ItemLabels`."""
+
+    item_id: Id
+    position: Annotated[int, Meta(ge=1)]
+    click: Annotated[int, Meta(ge=0, le=1)] = 0
+    long_view: Annotated[int, Meta(ge=0, le=1)] = 0
+    play_time_ms: NonNegative = 0.0
+    like: Annotated[int, Meta(ge=0, le=1)] = 0
+    follow: Annotated[int, Meta(ge=0, le=1)] = 0
+    share: Annotated[int, Meta(ge=0, le=1)] = 0
+    reward: Finite = 0.0
+
+
+class JoinInfoS(_Frozen, kw_only=True):
+    """:class:`contracts.events.JoinInfo`."""
+
+    closed_by: Literal["window", "session_end", "idle", "flush"]
+    window_s: Finite
+    feedback_count: Annotated[int, Meta(ge=0)]
+    duplicate_count: Annotated[int, Meta(ge=0)] = 0
+    early_feedback_count: Annotated[int, Meta(ge=0)] = 0
+    closed_at_ts: NonNegative
+    impression_offset: Union[str, None] = None
+
+
+class LabeledListS(_Frozen, kw_only=True, tag_field="schema", tag=LABELED_LIST_SCHEMA):
+    """:class:`contracts.events.LabeledList` (decoded on its own, so ``schema`` may be left out, as
+    the model's default allows; the nested ``impression.schema`` likewise)."""
+
+    example_id: Id
+    request_id: Id
+    impression: ImpressionS
+    labels: Annotated[list[ItemLabelsS], Meta(min_length=1, max_length=MAX_LIST_SIZE)]
+    list_reward: Finite
+    query_reward: Finite
+    reformulated: bool = False
+    join: JoinInfoS
+
+    @property
+    def schema_(self) -> str:
+        return LABELED_LIST_SCHEMA
+
+
 _DECODER = msgspec.json.Decoder(Union[ImpressionS, FeedbackS])
+_EXAMPLE_DECODER = msgspec.json.Decoder(LabeledListS)
 _DECODE_ERRORS = (msgspec.ValidationError, msgspec.DecodeError)
 
 
@@ -122,14 +182,58 @@ def accept(raw: bytes) -> ImpressionS | FeedbackS | None:
         event = _DECODER.decode(raw)
     except _DECODE_ERRORS:
         return None
-    if type(event) is FeedbackS:
+    if isinstance(event, FeedbackS):
         if event.item_id is None and event.kind not in QUERY_LEVEL_KINDS:
             return None
         return event
-    items = event.items
-    if len({item.item_id for item in items}) != len(items):
+    if not _unique_items(event):
         return None
     return event
+
+
+def _unique_items(impression: ImpressionS) -> bool:
+    items = impression.items
+    return len({item.item_id for item in items}) == len(items)
+
+
+def accept_example(raw: bytes) -> LabeledListS | None:
+    """The example if :class:`LabeledListS` and the model's extra rules accept ``raw``; else ``None`` (undecided).
+
+    The extra rules are ``Impression._unique_items`` and ``LabeledList._aligned``: labels name the
+    impression's items in the same order, and ``request_id`` equals ``impression.request_id``.
+    """
+    try:
+        example = _EXAMPLE_DECODER.decode(raw)
+    except _DECODE_ERRORS:
+        return None
+    impression = example.impression
+    if example.request_id != impression.request_id or not _unique_items(impression):
+        return None
+    labels, items = example.labels, impression.items
+    if len(labels) != len(items) or any(lab.item_id != it.item_id for lab, it in zip(labels, items)):
+        return None
+    return example
+
+
+def decode_example(raw: bytes, max_bytes: int = 1_000_000) -> LabeledListS | LabeledList:
+    """Decode one ``examples`` record: the fast struct when accepted, else the model via
+    :func:`contracts.events.decode` (``expected=LABELED_LIST_SCHEMA``), which raises the
+    :class:`~contracts.events.EventError` (reason, field) the dead-letter topic carries."""
+    if len(raw) <= max_bytes:
+        example = accept_example(raw)
+        if example is not None:
+            return example
+    event = decode(raw, expected=LABELED_LIST_SCHEMA, max_bytes=max_bytes)
+    if not isinstance(event, LabeledList):  # decode with ``expected`` only returns that model; keep mypy honest
+        raise EventError("bad_value", "schema", f"expected {LABELED_LIST_SCHEMA}")
+    return event
+
+
+def replaced(obj: Any, **changes: Any) -> Any:
+    """A copy of a struct or a pydantic model with ``changes`` (attribute names) applied."""
+    if isinstance(obj, Struct):
+        return msgspec.structs.replace(obj, **changes)
+    return obj.model_copy(update=changes)
 
 
 def decode_record(raw: bytes, broker_ts_s: float | None = None, *, max_bytes: int = 1_000_000,

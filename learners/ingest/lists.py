@@ -15,12 +15,13 @@ With ``pin=True`` the buffers are page-locked, so a copy to a CUDA device can ru
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import torch
 
 from contracts.events import LabeledList
+from contracts.fast_decode import LabeledListS
 from learners.policy.batch import (
     ListBatch,
     PolicyInputError,
@@ -72,12 +73,13 @@ class ListArrays:
     def full(self) -> bool:
         return self.count >= self.capacity
 
-    def add(self, example: LabeledList) -> Rejected | None:
+    def add(self, example: LabeledList | LabeledListS) -> Rejected | None:
         """Write ``example`` into the next row; a :class:`Rejected` (row left unwritten) if unusable."""
         if self.full:
             raise ValueError(f"batch is full ({self.capacity} lists)")
         imp = example.impression
-        items = imp.items
+        items: Sequence[Any] = imp.items  # ShownItem models or ShownItemS structs: the same attributes
+        labels: Sequence[Any] = example.labels
         m, d = len(items), self.n_features
         for i, item in enumerate(items):
             if item.features is not None and len(item.features) != d:
@@ -87,9 +89,7 @@ class ListArrays:
         if any(items[i].position > items[i + 1].position for i in range(m - 1)):
             order = sorted(range(m), key=lambda i: items[i].position)
             items = [items[i] for i in order]
-            labels = [example.labels[i] for i in order]
-        else:
-            labels = example.labels
+            labels = [labels[i] for i in order]
         if m > self.n:
             self._allocate(m)
         b, a = self.count, self.a

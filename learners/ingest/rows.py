@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from contracts.events import LabeledList
+from contracts.fast_decode import LabeledListS
 
 #: ``index(field_position, field_name, value) -> embedding row`` (``ContextEncoder.index``)
 IndexOf = Callable[[int, str, Any], int]
@@ -54,10 +55,10 @@ class RowArrays:
         self.count = 0
         self.example_ids: list[str] = []
 
-    def add(self, example: LabeledList) -> None:
+    def add(self, example: LabeledList | LabeledListS) -> None:
         """Append ``example``'s rows (items without a finite score for a task are no row of it)."""
-        imp = example.impression
-        for i, (item, label) in enumerate(zip(imp.items, example.labels)):
+        items: Sequence[Any] = example.impression.items  # models or msgspec structs: the same attributes
+        for i, (item, label) in enumerate(zip(items, example.labels)):
             context: list[int] | None = None
             for task in self.tasks:
                 score = item.scores.get(task)
@@ -78,7 +79,7 @@ class RowArrays:
         self.count += 1
         return None
 
-    def _context(self, example: LabeledList, i: int) -> list[int]:
+    def _context(self, example: LabeledList | LabeledListS, i: int) -> list[int]:
         if self.index_of is None or not self.fields:
             return []
         imp = example.impression

@@ -6,11 +6,15 @@ the impression context (``context["item_features"] = "view:feature"``,
 :data:`contracts.events.ITEM_FEATURES_KEY`). Before a batch is learned, :class:`FeatureFill`
 reads those rows back from the same online store by item id, one pipelined Redis round trip
 per batch and feature (:meth:`feature_store.online_read.DirectFeatureReader.read_item_vectors`),
-and returns copies of the examples with ``features`` set on every item.
+and returns copies of the examples (the decoder's msgspec structs or the contract's models alike,
+:func:`contracts.fast_decode.replaced`) with ``features`` set on every item.
 
 The runtime fills each example as it is decoded (:mod:`learners.runtime.runner`), so rows are
 cached per feature and item for ``cache_s`` seconds (at most ``cache_items`` rows): a batch's
 examples share most items, and only the items not seen within ``cache_s`` cost a round trip.
+Rows are kept as read-only 1-d numpy arrays (the reader's own, or float64 copies of its lists:
+the same values), so writing a filled list into the batch arrays (:mod:`learners.ingest.lists`)
+is one array copy per item instead of converting 300 Python floats each time the item is seen.
 
 What this trades: the learner sees the feature *as it is now* (give or take ``cache_s``), not as it was at serving time.
 For item content features (the LETOR document vectors have no TTL and never change) the two
@@ -28,12 +32,30 @@ import logging
 import time
 from typing import Callable, Sequence
 
+import numpy as np
+
 from contracts.events import ITEM_FEATURES_KEY, LabeledList
+from contracts.fast_decode import LabeledListS, replaced
+
+Example = LabeledList | LabeledListS  # the runtime hands over the decoder's struct, tests the model
 
 log = logging.getLogger(__name__)
 
-#: ``read(feature_ref, item_ids) -> rows`` (a row per item id; ``None`` for an unknown item)
-RowReader = Callable[[str, Sequence[str]], list[list[float] | None]]
+#: ``read(feature_ref, item_ids) -> rows`` (a row per item id: a list of floats or a 1-d numpy
+#: array; ``None`` for an unknown item)
+Row = Sequence[float] | np.ndarray
+RowReader = Callable[[str, Sequence[str]], Sequence[Row | None]]
+
+
+def _frozen_row(row: Row | None) -> np.ndarray | None:
+    if row is None:
+        return None
+    out = row if isinstance(row, np.ndarray) else np.asarray(row, dtype=np.float64)
+    if out.ndim != 1:
+        raise ValueError(f"a feature row is 1-d, got shape {out.shape}")
+    out = out.view()
+    out.flags.writeable = False  # shared by every example that shows the item
+    return out
 
 
 class FeatureFill:
@@ -43,16 +65,16 @@ class FeatureFill:
         self.read = read
         self.cache_s = cache_s
         self.cache_items = cache_items
-        self._cache: dict[tuple[str, str], tuple[float, list[float] | None]] = {}
+        self._cache: dict[tuple[str, str], tuple[float, np.ndarray | None]] = {}
         self.filled = 0  # items that got features
         self.missing = 0  # items the store did not know
         self.errors = 0  # failed reads (the batch went on without them)
         self.reads = 0  # round trips to the store
 
-    def _rows(self, ref: str, item_ids: list[str]) -> dict[str, list[float] | None]:
+    def _rows(self, ref: str, item_ids: list[str]) -> dict[str, np.ndarray | None]:
         """Rows of ``item_ids``: cached ones younger than ``cache_s``, the others in one read."""
         now = time.monotonic()
-        out: dict[str, list[float] | None] = {}
+        out: dict[str, np.ndarray | None] = {}
         wanted = []
         for item_id in item_ids:
             hit = self._cache.get((ref, item_id))
@@ -66,11 +88,12 @@ class FeatureFill:
             if len(self._cache) + len(wanted) > self.cache_items:
                 self._cache.clear()
             for item_id, row in zip(wanted, rows):
-                self._cache[(ref, item_id)] = (now, row)
-                out[item_id] = row
+                frozen = _frozen_row(row)
+                self._cache[(ref, item_id)] = (now, frozen)
+                out[item_id] = frozen
         return out
 
-    def __call__(self, examples: Sequence[LabeledList]) -> list[LabeledList]:
+    def __call__(self, examples: Sequence[Example]) -> list[Example]:
         wanted: dict[str, list[int]] = {}  # feature ref -> indexes of examples that need it
         for i, example in enumerate(examples):
             ref = example.impression.context.get(ITEM_FEATURES_KEY)
@@ -91,7 +114,7 @@ class FeatureFill:
                 out[i] = self._filled(examples[i], rows)
         return out
 
-    def _filled(self, example: LabeledList, rows: dict[str, list[float] | None]) -> LabeledList:
+    def _filled(self, example: Example, rows: dict[str, np.ndarray | None]) -> Example:
         items = []
         for item in example.impression.items:
             row = rows.get(item.item_id) if item.features is None else None
@@ -99,10 +122,9 @@ class FeatureFill:
                 self.missing += 1
             if row is not None:
                 self.filled += 1
-                item = item.model_copy(update={"features": row})
+                item = replaced(item, features=row)
             items.append(item)
-        impression = example.impression.model_copy(update={"items": items})
-        return example.model_copy(update={"impression": impression})
+        return replaced(example, impression=replaced(example.impression, items=items))
 
 
 def feast_row_reader(settings, fs=None) -> RowReader:
@@ -112,11 +134,11 @@ def feast_row_reader(settings, fs=None) -> RowReader:
 
     readers: dict[str, DirectFeatureReader] = {}
 
-    def read(ref: str, item_ids: Sequence[str]) -> list[list[float] | None]:
+    def read(ref: str, item_ids: Sequence[str]) -> list[Row | None]:
         reader = readers.get(ref)
         if reader is None:
             reader = readers[ref] = applied_reader(settings, [ref], fs)
         matrix, known = reader.read_item_vectors(item_ids, ref.replace(":", "__"))
-        return [matrix[i].tolist() if ok else None for i, ok in enumerate(known)]
+        return [matrix[i] if ok else None for i, ok in enumerate(known)]
 
     return read

@@ -11,10 +11,14 @@ directly). For any registered learner it:
    ahead of the last checkpoint, then crashed), or starts far behind it (a new consumer group
    at the earliest offset): records of that partition are dropped until the expected offset
    arrives (DESIGN.md, "Learners on a stream: two traps");
-4. decodes through :func:`contracts.events.decode` (the one validation path); a bad record becomes a
-   :class:`streams.dead_letter.DeadLetter` (original bytes; reason, field and source
-   topic/partition/offset in headers) and is never retried; a good one is written at once into
-   the learner's batch arrays (``learner.batch_builder``, :mod:`learners.ingest`) and dropped;
+4. decodes through :func:`contracts.fast_decode.decode_example`: a compiled msgspec accept-filter
+   of the contract whose every refusal is decided again by :func:`contracts.events.decode` (the
+   one validation path), so verdicts are the contract's and no pydantic object is built per
+   example on the hot path; a bad record becomes a :class:`streams.dead_letter.DeadLetter`
+   (original bytes; reason, field and source topic/partition/offset in headers) and is never
+   retried; a good one is written at once into the learner's batch arrays
+   (``learner.batch_builder``, :mod:`learners.ingest`) and dropped. A learner without a batch
+   builder gets the contract's pydantic :class:`~contracts.events.LabeledList` for its ``learn_many``;
 5. cuts the accepted examples into batches of exactly ``batch_size`` (a partial batch only
    by :meth:`LearnerRuntime.flush`, e.g. when the stream went idle), so batch boundaries
    depend on the log, not on fetch timing: the same log and checkpoint cadence give
@@ -45,6 +49,7 @@ from collections import deque
 from typing import Any, Callable, Sequence
 
 from contracts.events import LABELED_LIST_SCHEMA, EventError, LabeledList, decode
+from contracts.fast_decode import LabeledListS, decode_example
 from contracts.learner import RUNTIME_META_KEY, Learner, LearnerState
 from learners.runtime.batching import (  # noqa: F401 - re-exported: the runtime's public names
     DIGEST_MOD,
@@ -79,7 +84,9 @@ class LearnerRuntime:
         self.on_checkpoint: list[CheckpointHook] = []
         #: applied to each batch before ``learn_many`` (e.g. learners.runtime.feature_fill.FeatureFill:
         #: item features that the impression names instead of carrying)
-        self.prepare: Callable[[list[LabeledList]], list[LabeledList]] | None = None
+        self.prepare: Callable[[list[Any]], list[Any]] | None = None
+        #: the learner writes examples into its own batch arrays, so they may stay msgspec structs
+        self._structs = getattr(learner, "batch_builder", None) is not None
         self.offsets: dict[str, int] = {}  # last applied offset per "topic:partition"
         self.recent_ids: deque[str] = deque(maxlen=self.config.recent_ids or None)
         self._recent_set: set[str] = set()
@@ -267,9 +274,15 @@ class LearnerRuntime:
         return self._queued_examples
 
     def _accept(self, rec: Record, result: StepResult, now: float) -> None:
-        """Decode (the contract's one validation path) and write the example into the batch being built."""
+        """Decode (the contract's verdict, see :func:`contracts.fast_decode.decode_example`) and write
+        the example into the batch being built."""
+        raw, max_bytes = rec.value or b"", self.config.max_event_bytes
         try:
-            event = decode(rec.value or b"", expected=LABELED_LIST_SCHEMA, max_bytes=self.config.max_event_bytes)
+            event: LabeledList | LabeledListS
+            if self._structs:
+                event = decode_example(raw, max_bytes)
+            else:
+                event = decode(raw, expected=LABELED_LIST_SCHEMA, max_bytes=max_bytes)  # type: ignore[assignment]
         except EventError as exc:
             dead = DeadLetter(reason=exc.reason, field=exc.field, detail=exc.detail, topic=rec.topic,
                               partition=rec.partition, offset=rec.offset, key=rec.key, value=rec.value)
@@ -277,7 +290,7 @@ class LearnerRuntime:
             self._intake[2] += 1
             self._queue.append(_Pending(rec, None))
             return
-        assert isinstance(event, LabeledList)
+        assert isinstance(event, (LabeledList, LabeledListS))
         if event.example_id in self._recent_set or event.example_id in self._queued_ids:
             self._intake[1] += 1
             self._queue.append(_Pending(rec, None))

@@ -1,5 +1,7 @@
 """contracts.fast_decode is an accept-filter of contracts.events: it never accepts what the models refuse,
-every refusal keeps the models' reason and field, and its structs stay in step with the models.
+every refusal keeps the models' reason and field, and its structs stay in step with the models. The
+learners' decoder of ``examples`` records (``decode_example``, a ``LabeledList`` with inline features)
+is held to the same.
 
 Also the strict types and the bounded event time of the event contract (issue 17), which both
 decoders share."""
@@ -14,12 +16,40 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from contracts.events import Feedback, FusionDecision, Impression, EventError, ShownItem, check_event_time, decode
-from contracts.fast_decode import FeedbackS, FusionDecisionS, ImpressionS, ShownItemS, accept, decode_record
+from contracts.events import (
+    LABELED_LIST_SCHEMA,
+    EventError,
+    Feedback,
+    FusionDecision,
+    Impression,
+    ItemLabels,
+    JoinInfo,
+    LabeledList,
+    ShownItem,
+    check_event_time,
+    decode,
+    encode,
+)
+from contracts.fast_decode import (
+    FeedbackS,
+    FusionDecisionS,
+    ImpressionS,
+    ItemLabelsS,
+    JoinInfoS,
+    LabeledListS,
+    ShownItemS,
+    accept,
+    accept_example,
+    decode_example,
+    decode_record,
+    replaced,
+)
+from simulator.examples import simulated_examples
 from simulator.logs import write_simulated_log
 
 PAIRS = [(Impression, ImpressionS), (Feedback, FeedbackS), (ShownItem, ShownItemS),
-         (FusionDecision, FusionDecisionS)]
+         (FusionDecision, FusionDecisionS), (ItemLabels, ItemLabelsS), (JoinInfo, JoinInfoS),
+         (LabeledList, LabeledListS)]
 BOUNDS = {"Ge": "ge", "Gt": "gt", "Le": "le", "Lt": "lt", "MinLen": "min_length", "MaxLen": "max_length"}
 
 
@@ -191,3 +221,178 @@ def test_an_event_too_far_after_its_broker_timestamp_is_refused_as_future_ts():
     assert decode_record(raw(feedback(ts=5e9)), None, max_skew_s=60.0).ts == 5e9  # no broker time: no bound
     assert decode_record(raw(feedback(ts=5e9)), -1.0, max_skew_s=60.0).ts == 5e9
     check_event_time(5e9, 1000.0, float("inf"))
+
+
+# --- examples: the learners' LabeledList decoder --------------------------------------------------
+
+
+def example(**overrides) -> dict:
+    imp = impression()
+    return {"schema": LABELED_LIST_SCHEMA, "example_id": "x1", "request_id": "r1", "impression": imp,
+            "labels": [{"item_id": "d1", "position": 1, "click": 1, "reward": 1.5},
+                       {"item_id": "d2", "position": 2, "play_time_ms": 3000.0, "like": 0}],
+            "list_reward": 1.5, "query_reward": 0.0, "reformulated": False,
+            "join": {"closed_by": "window", "window_s": 60.0, "feedback_count": 2, "closed_at_ts": 1767225660.0,
+                     "impression_offset": "impressions/0/7"}} | overrides
+
+
+def example_verdict(value: bytes, max_bytes: int = 1_000_000):
+    """('ok', the example as JSON builtins) or ('error', reason, field) as contracts.events.decode sees it."""
+    try:
+        event = decode(value, expected=LABELED_LIST_SCHEMA, max_bytes=max_bytes)
+    except EventError as exc:
+        return ("error", exc.reason, exc.field)
+    return ("ok", json.loads(encode(event)))
+
+
+def as_builtins(event) -> dict:
+    """An example's fields as JSON builtins, struct or model (``encode`` drops nulls: so does this)."""
+    if isinstance(event, msgspec.Struct):
+        return json.loads(msgspec.json.encode(_without_nulls(msgspec.to_builtins(event))))
+    return json.loads(encode(event))
+
+
+def _without_nulls(doc):
+    if isinstance(doc, dict):
+        return {k: _without_nulls(v) for k, v in doc.items() if v is not None}
+    if isinstance(doc, list):
+        return [_without_nulls(v) for v in doc]
+    return doc
+
+
+def assert_same_example_verdict(value: bytes, max_bytes: int = 1_000_000) -> None:
+    expected = example_verdict(value, max_bytes)
+    fast = accept_example(value)
+    if fast is not None:  # what the filter accepts, the model accepts, with the same values
+        assert expected[0] == "ok", (value[:300], expected)
+        assert as_builtins(fast) | {"schema": LABELED_LIST_SCHEMA} == expected[1] | {"schema": LABELED_LIST_SCHEMA}
+    try:
+        got = ("ok", as_builtins(decode_example(value, max_bytes)))
+    except EventError as exc:
+        got = ("error", exc.reason, exc.field)
+    if expected[0] == "ok":
+        assert got[0] == "ok" and got[1] | {"schema": LABELED_LIST_SCHEMA} == expected[1] | {
+            "schema": LABELED_LIST_SCHEMA}, value[:300]
+    else:
+        assert got == expected, value[:300]
+
+
+def test_simulated_examples_with_features_are_accepted_as_structs_with_the_models_values():
+    for ex in simulated_examples(30, seed=7, max_candidates=8, with_features=True):
+        value = encode(ex)
+        fast = accept_example(value)
+        assert type(fast) is LabeledListS, value[:200]
+        assert as_builtins(fast) == json.loads(value)
+        assert [it.features for it in fast.impression.items] == [it.features for it in ex.impression.items]
+        assert type(decode_example(value)) is LabeledListS
+
+
+def test_a_valid_example_is_accepted_with_or_without_its_schema_tags():
+    doc = example()
+    assert type(decode_example(raw(doc))) is LabeledListS
+    bare = {k: v for k, v in doc.items() if k != "schema"}
+    bare["impression"] = {k: v for k, v in doc["impression"].items() if k != "schema"}
+    assert type(accept_example(raw(bare))) is LabeledListS  # the models' schema fields have defaults
+    assert_same_example_verdict(raw(bare))
+
+
+EXAMPLE_FIELDS = ["example_id", "request_id", "impression", "labels", "list_reward", "query_reward", "reformulated",
+                  "join", "schema", "extra", "impression.schema", "impression.request_id", "impression.items",
+                  "impression.items.0.item_id", "impression.items.1.features", "impression.items.1.features.0",
+                  "impression.items.1.features.1", "impression.items.0.features", "impression.items.0.scores.click",
+                  "impression.fusion.logprob", "impression.extra", "labels.0", "labels.0.item_id",
+                  "labels.1.item_id", "labels.0.position", "labels.0.click", "labels.1.play_time_ms",
+                  "labels.0.reward", "labels.1.share", "labels.0.extra", "join.closed_by", "join.window_s",
+                  "join.feedback_count", "join.duplicate_count", "join.closed_at_ts", "join.impression_offset",
+                  "join.extra"]
+example_values = st.one_of(
+    values, st.just(-sys.float_info.max), st.integers(-1, 2), st.sampled_from(["window", "r1", "d2", "x1"]),
+    st.lists(st.floats(), max_size=3), st.lists(st.one_of(st.booleans(), st.none(), st.text(max_size=2),
+                                                          st.integers(-(2**64), 2**64)), min_size=1, max_size=3))
+
+
+@settings(max_examples=800, deadline=None, database=None)
+@given(st.data(), example_values, st.booleans())
+def test_a_mutated_example_gets_the_models_verdict(data, value, drop):
+    doc = example()
+    path = data.draw(st.sampled_from(EXAMPLE_FIELDS))
+    parts = path.split(".")
+    parent = doc
+    for part in parts[:-1]:
+        parent = parent[int(part)] if isinstance(parent, list) else parent[part]
+    if drop and isinstance(parent, dict) and parts[-1] in parent:
+        parent.pop(parts[-1])
+    elif isinstance(parent, list):
+        parent[int(parts[-1])] = value
+    else:
+        parent[parts[-1]] = value
+    # json.dumps writes NaN/Infinity for non-finite floats: tokens JSON does not have, which both must refuse
+    assert_same_example_verdict(json.dumps(doc).encode())
+
+
+def _features(tokens: bytes) -> bytes:
+    """The sample example with ``items.1.features`` written as the raw JSON ``tokens``."""
+    return raw(example()).replace(b'"features": [0.1, 2]', b'"features": ' + tokens)
+
+
+@pytest.mark.parametrize("value", [
+    _features(b"[NaN, 1]"), _features(b"[Infinity]"), _features(b"[-Infinity]"), _features(b"[1e999]"),
+    _features(b"[-1e400]"), _features(b"[1.7976931348623157e308, -1.7976931348623157e308]"), _features(b"[1e-400]"),
+    _features(b"[-0.0, -0]"), _features(b"[true]"), _features(b'["1.5"]'), _features(b"[null]"), _features(b"[[1]]"),
+    _features(b"[01]"), _features(b"[1.]"), _features(b"[.5]"), _features(b"[+1]"), _features(b"[1,]"),
+    _features(b"[]"), _features(b"null"), _features(b"{}"), _features(b'"0.1,2"'),
+    _features(b"[" + b",".join([b"0.5"] * 4096) + b"]"), _features(b"[" + b",".join([b"0.5"] * 4097) + b"]"),
+    _features(b"[123456789012345678901234567890, 0.30000000000000004, 5e-324]"),
+    _features(b"[" + str(2**64).encode() + b"]"),
+    raw(example(request_id="r2")), raw(example(labels=list(reversed(example()["labels"])))),
+    raw(example(labels=example()["labels"][:1])), raw(example(labels=example()["labels"] * 2)),
+    raw(example(impression=impression(items=[{"item_id": "d1", "position": 1}, {"item_id": "d1", "position": 2}]),
+                labels=[{"item_id": "d1", "position": 1}, {"item_id": "d1", "position": 2}])),
+    raw(example(reformulated=1)), raw(example(reformulated="true")), raw(example(list_reward=True)),
+    raw(example(list_reward="1.5")), raw(example(query_reward=None)), raw(example(schema="streamrank.impression.v1")),
+    raw(example(impression=impression(schema="streamrank.feedback.v1"))), raw(example(unknown=1)),
+    raw(example(join={"closed_by": "window", "window_s": 60.0, "feedback_count": 2.0, "closed_at_ts": 1.0})),
+    raw(example(join={"closed_by": "later", "window_s": 60.0, "feedback_count": 2, "closed_at_ts": 1.0})),
+    raw(example(join={"closed_by": "idle", "window_s": 60.0, "feedback_count": -1, "closed_at_ts": 1.0})),
+    raw(example(join={"closed_by": "idle", "window_s": 1e999, "feedback_count": 1, "closed_at_ts": 1.0})),
+    raw(example(join={"closed_by": "idle", "window_s": 1.0, "feedback_count": 1, "closed_at_ts": 1.0, "x": 1})),
+    raw(example(labels=[{"item_id": "d1", "position": 1, "click": 2}, {"item_id": "d2", "position": 2}])),
+    raw(example(labels=[{"item_id": "d1", "position": 1, "click": True}, {"item_id": "d2", "position": 2}])),
+    raw(example(labels=[{"item_id": "d1", "position": 1, "click": 1.0}, {"item_id": "d2", "position": 2}])),
+    raw(example(labels=[{"item_id": "d1", "position": 0}, {"item_id": "d2", "position": 2}])),
+    raw(example(labels=[{"item_id": "d1", "position": 1, "play_time_ms": -1.0}, {"item_id": "d2", "position": 2}])),
+    raw(example(labels=[])), raw(example()).replace(b'"list_reward": 1.5', b'"list_reward": 1.5, "list_reward": "x"'),
+    raw(example()).replace(b'"list_reward": 1.5', b'"list_reward": "x", "list_reward": 1.5'),
+    raw(example()).replace(b'"example_id": "x1"', b'"example_id": "x\ud800"'), raw(example())[:-1], b"[]", b"",
+    raw(example()).replace(b'"example_id": "x1"', b'"example_id": "x\xff"'), b" " + raw(example()),
+    raw(example()) + b"\n", raw(example(example_id="x" * 257)), raw(example(example_id="")),
+])
+def test_edge_examples_get_the_models_verdict(value):
+    assert_same_example_verdict(value)
+
+
+def test_feature_values_that_json_cannot_hold_finite_are_refused_by_the_filter_itself():
+    """``Features`` has no explicit bounds: msgspec's JSON decoder must refuse these on its own."""
+    for tokens in (b"[NaN]", b"[Infinity]", b"[-Infinity]", b"[1e999]", b"[-1e309]", b"[true]", b'["1"]', b"[null]"):
+        assert accept_example(_features(tokens)) is None, tokens
+        with pytest.raises(EventError) as err:
+            decode_example(_features(tokens))
+        assert err.value.field.startswith("impression.items.1.features"), (tokens, err.value.field)
+
+
+def test_an_oversized_record_is_refused_as_too_large_before_any_decode():
+    value = raw(example())
+    assert type(decode_example(value, max_bytes=len(value))) is LabeledListS
+    with pytest.raises(EventError) as err:
+        decode_example(value, max_bytes=len(value) - 1)
+    assert err.value.reason == "too_large"
+
+
+def test_replaced_copies_a_struct_or_a_model_with_the_changes():
+    value = raw(example())
+    struct, model = decode_example(value), decode(value, expected=LABELED_LIST_SCHEMA)
+    for event in (struct, model):
+        item = replaced(event.impression.items[1], features=None)
+        assert type(item) is type(event.impression.items[1]) and item.features is None
+        assert event.impression.items[1].features == [0.1, 2.0]  # the original is untouched
+        assert replaced(event, example_id="x2").example_id == "x2" and event.example_id == "x1"

@@ -7,7 +7,8 @@ import dataclasses
 import pytest
 import torch
 
-from contracts.events import encode
+from contracts.events import LABELED_LIST_SCHEMA, EventError, decode, encode
+from contracts.fast_decode import LabeledListS, decode_example
 from learners.calibration.context import extract_rows
 from learners.ingest.lists import ListArrays
 from learners.policy.batch import DEFAULT_TASKS, from_examples
@@ -60,6 +61,16 @@ def test_list_arrays_equal_the_object_path_element_for_element(examples, task_in
     _equal_batches(built.take(), from_examples(batch, D, DEFAULT_TASKS, task_inputs))
 
 
+@pytest.mark.parametrize("task_inputs", ["calibrated", "upstream"])
+def test_list_arrays_from_the_runtimes_structs_equal_the_object_path(examples, task_inputs):
+    batch = _varied(examples)
+    structs = [decode_example(encode(ex)) for ex in batch]
+    assert all(type(s) is LabeledListS for s in structs)
+    built = ListArrays(len(batch), D, DEFAULT_TASKS, task_inputs, items=2)
+    assert all(built.add(s) is None for s in structs)
+    _equal_batches(built.take(), from_examples(batch, D, DEFAULT_TASKS, task_inputs))
+
+
 def test_list_arrays_pad_to_a_longer_length_with_masked_items(examples):
     built = ListArrays(4, D, DEFAULT_TASKS)
     for ex in examples[:4]:
@@ -94,6 +105,52 @@ def test_row_arrays_equal_the_object_path(examples, model):
         assert torch.equal(built.label_tensor(task), r.label_tensor())
         if model == "umnn":
             assert torch.equal(built.index_tensor(task), learner.encoder.indices(r.fields, len(r)))
+
+
+@pytest.mark.parametrize("model", ["umnn", "isotonic"])
+def test_row_arrays_from_the_runtimes_structs_equal_the_object_path(examples, model):
+    learner = build_learner(model)
+    from_structs, from_models = learner.batch_builder(len(examples)), learner.batch_builder(len(examples))
+    for ex in examples:
+        from_structs.add(decode_example(encode(ex)))
+        from_models.add(ex)
+    for task in learner.tasks:
+        assert torch.equal(from_structs.logits(task, 1e-6), from_models.logits(task, 1e-6))
+        assert torch.equal(from_structs.label_tensor(task), from_models.label_tensor(task))
+        assert torch.equal(from_structs.index_tensor(task), from_models.index_tensor(task))
+
+
+def _bad_examples(example):
+    """Records the contract refuses, each for a different reason, built from a valid example's bytes."""
+    value = encode(example)
+    first = example.impression.items[0].features
+    head = ("[" + ",".join(repr(v) for v in first[:2])).encode()
+    assert value.count(head) >= 1
+    return [value.replace(head, b"[NaN", 1), value.replace(head, b'["0.5"', 1),
+            value.replace(b'"list_reward":', b'"list_reward":true,"x":', 1),
+            encode(example.model_copy(update={"labels": list(reversed(example.labels))}))]
+
+
+def test_the_runtime_learns_structs_as_learn_many_learns_models_and_dead_letters_with_the_contracts_reason(examples):
+    bad = _bad_examples(examples[0])
+    verdicts = []
+    for value in bad:
+        with pytest.raises(EventError) as err:
+            decode(value, expected=LABELED_LIST_SCHEMA)
+        verdicts.append((err.value.reason, err.value.field))
+    assert len(set(verdicts)) == len(bad)
+    recs = _records(examples[:16])
+    for k, value in enumerate(bad):
+        recs.insert(3 + 4 * k, Record("t", 0, 0, b"bad", value))
+    recs = [dataclasses.replace(r, offset=i) for i, r in enumerate(recs)]
+    rt = LearnerRuntime("ldro", build_learner("ldro", n_features=D), None, RuntimeConfig(batch_size=8))
+    result = rt.offer(recs)
+    assert [(d.reason, d.field) for d in result.dead_letters] == verdicts
+    assert [d.value for d in result.dead_letters] == bad and rt.applied == 16
+    reference = build_learner("ldro", n_features=D)
+    for start in (0, 8):
+        reference.learn_many(examples[start:start + 8])
+    assert state_sha256(rt.learner.state_dict()) == state_sha256(reference.state_dict())
 
 
 def _records(examples):
