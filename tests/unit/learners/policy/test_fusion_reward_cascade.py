@@ -90,7 +90,8 @@ def test_the_cascade_value_equals_the_enumerated_expectation():
     click, satisfy = torch.randn(1, n), torch.randn(1, n)
     gamma = torch.tensor([0.35])
     order = torch.tensor([[[2, 0, 1]]])
-    value, searching = model._cascade(click, satisfy, torch.ones(1, n, dtype=torch.bool), gamma, order)
+    with torch.no_grad():
+        value, searching = model._cascade(click, satisfy, torch.ones(1, n, dtype=torch.bool), gamma, order)
     exam = torch.sigmoid(model.examination[:n]).detach().numpy()
     c, s = torch.sigmoid(click)[0].numpy()[[2, 0, 1]], torch.sigmoid(satisfy)[0].numpy()[[2, 0, 1]]
     e = exam * c
