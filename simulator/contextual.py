@@ -47,9 +47,12 @@ issue 20): the same LETOR queries and real KuaiRand users, but
 
 The preference and reformulation values are a simulator choice, made (and reported as such in
 the benchmarks) so that the per-context optimum differs enough from the best static vector to
-be worth a context-dependent policy (4.6 % on the weight grid over 5 seeds); the population is the
-real KuaiRand activity mix (66 % ``full_active``), so the groups' tilt matters less than the
-query types.
+be worth a context-dependent policy; the population is the real KuaiRand activity mix (66 %
+``full_active``) and the query types come in Broder's query-log shares, so the groups' tilt
+matters less than the query types. The oracle per-context vector's gain over the best static one
+(BENCHMARKS.md, ``streamrank eval fusion``) is 5.4 % on the weight grid over 5 seeds (4.6 % with
+the earlier, unsourced 40 / 30 / 30 % query-type mix, which over-weighted navigational queries,
+whose best vector is nearly the static one).
 
 The satisfaction that is measured and learned is the production one: the labelled list's
 ``query_reward`` (:func:`streams.rewards.query_satisfaction`: 1 for a long view without a
