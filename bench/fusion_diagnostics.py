@@ -16,7 +16,7 @@ held-out requests as ``streamrank eval fusion`` (fewer of them). DRPO learns onl
 simulator's exact expected satisfaction instead of :math:`R_\\phi` (production has no such
 oracle); it shows what the policy update can reach when the reward model is perfect.
 
-Run: ``.venv/bin/python bench/fusion_diagnostics.py --reward pooled|contextual|exact
+Run: ``.venv/bin/python bench/fusion_diagnostics.py --reward pooled|contextual|cascade|exact
 [--seed 0] [--interactions 6000] [--every 1500] [--set KEY=JSON ...] [--json]``
 """
 
@@ -92,7 +92,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     keys_g, keys_e = np.array([r.context_key for r in grid_reqs]), np.array([r.context_key for r in eval_reqs])
     oracle, _ = keyed_choice(G, keys_g, E, keys_e, best)
     base = float(E[:, best].mean())
-    config = {**FUSION_SETTINGS, "reward_model": "pooled" if args.reward == "pooled" else "contextual",
+    model = FUSION_SETTINGS["reward_model"] if args.reward == "exact" else args.reward
+    config = {**FUSION_SETTINGS, "reward_model": model,
               **{k: json.loads(v) for k, v in (s.split("=", 1) for s in args.sets)}}
     sim = contextual_simulator(train, kuairand, seed=args.seed, namespace="train")
     learner = build_learner("drpo", n_features=sim.dataset.n_features, seed=args.seed, **config)
@@ -125,7 +126,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--reward", choices=("pooled", "contextual", "exact"), default="contextual")
+    parser.add_argument("--reward", choices=("pooled", "contextual", "cascade", "exact"),
+                        default="cascade")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--interactions", type=int, default=6000)
     parser.add_argument("--every", type=int, default=1500)

@@ -8,7 +8,8 @@ DESIGN.md "DRPO"):
 
 1. **Satisfaction reward model** step on the served lists' ``query_reward``
    (:mod:`learners.fusion.satisfaction`, or :mod:`learners.fusion.satisfaction_contextual`
-   with ``reward_model="contextual"``).
+   with ``reward_model="contextual"``; with ``reward_model="cascade"``,
+   :mod:`learners.fusion.satisfaction_cascade`, also on the items' click and long-view labels).
 2. **Group**: ``group_size`` weight vectors per request from the current policy (frozen as
    :math:`\pi_{old}`), each ranks the list and is valued by :math:`R_\phi`; the served vector
    joins the group with its *logged* satisfaction and its behaviour log-prob.
@@ -78,8 +79,10 @@ class DRPOConfig:
     query_context: bool = False
     #: The satisfaction reward model R_phi: ``pooled`` (:mod:`learners.fusion.satisfaction`) or
     #: ``contextual`` (:mod:`learners.fusion.satisfaction_contextual`: a context baseline plus
-    #: context-weighted, list-centred task proxies; what ``streamrank eval fusion`` runs). The
-    #: default keeps existing snapshots' shapes.
+    #: context-weighted, list-centred task proxies) or ``cascade``
+    #: (:mod:`learners.fusion.satisfaction_cascade`: a DBN-style cascade whose per-item click and
+    #: satisfaction heads also learn from the item-level click and long-view labels; what
+    #: ``streamrank eval fusion`` runs). The default keeps existing snapshots' shapes.
     reward_model: str = "pooled"
     use_logged_reward: bool = True
     clip: float = 0.2
@@ -150,7 +153,11 @@ class DRPOLearner(ListPolicyLearning, PolicyCheckpointing):
         if self.sync is not None:
             (s_lists,), _ = self.sync.shares([float(lists.size)])
         for _ in range(cfg.reward_steps):
-            loss = self.satisfaction.loss(lists.features, logits, mask, ctx, lists.query_reward)
+            if getattr(self.satisfaction, "uses_item_labels", False):  # the cascade model: item labels too
+                loss = self.satisfaction.loss(lists.features, logits, mask, ctx, lists.query_reward,
+                                              lists.clicks, lists.long_views)
+            else:
+                loss = self.satisfaction.loss(lists.features, logits, mask, ctx, lists.query_reward)
             self._step(self.reward_opt, self.satisfaction, loss, s_lists)
         metrics["reward_model_loss"] = float(loss.detach())
 

@@ -22,6 +22,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from learners.fusion.satisfaction_cascade import CascadeSatisfactionModel
 from learners.fusion.satisfaction_contextual import ContextualSatisfactionModel
 
 
@@ -67,14 +68,18 @@ class SatisfactionModel(nn.Module):
 
 
 #: ``DRPOConfig.reward_model`` -> the reward model it builds.
-REWARD_MODELS: tuple[str, ...] = ("pooled", "contextual")
+REWARD_MODELS: tuple[str, ...] = ("pooled", "contextual", "cascade")
 
 
 def satisfaction_model(kind: str, n_features: int, n_tasks: int, context_dim: int) -> nn.Module:
-    """The reward model ``kind`` names: ``pooled`` (:class:`SatisfactionModel`, the default) or
-    ``contextual`` (:class:`learners.fusion.satisfaction_contextual.ContextualSatisfactionModel`)."""
+    """The reward model ``kind`` names: ``pooled`` (:class:`SatisfactionModel`, the default),
+    ``contextual`` (:class:`learners.fusion.satisfaction_contextual.ContextualSatisfactionModel`) or
+    ``cascade`` (:class:`learners.fusion.satisfaction_cascade.CascadeSatisfactionModel`, which also
+    learns from the item-level click and long-view labels)."""
     if kind == "pooled":
         return SatisfactionModel(n_features, n_tasks, context_dim)
     if kind == "contextual":
         return ContextualSatisfactionModel(n_tasks, context_dim)
+    if kind == "cascade":
+        return CascadeSatisfactionModel(n_tasks, context_dim)
     raise ValueError(f"unknown reward_model {kind!r}; known: {list(REWARD_MODELS)}")

@@ -56,6 +56,7 @@ class ListArrays:
         old = getattr(self, "t", None)
         self.t = {"features": self._zeros(B, n, d), "task_logits": self._zeros(B, n, K),
                   "mask": self._zeros(B, n, dtype=torch.bool), "item_rewards": self._zeros(B, n),
+                  "item_clicks": self._zeros(B, n), "item_long_views": self._zeros(B, n),
                   "activity": self._zeros(B, dtype=torch.long), "query_type": self._zeros(B, dtype=torch.long),
                   "list_reward": self._zeros(B), "query_reward": self._zeros(B), "fusion_weights": self._zeros(B, K),
                   "fusion_logprob": self._zeros(B).fill_(float("nan")),
@@ -103,6 +104,8 @@ class ListArrays:
         a["task_logits"][b, :m] = task_logit(self._task_probs(items))
         a["mask"][b, :m] = True
         a["item_rewards"][b, :m] = [lab.reward for lab in labels]
+        a["item_clicks"][b, :m] = [lab.click for lab in labels]
+        a["item_long_views"][b, :m] = [lab.long_view for lab in labels]
         a["activity"][b] = activity_index(imp.context)
         a["query_type"][b] = query_type_index(imp.context)
         a["list_reward"][b] = example.list_reward
@@ -151,4 +154,5 @@ class ListArrays:
                          list_reward=rows("list_reward"), query_reward=rows("query_reward"),
                          fusion_weights=rows("fusion_weights"), fusion_logprob=rows("fusion_logprob"),
                          list_logprob=rows("list_logprob"), example_ids=tuple(self.example_ids),
-                         query_type=rows("query_type"))
+                         query_type=rows("query_type"), item_clicks=rows("item_clicks"),
+                         item_long_views=rows("item_long_views"))

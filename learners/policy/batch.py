@@ -79,6 +79,20 @@ class ListBatch:
     list_logprob: torch.Tensor  # [B]: the served order's behaviour log-prob (nan when absent)
     example_ids: tuple[str, ...] = ()
     query_type: torch.Tensor | None = None  # [B] long (index into QUERY_TYPES); None: all UNKNOWN
+    #: The item-level behaviour labels of the served lists (``ItemLabels.click`` / ``long_view``;
+    #: 0 for serving requests and padding): what an item-level satisfaction model learns from.
+    item_clicks: torch.Tensor | None = None  # [B, n] float32; None: all 0
+    item_long_views: torch.Tensor | None = None  # [B, n] float32; None: all 0
+
+    @property
+    def clicks(self) -> torch.Tensor:
+        """``[B, n]`` click labels in served order (0 where the batch carries none)."""
+        return self.item_clicks if self.item_clicks is not None else torch.zeros_like(self.item_rewards)
+
+    @property
+    def long_views(self) -> torch.Tensor:
+        """``[B, n]`` long-view labels in served order (0 where the batch carries none)."""
+        return self.item_long_views if self.item_long_views is not None else torch.zeros_like(self.item_rewards)
 
     @property
     def query_types(self) -> torch.Tensor:
@@ -161,6 +175,8 @@ def from_examples(batch: Sequence[LabeledList], n_features: int, tasks: Sequence
     logits = np.zeros((B, n, K), dtype=np.float32)
     mask = np.zeros((B, n), dtype=bool)
     rewards = np.zeros((B, n), dtype=np.float32)
+    clicks = np.zeros((B, n), dtype=np.float32)
+    long_views = np.zeros((B, n), dtype=np.float32)
     fusion = np.zeros((B, K), dtype=np.float32)
     fusion_lp = np.full(B, np.nan, dtype=np.float32)
     list_lp = np.full(B, np.nan, dtype=np.float32)
@@ -175,6 +191,8 @@ def from_examples(batch: Sequence[LabeledList], n_features: int, tasks: Sequence
         logits[b, :m] = task_logit(_task_probs(items, tasks, task_inputs))
         mask[b, :m] = True
         rewards[b, :m] = [ex.labels[i].reward for i in order]
+        clicks[b, :m] = [ex.labels[i].click for i in order]
+        long_views[b, :m] = [ex.labels[i].long_view for i in order]
         activity[b] = activity_index(imp.context)
         qtype[b] = query_type_index(imp.context)
         if imp.fusion is not None and imp.fusion.logprob is not None and all(t in imp.fusion.weights for t in tasks):
@@ -189,7 +207,8 @@ def from_examples(batch: Sequence[LabeledList], n_features: int, tasks: Sequence
         query_reward=torch.tensor([ex.query_reward for ex in batch], dtype=torch.float32),
         fusion_weights=torch.from_numpy(fusion), fusion_logprob=torch.from_numpy(fusion_lp),
         list_logprob=torch.from_numpy(list_lp), example_ids=tuple(ex.example_id for ex in batch),
-        query_type=torch.from_numpy(qtype))
+        query_type=torch.from_numpy(qtype), item_clicks=torch.from_numpy(clicks),
+        item_long_views=torch.from_numpy(long_views))
 
 
 def from_request(request: RerankRequest, n_features: int, tasks: Sequence[str] = DEFAULT_TASKS,
@@ -281,7 +300,9 @@ def stack_lists(lists: Sequence[ListBatch]) -> ListBatch:
         fusion_logprob=torch.cat([b.fusion_logprob for b in lists]),
         list_logprob=torch.cat([b.list_logprob for b in lists]),
         example_ids=tuple(e for b in lists for e in b.example_ids),
-        query_type=torch.cat([b.query_types for b in lists]))
+        query_type=torch.cat([b.query_types for b in lists]),
+        item_clicks=torch.cat([pad(b.clicks) for b in lists]),
+        item_long_views=torch.cat([pad(b.long_views) for b in lists]))
 
 
 class ListPolicyLearning:

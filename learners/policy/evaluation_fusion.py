@@ -13,8 +13,8 @@ on their group and the query's type:
    requests (held-out queries), so no choice is made on the requests it is judged on.
 2. **The methods.** ``drpo`` (every switch on, with the request context production would
    give it: the KuaiRand activity degree, the query-type class and the task-score summaries;
-   :mod:`learners.fusion.context`) and the context-weighted satisfaction reward model
-   (:mod:`learners.fusion.satisfaction_contextual`; :data:`FUSION_SETTINGS`) learns online from
+   :mod:`learners.fusion.context`) and the item-level cascade satisfaction reward model
+   (:mod:`learners.fusion.satisfaction_cascade`; :data:`FUSION_SETTINGS`) learns online from
    the labelled lists of the simulated stream, as it would from ``examples``; ``no_dual`` is the
    same learner without the cross-batch term of SaFRO's dual-relative advantage
    (``across_batches=False``: GRPO-style group-relative updates); ``drpo_no_query`` drops the
@@ -43,10 +43,11 @@ from simulator.kuairand import KuaiRandMarginals, load_kuairand
 from simulator.letor import LetorDataset
 
 #: DRPO's settings for this task (over :class:`~learners.fusion.learner.DRPOConfig`'s defaults):
-#: the query-type feature, the context-weighted reward model (the pooled one cannot rank a
-#: request's weight vectors: BENCHMARKS.md, ``bench/fusion_diagnostics.py``) and faster policy
+#: the query-type feature, the item-level cascade reward model (the pooled one cannot rank a
+#: request's weight vectors, the list-level contextual one only coarsely: BENCHMARKS.md,
+#: ``bench/fusion_diagnostics.py``) and faster policy
 #: and reward-model steps (the stream is short: a few hundred updates).
-FUSION_SETTINGS: dict[str, Any] = {"query_context": True, "reward_model": "contextual", "lr": 1e-2,
+FUSION_SETTINGS: dict[str, Any] = {"query_context": True, "reward_model": "cascade", "lr": 1e-2,
                                    "reward_lr": 1e-2, "reward_steps": 4}
 #: The learned methods and their DRPO settings; ``drpo`` is the full method.
 FUSION_LEARNERS: dict[str, dict[str, Any]] = {

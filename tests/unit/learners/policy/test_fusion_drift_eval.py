@@ -18,7 +18,17 @@ from learners.policy.evaluation_fusion import context_request, keyed_choice, sat
 from learners.policy.batch import from_examples
 from learners.registry import build_learner
 from simulator.click_models import ClickModel
-from simulator.contextual import GROUPS, ContextRequest, contextual_simulator, preferences, query_type, user_group
+from simulator.contextual import (
+    BRODER_LOG_SHARES,
+    GROUPS,
+    QUERY_TYPE_SHARES,
+    QUERY_TYPES,
+    ContextRequest,
+    contextual_simulator,
+    preferences,
+    query_type,
+    user_group,
+)
 from simulator.session import SessionSimulator, SimulatorConfig
 from streamrank.cli import evaluate as policy_commands
 
@@ -110,6 +120,26 @@ def test_oracle_per_context_weights_beat_the_best_static_vector_on_a_tiny_instan
     oracle, chosen = keyed_choice(G, keys_g, E, keys_e, best)
     assert oracle.mean() > 1.02 * E[:, best].mean()
     assert len(set(chosen.values())) > 1  # contexts really want different vectors
+
+
+def test_each_query_type_wants_its_own_task_and_the_shares_are_broders():
+    shares = np.array([[query_type(q) == t for t in QUERY_TYPES] for q in range(20_000)]).mean(0)
+    assert np.allclose(shares, QUERY_TYPE_SHARES, atol=0.015)  # the hash draws types in the documented shares
+    assert np.allclose(QUERY_TYPE_SHARES, np.array(BRODER_LOG_SHARES) / sum(BRODER_LOG_SHARES))
+
+
+def test_the_oracle_weights_differ_across_contexts_and_lean_to_each_types_task(letor, kuairand):
+    grid = weight_grid(3, 6)
+    sim = contextual_simulator(letor, kuairand, seed=7, namespace="types")
+    requests = [sim.request(i, 0.0) for i in range(450)]
+    S = satisfaction_matrix(sim, requests, grid)
+    static = int(S.mean(0).argmax())
+    types = np.array([r.query_type for r in requests])
+    best = {t: int(S[types == t].mean(0).argmax()) for t in QUERY_TYPES}
+    assert len(set(best.values())) == 3  # every query type wants a different vector
+    for t, task in (("navigational", 0), ("exploratory", 1), ("entertainment", 2)):
+        assert grid[best[t]][task] > grid[static][task]  # more weight on its own task than the static vector
+        assert S[types == t, best[t]].mean() > 1.02 * S[types == t, static].mean()
 
 
 def test_the_default_simulator_is_unchanged(letor, kuairand):

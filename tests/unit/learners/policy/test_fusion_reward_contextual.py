@@ -61,9 +61,9 @@ def test_the_order_matters_only_through_the_proxies():
 
 
 def test_the_config_chooses_the_reward_model_and_names_the_known_ones():
-    assert REWARD_MODELS == ("pooled", "contextual")
+    assert REWARD_MODELS == ("pooled", "contextual", "cascade")
     learner = build_learner("drpo", n_features=300, reward_model="contextual", query_context=True)
     assert isinstance(learner.satisfaction, ContextualSatisfactionModel)
     assert not isinstance(build_learner("drpo", n_features=300).satisfaction, ContextualSatisfactionModel)
-    with pytest.raises(ValueError, match="unknown reward_model 'mlp'; known: \\['pooled', 'contextual'\\]"):
+    with pytest.raises(ValueError, match="unknown reward_model 'mlp'; known: \\['pooled', 'contextual', 'cascade'\\]"):
         satisfaction_model("mlp", 300, 3, context_dims(3))
