@@ -84,17 +84,11 @@ class StackedUMNN:
         self.context: list[tuple[torch.Tensor, torch.Tensor]] = []
         if first.rescaling:
             nets = [list(h.context_net) for h in heads]  # type: ignore[arg-type]
-            self.context_first = (torch.cat([n[0].weight.detach().float() for n in nets]).contiguous(),
-                                  torch.cat([n[0].bias.detach().float() for n in nets]))  # [T*H0, d], [T*H0]
+            cpu = [(n[0].weight.detach().to("cpu", torch.float32), n[0].bias.detach().to("cpu", torch.float32))
+                   for n in nets]
+            self.context_first = (torch.cat([w for w, _ in cpu]).contiguous(), torch.cat([b for _, b in cpu]))
             self.context = [(_stack([n[k].weight.T for n in nets]), _stack([n[k].bias for n in nets]))
                             for k in range(1, len(nets[0]))]
-
-    def with_steps(self, steps: int) -> "StackedUMNN":
-        """The same weights (shared, not copied) with another node count."""
-        other = object.__new__(StackedUMNN)
-        other.__dict__.update(self.__dict__)
-        other.steps = int(steps)
-        return other
 
     def _per_task(self, x: torch.Tensor) -> torch.Tensor:
         """``[N, T*k]`` (one matmul for all tasks) -> ``[T, N, k]``."""
