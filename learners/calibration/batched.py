@@ -164,7 +164,7 @@ def calibrate_batch(stacked: StackedUMNN, encoder: ContextEncoder, tasks: Sequen
                 try:
                     indices.append(encoder.indices(request_context(context, n), n))
                 except ValueError as exc:
-                    raise ValueError(f"request {i}: {exc}") from None
+                    raise ValueError(f"request {i}: {exc}" if len(items) > 1 else str(exc)) from None
                 segments[(i, n)] = total
                 total += n
             wanted.append((i, task, segments[(i, n)], torch.logit(scores.clamp(P_CLIP, 1 - P_CLIP))))
