@@ -20,14 +20,14 @@ no autograd graph.
 Why the full node count. The quadrature is the cost (linear in the node count), so fewer
 nodes were measured first (``bench/umnn_serving.py``; figures in BENCHMARKS.md's Serving
 section). The integrand is a ReLU network, with kinks in :math:`t`, so Clenshaw–Curtis converges
-slowly on it and how many nodes suffice depends on the weights: after 100 steps from the
-identity start, 16–32 nodes were within 1e-4 of the 50-node model on held-out contexts, but
-the error grows as training sharpens the integrand (an exploratory run: 1.3e-3 with 32 nodes
-after 200 steps at lr 5e-3), and a load-time check on a probe of 384 random contexts
-underestimated it 6-fold, so no node count below the model's can be promised for every
-snapshot. A per-context table with interpolation pays a quadrature per grid point for every
-context not seen before (held-out contexts are all misses: 40-180x slower), and
-``torch.compile`` of this pass was no faster (27 s to compile). So this path keeps the model's
+slowly on it and how many nodes suffice depends on the weights, which keep changing: from the
+identity start, 32 nodes were within 1.8e-5 of the 50-node model on held-out contexts after 50
+learning steps and 1.4e-4 after 400 (16 nodes: 7.9e-5, then 7.2e-4), and a load-time check on a
+probe of 384 random contexts underestimated such errors 6-fold in an exploratory run, so no
+node count below the model's can be promised for every snapshot. A per-context table with
+interpolation pays a quadrature per grid point for every context not seen before (held-out
+contexts are all misses: 32-131x slower) and missed the bound too, and ``torch.compile`` of
+this pass was slower than eager (0.95x the module path vs 0.76x). So this path keeps the model's
 own nodes and is the same function up to float rounding (max :math:`|\Delta p|` ~1e-6);
 ``steps=`` exists for the measurement.
 """
@@ -84,17 +84,11 @@ class StackedUMNN:
         self.context: list[tuple[torch.Tensor, torch.Tensor]] = []
         if first.rescaling:
             nets = [list(h.context_net) for h in heads]  # type: ignore[arg-type]
-            self.context_first = (torch.cat([n[0].weight.detach().float() for n in nets]).contiguous(),
-                                  torch.cat([n[0].bias.detach().float() for n in nets]))  # [T*H0, d], [T*H0]
+            cpu = [(n[0].weight.detach().to("cpu", torch.float32), n[0].bias.detach().to("cpu", torch.float32))
+                   for n in nets]
+            self.context_first = (torch.cat([w for w, _ in cpu]).contiguous(), torch.cat([b for _, b in cpu]))
             self.context = [(_stack([n[k].weight.T for n in nets]), _stack([n[k].bias for n in nets]))
                             for k in range(1, len(nets[0]))]
-
-    def with_steps(self, steps: int) -> "StackedUMNN":
-        """The same weights (shared, not copied) with another node count."""
-        other = object.__new__(StackedUMNN)
-        other.__dict__.update(self.__dict__)
-        other.steps = int(steps)
-        return other
 
     def _per_task(self, x: torch.Tensor) -> torch.Tensor:
         """``[N, T*k]`` (one matmul for all tasks) -> ``[T, N, k]``."""
@@ -170,7 +164,7 @@ def calibrate_batch(stacked: StackedUMNN, encoder: ContextEncoder, tasks: Sequen
                 try:
                     indices.append(encoder.indices(request_context(context, n), n))
                 except ValueError as exc:
-                    raise ValueError(f"request {i}: {exc}") from None
+                    raise ValueError(f"request {i}: {exc}" if len(items) > 1 else str(exc)) from None
                 segments[(i, n)] = total
                 total += n
             wanted.append((i, task, segments[(i, n)], torch.logit(scores.clamp(P_CLIP, 1 - P_CLIP))))

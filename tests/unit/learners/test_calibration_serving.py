@@ -133,6 +133,8 @@ def test_a_bad_request_in_a_batch_is_named():
     with pytest.raises(ValueError, match=r"request 1: context field 'item' has 2 values for 3 rows"):
         learner.calibrate_many([good, bad])
     assert len(learner.calibrate_many([good, good])) == 2  # nothing else lost
+    with pytest.raises(ValueError, match=r"^context field 'item' has 2 values for 3 rows$"):
+        learner.calibrate(*bad)  # one request: the message calibrate always gave
 
 
 @pytest.mark.parametrize("factory", [build_platt, build_isotonic], ids=["platt", "isotonic"])
