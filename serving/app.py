@@ -18,6 +18,7 @@ lifespan.
 from __future__ import annotations
 
 import logging
+import sys
 import time
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -158,27 +159,8 @@ def build_runtime(settings: Settings, config: ServeConfig, with_watcher: bool = 
                           status_dir(settings), repair)
 
 
-def create_app(runtime: ServingRuntime) -> FastAPI:
-    """The service around ``runtime``: lifespan, 422 handlers, ``POST /rerank`` and the read-only routes."""
-    config = runtime.config
-    metrics = Metrics()
-
-    @asynccontextmanager
-    async def lifespan(_app: FastAPI):
-        torch.set_num_threads(max(1, config.torch_threads))
-        runtime.start()
-        stop_metrics = metrics.keep_fresh(runtime)  # several workers: each refreshes its own gauges
-        freeze_startup_heap()
-        try:
-            yield
-        finally:
-            stop_metrics()
-            runtime.close()
-
-    app = FastAPI(title="streamrank reranker", version="1", lifespan=lifespan,
-                  description="Calibrate -> fuse -> rerank with hot-swapped model snapshots.")
-    app.state.runtime = runtime
-    app.state.metrics = metrics
+def add_error_handlers(app: FastAPI, metrics: Metrics) -> None:
+    """422 for an invalid body or one the models cannot take (naming the field), 413 for a body too large."""
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -195,6 +177,32 @@ def create_app(runtime: ServingRuntime) -> FastAPI:
         metrics.requests.labels(status="422").inc()
         return JSONResponse(status_code=422, content={"error": "invalid_request", "field": exc.field,
                                                       "reason": exc.reason, "message": str(exc)})
+
+
+def create_app(runtime: ServingRuntime) -> FastAPI:
+    """The service around ``runtime``: lifespan, 422 handlers, ``POST /rerank`` and the read-only routes."""
+    config = runtime.config
+    metrics = Metrics()
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI):
+        torch.set_num_threads(max(1, config.torch_threads))
+        if config.gil_switch_ms > 0:  # see ServeConfig.gil_switch_ms
+            sys.setswitchinterval(config.gil_switch_ms / 1000.0)
+        runtime.start()
+        stop_metrics = metrics.keep_fresh(runtime)  # several workers: each refreshes its own gauges
+        freeze_startup_heap()
+        try:
+            yield
+        finally:
+            stop_metrics()
+            runtime.close()
+
+    app = FastAPI(title="streamrank reranker", version="1", lifespan=lifespan,
+                  description="Calibrate -> fuse -> rerank with hot-swapped model snapshots.")
+    app.state.runtime = runtime
+    app.state.metrics = metrics
+    add_error_handlers(app, metrics)
 
     # response_model documents the answer in OpenAPI; the handler returns the JSON itself
     # (response_json), which skips FastAPI's re-validation of 50 RankedItem models per request.

@@ -62,6 +62,11 @@ class ServeConfig:
     batch_window_ms: float = 1.0
     #: The most requests scored in one padded batch (1: every request alone).
     max_batch: int = 16
+    #: Python's GIL switch interval in the server (``sys.setswitchinterval``; 0: Python's 5 ms).
+    #: A thread that wakes up (the scoring thread, the event loop after a socket read) waits up to
+    #: this long for the GIL while another thread runs Python: a snapshot load on the watcher's
+    #: thread, the Kafka clients' threads, the emitter building an impression.
+    gil_switch_ms: float = 1.0
     feature_source: str = "request"  # "feast": fetch item features the request does not carry
     #: with ``feature_source="feast"``: run the repair job that re-materializes the online store's rows
     #: when they are lost (feature_store.scheduling.MaterializeRepair)
@@ -84,6 +89,8 @@ class ServeConfig:
             raise ValueError(f"explore_rate must be in [0, 1], got {self.explore_rate}")
         if self.max_candidates < 1:
             raise ValueError(f"max_candidates must be >= 1, got {self.max_candidates}")
+        if self.gil_switch_ms < 0:
+            raise ValueError(f"gil_switch_ms must be >= 0, got {self.gil_switch_ms}")
         if self.batch_window_ms < 0 or self.max_batch < 1:
             raise ValueError(f"batch_window_ms must be >= 0 and max_batch >= 1, got {self.batch_window_ms}, "
                              f"{self.max_batch}")

@@ -15,6 +15,12 @@ import logging
 import os
 from pathlib import Path
 
+# prometheus_client picks where metric values live when it is first imported: in files if
+# PROMETHEUS_MULTIPROC_DIR is set then, else in memory. Importing Feast sets that variable to a
+# temporary folder (feast/metrics.py), and the tests build many serving apps in one process, each
+# counting its own requests (serving.metrics): imported first, prometheus_client keeps them apart
+# whichever test imports Feast first.
+import prometheus_client  # noqa: F401, I001 - must precede any Feast import
 import pytest
 from support import SHARED_DATA, fresh_topics
 
