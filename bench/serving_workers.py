@@ -41,6 +41,7 @@ sys.path.insert(0, str(ROOT))
 
 from common import stack  # noqa: E402
 from common.config import load_settings  # noqa: E402
+from serving.metrics import answered_by_worker  # noqa: E402
 
 MODELS = ("umnn", "drpo", "ldro")
 
@@ -132,19 +133,6 @@ def metric_samples(url: str) -> dict[tuple[str, tuple], float]:
     text = httpx.get(f"{url}/metrics", timeout=10).text
     return {(s.name, tuple(sorted(s.labels.items()))): s.value
             for family in text_string_to_metric_families(text) for s in family.samples}
-
-
-def answered_by_worker(folder: Path) -> dict[int, float]:
-    """Requests each worker answered (HTTP 200), from its own counter file."""
-    from prometheus_client.multiprocess import MultiProcessCollector  # noqa: PLC0415
-
-    out = {}
-    for path in folder.glob("counter_*.db"):
-        for family in MultiProcessCollector.merge([str(path)]):
-            for s in family.samples:
-                if s.name == "streamrank_rerank_requests_total" and s.labels.get("status") == "200":
-                    out[int(path.stem.rsplit("_", 1)[1])] = s.value
-    return out
 
 
 def start_server(env: dict[str, str], workers: int, port: int, home: Path) -> subprocess.Popen:

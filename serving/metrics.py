@@ -206,6 +206,18 @@ class Metrics:
         return close
 
 
+def answered_by_worker(folder: Path) -> dict[int, float]:
+    """Requests each worker answered (HTTP 200), from its own counter file (``counter_<pid>.db``):
+    which worker served how much, which the summed ``/metrics`` cannot say (benches and tests)."""
+    out = {}
+    for path in folder.glob("counter_*.db"):
+        for family in MultiProcessCollector.merge([str(path)]):
+            for sample in family.samples:
+                if sample.name == "streamrank_rerank_requests_total" and sample.labels.get("status") == "200":
+                    out[int(path.stem.rsplit("_", 1)[1])] = sample.value
+    return out
+
+
 def prepare_multiproc_dir(folder: Path) -> Path:
     """Create ``folder`` and remove the metric files a previous server left in it (at start, before
     any worker exists: otherwise the last run's counters would be added to this one's)."""

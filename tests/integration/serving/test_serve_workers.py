@@ -20,7 +20,6 @@ from pathlib import Path
 
 import httpx
 import pytest
-from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.parser import text_string_to_metric_families
 from serving_kit import body, scorer, wait_for
 from support import settings_env
@@ -28,7 +27,7 @@ from support import settings_env
 from common import stack
 from feature_store.snapshots import SnapshotRegistry
 from loop.children import Children, wait_http
-from serving.metrics import SERVE_METRICS_ENV, live_gauge_pids
+from serving.metrics import SERVE_METRICS_ENV, answered_by_worker, live_gauge_pids
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
@@ -50,15 +49,6 @@ def swaps_by_worker(samples: dict) -> dict[str, float]:
     return {dict(labels)["pid"]: v for (name, labels), v in samples.items() if name == "streamrank_model_swaps"}
 
 
-def answered_by_worker(folder: Path) -> dict[int, float]:
-    """Requests each worker answered, from its own counter file."""
-    out = {}
-    for path in folder.glob("counter_*.db"):
-        for family in MultiProcessCollector.merge([str(path)]):
-            for s in family.samples:
-                if s.name == "streamrank_rerank_requests_total" and s.labels.get("status") == "200":
-                    out[int(path.stem.rsplit("_", 1)[1])] = s.value
-    return out
 
 
 def rerank(base_url: str, request_id: str) -> tuple[int, str | None, str | None]:
