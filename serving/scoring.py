@@ -17,14 +17,21 @@ Two steps, so that a bad request fails alone and the expensive part is shared:
 
 :func:`rerank_once` is both steps for one request (tests, benches, the canary).
 
-What is left (py-spy of the server under 8 clients, 50 candidates x 300 Feast features,
-``bench/serving_load.py --quick --py-spy FILE``, before the UMNN serving path): of the server's
-samples, ~60 % are the scoring thread (the calibrator's quadrature ~31 %, the feature read ~9 %,
-the reranker's padded pass ~8 %, the fusion policy ~7 %), ~24 % the event loop (HTTP, routing,
-the body's validation ~0.4 %, the answer), the rest the Kafka client threads (impressions out,
-examples and dead letters in). Per item in Python remain: reading each candidate's task scores
-out of the validated body (``np.fromiter``), the answer's per-item dicts (:func:`response_json`)
-and the impression's (:func:`impression_factory`, on the emitter's thread).
+What is left (py-spy of the server, 50 candidates x 300 Feast features,
+``bench/serving_load.py --quick --py-spy FILE`` or ``py-spy record --pid``):
+
+* under 8 clients, before the batched UMNN path: ~60 % of the samples on the scoring thread
+  (the calibrator's quadrature ~31 %, the feature read ~9 %, the reranker's padded pass ~8 %, the
+  fusion policy ~7 %), ~24 % on the event loop (HTTP, routing, the body's validation ~0.4 %, the
+  answer), the rest on the Kafka client threads (impressions out, examples and dead letters in);
+* one client, with it (22c65bf): the scoring thread ~50 % (calibrator ~13 %, fusion policy ~12 %:
+  small torch ops whose cost hardly grows with the batch, feature read ~11 %, reranker ~8 %, waking
+  the event loop ~6 %), the event loop ~28 %, the Kafka threads ~15 %.
+
+Per item in Python remain: reading each candidate's task scores out of the validated body
+(``np.fromiter``), the answer's per-item dicts (:func:`response_json`) and the impression's
+(:func:`impression_factory`, on the emitter's thread). The UMNN quadrature is compute-bound at its
+50 nodes (fewer nodes miss the 1e-4 bound: :mod:`learners.calibration.batched`).
 """
 
 from __future__ import annotations
