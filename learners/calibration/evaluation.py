@@ -28,6 +28,7 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
+from common.figures import save_figure
 from common.tables import render_table
 from contracts.events import IMPRESSION_SCHEMA, Impression, JoinInfo, LabeledList, ShownItem
 from evaluation.metrics import calibration_report, reliability_curve
@@ -161,7 +162,7 @@ def plot_reliability(result: EvalResult, path: str | Path, bins: int = 20) -> No
     ax.set_title(f"Reliability, prequential on {Path(result.info['path']).name}")
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    save_figure(fig, path)
     plt.close(fig)
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from common.figures import save_figure
 from learners.calibration.benchmark import BenchmarkResult
 
 GROUP_FIELD = "user_group"
@@ -76,6 +77,6 @@ def plot_benchmark(result: BenchmarkResult, path: str | Path) -> Path:
         ax.legend(fontsize=7)
     fig.tight_layout()
     path = Path(path)
-    fig.savefig(path, dpi=110)
+    save_figure(fig, path, dpi=110)
     plt.close(fig)
     return path

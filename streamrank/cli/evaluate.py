@@ -13,6 +13,7 @@ from pathlib import Path
 
 import click
 
+from common.figures import save_figure
 from common.tables import render_table
 from streamrank.cli.params import DEFAULT_DATA, parse_sets
 
@@ -59,7 +60,7 @@ def _plot(curves: dict[str, list], path: str, shift_at: int | None) -> None:
     ax.set_ylabel("held-out NDCG@10")
     ax.legend()
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    save_figure(fig, path)
 
 
 @click.command("ldro")

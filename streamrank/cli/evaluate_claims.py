@@ -16,6 +16,7 @@ import json
 
 import click
 
+from common.figures import save_figure
 from common.tables import render_table
 from streamrank.cli.params import DEFAULT_DATA, parse_sets
 
@@ -58,7 +59,7 @@ def plot_fusion(results: dict, path: str) -> None:
     right.legend(fontsize=7)
     fig.suptitle(f"eval fusion: {results['seeds']} seeds, 95 % hierarchical bootstrap")
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    save_figure(fig, path)
 
 
 def plot_drift(curves: dict[str, list], shift_at: int, path: str) -> None:
@@ -81,7 +82,7 @@ def plot_drift(curves: dict[str, list], shift_at: int, path: str) -> None:
     axes[0].legend(fontsize=8)
     fig.suptitle("eval drift: mean over seeds (band: min-max)")
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    save_figure(fig, path)
 
 
 @click.command("fusion")
