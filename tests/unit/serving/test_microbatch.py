@@ -27,22 +27,26 @@ class Recorder:
         return [(bundle, p) for p in payloads]
 
 
+async def behind_a_running_batch(batcher: MicroBatcher, gate: threading.Event, jobs: list[tuple[str, object]]):
+    """Submit ``jobs`` ((bundle, payload) pairs) while the scoring thread is busy with a first request
+    (blocked on ``gate``), then let it go: the jobs can only be scored in the batches that follow.
+    Returns their results (exceptions included), in submission order."""
+    blocker = asyncio.ensure_future(batcher.submit("v1", "blocker", expected=False))
+    await asyncio.sleep(0.05)  # the scoring thread now waits on the gate with the blocker alone
+    futures = [asyncio.ensure_future(batcher.submit(bundle, payload, expected=False)) for bundle, payload in jobs]
+    await asyncio.sleep(0.05)
+    gate.set()
+    assert await blocker == ("v1", "blocker")
+    return await asyncio.gather(*futures, return_exceptions=True)
+
+
 def test_requests_queued_while_a_batch_runs_are_scored_together_in_one_call():
     gate = threading.Event()
     run = Recorder(gate)
     batcher = MicroBatcher(run, window_s=0.0, max_batch=16)
-
-    async def main():
-        first = asyncio.ensure_future(batcher.submit("A", 0, expected=False))
-        await asyncio.sleep(0.05)  # the scoring thread is now blocked on the gate with [0]
-        rest = [asyncio.ensure_future(batcher.submit("A", i, expected=False)) for i in range(1, 6)]
-        await asyncio.sleep(0.05)
-        gate.set()
-        return await first, await asyncio.gather(*rest)
-
-    first, rest = asyncio.run(main())
+    answers = asyncio.run(behind_a_running_batch(batcher, gate, [("v1", i) for i in range(1, 6)]))
     batcher.close()
-    assert first == ("A", 0) and rest == [("A", i) for i in range(1, 6)]
+    assert answers == [("v1", i) for i in range(1, 6)]
     assert [len(p) for _, p in run.calls] == [1, 5]
     assert batcher.stats.batches == 2 and batcher.stats.requests == 6 and batcher.stats.largest == 5
 
@@ -51,18 +55,8 @@ def test_a_batch_is_split_by_bundle_so_a_swap_inside_a_batch_never_mixes_version
     gate = threading.Event()
     run = Recorder(gate)
     batcher = MicroBatcher(run, window_s=0.0, max_batch=16)
-
-    async def main():
-        blocker = asyncio.ensure_future(batcher.submit("v1", "x", expected=False))
-        await asyncio.sleep(0.05)
-        jobs = [asyncio.ensure_future(batcher.submit(bundle, i, expected=False))
-                for i, bundle in enumerate(["v1", "v2", "v1", "v2", "v2"])]
-        await asyncio.sleep(0.05)
-        gate.set()
-        await blocker
-        return await asyncio.gather(*jobs)
-
-    answers = asyncio.run(main())
+    jobs = [(bundle, i) for i, bundle in enumerate(["v1", "v2", "v1", "v2", "v2"])]
+    answers = asyncio.run(behind_a_running_batch(batcher, gate, jobs))
     batcher.close()
     assert answers == [("v1", 0), ("v2", 1), ("v1", 2), ("v2", 3), ("v2", 4)]
     assert run.calls[1:] == [("v1", [0, 2]), ("v2", [1, 3, 4])]
@@ -72,19 +66,9 @@ def test_one_bad_request_fails_alone_and_its_batch_neighbours_are_answered():
     gate = threading.Event()
     run = Recorder(gate)
     batcher = MicroBatcher(run, window_s=0.0, max_batch=16)
-
-    async def main():
-        blocker = asyncio.ensure_future(batcher.submit("A", "first", expected=False))
-        await asyncio.sleep(0.05)
-        jobs = [asyncio.ensure_future(batcher.submit("A", p, expected=False)) for p in ("ok1", "bad", "ok2")]
-        await asyncio.sleep(0.05)
-        gate.set()
-        await blocker
-        return await asyncio.gather(*jobs, return_exceptions=True)
-
-    ok1, bad, ok2 = asyncio.run(main())
+    ok1, bad, ok2 = asyncio.run(behind_a_running_batch(batcher, gate, [("v1", "ok1"), ("v1", "bad"), ("v1", "ok2")]))
     batcher.close()
-    assert ok1 == ("A", "ok1") and ok2 == ("A", "ok2")
+    assert ok1 == ("v1", "ok1") and ok2 == ("v1", "ok2")
     assert isinstance(bad, ValueError) and "bad payload" in str(bad)
 
 
@@ -92,17 +76,8 @@ def test_max_batch_caps_a_batch():
     gate = threading.Event()
     run = Recorder(gate)
     batcher = MicroBatcher(run, window_s=0.0, max_batch=3)
-
-    async def main():
-        blocker = asyncio.ensure_future(batcher.submit("A", -1, expected=False))
-        await asyncio.sleep(0.05)
-        jobs = [asyncio.ensure_future(batcher.submit("A", i, expected=False)) for i in range(7)]
-        await asyncio.sleep(0.05)
-        gate.set()
-        await blocker
-        return await asyncio.gather(*jobs)
-
-    assert asyncio.run(main()) == [("A", i) for i in range(7)]
+    jobs = [("v1", i) for i in range(7)]
+    assert asyncio.run(behind_a_running_batch(batcher, gate, jobs)) == jobs
     batcher.close()
     assert [len(p) for _, p in run.calls] == [1, 3, 3, 1]
 
