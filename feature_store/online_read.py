@@ -121,8 +121,8 @@ def float_list_header(width: int) -> bytes:
     ``val`` tag and length, then ``4 * width`` little-endian float32 bytes. A row that starts with
     exactly this header and has exactly that length *is* such a Value, so its floats can be read with
     one ``np.frombuffer`` instead of parsing the protobuf and boxing ``width`` Python floats
-    (1.7 vs 16 us per 300-float row here). Anything else (a double list, an unpacked encoding,
-    another width) takes :func:`value_to_vector`."""
+    (1.7 vs 16 us per 300-float row: a one-off timing, not a bench in ``bench/``). Anything else
+    (a double list, an unpacked encoding, another width) takes :func:`value_to_vector`."""
     raw = ValueProto(float_list_val=FloatListProto(val=[0.0] * width)).SerializeToString()
     return raw[:len(raw) - 4 * width]
 
@@ -230,8 +230,8 @@ class DirectFeatureReader:
 
         Serving's hot path: one command (:data:`HGET_MANY`, a server-side loop of HGET over the
         items' keys) instead of a pipeline of one HMGET per item: the client builds and parses one
-        command, not N (0.49 vs 1.14 ms for 50 items, 2.3 vs 6.2 ms for 400, measured against a
-        local redis-server with redis-py + hiredis), and the rows are decoded straight into NumPy
+        command, not N (0.49 vs 1.14 ms for 50 items, 2.3 vs 6.2 ms for 400: a one-off timing against
+        a local redis-server with redis-py + hiredis), and the rows are decoded straight into NumPy
         (:func:`vectors_to_matrix`). Returns the matrix and a boolean ``known`` mask: rows of
         unknown items, and of items whose vector has another length than the first one found, are
         zeros and ``False``. ``d`` is 0 when no item is known. Redis errors propagate (serving

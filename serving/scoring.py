@@ -196,8 +196,9 @@ def response_json(body: RerankBody, out: dict[str, Any], logged: bool) -> bytes:
     """The ``RerankResponse`` document of one answered request, as JSON bytes.
 
     Built as plain dicts (constructing and re-validating 50 ``RankedItem`` models was the request
-    path's largest cost after the models) and encoded by msgspec (12x faster than ``json.dumps``
-    for 50 items on the shared machine: 0.07 vs 0.82 ms). JSON has no NaN or Infinity: msgspec
+    path's largest cost after the models) and encoded by msgspec (0.07 vs 0.82 ms for
+    ``json.dumps`` on 50 items: a one-off timing, not a bench in ``bench/``). JSON has no NaN or
+    Infinity: msgspec
     writes a non-finite number as ``null``, as serialising the ``RerankResponse`` model does.
     """
     calibrated = out["calibrated"]
