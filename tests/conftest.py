@@ -32,6 +32,9 @@ from common.config import Settings, load_settings
 for _name in ("kafka", "aiokafka"):
     logging.getLogger(_name).setLevel(logging.CRITICAL)
 
+#: ``--long`` and the ``long`` marker: CI's short forms by default (tests/long_runs.py)
+pytest_plugins = ["long_runs"]
+
 
 @pytest.fixture(scope="session")
 def shared_data() -> Path:

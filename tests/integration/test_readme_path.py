@@ -6,8 +6,8 @@ What it must show (issue 23): hot swaps of ldro visible in the server's ``/model
 and as many examples as requests served (within 5 %).
 
 CI runs a short form: ``STREAMRANK_README_PATH_S`` seconds of simulated users (default 75)
-with snapshots every 15 s. ``STREAMRANK_README_PATH_S=180`` runs the issue's three minutes with
-the default snapshot interval (60 s). Either way the stages run with ``deploy/sim.toml`` (the
+with snapshots every 15 s. ``--long`` (or ``STREAMRANK_README_PATH_S=180``) runs the issue's three
+minutes with the default snapshot interval (60 s). Either way the stages run with ``deploy/sim.toml`` (the
 README's ``STREAMRANK_CONFIG`` for simulated users: a join window to match simulate's
 time-compressed sessions, LDRO warm-started at the server's cold-start order), started by
 :mod:`loop.readme_path` (which bench/storage_bound.py runs too).
@@ -22,13 +22,14 @@ from pathlib import Path
 
 import httpx
 import pytest
+from long_runs import long_tests
 
 from common.retention import read_status as storage_status
 from loop.readback import join_totals
 from loop.readme_path import simulate_reports, start_simulate, start_stages
 from streams.metrics import status_dir
 
-DURATION_S = float(os.environ.get("STREAMRANK_README_PATH_S", "75"))
+DURATION_S = float(os.environ.get("STREAMRANK_README_PATH_S", "180" if long_tests() else "75"))
 
 #: the long forms run past pytest's default 600 s per test
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(max(600, int(DURATION_S) + 600))]

@@ -7,18 +7,22 @@ import json
 from dataclasses import replace
 
 import pytest
+from long_runs import long_tests
 
 from common import stack
 from loop.demo import DemoConfig, run_demo
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
+#: CI's short form: 25 s of traffic; ``--long``: two minutes, where the learned order must beat the upstream one
+DURATION_S = 120.0 if long_tests() else 25.0
+
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
 def test_short_demo_run_writes_a_consistent_summary_and_plots_and_stops_what_it_started(embedded_stack, tmp_path):
     output = tmp_path / "demo"
-    config = DemoConfig(duration_s=25.0, output=output, rate=8.0, concurrency=2, feast=False, drain_s=6.0,
+    config = DemoConfig(duration_s=DURATION_S, output=output, rate=8.0, concurrency=2, feast=False, drain_s=6.0,
                         bucket_s=5.0)
     summary = run_demo(config, replace(embedded_stack, home=embedded_stack.home))
 
@@ -60,6 +64,9 @@ def test_short_demo_run_writes_a_consistent_summary_and_plots_and_stops_what_it_
         assert float(r["feedback_done_s"]) <= float(r["window_end_s"]) + 0.5, r
         if r["closed_by"] == "window":
             assert float(r["example_s"]) >= float(r["window_end_s"]) + config.join_lateness_s - 0.01, r
+    if long_tests():  # two minutes: the learned order beats the upstream one over the second half
+        late = curve[len(curve) // 2:]
+        assert sum(r["ndcg10"] for r in late) > sum(r["ndcg10_upstream"] for r in late), late
     throughput = on_disk["throughput_per_s"]
     assert throughput["simulator_requests"] > 2 and throughput["examples_joined"] > 0
     # Plots: real PNG files.
