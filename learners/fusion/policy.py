@@ -27,6 +27,7 @@ import math
 import torch
 from torch import nn
 
+from learners.attention import self_attention
 from learners.fusion.context import TASK_STATS
 
 LOG_STD_RANGE = (-3.0, 1.0)
@@ -54,7 +55,7 @@ class TaskRelationPolicy(nn.Module):
         """``stats`` ``[B, K, 3]``, ``ctx`` ``[B, C]`` -> mean ``[B, K]``, log-std ``[B, K]``."""
         tokens = self.task_embed + self.stats(stats) + self.context(ctx).unsqueeze(1)
         if self.task_relation:
-            attended, _ = self.attn(tokens, tokens, tokens, need_weights=False)
+            attended = self_attention(self.attn, tokens)
             tokens = self.norm1(tokens + attended)
         tokens = self.norm2(tokens + self.ff(tokens))
         mean = self.mean_head(tokens).squeeze(-1)

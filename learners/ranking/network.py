@@ -20,6 +20,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from learners.attention import self_attention
+
 
 class SetScorer(nn.Module):
     """``[B, n, d_in]`` item inputs + ``[B, n]`` mask -> ``[B, n]`` scores."""
@@ -43,7 +45,7 @@ class SetScorer(nn.Module):
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         h = self.embed(x)
         if self.set_aware:
-            attended, _ = self.attn(h, h, h, key_padding_mask=~mask, need_weights=False)
+            attended = self_attention(self.attn, h, key_padding_mask=~mask)
             h = self.norm1(h + attended)
             h = self.norm2(h + self.ff(h))
         scores = (self.head(h) + self.skip(x)).squeeze(-1)
