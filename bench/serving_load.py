@@ -236,6 +236,8 @@ def main() -> int:
                          "to this file; see the profile notes in serving/scoring.py)")
     ap.add_argument("--output", type=Path, default=None)
     args = ap.parse_args()
+    if args.py_spy and args.baseline_ref:  # the profile samples the steady phase, which alternates two servers then
+        ap.error("--py-spy profiles one server: run it without --baseline-ref")
     if args.quick:
         args.single_s, args.steady_s, args.swap_s, args.rounds = 20.0, 30.0, 30.0, 2
     if args.json:  # progress and the human summary go to stderr
