@@ -26,7 +26,15 @@ What is left (py-spy of the server, 50 candidates x 300 Feast features,
   answer), the rest on the Kafka client threads (impressions out, examples and dead letters in);
 * one client, with it (22c65bf): the scoring thread ~50 % (calibrator ~13 %, fusion policy ~12 %:
   small torch ops whose cost hardly grows with the batch, feature read ~11 %, reranker ~8 %, waking
-  the event loop ~6 %), the event loop ~28 %, the Kafka threads ~15 %.
+  the event loop ~6 %), the event loop ~28 %, the Kafka threads ~15 %;
+* one client again after the attention change (d600e3c, 25 s at 400 Hz, load ~3): the scoring
+  thread 55 % (feature read 16.6 %, of it 11.5 % inside the Redis script call; calibrator 13.7 %;
+  fusion policy 12.0 %; reranker 7.7 %), the event loop 29 %, the Kafka producer's sender 9 %, the
+  emitter 5.5 %. Many of the fusion policy's samples sit on lines that only add two tiny tensors:
+  the scoring thread waiting to take the GIL back after a torch op released it, while the event
+  loop or a Kafka thread runs Python. The model work of one request in process (no HTTP, no
+  Redis) is ~2.5 ms (``bench/serving_stages.py``) against ~4 ms measured by the handler; a
+  shorter GIL switch interval (0.2 ms) did not shorten it (two alternating runs each).
 
 Per item in Python remain: reading each candidate's task scores out of the validated body
 (``np.fromiter``), the answer's per-item dicts (:func:`response_json`) and the impression's
