@@ -98,6 +98,28 @@ def run_methods(task: CalibrationTask, methods: Sequence[str], batch_size: int, 
     return predictions, seconds, used
 
 
+def label_noise_floor(p: np.ndarray, p_true: np.ndarray, bins: int = 100, draws: int = 50, seed: int = 0) -> float:
+    r"""The ECE against labels that label noise alone gives ``p``'s binning (known truth only).
+
+    With labels :math:`y_i \sim \mathrm{Bernoulli}(p^*_i)` and the 100 equal-width bins :math:`b` of
+    ``p`` (as ``ece``), :math:`E\,\sum_b \lvert\sum_{i\in b}(y_i - p^*_i)\rvert / N` by Monte Carlo
+    over ``draws`` label draws: what a predictor whose bins are calibrated against the truth would
+    still score. It grows with the number of populated bins (a sharper predictor splits the rows
+    into more, smaller bins, each with its own sampling error), so label ECEs of predictors with
+    different spreads are not compared on the same floor (the binned-ECE estimator's bias: Kumar,
+    Liang & Ma 2019, "Verified uncertainty calibration"; Roelofs et al. 2022).
+    """
+    p = np.asarray(p, dtype=np.float64).ravel()
+    truth = np.asarray(p_true, dtype=np.float64).ravel()
+    bin_of = np.minimum((p * bins).astype(np.int64), bins - 1)
+    rng = np.random.default_rng(seed)
+    total = 0.0
+    for _ in range(draws):
+        noise = (rng.random(truth.size) < truth) - truth
+        total += float(np.abs(np.bincount(bin_of, weights=noise, minlength=bins)).sum())
+    return total / (draws * max(p.size, 1))
+
+
 def goals(summaries: dict[str, dict[str, Interval]], fields: Sequence[str]) -> dict[str, bool]:
     """Issue 20's criteria for ``umnn_scloss`` against each baseline present (see the module docstring)."""
     out: dict[str, bool] = {}
@@ -141,12 +163,15 @@ def evaluate_benchmark(data: str, methods: Sequence[str] = DEFAULT_METHODS, seed
     task, predictions = None, {}
     umnn_settings = dict(UMNN_SETTINGS if umnn_settings is None else umnn_settings)
     truth: list[Samples] = []
+    floors: dict[str, list[float]] = {}
     for seed in range(first_seed, first_seed + seeds):
         task = build_task(data, seed, quick, limit, directory, train_fraction)
         predictions, secs, bins = run_methods(task, run, batch_size, lr, seed, progress, umnn_settings)
         if task.p_true is not None:  # the label-ECE floor of a perfectly calibrated predictor (see TRUTH_NOTE)
             truth.append(bootstrap_samples(task.labels, task.p_true, task.clusters, task.fields, task.p_true,
                                            replicates=replicates, seed=seed))
+            for method in run:
+                floors.setdefault(method, []).append(label_noise_floor(predictions[method], task.p_true, seed=seed))
         for method in run:
             samples[method].append(bootstrap_samples(task.labels, predictions[method], task.clusters, task.fields,
                                                      task.p_true, replicates=replicates, seed=seed))
@@ -170,6 +195,9 @@ def evaluate_benchmark(data: str, methods: Sequence[str] = DEFAULT_METHODS, seed
     }
     if truth:
         doc["truth_as_prediction"] = {"note": TRUTH_NOTE, **nest(summarise(truth))}
+        doc["label_noise_floor"] = {"note": "ECE against labels that label noise alone gives each method's bins "
+                                            "(label_noise_floor(); mean over seeds)",
+                                    **{m: float(np.mean(v)) for m, v in floors.items()}}
     if ablation:
         doc["ablation"] = {m: nest(summaries[m]) for m in ABLATION}
         doc["ablation"]["sc_bins_used"] = {m: float(np.mean(v)) for m, v in used.items()}

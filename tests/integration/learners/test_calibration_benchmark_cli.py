@@ -62,6 +62,8 @@ def test_sim_quick_json_has_every_method_metric_interval_and_the_ablation(runner
     # the truth scored as a prediction: no error against itself, only label noise against the labels
     truth = doc["truth_as_prediction"]
     assert truth["mae_true"]["value"] == 0 and truth["ece_true"]["value"] == 0 and truth["ece"]["value"] > 0
+    floors = doc["label_noise_floor"]
+    assert METHODS <= set(floors) and all(0 < floors[m] < 1 for m in METHODS)
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
