@@ -31,7 +31,8 @@ Online-SGD options of UMNN/Platt (all off by default, so a default learner is as
   ``ExponentialMovingAverage``): predictions and serving use :math:`\bar\theta_t =
   d_t\bar\theta_{t-1} + (1-d_t)\theta_t` with :math:`d_t = \min(\text{average}, (1+t)/(10+t))`
   after the :math:`t`-th optimizer step (the ramp lets the first steps count fully instead of
-  averaging with the initial weights); training keeps using :math:`\theta`. Why: a prequential
+  averaging with the initial weights; while it binds, the new iterate's weight is :math:`9/(10+t)`,
+  the polynomial-decay averaging of Shamir & Zhang 2013); training keeps using :math:`\theta`. Why: a prequential
   learner predicts with whatever iterate the last noisy step left; the average keeps the step
   noise out of the predictions (the variance of the last iterate of constant-step SGD does not
   shrink, the average's does).

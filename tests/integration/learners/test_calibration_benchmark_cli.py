@@ -12,6 +12,7 @@ import pytest
 from click.testing import CliRunner
 from support_movielens import write_movielens
 
+from learners.calibration.benchmark import UMNN_SETTINGS
 from streamrank.cli.main import _register_stage_commands, cli
 
 pytestmark = pytest.mark.integration
@@ -89,7 +90,7 @@ def test_seeds_can_start_elsewhere_and_umnn_settings_reach_the_umnn_variants_onl
         assert result.exit_code == 0, result.output
         docs.append(json.loads(result.output))
     plain, averaged = docs
-    assert plain["seeds"] == [100] and plain["info"]["umnn_settings"] == {}
+    assert plain["seeds"] == [100] and plain["info"]["umnn_settings"] == UMNN_SETTINGS  # the benchmark's
     assert averaged["info"]["umnn_settings"] == {"average": 0.9, "lr_schedule": "inv_sqrt", "lr_warmup": 5}
     assert "truth_as_prediction" not in plain  # MovieLens has no known truth
     assert averaged["methods"]["umnn"]["logloss"] != plain["methods"]["umnn"]["logloss"]
