@@ -32,10 +32,10 @@ Online-SGD options of UMNN/Platt (all off by default, so a default learner is as
   d_t\bar\theta_{t-1} + (1-d_t)\theta_t` with :math:`d_t = \min(\text{average}, (1+t)/(10+t))`
   after the :math:`t`-th optimizer step (the ramp lets the first steps count fully instead of
   averaging with the initial weights; while it binds, the new iterate's weight is :math:`9/(10+t)`,
-  the polynomial-decay averaging of Shamir & Zhang 2013); training keeps using :math:`\theta`. Why: a prequential
-  learner predicts with whatever iterate the last noisy step left; the average keeps the step
-  noise out of the predictions (the variance of the last iterate of constant-step SGD does not
-  shrink, the average's does).
+  the polynomial-decay averaging of Shamir & Zhang 2013); training keeps using :math:`\theta`.
+  Why: a prequential learner predicts with whatever iterate the last noisy step left; the
+  average keeps the step noise out of the predictions (the variance of the last iterate of
+  constant-step SGD does not shrink, the average's does).
 * ``lr_schedule="inv_sqrt"`` with ``lr_warmup`` = :math:`w`: step :math:`t` (1-based) uses
   :math:`\mathrm{lr}\cdot\min(t/w, \sqrt{w/t})` (linear warm-up to the peak at :math:`t=w`, then
   :math:`1/\sqrt t` decay: Vaswani et al. 2017's schedule normalised to peak ``lr``; the
@@ -53,7 +53,7 @@ from __future__ import annotations
 
 import copy
 import math
-from dataclasses import asdict, dataclass, field  # noqa: F401 - same
+from dataclasses import asdict, dataclass, field  # noqa: F401 - kept: see commit 80a14f6
 from typing import Any, Sequence
 
 import torch
