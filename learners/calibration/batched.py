@@ -183,7 +183,7 @@ def calibrate_batch(stacked: StackedUMNN, encoder: ContextEncoder, tasks: Sequen
 
 class BatchedServing:
     """``calibrate``/``calibrate_many`` of :class:`~learners.calibration.learner.NeuralCalibrationLearner`
-    through :class:`StackedUMNN` (a mixin: it reads ``module``, ``tasks``, ``encoder``, ``device``).
+    through :class:`StackedUMNN` (a mixin: it reads ``predictor``, ``tasks``, ``device``).
 
     ``serving_fast = False`` serves through the modules instead (the reference path, and Platt's).
     """
@@ -205,7 +205,7 @@ class BatchedServing:
             params, key, stacked = self._serving
             if key == (weights_key(params), self.serving_steps):
                 return stacked
-        heads = self.module["heads"]  # type: ignore[attr-defined]
+        heads = self.predictor["heads"]  # type: ignore[attr-defined]  (the averaged weights when averaging)
         params = list(heads.parameters())
         stacked = StackedUMNN([heads[t] for t in self.tasks], self.serving_steps)  # type: ignore[attr-defined]
         self._serving = (params, (weights_key(params), self.serving_steps), stacked)
@@ -226,4 +226,5 @@ class BatchedServing:
         stacked = self.serving_path()
         if stacked is None:
             return super().calibrate_many(items)  # type: ignore[misc]
-        return calibrate_batch(stacked, self.encoder, self.tasks, items, self.device)  # type: ignore[attr-defined]
+        return calibrate_batch(stacked, self.predictor["encoder"], self.tasks, items,  # type: ignore[attr-defined]
+                               self.device)

@@ -44,13 +44,22 @@ FIXED_BINS = "umnn_scloss@fixed_bins"
 KNOWN_METHODS = (*DEFAULT_METHODS, FIXED_BINS)
 
 
-def method_factories(lr: float, context_fields: tuple[str, ...], seed: int) -> dict[str, Callable[[], Any]]:
+def method_factories(lr: float, context_fields: tuple[str, ...], seed: int,
+                     umnn_settings: dict[str, Any] | None = None) -> dict[str, Callable[[], Any]]:
+    """A fresh learner per method. ``umnn_settings`` (:class:`~learners.calibration.learner.CalibrationConfig`
+    fields, e.g. ``average``, ``lr_schedule``, ``sc_weight``) apply to the three UMNN variants only; a
+    ``sc_weight`` there sets SCLoss's λ of the SCLoss variants (``umnn`` stays BCE only). The
+    context-free baselines never change."""
     common = dict(tasks=("click",), seed=seed)
+    extra = dict(umnn_settings or {})
+    sc = {"sc_weight": extra.pop("sc_weight")} if "sc_weight" in extra else {}
     return {
-        "umnn_scloss": lambda: build_umnn(name="umnn_scloss", lr=lr, context_fields=context_fields, **common),
+        "umnn_scloss": lambda: build_umnn(name="umnn_scloss", lr=lr, context_fields=context_fields, **sc, **extra,
+                                          **common),
         FIXED_BINS: lambda: build_umnn(name=FIXED_BINS, lr=lr, context_fields=context_fields, sc_binning="uniform",
-                                       **common),
-        "umnn": lambda: build_umnn(name="umnn", lr=lr, context_fields=context_fields, sc_weight=0.0, **common),
+                                       **sc, **extra, **common),
+        "umnn": lambda: build_umnn(name="umnn", lr=lr, context_fields=context_fields, sc_weight=0.0, **extra,
+                                   **common),
         "platt": lambda: build_platt(**common),
         "isotonic": lambda: build_isotonic(**common),
         "histogram": lambda: build_histogram(**common),

@@ -25,14 +25,35 @@ the learner does not calibrate pass through unchanged.
 UMNN serves through :mod:`learners.calibration.batched` (all tasks and requests in one pass,
 weights stacked at ``load_state_dict``; the same function as the modules to float rounding).
 
+Online-SGD options of UMNN/Platt (all off by default, so a default learner is as before):
+
+* ``average`` (Polyak averaging, Polyak & Juditsky 1992; the exponential form of TensorFlow's
+  ``ExponentialMovingAverage``): predictions and serving use :math:`\bar\theta_t =
+  d_t\bar\theta_{t-1} + (1-d_t)\theta_t` with :math:`d_t = \min(\text{average}, (1+t)/(10+t))`
+  after the :math:`t`-th optimizer step (the ramp lets the first steps count fully instead of
+  averaging with the initial weights; while it binds, the new iterate's weight is :math:`9/(10+t)`,
+  the polynomial-decay averaging of Shamir & Zhang 2013); training keeps using :math:`\theta`.
+  Why: a prequential learner predicts with whatever iterate the last noisy step left; the
+  average keeps the step noise out of the predictions (the variance of the last iterate of
+  constant-step SGD does not shrink, the average's does).
+* ``lr_schedule="inv_sqrt"`` with ``lr_warmup`` = :math:`w`: step :math:`t` (1-based) uses
+  :math:`\mathrm{lr}\cdot\min(t/w, \sqrt{w/t})` (linear warm-up to the peak at :math:`t=w`, then
+  :math:`1/\sqrt t` decay: Vaswani et al. 2017's schedule normalised to peak ``lr``; the
+  :math:`1/\sqrt t` rate of online convex optimisation, Zinkevich 2003). Computed from the
+  step counter, so it needs no extra state.
+* ``passes``: optimizer steps on each batch (``learn_many``); the schedule and the average count
+  steps, ``updates`` counts batches.
+
 Learning (``learn_many``) is deterministic given the seed and input order; the state holds
-the modules, Adam's moments, SCLoss caches, the RNG state and counters.
+the modules (and the averaged copy when ``average > 0``), Adam's moments, SCLoss caches, the
+RNG state and counters.
 """
 
 from __future__ import annotations
 
-import math  # noqa: F401 - kept: see commit 80a14f6; issue 16 traced the ~1e-6 to torch's thread count
-from dataclasses import asdict, dataclass, field  # noqa: F401 - same
+import copy
+import math
+from dataclasses import asdict, dataclass, field  # noqa: F401 - kept: see commit 80a14f6
 from typing import Any, Sequence
 
 import torch
@@ -59,6 +80,7 @@ from learners.ingest.rows import RowArrays
 
 DEFAULT_TASKS = ("click", "long_view")
 DEFAULT_FIELDS = ("position", "item", "user")
+LR_SCHEDULES = ("constant", "inv_sqrt")
 
 
 @dataclass(frozen=True)
@@ -79,6 +101,11 @@ class CalibrationConfig:
     sc_weight: float = 1e-2
     sc_binning: str = "quantile"
     seed: int = 0
+    # online-SGD options of UMNN/Platt (module docstring); the defaults leave the learner as before
+    average: float = 0.0  # Polyak/EMA decay of the weights used to predict; 0: predict with the last iterate
+    lr_schedule: str = "constant"  # or "inv_sqrt": linear warm-up over lr_warmup steps, then lr * sqrt(w / t)
+    lr_warmup: int = 1
+    passes: int = 1  # optimizer steps on each batch
     # isotonic / histogram
     hist_bins: int = 200
     hist_logit_range: float = 12.0
@@ -94,6 +121,14 @@ class CalibrationConfig:
             raise ValueError(f"steps must be an even number >= 2, got {self.steps}")
         if self.lr <= 0:
             raise ValueError(f"lr must be > 0, got {self.lr}")
+        if not 0.0 <= self.average < 1.0:
+            raise ValueError(f"average (the EMA decay) must be in [0, 1), got {self.average}")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ValueError(f"lr_schedule must be one of {', '.join(LR_SCHEDULES)}, got {self.lr_schedule!r}")
+        if self.lr_warmup < 1:
+            raise ValueError(f"lr_warmup must be >= 1, got {self.lr_warmup}")
+        if self.passes < 1:
+            raise ValueError(f"passes must be >= 1, got {self.passes}")
         SCLossConfig(self.sc_bins, self.sc_beta, self.sc_weight, self.sc_binning)  # validates
 
     @classmethod
@@ -106,6 +141,18 @@ class CalibrationConfig:
 
     def as_json(self) -> dict[str, Any]:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+
+    def lr_at(self, step: int) -> float:
+        """Learning rate of optimizer step ``step`` (1-based) under ``lr_schedule`` (module docstring)."""
+        if self.lr_schedule == "constant":
+            return self.lr
+        t, w = max(int(step), 1), self.lr_warmup
+        return self.lr * min(t / w, math.sqrt(w / t))
+
+
+def average_decay(limit: float, steps: int) -> float:
+    """EMA decay after ``steps`` optimizer steps: ``min(limit, (1 + steps) / (10 + steps))``."""
+    return min(limit, (1.0 + steps) / (10.0 + steps))
 
 
 class _CalibrationBase:
@@ -140,6 +187,8 @@ class _CalibrationBase:
     def _load_meta(self, meta: dict[str, Any]) -> None:
         check_format(meta)
         saved = meta.get("config")
+        if saved is not None:  # settings added since the checkpoint was written read as their defaults
+            saved = {**{k: v for k, v in CalibrationConfig().as_json().items() if k not in saved}, **saved}
         if saved is not None and saved != self.config.as_json():
             raise ValueError(f"checkpoint config differs from this learner's config: {saved} != {self.config.as_json()}")
         counters = meta.get("counters", {})
@@ -205,7 +254,11 @@ class NeuralCalibrationLearner(BatchedServing, _CalibrationBase):
                 else:
                     heads[task] = PlattHead()
             self.module = nn.ModuleDict({"encoder": self.encoder, "heads": nn.ModuleDict(heads)})
-        self.optimizer = torch.optim.Adam(self.module.parameters(), lr=config.lr)
+        self.optimizer = torch.optim.Adam(self.module.parameters(), lr=config.lr_at(1))
+        self.optimizer_steps = 0  # Adam steps taken (``passes`` per update); drives the schedule and the average
+        self.average_module: nn.ModuleDict | None = None
+        if config.average > 0:
+            self.average_module = copy.deepcopy(self.module).requires_grad_(False)
         self.sync: Any = None  # learners.distributed.sync.GradientSync on data-parallel ranks (needs sc_weight=0)
         sc = SCLossConfig(config.sc_bins, config.sc_beta, config.sc_weight, config.sc_binning)
         self.sc_losses = {task: SmoothCalibrationLoss(sc) for task in config.tasks}
@@ -217,13 +270,34 @@ class NeuralCalibrationLearner(BatchedServing, _CalibrationBase):
 
         self.device = resolve_device(device)
         self.module.to(self.device)
+        if self.average_module is not None:
+            self.average_module.to(self.device)
         move_optimizer(self.optimizer, self.device)
         return self
+
+    @property
+    def predictor(self) -> nn.ModuleDict:
+        """The weights that predict and serve: the Polyak/EMA average when ``average > 0``, else the trained ones."""
+        return self.average_module if self.average_module is not None else self.module
+
+    def _step(self) -> None:
+        """One Adam step at the scheduled lr, then the average folds in the new weights."""
+        lr = self.config.lr_at(self.optimizer_steps + 1)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        self.optimizer.step()
+        self.optimizer_steps += 1
+        if self.average_module is not None:
+            d = average_decay(self.config.average, self.optimizer_steps)
+            with torch.no_grad():
+                for avg, new in zip(self.average_module.parameters(), self.module.parameters()):
+                    avg.mul_(d).add_(new.detach(), alpha=1.0 - d)
 
     def _encode(self, fields: dict[str, Sequence[Any]], n: int) -> torch.Tensor:
         """The context vectors ``h`` [n, d] (shared by every task's head)."""
         with torch.no_grad():
-            return self.encoder(self.encoder.indices(fields, n).to(self.device)).cpu()
+            encoder = self.predictor["encoder"]
+            return encoder(encoder.indices(fields, n).to(self.device)).cpu()
 
     def forward_rows(self, task: str, logit: torch.Tensor, context_index: torch.Tensor) -> torch.Tensor:
         """Calibrated logit; ``context_index`` from ``encoder.indices`` (used by the bench too)."""
@@ -231,7 +305,7 @@ class NeuralCalibrationLearner(BatchedServing, _CalibrationBase):
 
     def _predict(self, task, logit, context, p_hat):
         with torch.no_grad():
-            z = self.module["heads"][task](logit.to(self.device), context.to(self.device))
+            z = self.predictor["heads"][task](logit.to(self.device), context.to(self.device))
         return torch.sigmoid(z).cpu()
 
     def update_tensors(self, task_batches: dict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor]]) -> dict[str, float]:
@@ -263,15 +337,13 @@ class NeuralCalibrationLearner(BatchedServing, _CalibrationBase):
             if total is not None:
                 total.backward()
             self.sync.reduce_grads(self.module)  # an idle rank adds zeros and takes the same step
-            self.optimizer.step()
-            self.updates += 1
+            self._step()
             metrics["loss"] = float(total.detach()) if total is not None else 0.0
             return metrics
         if total is None:
             return metrics
         total.backward()
-        self.optimizer.step()
-        self.updates += 1
+        self._step()
         metrics["loss"] = float(total.detach())
         return metrics
 
@@ -283,7 +355,13 @@ class NeuralCalibrationLearner(BatchedServing, _CalibrationBase):
         """One update from a :meth:`batch_builder` batch (what ``learn_many`` does after decoding)."""
         task_batches = {task: (built.logits(task, P_CLIP), built.label_tensor(task), built.index_tensor(task))
                         for task in self.tasks if built.rows(task)}
-        metrics = self.update_tensors({t: tuple(x.to(self.device) for x in b) for t, b in task_batches.items()})
+        on_device = {t: tuple(x.to(self.device) for x in b) for t, b in task_batches.items()}
+        steps_before = self.optimizer_steps
+        metrics = self.update_tensors(on_device)  # the first pass's losses: before any step on this batch
+        for _ in range(self.config.passes - 1):
+            self.update_tensors(on_device)
+        if self.optimizer_steps > steps_before:
+            self.updates += 1
         n_rows = sum(built.rows(t) for t in self.tasks)
         self.examples_seen += built.count
         self.rows_seen += n_rows
@@ -297,8 +375,11 @@ class NeuralCalibrationLearner(BatchedServing, _CalibrationBase):
         tensors.update(optim_tensors)
         for task, sc in self.sc_losses.items():
             tensors.update(sc.state_tensors(f"sc.{task}."))
+        if self.average_module is not None:
+            tensors.update(module_tensors("average", self.average_module))
         tensors.update(generator_tensors({"torch": self.generator}))
         meta = self._meta()
+        meta["counters"]["optimizer_steps"] = self.optimizer_steps
         meta["head"] = self.head_kind
         meta["optim"] = optim_meta
         return LearnerState(tensors=tensors, meta=stamp(meta))
@@ -306,6 +387,9 @@ class NeuralCalibrationLearner(BatchedServing, _CalibrationBase):
     def load_state_dict(self, state: LearnerState) -> None:
         self._load_meta(state.meta)
         load_module("model", self.module, state.tensors)
+        if self.average_module is not None:
+            load_module("average", self.average_module, state.tensors)
+        self.optimizer_steps = int(state.meta.get("counters", {}).get("optimizer_steps", self.updates))
         load_optimizer("model", self.optimizer, state.tensors, state.meta["optim"])
         for task, sc in self.sc_losses.items():
             sc.load_tensors(state.tensors, f"sc.{task}.")

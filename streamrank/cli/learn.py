@@ -134,8 +134,13 @@ def _run_rank(settings, model: str, checkpoint_dir: str | None, batch_size: int,
 @click.option("--train-fraction", type=float, default=None,
               help="earliest share of rows for the backbone (default: obd 0.3, movielens 0.5)")
 @click.option("--limit", type=int, default=None, help="use only the first N rows (sim: about N rows)")
-@click.option("--seed", default=0, show_default=True, help="obd: the seed of the backbone and learners")
-@click.option("--seeds", default=1, show_default=True, help="sim/movielens: run seeds 0..N-1 (intervals over all)")
+@click.option("--seed", default=0, show_default=True,
+              help="obd: the seed of the backbone and learners; sim/movielens: the first seed")
+@click.option("--seeds", default=1, show_default=True,
+              help="sim/movielens: run seeds SEED..SEED+N-1 (intervals over all)")
+@click.option("--umnn", "umnn_settings", multiple=True, metavar="KEY=VALUE",
+              help="sim/movielens: a learner setting of the UMNN variants (e.g. average=0.99, lr_schedule=inv_sqrt, "
+                   "sc_weight=0.1); repeatable; replaces the benchmark's defaults (UMNN_SETTINGS)")
 @click.option("--quick", is_flag=True, help="sim/movielens: the short form (4,000 simulated requests, 200 replicates)")
 @click.option("--bootstrap", "replicates", type=int, default=None,
               help="sim/movielens: bootstrap replicates (default 200 with --quick, else 1000)")
@@ -146,8 +151,9 @@ def _run_rank(settings, model: str, checkpoint_dir: str | None, batch_size: int,
               help="PNG: reliability diagram (sim/movielens: plus field-ECE bars with 95% intervals)")
 @click.option("--json", "as_json", is_flag=True)
 def eval_calibration(data_spec: str, methods: str, batch_size: int | None, lr: float, train_fraction: float | None,
-                     limit: int | None, seed: int, seeds: int, quick: bool, replicates: int | None, ablation: bool,
-                     threads: int, plot_path: str | None, as_json: bool) -> None:
+                     limit: int | None, seed: int, seeds: int, umnn_settings: tuple[str, ...], quick: bool,
+                     replicates: int | None, ablation: bool, threads: int, plot_path: str | None,
+                     as_json: bool) -> None:
     """Prequential (predict, then learn) calibration: UMNN+SCLoss vs Platt, isotonic, histogram, backbone."""
     import torch  # noqa: PLC0415
 
@@ -165,7 +171,8 @@ def eval_calibration(data_spec: str, methods: str, batch_size: int | None, lr: f
         result = evaluate_benchmark(kind, methods=names, seeds=seeds, quick=quick, limit=limit, ablation=ablation,
                                     batch_size=batch_size or (64 if kind == "sim" else 128), lr=lr,
                                     replicates=replicates, directory=path, train_fraction=train_fraction,
-                                    progress=not as_json)
+                                    progress=not as_json, first_seed=seed,
+                                    umnn_settings=parse_sets(umnn_settings) if umnn_settings else None)
     except ValueError as exc:  # includes MovieLensFormatError
         raise click.ClickException(str(exc)) from None
     if plot_path:

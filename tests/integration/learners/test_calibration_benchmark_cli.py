@@ -12,6 +12,7 @@ import pytest
 from click.testing import CliRunner
 from support_movielens import write_movielens
 
+from learners.calibration.benchmark import UMNN_SETTINGS
 from streamrank.cli.main import _register_stage_commands, cli
 
 pytestmark = pytest.mark.integration
@@ -59,6 +60,11 @@ def test_sim_quick_json_has_every_method_metric_interval_and_the_ablation(runner
     assert doc["goals"] and all(isinstance(v, bool) for v in doc["goals"].values())
     # the backbone is the simulator's distortion of the truth: it is off by more than noise
     assert doc["methods"]["backbone"]["mae_true"]["value"] > 0.01
+    # the truth scored as a prediction: no error against itself, only label noise against the labels
+    truth = doc["truth_as_prediction"]
+    assert truth["mae_true"]["value"] == 0 and truth["ece_true"]["value"] == 0 and truth["ece"]["value"] > 0
+    floors = doc["label_noise_floor"]
+    assert METHODS <= set(floors) and all(0 < floors[m] < 1 for m in METHODS)
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
@@ -71,6 +77,27 @@ def test_movielens_json_on_a_synthetic_folder(runner, tmp_path):
     _check_methods(doc, {"user_group", "genre", "popularity"}, truth=False)
     assert doc["seeds"] == [0, 1] and "ablation" not in doc
     assert doc["info"]["per_seed"][0]["rows"] == 750  # the later half, after the backbone's prefix
+
+
+def test_seeds_can_start_elsewhere_and_umnn_settings_reach_the_umnn_variants_only(runner, tmp_path):
+    """Settings are chosen on seeds the reported run does not use (``--seed 100``), given by ``--umnn``."""
+    folder = write_movielens(tmp_path / "ml", ratings=1200)
+    base = ["eval", "calibration", "--data", f"movielens:{folder}", "--json", "--bootstrap", "10", "--no-ablation",
+            "--seed", "100", "--methods", "umnn,isotonic,platt"]
+    docs = []
+    for extra in ([], ["--umnn", "average=0.9", "--umnn", "lr_schedule=inv_sqrt", "--umnn", "lr_warmup=5"]):
+        result = runner.invoke(cli, base + extra, catch_exceptions=False)
+        assert result.exit_code == 0, result.output
+        docs.append(json.loads(result.output))
+    plain, averaged = docs
+    assert plain["seeds"] == [100] and plain["info"]["umnn_settings"] == UMNN_SETTINGS  # the benchmark's
+    assert averaged["info"]["umnn_settings"] == {"average": 0.9, "lr_schedule": "inv_sqrt", "lr_warmup": 5}
+    assert "truth_as_prediction" not in plain  # MovieLens has no known truth
+    assert averaged["methods"]["umnn"]["logloss"] != plain["methods"]["umnn"]["logloss"]
+    for name in ("isotonic", "platt"):
+        assert averaged["methods"][name] == plain["methods"][name]
+    bad = runner.invoke(cli, base + ["--umnn", "average=2"])
+    assert bad.exit_code != 0 and "average" in bad.output
 
 
 def test_the_table_output(runner, tmp_path):

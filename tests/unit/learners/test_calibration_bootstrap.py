@@ -105,3 +105,17 @@ def test_bad_inputs_are_refused(kwargs, message):
     args = {"y": [0, 1], "p": [0.2, 0.7], "clusters": [0, 1], **kwargs}
     with pytest.raises(ValueError, match=message):
         bootstrap_samples(**args)
+
+
+def test_the_label_noise_floor_is_the_sampling_error_of_the_bins():
+    """One bin of n rows at p* = 0.5: E|sum(y - p*)| / n = sqrt(2/pi) * 0.5 / sqrt(n); spread predictions
+    (more, smaller bins) have a higher floor for the same truth, and no truth noise means no floor."""
+    from learners.calibration.benchmark import label_noise_floor
+
+    n = 4000
+    truth = np.full(n, 0.5)
+    one_bin = label_noise_floor(np.full(n, 0.5), truth, draws=400, seed=1)
+    assert one_bin == pytest.approx(np.sqrt(2 / np.pi) * 0.5 / np.sqrt(n), rel=0.08)
+    spread = label_noise_floor(np.linspace(0.0, 0.999, n), truth, draws=400, seed=1)
+    assert spread == pytest.approx(np.sqrt(2 / np.pi) * 0.5 / np.sqrt(n / 100), rel=0.08)  # 100 bins of n/100
+    assert label_noise_floor(np.linspace(0, 1, n), np.zeros(n)) == 0.0
