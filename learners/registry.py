@@ -15,8 +15,8 @@ from contracts.learner import Learner
 FACTORIES: dict[str, str] = {
     "umnn": "learners.calibration.learner:build_umnn",
     "platt": "learners.calibration.learner:build_platt",
-    "isotonic": "learners.calibration.learner:build_isotonic",
-    "histogram": "learners.calibration.learner:build_histogram",
+    "isotonic": "learners.calibration.binning_learner:build_isotonic",
+    "histogram": "learners.calibration.binning_learner:build_histogram",
     "ldro": "learners.ranking.learner:build_ldro",
     "grpo": "learners.ranking.learner:build_grpo",
     "drpo": "learners.fusion.learner:build_drpo",

@@ -41,7 +41,7 @@ REPLICATES = {"quick": 200, "full": 1000}
 ABLATION = ("umnn_scloss", FIXED_BINS, "umnn")
 BASELINES = ("isotonic", "platt")
 #: the UMNN variants' online-SGD settings in this benchmark: predict with the averaged weights
-#: (:class:`~learners.calibration.learner.CalibrationConfig` ``average``). Chosen on seed 100, which no
+#: (:class:`~learners.calibration.config.CalibrationConfig` ``average``). Chosen on seed 100, which no
 #: reported run uses, among averaging, an inverse-sqrt lr schedule, SCLoss λ 0.1 and 1, and 3 passes a
 #: batch (BENCHMARKS.md, "Choosing the online settings"); lr and the SCLoss settings stay the paper's.
 #: Over the ~230 steps of a full simulator stream the decay is ``(1+t)/(10+t)`` throughout (< 0.99):

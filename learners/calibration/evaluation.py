@@ -33,7 +33,8 @@ from common.tables import render_table
 from contracts.events import IMPRESSION_SCHEMA, Impression, JoinInfo, LabeledList, ShownItem
 from evaluation.metrics import calibration_report, reliability_curve
 from learners.calibration.backbone import ObdBackbone, load_obd_table, split_by_time
-from learners.calibration.learner import build_histogram, build_isotonic, build_platt, build_umnn
+from learners.calibration.binning_learner import build_histogram, build_isotonic
+from learners.calibration.learner import build_platt, build_umnn
 from simulator.obd import USER_FEATURES
 from streams.labeling import label_impression
 from streams.rewards import ListOutcome, RewardWeights
@@ -46,7 +47,7 @@ KNOWN_METHODS = (*DEFAULT_METHODS, FIXED_BINS)
 
 def method_factories(lr: float, context_fields: tuple[str, ...], seed: int,
                      umnn_settings: dict[str, Any] | None = None) -> dict[str, Callable[[], Any]]:
-    """A fresh learner per method. ``umnn_settings`` (:class:`~learners.calibration.learner.CalibrationConfig`
+    """A fresh learner per method. ``umnn_settings`` (:class:`~learners.calibration.config.CalibrationConfig`
     fields, e.g. ``average``, ``lr_schedule``, ``sc_weight``) apply to the three UMNN variants only; a
     ``sc_weight`` there sets SCLoss's λ of the SCLoss variants (``umnn`` stays BCE only). The
     context-free baselines never change."""

@@ -8,8 +8,8 @@ r"""Calibration learners behind :class:`contracts.learner.Learner` and :class:`~
   (default: running quantile edges, so the bins span the actual range of :math:`p`; the
   paper's equal-width bins put every click prediction of a 0.4 %-CTR stream in the first bin)
   or ``"uniform"`` (the paper's ``K`` equal-width bins).
-* ``platt`` (:func:`build_platt`), ``isotonic`` (:func:`build_isotonic`): the baselines of
-  :mod:`learners.calibration.baselines`.
+* ``platt`` (:func:`build_platt`), and ``isotonic``/``histogram``
+  (:mod:`learners.calibration.binning_learner`): the baselines of :mod:`learners.calibration.baselines`.
 
 Serving API (all three)::
 
@@ -52,7 +52,6 @@ RNG state and counters.
 from __future__ import annotations
 
 import copy
-import math
 from dataclasses import asdict, dataclass, field  # noqa: F401 - kept: see commit 80a14f6
 from typing import Any, Sequence
 
@@ -71,89 +70,13 @@ from contracts.state import (
     optimizer_state,
     stamp,
 )
-from learners.calibration.baselines import PlattHead, StreamingIsotonic
+from learners.calibration.baselines import PlattHead
 from learners.calibration.batched import BatchedServing
-from learners.calibration.context import P_CLIP, ContextEncoder, TaskRows, check_tasks, extract_rows, request_context
+from learners.calibration.config import CalibrationConfig, average_decay
+from learners.calibration.context import P_CLIP, ContextEncoder, TaskRows, extract_rows, request_context
 from learners.calibration.scloss import SCLossConfig, SmoothCalibrationLoss
 from learners.calibration.umnn import UMNNCalibrator
 from learners.ingest.rows import RowArrays
-
-DEFAULT_TASKS = ("click", "long_view")
-DEFAULT_FIELDS = ("position", "item", "user")
-LR_SCHEDULES = ("constant", "inv_sqrt")
-
-
-@dataclass(frozen=True)
-class CalibrationConfig:
-    """Everything that shapes a calibration learner (saved in the checkpoint meta)."""
-
-    tasks: tuple[str, ...] = DEFAULT_TASKS
-    context_fields: tuple[str, ...] = DEFAULT_FIELDS
-    buckets: int = 1024
-    embedding_dim: int = 8
-    integrand_hidden: tuple[int, ...] = (50, 50)
-    context_hidden: tuple[int, ...] = (200, 200)
-    steps: int = 50
-    leibniz: bool = True
-    lr: float = 1e-3
-    sc_bins: int = 10
-    sc_beta: float = 0.95
-    sc_weight: float = 1e-2
-    sc_binning: str = "quantile"
-    seed: int = 0
-    # online-SGD options of UMNN/Platt (module docstring); the defaults leave the learner as before
-    average: float = 0.0  # Polyak/EMA decay of the weights used to predict; 0: predict with the last iterate
-    lr_schedule: str = "constant"  # or "inv_sqrt": linear warm-up over lr_warmup steps, then lr * sqrt(w / t)
-    lr_warmup: int = 1
-    passes: int = 1  # optimizer steps on each batch
-    # isotonic / histogram
-    hist_bins: int = 200
-    hist_logit_range: float = 12.0
-    hist_prior: float = 1.0
-    monotone: bool = True
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "tasks", check_tasks(tuple(self.tasks)))
-        object.__setattr__(self, "context_fields", tuple(self.context_fields))
-        object.__setattr__(self, "integrand_hidden", tuple(int(h) for h in self.integrand_hidden))
-        object.__setattr__(self, "context_hidden", tuple(int(h) for h in self.context_hidden))
-        if self.steps < 2 or self.steps % 2:
-            raise ValueError(f"steps must be an even number >= 2, got {self.steps}")
-        if self.lr <= 0:
-            raise ValueError(f"lr must be > 0, got {self.lr}")
-        if not 0.0 <= self.average < 1.0:
-            raise ValueError(f"average (the EMA decay) must be in [0, 1), got {self.average}")
-        if self.lr_schedule not in LR_SCHEDULES:
-            raise ValueError(f"lr_schedule must be one of {', '.join(LR_SCHEDULES)}, got {self.lr_schedule!r}")
-        if self.lr_warmup < 1:
-            raise ValueError(f"lr_warmup must be >= 1, got {self.lr_warmup}")
-        if self.passes < 1:
-            raise ValueError(f"passes must be >= 1, got {self.passes}")
-        SCLossConfig(self.sc_bins, self.sc_beta, self.sc_weight, self.sc_binning)  # validates
-
-    @classmethod
-    def from_kwargs(cls, **kwargs: Any) -> "CalibrationConfig":
-        known = set(cls.__dataclass_fields__)
-        unknown = set(kwargs) - known
-        if unknown:
-            raise ValueError(f"unknown calibration settings {sorted(unknown)}; known: {sorted(known)}")
-        return cls(**kwargs)
-
-    def as_json(self) -> dict[str, Any]:
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
-
-    def lr_at(self, step: int) -> float:
-        """Learning rate of optimizer step ``step`` (1-based) under ``lr_schedule`` (module docstring)."""
-        if self.lr_schedule == "constant":
-            return self.lr
-        t, w = max(int(step), 1), self.lr_warmup
-        return self.lr * min(t / w, math.sqrt(w / t))
-
-
-def average_decay(limit: float, steps: int) -> float:
-    """EMA decay after ``steps`` optimizer steps: ``min(limit, (1 + steps) / (10 + steps))``."""
-    return min(limit, (1.0 + steps) / (10.0 + steps))
-
 
 class _CalibrationBase:
     name: str
@@ -397,66 +320,6 @@ class NeuralCalibrationLearner(BatchedServing, _CalibrationBase):
         self.serving_path(rebuild=True)  # stacked here, once per snapshot, not by the first request
 
 
-class IsotonicCalibrationLearner(_CalibrationBase):
-    """Streaming isotonic (or histogram-binning) calibration per task."""
-
-    def __init__(self, name: str, config: CalibrationConfig) -> None:
-        super().__init__(name, config)
-        self.histograms = {task: StreamingIsotonic(config.hist_bins, config.hist_logit_range, config.hist_prior,
-                                                   config.monotone) for task in config.tasks}
-
-    def _predict(self, task, logit, context, p_hat):
-        return self.histograms[task].predict(logit, p_hat)
-
-    def to(self, device: torch.device | str) -> "IsotonicCalibrationLearner":
-        """Histogram counts are a few hundred numbers updated by index: they stay on the CPU on any device."""
-        from learners.device import resolve_device  # noqa: PLC0415
-
-        resolve_device(device)  # still refuse a device that does not exist
-        return self
-
-    def batch_builder(self, capacity: int) -> RowArrays:
-        """Rows written as examples are decoded (no context: the histograms do not read it)."""
-        return RowArrays(self.tasks, (), None)
-
-    def learn_built(self, built: RowArrays) -> dict[str, float]:
-        """One update from a :meth:`batch_builder` batch (what ``learn_many`` does after decoding)."""
-        metrics: dict[str, float] = {}
-        total = 0.0
-        for task in self.tasks:
-            if not built.rows(task):
-                continue
-            logit, y = built.logits(task, P_CLIP), built.label_tensor(task)
-            p_hat = built.p_hat_tensor(task)
-            p = self.histograms[task].predict(logit, p_hat).clamp(1e-7, 1 - 1e-7)  # loss before the update
-            bce = float(nn.functional.binary_cross_entropy(p, y))
-            metrics[f"{task}.bce"] = bce
-            total += bce
-            self.histograms[task].update(logit, p_hat, y)
-        n_rows = sum(built.rows(t) for t in self.tasks)
-        if n_rows:
-            self.updates += 1
-            metrics["loss"] = total
-        self.examples_seen += built.count
-        self.rows_seen += n_rows
-        metrics["rows"] = float(n_rows)
-        metrics["examples"] = float(built.count)
-        return metrics
-
-    def state_dict(self) -> LearnerState:
-        tensors: dict[str, torch.Tensor] = {}
-        for task, hist in self.histograms.items():
-            tensors.update(hist.state_tensors(f"hist.{task}."))
-        tensors.update(generator_tensors({"torch": self.generator}))
-        return LearnerState(tensors=tensors, meta=stamp(self._meta()))
-
-    def load_state_dict(self, state: LearnerState) -> None:
-        self._load_meta(state.meta)
-        for task, hist in self.histograms.items():
-            hist.load_tensors(state.tensors, f"hist.{task}.")
-        load_generators({"torch": self.generator}, state.tensors)
-
-
 def build_umnn(**config: Any) -> NeuralCalibrationLearner:
     """UMC calibrator (BCE + SCLoss by default; ``sc_weight=0`` for plain BCE)."""
     name = config.pop("name", "umnn")
@@ -469,16 +332,3 @@ def build_platt(**config: Any) -> NeuralCalibrationLearner:
     config.setdefault("lr", 1e-2)
     config.setdefault("context_fields", ())
     return NeuralCalibrationLearner(name, CalibrationConfig.from_kwargs(**config), head="platt")
-
-
-def build_isotonic(**config: Any) -> IsotonicCalibrationLearner:
-    name = config.pop("name", "isotonic")
-    config.setdefault("context_fields", ())
-    return IsotonicCalibrationLearner(name, CalibrationConfig.from_kwargs(**config))
-
-
-def build_histogram(**config: Any) -> IsotonicCalibrationLearner:
-    name = config.pop("name", "histogram")
-    config.setdefault("context_fields", ())
-    config["monotone"] = False
-    return IsotonicCalibrationLearner(name, CalibrationConfig.from_kwargs(**config))

@@ -10,7 +10,8 @@ from sklearn.isotonic import IsotonicRegression
 from contracts.learner import Calibrator
 from learners.calibration.baselines import pool_adjacent_violators
 from learners.calibration.context import ContextEncoder, stable_bucket
-from learners.calibration.learner import build_isotonic, build_platt, build_umnn
+from learners.calibration.binning_learner import build_isotonic
+from learners.calibration.learner import build_platt, build_umnn
 from simulator.examples import simulated_examples
 
 

@@ -12,7 +12,8 @@ import pytest
 import torch
 
 from learners.calibration.evaluation import method_factories
-from learners.calibration.learner import CalibrationConfig, average_decay, build_umnn
+from learners.calibration.config import CalibrationConfig, average_decay
+from learners.calibration.learner import build_umnn
 from simulator.examples import simulated_examples
 
 SMALL = {"steps": 16, "context_hidden": (32, 32), "integrand_hidden": (16, 16), "tasks": ("click",),

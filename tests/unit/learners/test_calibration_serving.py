@@ -9,7 +9,8 @@ from torch import nn
 
 import learners.calibration.batched as batched_module
 from learners.calibration.batched import StackedUMNN
-from learners.calibration.learner import NeuralCalibrationLearner, build_isotonic, build_platt, build_umnn
+from learners.calibration.binning_learner import build_isotonic
+from learners.calibration.learner import NeuralCalibrationLearner, build_platt, build_umnn
 from learners.calibration.umnn import UMNNCalibrator
 from simulator.examples import simulated_examples
 

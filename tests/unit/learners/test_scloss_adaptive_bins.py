@@ -6,7 +6,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from learners.calibration.learner import CalibrationConfig, build_umnn
+from learners.calibration.config import CalibrationConfig
+from learners.calibration.learner import build_umnn
 from learners.calibration.scloss import SCLossConfig, SmoothCalibrationLoss
 
 
