@@ -20,13 +20,28 @@ accept is decided here.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 import re
 import sys
 from pathlib import Path
-from typing import Literal, Union
+from typing import Annotated, Any, Literal, Union
 
-from pydantic import ConfigDict, Field, ValidationError, field_validator, model_validator
+import numpy as np
+from pydantic import (
+    AfterValidator,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    ValidationError,
+    ValidationInfo,
+    WithJsonSchema,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
 
 from common.errors import StreamrankError
 from contracts.strict import Finite, FrozenModel, Id
@@ -55,9 +70,67 @@ FEEDBACK_KINDS: tuple[str, ...] = FeedbackKind.__args__  # type: ignore[attr-def
 
 _Event = FrozenModel
 
+#: Most values in one item's feature vector (either form).
+MAX_ITEM_FEATURES = 4096
+#: The dtype of ``features_f32``: little-endian IEEE-754 float32.
+FEATURES_F32_DTYPE = np.dtype("<f4")
+
+
+def _f32_from_json(value: Any) -> Any:
+    """``features_f32`` arrives in JSON as standard base64 (RFC 4648 section 4, padded); in Python as ``bytes``.
+
+    Strict: characters outside the alphabet, missing or misplaced padding are refused
+    (``binascii.a2b_base64(strict_mode=True)``), so the contract accepts exactly one spelling of a
+    vector and msgspec's native ``bytes`` decoding (:mod:`contracts.fast_decode`) never accepts a
+    string this refuses (the differential tests hold the two together).
+    """
+    if isinstance(value, str):
+        try:
+            return binascii.a2b_base64(value.encode("ascii"), strict_mode=True)
+        except (binascii.Error, UnicodeEncodeError) as exc:
+            raise PydanticCustomError("bad_base64", "not standard padded base64: {error}",
+                                      {"error": str(exc)}) from None
+    return value  # bytes from Python callers; anything else fails the strict bytes check that follows
+
+
+def _f32_check(value: bytes) -> bytes:
+    """A whole number of float32s, at most :data:`MAX_ITEM_FEATURES` of them, every one finite."""
+    if len(value) % 4:
+        raise PydanticCustomError("bad_length", "{n} bytes is not a whole number of float32 values", {"n": len(value)})
+    if len(value) > 4 * MAX_ITEM_FEATURES:
+        raise PydanticCustomError("too_long", "{n} float32 values > {cap}",
+                                  {"n": len(value) // 4, "cap": MAX_ITEM_FEATURES})
+    if not np.isfinite(np.frombuffer(value, dtype=FEATURES_F32_DTYPE)).all():
+        raise PydanticCustomError("finite_number", "a float32 value is NaN or infinite")
+    return value
+
+
+#: Item features as the bytes of little-endian float32 values, base64 in JSON (see ``ShownItem``).
+Float32Bytes = Annotated[
+    bytes,
+    BeforeValidator(_f32_from_json),
+    AfterValidator(_f32_check),
+    PlainSerializer(lambda v: base64.b64encode(v).decode("ascii"), return_type=str, when_used="json"),
+    WithJsonSchema({"type": "string", "contentEncoding": "base64", "contentMediaType": "application/octet-stream",
+                    "maxLength": 4 * ((4 * MAX_ITEM_FEATURES + 2) // 3),
+                    "description": "dense item features as little-endian float32, standard base64 "
+                                   "(a whole number of 4-byte values, at most 4096, all finite); "
+                                   "excludes 'features'"}),
+]
+
 
 class ShownItem(_Event):
-    """One candidate as shown: where it was, what the upstream models predicted for it."""
+    """One candidate as shown: where it was, what the upstream models predicted for it.
+
+    Dense features, when the event carries them, come in one of two spellings, never both:
+    ``features`` (a list of numbers) or ``features_f32`` (little-endian float32 bytes, base64).
+    """
+
+    # Why two spellings (issue 16): our producers write ``features_f32``. A 50 x 300 list is about
+    # as long either way (~80 KB), but the learners decode base64 at memory speed and view it with
+    # one ``np.frombuffer``, where the list form is 15,000 decimal numbers to parse into Python
+    # floats (BENCHMARKS.md, "From record bytes to the optimizer step"). The list form stays for
+    # old logs and other clients. Readers use :attr:`n_features` / :meth:`feature_row`.
 
     item_id: Id
     position: int = Field(ge=1, description="1-based display position")
@@ -67,8 +140,53 @@ class ShownItem(_Event):
     propensity: float | None = Field(default=None, gt=0.0, le=1.0,
                                      description="logging policy's probability of this item at this position")
     duration_ms: float | None = Field(default=None, ge=0.0, description="video duration, for watch-time rewards")
-    features: list[Finite] | None = Field(default=None, max_length=4096,
+    features: list[Finite] | None = Field(default=None, max_length=MAX_ITEM_FEATURES,
                                           description="dense item features as served (optional)")
+    features_f32: Float32Bytes | None = Field(default=None, max_length=4 * MAX_ITEM_FEATURES)
+
+    @field_validator("features_f32")
+    @classmethod
+    def _one_feature_form(cls, value: bytes | None, info: ValidationInfo) -> bytes | None:
+        """Not beside ``features`` (checked here, not on the model, so the error names ``features_f32``)."""
+        if value is not None and info.data.get("features") is not None:
+            raise PydanticCustomError("features_conflict", "'features' and 'features_f32' are mutually exclusive")
+        return value
+
+    @property
+    def n_features(self) -> int | None:
+        """How many feature values the item carries in either form (``None``: none carried)."""
+        return item_feature_count(self)
+
+    def feature_row(self) -> np.ndarray | list[float] | None:
+        """The item's features: a read-only float32 view of ``features_f32``, else ``features``."""
+        return item_feature_row(self)
+
+
+def item_feature_count(item: Any) -> int | None:
+    """Feature values an item (a ``ShownItem`` or its msgspec mirror) carries, ``None`` if it carries none.
+
+    Why a function: the features come in two spellings, a JSON float list (``features``: old logs,
+    other clients) and float32 bytes (``features_f32``: what our producers write, issue 16, because
+    parsing 15,000 decimal numbers a list was the learners' ceiling), and every reader must treat
+    them alike.
+    """
+    if item.features is not None:
+        return len(item.features)
+    blob = getattr(item, "features_f32", None)
+    return None if blob is None else len(blob) // 4
+
+
+def item_feature_row(item: Any) -> np.ndarray | list[float] | None:
+    """The item's features: a read-only float32 view of ``features_f32`` (no copy), else ``features``."""
+    if item.features is not None:
+        return item.features
+    blob = getattr(item, "features_f32", None)
+    return None if blob is None else np.frombuffer(blob, dtype=FEATURES_F32_DTYPE)
+
+
+def f32_bytes(values: Any) -> bytes:
+    """``values`` (any float sequence or array) as ``features_f32`` bytes: little-endian float32."""
+    return np.ascontiguousarray(values, dtype=FEATURES_F32_DTYPE).tobytes()
 
 
 class FusionDecision(_Event):
@@ -215,6 +333,9 @@ _REASONS = {
     "greater_than": "out_of_range",
     "less_than_equal": "out_of_range",
     "less_than": "out_of_range",
+    "bytes_too_long": "too_long",
+    "bad_base64": "bad_value",
+    "bad_length": "bad_value",
 }
 
 

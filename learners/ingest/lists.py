@@ -20,7 +20,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from contracts.events import LabeledList
+from contracts.events import FEATURES_F32_DTYPE, LabeledList, item_feature_count, item_feature_row
 from contracts.fast_decode import LabeledListS
 from learners.policy.batch import (
     ListBatch,
@@ -82,10 +82,11 @@ class ListArrays:
         items: Sequence[Any] = imp.items  # ShownItem models or ShownItemS structs: the same attributes
         labels: Sequence[Any] = example.labels
         m, d = len(items), self.n_features
-        for i, item in enumerate(items):
-            if item.features is not None and len(item.features) != d:
-                exc = PolicyInputError(f"impression.items.{i}.features",
-                                       f"has {len(item.features)} values, the model expects {d}")
+        counts = [item_feature_count(item) for item in items]
+        for i, count in enumerate(counts):
+            if count is not None and count != d:
+                name = "features" if items[i].features is not None else "features_f32"
+                exc = PolicyInputError(f"impression.items.{i}.{name}", f"has {count} values, the model expects {d}")
                 return Rejected(example.example_id, exc.field, exc.detail)
         if any(items[i].position > items[i + 1].position for i in range(m - 1)):
             order = sorted(range(m), key=lambda i: items[i].position)
@@ -95,12 +96,7 @@ class ListArrays:
             self._allocate(m)
         b, a = self.count, self.a
         if d:
-            if all(item.features is not None for item in items):
-                a["features"][b, :m] = [item.features for item in items]
-            else:
-                for i, item in enumerate(items):
-                    if item.features is not None:
-                        a["features"][b, i] = item.features
+            self._write_features(a["features"][b], items)
         a["task_logits"][b, :m] = task_logit(self._task_probs(items))
         a["mask"][b, :m] = True
         a["item_rewards"][b, :m] = [lab.reward for lab in labels]
@@ -121,6 +117,27 @@ class ListArrays:
         self.items += m
         self.count += 1
         return None
+
+    @staticmethod
+    def _write_features(out: np.ndarray, items: Sequence[Any]) -> None:
+        """Write the items' feature rows into ``out`` (``[n, d]`` float32; lengths already checked).
+
+        Every item in ``features_f32`` (what our producers write): one ``np.frombuffer`` over the
+        list's joined bytes, one copy into the row block. Every item in ``features`` (JSON floats):
+        one conversion of the nested list. Mixed or partly missing: item by item.
+        """
+        m = len(items)
+        blobs = [getattr(item, "features_f32", None) for item in items]
+        if all(blob is not None for blob in blobs):
+            joined = b"".join(blobs)
+            out[:m] = np.frombuffer(joined, dtype=FEATURES_F32_DTYPE).reshape(m, -1)
+        elif all(item.features is not None for item in items):
+            out[:m] = [item.features for item in items]
+        else:
+            for i, item in enumerate(items):
+                row = item_feature_row(item)
+                if row is not None:
+                    out[i] = row
 
     def _task_probs(self, items) -> np.ndarray:
         out = np.full((len(items), len(self.tasks)), 0.5, dtype=np.float64)
