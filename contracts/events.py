@@ -170,18 +170,18 @@ def item_feature_count(item: Any) -> int | None:
     parsing 15,000 decimal numbers a list was the learners' ceiling), and every reader must treat
     them alike.
     """
-    if item.features is not None:
-        return len(item.features)
     blob = getattr(item, "features_f32", None)
-    return None if blob is None else len(blob) // 4
+    if blob is not None:
+        return len(blob) // 4
+    return None if item.features is None else len(item.features)
 
 
 def item_feature_row(item: Any) -> np.ndarray | list[float] | None:
     """The item's features: a read-only float32 view of ``features_f32`` (no copy), else ``features``."""
-    if item.features is not None:
-        return item.features
     blob = getattr(item, "features_f32", None)
-    return None if blob is None else np.frombuffer(blob, dtype=FEATURES_F32_DTYPE)
+    if blob is not None:
+        return np.frombuffer(blob, dtype=FEATURES_F32_DTYPE)
+    return item.features
 
 
 def f32_bytes(values: Any) -> bytes:
