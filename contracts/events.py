@@ -20,30 +20,25 @@ accept is decided here.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import json
 import re
 import sys
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import Literal, Union
 
 import numpy as np
-from pydantic import (
-    AfterValidator,
-    BeforeValidator,
-    ConfigDict,
-    Field,
-    PlainSerializer,
-    ValidationError,
-    ValidationInfo,
-    WithJsonSchema,
-    field_validator,
-    model_validator,
-)
+from pydantic import ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
 from common.errors import StreamrankError
+from contracts.features import (  # noqa: F401 - re-exported: the contract's names for its feature spellings
+    FEATURES_F32_DTYPE,
+    MAX_ITEM_FEATURES,
+    Float32Bytes,
+    f32_bytes,
+    item_feature_count,
+    item_feature_row,
+)
 from contracts.strict import Finite, FrozenModel, Id
 
 IMPRESSION_SCHEMA = "streamrank.impression.v1"
@@ -69,55 +64,6 @@ FeedbackKind = Literal[
 FEEDBACK_KINDS: tuple[str, ...] = FeedbackKind.__args__  # type: ignore[attr-defined]
 
 _Event = FrozenModel
-
-#: Most values in one item's feature vector (either form).
-MAX_ITEM_FEATURES = 4096
-#: The dtype of ``features_f32``: little-endian IEEE-754 float32.
-FEATURES_F32_DTYPE = np.dtype("<f4")
-
-
-def _f32_from_json(value: Any) -> Any:
-    """``features_f32`` arrives in JSON as standard base64 (RFC 4648 section 4, padded); in Python as ``bytes``.
-
-    Strict: characters outside the alphabet, missing or misplaced padding are refused
-    (``binascii.a2b_base64(strict_mode=True)``), so the contract accepts exactly one spelling of a
-    vector and msgspec's native ``bytes`` decoding (:mod:`contracts.fast_decode`) never accepts a
-    string this refuses (the differential tests hold the two together).
-    """
-    if isinstance(value, str):
-        try:
-            return binascii.a2b_base64(value.encode("ascii"), strict_mode=True)
-        except (binascii.Error, UnicodeEncodeError) as exc:
-            raise PydanticCustomError("bad_base64", "not standard padded base64: {error}",
-                                      {"error": str(exc)}) from None
-    return value  # bytes from Python callers; anything else fails the strict bytes check that follows
-
-
-def _f32_check(value: bytes) -> bytes:
-    """A whole number of float32s, at most :data:`MAX_ITEM_FEATURES` of them, every one finite."""
-    if len(value) % 4:
-        raise PydanticCustomError("bad_length", "{n} bytes is not a whole number of float32 values", {"n": len(value)})
-    if len(value) > 4 * MAX_ITEM_FEATURES:
-        raise PydanticCustomError("too_long", "{n} float32 values > {cap}",
-                                  {"n": len(value) // 4, "cap": MAX_ITEM_FEATURES})
-    if not np.isfinite(np.frombuffer(value, dtype=FEATURES_F32_DTYPE)).all():
-        raise PydanticCustomError("finite_number", "a float32 value is NaN or infinite")
-    return value
-
-
-#: Item features as the bytes of little-endian float32 values, base64 in JSON (see ``ShownItem``).
-Float32Bytes = Annotated[
-    bytes,
-    BeforeValidator(_f32_from_json),
-    AfterValidator(_f32_check),
-    PlainSerializer(lambda v: base64.b64encode(v).decode("ascii"), return_type=str, when_used="json"),
-    WithJsonSchema({"type": "string", "contentEncoding": "base64", "contentMediaType": "application/octet-stream",
-                    "maxLength": 4 * ((4 * MAX_ITEM_FEATURES + 2) // 3),
-                    "description": "dense item features as little-endian float32, standard base64 "
-                                   "(a whole number of 4-byte values, at most 4096, all finite); "
-                                   "excludes 'features'"}),
-]
-
 
 class ShownItem(_Event):
     """One candidate as shown: where it was, what the upstream models predicted for it.
@@ -160,33 +106,6 @@ class ShownItem(_Event):
     def feature_row(self) -> np.ndarray | list[float] | None:
         """The item's features: a read-only float32 view of ``features_f32``, else ``features``."""
         return item_feature_row(self)
-
-
-def item_feature_count(item: Any) -> int | None:
-    """Feature values an item (a ``ShownItem`` or its msgspec mirror) carries, ``None`` if it carries none.
-
-    Why a function: the features come in two spellings, a JSON float list (``features``: old logs,
-    other clients) and float32 bytes (``features_f32``: what our producers write, issue 16, because
-    parsing 15,000 decimal numbers a list was the learners' ceiling), and every reader must treat
-    them alike.
-    """
-    blob = getattr(item, "features_f32", None)
-    if blob is not None:
-        return len(blob) // 4
-    return None if item.features is None else len(item.features)
-
-
-def item_feature_row(item: Any) -> np.ndarray | list[float] | None:
-    """The item's features: a read-only float32 view of ``features_f32`` (no copy), else ``features``."""
-    blob = getattr(item, "features_f32", None)
-    if blob is not None:
-        return np.frombuffer(blob, dtype=FEATURES_F32_DTYPE)
-    return item.features
-
-
-def f32_bytes(values: Any) -> bytes:
-    """``values`` (any float sequence or array) as ``features_f32`` bytes: little-endian float32."""
-    return np.ascontiguousarray(values, dtype=FEATURES_F32_DTYPE).tobytes()
 
 
 class FusionDecision(_Event):
