@@ -2,8 +2,9 @@
 
 Workload (issue 16): batches of 256 real LETOR lists of 50 candidates x 300 features
 (``bench/policy_bench.py``'s lists, served and labelled by the simulator), encoded as the
-``examples`` topic carries them (UTF-8 JSON, features inline). For each of ``ldro``, ``grpo``,
-``drpo`` and ``umnn``, in the same run, interleaved rep by rep (the machine is shared):
+``examples`` topic carries them (UTF-8 JSON, features inline in the spelling our producers write:
+``features_f32``, base64 of float32). For each of ``ldro``, ``grpo``, ``drpo`` and ``umnn``, in the
+same run, interleaved rep by rep (the machine is shared):
 
 * ``learn``: ``steps`` batches of record bytes through :class:`learners.runtime.runner.LearnerRuntime`
   with ``prefetch`` on (decode with the contract's validator, dedupe, write into the batch arrays,
@@ -23,20 +24,27 @@ Workload (issue 16): batches of 256 real LETOR lists of 50 candidates x 300 feat
 * ``learn_named``: as ``learn``, with the records as serving logs them by default (items *name*
   their feature, ``context["item_features"]``; :class:`learners.runtime.feature_fill.FeatureFill`
   fills the rows from a warm item cache): the JSON no longer carries 15,000 floats per list.
+* ``learn_json``: as ``learn``, with the features in the contract's other spelling, a JSON list of
+  15,000 decimal numbers per list (old logs, other clients; what ``learn`` measured before
+  ``features_f32``), so ``learn_many_to_plain_json_floats`` keeps that figure comparable.
 
 ``learn_many_to_plain`` = plain seconds / learn seconds (1.0: the learn path costs nothing over
-plain torch). Run: ``.venv/bin/python bench/learn_bench.py [--quick] [--json]``.
+plain torch); ``learn_many_to_plain_json_floats`` and ``learn_many_to_plain_named_features`` the
+same for the other two record forms; ``decode_json_s_per_batch`` / ``parse_json_s_per_batch`` the
+ingest of the JSON-float records. Run: ``.venv/bin/python bench/learn_bench.py [--quick] [--json]``.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -98,25 +106,38 @@ def plain_umnn(net, rows, opt) -> None:
 
 def named(example):
     """The example as serving logs it by default: items name their feature instead of carrying it."""
-    items = [it.model_copy(update={"features": None}) for it in example.impression.items]
+    items = [it.model_copy(update={"features": None, "features_f32": None}) for it in example.impression.items]
     context = {**example.impression.context, ITEM_FEATURES_KEY: FEATURE_REF}
     return example.model_copy(update={"impression": example.impression.model_copy(update={"items": items,
                                                                                           "context": context})})
 
 
-def batches(examples, steps: int, by_name: bool = False) -> list[list[Record]]:
-    """``steps`` batches of record bytes: the same lists under distinct example ids (no dedupe skips)."""
+def json_floats(example):
+    """The example with its features as a JSON float list, as the simulator wrote them before
+    ``features_f32``: 4-decimal numbers (the float32 values are those numbers, so the rounding
+    gives them back exactly and both forms fill the same rows)."""
+    items = [it.model_copy(update={"features": np.round(np.asarray(it.feature_row(), dtype=np.float64), 4).tolist(),
+                                   "features_f32": None}) for it in example.impression.items]
+    return example.model_copy(update={"impression": example.impression.model_copy(update={"items": items})})
+
+
+def batches(examples, steps: int, form: str = "f32") -> list[list[Record]]:
+    """``steps`` batches of record bytes: the same lists under distinct example ids (no dedupe skips);
+    ``form``: ``f32`` (features_f32, as our producers write), ``json`` (float lists) or ``named``."""
+    convert = {"f32": lambda ex: ex, "json": json_floats, "named": named}[form]
+    if form == "f32":
+        assert all(it.features_f32 is not None for ex in examples for it in ex.impression.items)
     out = []
     for s in range(steps):
         recs = []
         for i, ex in enumerate(examples):
-            copy = (named(ex) if by_name else ex).model_copy(update={"example_id": f"{ex.example_id}-{s}"})
+            copy = convert(ex).model_copy(update={"example_id": f"{ex.example_id}-{s}"})
             recs.append(Record("examples", 0, s * len(examples) + i, ex.request_id.encode(), encode(copy)))
         out.append(recs)
     return out
 
 
-def measure(name: str, examples, records, named_records, reps: int) -> dict[str, float]:
+def measure(name: str, examples, records, named_records, json_records, reps: int) -> dict[str, float]:
     """Median seconds of each path for ``len(records)`` batches, interleaved per rep."""
     cfg = {} if name == "umnn" else {"n_features": 300}
     size, steps = len(examples), len(records)
@@ -150,9 +171,10 @@ def measure(name: str, examples, records, named_records, reps: int) -> dict[str,
         for _ in range(steps):
             probe.learn_built(built)
 
-    item_rows = {it.item_id: it.features for ex in examples for it in ex.impression.items}
+    item_rows = {it.item_id: it.feature_row() for ex in examples for it in ex.impression.items}
     fill = FeatureFill(lambda ref, ids: [item_rows.get(i) for i in ids], cache_s=float("inf"))  # a warm item cache
     flat_named = [r for batch in named_records for r in batch]
+    flat_json = [r for batch in json_records for r in batch]
 
     def learn(recs=flat, prepare=None) -> None:
         runtime = LearnerRuntime(name, build_learner(name, **cfg), None,
@@ -161,14 +183,14 @@ def measure(name: str, examples, records, named_records, reps: int) -> dict[str,
         runtime.offer(recs)
         assert runtime.applied == len(recs), runtime.status()
 
-    def decode_only() -> None:
-        for batch in records:
+    def decode_only(recs=records) -> None:
+        for batch in recs:
             b = probe.batch_builder(size)
             for r in batch:
                 b.add(decode_example(r.value))
 
-    def parse_only() -> None:
-        for batch in records:
+    def parse_only(recs=records) -> None:
+        for batch in recs:
             for r in batch:
                 decode_example(r.value)
 
@@ -179,7 +201,8 @@ def measure(name: str, examples, records, named_records, reps: int) -> dict[str,
 
     fns = {"plain": plain, "update": update, "learn": learn, "decode": decode_only, "parse": parse_only,
            "parse_model": parse_model,
-           "learn_named": lambda: learn(flat_named, fill)}
+           "learn_named": lambda: learn(flat_named, fill), "learn_json": lambda: learn(flat_json),
+           "decode_json": lambda: decode_only(json_records), "parse_json": lambda: parse_only(json_records)}
     times: dict[str, list[float]] = {k: [] for k in fns}
     plain_once()  # warm-up (allocator, lazy init)
     learn(flat_named[:size], fill)  # warms the item cache
@@ -191,6 +214,9 @@ def measure(name: str, examples, records, named_records, reps: int) -> dict[str,
     t = {k: statistics.median(v) for k, v in times.items()}
     return {"learn_many_to_plain": t["plain"] / t["learn"], "update_to_plain": t["plain"] / t["update"],
             "learn_many_to_plain_named_features": t["plain"] / t["learn_named"],
+            "learn_many_to_plain_json_floats": t["plain"] / t["learn_json"],
+            "learn_json_s_per_batch": t["learn_json"] / steps, "decode_json_s_per_batch": t["decode_json"] / steps,
+            "parse_json_s_per_batch": t["parse_json"] / steps, "json_lists_per_s": size * steps / t["learn_json"],
             "learn_named_s_per_batch": t["learn_named"] / steps,
             "decode_s_per_batch": t["decode"] / steps, "parse_s_per_batch": t["parse"] / steps,
             "parse_model_s_per_batch": t["parse_model"] / steps, "parse_model_to_parse": t["parse_model"] / t["parse"], "learn_s_per_batch": t["learn"] / steps,
@@ -212,18 +238,23 @@ def main() -> None:
     reps = args.reps or (2 if args.quick else 5)
     torch.set_num_threads(args.threads)
     _, examples = fifty_candidate_lists(args.lists, 50)
-    records, named_records = batches(examples, steps), batches(examples, steps, by_name=True)
+    records, named_records = batches(examples, steps), batches(examples, steps, "named")
+    json_records = batches(examples, steps, "json")
     doc: dict = {"lists": args.lists, "items": 50, "features": 300, "steps": steps, "reps": reps,
                  "threads": args.threads, "record_bytes_mean": sum(len(r.value) for r in records[0]) / args.lists,
-                 "named_record_bytes_mean": sum(len(r.value) for r in named_records[0]) / args.lists}
+                 "json_record_bytes_mean": sum(len(r.value) for r in json_records[0]) / args.lists,
+                 "named_record_bytes_mean": sum(len(r.value) for r in named_records[0]) / args.lists,
+                 "load_average": list(os.getloadavg())}
     for name in args.models.split(","):
-        doc[name] = measure(name, examples, records, named_records, reps)
+        doc[name] = measure(name, examples, records, named_records, json_records, reps)
         if not args.json:
             m = doc[name]
-            print(f"{name:<5} learn/plain {m['learn_many_to_plain']:.2f} (named features "
+            print(f"{name:<5} learn/plain {m['learn_many_to_plain']:.2f} (JSON floats "
+                  f"{m['learn_many_to_plain_json_floats']:.2f}, named features "
                   f"{m['learn_many_to_plain_named_features']:.2f})  update/plain {m['update_to_plain']:.2f}  "
                   f"per batch: decode {m['decode_s_per_batch']:.3f}s (parse {m['parse_s_per_batch']:.3f}s, pydantic {m['parse_model_s_per_batch']:.3f}s) learn {m['learn_s_per_batch']:.3f}s "
                   f"plain {m['plain_s_per_batch']:.3f}s update {m['update_s_per_batch']:.3f}s", flush=True)
+    doc["load_average_end"] = list(os.getloadavg())
     if args.json:
         print(json.dumps(doc, indent=2, sort_keys=True))
 

@@ -26,9 +26,19 @@ import sys
 from pathlib import Path
 from typing import Literal, Union
 
-from pydantic import ConfigDict, Field, ValidationError, field_validator, model_validator
+import numpy as np
+from pydantic import ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 
 from common.errors import StreamrankError
+from contracts.features import (  # noqa: F401 - re-exported: the contract's names for its feature spellings
+    FEATURES_F32_DTYPE,
+    MAX_ITEM_FEATURES,
+    Float32Bytes,
+    f32_bytes,
+    item_feature_count,
+    item_feature_row,
+)
 from contracts.strict import Finite, FrozenModel, Id
 
 IMPRESSION_SCHEMA = "streamrank.impression.v1"
@@ -55,9 +65,18 @@ FEEDBACK_KINDS: tuple[str, ...] = FeedbackKind.__args__  # type: ignore[attr-def
 
 _Event = FrozenModel
 
-
 class ShownItem(_Event):
-    """One candidate as shown: where it was, what the upstream models predicted for it."""
+    """One candidate as shown: where it was, what the upstream models predicted for it.
+
+    Dense features, when the event carries them, come in one of two spellings, never both:
+    ``features`` (a list of numbers) or ``features_f32`` (little-endian float32 bytes, base64).
+    """
+
+    # Why two spellings (issue 16): our producers write ``features_f32``. A 50 x 300 list is about
+    # as long either way (~80 KB), but the learners decode base64 at memory speed and view it with
+    # one ``np.frombuffer``, where the list form is 15,000 decimal numbers to parse into Python
+    # floats (BENCHMARKS.md, "From record bytes to the optimizer step"). The list form stays for
+    # old logs and other clients. Readers use :attr:`n_features` / :meth:`feature_row`.
 
     item_id: Id
     position: int = Field(ge=1, description="1-based display position")
@@ -67,8 +86,26 @@ class ShownItem(_Event):
     propensity: float | None = Field(default=None, gt=0.0, le=1.0,
                                      description="logging policy's probability of this item at this position")
     duration_ms: float | None = Field(default=None, ge=0.0, description="video duration, for watch-time rewards")
-    features: list[Finite] | None = Field(default=None, max_length=4096,
+    features: list[Finite] | None = Field(default=None, max_length=MAX_ITEM_FEATURES,
                                           description="dense item features as served (optional)")
+    features_f32: Float32Bytes | None = Field(default=None, max_length=4 * MAX_ITEM_FEATURES)
+
+    @field_validator("features_f32")
+    @classmethod
+    def _one_feature_form(cls, value: bytes | None, info: ValidationInfo) -> bytes | None:
+        """Not beside ``features`` (checked here, not on the model, so the error names ``features_f32``)."""
+        if value is not None and info.data.get("features") is not None:
+            raise PydanticCustomError("features_conflict", "'features' and 'features_f32' are mutually exclusive")
+        return value
+
+    @property
+    def n_features(self) -> int | None:
+        """How many feature values the item carries in either form (``None``: none carried)."""
+        return item_feature_count(self)
+
+    def feature_row(self) -> np.ndarray | list[float] | None:
+        """The item's features: a read-only float32 view of ``features_f32``, else ``features``."""
+        return item_feature_row(self)
 
 
 class FusionDecision(_Event):
@@ -215,6 +252,9 @@ _REASONS = {
     "greater_than": "out_of_range",
     "less_than_equal": "out_of_range",
     "less_than": "out_of_range",
+    "bytes_too_long": "too_long",
+    "bad_base64": "bad_value",
+    "bad_length": "bad_value",
 }
 
 

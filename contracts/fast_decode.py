@@ -24,7 +24,8 @@ as long as the structs accept nothing the models reject:
 hypothesis-generated hostile records, and that each struct's fields and bounds match its model.
 
 The structs carry the models' attribute names (``request_id``, ``event_id``, ``ts``,
-``items[*].item_id/position/duration_ms/features``, ``kind``, ``value``, ``labels[*].reward``, ...),
+``items[*].item_id/position/duration_ms/features/features_f32``, the items' ``n_features`` and
+``feature_row()``, ``kind``, ``value``, ``labels[*].reward``, ...),
 so the join and the learners' batch builders (:mod:`learners.ingest`) treat a struct and a model
 alike; :func:`replaced` copies either with some fields changed.
 """
@@ -37,16 +38,22 @@ from typing import Annotated, Any, Literal, Union
 import msgspec
 from msgspec import Meta, Struct
 
+import numpy as np
+
 from contracts.events import (
+    FEATURES_F32_DTYPE,
     FEEDBACK_SCHEMA,
     IMPRESSION_SCHEMA,
     LABELED_LIST_SCHEMA,
+    MAX_ITEM_FEATURES,
     MAX_LIST_SIZE,
     AnyEvent,
     EventError,
     LabeledList,
     check_event_time,
     decode,
+    item_feature_count,
+    item_feature_row,
 )
 
 _MAX = sys.float_info.max
@@ -60,7 +67,12 @@ Id = Annotated[str, Meta(min_length=1, max_length=256)]
 #: ("Number out of range"; ``test_fast_decode`` holds it to that). The explicit bounds of
 #: :data:`Finite` cost about a quarter of a 15,000-float list's decode (ad hoc, same lists), so
 #: the hot list goes without.
-Features = Annotated[list[float], Meta(max_length=4096)]
+Features = Annotated[list[float], Meta(max_length=MAX_ITEM_FEATURES)]
+#: ``features_f32``: msgspec decodes a JSON base64 string into ``bytes`` natively (standard
+#: alphabet, padded; ``test_fast_decode`` holds it to the model's strict spelling). The rest of
+#: the model's rules (a whole number of float32s, all finite, not beside ``features``) are the
+#: post-check :func:`_f32_ok`.
+Float32Bytes = Annotated[bytes, Meta(max_length=4 * MAX_ITEM_FEATURES)]
 
 
 class _Frozen(Struct, forbid_unknown_fields=True, frozen=True, kw_only=True, gc=False):
@@ -77,6 +89,16 @@ class ShownItemS(_Frozen):
     propensity: Union[Annotated[float, Meta(gt=0.0, le=1.0)], None] = None
     duration_ms: Union[NonNegative, None] = None
     features: Union[Features, None] = None
+    features_f32: Union[Float32Bytes, None] = None
+
+    @property
+    def n_features(self) -> int | None:
+        """:attr:`contracts.events.ShownItem.n_features`."""
+        return item_feature_count(self)
+
+    def feature_row(self) -> np.ndarray | list[float] | None:
+        """:meth:`contracts.events.ShownItem.feature_row`."""
+        return item_feature_row(self)
 
 
 class FusionDecisionS(_Frozen):
@@ -186,7 +208,7 @@ def accept(raw: bytes) -> ImpressionS | FeedbackS | None:
         if event.item_id is None and event.kind not in QUERY_LEVEL_KINDS:
             return None
         return event
-    if not _unique_items(event):
+    if not _unique_items(event) or not _f32_ok(event):
         return None
     return event
 
@@ -196,18 +218,35 @@ def _unique_items(impression: ImpressionS) -> bool:
     return len({item.item_id for item in items}) == len(items)
 
 
+def _f32_ok(impression: ImpressionS) -> bool:
+    """The model's rules on ``features_f32`` that the struct cannot state: not beside ``features``,
+    a whole number of float32 values, every one finite (one ``isfinite`` over the list's bytes)."""
+    blobs = []
+    for item in impression.items:
+        blob = item.features_f32
+        if blob is not None:
+            if item.features is not None or len(blob) % 4:
+                return False
+            blobs.append(blob)
+    if not blobs:
+        return True
+    joined = blobs[0] if len(blobs) == 1 else b"".join(blobs)
+    return bool(np.isfinite(np.frombuffer(joined, dtype=FEATURES_F32_DTYPE)).all())
+
+
 def accept_example(raw: bytes) -> LabeledListS | None:
     """The example if :class:`LabeledListS` and the model's extra rules accept ``raw``; else ``None`` (undecided).
 
-    The extra rules are ``Impression._unique_items`` and ``LabeledList._aligned``: labels name the
-    impression's items in the same order, and ``request_id`` equals ``impression.request_id``.
+    The extra rules are ``Impression._unique_items``, ``ShownItem``'s ``features_f32`` rules
+    (:func:`_f32_ok`) and ``LabeledList._aligned``: labels name the impression's items in the same
+    order, and ``request_id`` equals ``impression.request_id``.
     """
     try:
         example = _EXAMPLE_DECODER.decode(raw)
     except _DECODE_ERRORS:
         return None
     impression = example.impression
-    if example.request_id != impression.request_id or not _unique_items(impression):
+    if example.request_id != impression.request_id or not _unique_items(impression) or not _f32_ok(impression):
         return None
     labels, items = example.labels, impression.items
     if len(labels) != len(items) or any(lab.item_id != it.item_id for lab, it in zip(labels, items)):

@@ -23,9 +23,10 @@ from __future__ import annotations
 import math
 from typing import Any, Sequence
 
+import numpy as np
 import torch
 
-from contracts.events import LabeledList
+from contracts.events import LabeledList, item_feature_count, item_feature_row
 from contracts.learner import LearnerState, RerankRequest, RerankResult
 
 DEFAULT_TASKS: tuple[str, ...] = ("click", "long_view", "watch_time")
@@ -142,8 +143,9 @@ class LinearListScorer(torch.nn.Module):
                 continue
             task_scores = {t: torch.tensor([it.scores.get(t, 0.5) for it in items]) for t in self.tasks}
             feats = None
-            if self.n_features and all(it.features is not None and len(it.features) == self.n_features for it in items):
-                feats = torch.tensor([it.features for it in items], dtype=torch.float32)
+            if self.n_features and all(item_feature_count(it) == self.n_features for it in items):
+                feats = torch.from_numpy(np.stack([np.asarray(item_feature_row(it), dtype=np.float32)
+                                                   for it in items]))
             scores = self._inputs(task_scores, feats, len(items))
             target = torch.softmax(rewards / self.reward_temperature, dim=0)
             losses.append(-(target * torch.log_softmax(scores, dim=0)).sum())

@@ -35,7 +35,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from contracts.events import LabeledList
+from contracts.events import LabeledList, item_feature_count, item_feature_row
 from contracts.learner import RerankRequest
 from evaluation.ope import ESTIMATORS
 from serving.baseline import pl_logprob
@@ -110,9 +110,10 @@ def request_from_example(example: LabeledList) -> RerankRequest:
     for t in tasks:
         task_scores[t] = torch.tensor([(it.calibrated or it.scores).get(t, it.scores.get(t, 0.5)) for it in imp.items],
                                       dtype=torch.float64)
-    dims = {len(it.features) for it in imp.items if it.features is not None}
-    if len(dims) == 1 and all(it.features is not None for it in imp.items):
-        features = torch.tensor([it.features for it in imp.items], dtype=torch.float32)
+    counts = [item_feature_count(it) for it in imp.items]
+    if len(set(counts)) == 1 and counts[0] is not None:
+        features = torch.from_numpy(np.stack([np.asarray(item_feature_row(it), dtype=np.float32)
+                                              for it in imp.items]))
     else:
         features = torch.zeros((len(imp.items), 0))
     context: dict[str, Any] = dict(imp.context)

@@ -31,7 +31,7 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
-from contracts.events import FEEDBACK_SCHEMA, IMPRESSION_SCHEMA, Feedback, FusionDecision, Impression, ShownItem
+from contracts.events import FEEDBACK_SCHEMA, IMPRESSION_SCHEMA, Feedback, FusionDecision, Impression, ShownItem, f32_bytes
 from simulator.click_models import ClickModel
 from simulator.kuairand import KuaiRandMarginals
 from simulator.letor import LetorDataset, LetorQuery
@@ -161,14 +161,19 @@ class SessionSimulator:
                    fusion: FusionDecision | None = None, list_logprob: float | None = None,
                    model_versions: dict[str, str] | None = None,
                    calibrated: Sequence[dict[str, float]] | None = None) -> Impression:
-        """The Impression event for ``request`` shown in ``order`` (candidate indices; default upstream)."""
+        """The Impression event for ``request`` shown in ``order`` (candidate indices; default upstream).
+
+        With ``config.with_features`` the items carry their features as ``features_f32`` (float32
+        bytes, issue 16), rounded to 4 decimals first as the float-list form was, so a learner sees
+        the same float32 values as from the old logs.
+        """
         order = list(range(len(request.candidates))) if order is None else list(order)
         items = []
         for pos, j in enumerate(order, 1):
             c = request.candidates[j]
             items.append(ShownItem(item_id=c.item_id, position=pos, scores=c.scores, duration_ms=c.duration_ms,
                                    calibrated=calibrated[j] if calibrated is not None else None,
-                                   features=np.round(c.features.astype(np.float64), 4).tolist()
+                                   features_f32=f32_bytes(np.round(c.features.astype(np.float64), 4))
                                    if self.config.with_features else None))
         return Impression(schema=IMPRESSION_SCHEMA, event_id=f"{request.request_id}:imp", request_id=request.request_id,
                           ts=request.ts, user_id=request.user_id, query=request.query, items=items, fusion=fusion,

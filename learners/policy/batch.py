@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from common.errors import StreamrankError
-from contracts.events import LabeledList
+from contracts.events import LabeledList, item_feature_count, item_feature_row
 from contracts.learner import RerankRequest
 
 DEFAULT_TASKS: tuple[str, ...] = ("click", "long_view", "watch_time")
@@ -122,16 +122,19 @@ class ListBatch:
 
 
 def _features(items, n_features: int, where: str) -> np.ndarray:
+    """The items' ``[n, n_features]`` float32 rows, from either feature spelling (zeros where none)."""
     for i, item in enumerate(items):
-        if item.features is not None and len(item.features) != n_features:
-            raise PolicyInputError(f"{where}.items.{i}.features",
-                                   f"has {len(item.features)} values, the model expects {n_features}")
+        count = item_feature_count(item)
+        if count is not None and count != n_features:
+            name = "features" if item.features is not None else "features_f32"
+            raise PolicyInputError(f"{where}.items.{i}.{name}", f"has {count} values, the model expects {n_features}")
     if all(item.features is not None for item in items):
         return np.asarray([item.features for item in items], dtype=np.float32).reshape(len(items), n_features)
     out = np.zeros((len(items), n_features), dtype=np.float32)
     for i, item in enumerate(items):
-        if item.features is not None:
-            out[i] = item.features
+        row = item_feature_row(item)
+        if row is not None:
+            out[i] = row
     return out
 
 

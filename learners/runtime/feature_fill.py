@@ -34,7 +34,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from contracts.events import ITEM_FEATURES_KEY, LabeledList
+from contracts.events import ITEM_FEATURES_KEY, LabeledList, item_feature_count
 from contracts.fast_decode import LabeledListS, replaced
 
 Example = LabeledList | LabeledListS  # the runtime hands over the decoder's struct, tests the model
@@ -97,7 +97,7 @@ class FeatureFill:
         wanted: dict[str, list[int]] = {}  # feature ref -> indexes of examples that need it
         for i, example in enumerate(examples):
             ref = example.impression.context.get(ITEM_FEATURES_KEY)
-            if isinstance(ref, str) and any(item.features is None for item in example.impression.items):
+            if isinstance(ref, str) and any(item_feature_count(item) is None for item in example.impression.items):
                 wanted.setdefault(ref, []).append(i)
         if not wanted:
             return list(examples)
@@ -117,8 +117,9 @@ class FeatureFill:
     def _filled(self, example: Example, rows: dict[str, np.ndarray | None]) -> Example:
         items = []
         for item in example.impression.items:
-            row = rows.get(item.item_id) if item.features is None else None
-            if item.features is None and row is None:
+            carried = item_feature_count(item) is not None
+            row = rows.get(item.item_id) if not carried else None
+            if not carried and row is None:
                 self.missing += 1
             if row is not None:
                 self.filled += 1

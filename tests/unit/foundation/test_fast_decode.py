@@ -1,17 +1,20 @@
 """contracts.fast_decode is an accept-filter of contracts.events: it never accepts what the models refuse,
 every refusal keeps the models' reason and field, and its structs stay in step with the models. The
 learners' decoder of ``examples`` records (``decode_example``, a ``LabeledList`` with inline features)
-is held to the same.
+is held to the same, in both feature spellings: ``features`` (JSON numbers) and ``features_f32``
+(base64 of little-endian float32: valid, wrong length, NaN/inf, bad base64, both on one item).
 
 Also the strict types and the bounded event time of the event contract (issue 17), which both
 decoders share."""
 
 from __future__ import annotations
 
+import base64
 import json
 import sys
 
 import msgspec
+import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -29,6 +32,7 @@ from contracts.events import (
     check_event_time,
     decode,
     encode,
+    f32_bytes,
 )
 from contracts.fast_decode import (
     FeedbackS,
@@ -58,10 +62,22 @@ def feedback(**overrides) -> dict:
             "ts": 1767225600.5, "kind": "click", "value": 1.0} | overrides
 
 
+def b64(values, dtype="<f4") -> str:
+    """``values`` as the base64 of their bytes in ``dtype`` (``features_f32`` when little-endian float32)."""
+    return base64.b64encode(np.asarray(values, dtype=dtype).tobytes()).decode()
+
+
+#: ``features_f32`` spellings, valid and not: what the hypothesis tests draw from.
+F32_VALUES = [b64([0.5, -1.25]), b64([]), b64([np.nan]), b64([1.0, np.inf]), b64([-np.inf]), b64([1.0], "<f8"),
+              base64.b64encode(b"\0\0\0").decode(), base64.b64encode(b"\0" * 5).decode(), "AACAPw", "AACA-w==",
+              "AACAPw==\n", " AACAPw==", "AAAA=", "AACAPw==AACAPw==", "AACAP_==", "%%%%", "\u00e9AAA"]
+
+
 def impression(**overrides) -> dict:
     return {"schema": "streamrank.impression.v1", "event_id": "r1:imp", "request_id": "r1", "ts": 1767225600.0,
             "user_id": "u1", "query": "q", "items": [
-                {"item_id": "d1", "position": 1, "scores": {"click": 0.5}, "duration_ms": 1000.0},
+                {"item_id": "d1", "position": 1, "scores": {"click": 0.5}, "duration_ms": 1000.0,
+                 "features_f32": b64([0.5, -1.25])},
                 {"item_id": "d2", "position": 2, "propensity": 0.5, "features": [0.1, 2]}],
             "fusion": {"weights": {"click": 1.0}, "logprob": -0.5}, "context": {"hour": 3, "device": "ios"}} | overrides
 
@@ -146,13 +162,15 @@ SAMPLES = [raw(feedback()), raw(impression())]
 FIELDS = {0: ["event_id", "request_id", "item_id", "ts", "kind", "value", "schema", "extra"],
           1: ["event_id", "ts", "user_id", "query", "items", "fusion", "list_logprob", "model_versions", "context",
               "source", "schema", "items.0.position", "items.0.scores", "items.1.propensity",
-              "items.0.duration_ms", "items.1.features", "items.1.item_id", "fusion.weights", "context.hour"]}
+              "items.0.duration_ms", "items.1.features", "items.1.item_id", "fusion.weights", "context.hour",
+              "items.0.features_f32", "items.1.features_f32", "items.0.features"]}
 values = st.one_of(
     st.none(), st.booleans(), st.integers(-3, 3), st.integers(-(2**70), 2**70), st.just(sys.float_info.max),
     st.floats(allow_nan=False, allow_infinity=False), st.sampled_from(["", "1.5", "NaN", "1", "d1", "\ud800x",
                                                                        "x" * 257, "y" * 1025, "click", "session_end"]),
     st.lists(st.integers(0, 2), max_size=3), st.dictionaries(st.sampled_from(["a", "click"]), st.floats(0, 1),
-                                                             max_size=2))
+                                                             max_size=2),
+    st.sampled_from(F32_VALUES), st.binary(max_size=12).map(lambda b: base64.b64encode(b).decode()))
 
 
 def _mutate(doc: dict, path: str, value) -> dict:
@@ -283,7 +301,11 @@ def test_simulated_examples_with_features_are_accepted_as_structs_with_the_model
         fast = accept_example(value)
         assert type(fast) is LabeledListS, value[:200]
         assert as_builtins(fast) == json.loads(value)
-        assert [it.features for it in fast.impression.items] == [it.features for it in ex.impression.items]
+        assert all(it.features is None and it.features_f32 is not None for it in ex.impression.items)
+        assert [it.features_f32 for it in fast.impression.items] == [it.features_f32 for it in ex.impression.items]
+        for mine, theirs in zip(fast.impression.items, ex.impression.items):
+            assert mine.n_features == theirs.n_features == 300
+            assert np.array_equal(mine.feature_row(), theirs.feature_row())
         assert type(decode_example(value)) is LabeledListS
 
 
@@ -300,6 +322,7 @@ EXAMPLE_FIELDS = ["example_id", "request_id", "impression", "labels", "list_rewa
                   "join", "schema", "extra", "impression.schema", "impression.request_id", "impression.items",
                   "impression.items.0.item_id", "impression.items.1.features", "impression.items.1.features.0",
                   "impression.items.1.features.1", "impression.items.0.features", "impression.items.0.scores.click",
+                  "impression.items.0.features_f32", "impression.items.1.features_f32",
                   "impression.fusion.logprob", "impression.extra", "labels.0", "labels.0.item_id",
                   "labels.1.item_id", "labels.0.position", "labels.0.click", "labels.1.play_time_ms",
                   "labels.0.reward", "labels.1.share", "labels.0.extra", "join.closed_by", "join.window_s",
@@ -333,6 +356,64 @@ def test_a_mutated_example_gets_the_models_verdict(data, value, drop):
 def _features(tokens: bytes) -> bytes:
     """The sample example with ``items.1.features`` written as the raw JSON ``tokens``."""
     return raw(example()).replace(b'"features": [0.1, 2]', b'"features": ' + tokens)
+
+
+def _f32(item: int, value, **others) -> bytes:
+    """The sample example with ``items.<item>.features_f32`` set to ``value`` (and ``others`` set on that item)."""
+    doc = example()
+    doc["impression"]["items"][item] |= {"features_f32": value, **others}
+    return raw(doc)
+
+
+F32_EDGES = [_f32(0, v) for v in F32_VALUES] + [
+    _f32(0, b64([np.float32(3.4028235e38), -np.float32(3.4028235e38), 1e-45, -0.0])),
+    _f32(0, b64(np.zeros(4096))), _f32(0, b64(np.zeros(4097))), _f32(0, None), _f32(0, 1.5), _f32(0, [1.0]),
+    _f32(0, {"a": 1}), _f32(0, True), _f32(1, b64([0.1, 2.0])), _f32(1, None), _f32(0, b64([1.0]), features=[1.0]),
+    _f32(0, b64([1.0]), features=None), _f32(0, b64([np.nan]), features=[1.0]), _f32(0, "AACAPw", features=[1.0]),
+    _f32(0, b64([1.0, 2.0, np.nan] + [0.0] * 300)), _f32(0, b64([1.0] * 3) + b64([1.0]))]
+
+
+@pytest.mark.parametrize("value", F32_EDGES)
+def test_binary_feature_edges_get_the_models_verdict(value):
+    assert_same_example_verdict(value)
+    impression_only = json.loads(value)["impression"]
+    assert_same_verdict(raw(impression_only))
+
+
+@pytest.mark.parametrize("blob,reason", [
+    (f32_bytes([np.nan, 1.0]), "not_finite"), (f32_bytes([1.0, np.inf]), "not_finite"),
+    (f32_bytes([-np.inf]), "not_finite"), (f32_bytes([1.0, 2.0])[:-1], "bad_value"), (b"\0" * 5, "bad_value"),
+    (bytes(4 * 4097), "too_long")])
+def test_non_finite_or_misshapen_binary_features_are_refused_naming_the_field(blob, reason):
+    """The filter itself refuses them (no struct slips through), and the model's error names the field,
+    so the dead-letter record says what and where."""
+    value = _f32(0, base64.b64encode(blob).decode())
+    assert accept_example(value) is None and accept(raw(json.loads(value)["impression"])) is None
+    with pytest.raises(EventError) as err:
+        decode_example(value)
+    assert (err.value.reason, err.value.field) == (reason, "impression.items.0.features_f32"), err.value.as_dict()
+    assert type(decode_example(_f32(0, b64([1.0, 2.0])))) is LabeledListS  # the valid one, for contrast
+
+
+def test_both_spellings_on_one_item_are_refused_naming_features_f32():
+    value = _f32(1, b64([0.1, 2.0]))  # item 1 already carries ``features``
+    assert accept_example(value) is None and accept(raw(json.loads(value)["impression"])) is None
+    with pytest.raises(EventError) as err:
+        decode_example(value)
+    assert (err.value.reason, err.value.field) == ("schema_violation", "impression.items.1.features_f32")
+
+
+def test_binary_features_round_trip_through_encode_and_read_as_float32():
+    value = raw(example())
+    struct, model = decode_example(value), decode(value, expected=LABELED_LIST_SCHEMA)
+    for event in (struct, model):
+        item = event.impression.items[0]
+        assert item.features is None and item.n_features == 2
+        row = item.feature_row()
+        assert row.dtype == np.float32 and row.tolist() == [0.5, -1.25] and not row.flags.writeable
+        assert event.impression.items[1].feature_row() == [0.1, 2.0]
+    assert json.loads(encode(model))["impression"]["items"][0]["features_f32"] == b64([0.5, -1.25])
+    assert decode(encode(model), expected=LABELED_LIST_SCHEMA) == model
 
 
 @pytest.mark.parametrize("value", [

@@ -11,7 +11,7 @@ from simulator.examples import feature_examples
 
 
 def named(example, ref="letor_document:features"):
-    items = [it.model_copy(update={"features": None}) for it in example.impression.items]
+    items = [it.model_copy(update={"features": None, "features_f32": None}) for it in example.impression.items]
     impression = example.impression.model_copy(update={"items": items, "context": {**example.impression.context,
                                                                                    ITEM_FEATURES_KEY: ref}})
     return example.model_copy(update={"impression": impression})

@@ -1,13 +1,18 @@
-"""The tensor-native learn path: batch builders equal the object path, the update stage keeps the log's order."""
+"""The tensor-native learn path: batch builders equal the object path, the update stage keeps the log's order.
+
+Features come in both of the contract's spellings: ``features_f32`` (what the simulator, like our
+other producers, writes) and the JSON float list ``features`` (old logs, other clients)."""
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 
+import numpy as np
 import pytest
 import torch
 
-from contracts.events import LABELED_LIST_SCHEMA, EventError, decode, encode
+from contracts.events import LABELED_LIST_SCHEMA, EventError, decode, encode, f32_bytes
 from contracts.fast_decode import LabeledListS, decode_example
 from learners.calibration.context import extract_rows
 from learners.ingest.lists import ListArrays
@@ -26,15 +31,37 @@ def examples():
     return simulated_examples(40, seed=3, max_candidates=8, with_features=True)
 
 
+def _float_list(item):
+    """``item`` with its features in the JSON float-list spelling (the same float32 values)."""
+    row = item.feature_row()
+    return item if row is None else item.model_copy(update={"features": [float(v) for v in row],
+                                                            "features_f32": None})
+
+
+def _with_items(example, fn):
+    imp = example.impression
+    return example.model_copy(update={"impression": imp.model_copy(update={"items": [fn(it) for it in imp.items]})})
+
+
+def _float_lists(example):
+    return _with_items(example, _float_list)
+
+
 def _varied(examples):
-    """Shuffled positions, missing features on some items, a list without features, calibrated scores."""
+    """Shuffled positions, missing features on some items, a list without features, calibrated scores,
+    lists in the float-list spelling and lists mixing the two."""
     out = []
     for b, ex in enumerate(examples):
         items = list(ex.impression.items)
+        assert all(it.features_f32 is not None and it.features is None for it in items)  # the producers' default
         if b % 3 == 0:
             items = items[::-1]  # served positions out of list order
         if b % 4 == 1:
-            items = [it.model_copy(update={"features": None}) if i % 2 else it for i, it in enumerate(items)]
+            items = [it.model_copy(update={"features_f32": None}) if i % 2 else it for i, it in enumerate(items)]
+        if b % 6 == 5:
+            items = [_float_list(it) for it in items]
+        if b % 7 == 3:
+            items = [_float_list(it) if i % 2 else it for i, it in enumerate(items)]
         if b % 5 == 2:
             items = [it.model_copy(update={"calibrated": {"click": 0.25}}) for it in items]
         labels = {lab.item_id: lab for lab in ex.labels}
@@ -71,6 +98,16 @@ def test_list_arrays_from_the_runtimes_structs_equal_the_object_path(examples, t
     _equal_batches(built.take(), from_examples(batch, D, DEFAULT_TASKS, task_inputs))
 
 
+def test_binary_and_float_list_features_fill_the_same_rows(examples):
+    binary = ListArrays(len(examples), D, DEFAULT_TASKS)
+    floats = ListArrays(len(examples), D, DEFAULT_TASKS)
+    for ex in examples:
+        assert binary.add(decode_example(encode(ex))) is None
+        assert floats.add(decode_example(encode(_float_lists(ex)))) is None
+    _equal_batches(binary.take(), floats.take())
+    assert binary.take().features.abs().sum() > 0
+
+
 def test_list_arrays_pad_to_a_longer_length_with_masked_items(examples):
     built = ListArrays(4, D, DEFAULT_TASKS)
     for ex in examples[:4]:
@@ -81,14 +118,16 @@ def test_list_arrays_pad_to_a_longer_length_with_masked_items(examples):
     assert torch.equal(padded.features[:, :longest], from_examples(examples[:4], D).features)
 
 
-def test_a_wrong_feature_length_is_rejected_with_its_field_and_the_row_left_free(examples):
+@pytest.mark.parametrize("spelling", ["features", "features_f32"])
+def test_a_wrong_feature_length_is_rejected_with_its_field_and_the_row_left_free(examples, spelling):
     bad_items = list(examples[1].impression.items)
-    bad_items[2] = bad_items[2].model_copy(update={"features": [1.0, 2.0]})
+    short = [1.0, 2.0] if spelling == "features" else f32_bytes([1.0, 2.0])
+    bad_items[2] = bad_items[2].model_copy(update={"features": None, "features_f32": None, spelling: short})
     bad = examples[1].model_copy(update={"impression": examples[1].impression.model_copy(update={"items": bad_items})})
     built = ListArrays(3, D, DEFAULT_TASKS)
     assert built.add(examples[0]) is None
-    rejected = built.add(bad)
-    assert (rejected.example_id, rejected.field) == (bad.example_id, "impression.items.2.features")
+    rejected = built.add(decode_example(encode(bad)))
+    assert (rejected.example_id, rejected.field) == (bad.example_id, f"impression.items.2.{spelling}")
     assert built.add(examples[2]) is None
     _equal_batches(built.take(), from_examples([examples[0], examples[2]], D))
 
@@ -121,12 +160,21 @@ def test_row_arrays_from_the_runtimes_structs_equal_the_object_path(examples, mo
 
 
 def _bad_examples(example):
-    """Records the contract refuses, each for a different reason, built from a valid example's bytes."""
-    value = encode(example)
-    first = example.impression.items[0].features
+    """Records the contract refuses, each for a different reason, built from a valid example's bytes:
+    in the float-list spelling (a NaN, a string), in the binary one (a NaN, 7 bytes, both spellings
+    on one item), and in neither (a wrong type, labels out of order)."""
+    listed = encode(_float_lists(example))
+    first = _float_lists(example).impression.items[0].features
     head = ("[" + ",".join(repr(v) for v in first[:2])).encode()
-    assert value.count(head) >= 1
-    return [value.replace(head, b"[NaN", 1), value.replace(head, b'["0.5"', 1),
+    assert listed.count(head) >= 1
+    value = encode(example)
+    blob = base64.b64encode(example.impression.items[0].features_f32)
+    assert value.count(blob) == 1
+    nan = base64.b64encode(f32_bytes([np.nan]) + example.impression.items[0].features_f32[4:])
+    both = b'"features":[1.0],"features_f32":' + b'"' + blob + b'"'
+    return [listed.replace(head, b"[NaN", 1), listed.replace(head, b'["0.5"', 1),
+            value.replace(blob, nan, 1), value.replace(blob, base64.b64encode(b"\0" * 7), 1),
+            value.replace(b'"features_f32":"' + blob + b'"', both, 1),
             value.replace(b'"list_reward":', b'"list_reward":true,"x":', 1),
             encode(example.model_copy(update={"labels": list(reversed(example.labels))}))]
 

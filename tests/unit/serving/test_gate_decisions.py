@@ -237,7 +237,7 @@ def test_a_logged_list_becomes_the_request_it_was_served_as():
                                     "fusion": None})
     req = request_from_example(ex.model_copy(update={"impression": ragged, "labels": ex.labels[:2]}))
     assert tuple(req.features.shape) == (2, 0) and "fusion_weights" not in req.context
-    partial = imp.model_copy(update={"items": [items[0], items[1].model_copy(update={"features": None})]})
+    partial = imp.model_copy(update={"items": [items[0], items[1].model_copy(update={"features": None, "features_f32": None})]})
     req = request_from_example(ex.model_copy(update={"impression": partial, "labels": ex.labels[:2]}))
     assert tuple(req.features.shape) == (2, 0)
 

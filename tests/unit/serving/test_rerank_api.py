@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import time
 
+import numpy as np
 import pytest
 import torch
 from fastapi.testclient import TestClient
@@ -202,8 +203,9 @@ def test_cold_start_weights_leave_out_the_tasks_they_do_not_name(tmp_path):
     assert orders == {"click only": ["clicky", "watchy"], "default": ["watchy", "clicky"]}
 
 
-def test_fetched_features_are_logged_rounded_in_the_shown_order(tmp_path):
-    """Features the server fetched (not sent by the client) reach the impression, rounded to 4 places."""
+def test_fetched_features_are_logged_as_served_float32_in_the_shown_order(tmp_path):
+    """Features the server fetched (not sent by the client) reach the impression as ``features_f32``:
+    the float32 values the models scored, bit for bit (no rounding), each with its own item."""
     from contracts.events import decode
     from contracts.rerank import RerankBody
     from serving.scoring import impression_factory, rerank_once
@@ -222,8 +224,10 @@ def test_fetched_features_are_logged_rounded_in_the_shown_order(tmp_path):
     out = rerank_once(Bundle(), request, config, Source())
     event = decode(impression_factory(request, out, config, 1.0)())
     assert [it.item_id for it in event.items][0] == "i2"
-    by_id = {it.item_id: it.features for it in event.items}
-    assert by_id == {"i0": [0.1235, 1.0], "i1": [0.5, 0.3333], "i2": [0.9877, 2.0]}
+    assert all(it.features is None and it.features_f32 is not None for it in event.items)
+    by_id = {it.item_id: it.feature_row().tolist() for it in event.items}
+    f32 = lambda *v: np.asarray(v, dtype=np.float32).tolist()  # noqa: E731
+    assert by_id == {"i0": f32(0.123456, 1.0), "i1": f32(0.5, 0.333333), "i2": f32(0.987654, 2.0)}
 
 
 @pytest.mark.parametrize("log_fetched", [False, True])
@@ -250,7 +254,7 @@ def test_fetched_features_are_named_not_copied_unless_configured(log_fetched):
     fetched = RerankBody.model_validate(doc)
 
     event = decode(impression_factory(fetched, rerank_once(Bundle(), fetched, config, FeastLike()), config, 1.0)())
-    by_id = {it.item_id: it.features for it in event.items}
+    by_id = {it.item_id: None if it.feature_row() is None else list(it.feature_row()) for it in event.items}
     if log_fetched:
         assert by_id == {"i0": [0.25, 1.0], "i1": [0.5, 0.75], "i2": [0.125, 2.0]}
         assert ITEM_FEATURES_KEY not in event.context
@@ -259,7 +263,9 @@ def test_fetched_features_are_named_not_copied_unless_configured(log_fetched):
         assert event.context[ITEM_FEATURES_KEY] == "letor_document:features"
 
     event = decode(impression_factory(sent, rerank_once(Bundle(), sent, config, FeastLike()), config, 1.0)())
-    assert all(it.features is not None for it in event.items) and ITEM_FEATURES_KEY not in event.context
+    assert all(it.n_features == 2 for it in event.items) and ITEM_FEATURES_KEY not in event.context
+    sent_rows = {c.item_id: np.asarray(c.features, dtype=np.float32).tolist() for c in sent.candidates}
+    assert {it.item_id: it.feature_row().tolist() for it in event.items} == sent_rows
 
 
 def test_server_start_freezes_the_startup_heap(tmp_path):

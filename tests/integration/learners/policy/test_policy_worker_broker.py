@@ -7,6 +7,7 @@ import math
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import torch
 from support import fresh_topics
@@ -103,7 +104,7 @@ def rerank_request_for(example):
 
     items = example.impression.items
     return RerankRequest(item_ids=tuple(i.item_id for i in items),
-                         features=torch.tensor([i.features for i in items], dtype=torch.float32),
+                         features=torch.tensor(np.array([i.feature_row() for i in items]), dtype=torch.float32),
                          task_scores={t: torch.tensor([i.scores[t] for i in items], dtype=torch.float64)
                                       for t in items[0].scores},
                          context=dict(example.impression.context))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import load as st_load
@@ -87,7 +88,7 @@ def test_checkpoint_round_trip_is_bit_exact_and_continues_identically(name, exam
 def rerank_request_from(example) -> RerankRequest:
     items = example.impression.items
     return RerankRequest(item_ids=tuple(i.item_id for i in items),
-                         features=torch.tensor([i.features for i in items], dtype=torch.float32),
+                         features=torch.tensor(np.array([i.feature_row() for i in items]), dtype=torch.float32),
                          task_scores={t: torch.tensor([i.scores[t] for i in items], dtype=torch.float64)
                                       for t in items[0].scores},
                          context=dict(example.impression.context))
@@ -149,7 +150,7 @@ def test_bad_requests_are_refused_naming_the_field(name, field, corrupt, example
 @pytest.mark.parametrize("name", MODELS)
 def test_a_bad_example_is_skipped_and_named_and_the_rest_learned_as_without_it(name, examples):
     items = list(examples[9].impression.items)
-    items[2] = items[2].model_copy(update={"features": items[2].features[:5]})
+    items[2] = items[2].model_copy(update={"features": list(items[2].feature_row()[:5]), "features_f32": None})
     bad = examples[9].model_copy(update={"impression": examples[9].impression.model_copy(update={"items": items})})
     learner, clean = build(name), build(name)
     metrics = learner.learn_many([examples[8], bad, examples[10]])
