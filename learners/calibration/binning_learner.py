@@ -58,14 +58,9 @@ class IsotonicCalibrationLearner(_CalibrationBase):
             metrics[f"{task}.bce"] = bce
             total += bce
             self.histograms[task].update(logit, p_hat, y)
-        n_rows = sum(built.rows(t) for t in self.tasks)
-        if n_rows:
+        if self._count(built, metrics):
             self.updates += 1
             metrics["loss"] = total
-        self.examples_seen += built.count
-        self.rows_seen += n_rows
-        metrics["rows"] = float(n_rows)
-        metrics["examples"] = float(built.count)
         return metrics
 
     def state_dict(self) -> LearnerState:

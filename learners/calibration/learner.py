@@ -119,6 +119,15 @@ class _CalibrationBase:
         self.examples_seen = int(counters.get("examples", 0))
         self.rows_seen = int(counters.get("rows", 0))
 
+    def _count(self, built: RowArrays, metrics: dict[str, float]) -> int:
+        """Add a learned batch's examples and rows to the counters and ``metrics``; returns its rows."""
+        n_rows = sum(built.rows(t) for t in self.tasks)
+        self.examples_seen += built.count
+        self.rows_seen += n_rows
+        metrics["rows"] = float(n_rows)
+        metrics["examples"] = float(built.count)
+        return n_rows
+
     def predict_rows(self, rows: dict[str, TaskRows]) -> dict[str, torch.Tensor]:
         """Calibrated probability of every row (per task, in row order)."""
         return {task: self._predict(task, r.logits(), self._encode(r.fields, len(r)),
@@ -285,11 +294,7 @@ class NeuralCalibrationLearner(BatchedServing, _CalibrationBase):
             self.update_tensors(on_device)
         if self.optimizer_steps > steps_before:
             self.updates += 1
-        n_rows = sum(built.rows(t) for t in self.tasks)
-        self.examples_seen += built.count
-        self.rows_seen += n_rows
-        metrics["rows"] = float(n_rows)
-        metrics["examples"] = float(built.count)
+        self._count(built, metrics)
         return metrics
 
     def state_dict(self) -> LearnerState:
