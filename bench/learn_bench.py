@@ -24,6 +24,8 @@ same run, interleaved rep by rep (the machine is shared):
 * ``learn_named``: as ``learn``, with the records as serving logs them by default (items *name*
   their feature, ``context["item_features"]``; :class:`learners.runtime.feature_fill.FeatureFill`
   fills the rows from a warm item cache): the JSON no longer carries 15,000 floats per list.
+* ``learn_inline``: as ``learn`` with ``prefetch`` off (decode and update take turns on one thread):
+  ``prefetch_speedup`` = inline seconds / ``learn`` seconds, what the update stage's thread buys;
 * ``learn_json``: as ``learn``, with the features in the contract's other spelling, a JSON list of
   15,000 decimal numbers per list (old logs, other clients; what ``learn`` measured before
   ``features_f32``), so ``learn_many_to_plain_json_floats`` keeps that figure comparable.
@@ -176,9 +178,9 @@ def measure(name: str, examples, records, named_records, json_records, reps: int
     flat_named = [r for batch in named_records for r in batch]
     flat_json = [r for batch in json_records for r in batch]
 
-    def learn(recs=flat, prepare=None) -> None:
+    def learn(recs=flat, prepare=None, prefetch: bool = True) -> None:
         runtime = LearnerRuntime(name, build_learner(name, **cfg), None,
-                                 RuntimeConfig(batch_size=size, checkpoint_every=10 ** 9, prefetch=True))
+                                 RuntimeConfig(batch_size=size, checkpoint_every=10 ** 9, prefetch=prefetch))
         runtime.prepare = prepare
         runtime.offer(recs)
         assert runtime.applied == len(recs), runtime.status()
@@ -199,7 +201,8 @@ def measure(name: str, examples, records, named_records, json_records, reps: int
             for r in batch:
                 decode(r.value, expected=LABELED_LIST_SCHEMA)
 
-    fns = {"plain": plain, "update": update, "learn": learn, "decode": decode_only, "parse": parse_only,
+    fns = {"plain": plain, "update": update, "learn": learn, "learn_inline": lambda: learn(prefetch=False),
+           "decode": decode_only, "parse": parse_only,
            "parse_model": parse_model,
            "learn_named": lambda: learn(flat_named, fill), "learn_json": lambda: learn(flat_json),
            "decode_json": lambda: decode_only(json_records), "parse_json": lambda: parse_only(json_records)}
@@ -221,7 +224,8 @@ def measure(name: str, examples, records, named_records, json_records, reps: int
             "decode_s_per_batch": t["decode"] / steps, "parse_s_per_batch": t["parse"] / steps,
             "parse_model_s_per_batch": t["parse_model"] / steps, "parse_model_to_parse": t["parse_model"] / t["parse"], "learn_s_per_batch": t["learn"] / steps,
             "plain_s_per_batch": t["plain"] / steps, "update_s_per_batch": t["update"] / steps,
-            "lists_per_s": size * steps / t["learn"], "plain_lists_per_s": size * steps / t["plain"]}
+            "lists_per_s": size * steps / t["learn"], "plain_lists_per_s": size * steps / t["plain"],
+            "prefetch_speedup": t["learn_inline"] / t["learn"]}
 
 
 def main() -> None:
