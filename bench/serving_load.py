@@ -280,12 +280,19 @@ def start_server(env: dict, port: int, cwd: Path, log_path: Path) -> subprocess.
                             start_new_session=True, cwd=cwd)
 
 
-def wait_ready(url: str, server: subprocess.Popen, port: int, what: str) -> None:
+def wait_ready(url: str, server: subprocess.Popen, port: int, what: str, roles: tuple[str, ...] = ("reranker",)) -> None:
+    """Wait until the server serves version 1 of every role in ``roles``.
+
+    Every role, not only the reranker: a baseline tree that refuses a snapshot (an older release
+    and a newer snapshot format) serves that role uncalibrated or with static weights, and would be
+    timed doing less work than this tree (it happened: a784f3e refused the UMNN snapshot once
+    the calibration settings grew)."""
     import httpx  # noqa: PLC0415
 
     stack.wait_until(lambda: stack.port_open("127.0.0.1", port), 120, what, server.pid)
-    stack.wait_until(lambda: httpx.get(f"{url}/models").json()["serving"]["reranker"]["version"] == "1", 60,
-                     f"{what}: initial snapshots")
+    stack.wait_until(lambda: all((httpx.get(f"{url}/models").json()["serving"].get(role) or {}).get("version") == "1"
+                                 for role in roles), 60,
+                     f"{what}: version 1 of {', '.join(roles)} (a refused snapshot is in its server.log)")
 
 
 def steady_round(clients: "Clients", server: subprocess.Popen, seconds: float) -> tuple[list[tuple], float]:
@@ -340,7 +347,8 @@ def run(args: argparse.Namespace) -> dict:
         server = start_server(server_env, port, ROOT, home / "server.log")
         servers.append(server)
         url = f"http://127.0.0.1:{port}"
-        wait_ready(url, server, port, "server")
+        roles = ("reranker",) + (("calibrator",) if args.calibrator else ()) + (("fusion",) if args.fusion else ())
+        wait_ready(url, server, port, "server", roles)
         bodies = make_bodies(args.candidates, 200, seed=0)
         if args.features == "request":
             import torch  # noqa: PLC0415
@@ -357,7 +365,7 @@ def run(args: argparse.Namespace) -> dict:
             baseline = start_server(server_env, base_port, baseline_tree, home / "baseline-server.log")
             servers.append(baseline)
             base_url = f"http://127.0.0.1:{base_port}"
-            wait_ready(base_url, baseline, base_port, "baseline server")
+            wait_ready(base_url, baseline, base_port, "baseline server", roles)
             Clients(f"{base_url}/rerank", bodies, 2).run(5.0, "warmup")
         phases(args, result, url, server, base_url, baseline, bodies, registry, states)
         registry.close()

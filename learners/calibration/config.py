@@ -18,6 +18,8 @@ from learners.calibration.scloss import SCLossConfig
 DEFAULT_TASKS = ("click", "long_view")
 DEFAULT_FIELDS = ("position", "item", "user")
 LR_SCHEDULES = ("constant", "inv_sqrt")
+#: Settings added after the first calibration snapshots were published (see ``as_json``).
+LATER_SETTINGS = ("average", "lr_schedule", "lr_warmup", "passes")
 
 
 @dataclass(frozen=True)
@@ -77,7 +79,15 @@ class CalibrationConfig:
         return cls(**kwargs)
 
     def as_json(self) -> dict[str, Any]:
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+        """The settings as JSON values (the checkpoint and snapshot meta); the online-SGD settings
+        (:data:`LATER_SETTINGS`) are left out while at their defaults, so a server of a release
+        that predates them still loads a snapshot that does not use them (a rolling upgrade: it
+        refused such snapshots with "unknown calibration settings" and served uncalibrated)."""
+        out = {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+        for key in LATER_SETTINGS:
+            if out[key] == type(self).__dataclass_fields__[key].default:
+                del out[key]
+        return out
 
     def lr_at(self, step: int) -> float:
         """Learning rate of optimizer step ``step`` (1-based) under ``lr_schedule`` (module docstring)."""

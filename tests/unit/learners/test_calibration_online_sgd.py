@@ -116,7 +116,7 @@ def test_a_checkpoint_from_before_these_settings_still_loads(examples):
     old.learn_many(examples[:10])
     state = old.state_dict()
     for key in ("average", "lr_schedule", "lr_warmup", "passes"):
-        del state.meta["config"][key]
+        state.meta["config"].pop(key, None)  # left out at their defaults anyway (as_json)
     del state.meta["counters"]["optimizer_steps"]
     new = build_umnn(**SMALL)
     new.load_state_dict(state)
@@ -143,3 +143,17 @@ def test_the_benchmark_settings_reach_the_umnn_variants_only():
     assert made["umnn_scloss@fixed_bins"].config.sc_weight == 0.5
     assert made["umnn"].config.average == 0.9 and made["umnn"].config.sc_weight == 0.0
     assert made["platt"].config.average == 0.0 and made["isotonic"].config.average == 0.0
+
+
+def test_snapshot_config_leaves_out_the_online_sgd_settings_at_their_defaults():
+    """A server of an older release (no such settings) must still load a snapshot that does not use them."""
+    plain = CalibrationConfig().as_json()
+    assert not {"average", "lr_schedule", "lr_warmup", "passes"} & set(plain)
+    used = CalibrationConfig(average=0.99, passes=2).as_json()
+    assert used["average"] == 0.99 and used["passes"] == 2 and "lr_schedule" not in used
+    assert CalibrationConfig.from_kwargs(**used) == CalibrationConfig(average=0.99, passes=2)
+    learner = build_umnn(average=0.99)
+    restored = build_umnn(average=0.99)
+    restored.load_state_dict(learner.state_dict())  # the meta round-trips
+    with pytest.raises(ValueError, match="config differs"):
+        build_umnn().load_state_dict(learner.state_dict())
