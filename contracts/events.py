@@ -37,6 +37,7 @@ from contracts.features import (  # noqa: F401 - re-exported: the contract's nam
     Float32Bytes,
     f32_bytes,
     item_feature_count,
+    item_feature_matrix,
     item_feature_row,
 )
 from contracts.strict import Finite, FrozenModel, Id

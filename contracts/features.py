@@ -94,6 +94,11 @@ def item_feature_row(item: Any) -> np.ndarray | list[float] | None:
     return item.features
 
 
+def item_feature_matrix(items: Any) -> np.ndarray:
+    """``[n, d]`` float32 rows of ``items`` that all carry ``d`` features, in either spelling."""
+    return np.stack([np.asarray(item_feature_row(item), dtype=np.float32) for item in items])
+
+
 def f32_bytes(values: Any) -> bytes:
     """``values`` (any float sequence or array) as ``features_f32`` bytes: little-endian float32."""
     return np.ascontiguousarray(values, dtype=FEATURES_F32_DTYPE).tobytes()

@@ -23,10 +23,9 @@ from __future__ import annotations
 import math
 from typing import Any, Sequence
 
-import numpy as np
 import torch
 
-from contracts.events import LabeledList, item_feature_count, item_feature_row
+from contracts.events import LabeledList, item_feature_count, item_feature_matrix
 from contracts.learner import LearnerState, RerankRequest, RerankResult
 
 DEFAULT_TASKS: tuple[str, ...] = ("click", "long_view", "watch_time")
@@ -144,8 +143,7 @@ class LinearListScorer(torch.nn.Module):
             task_scores = {t: torch.tensor([it.scores.get(t, 0.5) for it in items]) for t in self.tasks}
             feats = None
             if self.n_features and all(item_feature_count(it) == self.n_features for it in items):
-                feats = torch.from_numpy(np.stack([np.asarray(item_feature_row(it), dtype=np.float32)
-                                                   for it in items]))
+                feats = torch.from_numpy(item_feature_matrix(items))
             scores = self._inputs(task_scores, feats, len(items))
             target = torch.softmax(rewards / self.reward_temperature, dim=0)
             losses.append(-(target * torch.log_softmax(scores, dim=0)).sum())

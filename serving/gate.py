@@ -35,7 +35,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from contracts.events import LabeledList, item_feature_count, item_feature_row
+from contracts.events import LabeledList, item_feature_count, item_feature_matrix
 from contracts.learner import RerankRequest
 from evaluation.ope import ESTIMATORS
 from serving.baseline import pl_logprob
@@ -112,8 +112,7 @@ def request_from_example(example: LabeledList) -> RerankRequest:
                                       dtype=torch.float64)
     counts = [item_feature_count(it) for it in imp.items]
     if len(set(counts)) == 1 and counts[0] is not None:
-        features = torch.from_numpy(np.stack([np.asarray(item_feature_row(it), dtype=np.float32)
-                                              for it in imp.items]))
+        features = torch.from_numpy(item_feature_matrix(imp.items))
     else:
         features = torch.zeros((len(imp.items), 0))
     context: dict[str, Any] = dict(imp.context)

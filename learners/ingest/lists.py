@@ -20,12 +20,13 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from contracts.events import FEATURES_F32_DTYPE, LabeledList, item_feature_count, item_feature_row
+from contracts.events import FEATURES_F32_DTYPE, LabeledList, item_feature_count
 from contracts.fast_decode import LabeledListS
 from learners.policy.batch import (
     ListBatch,
     PolicyInputError,
     Rejected,
+    _features,
     activity_index,
     query_type_index,
     task_logit,
@@ -105,7 +106,7 @@ class ListArrays:
         if d and binary:  # one np.frombuffer over the list's joined bytes, one copy into the row block
             a["features"][b, :m] = np.frombuffer(b"".join(blobs), dtype=FEATURES_F32_DTYPE).reshape(m, d)
         elif d:
-            self._write_features(a["features"][b], items)
+            a["features"][b, :m] = _features(items, d, "impression")  # lengths checked above
         a["task_logits"][b, :m] = task_logit(self._task_probs(items))
         a["mask"][b, :m] = True
         a["item_rewards"][b, :m], a["item_clicks"][b, :m], a["item_long_views"][b, :m] = np.array(
@@ -125,23 +126,6 @@ class ListArrays:
         self.items += m
         self.count += 1
         return None
-
-    @staticmethod
-    def _write_features(out: np.ndarray, items: Sequence[Any]) -> None:
-        """Write the items' feature rows into ``out`` (``[n, d]`` float32; lengths already checked)
-        when not every item is in ``features_f32`` (:meth:`add` writes that case itself).
-
-        Every item in ``features`` (JSON floats): one conversion of the nested list. Mixed or
-        partly missing: item by item.
-        """
-        m = len(items)
-        if all(item.features is not None for item in items):
-            out[:m] = [item.features for item in items]
-        else:
-            for i, item in enumerate(items):
-                row = item_feature_row(item)
-                if row is not None:
-                    out[i] = row
 
     def _task_probs(self, items) -> np.ndarray:
         """``[n, K]``: each task's calibrated score (when ``use_calibrated`` and the item has any),
