@@ -110,9 +110,9 @@ class _CalibrationBase:
     def _load_meta(self, meta: dict[str, Any]) -> None:
         check_format(meta)
         saved = meta.get("config")
-        if saved is not None:  # settings added since the checkpoint was written read as their defaults
-            saved = {**{k: v for k, v in CalibrationConfig().as_json().items() if k not in saved}, **saved}
-        if saved is not None and saved != self.config.as_json():
+        # Compared as configs, not as JSON: a setting the checkpoint does not name (written before
+        # it existed, or left out at its default by ``as_json``) reads as its default either way.
+        if saved is not None and CalibrationConfig.from_kwargs(**saved) != self.config:
             raise ValueError(f"checkpoint config differs from this learner's config: {saved} != {self.config.as_json()}")
         counters = meta.get("counters", {})
         self.updates = int(counters.get("updates", 0))

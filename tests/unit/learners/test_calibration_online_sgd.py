@@ -157,3 +157,6 @@ def test_snapshot_config_leaves_out_the_online_sgd_settings_at_their_defaults():
     restored.load_state_dict(learner.state_dict())  # the meta round-trips
     with pytest.raises(ValueError, match="config differs"):
         build_umnn().load_state_dict(learner.state_dict())
+    named = build_umnn().state_dict()
+    named.meta["config"].update(average=0.0, passes=1)  # a default written out (older writers did)
+    build_umnn().load_state_dict(named)
