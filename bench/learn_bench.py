@@ -26,6 +26,8 @@ same run, interleaved rep by rep (the machine is shared):
   fills the rows from a warm item cache): the JSON no longer carries 15,000 floats per list.
 * ``learn_inline``: as ``learn`` with ``prefetch`` off (decode and update take turns on one thread):
   ``prefetch_speedup`` = inline seconds / ``learn`` seconds, what the update stage's thread buys;
+  ``update_stage_s_per_batch_prefetch`` / ``_inline``: the update stage's own seconds per batch in
+  each mode (the runtime's ``timings["learn"]``), i.e. how much the decoding thread slows it;
 * ``learn_json``: as ``learn``, with the features in the contract's other spelling, a JSON list of
   15,000 decimal numbers per list (old logs, other clients; what ``learn`` measured before
   ``features_f32``), so ``learn_many_to_plain_json_floats`` keeps that figure comparable.
@@ -178,12 +180,16 @@ def measure(name: str, examples, records, named_records, json_records, reps: int
     flat_named = [r for batch in named_records for r in batch]
     flat_json = [r for batch in json_records for r in batch]
 
+    stage_s: dict[bool, list[float]] = {True: [], False: []}  # the update stage's own seconds, by prefetch
+
     def learn(recs=flat, prepare=None, prefetch: bool = True) -> None:
         runtime = LearnerRuntime(name, build_learner(name, **cfg), None,
                                  RuntimeConfig(batch_size=size, checkpoint_every=10 ** 9, prefetch=prefetch))
         runtime.prepare = prepare
         runtime.offer(recs)
         assert runtime.applied == len(recs), runtime.status()
+        if recs is flat:
+            stage_s[prefetch].append(sum(runtime.timings["learn"]))
 
     def decode_only(recs=records) -> None:
         for batch in recs:
@@ -225,7 +231,11 @@ def measure(name: str, examples, records, named_records, json_records, reps: int
             "parse_model_s_per_batch": t["parse_model"] / steps, "parse_model_to_parse": t["parse_model"] / t["parse"], "learn_s_per_batch": t["learn"] / steps,
             "plain_s_per_batch": t["plain"] / steps, "update_s_per_batch": t["update"] / steps,
             "lists_per_s": size * steps / t["learn"], "plain_lists_per_s": size * steps / t["plain"],
-            "prefetch_speedup": t["learn_inline"] / t["learn"]}
+            "prefetch_speedup": t["learn_inline"] / t["learn"],
+            # the update stage's own time per batch beside the decoding thread vs inline: how much the
+            # thread slows the update it was meant to overlap (the GIL; learners/runtime/pipeline.py)
+            "update_stage_s_per_batch_prefetch": statistics.median(stage_s[True]) / steps,
+            "update_stage_s_per_batch_inline": statistics.median(stage_s[False]) / steps}
 
 
 def main() -> None:
