@@ -33,6 +33,23 @@ from learners.policy.batch import (
 )
 
 
+#: the arrays of a batch and their dtypes; per-item ones are ``[B, n, ...]``, the rest ``[B, ...]``
+PER_ITEM = frozenset({"features", "task_logits", "mask", "item_rewards", "item_clicks", "item_long_views"})
+NAN_DEFAULTS = frozenset({"fusion_logprob", "list_logprob"})  # NaN: not logged
+TORCH_DTYPES = {np.float32: torch.float32, np.bool_: torch.bool, np.int64: torch.long}
+
+
+def array_shapes(rows: int, n: int, d: int, k: int) -> dict[str, tuple[tuple[int, ...], type]]:
+    """Shape and numpy dtype of each array of a batch of ``rows`` lists of up to ``n`` items, ``d``
+    features and ``k`` tasks (one layout for :class:`ListArrays` and the decode workers' slots)."""
+    f32 = np.float32
+    return {"features": ((rows, n, d), f32), "task_logits": ((rows, n, k), f32), "mask": ((rows, n), np.bool_),
+            "item_rewards": ((rows, n), f32), "item_clicks": ((rows, n), f32), "item_long_views": ((rows, n), f32),
+            "activity": ((rows,), np.int64), "query_type": ((rows,), np.int64), "list_reward": ((rows,), f32),
+            "query_reward": ((rows,), f32), "fusion_weights": ((rows, k), f32), "fusion_logprob": ((rows,), f32),
+            "list_logprob": ((rows,), f32)}
+
+
 class ListArrays:
     """A padded batch of up to ``capacity`` lists, filled row by row from decoded examples."""
 
@@ -53,23 +70,67 @@ class ListArrays:
         return torch.zeros(shape, dtype=dtype, pin_memory=self.pin)
 
     def _allocate(self, n: int) -> None:
-        B, K, d = self.capacity, len(self.tasks), self.n_features
         old = getattr(self, "t", None)
-        self.t = {"features": self._zeros(B, n, d), "task_logits": self._zeros(B, n, K),
-                  "mask": self._zeros(B, n, dtype=torch.bool), "item_rewards": self._zeros(B, n),
-                  "item_clicks": self._zeros(B, n), "item_long_views": self._zeros(B, n),
-                  "activity": self._zeros(B, dtype=torch.long), "query_type": self._zeros(B, dtype=torch.long),
-                  "list_reward": self._zeros(B), "query_reward": self._zeros(B), "fusion_weights": self._zeros(B, K),
-                  "fusion_logprob": self._zeros(B).fill_(float("nan")),
-                  "list_logprob": self._zeros(B).fill_(float("nan"))}
+        self.t = {}
+        for name, (shape, dtype) in array_shapes(self.capacity, n, self.n_features, len(self.tasks)).items():
+            self.t[name] = self._zeros(*shape, dtype=TORCH_DTYPES[dtype])
+            if name in NAN_DEFAULTS:
+                self.t[name].fill_(float("nan"))
         if old is not None:  # a longer list than any before: keep the rows already written
             for name, tensor in old.items():
-                if tensor.dim() >= 2 and name != "fusion_weights":
+                if name in PER_ITEM:
                     self.t[name][:, : tensor.shape[1]] = tensor
                 else:
                     self.t[name].copy_(tensor)
         self.n = n
         self.a = {name: tensor.numpy() for name, tensor in self.t.items()}
+
+    # -- decode workers (learners.ingest.decode_pool): rows written elsewhere, copied in here --------
+    def spec(self) -> dict[str, Any]:
+        """What a decode worker needs to build rows equal to this builder's (JSON)."""
+        return {"n_features": self.n_features, "tasks": list(self.tasks),
+                "task_inputs": "calibrated" if self.use_calibrated else "upstream"}
+
+    @classmethod
+    def over(cls, arrays: dict[str, np.ndarray], spec: dict[str, Any]) -> "ListArrays":
+        """A builder writing into ``arrays`` (``array_shapes`` layout, e.g. a shared-memory slot) instead
+        of its own tensors; it never grows: the caller keeps lists longer than the arrays away."""
+        self = cls.__new__(cls)
+        self.n_features, self.tasks = int(spec["n_features"]), tuple(spec["tasks"])
+        self.use_calibrated = spec["task_inputs"] == "calibrated"
+        self.pin = False
+        self.capacity, self.n = arrays["features"].shape[0], arrays["features"].shape[1]
+        self.a = arrays
+        self.t = {}
+        self.clear()
+        return self
+
+    def clear(self) -> None:
+        """Forget the rows written (a slot reused for the next chunk): counters, and the per-row
+        fields that :meth:`add` writes only when the example has them back at their defaults."""
+        self.count = self.items = self.longest = 0
+        self.example_ids = []
+        for name in NAN_DEFAULTS:
+            self.a[name].fill(np.nan)
+        self.a["fusion_weights"].fill(0.0)
+
+    def add_row(self, src: dict[str, np.ndarray], i: int, m: int, example_id: str) -> None:
+        """Copy row ``i`` (a list of ``m`` items) of arrays that :meth:`add` filled elsewhere (a decode
+        worker's slot, same ``spec``) into the next row: the same values as ``add`` of that example."""
+        if self.full:
+            raise ValueError(f"batch is full ({self.capacity} lists)")
+        if m > self.n:
+            self._allocate(m)
+        b, a = self.count, self.a
+        for name, dst in a.items():
+            if name in PER_ITEM:
+                dst[b, :m] = src[name][i, :m]
+            else:
+                dst[b] = src[name][i]
+        self.example_ids.append(example_id)
+        self.longest = max(self.longest, m)
+        self.items += m
+        self.count += 1
 
     @property
     def full(self) -> bool:

@@ -60,9 +60,12 @@ class RuntimeConfig:
     #: run updates on a background thread (:mod:`learners.runtime.pipeline`) so decoding the next
     #: batch overlaps learning this one; same batches, same model, same checkpoints as inline
     prefetch: bool = False
+    #: decode records in this many worker processes (:mod:`learners.ingest.decode_pool`) while the
+    #: update runs in this one; 0: decode in process. Same verdicts, rows, batches and checkpoints.
+    decode_workers: int = 0
 
     def __post_init__(self) -> None:
-        if (self.batch_size < 1 or self.checkpoint_every < 1 or self.recent_ids < 0
+        if (self.batch_size < 1 or self.checkpoint_every < 1 or self.recent_ids < 0 or self.decode_workers < 0
                 or (self.max_wait_s is not None and self.max_wait_s < 0)
                 or (self.checkpoint_interval_s is not None and self.checkpoint_interval_s <= 0)):
             raise ValueError(f"invalid runtime config {self}")

@@ -46,6 +46,7 @@ import copy
 import logging
 import time
 from collections import deque
+from contextlib import closing
 from typing import Any, Callable, Sequence
 
 from contracts.events import LABELED_LIST_SCHEMA, EventError, LabeledList, decode
@@ -64,6 +65,7 @@ from learners.runtime.batching import (  # noqa: F401 - re-exported: the runtime
     learn_built,
     timing_summary,
 )
+from learners.ingest.decode_pool import DecodePool, rejected_of
 from learners.runtime.checkpoint import CheckpointStore
 from learners.runtime.pipeline import UpdateStage
 from streams.dead_letter import DeadLetter
@@ -104,6 +106,8 @@ class LearnerRuntime:
         self._rejected: list = []
         self._intake = [0, 0, 0]  # skipped offsets, skipped ids, dead letters as seen by the decoder
         self.stage = UpdateStage(threaded=self.config.prefetch, name=f"learn-{model_name}")
+        self._pool: DecodePool | None = None  # decode workers (config.decode_workers), started on first records
+        self._pool_refused = False
         self._queued_examples = 0
         self._queued_ids: set[str] = set()
         self._rewinding: dict[str, int] = {}  # tp -> offset we are waiting for after a seek
@@ -210,6 +214,8 @@ class LearnerRuntime:
         now = time.monotonic()
         if records:
             self.last_record_at = now
+        pool = self._decode_pool() if records else None
+        admitted: list[Record] | None = [] if pool is not None else None
         for rec in records:
             tp = rec.tp
             waiting = self._rewinding.get(tp)
@@ -232,9 +238,19 @@ class LearnerRuntime:
                             rec.offset, expected)
                 continue
             self._seen_next[tp] = rec.offset + 1
+            if admitted is not None:  # decoded by the workers below, in the same order
+                admitted.append(rec)
+                continue
             self._accept(rec, result, now)
             while self._queued_examples >= self.config.batch_size:
                 self._learn_next(self.config.batch_size, result)
+        if admitted:
+            assert pool is not None
+            with closing(pool.verdicts([r.value or b"" for r in admitted])) as verdicts:
+                for rec, (verdict, arrays) in zip(admitted, verdicts):
+                    self._accept_verdict(rec, verdict, arrays, result, now)
+                    while self._queued_examples >= self.config.batch_size:
+                        self._learn_next(self.config.batch_size, result)
         if self.wait_expired():
             self._learn_next(self._queued_examples, result)
         self._drain_consumed()
@@ -284,16 +300,10 @@ class LearnerRuntime:
             else:
                 event = decode(raw, expected=LABELED_LIST_SCHEMA, max_bytes=max_bytes)  # type: ignore[assignment]
         except EventError as exc:
-            dead = DeadLetter(reason=exc.reason, field=exc.field, detail=exc.detail, topic=rec.topic,
-                              partition=rec.partition, offset=rec.offset, key=rec.key, value=rec.value)
-            result.dead_letters.append(dead)
-            self._intake[2] += 1
-            self._queue.append(_Pending(rec, None))
+            self._dead_letter(rec, exc.reason, exc.field, exc.detail, result)
             return
         assert isinstance(event, (LabeledList, LabeledListS))
-        if event.example_id in self._recent_set or event.example_id in self._queued_ids:
-            self._intake[1] += 1
-            self._queue.append(_Pending(rec, None))
+        if self._duplicate(rec, event.example_id):
             return
         if self.prepare is not None:
             event = self.prepare([event])[0]
@@ -302,9 +312,70 @@ class LearnerRuntime:
         rejected = self._built.add(event)
         if rejected is not None:
             self._rejected.append(rejected)
-        self._queue.append(_Pending(rec, event.example_id, now))
-        self._queued_ids.add(event.example_id)
+        self._enqueue(rec, event.example_id, now)
+
+    def _accept_verdict(self, rec: Record, verdict: list, arrays: Any, result: StepResult, now: float) -> None:
+        """:meth:`_accept` for a record a decode worker decoded (:mod:`learners.ingest.decode_worker`
+        gives the verdicts): the same dead letter, dedupe and row as in process."""
+        kind = verdict[0]
+        if kind == "dead":
+            self._dead_letter(rec, verdict[1], verdict[2], verdict[3], result)
+            return
+        if kind not in ("ok", "rej"):  # "main": the worker left this record to the process
+            self._accept(rec, result, now)
+            return
+        example_id = verdict[1]
+        if self._duplicate(rec, example_id):
+            return
+        if self._built is None:
+            self._built = batch_builder(self.learner, self.config.batch_size)
+        if kind == "ok":
+            self._built.add_row(arrays, int(verdict[2]), int(verdict[3]), example_id)
+        else:
+            self._rejected.append(rejected_of(example_id, verdict[2], verdict[3]))
+        self._enqueue(rec, example_id, now)
+
+    def _dead_letter(self, rec: Record, reason: str, field: str, detail: str, result: StepResult) -> None:
+        dead = DeadLetter(reason=reason, field=field, detail=detail, topic=rec.topic,
+                          partition=rec.partition, offset=rec.offset, key=rec.key, value=rec.value)
+        result.dead_letters.append(dead)
+        self._intake[2] += 1
+        self._queue.append(_Pending(rec, None))
+
+    def _duplicate(self, rec: Record, example_id: str) -> bool:
+        """Whether ``example_id`` was applied recently or is queued (then the record is consumed as skipped)."""
+        if example_id in self._recent_set or example_id in self._queued_ids:
+            self._intake[1] += 1
+            self._queue.append(_Pending(rec, None))
+            return True
+        return False
+
+    def _enqueue(self, rec: Record, example_id: str, now: float) -> None:
+        self._queue.append(_Pending(rec, example_id, now))
+        self._queued_ids.add(example_id)
         self._queued_examples += 1
+
+    def _decode_pool(self) -> DecodePool | None:
+        """The decode workers (``config.decode_workers``), started at the first records; ``None`` when
+        off, or for a learner whose batch builder has no worker form (the calibrators)."""
+        if self._pool is not None or self.config.decode_workers < 1 or self._pool_refused:
+            return self._pool
+        spec = getattr(batch_builder(self.learner, 1), "spec", None)
+        if spec is None:
+            self._pool_refused = True
+            return None
+        self._pool = DecodePool(spec(), self.config.decode_workers, max_bytes=self.config.max_event_bytes,
+                                fill=self.prepare is not None)
+        return self._pool
+
+    def close(self) -> None:
+        """Apply what is queued for the update stage, stop its thread and the decode workers."""
+        try:
+            self.stage.close()
+        finally:
+            if self._pool is not None:
+                self._pool.close()
+                self._pool = None
 
     def _learn_next(self, n: int, result: StepResult) -> None:
         """Seal the batch being built (its ``n`` queued examples) and hand it to the update stage."""

@@ -1,0 +1,215 @@
+"""Decode worker processes for the learner runtime: record bytes decoded off the update's process.
+
+Why: a learner process decodes each ``examples`` record (msgspec + the contract's checks, ~0.1 ms
+for a 50-item list with 300 float32 features) and writes it into the batch arrays on the same
+interpreter that runs the update, and an update thread does not overlap that work because both
+hold the GIL most of the time (``learners/runtime/pipeline.py``: an LDRO update beside the decoding
+thread took 0.136 s a batch instead of 0.111 s). Here ``workers`` separate processes
+(:mod:`learners.ingest.decode_worker`, started with :mod:`subprocess`, not fork) decode chunks of
+records into shared-memory slots (:mod:`learners.ingest.slots`), and the learner process only copies
+the accepted rows into its batch (:meth:`learners.ingest.lists.ListArrays.add_row`, a few memcpy per
+list) while its update runs.
+
+What stays in the learner process, so every guarantee holds unchanged: the offsets, seeks and
+deduplication (a worker only says what each record *is*), the batch boundaries, the dead-letter
+records (built from the worker's verdict: the same reason, field and detail as
+:func:`contracts.fast_decode.decode_example` gives in process, since it is that function), and every
+record the worker hands back as ``["main"]`` (features named for the feature fill, longer lists,
+anything unexpected), which the runtime decodes itself. If a worker dies the pool stops, logs why, and
+the chunk in flight and everything after it are decoded in process: nothing is lost or applied twice.
+
+Chunks are dispatched round-robin and collected strictly in order (:meth:`DecodePool.verdicts`), with
+``slots`` chunks in flight per worker; the slot files are unlinked as soon as the workers mapped them
+(nothing left in ``/dev/shm`` after a kill -9). Only list-wise learners (LDRO, GRPO, DRPO: builders
+with a :meth:`~learners.ingest.lists.ListArrays.spec`) use it; the calibrators' rows are cheap to
+decode and their update dominates (``bench/learn_bench.py``).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import sys
+import tempfile
+from collections import deque
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+import numpy as np
+
+from learners.ingest.slots import Slot, read_frame, write_frame
+from learners.policy.batch import Rejected
+
+log = logging.getLogger(__name__)
+ROOT = Path(__file__).resolve().parents[2]
+MAIN = ["main"]
+#: one verdict per record: ``(verdict, arrays)``; ``arrays`` are the slot's rows for an ``ok`` verdict,
+#: valid until the iterator is advanced
+Verdict = tuple[list, dict[str, np.ndarray] | None]
+
+
+def rejected_of(example_id: str, field: str, detail: str) -> Rejected:
+    """The :class:`~learners.policy.batch.Rejected` of a worker's ``["rej", ...]`` verdict."""
+    return Rejected(example_id, field, detail)
+
+
+class DecodePoolError(RuntimeError):
+    """A decode worker could not be started or stopped answering."""
+
+
+class _Worker:
+    def __init__(self, index: int, spec: dict[str, Any], rows: int, items: int, slots: int, input_bytes: int,
+                 max_bytes: int, fill: bool) -> None:
+        d, k = int(spec["n_features"]), len(spec["tasks"])
+        shm = "/dev/shm" if os.path.isdir("/dev/shm") else None
+        self.slots: list[Slot] = []
+        for s in range(slots):
+            fd, path = tempfile.mkstemp(prefix=f"streamrank-decode-{os.getpid()}-{index}-{s}-", dir=shm)
+            os.close(fd)
+            os.unlink(path)  # Slot creates it exclusively
+            self.slots.append(Slot(path, rows, items, d, k, input_bytes, create=True))
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
+               "OMP_NUM_THREADS": "1"}
+        self.proc = subprocess.Popen([sys.executable, "-m", "learners.ingest.decode_worker"], stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, env=env, cwd=str(ROOT))
+        try:
+            write_frame(self.proc.stdin, {"spec": spec, "rows": rows, "items": items, "input_bytes": input_bytes,
+                                          "max_bytes": max_bytes, "fill": fill,
+                                          "paths": [slot.path for slot in self.slots]})
+            ready = read_frame(self.proc.stdout)
+        finally:
+            for slot in self.slots:  # mapped by both now (or the worker failed): no file left behind
+                try:
+                    os.unlink(slot.path)
+                except FileNotFoundError:
+                    pass
+        if not ready or "ready" not in ready:
+            self.close()
+            raise DecodePoolError(f"decode worker {index} did not start (exit code {self.proc.poll()})")
+        self.free: deque[int] = deque(range(slots))
+
+    def send(self, slot: int, values: Sequence[bytes]) -> None:
+        self.slots[slot].write_input(list(values))
+        write_frame(self.proc.stdin, {"slot": slot, "sizes": [len(v) for v in values]})
+
+    def receive(self) -> dict[str, Any]:
+        reply = read_frame(self.proc.stdout)
+        if reply is None:
+            raise DecodePoolError(f"decode worker pid {self.proc.pid} stopped (exit code {self.proc.poll()})")
+        return reply
+
+    def close(self) -> None:
+        for stream in (self.proc.stdin, self.proc.stdout):
+            try:
+                stream.close()
+            except OSError:
+                pass
+        try:
+            self.proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        for slot in self.slots:
+            slot.close()
+
+
+class DecodePool:
+    """``workers`` decode processes, each with ``slots`` chunks of up to ``rows`` records in flight."""
+
+    def __init__(self, spec: dict[str, Any], workers: int, rows: int = 32, items: int = 100, slots: int = 4,
+                 input_bytes: int = 8 << 20, max_bytes: int = 1_000_000, fill: bool = False) -> None:
+        if workers < 1 or rows < 1 or slots < 1:
+            raise ValueError(f"workers, rows and slots must be >= 1, got {workers}, {rows}, {slots}")
+        self.rows, self.input_bytes = rows, input_bytes
+        self.workers: list[_Worker] = []
+        self.broken: str | None = None
+        try:
+            for i in range(workers):
+                self.workers.append(_Worker(i, spec, rows, items, slots, input_bytes, max_bytes, fill))
+        except BaseException:
+            self.close()
+            raise
+        self._next = 0  # round-robin
+
+    def _chunks(self, values: Sequence[bytes]) -> Iterator[tuple[int, int]]:
+        """``(start, stop)`` of each chunk: up to ``rows`` records and ``input_bytes`` bytes; a record
+        too large for a slot is a chunk of its own, decoded in process (stop - start == 0 marks it)."""
+        start = 0
+        while start < len(values):
+            stop, size = start, 0
+            while stop < len(values) and stop - start < self.rows and size + len(values[stop]) <= self.input_bytes:
+                size += len(values[stop])
+                stop += 1
+            if stop == start:  # one record larger than the input area
+                yield start, start
+                start += 1
+            else:
+                yield start, stop
+                start = stop
+
+    def verdicts(self, values: Sequence[bytes]) -> Iterator[Verdict]:
+        """One ``(verdict, arrays)`` per value, in order (module docstring); ``["main"]`` for all the
+        rest once the pool is broken."""
+        if self.broken:
+            for _ in values:
+                yield MAIN, None
+            return
+        chunks = deque(self._chunks(values))
+        flight: deque[tuple[_Worker, int, int, int]] = deque()  # worker, slot, start, stop
+        done = 0
+        try:
+            while chunks or flight:
+                while chunks:  # keep every free slot busy
+                    start, stop = chunks[0]
+                    if stop == start:
+                        if flight:
+                            break  # in order: wait for the chunks before it
+                        chunks.popleft()
+                        yield MAIN, None
+                        done += 1
+                        continue
+                    worker = self.workers[self._next]
+                    if not worker.free:
+                        break
+                    chunks.popleft()
+                    slot = worker.free.popleft()
+                    worker.send(slot, values[start:stop])
+                    flight.append((worker, slot, start, stop))
+                    self._next = (self._next + 1) % len(self.workers)
+                if not flight:
+                    if chunks and chunks[0][0] != chunks[0][1]:
+                        raise DecodePoolError("no free slot and nothing in flight (a slot was never given back)")
+                    continue
+                worker, slot, start, stop = flight.popleft()
+                reply = worker.receive()
+                if reply.get("slot") != slot or len(reply["verdicts"]) != stop - start:
+                    raise DecodePoolError(f"decode worker pid {worker.proc.pid} answered out of order")
+                arrays = worker.slots[slot].arrays
+                try:
+                    for verdict in reply["verdicts"]:
+                        yield verdict, arrays
+                        done += 1
+                finally:  # also when the caller closes the iterator after this chunk's last record
+                    worker.free.append(slot)
+        except (DecodePoolError, OSError, ValueError) as exc:
+            self.broken = str(exc)
+            log.error("decode workers stopped (%s): decoding in process from here on", exc)
+            self.close()
+            flight.clear()
+            for _ in range(len(values) - done):
+                yield MAIN, None
+        finally:  # the caller stopped early (an error of its own): collect the answers still owed
+            if flight and not self.broken:
+                try:
+                    for worker, slot, _, _ in flight:
+                        worker.receive()
+                        worker.free.append(slot)
+                except (DecodePoolError, OSError, ValueError) as exc:
+                    self.broken = str(exc)
+                    self.close()
+
+    def close(self) -> None:
+        for worker in self.workers:
+            worker.close()
+        self.workers = []

@@ -1,0 +1,90 @@
+"""The shared-memory slot a decode worker fills and the learner process reads: layout and framing.
+
+A *slot* is one file in ``/dev/shm`` (a tmpfs: memory, not disk), mapped by both processes. It
+holds the record bytes of one chunk (the *input* area, written by the learner process) and the
+chunk's rows in the :func:`learners.ingest.lists.array_shapes` layout (written by the worker).
+Both sides compute the same offsets from the same numbers (:func:`slot_layout`), so nothing but
+small JSON frames crosses the pipes: no pickle across the process boundary.
+
+Frames on the worker's stdin/stdout: a 4-byte little-endian length, then that many bytes of JSON.
+"""
+
+from __future__ import annotations
+
+import json
+import mmap
+import os
+import struct
+from typing import Any, BinaryIO
+
+import numpy as np
+
+from learners.ingest.lists import array_shapes
+
+ALIGN = 64
+_LENGTH = struct.Struct("<I")
+
+
+def slot_layout(rows: int, n: int, d: int, k: int, input_bytes: int) -> tuple[dict[str, tuple[int, tuple, type]], int, int]:
+    """``({name: (offset, shape, dtype)}, input_offset, total_bytes)`` of a slot."""
+    offset, layout = 0, {}
+    for name, (shape, dtype) in array_shapes(rows, n, d, k).items():
+        layout[name] = (offset, shape, dtype)
+        size = int(np.prod(shape)) * np.dtype(dtype).itemsize
+        offset += -(-size // ALIGN) * ALIGN
+    return layout, offset, offset + input_bytes
+
+
+class Slot:
+    """One mapped slot file: the row arrays (numpy views) and the input area."""
+
+    def __init__(self, path: str, rows: int, n: int, d: int, k: int, input_bytes: int, create: bool) -> None:
+        layout, self.input_offset, total = slot_layout(rows, n, d, k, input_bytes)
+        self.path, self.input_bytes = path, input_bytes
+        fd = os.open(path, os.O_RDWR | (os.O_CREAT | os.O_EXCL if create else 0), 0o600)
+        try:
+            if create:
+                os.ftruncate(fd, total)
+            self.map = mmap.mmap(fd, total)
+        finally:
+            os.close(fd)
+        self.arrays = {name: np.ndarray(shape, dtype=dtype, buffer=self.map, offset=off)
+                       for name, (off, shape, dtype) in layout.items()}
+
+    def write_input(self, values: list[bytes]) -> None:
+        end = self.input_offset + sum(len(v) for v in values)
+        if end - self.input_offset > self.input_bytes:
+            raise ValueError(f"chunk of {end - self.input_offset} bytes over the slot's {self.input_bytes}")
+        self.map[self.input_offset:end] = b"".join(values)
+
+    def read_input(self, sizes: list[int]) -> list[bytes]:
+        out, at = [], self.input_offset
+        for size in sizes:
+            out.append(self.map[at:at + size])
+            at += size
+        return out
+
+    def close(self) -> None:
+        self.arrays = {}
+        try:
+            self.map.close()
+        except BufferError:  # a numpy view still alive somewhere: the mapping goes with the process
+            pass
+
+
+def write_frame(stream: BinaryIO, doc: Any) -> None:
+    payload = json.dumps(doc, separators=(",", ":")).encode()
+    stream.write(_LENGTH.pack(len(payload)) + payload)
+    stream.flush()
+
+
+def read_frame(stream: BinaryIO) -> Any | None:
+    """The next frame's JSON; ``None`` at end of stream (the other side closed or died)."""
+    head = stream.read(_LENGTH.size)
+    if len(head) < _LENGTH.size:
+        return None
+    (length,) = _LENGTH.unpack(head)
+    payload = stream.read(length)
+    if len(payload) < length:
+        return None
+    return json.loads(payload)
