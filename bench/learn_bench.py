@@ -7,8 +7,13 @@ Workload (issue 16): batches of 256 real LETOR lists of 50 candidates x 300 feat
 same run, interleaved rep by rep (the machine is shared):
 
 * ``learn``: ``steps`` batches of record bytes through :class:`learners.runtime.runner.LearnerRuntime`
-  with ``prefetch`` on (decode with the contract's validator, dedupe, write into the batch arrays,
-  update on the update stage's thread): bytes in, optimizer steps out;
+  with ``prefetch`` on and ``--decode-workers`` decode processes (default 1,
+  :mod:`learners.ingest.decode_pool`, started once before the timing as a running learner has them;
+  the calibrators have no worker form and decode in process): bytes in, optimizer steps out. The
+  CPU it takes is reported beside it (``learn_process_cpu_s_per_batch``: this process, i.e. the
+  update, the row copies and the bookkeeping; ``learn_worker_cpu_s_per_batch``: the workers);
+* ``learn_in_process``: the same with the decoding on this process (``decode_workers=0``, the
+  update on the update stage's thread): what ``learn`` measured before the workers;
 * ``plain``: ``steps`` plain torch steps of *the same networks* on the batch already in memory,
   with the same number of forward/backward/Adam steps and the same shapes as the algorithm's
   update (LDRO: reward model, teacher and student steps plus the reward model's forward over
@@ -21,14 +26,14 @@ same run, interleaved rep by rep (the machine is shared):
   (so ``decode - parse`` is the write into the arrays); ``parse_model``: the contract's pydantic
   decode alone (:func:`contracts.events.decode`, what the runtime called before the accept-filter),
   so ``parse_model_to_parse`` is the filter's speed-up measured in the same run;
-* ``learn_named``: as ``learn``, with the records as serving logs them by default (items *name*
+* ``learn_named``: as ``learn_in_process``, with the records as serving logs them by default (items *name*
   their feature, ``context["item_features"]``; :class:`learners.runtime.feature_fill.FeatureFill`
   fills the rows from a warm item cache): the JSON no longer carries 15,000 floats per list.
-* ``learn_inline``: as ``learn`` with ``prefetch`` off (decode and update take turns on one thread):
-  ``prefetch_speedup`` = inline seconds / ``learn`` seconds, what the update stage's thread buys;
+* ``learn_inline``: as ``learn_in_process`` with ``prefetch`` off (decode and update take turns on one thread):
+  ``prefetch_speedup`` = inline seconds / ``learn_in_process`` seconds, what the update stage's thread buys;
   ``update_stage_s_per_batch_prefetch`` / ``_inline``: the update stage's own seconds per batch in
   each mode (the runtime's ``timings["learn"]``), i.e. how much the decoding thread slows it;
-* ``learn_json``: as ``learn``, with the features in the contract's other spelling, a JSON list of
+* ``learn_json``: as ``learn_in_process``, with the features in the contract's other spelling, a JSON list of
   15,000 decimal numbers per list (old logs, other clients; what ``learn`` measured before
   ``features_f32``), so ``learn_many_to_plain_json_floats`` keeps that figure comparable.
 
@@ -57,6 +62,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from contracts.events import ITEM_FEATURES_KEY, LABELED_LIST_SCHEMA, decode, encode  # noqa: E402
 from contracts.fast_decode import decode_example  # noqa: E402
 from learners.fusion.context import task_statistics  # noqa: E402
+from learners.ingest.decode_pool import DecodePool  # noqa: E402
 from learners.registry import build_learner  # noqa: E402
 from learners.runtime.feature_fill import FeatureFill  # noqa: E402
 from learners.runtime.runner import LearnerRuntime, Record, RuntimeConfig  # noqa: E402
@@ -141,7 +147,7 @@ def batches(examples, steps: int, form: str = "f32") -> list[list[Record]]:
     return out
 
 
-def measure(name: str, examples, records, named_records, json_records, reps: int) -> dict[str, float]:
+def measure(name: str, examples, records, named_records, json_records, reps: int, workers: int = 1) -> dict[str, float]:
     """Median seconds of each path for ``len(records)`` batches, interleaved per rep."""
     cfg = {} if name == "umnn" else {"n_features": 300}
     size, steps = len(examples), len(records)
@@ -181,14 +187,23 @@ def measure(name: str, examples, records, named_records, json_records, reps: int
     flat_json = [r for batch in json_records for r in batch]
 
     stage_s: dict[bool, list[float]] = {True: [], False: []}  # the update stage's own seconds, by prefetch
+    spec = getattr(probe.batch_builder(1), "spec", None)
+    pool = DecodePool(spec(), workers) if spec is not None and workers else None  # started once, as a stream would
+    cpu: dict[str, list[float]] = {"process": [], "workers": []}
 
-    def learn(recs=flat, prepare=None, prefetch: bool = True) -> None:
+    def learn(recs=flat, prepare=None, prefetch: bool = True, use_pool: bool = False) -> None:
         runtime = LearnerRuntime(name, build_learner(name, **cfg), None,
-                                 RuntimeConfig(batch_size=size, checkpoint_every=10 ** 9, prefetch=prefetch))
+                                 RuntimeConfig(batch_size=size, checkpoint_every=10 ** 9, prefetch=prefetch),
+                                 decode_pool=pool if use_pool else None)
         runtime.prepare = prepare
+        process0, workers0 = time.process_time(), pool.cpu_seconds() if use_pool and pool else 0.0
         runtime.offer(recs)
         assert runtime.applied == len(recs), runtime.status()
-        if recs is flat:
+        if use_pool:
+            assert pool is None or not pool.broken, pool.broken
+            cpu["process"].append(time.process_time() - process0)
+            cpu["workers"].append(pool.cpu_seconds() - workers0 if pool else 0.0)
+        elif recs is flat:
             stage_s[prefetch].append(sum(runtime.timings["learn"]))
 
     def decode_only(recs=records) -> None:
@@ -207,7 +222,8 @@ def measure(name: str, examples, records, named_records, json_records, reps: int
             for r in batch:
                 decode(r.value, expected=LABELED_LIST_SCHEMA)
 
-    fns = {"plain": plain, "update": update, "learn": learn, "learn_inline": lambda: learn(prefetch=False),
+    fns = {"plain": plain, "update": update, "learn": lambda: learn(use_pool=True), "learn_in_process": learn,
+           "learn_inline": lambda: learn(prefetch=False),
            "decode": decode_only, "parse": parse_only,
            "parse_model": parse_model,
            "learn_named": lambda: learn(flat_named, fill), "learn_json": lambda: learn(flat_json),
@@ -220,8 +236,16 @@ def measure(name: str, examples, records, named_records, json_records, reps: int
             t0 = time.perf_counter()
             fn()
             times[key].append(time.perf_counter() - t0)
+    if pool is not None:
+        pool.close()
     t = {k: statistics.median(v) for k, v in times.items()}
     return {"learn_many_to_plain": t["plain"] / t["learn"], "update_to_plain": t["plain"] / t["update"],
+            "decode_workers": workers if pool is not None else 0,
+            "learn_many_to_plain_in_process": t["plain"] / t["learn_in_process"],
+            "learn_in_process_s_per_batch": t["learn_in_process"] / steps,
+            # CPU of the learn path (this process: update, row copies, bookkeeping; the decode workers)
+            "learn_process_cpu_s_per_batch": statistics.median(cpu["process"]) / steps,
+            "learn_worker_cpu_s_per_batch": statistics.median(cpu["workers"]) / steps,
             "learn_many_to_plain_named_features": t["plain"] / t["learn_named"],
             "learn_many_to_plain_json_floats": t["plain"] / t["learn_json"],
             "learn_json_s_per_batch": t["learn_json"] / steps, "decode_json_s_per_batch": t["decode_json"] / steps,
@@ -231,7 +255,7 @@ def measure(name: str, examples, records, named_records, json_records, reps: int
             "parse_model_s_per_batch": t["parse_model"] / steps, "parse_model_to_parse": t["parse_model"] / t["parse"], "learn_s_per_batch": t["learn"] / steps,
             "plain_s_per_batch": t["plain"] / steps, "update_s_per_batch": t["update"] / steps,
             "lists_per_s": size * steps / t["learn"], "plain_lists_per_s": size * steps / t["plain"],
-            "prefetch_speedup": t["learn_inline"] / t["learn"],
+            "prefetch_speedup": t["learn_inline"] / t["learn_in_process"],
             # the update stage's own time per batch beside the decoding thread vs inline: how much the
             # thread slows the update it was meant to overlap (the GIL; learners/runtime/pipeline.py)
             "update_stage_s_per_batch_prefetch": statistics.median(stage_s[True]) / steps,
@@ -246,6 +270,8 @@ def main() -> None:
     parser.add_argument("--lists", type=int, default=256)
     parser.add_argument("--threads", type=int, default=1, help="torch threads")
     parser.add_argument("--models", default=",".join(MODELS))
+    parser.add_argument("--decode-workers", type=int, default=1,
+                        help="decode worker processes of the 'learn' path (0: decode in process)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     steps = args.steps or (2 if args.quick else 4)
@@ -260,10 +286,11 @@ def main() -> None:
                  "named_record_bytes_mean": sum(len(r.value) for r in named_records[0]) / args.lists,
                  "load_average": list(os.getloadavg())}
     for name in args.models.split(","):
-        doc[name] = measure(name, examples, records, named_records, json_records, reps)
+        doc[name] = measure(name, examples, records, named_records, json_records, reps, args.decode_workers)
         if not args.json:
             m = doc[name]
-            print(f"{name:<5} learn/plain {m['learn_many_to_plain']:.2f} (JSON floats "
+            print(f"{name:<5} learn/plain {m['learn_many_to_plain']:.2f} (in process "
+                  f"{m['learn_many_to_plain_in_process']:.2f}, JSON floats "
                   f"{m['learn_many_to_plain_json_floats']:.2f}, named features "
                   f"{m['learn_many_to_plain_named_features']:.2f})  update/plain {m['update_to_plain']:.2f}  "
                   f"per batch: decode {m['decode_s_per_batch']:.3f}s (parse {m['parse_s_per_batch']:.3f}s, pydantic {m['parse_model_s_per_batch']:.3f}s) learn {m['learn_s_per_batch']:.3f}s "

@@ -7,8 +7,8 @@ hold the GIL most of the time (``learners/runtime/pipeline.py``: an LDRO update 
 thread took 0.136 s a batch instead of 0.111 s). Here ``workers`` separate processes
 (:mod:`learners.ingest.decode_worker`, started with :mod:`subprocess`, not fork) decode chunks of
 records into shared-memory slots (:mod:`learners.ingest.slots`), and the learner process only copies
-the accepted rows into its batch (:meth:`learners.ingest.lists.ListArrays.add_row`, a few memcpy per
-list) while its update runs.
+the accepted rows into its batch (:meth:`learners.ingest.lists.ListArrays.add_rows`, one block copy
+per array for a chunk's run of rows) while its update runs.
 
 What stays in the learner process, so every guarantee holds unchanged: the offsets, seeks and
 deduplication (a worker only says what each record *is*), the batch boundaries, the dead-letter
@@ -44,9 +44,9 @@ from learners.policy.batch import Rejected
 log = logging.getLogger(__name__)
 ROOT = Path(__file__).resolve().parents[2]
 MAIN = ["main"]
-#: one verdict per record: ``(verdict, arrays)``; ``arrays`` are the slot's rows for an ``ok`` verdict,
-#: valid until the iterator is advanced
-Verdict = tuple[list, dict[str, np.ndarray] | None]
+#: one chunk: ``(verdicts, arrays)``, a verdict per record; ``arrays`` are the slot's rows that the
+#: ``ok`` verdicts point at (``None`` when every verdict is ``main``), valid until the iterator is advanced
+Chunk = tuple[list[list], dict[str, np.ndarray] | None]
 
 
 def rejected_of(example_id: str, field: str, detail: str) -> Rejected:
@@ -115,9 +115,13 @@ class _Worker:
 
 
 class DecodePool:
-    """``workers`` decode processes, each with ``slots`` chunks of up to ``rows`` records in flight."""
+    """``workers`` decode processes, each with ``slots`` chunks of up to ``rows`` records in flight.
 
-    def __init__(self, spec: dict[str, Any], workers: int, rows: int = 32, items: int = 100, slots: int = 4,
+    The defaults (4 slots of 64 records, lists of up to 100 items: ~31 MB of ``/dev/shm`` per worker
+    with 300 features) keep a whole 256-list batch in flight per worker, so the workers decode the next
+    batch while this process runs the update, whether that runs inline or on the update thread."""
+
+    def __init__(self, spec: dict[str, Any], workers: int, rows: int = 64, items: int = 100, slots: int = 4,
                  input_bytes: int = 8 << 20, max_bytes: int = 1_000_000, fill: bool = False) -> None:
         if workers < 1 or rows < 1 or slots < 1:
             raise ValueError(f"workers, rows and slots must be >= 1, got {workers}, {rows}, {slots}")
@@ -148,12 +152,13 @@ class DecodePool:
                 yield start, stop
                 start = stop
 
-    def verdicts(self, values: Sequence[bytes]) -> Iterator[Verdict]:
-        """One ``(verdict, arrays)`` per value, in order (module docstring); ``["main"]`` for all the
-        rest once the pool is broken."""
+    def verdicts(self, values: Sequence[bytes]) -> Iterator[Chunk]:
+        """The verdicts of ``values`` chunk by chunk, in order (module docstring); ``["main"]`` for all
+        the rest once the pool is broken. A chunk's slot is reused only after the caller asked for the
+        next chunk (or closed the iterator), so its arrays are valid while the caller copies them."""
         if self.broken:
-            for _ in values:
-                yield MAIN, None
+            if values:
+                yield [MAIN] * len(values), None
             return
         chunks = deque(self._chunks(values))
         flight: deque[tuple[_Worker, int, int, int]] = deque()  # worker, slot, start, stop
@@ -166,7 +171,7 @@ class DecodePool:
                         if flight:
                             break  # in order: wait for the chunks before it
                         chunks.popleft()
-                        yield MAIN, None
+                        yield [MAIN], None
                         done += 1
                         continue
                     worker = self.workers[self._next]
@@ -185,20 +190,18 @@ class DecodePool:
                 reply = worker.receive()
                 if reply.get("slot") != slot or len(reply["verdicts"]) != stop - start:
                     raise DecodePoolError(f"decode worker pid {worker.proc.pid} answered out of order")
-                arrays = worker.slots[slot].arrays
                 try:
-                    for verdict in reply["verdicts"]:
-                        yield verdict, arrays
-                        done += 1
-                finally:  # also when the caller closes the iterator after this chunk's last record
+                    yield reply["verdicts"], worker.slots[slot].arrays
+                    done += stop - start
+                finally:  # also when the caller closes the iterator after this chunk
                     worker.free.append(slot)
         except (DecodePoolError, OSError, ValueError) as exc:
             self.broken = str(exc)
             log.error("decode workers stopped (%s): decoding in process from here on", exc)
             self.close()
             flight.clear()
-            for _ in range(len(values) - done):
-                yield MAIN, None
+            if len(values) > done:
+                yield [MAIN] * (len(values) - done), None
         finally:  # the caller stopped early (an error of its own): collect the answers still owed
             if flight and not self.broken:
                 try:
@@ -208,6 +211,18 @@ class DecodePool:
                 except (DecodePoolError, OSError, ValueError) as exc:
                     self.broken = str(exc)
                     self.close()
+
+    def cpu_seconds(self) -> float:
+        """CPU seconds (user + system) the running workers used so far (``/proc``; 0 where unreadable)."""
+        ticks = os.sysconf("SC_CLK_TCK")
+        total = 0.0
+        for worker in self.workers:
+            try:
+                fields = Path(f"/proc/{worker.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+                total += (int(fields[11]) + int(fields[12])) / ticks
+            except (OSError, IndexError, ValueError):
+                pass
+        return total
 
     def close(self) -> None:
         for worker in self.workers:

@@ -32,7 +32,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 from contracts.events import ITEM_FEATURES_KEY, EventError, item_feature_count  # noqa: E402
 from contracts.fast_decode import decode_example  # noqa: E402
-from learners.ingest.lists import ListArrays  # noqa: E402
+from learners.ingest.lists import PER_ITEM, ListArrays  # noqa: E402
 from learners.ingest.slots import Slot, read_frame, write_frame  # noqa: E402
 
 
@@ -64,7 +64,10 @@ def verdicts(builder: ListArrays, values: list[Any], max_bytes: int, fill: bool)
         if rejected is not None:
             out.append(["rej", example.example_id, rejected.field, rejected.detail])
         else:
-            out.append(["ok", example.example_id, builder.count - 1, m])
+            row = builder.count - 1
+            for name in PER_ITEM:  # zero past the list (a slot is reused): the learner copies runs of rows as blocks
+                builder.a[name][row, m:] = 0
+            out.append(["ok", example.example_id, row, m])
     return out
 
 

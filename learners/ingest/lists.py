@@ -114,23 +114,34 @@ class ListArrays:
             self.a[name].fill(np.nan)
         self.a["fusion_weights"].fill(0.0)
 
-    def add_row(self, src: dict[str, np.ndarray], i: int, m: int, example_id: str) -> None:
-        """Copy row ``i`` (a list of ``m`` items) of arrays that :meth:`add` filled elsewhere (a decode
-        worker's slot, same ``spec``) into the next row: the same values as ``add`` of that example."""
-        if self.full:
+    def add_rows(self, src: dict[str, np.ndarray], rows: Sequence[tuple[int, int, str]]) -> None:
+        """Append rows ``(i, m, example_id)`` (row ``i`` of ``src``, a list of ``m`` items) of arrays that
+        :meth:`add` filled elsewhere (a decode worker's slot, same ``spec``, every row zero past its
+        ``m`` items): the same values as ``add`` of those examples, in that order. Consecutive rows are
+        copied as one block per array (a decode worker's chunk is usually one run)."""
+        if self.count + len(rows) > self.capacity:
             raise ValueError(f"batch is full ({self.capacity} lists)")
-        if m > self.n:
-            self._allocate(m)
-        b, a = self.count, self.a
-        for name, dst in a.items():
-            if name in PER_ITEM:
-                dst[b, :m] = src[name][i, :m]
-            else:
-                dst[b] = src[name][i]
-        self.example_ids.append(example_id)
-        self.longest = max(self.longest, m)
-        self.items += m
-        self.count += 1
+        start = 0
+        while start < len(rows):
+            stop = start + 1
+            while stop < len(rows) and rows[stop][0] == rows[stop - 1][0] + 1:
+                stop += 1
+            i, k = rows[start][0], stop - start
+            longest = max(m for _, m, _ in rows[start:stop])
+            if longest > self.n:
+                self._allocate(longest)
+            b = self.count
+            for name, dst in self.a.items():
+                if name in PER_ITEM:
+                    dst[b:b + k, :longest] = src[name][i:i + k, :longest]
+                else:
+                    dst[b:b + k] = src[name][i:i + k]
+            for _, m, example_id in rows[start:stop]:
+                self.example_ids.append(example_id)
+                self.items += m
+            self.longest = max(self.longest, longest)
+            self.count += k
+            start = stop
 
     @property
     def full(self) -> bool:

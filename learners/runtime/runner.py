@@ -78,7 +78,9 @@ class LearnerRuntime:
     """Feeds one learner from raw records with effectively-once bookkeeping and checkpoints."""
 
     def __init__(self, model_name: str, learner: Learner, store: CheckpointStore | None = None,
-                 config: RuntimeConfig | None = None) -> None:
+                 config: RuntimeConfig | None = None, decode_pool: DecodePool | None = None) -> None:
+        """``decode_pool``: running decode workers to use instead of starting ``config.decode_workers``
+        (benches share one across runtimes; the caller closes it)."""
         self.model_name = model_name
         self.learner = learner
         self.store = store
@@ -106,8 +108,12 @@ class LearnerRuntime:
         self._rejected: list = []
         self._intake = [0, 0, 0]  # skipped offsets, skipped ids, dead letters as seen by the decoder
         self.stage = UpdateStage(threaded=self.config.prefetch, name=f"learn-{model_name}")
-        self._pool: DecodePool | None = None  # decode workers (config.decode_workers), started on first records
+        self._pool: DecodePool | None = decode_pool  # decode workers (config.decode_workers), started on first records
+        self._owns_pool = decode_pool is None
+        self._rows: list[tuple[int, int, str]] = []  # worker rows (slot row, items, id) not yet copied
+        self._rows_from: Any = None  # the slot arrays they are in
         self._pool_refused = False
+        self.worker_decoded = 0  # records whose verdict came from a decode worker
         self._queued_examples = 0
         self._queued_ids: set[str] = set()
         self._rewinding: dict[str, int] = {}  # tp -> offset we are waiting for after a seek
@@ -246,11 +252,15 @@ class LearnerRuntime:
                 self._learn_next(self.config.batch_size, result)
         if admitted:
             assert pool is not None
-            with closing(pool.verdicts([r.value or b"" for r in admitted])) as verdicts:
-                for rec, (verdict, arrays) in zip(admitted, verdicts):
-                    self._accept_verdict(rec, verdict, arrays, result, now)
-                    while self._queued_examples >= self.config.batch_size:
-                        self._learn_next(self.config.batch_size, result)
+            at = 0
+            with closing(pool.verdicts([r.value or b"" for r in admitted])) as chunks:
+                for verdicts, arrays in chunks:
+                    for verdict in verdicts:
+                        self._accept_verdict(admitted[at], verdict, arrays, result, now)
+                        at += 1
+                        while self._queued_examples >= self.config.batch_size:
+                            self._learn_next(self.config.batch_size, result)
+                    self._copy_rows()  # before the slot is reused
         if self.wait_expired():
             self._learn_next(self._queued_examples, result)
         self._drain_consumed()
@@ -318,10 +328,13 @@ class LearnerRuntime:
         """:meth:`_accept` for a record a decode worker decoded (:mod:`learners.ingest.decode_worker`
         gives the verdicts): the same dead letter, dedupe and row as in process."""
         kind = verdict[0]
+        if kind != "main":
+            self.worker_decoded += 1
         if kind == "dead":
             self._dead_letter(rec, verdict[1], verdict[2], verdict[3], result)
             return
         if kind not in ("ok", "rej"):  # "main": the worker left this record to the process
+            self._copy_rows()  # rows before it go first
             self._accept(rec, result, now)
             return
         example_id = verdict[1]
@@ -329,11 +342,21 @@ class LearnerRuntime:
             return
         if self._built is None:
             self._built = batch_builder(self.learner, self.config.batch_size)
-        if kind == "ok":
-            self._built.add_row(arrays, int(verdict[2]), int(verdict[3]), example_id)
+        if kind == "ok":  # copied with its neighbours (one block per run) by _copy_rows
+            if self._rows_from is not arrays:
+                self._copy_rows()
+                self._rows_from = arrays
+            self._rows.append((int(verdict[2]), int(verdict[3]), example_id))
         else:
             self._rejected.append(rejected_of(example_id, verdict[2], verdict[3]))
         self._enqueue(rec, example_id, now)
+
+    def _copy_rows(self) -> None:
+        """Copy the worker rows accepted so far into the batch being built (log order is kept: every
+        in-process add and every sealed batch copies them first)."""
+        if self._rows:
+            self._built.add_rows(self._rows_from, self._rows)
+            self._rows = []
 
     def _dead_letter(self, rec: Record, reason: str, field: str, detail: str, result: StepResult) -> None:
         dead = DeadLetter(reason=reason, field=field, detail=detail, topic=rec.topic,
@@ -373,12 +396,13 @@ class LearnerRuntime:
         try:
             self.stage.close()
         finally:
-            if self._pool is not None:
+            if self._pool is not None and self._owns_pool:
                 self._pool.close()
-                self._pool = None
+            self._pool = None
 
     def _learn_next(self, n: int, result: StepResult) -> None:
         """Seal the batch being built (its ``n`` queued examples) and hand it to the update stage."""
+        self._copy_rows()
         taken: list[_Pending] = []
         count = 0
         while self._queue and count < n:
@@ -451,6 +475,8 @@ class LearnerRuntime:
                 "examples_per_s": round((self.applied - self._applied_at_start) / elapsed, 2), "metrics": self.last_metrics,
                 "feature_fill": {k: getattr(self.prepare, k) for k in ("filled", "missing", "errors")
                                  if hasattr(self.prepare, k)},
-                "timings_s": timing_summary(self.timings)}
+                "timings_s": timing_summary(self.timings),
+                "decode_workers": {"workers": self.config.decode_workers, "decoded": self.worker_decoded,
+                                   "broken": self._pool.broken if self._pool is not None else None}}
 
 

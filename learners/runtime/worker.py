@@ -82,6 +82,7 @@ class LearnWorkerOptions:
     publish: bool = False  # publish checkpoints as snapshots (feature_store.SnapshotRegistry, apscheduler job)
     model_config: dict[str, Any] = field(default_factory=dict)
     device: str = "auto"  # learners.device.resolve_device: auto | cpu | cuda[:N]
+    decode_workers: int = 0  # RuntimeConfig.decode_workers
 
 
 def free_port() -> int:
@@ -122,6 +123,7 @@ class LearnerApp:
         runtime = self.runtime
         if runtime.batches and runtime.store is not None:
             runtime.checkpoint()
+        runtime.close()  # the update thread and the decode workers
         if self.jobs is not None:
             self.jobs.shutdown(final_snapshot=True)
             _atomic_json(self.status_path, {**runtime.status(), "lag": self.progress.get("lag"), "final": True,
@@ -174,7 +176,8 @@ def _learner_runtime(settings: Settings, options: LearnWorkerOptions) -> tuple[L
     runtime = LearnerRuntime(options.model, learner, store,
                              RuntimeConfig(batch_size=options.batch_size, checkpoint_every=options.checkpoint_every,
                                            checkpoint_interval_s=interval, max_event_bytes=settings.max_event_bytes,
-                                           max_wait_s=options.max_wait_s, prefetch=True))
+                                           max_wait_s=options.max_wait_s, prefetch=True,
+                                           decode_workers=options.decode_workers))
     runtime.restore()
     if settings.redis:  # impressions may name item features instead of carrying them (serving's default)
         runtime.prepare = FeatureFill(feast_row_reader(settings))

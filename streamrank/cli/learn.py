@@ -58,13 +58,16 @@ def _parse_data(spec: str) -> tuple[str, Path | None]:
               help="data-parallel ranks training ONE model on torch.distributed (gloo on CPU, nccl on CUDA): each "
                    "owns a disjoint set of partitions, gradients are all-reduced every step, rank 0 checkpoints "
                    "and publishes; under torchrun each process is one rank")
+@click.option("--decode-workers", default=0, show_default=True,
+              help="processes that decode records beside the update (learners/ingest/decode_pool.py; list-wise "
+                   "models, examples that carry their features); 0: decode in the learner process")
 @click.option("--rank", type=int, default=None, hidden=True, help="this process's rank (set by the launcher)")
 @click.option("--master-port", type=int, default=None, hidden=True, help="torch.distributed rendezvous port")
 @click.option("--log-level", "loglevel", default="warning", show_default=True,
               help="debug | info | warning | error (the same flag on every long-running command)")
 def learn(model: str, checkpoint_dir: str | None, batch_size: int, within_s: float, checkpoint_every: int,
           checkpoint_interval_s: float | None, idle_flush_s: float, max_wait_s: float | None, progress_s: float, stop_after: int | None, publish: bool,
-          group: str | None, sets: tuple[str, ...], device: str, ranks: int, rank: int | None,
+          group: str | None, sets: tuple[str, ...], device: str, ranks: int, decode_workers: int, rank: int | None,
           master_port: int | None, loglevel: str) -> None:
     """Run the learner worker of MODEL on the `examples` topic (effectively-once checkpoints)."""
     from common.config import config_section, load_settings  # noqa: PLC0415
@@ -82,6 +85,11 @@ def learn(model: str, checkpoint_dir: str | None, batch_size: int, within_s: flo
         raise click.BadParameter(str(exc), param_hint="--device") from None
     if ranks < 1:
         raise click.BadParameter("must be >= 1", param_hint="--ranks")
+    if decode_workers < 0:
+        raise click.BadParameter("must be >= 0", param_hint="--decode-workers")
+    if decode_workers and ranks > 1:
+        raise click.BadParameter("decode workers are for a single-process learner; with --ranks each rank "
+                                 "decodes its own partitions", param_hint="--decode-workers")
     settings = load_settings()
     model_config = dict(config_section(settings, "learners").get(model, {}))
     model_config.update(parse_sets(sets))
@@ -104,7 +112,7 @@ def learn(model: str, checkpoint_dir: str | None, batch_size: int, within_s: flo
         batch_size=batch_size, within_s=within_s, checkpoint_every=checkpoint_every,
         checkpoint_interval_s=checkpoint_interval_s, idle_flush_s=idle_flush_s,
         max_wait_s=max_wait_s, progress_s=progress_s, stop_after=stop_after, group=group, publish=publish,
-        model_config=model_config, device=device)
+        model_config=model_config, device=device, decode_workers=decode_workers)
     run_learner(settings, options, loglevel=loglevel)
 
 

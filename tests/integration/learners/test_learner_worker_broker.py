@@ -87,12 +87,12 @@ def test_worker_publishes_checkpoints_as_snapshots_with_their_offsets(settings, 
 # One list-wise family is enough to show the worker is generic (drpo runs the same path; it was
 # checked by hand with `streamrank learn --model drpo`); each extra model costs ~15 s of CI.
 @pytest.mark.parametrize("model", ["ldro"])
-def test_the_same_worker_runs_the_list_wise_families_by_name(settings, tmp_path, model):
+def test_the_same_worker_runs_the_list_wise_families_by_name_with_a_decode_worker(settings, tmp_path, model):
     examples = simulated_examples(48, seed=13, with_features=True)
     produce_examples(settings, examples)
     worker = LearnerProcess(settings, model, tmp_path / "ckpt",
                             ["--batch-size", "16", "--checkpoint-every", "2", "--idle-flush", "1",
-                             "--stop-after", "48", "--progress", "0.5"]).start()
+                             "--stop-after", "48", "--progress", "0.5", "--decode-workers", "1"]).start()
     try:
         assert worker.wait_exit(timeout=120) == 0, worker.log_tail()
     finally:
@@ -110,3 +110,5 @@ def test_the_same_worker_runs_the_list_wise_families_by_name(settings, tmp_path,
     assert state.meta["family"] == model
     assert state.meta["runtime"]["applied"] == 48
     assert int(state.meta["runtime"]["digest"]) == digest_of([e.example_id for e in examples])
+    # the records (which carry their features) were decoded by the decode worker process
+    assert worker.status()["decode_workers"] == {"workers": 1, "decoded": 48, "broken": None}

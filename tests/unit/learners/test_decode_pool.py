@@ -51,6 +51,12 @@ def _wrong_length(example):
                                       "impression": example.impression.model_copy(update={"items": items})})
 
 
+def _truncated(example, k):
+    """``example`` with its first ``k`` items (a shorter list)."""
+    imp = example.impression.model_copy(update={"items": example.impression.items[:k]})
+    return example.model_copy(update={"impression": imp, "labels": example.labels[:k]})
+
+
 def _named(example):
     """``example`` as serving logs it by default: items name their feature (the runtime fills them)."""
     items = [it.model_copy(update={"features": None, "features_f32": None}) for it in example.impression.items]
@@ -133,16 +139,20 @@ def test_named_features_are_left_to_the_process_and_filled_there(examples):
     assert state_sha256(got) == state_sha256(ref)
 
 
-def test_rows_copied_from_a_workers_arrays_equal_rows_written_in_place(examples):
+def test_rows_copied_in_runs_from_a_reused_slot_equal_rows_written_in_place(examples):
     slot = {name: np.zeros(shape, dtype) for name, (shape, dtype) in array_shapes(4, 10, D, len(DEFAULT_TASKS)).items()}
     worker = ListArrays.over(slot, SPEC)
     direct, copied = ListArrays(8, D, DEFAULT_TASKS), ListArrays(8, D, DEFAULT_TASKS, items=2)  # copied must grow
-    for chunk in (examples[:4], examples[4:8]):
-        values = [encode(ex) for ex in chunk]
-        for verdict in verdicts(worker, values, 1_000_000, fill=False):
-            assert verdict[0] == "ok"
-            copied.add_row(slot, verdict[2], verdict[3], verdict[1])
-        for ex in chunk:
+    long = examples[:4]
+    short = [_truncated(ex, 3 + k % 2) for k, ex in enumerate(examples[4:8])]  # stale items must not leak
+    assert max(len(ex.impression.items) for ex in short) < min(len(ex.impression.items) for ex in long)
+    for chunk in (long, short):
+        got = verdicts(worker, [encode(ex) for ex in chunk], 1_000_000, fill=False)
+        assert [v[0] for v in got] == ["ok"] * 4
+        rows = [(v[2], v[3], v[1]) for v in got]
+        copied.add_rows(slot, [rows[0], rows[2], rows[3]])  # two runs: row 0, rows 2-3
+        copied.add_rows(slot, [rows[1]])
+        for ex in (chunk[0], chunk[2], chunk[3], chunk[1]):
             assert direct.add(decode_example(encode(ex))) is None
     assert copied.example_ids == direct.example_ids and copied.items == direct.items
     _equal_batches(copied.take(), direct.take())
@@ -171,7 +181,8 @@ def test_slot_files_are_gone_once_the_workers_mapped_them_and_the_workers_exit_o
         procs = [w.proc for w in pool.workers]
         assert all(p.poll() is None for p in procs)
         records = [encode(ex) for ex in simulated_examples(9, seed=2, max_candidates=6, with_features=True)]
-        assert [v[0] for v, _ in pool.verdicts(records)] == ["ok"] * 9
+        chunks = [verdicts for verdicts, _ in pool.verdicts(records)]
+        assert [len(c) for c in chunks] == [4, 4, 1] and [v[0] for c in chunks for v in c] == ["ok"] * 9
     finally:
         pool.close()
     assert all(p.returncode == 0 for p in procs)
@@ -182,7 +193,7 @@ def test_a_record_larger_than_a_slot_is_decoded_in_process(examples):
     pool = DecodePool(SPEC, workers=1, rows=2, items=10, slots=1, input_bytes=max(map(len, values)) - 1)
     try:
         small = min(range(5), key=lambda i: len(values[i]))
-        kinds = [v[0] for v, _ in pool.verdicts(values)]
+        kinds = [v[0] for verdicts, _ in pool.verdicts(values) for v in verdicts]
         assert kinds.count("main") >= 1 and kinds[small] == "ok" and len(kinds) == 5
         assert kinds[max(range(5), key=lambda i: len(values[i]))] == "main"
     finally:
