@@ -45,7 +45,10 @@ Per item in Python remain: reading each candidate's task scores out of the valid
 from __future__ import annotations
 
 import random
+import threading
 import uuid
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import wait as futures_wait
 from dataclasses import dataclass
 from typing import Any, Sequence
 
@@ -153,13 +156,39 @@ def _fetch_features(batch: Sequence[Prepared], source: Any) -> list[tuple[torch.
     return out  # type: ignore[return-value]
 
 
+_READER: ThreadPoolExecutor | None = None
+_READER_LOCK = threading.Lock()
+
+
+def _reader() -> ThreadPoolExecutor:
+    """The one thread that reads features while the scoring thread calibrates and fuses (see :func:`score_batch`)."""
+    global _READER  # noqa: PLW0603 - one per process, started on first use
+    if _READER is None:
+        with _READER_LOCK:
+            if _READER is None:
+                _READER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="feature-read")
+    return _READER
+
+
 def score_batch(bundle: Bundle, batch: Sequence[Prepared], config: ServeConfig,
                 feature_source: Any = None) -> list[dict[str, Any]]:
-    """Calibrate -> fuse -> rerank ``batch`` on one bundle; one answer dict per request (see :func:`rerank_once`)."""
-    calibrated = components.calibrate_many(bundle.calibrator, [(p.raw, p.calibration_context) for p in batch])
-    fused = components.fusion_many(bundle.fusion, [(c, p.context) for c, p in zip(calibrated, batch)],
-                                   [p.explore for p in batch], config.default_fusion_weights)
-    features = _fetch_features(batch, feature_source)
+    """Calibrate -> fuse -> rerank ``batch`` on one bundle; one answer dict per request (see :func:`rerank_once`).
+
+    The feature-store read (only the reranker needs its rows) runs on another thread while this one
+    calibrates and fuses: the store's own time (a Redis script call, in another process) overlaps
+    the models' instead of adding to it. A model that raises still waits for the read to end."""
+    reading = None
+    if feature_source is not None and any(p.features is None for p in batch):
+        reading = _reader().submit(_fetch_features, batch, feature_source)
+    try:
+        calibrated = components.calibrate_many(bundle.calibrator, [(p.raw, p.calibration_context) for p in batch])
+        fused = components.fusion_many(bundle.fusion, [(c, p.context) for c, p in zip(calibrated, batch)],
+                                       [p.explore for p in batch], config.default_fusion_weights)
+    except BaseException:
+        if reading is not None:
+            futures_wait([reading])
+        raise
+    features = reading.result() if reading is not None else _fetch_features(batch, feature_source)
     requests = [RerankRequest(item_ids=tuple(p.item_ids), features=f, task_scores=c,
                               context={**p.context, "fusion_weights": w}, upstream_scores=p.raw)
                 for p, (f, _), c, (w, _) in zip(batch, features, calibrated, fused)]
