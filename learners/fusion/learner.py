@@ -263,13 +263,15 @@ class DRPOLearner(ListPolicyLearning, PolicyCheckpointing):
         lists = from_task_scores(items, self.config.tasks).to(self.device)
         if self.serving_graph and graph_covers(self.policy):
             # statistics, context, policy, noise and log-density in one scripted call; the noise drawn
-            # as below (one [B, K] draw when any row explores)
+            # as below (one [B, K] draw when any row explores), 0 on greedy rows
             B, K = lists.task_logits.shape[0], len(self.config.tasks)
-            noise = torch.randn((B, K), generator=self.serve_generator) if any(explores) else torch.zeros(B, K)
+            noise = torch.zeros(B, K)
+            if any(explores):
+                noise = torch.randn((B, K), generator=self.serve_generator)
+                noise[torch.tensor([not e for e in explores])] = 0.0
             graph_weights, graph_logprobs = run_fusion_pass(
                 self.policy, lists.task_logits, lists.mask, lists.activity,
-                lists.query_types if self.config.query_context else None, noise.to(self.device),
-                torch.tensor([bool(e) for e in explores], device=self.device))
+                lists.query_types if self.config.query_context else None, noise.to(self.device))
             return [({t: float(w) for t, w in zip(self.config.tasks, row)}, float(lp))
                     for row, lp in zip(graph_weights.cpu().tolist(), graph_logprobs.cpu().tolist())]
         mean, log_std = self.policy(task_statistics(lists.task_logits, lists.mask), self._context(lists))

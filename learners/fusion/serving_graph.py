@@ -37,12 +37,11 @@ _LOG_2PI = math.log(2 * math.pi)
 
 
 def fusion_pass(task_logits: torch.Tensor, mask: torch.Tensor, activity: torch.Tensor,
-                query_type: Optional[torch.Tensor], noise: torch.Tensor, explore: torch.Tensor, params: List[torch.Tensor],
+                query_type: Optional[torch.Tensor], noise: torch.Tensor, params: List[torch.Tensor],
                 heads: int, task_relation: bool, n_activity: int, n_query: int, log_std_lo: float, log_std_hi: float,
                 log_2pi: float) -> List[torch.Tensor]:
     """``[B, n, K]`` logits, ``[B, n]`` mask, ``[B]`` activity (and query type), ``[B, K]`` standard-normal
-    noise, ``[B]`` which rows explore -> ``[weights [B, K], log-density [B]]`` (greedy rows: the mean itself,
-    finite even where the log-std is not); ``params`` in :func:`policy_params` order
+    noise (0 on greedy rows) -> ``[weights [B, K], log-density [B]]``; ``params`` in :func:`policy_params` order
     (TorchScript reads no float globals, so the log-std range and log 2 pi come as arguments)."""
     # task statistics: mean, std, max of each task over the real items (learners.fusion.context)
     m = mask.unsqueeze(-1).to(task_logits.dtype)
@@ -78,7 +77,7 @@ def fusion_pass(task_logits: torch.Tensor, mask: torch.Tensor, activity: torch.T
     tokens = F.layer_norm(tokens + ff, [hidden], params[15], params[16], 1e-5)
     mu = F.linear(tokens, params[17], params[18]).squeeze(-1)
     log_std = params[19].clamp(log_std_lo, log_std_hi).expand_as(mu)
-    weights = torch.where(explore.unsqueeze(-1), mu + noise * torch.exp(log_std), mu)
+    weights = mu + noise * torch.exp(log_std)  # noise 0: exactly the mean
     z = (weights - mu) * torch.exp(-log_std)
     logprob = (-0.5 * z ** 2 - log_std - 0.5 * log_2pi).sum(-1)
     return [weights, logprob]
@@ -104,10 +103,9 @@ def graph_covers(policy: nn.Module) -> bool:
 
 
 def run_fusion_pass(policy: TaskRelationPolicy, task_logits: torch.Tensor, mask: torch.Tensor, activity: torch.Tensor,
-                    query_type: torch.Tensor | None, noise: torch.Tensor,
-                    explore: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+                    query_type: torch.Tensor | None, noise: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """:func:`fusion_pass` of ``policy``'s current weights, as one scripted call."""
-    weights, logprob = run(fusion_pass, task_logits, mask, activity, query_type, noise, explore, policy_params(policy),
+    weights, logprob = run(fusion_pass, task_logits, mask, activity, query_type, noise, policy_params(policy),
                            int(policy.attn.num_heads), bool(policy.task_relation), len(ACTIVITY_LEVELS),
                            len(QUERY_TYPES), LOG_STD_RANGE[0], LOG_STD_RANGE[1], _LOG_2PI)
     return weights, logprob
