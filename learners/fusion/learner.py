@@ -48,7 +48,6 @@ from learners.fusion.context import context_dims, request_context, task_statisti
 from learners.fusion.objective import clipped_policy_loss
 from learners.fusion.policy import TaskRelationPolicy, gaussian_kl, gaussian_logprob
 from learners.fusion.satisfaction import satisfaction_model
-from learners.fusion.serving_graph import graph_covers, run_fusion_pass
 from learners.policy import advantages as adv
 from learners.policy.batch import (DEFAULT_TASKS, ListBatch, ListPolicyLearning, Rejected, from_request,
                                   from_task_scores)
@@ -119,9 +118,6 @@ class DRPOLearner(ListPolicyLearning, PolicyCheckpointing):
 
     family = "drpo"
     config_class = DRPOConfig
-    #: Serve ``fusion_weights_many`` through one scripted call (:mod:`learners.fusion.serving_graph`);
-    #: False: the eager modules (the reference path the tests hold the graph to).
-    serving_graph: bool = True
 
     def __init__(self, config: DRPOConfig) -> None:
         self.config = config
@@ -261,19 +257,6 @@ class DRPOLearner(ListPolicyLearning, PolicyCheckpointing):
         if len(items) != len(explores):
             raise ValueError(f"{len(items)} requests but {len(explores)} explore flags")
         lists = from_task_scores(items, self.config.tasks).to(self.device)
-        if self.serving_graph and graph_covers(self.policy):
-            # statistics, context, policy, noise and log-density in one scripted call; the noise drawn
-            # as below (one [B, K] draw when any row explores), 0 on greedy rows
-            B, K = lists.task_logits.shape[0], len(self.config.tasks)
-            noise = torch.zeros(B, K)
-            if any(explores):
-                noise = torch.randn((B, K), generator=self.serve_generator)
-                noise[torch.tensor([not e for e in explores])] = 0.0
-            graph_weights, graph_logprobs = run_fusion_pass(
-                self.policy, lists.task_logits, lists.mask, lists.activity,
-                lists.query_types if self.config.query_context else None, noise.to(self.device))
-            return [({t: float(w) for t, w in zip(self.config.tasks, row)}, float(lp))
-                    for row, lp in zip(graph_weights.cpu().tolist(), graph_logprobs.cpu().tolist())]
         mean, log_std = self.policy(task_statistics(lists.task_logits, lists.mask), self._context(lists))
         weights = mean
         if any(explores):

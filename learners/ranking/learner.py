@@ -55,7 +55,6 @@ from learners.policy.state import PolicyCheckpointing
 from learners.ranking.network import SetScorer
 from learners.ranking.objective import list_policy_loss
 from learners.ranking.reward_model import ItemRewardModel
-from learners.ranking.serving_graph import graph_covers, run_rank_pass
 from learners.ranking.teacher import PointerTeacher, preferred_order, sequential_kd
 
 log = logging.getLogger(__name__)
@@ -127,9 +126,6 @@ class LDROLearner(ListPolicyLearning, PolicyCheckpointing):
 
     family = "ldro"
     config_class = LDROConfig
-    #: Serve greedy rows through one scripted call (:mod:`learners.ranking.serving_graph`); False: the
-    #: eager modules (the reference path the tests hold the graph to).
-    serving_graph: bool = True
 
     def __init__(self, config: LDROConfig) -> None:
         self.config = config
@@ -275,24 +271,13 @@ class LDROLearner(ListPolicyLearning, PolicyCheckpointing):
             raise ValueError(f"{len(requests)} requests but {len(explores)} explore flags")
         lists = [from_request(r, self.config.n_features, self.config.tasks, self.config.task_inputs) for r in requests]
         batch = lists[0] if len(lists) == 1 else stack_lists(lists)
+        scores = self.scores_for(batch)
+        orders = greedy_order(scores, batch.mask)
         sampled = [i for i, e in enumerate(explores) if e]
-        if self.serving_graph and graph_covers(self.student):
-            # scores, PL mode and its log-prob in one scripted call (learners.ranking.serving_graph)
-            scores, orders, greedy_logprobs = run_rank_pass(self.student, batch.inputs.to(self.device),
-                                                            batch.mask.to(self.device))
-            scores, orders, greedy_logprobs = scores.cpu(), orders.cpu(), greedy_logprobs.cpu()
-            if sampled:
-                rows = torch.tensor(sampled)
-                orders[rows] = gumbel_max_sample(scores[rows], 1, batch.mask[rows], self.serve_generator)[:, 0]
-                greedy_logprobs[rows] = list_logprob(scores[rows], orders[rows], batch.mask[rows])
-            logprobs = greedy_logprobs.tolist()
-        else:
-            scores = self.scores_for(batch)
-            orders = greedy_order(scores, batch.mask)
-            if sampled:
-                rows = torch.tensor(sampled)
-                orders[rows] = gumbel_max_sample(scores[rows], 1, batch.mask[rows], self.serve_generator)[:, 0]
-            logprobs = list_logprob(scores, orders, batch.mask).tolist()
+        if sampled:
+            rows = torch.tensor(sampled)
+            orders[rows] = gumbel_max_sample(scores[rows], 1, batch.mask[rows], self.serve_generator)[:, 0]
+        logprobs = list_logprob(scores, orders, batch.mask).tolist()
         out = []
         for i, lst in enumerate(lists):
             n = int(lst.mask.shape[1])  # padding sorts last, so the first n places are the list's own
