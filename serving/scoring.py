@@ -8,7 +8,8 @@ Two steps, so that a bad request fails alone and the expensive part is shared:
   they are fetched);
 * :func:`score_batch` (on the micro-batcher's thread, :mod:`serving.microbatch`): for ``B``
   prepared requests that read the same :class:`~serving.holder.Bundle`, one feature-store read
-  for all their items, one calibrator pass over all their rows, one fusion-policy pass over the
+  for all their items (on a helper thread, overlapping the calibrator and the fusion policy, which
+  do not need the rows), one calibrator pass over all their rows, one fusion-policy pass over the
   ``B`` contexts and one padded reranker pass over the ``B`` lists
   (:func:`serving.components.calibrate_many` / ``fusion_many`` / ``rerank_many``: one call per
   request for models without a batched method). Per request it then checks the order is a
@@ -34,7 +35,15 @@ What is left (py-spy of the server, 50 candidates x 300 Feast features,
   the scoring thread waiting to take the GIL back after a torch op released it, while the event
   loop or a Kafka thread runs Python. The model work of one request in process (no HTTP, no
   Redis) is ~2.5 ms (``bench/serving_stages.py``) against ~4 ms measured by the handler; a
-  shorter GIL switch interval (0.2 ms) did not shorten it (two alternating runs each).
+  shorter GIL switch interval (0.2 ms) did not shorten it (two alternating runs each);
+* the server's CPU by thread under 8 clients (20c8bd7's code, ``/proc/PID/task/*/stat``, ~35 s of
+  the swap phase and the last steady half): the scoring thread 50 %, the event loop 18 %, the
+  feature-read thread 11 %, the Kafka producer's I/O thread 11 %, the impression emitter 9.5 %.
+  Reading the features while the models run (12bf789) took one client's p99 0.87-0.89x in two
+  same-run A/Bs (p50 0.96-0.99x); the producer's 50 ms linger cut its I/O thread from 0.43 to
+  0.33 ms of CPU per request. Tried and reverted: DRPO's and LDRO's passes as one TorchScript call
+  each (outputs equal; the interpreter costs about what eager dispatch does per op, and the
+  server's p50 / per-core figures were 1.005x / 0.94x of the eager path's in one A/B).
 
 Per item in Python remain: reading each candidate's task scores out of the validated body
 (``np.fromiter``), the answer's per-item dicts (:func:`response_json`) and the impression's
