@@ -44,12 +44,11 @@ class ServeConfig:
     default_fusion_weights: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_FUSION_WEIGHTS))
     emit_queue: int = 10_000
     #: How long the impression producer holds records to send them together (kafka-python's
-    #: ``linger_ms``). At 5 ms, one client's ~200 requests/s made nearly every impression a new
-    #: batch: a wake-up of the producer's I/O thread from the emitter and one produce request
-    #: each, Python on the server's Kafka threads for every request (~15 % of the server's
-    #: samples under 8 clients). 50 ms sends ~10-15 impressions per request; an impression
-    #: reaches the log at most that much later (the learners join it with feedback that comes
-    #: seconds later).
+    #: ``linger_ms``). At 5 ms and a few hundred requests/s nearly every impression went out in a
+    #: produce request of its own; at 50 ms the producer's I/O thread used 0.33 instead of 0.43 ms
+    #: of CPU per request (``/proc`` per-thread CPU in two ``bench/serving_load.py --quick`` runs,
+    #: BENCHMARKS.md "Serving"). An impression reaches the log at most that much later (the
+    #: learners join it with feedback that comes seconds later).
     emit_linger_ms: float = 50.0
     log_features: bool = True
     #: Copy item features fetched from the feature store into each impression. Off: the
