@@ -6,12 +6,15 @@ Workload (issue 16): batches of 256 real LETOR lists of 50 candidates x 300 feat
 ``features_f32``, base64 of float32). For each of ``ldro``, ``grpo``, ``drpo`` and ``umnn``, in the
 same run, interleaved rep by rep (the machine is shared):
 
-* ``learn``: ``steps`` batches of record bytes through :class:`learners.runtime.runner.LearnerRuntime`
+* ``learn``: batches of record bytes through :class:`learners.runtime.runner.LearnerRuntime`
   with ``prefetch`` on and ``--decode-workers`` decode processes (default 1,
   :mod:`learners.ingest.decode_pool`, started once before the timing as a running learner has them;
   the calibrators have no worker form and decode in process): bytes in, optimizer steps out. The
   CPU it takes is reported beside it (``learn_process_cpu_s_per_batch``: this process, i.e. the
-  update, the row copies and the bookkeeping; ``learn_worker_cpu_s_per_batch``: the workers);
+  update, the row copies and the bookkeeping; ``learn_worker_cpu_s_per_batch``: the workers).
+  It runs ``--learn-steps`` batches (default 8; the calibrators ``steps``) per measurement, as a
+  stream runs many: the first batch's decode has nothing to overlap with (the pipeline fills once),
+  and over 2 batches that fill alone would be a quarter of the time; ``learn_inline`` likewise;
 * ``learn_in_process``: the same with the decoding on this process (``decode_workers=0``, the
   update on the update stage's thread): what ``learn`` measured before the workers;
 * ``plain``: ``steps`` plain torch steps of *the same networks* on the batch already in memory,
@@ -147,8 +150,10 @@ def batches(examples, steps: int, form: str = "f32") -> list[list[Record]]:
     return out
 
 
-def measure(name: str, examples, records, named_records, json_records, reps: int, workers: int = 1) -> dict[str, float]:
-    """Median seconds of each path for ``len(records)`` batches, interleaved per rep."""
+def measure(name: str, examples, records, named_records, json_records, reps: int, workers: int = 1,
+            stream_records=None) -> dict[str, float]:
+    """Median seconds of each path for ``len(records)`` batches (``learn`` and ``learn_in_process``:
+    ``len(stream_records)``), interleaved per rep."""
     cfg = {} if name == "umnn" else {"n_features": 300}
     size, steps = len(examples), len(records)
     flat = [r for batch in records for r in batch]
@@ -189,6 +194,10 @@ def measure(name: str, examples, records, named_records, json_records, reps: int
     stage_s: dict[bool, list[float]] = {True: [], False: []}  # the update stage's own seconds, by prefetch
     spec = getattr(probe.batch_builder(1), "spec", None)
     pool = DecodePool(spec(), workers) if spec is not None and workers else None  # started once, as a stream would
+    if pool is None:  # no pipeline to fill: the calibrators' update dominates (2 s a batch), keep it short
+        stream_records = records
+    stream = [r for batch in stream_records or records for r in batch]
+    stream_steps = len(stream_records or records)
     cpu: dict[str, list[float]] = {"process": [], "workers": []}
 
     def learn(recs=flat, prepare=None, prefetch: bool = True, use_pool: bool = False) -> None:
@@ -203,7 +212,7 @@ def measure(name: str, examples, records, named_records, json_records, reps: int
             assert pool is None or not pool.broken, pool.broken
             cpu["process"].append(time.process_time() - process0)
             cpu["workers"].append(pool.cpu_seconds() - workers0 if pool else 0.0)
-        elif recs is flat:
+        elif recs is stream:
             stage_s[prefetch].append(sum(runtime.timings["learn"]))
 
     def decode_only(recs=records) -> None:
@@ -222,8 +231,9 @@ def measure(name: str, examples, records, named_records, json_records, reps: int
             for r in batch:
                 decode(r.value, expected=LABELED_LIST_SCHEMA)
 
-    fns = {"plain": plain, "update": update, "learn": lambda: learn(use_pool=True), "learn_in_process": learn,
-           "learn_inline": lambda: learn(prefetch=False),
+    fns = {"plain": plain, "update": update, "learn": lambda: learn(stream, use_pool=True),
+           "learn_in_process": lambda: learn(stream),
+           "learn_inline": lambda: learn(stream, prefetch=False),
            "decode": decode_only, "parse": parse_only,
            "parse_model": parse_model,
            "learn_named": lambda: learn(flat_named, fill), "learn_json": lambda: learn(flat_json),
@@ -239,13 +249,16 @@ def measure(name: str, examples, records, named_records, json_records, reps: int
     if pool is not None:
         pool.close()
     t = {k: statistics.median(v) for k, v in times.items()}
+    t["learn"] *= steps / stream_steps  # per `steps` batches, like the others
+    t["learn_in_process"] *= steps / stream_steps
+    t["learn_inline"] *= steps / stream_steps
     return {"learn_many_to_plain": t["plain"] / t["learn"], "update_to_plain": t["plain"] / t["update"],
-            "decode_workers": workers if pool is not None else 0,
+            "decode_workers": workers if pool is not None else 0, "learn_batches": stream_steps,
             "learn_many_to_plain_in_process": t["plain"] / t["learn_in_process"],
             "learn_in_process_s_per_batch": t["learn_in_process"] / steps,
             # CPU of the learn path (this process: update, row copies, bookkeeping; the decode workers)
-            "learn_process_cpu_s_per_batch": statistics.median(cpu["process"]) / steps,
-            "learn_worker_cpu_s_per_batch": statistics.median(cpu["workers"]) / steps,
+            "learn_process_cpu_s_per_batch": statistics.median(cpu["process"]) / stream_steps,
+            "learn_worker_cpu_s_per_batch": statistics.median(cpu["workers"]) / stream_steps,
             "learn_many_to_plain_named_features": t["plain"] / t["learn_named"],
             "learn_many_to_plain_json_floats": t["plain"] / t["learn_json"],
             "learn_json_s_per_batch": t["learn_json"] / steps, "decode_json_s_per_batch": t["decode_json"] / steps,
@@ -258,8 +271,8 @@ def measure(name: str, examples, records, named_records, json_records, reps: int
             "prefetch_speedup": t["learn_inline"] / t["learn_in_process"],
             # the update stage's own time per batch beside the decoding thread vs inline: how much the
             # thread slows the update it was meant to overlap (the GIL; learners/runtime/pipeline.py)
-            "update_stage_s_per_batch_prefetch": statistics.median(stage_s[True]) / steps,
-            "update_stage_s_per_batch_inline": statistics.median(stage_s[False]) / steps}
+            "update_stage_s_per_batch_prefetch": statistics.median(stage_s[True]) / stream_steps,
+            "update_stage_s_per_batch_inline": statistics.median(stage_s[False]) / stream_steps}
 
 
 def main() -> None:
@@ -270,6 +283,9 @@ def main() -> None:
     parser.add_argument("--lists", type=int, default=256)
     parser.add_argument("--threads", type=int, default=1, help="torch threads")
     parser.add_argument("--models", default=",".join(MODELS))
+    parser.add_argument("--learn-steps", type=int, default=8,
+                        help="batches per 'learn' / 'learn_in_process' measurement (a stream's steady state: the "
+                             "first batch's decode, which nothing can overlap, is paid once per measurement)")
     parser.add_argument("--decode-workers", type=int, default=1,
                         help="decode worker processes of the 'learn' path (0: decode in process)")
     parser.add_argument("--json", action="store_true")
@@ -278,7 +294,8 @@ def main() -> None:
     reps = args.reps or (2 if args.quick else 5)
     torch.set_num_threads(args.threads)
     _, examples = fifty_candidate_lists(args.lists, 50)
-    records, named_records = batches(examples, steps), batches(examples, steps, "named")
+    stream_records = batches(examples, args.learn_steps)
+    records, named_records = stream_records[:steps], batches(examples, steps, "named")
     json_records = batches(examples, steps, "json")
     doc: dict = {"lists": args.lists, "items": 50, "features": 300, "steps": steps, "reps": reps,
                  "threads": args.threads, "record_bytes_mean": sum(len(r.value) for r in records[0]) / args.lists,
@@ -286,7 +303,8 @@ def main() -> None:
                  "named_record_bytes_mean": sum(len(r.value) for r in named_records[0]) / args.lists,
                  "load_average": list(os.getloadavg())}
     for name in args.models.split(","):
-        doc[name] = measure(name, examples, records, named_records, json_records, reps, args.decode_workers)
+        doc[name] = measure(name, examples, records, named_records, json_records, reps, args.decode_workers,
+                            stream_records)
         if not args.json:
             m = doc[name]
             print(f"{name:<5} learn/plain {m['learn_many_to_plain']:.2f} (in process "

@@ -8,4 +8,7 @@ an update stage (:mod:`learners.runtime.pipeline`), so decoding and collation ru
 
 * :mod:`learners.ingest.lists`    padded list batches of the list-wise policies (LDRO, GRPO, DRPO).
 * :mod:`learners.ingest.rows`     per-task calibration rows (UMNN, Platt, isotonic, histogram).
+* :mod:`learners.ingest.decode_pool`    decode worker processes (``RuntimeConfig.decode_workers``) for
+  the list batches; :mod:`learners.ingest.decode_worker` is the worker, :mod:`learners.ingest.slots`
+  the shared-memory slots and the pipe frames between them.
 """

@@ -16,7 +16,8 @@ learners' sizes the overlap buys little, 1.00-1.07x on a quiet 2-core machine, b
 holds the GIL most of the time (many kernels of tens of microseconds between Python-level autograd
 and optimizer calls): beside the decoding thread an LDRO update took 0.136 s a batch where it took
 0.111 s inline (``update_stage_s_per_batch_prefetch`` / ``_inline``). Hiding the decode needs
-another process (decode workers, or ``--ranks``).
+another process: ``RuntimeConfig.decode_workers`` (:mod:`learners.ingest.decode_pool`,
+``streamrank learn --decode-workers N``) or ``--ranks``.
 """
 
 from __future__ import annotations

@@ -18,7 +18,11 @@ directly). For any registered learner it:
    (original bytes; reason, field and source topic/partition/offset in headers) and is never
    retried; a good one is written at once into the learner's batch arrays
    (``learner.batch_builder``, :mod:`learners.ingest`) and dropped. A learner without a batch
-   builder gets the contract's pydantic :class:`~contracts.events.LabeledList` for its ``learn_many``;
+   builder gets the contract's pydantic :class:`~contracts.events.LabeledList` for its ``learn_many``.
+   With ``decode_workers`` the decoding and the writing into rows run in worker processes
+   (:mod:`learners.ingest.decode_pool`): the same function gives the same verdict there, and this
+   process keeps every decision that depends on state (offsets, seeks, dedupe, batch boundaries) and
+   copies the accepted rows in log order, so models, dead letters and checkpoints are the same;
 5. cuts the accepted examples into batches of exactly ``batch_size`` (a partial batch only
    by :meth:`LearnerRuntime.flush`, e.g. when the stream went idle), so batch boundaries
    depend on the log, not on fetch timing: the same log and checkpoint cadence give
