@@ -60,7 +60,7 @@ class DecodePoolError(RuntimeError):
 
 class _Worker:
     def __init__(self, index: int, spec: dict[str, Any], rows: int, items: int, slots: int, input_bytes: int,
-                 max_bytes: int, fill: bool) -> None:
+                 max_bytes: int, fill: bool, timeout_s: float) -> None:
         d, k = int(spec["n_features"]), len(spec["tasks"])
         shm = "/dev/shm" if os.path.isdir("/dev/shm") else None
         self.slots: list[Slot] = []
@@ -71,13 +71,14 @@ class _Worker:
             self.slots.append(Slot(path, rows, items, d, k, input_bytes, create=True))
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
                "OMP_NUM_THREADS": "1"}
+        self.timeout_s = timeout_s
         self.proc = subprocess.Popen([sys.executable, "-m", "learners.ingest.decode_worker"], stdin=subprocess.PIPE,
-                                     stdout=subprocess.PIPE, env=env, cwd=str(ROOT))
+                                     stdout=subprocess.PIPE, env=env, cwd=str(ROOT), bufsize=0)
         try:
             write_frame(self.proc.stdin, {"spec": spec, "rows": rows, "items": items, "input_bytes": input_bytes,
                                           "max_bytes": max_bytes, "fill": fill,
                                           "paths": [slot.path for slot in self.slots]})
-            ready = read_frame(self.proc.stdout)
+            ready = read_frame(self.proc.stdout, self.timeout_s + 60)  # the first answer waits for imports
         finally:
             for slot in self.slots:  # mapped by both now (or the worker failed): no file left behind
                 try:
@@ -94,7 +95,11 @@ class _Worker:
         write_frame(self.proc.stdin, {"slot": slot, "sizes": [len(v) for v in values]})
 
     def receive(self) -> dict[str, Any]:
-        reply = read_frame(self.proc.stdout)
+        try:
+            reply = read_frame(self.proc.stdout, self.timeout_s)
+        except TimeoutError as exc:  # a hung worker: the pool stops, the process decodes the rest
+            self.proc.kill()
+            raise DecodePoolError(f"decode worker pid {self.proc.pid} did not answer: {exc}") from None
         if reply is None:
             raise DecodePoolError(f"decode worker pid {self.proc.pid} stopped (exit code {self.proc.poll()})")
         return reply
@@ -122,7 +127,9 @@ class DecodePool:
     batch while this process runs the update, whether that runs inline or on the update thread."""
 
     def __init__(self, spec: dict[str, Any], workers: int, rows: int = 64, items: int = 100, slots: int = 4,
-                 input_bytes: int = 8 << 20, max_bytes: int = 1_000_000, fill: bool = False) -> None:
+                 input_bytes: int = 8 << 20, max_bytes: int = 1_000_000, fill: bool = False,
+                 timeout_s: float = 120.0) -> None:
+        """``timeout_s``: a chunk not answered within it means a hung worker (a chunk takes ~15 ms)."""
         if workers < 1 or rows < 1 or slots < 1:
             raise ValueError(f"workers, rows and slots must be >= 1, got {workers}, {rows}, {slots}")
         self.rows, self.input_bytes = rows, input_bytes
@@ -130,7 +137,7 @@ class DecodePool:
         self.broken: str | None = None
         try:
             for i in range(workers):
-                self.workers.append(_Worker(i, spec, rows, items, slots, input_bytes, max_bytes, fill))
+                self.workers.append(_Worker(i, spec, rows, items, slots, input_bytes, max_bytes, fill, timeout_s))
         except BaseException:
             self.close()
             raise

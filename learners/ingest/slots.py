@@ -14,7 +14,9 @@ from __future__ import annotations
 import json
 import mmap
 import os
+import select
 import struct
+import time
 from typing import Any, BinaryIO
 
 import numpy as np
@@ -76,18 +78,42 @@ class Slot:
 
 
 def write_frame(stream: BinaryIO, doc: Any) -> None:
-    payload = json.dumps(doc, separators=(",", ":")).encode()
-    stream.write(_LENGTH.pack(len(payload)) + payload)
+    data = memoryview(_LENGTH.pack(len(payload := json.dumps(doc, separators=(",", ":")).encode())) + payload)
+    while data:  # an unbuffered pipe may take part of it
+        written = stream.write(data)
+        data = data[written if written is not None else len(data):]
     stream.flush()
 
 
-def read_frame(stream: BinaryIO) -> Any | None:
-    """The next frame's JSON; ``None`` at end of stream (the other side closed or died)."""
-    head = stream.read(_LENGTH.size)
-    if len(head) < _LENGTH.size:
+def read_frame(stream: BinaryIO, timeout_s: float | None = None) -> Any | None:
+    """The next frame's JSON; ``None`` at end of stream (the other side closed or died).
+
+    With ``timeout_s`` (an unbuffered pipe: ``stream.fileno()`` is read directly) a frame that has not
+    fully arrived by then raises :class:`TimeoutError` (the other side hangs)."""
+    if timeout_s is None:
+        head = stream.read(_LENGTH.size)
+        if len(head) < _LENGTH.size:
+            return None
+        (length,) = _LENGTH.unpack(head)
+        payload = stream.read(length)
+        return json.loads(payload) if len(payload) == length else None
+    deadline = time.monotonic() + timeout_s
+    head = _read_exact(stream.fileno(), _LENGTH.size, deadline)
+    if head is None:
         return None
-    (length,) = _LENGTH.unpack(head)
-    payload = stream.read(length)
-    if len(payload) < length:
-        return None
-    return json.loads(payload)
+    payload = _read_exact(stream.fileno(), _LENGTH.unpack(head)[0], deadline)
+    return None if payload is None else json.loads(payload)
+
+
+def _read_exact(fd: int, size: int, deadline: float) -> bytes | None:
+    parts, missing = [], size
+    while missing:
+        ready, _, _ = select.select([fd], [], [], max(0.0, deadline - time.monotonic()))
+        if not ready:
+            raise TimeoutError(f"no complete frame within the deadline ({size - missing} of {size} bytes)")
+        part = os.read(fd, missing)
+        if not part:
+            return None
+        parts.append(part)
+        missing -= len(part)
+    return b"".join(parts)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import glob
 import os
+import signal
 
 import numpy as np
 import pytest
@@ -196,5 +197,18 @@ def test_a_record_larger_than_a_slot_is_decoded_in_process(examples):
         kinds = [v[0] for verdicts, _ in pool.verdicts(values) for v in verdicts]
         assert kinds.count("main") >= 1 and kinds[small] == "ok" and len(kinds) == 5
         assert kinds[max(range(5), key=lambda i: len(values[i]))] == "main"
+    finally:
+        pool.close()
+
+
+def test_a_hung_worker_times_out_and_its_records_are_decoded_in_process(examples, caplog):
+    values = [encode(ex) for ex in examples[:6]]
+    pool = DecodePool(SPEC, workers=1, rows=4, items=10, slots=2, timeout_s=1.0)
+    try:
+        os.kill(pool.workers[0].proc.pid, signal.SIGSTOP)  # alive, never answers
+        chunks = list(pool.verdicts(values))
+        assert [v for verdicts, _ in chunks for v in verdicts] == [["main"]] * 6
+        assert "did not answer" in pool.broken and "decode workers stopped" in caplog.text
+        assert list(pool.verdicts(values[:2])) == [([["main"]] * 2, None)]  # stays in process
     finally:
         pool.close()
