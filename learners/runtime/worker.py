@@ -123,7 +123,10 @@ class LearnerApp:
         runtime = self.runtime
         if runtime.batches and runtime.store is not None:
             runtime.checkpoint()
-        runtime.close()  # the update thread and the decode workers
+        try:
+            runtime.close()  # the update thread and the decode workers
+        except Exception as exc:  # noqa: BLE001 - a failed update was already reported; shut down anyway
+            log.warning("%s: closing the runtime: %s", runtime.model_name, exc)
         if self.jobs is not None:
             self.jobs.shutdown(final_snapshot=True)
             _atomic_json(self.status_path, {**runtime.status(), "lag": self.progress.get("lag"), "final": True,
