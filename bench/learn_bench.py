@@ -198,7 +198,7 @@ def measure(name: str, examples, records, named_records, json_records, reps: int
         stream_records = records
     stream = [r for batch in stream_records or records for r in batch]
     stream_steps = len(stream_records or records)
-    cpu: dict[str, list[float]] = {"process": [], "workers": []}
+    cpu: dict[str, list[float]] = {"process": [], "workers": [], "decoded": []}
 
     def learn(recs=flat, prepare=None, prefetch: bool = True, use_pool: bool = False) -> None:
         runtime = LearnerRuntime(name, build_learner(name, **cfg), None,
@@ -212,6 +212,7 @@ def measure(name: str, examples, records, named_records, json_records, reps: int
             assert pool is None or not pool.broken, pool.broken
             cpu["process"].append(time.process_time() - process0)
             cpu["workers"].append(pool.cpu_seconds() - workers0 if pool else 0.0)
+            cpu["decoded"].append(runtime.worker_decoded)
         elif recs is stream:
             stage_s[prefetch].append(sum(runtime.timings["learn"]))
 
@@ -259,6 +260,7 @@ def measure(name: str, examples, records, named_records, json_records, reps: int
             # CPU of the learn path (this process: update, row copies, bookkeeping; the decode workers)
             "learn_process_cpu_s_per_batch": statistics.median(cpu["process"]) / stream_steps,
             "learn_worker_cpu_s_per_batch": statistics.median(cpu["workers"]) / stream_steps,
+            "learn_records_decoded_by_workers": min(cpu["decoded"]),  # per measurement (all of them: lists x batches)
             "learn_many_to_plain_named_features": t["plain"] / t["learn_named"],
             "learn_many_to_plain_json_floats": t["plain"] / t["learn_json"],
             "learn_json_s_per_batch": t["learn_json"] / steps, "decode_json_s_per_batch": t["decode_json"] / steps,

@@ -6,7 +6,8 @@ interpreter that runs the update, and an update thread does not overlap that wor
 hold the GIL most of the time (``learners/runtime/pipeline.py``: an LDRO update beside the decoding
 thread took 0.136 s a batch instead of 0.111 s). Here ``workers`` separate processes
 (:mod:`learners.ingest.decode_worker`, started with :mod:`subprocess`, not fork) decode chunks of
-records into shared-memory slots (:mod:`learners.ingest.slots`), and the learner process only copies
+records into shared-memory slots (:mod:`learners.ingest.slots`: unlinked ``/dev/shm`` files whose
+descriptors the workers inherit), and the learner process only copies
 the accepted rows into its batch (:meth:`learners.ingest.lists.ListArrays.add_rows`, one block copy
 per array for a chunk's run of rows) while its update runs.
 
@@ -19,8 +20,8 @@ anything unexpected), which the runtime decodes itself. If a worker dies the poo
 the chunk in flight and everything after it are decoded in process: nothing is lost or applied twice.
 
 Chunks are dispatched round-robin and collected strictly in order (:meth:`DecodePool.verdicts`), with
-``slots`` chunks in flight per worker; the slot files are unlinked as soon as the workers mapped them
-(nothing left in ``/dev/shm`` after a kill -9). Only list-wise learners (LDRO, GRPO, DRPO: builders
+``slots`` chunks in flight per worker; the slot files have no name once created (nothing is left in
+``/dev/shm`` whichever process dies, whenever). Only list-wise learners (LDRO, GRPO, DRPO: builders
 with a :meth:`~learners.ingest.lists.ListArrays.spec`) use it; the calibrators' rows are cheap to
 decode and their update dominates (``bench/learn_bench.py``).
 """
@@ -31,7 +32,6 @@ import logging
 import os
 import subprocess
 import sys
-import tempfile
 from collections import deque
 from pathlib import Path
 from typing import Any, Iterator, Sequence
@@ -62,32 +62,28 @@ class _Worker:
     def __init__(self, index: int, spec: dict[str, Any], rows: int, items: int, slots: int, input_bytes: int,
                  max_bytes: int, fill: bool, timeout_s: float) -> None:
         d, k = int(spec["n_features"]), len(spec["tasks"])
-        shm = "/dev/shm" if os.path.isdir("/dev/shm") else None
-        self.slots: list[Slot] = []
-        for s in range(slots):
-            fd, path = tempfile.mkstemp(prefix=f"streamrank-decode-{os.getpid()}-{index}-{s}-", dir=shm)
-            os.close(fd)
-            os.unlink(path)  # Slot creates it exclusively
-            self.slots.append(Slot(path, rows, items, d, k, input_bytes, create=True))
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
                "OMP_NUM_THREADS": "1"}
         self.timeout_s = timeout_s
-        self.proc = subprocess.Popen([sys.executable, "-m", "learners.ingest.decode_worker"], stdin=subprocess.PIPE,
-                                     stdout=subprocess.PIPE, env=env, cwd=str(ROOT), bufsize=0)
+        self.slots: list[Slot] = []
+        self.proc: subprocess.Popen | None = None
+        ready = None
         try:
+            for _ in range(slots):
+                self.slots.append(Slot.create(rows, items, d, k, input_bytes, prefix=f"streamrank-decode-{os.getpid()}-"))
+            fds = [slot.fd for slot in self.slots]
+            self.proc = subprocess.Popen([sys.executable, "-m", "learners.ingest.decode_worker"],
+                                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, cwd=str(ROOT),
+                                         bufsize=0, pass_fds=fds)
             write_frame(self.proc.stdin, {"spec": spec, "rows": rows, "items": items, "input_bytes": input_bytes,
-                                          "max_bytes": max_bytes, "fill": fill,
-                                          "paths": [slot.path for slot in self.slots]})
+                                          "max_bytes": max_bytes, "fill": fill, "fds": fds})
             ready = read_frame(self.proc.stdout, self.timeout_s + 60)  # the first answer waits for imports
         finally:
-            for slot in self.slots:  # mapped by both now (or the worker failed): no file left behind
-                try:
-                    os.unlink(slot.path)
-                except FileNotFoundError:
-                    pass
+            if not ready or "ready" not in ready:
+                self.close()
         if not ready or "ready" not in ready:
-            self.close()
-            raise DecodePoolError(f"decode worker {index} did not start (exit code {self.proc.poll()})")
+            code = self.proc.returncode if self.proc is not None else None
+            raise DecodePoolError(f"decode worker {index} did not start (exit code {code})")
         self.free: deque[int] = deque(range(slots))
 
     def send(self, slot: int, values: Sequence[bytes]) -> None:
@@ -105,6 +101,10 @@ class _Worker:
         return reply
 
     def close(self) -> None:
+        if self.proc is None:
+            for slot in self.slots:
+                slot.close()
+            return
         for stream in (self.proc.stdin, self.proc.stdout):
             try:
                 stream.close()

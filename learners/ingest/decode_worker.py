@@ -2,8 +2,8 @@
 
 Started by :class:`learners.ingest.decode_pool.DecodePool` as ``python -m
 learners.ingest.decode_worker`` with pipes on stdin/stdout (JSON frames, :mod:`learners.ingest.slots`).
-The first frame names the builder (:meth:`learners.ingest.lists.ListArrays.spec`), the slot files
-and their sizes; each later frame ``{"slot": s, "sizes": [...]}`` asks it to decode the records in
+The first frame names the builder (:meth:`learners.ingest.lists.ListArrays.spec`), the slots'
+inherited file descriptors and their sizes; each later frame ``{"slot": s, "sizes": [...]}`` asks it to decode the records in
 slot ``s``'s input area with the learner process's own decoder
 (:func:`contracts.fast_decode.decode_example`: the contract's verdicts) and to write the accepted
 examples with the same :meth:`~learners.ingest.lists.ListArrays.add` into the slot's rows. The reply
@@ -78,7 +78,7 @@ def main() -> int:
         return 0
     spec, rows, n = init["spec"], int(init["rows"]), int(init["items"])
     d, k = int(spec["n_features"]), len(spec["tasks"])
-    slots = [Slot(path, rows, n, d, k, int(init["input_bytes"]), create=False) for path in init["paths"]]
+    slots = [Slot(int(fd), rows, n, d, k, int(init["input_bytes"])) for fd in init["fds"]]
     builders = [ListArrays.over(slot.arrays, spec) for slot in slots]
     write_frame(stdout, {"ready": os.getpid()})
     while True:

@@ -1,6 +1,7 @@
 """The shared-memory slot a decode worker fills and the learner process reads: layout and framing.
 
-A *slot* is one file in ``/dev/shm`` (a tmpfs: memory, not disk), mapped by both processes. It
+A *slot* is one unlinked file of ``/dev/shm`` (a tmpfs: memory, not disk) whose descriptor the
+worker inherits, mapped by both processes. It
 holds the record bytes of one chunk (the *input* area, written by the learner process) and the
 chunk's rows in the :func:`learners.ingest.lists.array_shapes` layout (written by the worker).
 Both sides compute the same offsets from the same numbers (:func:`slot_layout`), so nothing but
@@ -16,6 +17,7 @@ import mmap
 import os
 import select
 import struct
+import tempfile
 import time
 from typing import Any, BinaryIO
 
@@ -38,20 +40,31 @@ def slot_layout(rows: int, n: int, d: int, k: int, input_bytes: int) -> tuple[di
 
 
 class Slot:
-    """One mapped slot file: the row arrays (numpy views) and the input area."""
+    """One mapped slot: the row arrays (numpy views) and the input area.
 
-    def __init__(self, path: str, rows: int, n: int, d: int, k: int, input_bytes: int, create: bool) -> None:
+    :meth:`create` makes an anonymous file (created in ``/dev/shm``, unlinked at once) and keeps its
+    descriptor ``fd`` open so a worker process can inherit it (``subprocess.Popen(pass_fds=...)``) and
+    map it with ``Slot(fd, ...)``: no name exists once ``create`` returns, so nothing is left behind
+    whenever either process dies."""
+
+    def __init__(self, fd: int, rows: int, n: int, d: int, k: int, input_bytes: int) -> None:
         layout, self.input_offset, total = slot_layout(rows, n, d, k, input_bytes)
-        self.path, self.input_bytes = path, input_bytes
-        fd = os.open(path, os.O_RDWR | (os.O_CREAT | os.O_EXCL if create else 0), 0o600)
-        try:
-            if create:
-                os.ftruncate(fd, total)
-            self.map = mmap.mmap(fd, total)
-        finally:
-            os.close(fd)
+        self.fd, self.input_bytes, self.total = fd, input_bytes, total
+        self.map = mmap.mmap(fd, total)
         self.arrays = {name: np.ndarray(shape, dtype=dtype, buffer=self.map, offset=off)
                        for name, (off, shape, dtype) in layout.items()}
+
+    @classmethod
+    def create(cls, rows: int, n: int, d: int, k: int, input_bytes: int, prefix: str = "streamrank-decode-") -> "Slot":
+        total = slot_layout(rows, n, d, k, input_bytes)[2]
+        fd, path = tempfile.mkstemp(prefix=prefix, dir="/dev/shm" if os.path.isdir("/dev/shm") else None)
+        try:
+            os.unlink(path)
+            os.ftruncate(fd, total)
+            return cls(fd, rows, n, d, k, input_bytes)
+        except BaseException:
+            os.close(fd)
+            raise
 
     def write_input(self, values: list[bytes]) -> None:
         """Copy ``values`` one after another into the input area (one copy each, no joined buffer)."""
@@ -74,6 +87,10 @@ class Slot:
         try:
             self.map.close()
         except BufferError:  # a numpy view still alive somewhere: the mapping goes with the process
+            pass
+        try:
+            os.close(self.fd)
+        except OSError:
             pass
 
 

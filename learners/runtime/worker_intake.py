@@ -11,12 +11,15 @@ they sit in is reused), and a ``["main"]`` verdict is simply decoded in process.
 
 from __future__ import annotations
 
+import logging
 from contextlib import closing
 from typing import Any, Sequence
 
-from learners.ingest.decode_pool import DecodePool, rejected_of
+from learners.ingest.decode_pool import DecodePool, DecodePoolError, rejected_of
 from learners.runtime.batching import Record, StepResult, _Pending, batch_builder
 from streams.dead_letter import DeadLetter
+
+log = logging.getLogger(__name__)
 
 
 class WorkerIntake:
@@ -72,15 +75,20 @@ class WorkerIntake:
 
     def _decode_pool(self) -> DecodePool | None:
         """The decode workers (``config.decode_workers``), started at the first records; ``None`` when
-        off, or for a learner whose batch builder has no worker form (the calibrators)."""
+        off, for a learner whose batch builder has no worker form (the calibrators), or when they could
+        not be started (logged once; the learner decodes in process rather than stop)."""
         if self._pool is not None or self.config.decode_workers < 1 or self._pool_refused:
             return self._pool
         spec = getattr(batch_builder(self.learner, 1), "spec", None)
         if spec is None:
             self._pool_refused = True
             return None
-        self._pool = DecodePool(spec(), self.config.decode_workers, max_bytes=self.config.max_event_bytes,
-                                fill=self.prepare is not None)
+        try:
+            self._pool = DecodePool(spec(), self.config.decode_workers, max_bytes=self.config.max_event_bytes,
+                                    fill=self.prepare is not None)
+        except (DecodePoolError, OSError) as exc:
+            log.error("%s: decode workers not started (%s): decoding in process", self.model_name, exc)
+            self._pool_refused = True
         return self._pool
 
     def close(self) -> None:

@@ -212,3 +212,12 @@ def test_a_hung_worker_times_out_and_its_records_are_decoded_in_process(examples
         assert list(pool.verdicts(values[:2])) == [([["main"]] * 2, None)]  # stays in process
     finally:
         pool.close()
+
+
+def test_workers_that_cannot_start_leave_the_learner_decoding_in_process(examples, monkeypatch, caplog):
+    recs = _log(examples)
+    ref, ref_letters, _ = _run(recs, 0)
+    monkeypatch.setattr("learners.ingest.decode_pool.sys.executable", "/nonexistent/python")
+    got, got_letters, pool = _run(recs, 1)
+    assert pool is None and "decode workers not started" in caplog.text
+    assert got_letters == ref_letters and state_sha256(got) == state_sha256(ref)

@@ -24,5 +24,6 @@ def test_the_learn_bench_prints_the_contract_keys_with_the_decode_workers():
     for model in (ldro, umnn):
         assert model["learn_many_to_plain"] == model["plain_s_per_batch"] / model["learn_s_per_batch"]
         assert model["learn_many_to_plain_in_process"] > 0 and model["update_to_plain"] > 0
-    assert ldro["decode_workers"] == 1 and ldro["learn_batches"] == 2 and ldro["learn_worker_cpu_s_per_batch"] > 0
-    assert umnn["decode_workers"] == 0 and umnn["learn_worker_cpu_s_per_batch"] == 0  # no worker form
+    assert ldro["decode_workers"] == 1 and ldro["learn_batches"] == 2
+    assert ldro["learn_records_decoded_by_workers"] == 8 * 2  # every record of every measurement
+    assert umnn["decode_workers"] == 0 and umnn["learn_records_decoded_by_workers"] == 0  # no worker form
