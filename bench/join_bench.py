@@ -49,6 +49,7 @@ from rich.table import Table  # noqa: E402
 from support import fresh_topics, settings_env  # noqa: E402
 
 from common import stack  # noqa: E402
+from common.stack import process_cpu_s  # noqa: E402,F401 - join_scaling imports it from here
 from common.config import load_settings  # noqa: E402
 from simulator.click_models import ClickModel  # noqa: E402
 from simulator.kuairand import load_kuairand  # noqa: E402
@@ -140,12 +141,6 @@ def faust_noop_rate(settings, expected: int) -> float:
         if "FAUST_NOOP_RATE" in line:
             return float(line.split("FAUST_NOOP_RATE", 1)[1].split()[0])
     raise RuntimeError(f"faust no-op run failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}")
-
-
-def process_cpu_s(pid: int) -> float:
-    """User + system CPU seconds of a process so far (/proc; Linux only)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def group_cpu_s(pgid: int | None) -> float:

@@ -65,6 +65,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from contracts.events import ITEM_FEATURES_KEY, LABELED_LIST_SCHEMA, decode, encode  # noqa: E402
 from contracts.fast_decode import decode_example  # noqa: E402
 from learners.fusion.context import task_statistics  # noqa: E402
+from common.stack import process_cpu_s  # noqa: E402
 from learners.ingest.decode_pool import DecodePool  # noqa: E402
 from learners.registry import build_learner  # noqa: E402
 from learners.runtime.feature_fill import FeatureFill  # noqa: E402
@@ -156,7 +157,6 @@ def measure(name: str, examples, records, named_records, json_records, reps: int
     ``len(stream_records)``), interleaved per rep."""
     cfg = {} if name == "umnn" else {"n_features": 300}
     size, steps = len(examples), len(records)
-    flat = [r for batch in records for r in batch]
     probe = build_learner(name, **cfg)
     built = probe.batch_builder(size)
     for ex in examples:
@@ -194,24 +194,27 @@ def measure(name: str, examples, records, named_records, json_records, reps: int
     stage_s: dict[bool, list[float]] = {True: [], False: []}  # the update stage's own seconds, by prefetch
     spec = getattr(probe.batch_builder(1), "spec", None)
     pool = DecodePool(spec(), workers) if spec is not None and workers else None  # started once, as a stream would
-    if pool is None:  # no pipeline to fill: the calibrators' update dominates (2 s a batch), keep it short
+    if pool is None or stream_records is None:  # no pipeline to fill: the calibrators' update dominates (2 s a batch)
         stream_records = records
-    stream = [r for batch in stream_records or records for r in batch]
-    stream_steps = len(stream_records or records)
+    stream = [r for batch in stream_records for r in batch]
+    stream_steps = len(stream_records)
     cpu: dict[str, list[float]] = {"process": [], "workers": [], "decoded": []}
 
-    def learn(recs=flat, prepare=None, prefetch: bool = True, use_pool: bool = False) -> None:
+    def workers_cpu_s() -> float:
+        return sum(process_cpu_s(pid) for pid in pool.pids) if pool is not None else 0.0
+
+    def learn(recs, prepare=None, prefetch: bool = True, use_pool: bool = False) -> None:
         runtime = LearnerRuntime(name, build_learner(name, **cfg), None,
                                  RuntimeConfig(batch_size=size, checkpoint_every=10 ** 9, prefetch=prefetch),
                                  decode_pool=pool if use_pool else None)
         runtime.prepare = prepare
-        process0, workers0 = time.process_time(), pool.cpu_seconds() if use_pool and pool else 0.0
+        process0, workers0 = time.process_time(), workers_cpu_s() if use_pool else 0.0
         runtime.offer(recs)
         assert runtime.applied == len(recs), runtime.status()
         if use_pool:
             assert pool is None or not pool.broken, pool.broken
             cpu["process"].append(time.process_time() - process0)
-            cpu["workers"].append(pool.cpu_seconds() - workers0 if pool else 0.0)
+            cpu["workers"].append(workers_cpu_s() - workers0)
             cpu["decoded"].append(runtime.worker_decoded)
         elif recs is stream:
             stage_s[prefetch].append(sum(runtime.timings["learn"]))

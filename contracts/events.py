@@ -24,7 +24,7 @@ import json
 import re
 import sys
 from pathlib import Path
-from typing import Literal, Union
+from typing import Any, Literal, Union
 
 import numpy as np
 from pydantic import ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
@@ -336,6 +336,16 @@ def _check_list_size(event: AnyEvent, max_list_size: int | None) -> AnyEvent:
     if max_list_size is not None and isinstance(event, Impression) and len(event.items) > max_list_size:
         raise EventError("oversized_list", "items", f"{len(event.items)} items > {max_list_size}")
     return event
+
+
+def features_to_fill(example: Any) -> str | None:
+    """The feature (``view:feature``) that ``example``'s impression names under :data:`ITEM_FEATURES_KEY`
+    when some of its items carry no features of their own (the learners fill those rows by item id);
+    ``None`` when there is nothing to fill. A model or a decoded struct alike."""
+    ref = example.impression.context.get(ITEM_FEATURES_KEY)
+    if isinstance(ref, str) and any(item_feature_count(item) is None for item in example.impression.items):
+        return ref
+    return None
 
 
 def encode(event: AnyEvent) -> bytes:

@@ -39,7 +39,6 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 
 from learners.ingest.slots import Slot, read_frame, write_frame
-from learners.policy.batch import Rejected
 
 log = logging.getLogger(__name__)
 ROOT = Path(__file__).resolve().parents[2]
@@ -47,11 +46,6 @@ MAIN = ["main"]
 #: one chunk: ``(verdicts, arrays)``, a verdict per record; ``arrays`` are the slot's rows that the
 #: ``ok`` verdicts point at (``None`` when every verdict is ``main``), valid until the iterator is advanced
 Chunk = tuple[list[list], dict[str, np.ndarray] | None]
-
-
-def rejected_of(example_id: str, field: str, detail: str) -> Rejected:
-    """The :class:`~learners.policy.batch.Rejected` of a worker's ``["rej", ...]`` verdict."""
-    return Rejected(example_id, field, detail)
 
 
 class DecodePoolError(RuntimeError):
@@ -67,7 +61,7 @@ class _Worker:
         self.timeout_s = timeout_s
         self.slots: list[Slot] = []
         self.proc: subprocess.Popen | None = None
-        ready = None
+        started = False
         try:
             for _ in range(slots):
                 self.slots.append(Slot.create(rows, items, d, k, input_bytes, prefix=f"streamrank-decode-{os.getpid()}-"))
@@ -78,10 +72,11 @@ class _Worker:
             write_frame(self.proc.stdin, {"spec": spec, "rows": rows, "items": items, "input_bytes": input_bytes,
                                           "max_bytes": max_bytes, "fill": fill, "fds": fds})
             ready = read_frame(self.proc.stdout, self.timeout_s + 60)  # the first answer waits for imports
+            started = bool(ready) and "ready" in ready
         finally:
-            if not ready or "ready" not in ready:
+            if not started:
                 self.close()
-        if not ready or "ready" not in ready:
+        if not started:
             code = self.proc.returncode if self.proc is not None else None
             raise DecodePoolError(f"decode worker {index} did not start (exit code {code})")
         self.free: deque[int] = deque(range(slots))
@@ -101,20 +96,17 @@ class _Worker:
         return reply
 
     def close(self) -> None:
-        if self.proc is None:
-            for slot in self.slots:
-                slot.close()
-            return
-        for stream in (self.proc.stdin, self.proc.stdout):
+        if self.proc is not None:  # end of input: the worker exits; one that does not is killed
+            for stream in (self.proc.stdin, self.proc.stdout):
+                try:
+                    stream.close()
+                except OSError:
+                    pass
             try:
-                stream.close()
-            except OSError:
-                pass
-        try:
-            self.proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+                self.proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
         for slot in self.slots:
             slot.close()
 
@@ -219,17 +211,10 @@ class DecodePool:
                     self.broken = str(exc)
                     self.close()
 
-    def cpu_seconds(self) -> float:
-        """CPU seconds (user + system) the running workers used so far (``/proc``; 0 where unreadable)."""
-        ticks = os.sysconf("SC_CLK_TCK")
-        total = 0.0
-        for worker in self.workers:
-            try:
-                fields = Path(f"/proc/{worker.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
-                total += (int(fields[11]) + int(fields[12])) / ticks
-            except (OSError, IndexError, ValueError):
-                pass
-        return total
+    @property
+    def pids(self) -> list[int]:
+        """The running workers' process ids (benches read their CPU time)."""
+        return [worker.proc.pid for worker in self.workers]
 
     def close(self) -> None:
         for worker in self.workers:

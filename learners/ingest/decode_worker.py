@@ -30,16 +30,10 @@ from typing import Any
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
-from contracts.events import ITEM_FEATURES_KEY, EventError, item_feature_count  # noqa: E402
+from contracts.events import EventError, features_to_fill  # noqa: E402
 from contracts.fast_decode import decode_example  # noqa: E402
 from learners.ingest.lists import PER_ITEM, ListArrays  # noqa: E402
 from learners.ingest.slots import Slot, read_frame, write_frame  # noqa: E402
-
-
-def needs_fill(example: Any) -> bool:
-    """Whether the runtime's feature fill would change ``example`` (its items name their features)."""
-    ref = example.impression.context.get(ITEM_FEATURES_KEY)
-    return isinstance(ref, str) and any(item_feature_count(item) is None for item in example.impression.items)
 
 
 def verdicts(builder: ListArrays, values: list[Any], max_bytes: int, fill: bool) -> list[list]:
@@ -53,7 +47,7 @@ def verdicts(builder: ListArrays, values: list[Any], max_bytes: int, fill: bool)
             out.append(["dead", exc.reason, exc.field, exc.detail])
             continue
         m = len(example.impression.items)
-        if m > builder.n or (fill and needs_fill(example)):
+        if m > builder.n or (fill and features_to_fill(example) is not None):
             out.append(["main"])
             continue
         try:

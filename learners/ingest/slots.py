@@ -105,16 +105,10 @@ def write_frame(stream: BinaryIO, doc: Any) -> None:
 def read_frame(stream: BinaryIO, timeout_s: float | None = None) -> Any | None:
     """The next frame's JSON; ``None`` at end of stream (the other side closed or died).
 
-    With ``timeout_s`` (an unbuffered pipe: ``stream.fileno()`` is read directly) a frame that has not
-    fully arrived by then raises :class:`TimeoutError` (the other side hangs)."""
-    if timeout_s is None:
-        head = stream.read(_LENGTH.size)
-        if len(head) < _LENGTH.size:
-            return None
-        (length,) = _LENGTH.unpack(head)
-        payload = stream.read(length)
-        return json.loads(payload) if len(payload) == length else None
-    deadline = time.monotonic() + timeout_s
+    Reads ``stream.fileno()`` directly (frames are the only thing read from it, so no buffer sits in
+    between); a frame that has not fully arrived within ``timeout_s`` raises :class:`TimeoutError`
+    (the other side hangs)."""
+    deadline = None if timeout_s is None else time.monotonic() + timeout_s
     head = _read_exact(stream.fileno(), _LENGTH.size, deadline)
     if head is None:
         return None
@@ -122,11 +116,10 @@ def read_frame(stream: BinaryIO, timeout_s: float | None = None) -> Any | None:
     return None if payload is None else json.loads(payload)
 
 
-def _read_exact(fd: int, size: int, deadline: float) -> bytes | None:
+def _read_exact(fd: int, size: int, deadline: float | None) -> bytes | None:
     parts, missing = [], size
     while missing:
-        ready, _, _ = select.select([fd], [], [], max(0.0, deadline - time.monotonic()))
-        if not ready:
+        if deadline is not None and not select.select([fd], [], [], max(0.0, deadline - time.monotonic()))[0]:
             raise TimeoutError(f"no complete frame within the deadline ({size - missing} of {size} bytes)")
         part = os.read(fd, missing)
         if not part:

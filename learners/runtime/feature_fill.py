@@ -34,7 +34,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from contracts.events import ITEM_FEATURES_KEY, LabeledList, item_feature_count
+from contracts.events import LabeledList, features_to_fill, item_feature_count
 from contracts.fast_decode import LabeledListS, replaced
 
 Example = LabeledList | LabeledListS  # the runtime hands over the decoder's struct, tests the model
@@ -96,8 +96,8 @@ class FeatureFill:
     def __call__(self, examples: Sequence[Example]) -> list[Example]:
         wanted: dict[str, list[int]] = {}  # feature ref -> indexes of examples that need it
         for i, example in enumerate(examples):
-            ref = example.impression.context.get(ITEM_FEATURES_KEY)
-            if isinstance(ref, str) and any(item_feature_count(item) is None for item in example.impression.items):
+            ref = features_to_fill(example)
+            if ref is not None:
                 wanted.setdefault(ref, []).append(i)
         if not wanted:
             return list(examples)

@@ -15,7 +15,8 @@ import logging
 from contextlib import closing
 from typing import Any, Sequence
 
-from learners.ingest.decode_pool import DecodePool, DecodePoolError, rejected_of
+from learners.ingest.decode_pool import DecodePool, DecodePoolError
+from learners.policy.batch import Rejected
 from learners.runtime.batching import Record, StepResult, _Pending, batch_builder
 from streams.dead_letter import DeadLetter
 
@@ -63,7 +64,7 @@ class WorkerIntake:
                 self._rows_from = arrays
             self._rows.append((int(verdict[2]), int(verdict[3]), example_id))
         else:
-            self._rejected.append(rejected_of(example_id, verdict[2], verdict[3]))
+            self._rejected.append(Rejected(example_id, verdict[2], verdict[3]))
         self._enqueue(rec, example_id, now)
 
     def _copy_rows(self) -> None:

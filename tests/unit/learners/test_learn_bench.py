@@ -10,6 +10,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[3]
 
 
@@ -22,7 +24,7 @@ def test_the_learn_bench_prints_the_contract_keys_with_the_decode_workers():
     assert doc["lists"] == 8 and doc["items"] == 50 and doc["features"] == 300
     ldro, umnn = doc["ldro"], doc["umnn"]
     for model in (ldro, umnn):
-        assert model["learn_many_to_plain"] == model["plain_s_per_batch"] / model["learn_s_per_batch"]
+        assert model["learn_many_to_plain"] == pytest.approx(model["plain_s_per_batch"] / model["learn_s_per_batch"])
         assert model["learn_many_to_plain_in_process"] > 0 and model["update_to_plain"] > 0
     assert ldro["decode_workers"] == 1 and ldro["learn_batches"] == 2
     assert ldro["learn_records_decoded_by_workers"] == 8 * 2  # every record of every measurement
