@@ -39,7 +39,7 @@ from typing import Any, Iterable
 from common.config import Settings
 from contracts.events import Impression
 from contracts.fast_decode import ImpressionS, decode_record
-from streams.dead_letter import DeadLetter
+from streams.dead_letter import DeadLetter, conflict_letter
 from streams.delivery import PendingDeliveries
 from streams.join import (
     ClosedBy,
@@ -86,7 +86,7 @@ class Joiner:
         self.deadlines: dict[int, list[tuple[float, str]]] = {}
         self.session_ended: set[str] = set()
         self.parsed: dict[str, Impression] = {}
-        self.closing: set[str] = set()
+        self.closing: dict[str, str] = {}  # request id -> its impression's event_id, while its example is sent
         self.held_since: dict[str, float] = {}
         self.positions = ConsumerPositions(app, settings, metrics, config.idle_timeout_s)
         self.membership = GroupMembership(app, settings, metrics)
@@ -159,8 +159,11 @@ class Joiner:
                                    record.key, value))
             return None
         rid = checked.request_id
-        if rid in self.closing:
-            self._count_after_close(checked)
+        if rid in self.closing:  # a different impression is a conflict here too, not a re-delivery
+            if isinstance(checked, IMPRESSIONS) and checked.event_id != self.closing[rid]:
+                dead.append(conflict_letter(self.closing[rid], topic, partition, record))
+            else:
+                self._count_after_close(checked)
             return None
         entry = dirty.get(rid)
         if entry is None:
@@ -169,9 +172,7 @@ class Joiner:
         if isinstance(checked, IMPRESSIONS):
             result = apply_impression(entry, checked)
             if result.outcome == "conflict":
-                dead.append(DeadLetter("conflicting_impression", "event_id",
-                                       f"request already has impression {entry['imp']!r}", topic, partition,
-                                       offset, record.key, value))
+                dead.append(conflict_letter(entry["imp"], topic, partition, record))
                 return None
             self.watermarks.observe(partition, logical, checked.ts)
             if result.outcome == "duplicate":
@@ -267,7 +268,7 @@ class Joiner:
             example = close_entry_json(tombstone, impression, self.config, self.weights, reason, watermark,
                                        impression_offset=entry.get("off"), raw=entry["raw"].encode("utf-8"))
             tombstone.pop("raw", None)
-            self.closing.add(rid)
+            self.closing[rid] = impression.event_id
             ready.append((rid, entry, tombstone, example, reason))
         for rid, entry, tombstone, example, reason in ready:
             self.writes.example(rid, example, partial(self._delivered, rid, entry, tombstone, reason))
@@ -277,7 +278,7 @@ class Joiner:
 
     def _not_delivered(self, rid: str, open_entry: dict, error: str) -> None:
         """Keep the entry open in the table (it may never have been written) so a tick retries it."""
-        self.closing.discard(rid)
+        self.closing.pop(rid, None)
         self.metrics.last_error = error
         self.writes.put(rid, open_entry)
         self.writes.flush_soon()
@@ -288,7 +289,7 @@ class Joiner:
         if delivery.cancelled() or delivery.exception() is not None:
             self._not_delivered(rid, open_entry, f"example for {rid} not delivered: {delivery!r}")
             return
-        self.closing.discard(rid)
+        self.closing.pop(rid, None)
         self.writes.put(rid, tombstone)
         self.writes.flush_soon()
         self.parsed.pop(rid, None)

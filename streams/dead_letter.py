@@ -87,3 +87,10 @@ class DeadLetter:
     def from_record(cls, record: Any) -> "DeadLetter":
         """Parse a consumed dead-letter record (kafka-python ``ConsumerRecord`` or alike)."""
         return cls(**letter_fields(record))
+
+
+def conflict_letter(held_event_id: str, topic: str, partition: int, record: Any) -> DeadLetter:
+    """The letter of a second impression (another ``event_id``) for a request that already has
+    ``held_event_id``: the first impression stays, this one is refused."""
+    return DeadLetter("conflicting_impression", "event_id", f"request already has impression {held_event_id!r}",
+                      topic, partition, record.offset, record.key, record.value)
