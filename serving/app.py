@@ -136,6 +136,9 @@ def build_runtime(settings: Settings, config: ServeConfig, with_watcher: bool = 
                               keep=partial(gate_usable, prefix_k=config.gate.prefix_k),
                               observe=feeds.example if feeds is not None else None) \
         if settings.kafka and (config.gate.enabled or config.dashboard) else None
+    from serving.features import build_feature_source  # noqa: PLC0415
+
+    features = build_feature_source(config.feature_source, settings)
     watcher = registry = None
     if with_watcher and settings.redis:
         from feature_store.snapshots import SnapshotRegistry  # noqa: PLC0415
@@ -143,13 +146,11 @@ def build_runtime(settings: Settings, config: ServeConfig, with_watcher: bool = 
         from serving.watcher import SnapshotWatcher  # noqa: PLC0415
 
         registry = SnapshotRegistry(settings.redis_url, settings, announce_kafka=False)
-        watcher = SnapshotWatcher(registry, holder, config.roles(), gate=PromotionGate(config.gate), examples=examples,
+        watcher = SnapshotWatcher(registry, holder, config.roles(), examples=examples,
+                                  gate=PromotionGate(config.gate, features.rows if features is not None else None),
                                   poll_interval_s=config.poll_interval_s, use_pubsub=config.watch_pubsub,
                                   use_kafka=config.watch_kafka, tasks=config.tasks,
                                   on_swap=feeds.swap if feeds is not None else None)
-    from serving.features import build_feature_source  # noqa: PLC0415
-
-    features = build_feature_source(config.feature_source, settings)
     repair = None
     if features is not None and config.repair_features:
         from feature_store.scheduling import MaterializeRepair  # noqa: PLC0415

@@ -104,6 +104,20 @@ class FeastItemFeatures:
             self.from_cache += source == "cache"
         return FeatureRead(torch.from_numpy(out), source)
 
+    def rows(self, feature: str, item_ids: Sequence[str]) -> np.ndarray | None:
+        """``[n, d]`` rows of ``item_ids`` for the promotion gate, which scores logged lists that name
+        ``feature`` instead of carrying it (zeros for unknown items, as served); ``None`` for another
+        feature or when neither the store nor the cache has any of them. Not counted as requests."""
+        if feature != self.reference:
+            return None
+        try:
+            out, known = self.reader.read_item_vectors(item_ids, self.output)
+        except (RedisError, OSError):
+            out, known = self.cache.get_many(item_ids)
+        if out.shape[1] == 0 or not known.any():
+            return None
+        return out
+
     def _fill_from_cache(self, item_ids: Sequence[str], out: np.ndarray,
                          known: np.ndarray) -> tuple[np.ndarray, np.ndarray, str]:
         """Rows the store no longer has but the cache does (the store lost them): filled, marked degraded."""

@@ -24,18 +24,27 @@ With ``floor_cold_start`` the reference value is the better of the current snaps
 cold-start policy's, so successive small "not worse" steps cannot drift below the fallback. With fewer than ``min_samples`` usable examples
 the gate keeps the serving policy (``accept_without_data=False``, the default) or lets the
 snapshot through (``True``), and says "insufficient data" in the decision either way.
+
+The policies are scored on the inputs they served with. A server that fetches item features
+from the feature store logs only the feature's name (``context["item_features"]``,
+``ServeConfig.log_fetched_features`` off), so the gate reads those rows back by item id
+(``item_features``, the server's feature source) before it scores a logged list, as the learners
+do. Scored with zero features instead, a feature-using reranker (LDRO reads 300) is judged as a
+different policy than the one serving: its weights no longer describe it, and the log-probs of
+the serving snapshot do not reproduce the logged ones. A logged list whose named features cannot
+be read is left out of the window (and tried again at the next decision).
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
 
-from contracts.events import LabeledList, item_feature_count, item_feature_matrix
+from contracts.events import LabeledList, features_to_fill, item_feature_count, item_feature_matrix
 from contracts.learner import RerankRequest
 from evaluation.ope import ESTIMATORS
 from serving.baseline import pl_logprob
@@ -102,8 +111,19 @@ def logged_logprob(example: LabeledList, prefix_k: int = 0) -> float:
     return float(imp.context[prefix_key(prefix_k)]) if prefix_k else float(imp.list_logprob)
 
 
-def request_from_example(example: LabeledList) -> RerankRequest:
-    """The candidates as served (in shown order), with the task scores and fusion weights logged."""
+#: ``(feature, item_ids) -> [n, d]`` rows of the named item feature (zeros for unknown items),
+#: ``None`` when they cannot be read (the server's :class:`serving.features.FeastItemFeatures`)
+ItemFeatures = Callable[[str, Sequence[str]], "np.ndarray | None"]
+
+
+class FeaturesUnavailable(LookupError):
+    """A logged list names its item features and they could not be read back."""
+
+
+def request_from_example(example: LabeledList, item_features: ItemFeatures | None = None) -> RerankRequest:
+    """The candidates as served (in shown order), with the task scores and fusion weights logged,
+    and the item features: carried by the items, or read by ``item_features`` when the impression
+    names them (:class:`FeaturesUnavailable` when it names them and they cannot be read)."""
     imp = example.impression
     tasks = list(imp.items[0].scores)
     task_scores = {}
@@ -111,8 +131,14 @@ def request_from_example(example: LabeledList) -> RerankRequest:
         task_scores[t] = torch.tensor([(it.calibrated or it.scores).get(t, it.scores.get(t, 0.5)) for it in imp.items],
                                       dtype=torch.float64)
     counts = [item_feature_count(it) for it in imp.items]
+    ref = features_to_fill(example)
     if len(set(counts)) == 1 and counts[0] is not None:
         features = torch.from_numpy(item_feature_matrix(imp.items))
+    elif ref is not None:
+        rows = item_features(ref, [it.item_id for it in imp.items]) if item_features is not None else None
+        if rows is None or len(rows) != len(imp.items):
+            raise FeaturesUnavailable(f"example {example.example_id}: item features {ref!r} cannot be read")
+        features = torch.as_tensor(np.asarray(rows, dtype=np.float32))
     else:
         features = torch.zeros((len(imp.items), 0))
     context: dict[str, Any] = dict(imp.context)
@@ -139,8 +165,9 @@ def policy_logprobs(component: Component | None, examples: Sequence[LabeledList]
 class PromotionGate:
     """Compares candidate and current reranker on recent logged data (see the module docstring)."""
 
-    def __init__(self, config: GateConfig | None = None) -> None:
+    def __init__(self, config: GateConfig | None = None, item_features: ItemFeatures | None = None) -> None:
         self.config = config or GateConfig()
+        self.item_features = item_features  # reads back the item features impressions name (module docstring)
         # Log-probs of the serving policy per example, reused while that version serves (the
         # candidate changes every snapshot, the current one only on a swap).
         self._cache: dict[tuple[str, str, str], float] = {}
@@ -149,8 +176,22 @@ class PromotionGate:
 
     def requests_for(self, examples: Sequence[LabeledList]) -> list[RerankRequest]:
         known = self._requests
-        self._requests = {ex.example_id: known.get(ex.example_id) or request_from_example(ex) for ex in examples}
+        self._requests = {ex.example_id: known.get(ex.example_id) or request_from_example(ex, self.item_features)
+                          for ex in examples}
         return [self._requests[ex.example_id] for ex in examples]
+
+    def scorable(self, examples: Sequence[LabeledList]) -> list[LabeledList]:
+        """``examples`` whose request can be built (their named item features read); the others are
+        left out of this decision and tried again at the next."""
+        out = []
+        for ex in examples:
+            if ex.example_id not in self._requests:
+                try:
+                    self._requests[ex.example_id] = request_from_example(ex, self.item_features)
+                except FeaturesUnavailable:
+                    continue
+            out.append(ex)
+        return out
 
     def _logprobs(self, component: Component | None, examples: Sequence[LabeledList], cache: bool) -> np.ndarray:
         k = self.config.prefix_k
@@ -201,7 +242,7 @@ class PromotionGate:
         cfg = self.config
         if not cfg.enabled:
             return GateDecision(True, "gate disabled", 0, estimator=cfg.estimator)
-        data = [ex for ex in examples if usable(ex, cfg.prefix_k)][-cfg.window:]
+        data = self.scorable([ex for ex in examples if usable(ex, cfg.prefix_k)][-cfg.window:])
         if len(data) < cfg.min_samples:
             # Without evidence the serving policy stays (default): a first, barely trained snapshot
             # must not replace the cold start before the logs can judge it.
