@@ -129,7 +129,8 @@ def build_runtime(settings: Settings, config: ServeConfig, with_watcher: bool = 
     """Wire holder, emitter, examples reader and snapshot watcher from settings."""
     holder = ModelHolder()
     emitter = ImpressionEmitter(settings.kafka, settings.topics.impressions, max_queue=config.emit_queue,
-                                max_record_bytes=settings.max_event_bytes)
+                                max_record_bytes=settings.max_event_bytes,
+                                producer_config={"linger_ms": int(round(config.emit_linger_ms))})
     recorder = DashboardRecorder() if config.dashboard else None
     feeds = DashboardFeeds(recorder, settings.kafka, settings.topics.dead_letter) if recorder is not None else None
     examples = RecentExamples(settings.kafka, settings.topics.examples, maxlen=config.gate.window,

@@ -43,6 +43,13 @@ class ServeConfig:
     tasks: tuple[str, ...] = ("click", "long_view", "watch_time")
     default_fusion_weights: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_FUSION_WEIGHTS))
     emit_queue: int = 10_000
+    #: How long the impression producer holds records to send them together (kafka-python's
+    #: ``linger_ms``). At 5 ms and a few hundred requests/s nearly every impression went out in a
+    #: produce request of its own; at 50 ms the producer's I/O thread used 0.33 instead of 0.43 ms
+    #: of CPU per request (``/proc`` per-thread CPU in two ``bench/serving_load.py --quick`` runs,
+    #: BENCHMARKS.md "Serving"). An impression reaches the log at most that much later (the
+    #: learners join it with feedback that comes seconds later).
+    emit_linger_ms: float = 50.0
     log_features: bool = True
     #: Copy item features fetched from the feature store into each impression. Off: the
     #: impression names the feature instead (``context["item_features"]``) and the learners
@@ -89,6 +96,8 @@ class ServeConfig:
             raise ValueError(f"explore_rate must be in [0, 1], got {self.explore_rate}")
         if self.max_candidates < 1:
             raise ValueError(f"max_candidates must be >= 1, got {self.max_candidates}")
+        if self.emit_linger_ms < 0:
+            raise ValueError(f"emit_linger_ms must be >= 0, got {self.emit_linger_ms}")
         if self.gil_switch_ms < 0:
             raise ValueError(f"gil_switch_ms must be >= 0, got {self.gil_switch_ms}")
         if self.batch_window_ms < 0 or self.max_batch < 1:

@@ -136,3 +136,61 @@ def test_an_impression_the_contract_refuses_raises_the_contract_error_not_bad_by
     out["calibrated"] = {t: [float("nan")] * 3 for t in out["calibrated"]}  # a broken calibrator's output
     with pytest.raises(ValueError, match="calibrated"):
         impression_factory(b, out, config, 1.0)()
+
+
+class SlowSource(CountingSource):
+    """A source whose read takes a while and records the thread it ran on and when it ended."""
+
+    def __init__(self, seconds: float = 0.05, fail: bool = False) -> None:
+        super().__init__()
+        self.seconds, self.fail = seconds, fail
+        self.threads: list[str] = []
+        self.ended_at: float | None = None
+
+    def read(self, user_id, query, item_ids):
+        import threading
+        import time
+
+        self.threads.append(threading.current_thread().name)
+        time.sleep(self.seconds)
+        self.ended_at = time.perf_counter()
+        if self.fail:
+            raise ConnectionError("store down")
+        return super().read(user_id, query, item_ids)
+
+
+def test_the_feature_read_overlaps_the_models_and_answers_as_a_read_on_the_scoring_thread(bundle):
+    import threading
+
+    config = ServeConfig(explore=False)
+    bodies = [body(i, n, features=False) for i, n in enumerate((5, 3))]
+    source = SlowSource()
+    out = score_batch(bundle, [prepare(b, config) for b in bodies], config, source)
+    assert source.threads and source.threads[0] != threading.current_thread().name  # read off this thread
+    assert len(source.reads) == 1 and len(source.reads[0]) == 8
+    alone = score_batch(bundle, [prepare(b, config) for b in bodies], config, CountingSource())
+    for o, a in zip(out, alone):
+        assert torch.equal(o["request"].features, a["request"].features) and o["order"] == a["order"]
+        assert o["degraded"] is None and o["feature_ref"] == "test:features"
+
+
+def test_a_model_that_raises_still_waits_for_the_read_and_a_failed_read_raises(bundle, monkeypatch):
+    import time
+
+    from serving import components
+
+    config = ServeConfig(explore=False)
+    prepared = [prepare(body(0, 4, features=False), config)]
+    source = SlowSource(seconds=0.1)
+
+    def broken(*_args, **_kwargs):
+        raise RuntimeError("calibrator broke")
+
+    with monkeypatch.context() as m:
+        m.setattr(components, "calibrate_many", broken)
+        with pytest.raises(RuntimeError, match="calibrator broke"):
+            score_batch(bundle, prepared, config, source)
+        returned_at = time.perf_counter()
+    assert source.ended_at is not None and source.ended_at <= returned_at
+    with pytest.raises(ConnectionError, match="store down"):
+        score_batch(bundle, prepared, config, SlowSource(seconds=0.0, fail=True))

@@ -180,3 +180,16 @@ def test_worker_environment_empties_a_folder_per_port(tmp_path):
     assert metrics_dir(settings, config, {SERVE_METRICS_ENV: "/x/y"}).as_posix() == "/x/y"
     # a PROMETHEUS_MULTIPROC_DIR inherited from a Feast import is not the workers' folder
     assert metrics_dir(settings, config, {MULTIPROC_ENV: "/tmp/feast_metrics_x"}) == tmp_path / "serving-metrics" / "18123"
+
+
+def test_impression_linger_setting_reaches_the_producer_and_its_bound():
+    from serving.app import build_runtime
+
+    settings = load_settings({})
+    assert load_serve_config(settings, env={}).emit_linger_ms == 50.0
+    config = load_serve_config(settings, env={"STREAMRANK_SERVE_EMIT_LINGER_MS": "5"})
+    runtime = build_runtime(settings, config, with_watcher=False)
+    assert runtime.emitter._producer_config["linger_ms"] == 5
+    assert build_runtime(settings, ServeConfig(), with_watcher=False).emitter._producer_config["linger_ms"] == 50
+    with pytest.raises(ValueError, match="emit_linger_ms must be >= 0"):
+        ServeConfig(emit_linger_ms=-1)
