@@ -9,22 +9,13 @@ import pytest
 import torch
 
 from contracts.events import IMPRESSION_SCHEMA, ITEM_FEATURES_KEY, FusionDecision, Impression, JoinInfo, ShownItem
-from serving.baseline import LinearListScorer, pl_logprob
-from serving.components import Component
+from serving.baseline import pl_logprob
 from serving.gate import GateConfig, PromotionGate
 from streams.labeling import label_impression
 from streams.rewards import ListOutcome, RewardWeights
+from test_gate_logic import scorer  # same directory: on sys.path; ranks by its one item feature
 
 FEATURE = "documents:vector"
-
-
-def scorer(weight: float) -> Component:
-    """A reranker that ranks by its one item feature only (task scores ignored)."""
-    model = LinearListScorer(n_features=1)
-    with torch.no_grad():
-        model.task_weight.zero_()
-        model.feature_weight.fill_(weight)
-    return Component("reranker", "linear-pl", str(weight), model)
 
 
 def named_features_example(i: int, gen: torch.Generator, rows: dict[str, list[float]]):
