@@ -49,7 +49,7 @@ from rich.table import Table  # noqa: E402
 from support import fresh_topics, settings_env  # noqa: E402
 
 from common import stack  # noqa: E402
-from common.stack import process_cpu_s  # noqa: E402,F401 - join_scaling imports it from here
+from common.stack import process_cpu_s  # noqa: E402
 from common.config import load_settings  # noqa: E402
 from simulator.click_models import ClickModel  # noqa: E402
 from simulator.kuairand import load_kuairand  # noqa: E402

@@ -28,10 +28,11 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tests"))
 sys.path.insert(0, str(REPO / "bench"))
 
-from join_bench import CONFIG, DATA, group_cpu_s, process_cpu_s  # noqa: E402
+from join_bench import CONFIG, DATA, group_cpu_s  # noqa: E402
 from support import fresh_topics, settings_env  # noqa: E402
 
 from common import stack  # noqa: E402
+from common.stack import process_cpu_s  # noqa: E402
 from common.config import load_settings  # noqa: E402
 from simulator.logs import write_simulated_log  # noqa: E402
 from streams.replay import replay  # noqa: E402

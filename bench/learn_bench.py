@@ -253,9 +253,8 @@ def measure(name: str, examples, records, named_records, json_records, reps: int
     if pool is not None:
         pool.close()
     t = {k: statistics.median(v) for k, v in times.items()}
-    t["learn"] *= steps / stream_steps  # per `steps` batches, like the others
-    t["learn_in_process"] *= steps / stream_steps
-    t["learn_inline"] *= steps / stream_steps
+    for key in ("learn", "learn_in_process", "learn_inline"):  # per `steps` batches, like the others
+        t[key] *= steps / stream_steps
     return {"learn_many_to_plain": t["plain"] / t["learn"], "update_to_plain": t["plain"] / t["update"],
             "decode_workers": workers if pool is not None else 0, "learn_batches": stream_steps,
             "learn_many_to_plain_in_process": t["plain"] / t["learn_in_process"],

@@ -68,8 +68,9 @@ class Slot:
 
     def write_input(self, values: list[bytes]) -> None:
         """Copy ``values`` one after another into the input area (one copy each, no joined buffer)."""
-        if sum(len(v) for v in values) > self.input_bytes:
-            raise ValueError(f"chunk of {sum(len(v) for v in values)} bytes over the slot's {self.input_bytes}")
+        total = sum(len(v) for v in values)
+        if total > self.input_bytes:
+            raise ValueError(f"chunk of {total} bytes over the slot's {self.input_bytes}")
         at = self.input_offset
         for value in values:
             self.map[at:at + len(value)] = value
