@@ -5,7 +5,7 @@ features, the simulator's training queries, tensorised before the clock starts):
 takes each whole batch; N processes (``--ranks``) take ``1/N`` of it each and all-reduce their
 example-weighted gradients (:mod:`learners.distributed.sync`), so both see the same lists per
 update. ``speedup`` = the 1-rank wall time over the N-rank one (the slowest rank) for the timed
-steps; ``ndcg10_one_rank`` / ``ndcg10_ranks``: NDCG@10 on held-out simulator requests over the
+steps (each run passes over the batches ``--reps`` times; medians of the passes); ``ndcg10_one_rank`` / ``ndcg10_ranks``: NDCG@10 on held-out simulator requests over the
 LETOR queries after the same number of lists (equal within sampling noise: one process takes each
 batch in its own order, the ranks' union is in rank order, so a list meets other Gumbel draws; on the
 same order they are equal up to float summation, tests/integration/learners/test_data_parallel.py).
@@ -13,8 +13,14 @@ Ranks are separate processes started here; results come back as JSON files.
 
 On a shared machine the wall-clock ``speedup`` measures the scheduler: a rank that is not running
 holds the others in the next all-reduce. ``cpu_speedup`` (the 1-rank process's CPU seconds over the
-busiest rank's) and ``collective_s_per_rank`` (seconds spent inside all-reduce/all-gather, mostly
-waiting for the other rank) show what the ranks themselves cost.
+busiest rank's) and ``collective_s_per_rank`` (seconds spent inside all-reduce/all-gather, and in the wait
+for an overlapped all-reduce, mostly waiting for the other rank) show what the ranks themselves cost.
+
+``independent_speedup`` is the machine's ceiling for the same split: the N processes learn the
+same shares at the same time with no collective at all (N unrelated models; one barrier before the
+clock starts, none after), so it is the 1-rank time over the slowest of N processes that only
+compete for the cores, caches and memory. ``speedup_vs_independent`` = ``speedup`` /
+``independent_speedup`` is what the gradient all-reduce and the lockstep cost on top of that.
 
 Run: ``.venv/bin/python bench/ddp_bench.py --ranks 2 [--quick] [--json]``
 """
@@ -23,7 +29,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -42,9 +50,15 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def rank_main(rank: int, world: int, port: int, steps: int, lists: int, out: Path) -> None:
-    """One rank: build the data, learn its share of every batch, write timings (and rank 0: NDCG)."""
+def rank_main(rank: int, world: int, port: int, steps: int, lists: int, out: Path, independent: bool = False,
+              reps: int = 1) -> None:
+    """One rank: build the data, learn its share of every batch ``reps`` times (timed per pass, the
+    ranks starting each pass together), write the timings (and rank 0: NDCG@10 after the first pass).
+
+    ``independent``: join the group only to start the clock together; learn the share as a model of
+    its own, with no gradient all-reduce (the machine's ceiling for N concurrent processes)."""
     torch.set_num_threads(1)
+    from common.heap import freeze_startup_heap  # noqa: PLC0415
     from common.paths import shared_data  # noqa: PLC0415
     from learners.distributed.group import init_group, leave_group  # noqa: PLC0415
     from learners.distributed.sync import GradientSync  # noqa: PLC0415
@@ -69,7 +83,8 @@ def rank_main(rank: int, world: int, port: int, steps: int, lists: int, out: Pat
             built.add(labeled_example(sim, r, range(len(r.candidates)), source="bench"))
         batches.append(built)
     waited = [0.0]  # seconds inside collectives (waiting for the other ranks + the transfer)
-    if world > 1:
+    synced = world > 1 and not independent
+    if synced:
         for name in ("all_reduce", "all_gather"):
             def timed(*a, _f=getattr(torch.distributed, name), **k):
                 t0 = time.perf_counter()
@@ -78,33 +93,50 @@ def rank_main(rank: int, world: int, port: int, steps: int, lists: int, out: Pat
                 finally:
                     waited[0] += time.perf_counter() - t0
             setattr(torch.distributed, name, timed)
-        init_group(torch.device("cpu"), rank, world, "127.0.0.1", port)
-        learner.sync = GradientSync()
-        learner.running.reducer = learner.sync.moments
-    learner.learn_built(batches[0])
+        from learners.distributed import sync as sync_module  # noqa: PLC0415
+
+        for pending in (sync_module.PendingGrads, sync_module.PendingSums):
+            def timed_wait(self, _f=pending.wait):  # an overlapped all-reduce: its wait
+                t0 = time.perf_counter()
+                try:
+                    return _f(self)
+                finally:
+                    waited[0] += time.perf_counter() - t0
+            pending.wait = timed_wait
     if world > 1:
-        torch.distributed.barrier()
-    waited[0] = 0.0
-    started, cpu = time.perf_counter(), time.process_time()
-    for built in batches[1:]:
-        learner.learn_built(built)
-    elapsed = time.perf_counter() - started
-    doc = {"rank": rank, "seconds": elapsed, "lists": sum(b.count for b in batches[1:]), "collective_s": waited[0],
-           "cpu_s": time.process_time() - cpu}
-    if rank == 0:
-        test_sim = SessionSimulator(letor, kuairand, config, seed=10_000, namespace="heldout")
-        held_out = HeldOut.build(test_sim, 200, letor.n_features)
-        doc["ndcg10"] = held_out.ndcg(learner.scores_for(held_out.batch))["ndcg@10"]
+        init_group(torch.device("cpu"), rank, world, "127.0.0.1", port)
+    if synced:
+        learner.sync = GradientSync()
+        learner.running.reducer = learner.sync.start_moments
+    learner.learn_built(batches[0])
+    freeze_startup_heap()  # as a learner rank does after start-up (learners.distributed.rank)
+    doc: dict = {"rank": rank, "rep_seconds": [], "rep_cpu_s": [], "collective_s": 0.0,
+                 "lists": sum(b.count for b in batches[1:])}
+    for rep in range(reps):
+        if world > 1:
+            torch.distributed.barrier()
+        waited[0] = 0.0
+        started, cpu = time.perf_counter(), time.process_time()
+        for built in batches[1:]:
+            learner.learn_built(built)
+        doc["rep_seconds"].append(time.perf_counter() - started)
+        doc["rep_cpu_s"].append(time.process_time() - cpu)
+        doc["collective_s"] += waited[0] / reps
+        if rep == 0 and rank == 0 and not independent:  # after one pass over the lists, as one process would
+            test_sim = SessionSimulator(letor, kuairand, config, seed=10_000, namespace="heldout")
+            held_out = HeldOut.build(test_sim, 200, letor.n_features)
+            doc["ndcg10"] = held_out.ndcg(learner.scores_for(held_out.batch))["ndcg@10"]
     (out / f"rank{rank}.json").write_text(json.dumps(doc))
     if world > 1:
         leave_group()
 
 
-def launch(world: int, steps: int, lists: int) -> list[dict]:
+def launch(world: int, steps: int, lists: int, reps: int, independent: bool = False) -> list[dict]:
     with tempfile.TemporaryDirectory() as tmp:
         port = _free_port()
+        extra = ["--independent"] if independent else []
         procs = [subprocess.Popen([sys.executable, __file__, "--rank", str(r), "--world", str(world), "--port",
-                                   str(port), "--steps", str(steps), "--lists", str(lists), "--out", tmp])
+                                   str(port), "--steps", str(steps), "--lists", str(lists), "--out", tmp, "--reps", str(reps), *extra])
                  for r in range(world)]
         codes = [p.wait() for p in procs]
         if any(codes):
@@ -123,24 +155,40 @@ def main() -> None:
     parser.add_argument("--world", type=int, default=1, help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--out", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--reps", type=int, default=3, help="timed passes over the batches; figures are medians")
+    parser.add_argument("--independent", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     steps = args.steps or (6 if args.quick else 20)
     if args.rank is not None:
-        rank_main(args.rank, args.world, args.port, steps, args.lists, Path(args.out))
+        rank_main(args.rank, args.world, args.port, steps, args.lists, Path(args.out), args.independent, args.reps)
         return
-    one = launch(1, steps, args.lists)
-    many = launch(args.ranks, steps, args.lists)
-    slowest = max(r["seconds"] for r in many)
+    one = launch(1, steps, args.lists, args.reps)
+    many = launch(args.ranks, steps, args.lists, args.reps)
+    apart = launch(args.ranks, steps, args.lists, args.reps, independent=True)
+
+    def wall(ranks: list[dict]) -> float:
+        """Median over the passes of the slowest rank's seconds (the ranks start each pass together)."""
+        return statistics.median(max(r["rep_seconds"][i] for r in ranks) for i in range(args.reps))
+
+    def cpu(ranks: list[dict]) -> list[float]:
+        return [statistics.median(r["rep_cpu_s"]) for r in ranks]
+
+    lists = sum(r["lists"] for r in many)
+    one_s, many_s, apart_s = wall(one), wall(many), wall(apart)
     doc = {"ranks": args.ranks, "backend": "gloo", "threads_per_rank": 1, "steps": steps, "lists_per_step": args.lists,
-           "seconds_one_rank": one[0]["seconds"], "seconds_ranks": slowest,
-           "lists_per_s_one_rank": one[0]["lists"] / one[0]["seconds"],
-           "lists_per_s_ranks": sum(r["lists"] for r in many) / slowest,
-           "speedup": one[0]["seconds"] / slowest, "cpu_s_one_rank": one[0]["cpu_s"],
-           "cpu_speedup": one[0]["cpu_s"] / max(r["cpu_s"] for r in many),
-           "cpu_s_per_rank": [r["cpu_s"] for r in many], "collective_s_per_rank": [r["collective_s"] for r in many], "ndcg10_one_rank": one[0]["ndcg10"], "ndcg10_ranks": many[0]["ndcg10"]}
+           "reps": args.reps, "seconds_one_rank": one_s, "seconds_ranks": many_s,
+           "lists_per_s_one_rank": one[0]["lists"] / one_s, "lists_per_s_ranks": lists / many_s,
+           "speedup": one_s / many_s, "cpu_s_one_rank": cpu(one)[0],
+           "cpu_speedup": cpu(one)[0] / max(cpu(many)), "cpu_s_per_rank": cpu(many),
+           "collective_s_per_rank": [r["collective_s"] for r in many],
+           "ndcg10_one_rank": one[0]["ndcg10"], "ndcg10_ranks": many[0]["ndcg10"],
+           "independent_speedup": one_s / apart_s, "speedup_vs_independent": apart_s / many_s,
+           "independent_cpu_s_per_rank": cpu(apart), "load_average": list(os.getloadavg())}
+    ceiling = doc["independent_speedup"]
     print(json.dumps(doc, indent=2) if args.json else
           f"{args.ranks} ranks vs 1: speedup {doc['speedup']:.2f}x ({doc['lists_per_s_ranks']:.0f} vs "
-          f"{doc['lists_per_s_one_rank']:.0f} lists/s); NDCG@10 {doc['ndcg10_ranks']:.4f} vs {doc['ndcg10_one_rank']:.4f}")
+          f"{doc['lists_per_s_one_rank']:.0f} lists/s); NDCG@10 {doc['ndcg10_ranks']:.4f} vs {doc['ndcg10_one_rank']:.4f}; "
+          f"{args.ranks} processes with no all-reduce: {ceiling:.2f}x (the machine's ceiling)")
 
 
 if __name__ == "__main__":

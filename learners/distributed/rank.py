@@ -30,6 +30,7 @@ import torch
 import torch.distributed as dist
 
 from common.config import Settings
+from common.heap import freeze_startup_heap
 from contracts.events import Impression, ItemLabels, JoinInfo, LabeledList, ShownItem
 from contracts.learner import RUNTIME_META_KEY, LearnerState
 from learners.distributed.group import init_group, leave_group, owned_partitions
@@ -83,7 +84,7 @@ class Rank:
                              "histogram baselines are batch statistics that are not all-reduced")
         learner.sync = GradientSync(learner.device if hasattr(learner, "device") else None)
         if hasattr(learner, "running"):
-            learner.running.reducer = learner.sync.moments
+            learner.running.reducer = learner.sync.start_moments
         self.learner = learner
         self.store = CheckpointStore(options.checkpoint_dir, options.model)
         self.sidecars = self.store.dir / "ranks"
@@ -117,6 +118,8 @@ class Rank:
             self._start_publisher()
             self.sidecars.mkdir(parents=True, exist_ok=True)
             (self.sidecars / f"rank{self.options.rank}.pid").write_text(str(os.getpid()))
+            # a full collection walking the start-up heap would stall every rank in the next collective
+            freeze_startup_heap()
             while True:
                 self._gather(consumer, producer)
                 held, applied, stop = self._all_reduce([self.runtime.queued, self._applied_delta(),

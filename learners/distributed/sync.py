@@ -4,7 +4,8 @@ Every loss a learner minimises is a mean over some count of its batch (lists, it
 lists, calibration rows): :math:`L = \frac{1}{C}\sum_{i} \ell_i`. Rank :math:`r` holds the part
 :math:`C_r` of the union's :math:`C = \sum_r C_r`; it scales its local mean by
 :math:`s_r = C_r / C` (:meth:`GradientSync.shares`, one all-reduce of the counts) and the
-gradients are summed over ranks (:meth:`GradientSync.reduce_grads`, one all-reduce per module):
+gradients are summed over ranks (:meth:`GradientSync.reduce_grads`, one all-reduce per module, or
+:meth:`GradientSync.start_reduce_grads` to overlap it with compute that does not need them):
 
 .. math:: \sum_r s_r \nabla \Big(\frac{1}{C_r}\sum_{i \in r} \ell_i\Big)
           = \nabla \frac{1}{C}\sum_i \ell_i
@@ -14,7 +15,7 @@ VLDB, for the all-reduce; the count weighting makes unequal local batches exact)
 no data in a step has :math:`C_r = 0`, contributes a zero gradient and still takes the step, so
 no rank waits forever and every rank applies the same Adam step: the replicas stay identical.
 Statistics a learner keeps across batches (the running moments of the advantages) are updated
-from all-reduced sums (:meth:`GradientSync.moments`), so they too equal the union's. Gradient
+from all-reduced sums (:meth:`GradientSync.start_moments`), so they too equal the union's. Gradient
 clipping runs after the reduction, on the union gradient.
 """
 
@@ -63,24 +64,56 @@ class GradientSync:
 
     def reduce_grads(self, *modules: torch.nn.Module) -> None:
         """Sum every parameter's gradient over ranks (a missing gradient counts as zero), in one flat all-reduce."""
+        self.start_reduce_grads(*modules).wait()
+
+    def start_reduce_grads(self, *modules: torch.nn.Module) -> "PendingGrads":
+        """:meth:`reduce_grads` started asynchronously: compute that does not read these gradients can run
+        until :meth:`PendingGrads.wait` (the lockstep's wait for the slowest rank overlaps it)."""
         params = [p for module in modules for p in module.parameters() if p.requires_grad]
         if not params:
-            return
+            return PendingGrads([], None, None)
         flat = torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1) for p in params])
-        dist.all_reduce(flat)
-        start = 0
-        for p in params:
-            n = p.numel()
-            p.grad = flat[start:start + n].view_as(p).clone()
-            start += n
+        return PendingGrads(params, flat, dist.all_reduce(flat, async_op=True))
 
-    def moments(self, values: torch.Tensor) -> tuple[float, float, float]:
+    def moments(self, values: torch.Tensor) -> tuple[float, ...]:
         """``(count, sum, sum of squares)`` of ``values`` over all ranks."""
+        return self.start_moments(values).wait()
+
+    def start_moments(self, values: torch.Tensor) -> "PendingSums":
+        """:meth:`moments` started asynchronously (the reducer of
+        :class:`learners.policy.advantages.RunningMoments` on a rank)."""
         v = values.detach().double().flatten()
         if self.idle:
             v = v[:0]
         local = torch.stack([torch.tensor(float(v.numel()), dtype=torch.float64), v.sum().cpu(),
                              (v * v).sum().cpu()]).to(self.device)
-        dist.all_reduce(local)
-        count, total, squares = (float(x) for x in local.cpu())
-        return count, total, squares
+        return PendingSums(local, dist.all_reduce(local, async_op=True))
+
+
+class PendingSums:
+    """An all-reduce of a few float64 sums in flight; :meth:`wait` returns them as floats."""
+
+    def __init__(self, sums: torch.Tensor, work: object) -> None:
+        self.sums, self.work = sums, work
+
+    def wait(self) -> tuple[float, ...]:
+        self.work.wait()  # type: ignore[attr-defined]
+        return tuple(float(x) for x in self.sums.cpu())
+
+
+class PendingGrads:
+    """An all-reduce of flattened gradients in flight; :meth:`wait` writes the sums back to ``.grad``."""
+
+    def __init__(self, params: list[torch.nn.Parameter], flat: torch.Tensor | None, work: object | None) -> None:
+        self.params, self.flat, self.work = params, flat, work
+
+    def wait(self) -> None:
+        if self.work is None or self.flat is None:
+            return
+        self.work.wait()  # type: ignore[attr-defined]
+        start = 0
+        for p in self.params:
+            n = p.numel()
+            p.grad = self.flat[start:start + n].view_as(p).clone()
+            start += n
+        self.work = None

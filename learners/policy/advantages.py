@@ -29,9 +29,15 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Protocol
 
 import torch
+
+
+class PendingSums(Protocol):
+    """An all-reduce of ``(count, sum, sum of squares)`` in flight (:class:`learners.distributed.sync.PendingSums`)."""
+
+    def wait(self) -> tuple[float, ...]: ...
 
 
 @dataclass
@@ -46,24 +52,33 @@ class RunningMoments:
     mean: float = 0.0
     var: float = 0.0
     weight: float = 0.0  # 1 - decay^t: the bias correction
-    #: data-parallel ranks: ``values -> (count, sum, sum of squares)`` over all ranks
-    #: (:meth:`learners.distributed.sync.GradientSync.moments`); not state
-    reducer: Callable[[torch.Tensor], tuple[float, float, float]] | None = field(default=None, compare=False,
-                                                                                 repr=False)
+    #: data-parallel ranks: ``values ->`` an all-reduce in flight whose ``wait()`` gives ``(count, sum, sum of
+    #: squares)`` over all ranks (:meth:`learners.distributed.sync.GradientSync.start_moments`); not state
+    reducer: Callable[[torch.Tensor], PendingSums] | None = field(default=None, compare=False, repr=False)
 
     def update(self, values: torch.Tensor) -> None:
+        self.begin_update(values)()
+
+    def begin_update(self, values: torch.Tensor) -> Callable[[], None]:
+        """Start folding ``values`` in; the returned call finishes it. On data-parallel ranks the union's
+        sums are being all-reduced in between, so compute that does not read the moments can overlap the
+        wait (every rank calls this, even with no values); elsewhere the update is already done."""
         values = values.detach().double().flatten()
-        if self.reducer is not None:  # the union batch's moments (every rank calls this, even with no values)
-            count, total, squares = self.reducer(values)
-            if count == 0:
-                return
-            batch_mean = total / count
-            batch_var = max(squares / count - batch_mean ** 2, 0.0)
-        elif values.numel() == 0:
-            return
-        else:
-            batch_mean = float(values.mean())
-            batch_var = float(values.var(unbiased=False))
+        if self.reducer is not None:
+            pending = self.reducer(values)
+            return lambda: self._fold_sums(*pending.wait())
+        if values.numel() > 0:
+            self._fold(float(values.mean()), float(values.var(unbiased=False)))
+        return lambda: None
+
+    def _fold_sums(self, count: float, total: float, squares: float) -> None:
+        """The union batch's sums from the ranks (nothing when no rank had values)."""
+        if count > 0:
+            mean = total / count
+            self._fold(mean, max(squares / count - mean ** 2, 0.0))
+
+    def _fold(self, batch_mean: float, batch_var: float) -> None:
+        """One batch's mean and (population) variance into the exponential moments."""
         d = self.decay
         self.mean = d * self.mean + (1.0 - d) * batch_mean
         self.var = d * self.var + (1.0 - d) * (batch_var + batch_mean ** 2)  # running E[x^2]
@@ -120,10 +135,22 @@ def decoupled(rewards: torch.Tensor, running: RunningMoments, mask: torch.Tensor
     ``running`` is updated with this batch's centred rewards first, so the very first batch
     is scaled by its own batch std.
     """
+    centred, finish = begin_decoupled(rewards, running, mask)
+    return finish()
+
+
+def begin_decoupled(rewards: torch.Tensor, running: RunningMoments, mask: torch.Tensor | None = None,
+                    eps: float = 1e-6) -> tuple[torch.Tensor, Callable[[], torch.Tensor]]:
+    """:func:`decoupled` in two halves: the centred rewards now, the advantages from the returned call
+    (between the two, data-parallel ranks all-reduce the moments: :meth:`RunningMoments.begin_update`)."""
     m = _mask(rewards, mask)
     centred = (rewards - group_mean(rewards, m)).masked_fill(~m, 0.0)
-    running.update(centred[m])
-    return centred / (running.corrected_std + eps)
+    fold = running.begin_update(centred[m])
+
+    def finish() -> torch.Tensor:
+        fold()
+        return centred / (running.corrected_std + eps)
+    return centred, finish
 
 
 def dual_relative(rewards: torch.Tensor, running: RunningMoments, mask: torch.Tensor | None = None,

@@ -53,7 +53,7 @@ from learners.policy.batch import (
 from learners.policy.plackett_luce import greedy_order, gumbel_max_sample, list_logprob
 from learners.policy.state import PolicyCheckpointing
 from learners.ranking.network import SetScorer
-from learners.ranking.objective import list_policy_loss
+from learners.ranking.objective import list_logprobs, weighted_policy_loss
 from learners.ranking.reward_model import ItemRewardModel
 from learners.ranking.teacher import PointerTeacher, preferred_order, sequential_kd
 
@@ -167,7 +167,8 @@ class LDROLearner(ListPolicyLearning, PolicyCheckpointing):
                 s_lists, s_items = shares
 
         reward_loss = self.reward_model.loss(x, mask, lists.item_rewards)
-        steps = [(self.reward_opt, self.reward_model, reward_loss, s_items)]
+        steps: list[tuple[torch.optim.Optimizer, torch.nn.Module, torch.Tensor, float]] = [
+            (self.reward_opt, self.reward_model, reward_loss, s_items)]
 
         kd_weight = self._kd_weight()
         if cfg.distill:
@@ -177,32 +178,39 @@ class LDROLearner(ListPolicyLearning, PolicyCheckpointing):
             teacher_steps = teacher_steps.detach()
             steps.append((self.teacher_opt, self.teacher, teacher_loss, s_items))
             metrics["teacher_nll"] = float(teacher_loss.detach())
-        self._steps(steps)  # reward model and teacher are independent: one gradient all-reduce for both
+        # reward model and teacher are independent: one gradient all-reduce for both, in flight while the
+        # student (which reads neither) scores and samples; their Adam steps follow, before the rewards
+        pending = self._backward(steps)
         metrics["reward_model_loss"] = float(reward_loss.detach())
-
         scores = self.student(x, mask)
         orders = gumbel_max_sample(scores, cfg.group_size, mask, self.generator,
                                    getattr(self, "noise_rows", None))  # [B, G, n]
+        self._finish(steps, pending)
         with torch.no_grad():
             rewards = self.reward_model.list_value(x, mask, orders)  # [B, G]
         if cfg.use_logged_reward:
             served = torch.arange(x.shape[1], device=x.device).expand(x.shape[0], 1, -1)
             orders = torch.cat([served, orders], dim=1)
             rewards = torch.cat([lists.list_reward.unsqueeze(1), rewards], dim=1)
+        # data-parallel: the running moments' all-reduce is in flight while the log-probabilities and the
+        # distillation term (neither reads the advantages) are computed
         if cfg.decoupled:
-            advantage = adv.decoupled(rewards, self.running)
+            _, advantages = adv.begin_decoupled(rewards, self.running)
         else:
-            advantage = adv.group_normalised(rewards)
-        loss = list_policy_loss(scores, orders, advantage, mask, cfg.rank_weighted)
-        metrics["pg_loss"] = float(loss.detach())
-        if self.sync is not None:
-            loss = loss * s_lists
+            advantages = (lambda normalised: lambda: normalised)(adv.group_normalised(rewards))
+        per_list = list_logprobs(scores, orders, mask, cfg.rank_weighted)
+        kd = None
         if cfg.distill and kd_weight > 0:
             if cfg.kd_path == "greedy":
                 teacher_orders, teacher_logp = self.teacher.greedy(x, mask)
             else:  # "target": the teacher-forced distributions of this update's teacher step
                 teacher_orders, teacher_logp = target, teacher_steps
             kd = sequential_kd(scores, mask, teacher_orders, teacher_logp)
+        loss = weighted_policy_loss(per_list, advantages())
+        metrics["pg_loss"] = float(loss.detach())
+        if self.sync is not None:
+            loss = loss * s_lists
+        if kd is not None:
             loss = loss + kd_weight * (kd * s_items if self.sync is not None else kd)
             metrics["kd"] = float(kd.detach())
         self._steps([(self.student_opt, self.student, loss, 1.0)])
@@ -221,13 +229,24 @@ class LDROLearner(ListPolicyLearning, PolicyCheckpointing):
     def _steps(self, steps: list[tuple[torch.optim.Optimizer, torch.nn.Module, torch.Tensor, float]]) -> None:
         """Backward of each (optimizer, module, loss, share); data-parallel: ``share``-weighted losses and
         one all-reduce of all their gradients; then per module clip and Adam."""
+        self._finish(steps, self._backward(steps))
+
+    def _backward(self, steps: list[tuple[torch.optim.Optimizer, torch.nn.Module, torch.Tensor, float]]) -> Any:
+        """The backward passes of :meth:`_steps`; data-parallel: returns their gradient all-reduce, started."""
         for optimizer, _, loss, share in steps:
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"{self.name}: non-finite loss {float(loss)}")
             optimizer.zero_grad(set_to_none=True)
             (loss * share if self.sync is not None and share != 1.0 else loss).backward()
         if self.sync is not None:
-            self.sync.reduce_grads(*(module for _, module, _, _ in steps))
+            return self.sync.start_reduce_grads(*(module for _, module, _, _ in steps))
+        return None
+
+    def _finish(self, steps: list[tuple[torch.optim.Optimizer, torch.nn.Module, torch.Tensor, float]],
+                pending: Any) -> None:
+        """Wait for the gradient sums (data-parallel), then per module clip and Adam."""
+        if pending is not None:
+            pending.wait()
         for optimizer, module, _, _ in steps:
             if self.config.grad_clip > 0:
                 torch.nn.utils.clip_grad_norm_(module.parameters(), self.config.grad_clip)

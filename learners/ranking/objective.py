@@ -31,9 +31,21 @@ def list_policy_loss(scores: torch.Tensor, orders: torch.Tensor, advantages: tor
                      mask: torch.Tensor | None = None, rank_weighted: bool = True,
                      group_mask: torch.Tensor | None = None) -> torch.Tensor:
     """``scores`` ``[B, n]``, ``orders`` ``[B, G, n]``, ``advantages`` ``[B, G]`` -> scalar loss."""
+    return weighted_policy_loss(list_logprobs(scores, orders, mask, rank_weighted), advantages, group_mask)
+
+
+def list_logprobs(scores: torch.Tensor, orders: torch.Tensor, mask: torch.Tensor | None = None,
+                  rank_weighted: bool = True) -> torch.Tensor:
+    """The (rank-weighted) PL log-probability of each sampled order, ``[B, G]``: the part of
+    :func:`list_policy_loss` that does not read the advantages."""
     logp = step_logprobs(scores, orders, mask)  # [B, G, n]
     weights = rank_weights(orders.shape[-1], rank_weighted, scores.dtype, scores.device) * step_valid(orders, mask)
-    per_list = (weights * logp).sum(-1)  # [B, G]
+    return (weights * logp).sum(-1)
+
+
+def weighted_policy_loss(per_list: torch.Tensor, advantages: torch.Tensor,
+                         group_mask: torch.Tensor | None = None) -> torch.Tensor:
+    """``-mean(advantage * log-probability)`` over the sampled lists (``group_mask``: the real ones)."""
     if group_mask is None:
         group_mask = torch.ones_like(advantages, dtype=torch.bool)
     contrib = (advantages.detach() * per_list).masked_fill(~group_mask, 0.0)

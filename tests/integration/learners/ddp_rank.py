@@ -37,7 +37,7 @@ def main() -> None:
         init_group(torch.device("cpu"), rank, world, "127.0.0.1", port, timeout_s=60)
         learner.sync = GradientSync()
         if hasattr(learner, "running"):
-            learner.running.reducer = learner.sync.moments
+            learner.running.reducer = learner.sync.start_moments
     for k, batch in enumerate(steps):
         # rank r's part is batch[r::world]; one process learns the union in rank order
         mine = batch[rank::world] if world > 1 else batch[0::2] + batch[1::2]
