@@ -22,7 +22,11 @@ clock starts, none after), so it is the 1-rank time over the slowest of N proces
 compete for the cores, caches and memory. ``speedup_vs_independent`` = ``speedup`` /
 ``independent_speedup`` is what the gradient all-reduce and the lockstep cost on top of that.
 
-Run: ``.venv/bin/python bench/ddp_bench.py --ranks 2 [--quick] [--json]``
+With ``--device cuda`` rank ``r`` trains on ``cuda:r`` and the ranks all-reduce over nccl (one GPU per
+rank: the bench refuses fewer GPUs than ranks); the clock waits for each rank's GPU at the start and
+end of a pass, and ``collective_s_per_rank`` then times only the launch of the (asynchronous) nccl calls.
+
+Run: ``.venv/bin/python bench/ddp_bench.py --ranks 2 [--device cpu|cuda] [--quick] [--json]``
 """
 
 from __future__ import annotations
@@ -51,7 +55,7 @@ def _free_port() -> int:
 
 
 def rank_main(rank: int, world: int, port: int, steps: int, lists: int, out: Path, independent: bool = False,
-              reps: int = 1) -> None:
+              reps: int = 1, device_kind: str = "cpu") -> None:
     """One rank: build the data, learn its share of every batch ``reps`` times (timed per pass, the
     ranks starting each pass together), write the timings (and rank 0: NDCG@10 after the first pass).
 
@@ -75,7 +79,8 @@ def rank_main(rank: int, world: int, port: int, steps: int, lists: int, out: Pat
     sim = SessionSimulator(letor, kuairand, config, seed=0, namespace="train")
     requests = [r for r in sim.requests(steps * lists + lists) if len(r.candidates) >= 2]
     batches = []
-    learner = build_learner("ldro", n_features=letor.n_features)
+    device = torch.device("cuda", rank) if device_kind == "cuda" else torch.device("cpu")  # nccl: a GPU per rank
+    learner = build_learner("ldro", n_features=letor.n_features, device=str(device))
     for s in range(steps + 1):  # step 0 warms up (allocator, first Adam step), untimed
         part = requests[s * lists:(s + 1) * lists][rank::world]
         built = learner.batch_builder(len(part))
@@ -104,9 +109,9 @@ def rank_main(rank: int, world: int, port: int, steps: int, lists: int, out: Pat
                     waited[0] += time.perf_counter() - t0
             pending.wait = timed_wait
     if world > 1:
-        init_group(torch.device("cpu"), rank, world, "127.0.0.1", port)
+        init_group(device, rank, world, "127.0.0.1", port)  # gloo on the CPU, nccl on CUDA
     if synced:
-        learner.sync = GradientSync()
+        learner.sync = GradientSync(device)
         learner.running.reducer = learner.sync.start_moments
     learner.learn_built(batches[0])
     freeze_startup_heap()  # as a learner rank does after start-up (learners.distributed.rank)
@@ -116,9 +121,13 @@ def rank_main(rank: int, world: int, port: int, steps: int, lists: int, out: Pat
         if world > 1:
             torch.distributed.barrier()
         waited[0] = 0.0
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
         started, cpu = time.perf_counter(), time.process_time()
         for built in batches[1:]:
             learner.learn_built(built)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
         doc["rep_seconds"].append(time.perf_counter() - started)
         doc["rep_cpu_s"].append(time.process_time() - cpu)
         doc["collective_s"] += waited[0] / reps
@@ -131,12 +140,12 @@ def rank_main(rank: int, world: int, port: int, steps: int, lists: int, out: Pat
         leave_group()
 
 
-def launch(world: int, steps: int, lists: int, reps: int, independent: bool = False) -> list[dict]:
+def launch(world: int, steps: int, lists: int, reps: int, independent: bool = False, device: str = "cpu") -> list[dict]:
     with tempfile.TemporaryDirectory() as tmp:
         port = _free_port()
         extra = ["--independent"] if independent else []
         procs = [subprocess.Popen([sys.executable, __file__, "--rank", str(r), "--world", str(world), "--port",
-                                   str(port), "--steps", str(steps), "--lists", str(lists), "--out", tmp, "--reps", str(reps), *extra])
+                                   str(port), "--steps", str(steps), "--lists", str(lists), "--out", tmp, "--reps", str(reps), "--device", device, *extra])
                  for r in range(world)]
         codes = [p.wait() for p in procs]
         if any(codes):
@@ -156,15 +165,21 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--out", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--reps", type=int, default=3, help="timed passes over the batches; figures are medians")
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
+                        help="cpu: gloo, one thread per rank; cuda: nccl, rank r on cuda:r (one GPU per rank)")
     parser.add_argument("--independent", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     steps = args.steps or (6 if args.quick else 20)
     if args.rank is not None:
-        rank_main(args.rank, args.world, args.port, steps, args.lists, Path(args.out), args.independent, args.reps)
+        rank_main(args.rank, args.world, args.port, steps, args.lists, Path(args.out), args.independent, args.reps,
+                  args.device)
         return
-    one = launch(1, steps, args.lists, args.reps)
-    many = launch(args.ranks, steps, args.lists, args.reps)
-    apart = launch(args.ranks, steps, args.lists, args.reps, independent=True)
+    if args.device == "cuda" and torch.cuda.device_count() < args.ranks:
+        parser.error(f"--device cuda: nccl needs one GPU per rank; {args.ranks} ranks, "
+                     f"{torch.cuda.device_count()} CUDA device(s) here")
+    one = launch(1, steps, args.lists, args.reps, device=args.device)
+    many = launch(args.ranks, steps, args.lists, args.reps, device=args.device)
+    apart = launch(args.ranks, steps, args.lists, args.reps, independent=True, device=args.device)
 
     def wall(ranks: list[dict]) -> float:
         """Median over the passes of the slowest rank's seconds (the ranks start each pass together)."""
@@ -175,7 +190,7 @@ def main() -> None:
 
     lists = sum(r["lists"] for r in many)
     one_s, many_s, apart_s = wall(one), wall(many), wall(apart)
-    doc = {"ranks": args.ranks, "backend": "gloo", "threads_per_rank": 1, "steps": steps, "lists_per_step": args.lists,
+    doc = {"ranks": args.ranks, "backend": "nccl" if args.device == "cuda" else "gloo", "device": args.device, "threads_per_rank": 1, "steps": steps, "lists_per_step": args.lists,
            "reps": args.reps, "seconds_one_rank": one_s, "seconds_ranks": many_s,
            "lists_per_s_one_rank": one[0]["lists"] / one_s, "lists_per_s_ranks": lists / many_s,
            "speedup": one_s / many_s, "cpu_s_one_rank": cpu(one)[0],
