@@ -45,8 +45,32 @@ def step_logprobs(scores: torch.Tensor, orders: torch.Tensor, mask: torch.Tensor
     placed = scores.gather(-1, orders)
     valid = mask.gather(-1, orders)
     placed = placed.masked_fill(~valid, PAD_SCORE)
-    tail = torch.logcumsumexp(placed.flip(-1), dim=-1).flip(-1)  # log sum_{j >= k} exp s_{y_j}
-    return (placed - tail).masked_fill(~valid, 0.0)
+    return (placed - tail_logsumexp(placed, valid)).masked_fill(~valid, 0.0)
+
+
+#: Largest spread (nats) of a list's real scores for which :func:`tail_logsumexp` takes the float64
+#: exp-cumsum path: ``exp(-SPREAD)`` (~1e-261) is far above float64's smallest normal (~1e-308).
+SPREAD = 600.0
+
+
+def tail_logsumexp(placed: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    r""":math:`\log \sum_{j \ge k} \exp x_j` along the last dimension (the PL normaliser of every step).
+
+    ``torch.logcumsumexp`` computes it with a sequential, branchy loop (its forward and backward were
+    ~8 % of a GRPO update on the CPU). When every list's real scores lie within :data:`SPREAD` nats,
+    the same value is :math:`m + \log \sum_{j \ge k} e^{x_j - m}` with :math:`m` the list's largest
+    score, a reverse cumulative sum of exponentials done in float64 (no real term underflows; the
+    float32 result agrees with ``logcumsumexp`` to ~1e-6), about 5x faster forward and backward.
+    Padding (``PAD_SCORE``) contributes exp(-1e9) = 0; its own sums are clamped above 0, so log and
+    its gradient stay finite (its log-probabilities are masked to 0 anyway). Wider spreads (a diverged
+    scorer) take ``logcumsumexp``, which is exact at any spread."""
+    scores = placed.detach()
+    top = scores.amax(-1, keepdim=True)
+    lowest = scores.masked_fill(~valid, float("inf")).amin(-1, keepdim=True)
+    if placed.numel() == 0 or float((top - lowest).clamp_min(0).max()) > SPREAD:
+        return torch.logcumsumexp(placed.flip(-1), dim=-1).flip(-1)
+    sums = torch.exp((placed - top).double()).flip(-1).cumsum(-1).flip(-1)
+    return torch.log(sums.clamp_min(1e-300)).to(placed.dtype) + top
 
 
 def list_logprob(scores: torch.Tensor, orders: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
