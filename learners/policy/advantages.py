@@ -135,7 +135,7 @@ def decoupled(rewards: torch.Tensor, running: RunningMoments, mask: torch.Tensor
     ``running`` is updated with this batch's centred rewards first, so the very first batch
     is scaled by its own batch std.
     """
-    centred, finish = begin_decoupled(rewards, running, mask)
+    _, finish = begin_decoupled(rewards, running, mask, eps)
     return finish()
 
 
