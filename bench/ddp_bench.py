@@ -1,12 +1,13 @@
-"""Data-parallel LDRO on torch.distributed (gloo, one thread per rank): N ranks vs 1 on the same examples.
+"""Data-parallel LDRO on torch.distributed (gloo, one thread per rank; nccl on CUDA): N ranks vs 1 on the same examples.
 
 Both runs learn the same ``steps`` global batches of ``lists`` LETOR lists (50 candidates x 300
 features, the simulator's training queries, tensorised before the clock starts): one process
 takes each whole batch; N processes (``--ranks``) take ``1/N`` of it each and all-reduce their
 example-weighted gradients (:mod:`learners.distributed.sync`), so both see the same lists per
 update. ``speedup`` = the 1-rank wall time over the N-rank one (the slowest rank) for the timed
-steps (each run passes over the batches ``--reps`` times; medians of the passes); ``ndcg10_one_rank`` / ``ndcg10_ranks``: NDCG@10 on held-out simulator requests over the
-LETOR queries after the same number of lists (equal within sampling noise: one process takes each
+steps (each run passes over the batches ``--reps`` times; medians of the passes);
+``ndcg10_one_rank`` / ``ndcg10_ranks``: NDCG@10 on held-out simulator requests over the LETOR
+queries after one pass over the lists (equal within sampling noise: one process takes each
 batch in its own order, the ranks' union is in rank order, so a list meets other Gumbel draws; on the
 same order they are equal up to float summation, tests/integration/learners/test_data_parallel.py).
 Ranks are separate processes started here; results come back as JSON files.
@@ -156,7 +157,7 @@ def launch(world: int, steps: int, lists: int, reps: int, independent: bool = Fa
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--ranks", type=int, default=2)
-    parser.add_argument("--quick", action="store_true", help="6 timed steps (about 1-2 minutes on 2 cores)")
+    parser.add_argument("--quick", action="store_true", help="6 timed steps, --reps passes (about 25 s on 2 cores)")
     parser.add_argument("--steps", type=int, default=None, help="timed global batches (default 20, quick 6)")
     parser.add_argument("--lists", type=int, default=256, help="lists per global batch")
     parser.add_argument("--json", action="store_true")
