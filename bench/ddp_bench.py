@@ -66,7 +66,7 @@ def rank_main(rank: int, world: int, port: int, steps: int, lists: int, out: Pat
     from common.heap import freeze_startup_heap  # noqa: PLC0415
     from common.paths import shared_data  # noqa: PLC0415
     from learners.distributed.group import init_group, leave_group  # noqa: PLC0415
-    from learners.distributed.sync import GradientSync  # noqa: PLC0415
+    from learners.distributed import sync as sync_module  # noqa: PLC0415
     from learners.policy.evaluation import HeldOut, labeled_example  # noqa: PLC0415
     from learners.registry import build_learner  # noqa: PLC0415
     from simulator.click_models import ClickModel  # noqa: PLC0415
@@ -89,31 +89,26 @@ def rank_main(rank: int, world: int, port: int, steps: int, lists: int, out: Pat
             built.add(labeled_example(sim, r, range(len(r.candidates)), source="bench"))
         batches.append(built)
     waited = [0.0]  # seconds inside collectives (waiting for the other ranks + the transfer)
+
+    def timing(call):
+        def timed(*args, **kwargs):
+            t0 = time.perf_counter()
+            try:
+                return call(*args, **kwargs)
+            finally:
+                waited[0] += time.perf_counter() - t0
+        return timed
+
     synced = world > 1 and not independent
     if synced:
         for name in ("all_reduce", "all_gather"):
-            def timed(*a, _f=getattr(torch.distributed, name), **k):
-                t0 = time.perf_counter()
-                try:
-                    return _f(*a, **k)
-                finally:
-                    waited[0] += time.perf_counter() - t0
-            setattr(torch.distributed, name, timed)
-        from learners.distributed import sync as sync_module  # noqa: PLC0415
-
-        for pending in (sync_module.PendingGrads, sync_module.PendingSums):
-            def timed_wait(self, _f=pending.wait):  # an overlapped all-reduce: its wait
-                t0 = time.perf_counter()
-                try:
-                    return _f(self)
-                finally:
-                    waited[0] += time.perf_counter() - t0
-            pending.wait = timed_wait
+            setattr(torch.distributed, name, timing(getattr(torch.distributed, name)))
+        for pending in (sync_module.PendingGrads, sync_module.PendingSums):  # an overlapped all-reduce's wait
+            pending.wait = timing(pending.wait)
     if world > 1:
         init_group(device, rank, world, "127.0.0.1", port)  # gloo on the CPU, nccl on CUDA
     if synced:
-        learner.sync = GradientSync(device)
-        learner.running.reducer = learner.sync.start_moments
+        sync_module.attach(learner, device)
     learner.learn_built(batches[0])
     freeze_startup_heap()  # as a learner rank does after start-up (learners.distributed.rank)
     doc: dict = {"rank": rank, "rep_seconds": [], "rep_cpu_s": [], "collective_s": 0.0,
@@ -141,13 +136,14 @@ def rank_main(rank: int, world: int, port: int, steps: int, lists: int, out: Pat
         leave_group()
 
 
-def launch(world: int, steps: int, lists: int, reps: int, independent: bool = False, device: str = "cpu") -> list[dict]:
+def launch(world: int, steps: int, lists: int, reps: int, independent: bool = False,
+           device: str = "cpu") -> list[dict]:
     with tempfile.TemporaryDirectory() as tmp:
         port = _free_port()
         extra = ["--independent"] if independent else []
-        procs = [subprocess.Popen([sys.executable, __file__, "--rank", str(r), "--world", str(world), "--port",
-                                   str(port), "--steps", str(steps), "--lists", str(lists), "--out", tmp, "--reps", str(reps), "--device", device, *extra])
-                 for r in range(world)]
+        common = ["--world", str(world), "--port", str(port), "--steps", str(steps), "--lists", str(lists),
+                  "--out", tmp, "--reps", str(reps), "--device", device, *extra]
+        procs = [subprocess.Popen([sys.executable, __file__, "--rank", str(r), *common]) for r in range(world)]
         codes = [p.wait() for p in procs]
         if any(codes):
             raise SystemExit(f"a rank failed: exit codes {codes}")

@@ -54,7 +54,6 @@ Per item in Python remain: reading each candidate's task scores out of the valid
 from __future__ import annotations
 
 import random
-import threading
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import wait as futures_wait
@@ -165,18 +164,9 @@ def _fetch_features(batch: Sequence[Prepared], source: Any) -> list[tuple[torch.
     return out  # type: ignore[return-value]
 
 
-_READER: ThreadPoolExecutor | None = None
-_READER_LOCK = threading.Lock()
-
-
-def _reader() -> ThreadPoolExecutor:
-    """The one thread that reads features while the scoring thread calibrates and fuses (see :func:`score_batch`)."""
-    global _READER  # noqa: PLW0603 - one per process, started on first use
-    if _READER is None:
-        with _READER_LOCK:
-            if _READER is None:
-                _READER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="feature-read")
-    return _READER
+#: The one thread that reads features while the scoring thread calibrates and fuses (see
+#: :func:`score_batch`); an executor starts its thread at the first submit, in the process that submits.
+_READER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="feature-read")
 
 
 def score_batch(bundle: Bundle, batch: Sequence[Prepared], config: ServeConfig,
@@ -188,15 +178,14 @@ def score_batch(bundle: Bundle, batch: Sequence[Prepared], config: ServeConfig,
     the models' instead of adding to it. A model that raises still waits for the read to end."""
     reading = None
     if feature_source is not None and any(p.features is None for p in batch):
-        reading = _reader().submit(_fetch_features, batch, feature_source)
+        reading = _READER.submit(_fetch_features, batch, feature_source)
     try:
         calibrated = components.calibrate_many(bundle.calibrator, [(p.raw, p.calibration_context) for p in batch])
         fused = components.fusion_many(bundle.fusion, [(c, p.context) for c, p in zip(calibrated, batch)],
                                        [p.explore for p in batch], config.default_fusion_weights)
-    except BaseException:
+    finally:  # a model that raised still lets the read end before this batch's error goes up
         if reading is not None:
             futures_wait([reading])
-        raise
     features = reading.result() if reading is not None else _fetch_features(batch, feature_source)
     requests = [RerankRequest(item_ids=tuple(p.item_ids), features=f, task_scores=c,
                               context={**p.context, "fusion_weights": w}, upstream_scores=p.raw)

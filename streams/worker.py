@@ -7,16 +7,13 @@ partitions of ``impressions``/``feedback``; each needs its own ``name`` and web 
 from __future__ import annotations
 
 import asyncio
-import gc
 import logging
 import os
 import sys
 
-import faust
-
 from common.config import Settings
 from common.logs import plain_worker
-from common.heap import freeze_startup_heap
+from common.faust_worker import FrozenHeapWorker
 from streams.app import WorkerOptions, app_id, build_app
 from streams.worker_fencing import fence_dead_members
 
@@ -27,8 +24,9 @@ from streams.worker_fencing import fence_dead_members
 GC_THRESHOLDS = (50_000, 20, 100)
 
 
-class StreamsWorker(faust.Worker):
-    """``faust.Worker`` without the terminal spinner, and with a frozen heap after start-up.
+class StreamsWorker(FrozenHeapWorker):
+    """``faust.Worker`` without the terminal spinner, and with a frozen heap after start-up
+    (:class:`common.faust_worker.FrozenHeapWorker`) and ``GC_THRESHOLDS`` from then on.
 
     * Faust's spinner sets the root logger to DEBUG so that every log record (aiokafka and
       Faust debug records included) can turn it, even with ``--log-level warning`` and with no
@@ -40,14 +38,11 @@ class StreamsWorker(faust.Worker):
       before.
     """
 
+    gc_thresholds = GC_THRESHOLDS
+
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.spinner = None
-
-    async def on_startup_finished(self) -> None:
-        await super().on_startup_finished()
-        freeze_startup_heap()
-        gc.set_threshold(*GC_THRESHOLDS)
 
 
 def run_worker(settings: Settings, options: WorkerOptions, loglevel: str = "warning") -> None:

@@ -35,7 +35,7 @@ from contracts.events import Impression, ItemLabels, JoinInfo, LabeledList, Show
 from contracts.learner import RUNTIME_META_KEY, LearnerState
 from learners.distributed.group import init_group, leave_group, owned_partitions
 from learners.distributed.ledger import merge, rank_delta, read_sidecars, write_sidecar
-from learners.distributed.sync import GradientSync
+from learners.distributed.sync import attach
 from learners.registry import build_learner
 from learners.runtime.checkpoint import CheckpointStore
 from learners.runtime.runner import LearnerRuntime, Record, RuntimeConfig
@@ -82,9 +82,7 @@ class Rank:
             raise ValueError(f"{options.model}: data-parallel training needs gradient learners without SCLoss "
                              "(ldro, grpo, drpo, platt, umnn with --set sc_weight=0): SCLoss's bin caches and the "
                              "histogram baselines are batch statistics that are not all-reduced")
-        learner.sync = GradientSync(learner.device if hasattr(learner, "device") else None)
-        if hasattr(learner, "running"):
-            learner.running.reducer = learner.sync.start_moments
+        attach(learner, getattr(learner, "device", None))
         self.learner = learner
         self.store = CheckpointStore(options.checkpoint_dir, options.model)
         self.sidecars = self.store.dir / "ranks"

@@ -75,19 +75,26 @@ class GradientSync:
         flat = torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1) for p in params])
         return PendingGrads(params, flat, dist.all_reduce(flat, async_op=True))
 
-    def moments(self, values: torch.Tensor) -> tuple[float, ...]:
-        """``(count, sum, sum of squares)`` of ``values`` over all ranks."""
-        return self.start_moments(values).wait()
-
     def start_moments(self, values: torch.Tensor) -> "PendingSums":
-        """:meth:`moments` started asynchronously (the reducer of
-        :class:`learners.policy.advantages.RunningMoments` on a rank)."""
+        """``(count, sum, sum of squares)`` of ``values`` over all ranks, all-reduced asynchronously (the
+        reducer of :class:`learners.policy.advantages.RunningMoments` on a rank)."""
         v = values.detach().double().flatten()
         if self.idle:
             v = v[:0]
         local = torch.stack([torch.tensor(float(v.numel()), dtype=torch.float64), v.sum().cpu(),
                              (v * v).sum().cpu()]).to(self.device)
         return PendingSums(local, dist.all_reduce(local, async_op=True))
+
+
+def attach(learner: object, device: torch.device | None = None) -> GradientSync:
+    """Make ``learner`` take its steps with the other ranks: its gradients, and its running moments
+    when it keeps some, all-reduced over the default process group. Returns the learner's sync."""
+    sync = GradientSync(device)
+    learner.sync = sync  # type: ignore[attr-defined]
+    running = getattr(learner, "running", None)
+    if running is not None:
+        running.reducer = sync.start_moments
+    return sync
 
 
 class PendingSums:

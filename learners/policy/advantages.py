@@ -135,14 +135,13 @@ def decoupled(rewards: torch.Tensor, running: RunningMoments, mask: torch.Tensor
     ``running`` is updated with this batch's centred rewards first, so the very first batch
     is scaled by its own batch std.
     """
-    _, finish = begin_decoupled(rewards, running, mask, eps)
-    return finish()
+    return begin_decoupled(rewards, running, mask, eps)()
 
 
 def begin_decoupled(rewards: torch.Tensor, running: RunningMoments, mask: torch.Tensor | None = None,
-                    eps: float = 1e-6) -> tuple[torch.Tensor, Callable[[], torch.Tensor]]:
-    """:func:`decoupled` in two halves: the centred rewards now, the advantages from the returned call
-    (between the two, data-parallel ranks all-reduce the moments: :meth:`RunningMoments.begin_update`)."""
+                    eps: float = 1e-6) -> Callable[[], torch.Tensor]:
+    """:func:`decoupled` in two halves: the centring now, the advantages from the returned call (between
+    the two, data-parallel ranks all-reduce the moments: :meth:`RunningMoments.begin_update`)."""
     m = _mask(rewards, mask)
     centred = (rewards - group_mean(rewards, m)).masked_fill(~m, 0.0)
     fold = running.begin_update(centred[m])
@@ -150,7 +149,7 @@ def begin_decoupled(rewards: torch.Tensor, running: RunningMoments, mask: torch.
     def finish() -> torch.Tensor:
         fold()
         return centred / (running.corrected_std + eps)
-    return centred, finish
+    return finish
 
 
 def dual_relative(rewards: torch.Tensor, running: RunningMoments, mask: torch.Tensor | None = None,

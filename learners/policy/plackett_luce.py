@@ -57,10 +57,11 @@ def tail_logsumexp(placed: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
     r""":math:`\log \sum_{j \ge k} \exp x_j` along the last dimension (the PL normaliser of every step).
 
     ``torch.logcumsumexp`` computes it with a sequential, branchy loop (its forward and backward were
-    ~8 % of a GRPO update on the CPU). When every list's real scores lie within :data:`SPREAD` nats,
+    ~8 % of a GRPO update on the CPU in an ad hoc ``torch.profiler`` run; BENCHMARKS.md, issue 16). When every list's real scores lie within :data:`SPREAD` nats,
     the same value is :math:`m + \log \sum_{j \ge k} e^{x_j - m}` with :math:`m` the list's largest
     score, a reverse cumulative sum of exponentials done in float64 (no real term underflows; the
-    float32 result agrees with ``logcumsumexp`` to ~1e-6), about 5x faster forward and backward.
+    float32 result agrees with ``logcumsumexp`` to ~1e-6), about 5x faster forward and backward (ad hoc
+    timing; ``bench/learn_bench.py`` shows its effect on the update: BENCHMARKS.md).
     Padding (``PAD_SCORE``) contributes exp(-1e9) = 0; its own sums are clamped above 0, so log and
     its gradient stay finite (its log-probabilities are masked to 0 anyway). Wider spreads (a diverged
     scorer) take ``logcumsumexp``, which is exact at any spread."""

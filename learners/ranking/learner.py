@@ -194,10 +194,7 @@ class LDROLearner(ListPolicyLearning, PolicyCheckpointing):
             rewards = torch.cat([lists.list_reward.unsqueeze(1), rewards], dim=1)
         # data-parallel: the running moments' all-reduce is in flight while the log-probabilities and the
         # distillation term (neither reads the advantages) are computed
-        if cfg.decoupled:
-            _, advantages = adv.begin_decoupled(rewards, self.running)
-        else:
-            advantages = (lambda normalised: lambda: normalised)(adv.group_normalised(rewards))
+        finish_decoupled = adv.begin_decoupled(rewards, self.running) if cfg.decoupled else None
         per_list = list_logprobs(scores, orders, mask, cfg.rank_weighted)
         kd = None
         if cfg.distill and kd_weight > 0:
@@ -206,7 +203,8 @@ class LDROLearner(ListPolicyLearning, PolicyCheckpointing):
             else:  # "target": the teacher-forced distributions of this update's teacher step
                 teacher_orders, teacher_logp = target, teacher_steps
             kd = sequential_kd(scores, mask, teacher_orders, teacher_logp)
-        loss = weighted_policy_loss(per_list, advantages())
+        advantages = finish_decoupled() if finish_decoupled is not None else adv.group_normalised(rewards)
+        loss = weighted_policy_loss(per_list, advantages)
         metrics["pg_loss"] = float(loss.detach())
         if self.sync is not None:
             loss = loss * s_lists

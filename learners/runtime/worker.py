@@ -50,7 +50,7 @@ import faust
 from faust.types import TP
 
 from common.config import Settings
-from common.heap import freeze_startup_heap
+from common.faust_worker import FrozenHeapWorker
 from common.logs import PROGRESS, format_metrics, plain_worker
 from learners.registry import build_learner
 from learners.runtime.checkpoint import CheckpointStore
@@ -364,16 +364,6 @@ def start_line(settings: Settings, options: LearnWorkerOptions, learner_app: Lea
             f"{learner_app.status_path}; {publish}; progress every {options.progress_s:g} s")
 
 
-class LearnerWorker(faust.Worker):
-    """``faust.Worker`` that freezes the start-up heap (:mod:`common.heap`) once start-up finished:
-    the modules, the models and the restored checkpoint stop being walked by every full
-    collection, which would stop the update thread while it holds the GIL."""
-
-    async def on_startup_finished(self) -> None:
-        await super().on_startup_finished()
-        freeze_startup_heap()
-
-
 def run_learner(settings: Settings, options: LearnWorkerOptions, loglevel: str = "warning") -> None:
     """Start the learner worker and block until SIGTERM/SIGINT (or ``stop_after``)."""
     learner_app = build_learner_app(settings, options)
@@ -382,5 +372,5 @@ def run_learner(settings: Settings, options: LearnWorkerOptions, loglevel: str =
     atexit.register(learner_app.finish)  # when Faust's shutdown did not get to it
     if learner_app.jobs is not None:
         learner_app.jobs.start()
-    worker = plain_worker(learner_app.app, loglevel, worker_class=LearnerWorker)
+    worker = plain_worker(learner_app.app, loglevel, worker_class=FrozenHeapWorker)
     worker.execute_from_commandline()

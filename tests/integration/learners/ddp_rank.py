@@ -17,7 +17,7 @@ from safetensors.torch import save_file
 sys.path.insert(0, str(Path(__file__).resolve().parents[3]))
 
 from learners.distributed.group import init_group, leave_group  # noqa: E402
-from learners.distributed.sync import GradientSync  # noqa: E402
+from learners.distributed.sync import attach  # noqa: E402
 from learners.policy.batch import from_examples  # noqa: E402
 from learners.registry import build_learner  # noqa: E402
 from simulator.examples import simulated_examples  # noqa: E402
@@ -35,9 +35,7 @@ def main() -> None:
     learner = build_learner(model, **CONFIGS[model])
     if world > 1:
         init_group(torch.device("cpu"), rank, world, "127.0.0.1", port, timeout_s=60)
-        learner.sync = GradientSync()
-        if hasattr(learner, "running"):
-            learner.running.reducer = learner.sync.start_moments
+        attach(learner)
     for k, batch in enumerate(steps):
         # rank r's part is batch[r::world]; one process learns the union in rank order
         mine = batch[rank::world] if world > 1 else batch[0::2] + batch[1::2]

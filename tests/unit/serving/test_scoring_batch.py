@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import threading
+import time
+
 import numpy as np
 import pytest
 import torch
 
 from contracts.rerank import RerankBody
+from serving import components
 from learners.registry import build_learner
 from serving.components import Component
 from serving.features import FeatureRead
@@ -148,9 +152,6 @@ class SlowSource(CountingSource):
         self.ended_at: float | None = None
 
     def read(self, user_id, query, item_ids):
-        import threading
-        import time
-
         self.threads.append(threading.current_thread().name)
         time.sleep(self.seconds)
         self.ended_at = time.perf_counter()
@@ -160,8 +161,6 @@ class SlowSource(CountingSource):
 
 
 def test_the_feature_read_overlaps_the_models_and_answers_as_a_read_on_the_scoring_thread(bundle):
-    import threading
-
     config = ServeConfig(explore=False)
     bodies = [body(i, n, features=False) for i, n in enumerate((5, 3))]
     source = SlowSource()
@@ -175,10 +174,6 @@ def test_the_feature_read_overlaps_the_models_and_answers_as_a_read_on_the_scori
 
 
 def test_a_model_that_raises_still_waits_for_the_read_and_a_failed_read_raises(bundle, monkeypatch):
-    import time
-
-    from serving import components
-
     config = ServeConfig(explore=False)
     prepared = [prepare(body(0, 4, features=False), config)]
     source = SlowSource(seconds=0.1)
