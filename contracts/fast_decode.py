@@ -33,6 +33,7 @@ alike; :func:`replaced` copies either with some fields changed.
 from __future__ import annotations
 
 import sys
+from operator import attrgetter
 from typing import Annotated, Any, Literal, Union
 
 import msgspec
@@ -213,21 +214,34 @@ def accept(raw: bytes) -> ImpressionS | FeedbackS | None:
     return event
 
 
+_ITEM_ID = attrgetter("item_id")
+_F32 = attrgetter("features_f32")
+_FEATURES = attrgetter("features")
+
+
 def _unique_items(impression: ImpressionS) -> bool:
-    items = impression.items
-    return len({item.item_id for item in items}) == len(items)
+    ids = list(map(_ITEM_ID, impression.items))
+    return len(set(ids)) == len(ids)
 
 
 def _f32_ok(impression: ImpressionS) -> bool:
     """The model's rules on ``features_f32`` that the struct cannot state: not beside ``features``,
-    a whole number of float32 values, every one finite (one ``isfinite`` over the list's bytes)."""
-    blobs = []
-    for item in impression.items:
-        blob = item.features_f32
-        if blob is not None:
-            if item.features is not None or len(blob) % 4:
-                return False
-            blobs.append(blob)
+    a whole number of float32 values, every one finite (one ``isfinite`` over the list's bytes).
+    Every item carrying ``features_f32`` (what our producers write) is checked with C-level list
+    operations; a list mixing the two forms item by item."""
+    items = impression.items
+    blobs = list(map(_F32, items))
+    if None in blobs:
+        present = []
+        for item, blob in zip(items, blobs):
+            if blob is not None:
+                if item.features is not None or len(blob) % 4:
+                    return False
+                present.append(blob)
+        blobs = present
+    else:
+        if list(map(_FEATURES, items)).count(None) != len(items) or any(n % 4 for n in set(map(len, blobs))):
+            return False
     if not blobs:
         return True
     joined = blobs[0] if len(blobs) == 1 else b"".join(blobs)
@@ -246,10 +260,10 @@ def accept_example(raw: bytes) -> LabeledListS | None:
     except _DECODE_ERRORS:
         return None
     impression = example.impression
-    if example.request_id != impression.request_id or not _unique_items(impression) or not _f32_ok(impression):
+    if example.request_id != impression.request_id:
         return None
-    labels, items = example.labels, impression.items
-    if len(labels) != len(items) or any(lab.item_id != it.item_id for lab, it in zip(labels, items)):
+    ids = list(map(_ITEM_ID, impression.items))
+    if len(set(ids)) != len(ids) or list(map(_ITEM_ID, example.labels)) != ids or not _f32_ok(impression):
         return None
     return example
 

@@ -15,7 +15,9 @@ With ``pin=True`` the buffers are page-locked, so a copy to a CUDA device can ru
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from functools import lru_cache
+from operator import attrgetter, itemgetter
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -37,6 +39,19 @@ from learners.policy.batch import (
 PER_ITEM = frozenset({"features", "task_logits", "mask", "item_rewards", "item_clicks", "item_long_views"})
 NAN_DEFAULTS = frozenset({"fusion_logprob", "list_logprob"})  # NaN: not logged
 TORCH_DTYPES = {np.float32: torch.float32, np.bool_: torch.bool, np.int64: torch.long}
+_LABEL_COLUMNS = attrgetter("reward", "click", "long_view")
+
+
+@lru_cache(maxsize=64)
+def every_task(tasks: tuple[str, ...]) -> Callable[[dict], Sequence[float]]:
+    """``scores -> each task's score, in order`` (a sequence even for one task or none), in one C call;
+    ``KeyError`` when the dict lacks a task (the caller then falls back to its defaults)."""
+    if len(tasks) > 1:
+        return itemgetter(*tasks)
+    if tasks:
+        one = itemgetter(tasks[0])
+        return lambda scores: (one(scores),)
+    return lambda scores: ()
 
 
 def array_shapes(rows: int, n: int, d: int, k: int) -> dict[str, tuple[tuple[int, ...], type]]:
@@ -157,7 +172,7 @@ class ListArrays:
         m, d = len(items), self.n_features
         blobs = [item.features_f32 for item in items]
         nbytes = 4 * d
-        binary = all(blob is not None and len(blob) == nbytes for blob in blobs)  # our producers' records
+        binary = None not in blobs and set(map(len, blobs)) == {nbytes}  # our producers' records
         if not binary:
             for i, item in enumerate(items):
                 count = item_feature_count(item)
@@ -167,7 +182,7 @@ class ListArrays:
                                            f"has {count} values, the model expects {d}")
                     return Rejected(example.example_id, exc.field, exc.detail)
         positions = [item.position for item in items]
-        if any(p > q for p, q in zip(positions, positions[1:])):
+        if positions != sorted(positions):
             order = sorted(range(m), key=positions.__getitem__)
             items = [items[i] for i in order]
             labels = [labels[i] for i in order]
@@ -182,7 +197,7 @@ class ListArrays:
         a["task_logits"][b, :m] = task_logit(self._task_probs(items))
         a["mask"][b, :m] = True
         a["item_rewards"][b, :m], a["item_clicks"][b, :m], a["item_long_views"][b, :m] = np.array(
-            [(lab.reward, lab.click, lab.long_view) for lab in labels], dtype=np.float64).reshape(m, 3).T
+            list(map(_LABEL_COLUMNS, labels)), dtype=np.float64).reshape(m, 3).T
         a["activity"][b] = activity_index(imp.context)
         a["query_type"][b] = query_type_index(imp.context)
         a["list_reward"][b] = example.list_reward
@@ -202,15 +217,20 @@ class ListArrays:
     def _task_probs(self, items) -> np.ndarray:
         """``[n, K]``: each task's calibrated score (when ``use_calibrated`` and the item has any),
         else its upstream score, else 0.5. Built as nested lists and converted once (setting numpy
-        elements one by one was half of :meth:`add`'s time)."""
+        elements one by one was half of :meth:`add`'s time); a list whose dicts hold every task
+        (what our servers log) is read with one ``itemgetter`` call per item, else task by task."""
         tasks, use_calibrated = self.tasks, self.use_calibrated
-        rows = []
-        for item in items:
-            scores, calibrated = item.scores, item.calibrated
-            if calibrated and use_calibrated:
-                rows.append([calibrated.get(t, scores.get(t, 0.5)) for t in tasks])
-            else:
-                rows.append([scores.get(t, 0.5) for t in tasks])
+        every = every_task(tasks)
+        try:
+            rows = [every(item.calibrated if use_calibrated and item.calibrated else item.scores) for item in items]
+        except KeyError:  # some task missing somewhere: the defaults, item by item
+            rows = []
+            for item in items:
+                scores, calibrated = item.scores, item.calibrated
+                if calibrated and use_calibrated:
+                    rows.append([calibrated.get(t, scores.get(t, 0.5)) for t in tasks])
+                else:
+                    rows.append([scores.get(t, 0.5) for t in tasks])
         return np.array(rows, dtype=np.float64).reshape(len(items), len(tasks))
 
     def take(self, pad_to: int | None = None) -> ListBatch:

@@ -48,8 +48,9 @@ def _float_lists(example):
 
 
 def _varied(examples):
-    """Shuffled positions, missing features on some items, a list without features, calibrated scores,
-    lists in the float-list spelling and lists mixing the two."""
+    """Shuffled positions, missing features on some items, a list without features, calibrated scores
+    (some tasks, every task), an upstream score missing, lists in the float-list spelling and lists
+    mixing the two."""
     out = []
     for b, ex in enumerate(examples):
         items = list(ex.impression.items)
@@ -64,6 +65,12 @@ def _varied(examples):
             items = [_float_list(it) if i % 2 else it for i, it in enumerate(items)]
         if b % 5 == 2:
             items = [it.model_copy(update={"calibrated": {"click": 0.25}}) for it in items]
+        if b % 5 == 4:  # every task calibrated (what our servers log)
+            items = [it.model_copy(update={"calibrated": {t: 0.1 + 0.2 * k for k, t in enumerate(DEFAULT_TASKS)}})
+                     for it in items]
+        if b % 8 == 6:  # upstream scores missing a task on one item: 0.5 for it there
+            items = [it.model_copy(update={"scores": {DEFAULT_TASKS[0]: 0.3}}) if i == 1 else it
+                     for i, it in enumerate(items)]
         labels = {lab.item_id: lab for lab in ex.labels}
         imp = ex.impression.model_copy(update={"items": items})
         out.append(ex.model_copy(update={"impression": imp, "labels": [labels[it.item_id] for it in items]}))
@@ -86,6 +93,14 @@ def test_list_arrays_equal_the_object_path_element_for_element(examples, task_in
     built = ListArrays(len(batch), D, DEFAULT_TASKS, task_inputs, items=2)  # grows past 2 items on the way
     assert all(built.add(ex) is None for ex in batch)
     _equal_batches(built.take(), from_examples(batch, D, DEFAULT_TASKS, task_inputs))
+
+
+@pytest.mark.parametrize("tasks", [DEFAULT_TASKS[:1], ()])
+def test_one_task_or_none_fills_the_same_rows(examples, tasks):
+    batch = _varied(examples)
+    built = ListArrays(len(batch), D, tasks)
+    assert all(built.add(ex) is None for ex in batch)
+    _equal_batches(built.take(), from_examples(batch, D, tasks))
 
 
 @pytest.mark.parametrize("task_inputs", ["calibrated", "upstream"])
