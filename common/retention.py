@@ -14,7 +14,7 @@ check and while it rewrites its file: ~75 MB per 10 s in the README's by-hand lo
 run that trimmed only past the bound peaked at 603 MB of 512) it deletes the oldest records of
 every deployment's data topics
 (``<prefix><logical>``: a demo run's and a test's own prefixes too) with
-``DeleteRecords``: the same fraction of every partition, chosen so that the log falls to
+``DeleteRecords``: as many as a fraction of every partition would be (:func:`plan_cuts`), chosen so that the log falls to
 ``TARGET_RATIO`` of the bound (noida rewrites its file at once: 81 MB -> 24 MB after deleting 70 %
 of the records). Only the data topics are trimmed (impressions, feedback, examples, dead letters):
 Faust's changelog and leader topics hold the join state (a trimmed changelog loses windows) and
@@ -25,7 +25,9 @@ Unlike Kafka's ``retention.bytes``, the keeper never deletes what a consumer gro
 yet (the rule Kafka Streams follows when it purges its repartition topics): a cut stops at the
 lowest offset any group committed on that partition, so a lagging join worker or learner loses
 nothing and the log may stay over the bound until they catch up (counted as ``held_back``).
-Partitions no group has committed on are cut by the fraction alone. Every trim is logged at WARNING
+Records that were read go first: partitions no group has committed on (a dead-letter topic nobody
+reads, or a replayed log whose join worker has not committed yet) are cut only when the read
+records of the others are not enough, and then by at most the fraction. Every trim is logged at WARNING
 with the records deleted per topic, and the totals are in ``STREAMRANK_HOME/retention.json``
 (``streamrank status`` prints them).
 On Apache Kafka (``docker-compose.yml``) :func:`common.topics.topic_configs` sets
@@ -107,17 +109,38 @@ def trim_offsets(ranges: dict, fraction: float) -> dict:
     return cuts
 
 
-def limit_to_committed(cuts: dict, floors: dict, ranges: dict) -> tuple[dict, int]:
-    """``cuts`` (partition -> delete-before offset) lowered to each partition's committed ``floors``
-    (the lowest offset a consumer group committed there: records from it on are still to be read);
-    cuts that would delete nothing are dropped. Returns the cuts and the records held back."""
-    limited, held_back = {}, 0
-    for tp, cut in cuts.items():
-        allowed = min(cut, floors[tp]) if tp in floors else cut
-        held_back += cut - max(allowed, ranges[tp][0])
-        if allowed > ranges[tp][0]:
-            limited[tp] = allowed
-    return limited, held_back
+def plan_cuts(ranges: dict, floors: dict, fraction: float) -> tuple[dict, int]:
+    """Where to cut so that ``fraction`` of the records go, deleting what was read before what was not.
+
+    ``ranges``: partition -> ``(low, high)``; ``floors``: partition -> the lowest offset a consumer group
+    committed there (records before it were read by every group that reads it). The number to delete is
+    that of :func:`trim_offsets` (``fraction`` of each partition, rounded up). It is taken first from the
+    read records of committed partitions, in proportion to how many each holds (a partition may lose more
+    than ``fraction`` of its records there, but never one a group has still to read); only when those are
+    not enough, the rest comes from partitions no group has committed on, each losing at most its
+    ``fraction`` (in proportion to its share). A partition whose groups lag keeps its unread records,
+    counted in ``held_back``, as before. Returns ``({partition: delete-before offset}, held_back)``.
+
+    Why the order: a topic no group has committed on yet may be one being filled for a reader that has not
+    started (a replayed log before the join worker's first commit): cutting it loses records nobody read,
+    while the read prefixes of other topics go unused."""
+    wanted = trim_offsets(ranges, fraction)
+    need = sum(cut - ranges[tp][0] for tp, cut in wanted.items())
+    read = {tp: min(floors[tp], high) - low for tp, (low, high) in ranges.items()
+            if tp in floors and min(floors[tp], high) > low}
+    unread = {tp: cut - ranges[tp][0] for tp, cut in wanted.items() if tp not in floors}
+    take: dict = {}
+    left = need
+    for pool in (read, unread):
+        total = sum(pool.values())
+        if left <= 0 or total <= 0:
+            continue
+        share = min(1.0, left / total)
+        for tp, count in pool.items():
+            take[tp] = min(count, math.ceil(count * share))
+        left -= sum(take[tp] for tp in pool)
+    cuts = {tp: ranges[tp][0] + n for tp, n in take.items() if n > 0}
+    return cuts, max(0, left)
 
 
 def committed_floors(admin, tps: Iterable) -> dict:
@@ -198,8 +221,7 @@ class StorageKeeper:
                 consumer.close()
             admin = KafkaAdminClient(bootstrap_servers=self.bootstrap, request_timeout_ms=10000)
             try:
-                wanted = trim_offsets(ranges, fraction)
-                cuts, self.status.held_back = limit_to_committed(wanted, committed_floors(admin, wanted), ranges)
+                cuts, self.status.held_back = plan_cuts(ranges, committed_floors(admin, ranges), fraction)
                 if cuts:
                     admin.delete_records(cuts)
             finally:

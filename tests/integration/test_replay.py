@@ -67,9 +67,9 @@ def records_by_offset(settings, logical: str, expected: int) -> dict[int, dict[i
 
 def test_replaying_twice_gives_identical_topic_contents(embedded_stack, letor_log):
     """Same partitions, same offsets, same records. The session's broker is shared by the whole suite,
-    and its storage keeper (common.retention) deletes the oldest records of every data topic, a fresh
-    test topic's too, once the log passes its bound: a topic may have lost a prefix by the time it is
-    read (a CI run saw every partition of the second topic start ~40 records in). So each partition
+    and its storage keeper (common.retention) deletes the oldest records once the log passes its bound:
+    read records first, but a fresh test topic's too when those are not enough: a topic may have lost a
+    prefix by the time it is read (a CI run saw every partition of the second topic start ~40 records in). So each partition
     must end at the same offset in both topics, what either holds must be one run of offsets up to
     that end, and the records at the offsets both still hold must be identical."""
     first, second = fresh_topics(embedded_stack), fresh_topics(embedded_stack)

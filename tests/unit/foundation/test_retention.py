@@ -51,15 +51,33 @@ def test_every_deployments_data_topics_are_trimmable_and_nothing_else():
     assert not trimmable("__consumer_offsets")
 
 
+def test_read_records_go_before_a_topic_no_group_has_committed_on():
+    from common.retention import plan_cuts
+
+    ranges = {"read": (0, 100), "replayed": (0, 100)}  # "replayed": its reader has not committed yet
+    cuts, held = plan_cuts(ranges, {"read": 80}, 0.3)
+    assert cuts == {"read": 60} and held == 0  # the 60 records a 0.3 cut of each would take, all already read
+
+
+def test_unread_partitions_give_at_most_their_fraction_when_read_records_are_not_enough():
+    from common.retention import plan_cuts
+
+    ranges = {"a": (0, 100), "b": (0, 100), "c": (0, 50)}
+    cuts, held = plan_cuts(ranges, {"a": 20}, 0.5)  # 125 wanted; 20 read
+    assert cuts == {"a": 20, "b": 50, "c": 25} and held == 30  # b and c lose their 0.5, no more
+    cuts, held = plan_cuts({"a": (0, 100), "b": (0, 100)}, {"a": 60}, 0.5)  # 100 wanted; 60 read
+    assert cuts == {"a": 60, "b": 40} and held == 0  # the unread rest takes only what is missing
+
+
 def test_cuts_stop_at_what_consumer_groups_have_not_committed():
-    from common.retention import limit_to_committed
+    from common.retention import plan_cuts
 
     ranges = {"a": (0, 100), "b": (10, 100), "c": (0, 100)}
-    cuts = {"a": 90, "b": 90, "c": 90}
-    limited, held = limit_to_committed(cuts, {"a": 50, "b": 5}, ranges)
-    assert limited == {"a": 50, "c": 90}  # b's group has read nothing past its first kept offset: no cut
-    assert held == (90 - 50) + (90 - 10)
-    assert limit_to_committed(cuts, {"a": 95}, ranges) == (cuts, 0)  # a floor past the cut changes nothing
+    cuts, held = plan_cuts(ranges, {"a": 50, "b": 5, "c": 100}, 0.9)  # b's group read nothing it still holds
+    assert cuts == {"a": 50, "c": 100} and "b" not in cuts
+    assert held == (90 + 81 + 90) - (50 + 100)
+    assert plan_cuts({"a": (0, 100)}, {"a": 500}, 0.2) == ({"a": 20}, 0)  # a floor past the head: all read
+    assert plan_cuts(ranges, {}, 0.0) == ({}, 0)
 
 
 def test_the_log_size_leaves_out_a_rewrite_in_progress(tmp_path):
