@@ -209,7 +209,7 @@ def accept(raw: bytes) -> ImpressionS | FeedbackS | None:
         if event.item_id is None and event.kind not in QUERY_LEVEL_KINDS:
             return None
         return event
-    if not _unique_items(event) or not _f32_ok(event):
+    if not _distinct(list(map(_ITEM_ID, event.items))) or not _f32_ok(event):
         return None
     return event
 
@@ -219,29 +219,22 @@ _F32 = attrgetter("features_f32")
 _FEATURES = attrgetter("features")
 
 
-def _unique_items(impression: ImpressionS) -> bool:
-    ids = list(map(_ITEM_ID, impression.items))
+def _distinct(ids: list[str]) -> bool:
     return len(set(ids)) == len(ids)
 
 
 def _f32_ok(impression: ImpressionS) -> bool:
     """The model's rules on ``features_f32`` that the struct cannot state: not beside ``features``,
     a whole number of float32 values, every one finite (one ``isfinite`` over the list's bytes).
-    Every item carrying ``features_f32`` (what our producers write) is checked with C-level list
-    operations; a list mixing the two forms item by item."""
+    Checked with C-level list operations over the items that carry it (every item, in our producers'
+    lists)."""
     items = impression.items
     blobs = list(map(_F32, items))
-    if None in blobs:
-        present = []
-        for item, blob in zip(items, blobs):
-            if blob is not None:
-                if item.features is not None or len(blob) % 4:
-                    return False
-                present.append(blob)
-        blobs = present
-    else:
-        if list(map(_FEATURES, items)).count(None) != len(items) or any(n % 4 for n in set(map(len, blobs))):
-            return False
+    if None in blobs:  # some items spell their features as numbers, or have none: only the others
+        kept = [(item, blob) for item, blob in zip(items, blobs) if blob is not None]
+        items, blobs = [item for item, _ in kept], [blob for _, blob in kept]
+    if list(map(_FEATURES, items)).count(None) != len(items) or any(n % 4 for n in set(map(len, blobs))):
+        return False
     if not blobs:
         return True
     joined = blobs[0] if len(blobs) == 1 else b"".join(blobs)
@@ -263,7 +256,7 @@ def accept_example(raw: bytes) -> LabeledListS | None:
     if example.request_id != impression.request_id:
         return None
     ids = list(map(_ITEM_ID, impression.items))
-    if len(set(ids)) != len(ids) or list(map(_ITEM_ID, example.labels)) != ids or not _f32_ok(impression):
+    if not _distinct(ids) or list(map(_ITEM_ID, example.labels)) != ids or not _f32_ok(impression):
         return None
     return example
 

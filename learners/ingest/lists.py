@@ -15,9 +15,8 @@ With ``pin=True`` the buffers are page-locked, so a copy to a CUDA device can ru
 
 from __future__ import annotations
 
-from functools import lru_cache
 from operator import attrgetter, itemgetter
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import torch
@@ -40,18 +39,6 @@ PER_ITEM = frozenset({"features", "task_logits", "mask", "item_rewards", "item_c
 NAN_DEFAULTS = frozenset({"fusion_logprob", "list_logprob"})  # NaN: not logged
 TORCH_DTYPES = {np.float32: torch.float32, np.bool_: torch.bool, np.int64: torch.long}
 _LABEL_COLUMNS = attrgetter("reward", "click", "long_view")
-
-
-@lru_cache(maxsize=64)
-def every_task(tasks: tuple[str, ...]) -> Callable[[dict], Sequence[float]]:
-    """``scores -> each task's score, in order`` (a sequence even for one task or none), in one C call;
-    ``KeyError`` when the dict lacks a task (the caller then falls back to its defaults)."""
-    if len(tasks) > 1:
-        return itemgetter(*tasks)
-    if tasks:
-        one = itemgetter(tasks[0])
-        return lambda scores: (one(scores),)
-    return lambda scores: ()
 
 
 def array_shapes(rows: int, n: int, d: int, k: int) -> dict[str, tuple[tuple[int, ...], type]]:
@@ -219,19 +206,22 @@ class ListArrays:
         else its upstream score, else 0.5. Built as nested lists and converted once (setting numpy
         elements one by one was half of :meth:`add`'s time); a list whose dicts hold every task
         (what our servers log) is read with one ``itemgetter`` call per item, else task by task."""
-        tasks, use_calibrated = self.tasks, self.use_calibrated
-        every = every_task(tasks)
-        try:
-            rows = [every(item.calibrated if use_calibrated and item.calibrated else item.scores) for item in items]
-        except KeyError:  # some task missing somewhere: the defaults, item by item
-            rows = []
-            for item in items:
-                scores, calibrated = item.scores, item.calibrated
-                if calibrated and use_calibrated:
-                    rows.append([calibrated.get(t, scores.get(t, 0.5)) for t in tasks])
-                else:
-                    rows.append([scores.get(t, 0.5) for t in tasks])
-        return np.array(rows, dtype=np.float64).reshape(len(items), len(tasks))
+        tasks, use_calibrated, shape = self.tasks, self.use_calibrated, (len(items), len(self.tasks))
+        if tasks:
+            every = itemgetter(*tasks)  # one task: a score per item, reshaped below
+            try:
+                rows = [every(item.calibrated if use_calibrated and item.calibrated else item.scores) for item in items]
+                return np.array(rows, dtype=np.float64).reshape(shape)
+            except KeyError:  # some task missing somewhere: the defaults, item by item
+                pass
+        rows = []
+        for item in items:
+            scores, calibrated = item.scores, item.calibrated
+            if calibrated and use_calibrated:
+                rows.append([calibrated.get(t, scores.get(t, 0.5)) for t in tasks])
+            else:
+                rows.append([scores.get(t, 0.5) for t in tasks])
+        return np.array(rows, dtype=np.float64).reshape(shape)
 
     def take(self, pad_to: int | None = None) -> ListBatch:
         """The rows written so far as a :class:`ListBatch` (views of the buffers, padded to the longest

@@ -65,10 +65,12 @@ def tail_logsumexp(placed: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
     Padding (``PAD_SCORE``) contributes exp(-1e9) = 0; its own sums are clamped above 0, so log and
     its gradient stay finite (its log-probabilities are masked to 0 anyway). Wider spreads (a diverged
     scorer) take ``logcumsumexp``, which is exact at any spread."""
+    if placed.numel() == 0:  # no list or no item: nothing to reduce over
+        return torch.logcumsumexp(placed.flip(-1), dim=-1).flip(-1)
     scores = placed.detach()
     top = scores.amax(-1, keepdim=True)
     lowest = scores.masked_fill(~valid, float("inf")).amin(-1, keepdim=True)
-    if placed.numel() == 0 or float((top - lowest).clamp_min(0).max()) > SPREAD:
+    if float((top - lowest).clamp_min(0).max()) > SPREAD:
         return torch.logcumsumexp(placed.flip(-1), dim=-1).flip(-1)
     sums = torch.exp((placed - top).double()).flip(-1).cumsum(-1).flip(-1)
     return torch.log(sums.clamp_min(1e-300)).to(placed.dtype) + top

@@ -65,3 +65,9 @@ def test_step_logprobs_sum_to_the_plackett_luce_likelihood():
     first = torch.log(e[0] / e.sum()) + torch.log(e[1] / (e[1] + e[2]))
     second = torch.log(e[2] / e.sum()) + torch.log(e[1] / (e[1] + e[0]))
     assert torch.allclose(logp[0], torch.stack([first, second]), atol=1e-6)
+
+
+def test_lists_without_items_give_an_empty_normaliser():
+    for shape in ((3, 0), (0, 5)):
+        out = pl.tail_logsumexp(torch.zeros(shape), torch.zeros(shape, dtype=torch.bool))
+        assert out.shape == shape
