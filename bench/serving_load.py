@@ -62,6 +62,7 @@ sys.path.insert(0, str(ROOT))
 
 from common import stack  # noqa: E402
 from common.config import load_settings  # noqa: E402
+from serving.http_middleware import STAGES  # noqa: E402
 
 
 def percentiles(values: list[float]) -> dict[str, float]:
@@ -101,12 +102,18 @@ def parse_server_timing(value: str | None) -> dict[str, float]:
 def split_latency(records: list[tuple]) -> dict[str, dict[str, float]]:
     """Per ok request with a ``Server-Timing`` header: where its client-side latency went.
     ``wait`` (arrival -> handler) and ``handler`` as the server measured them, and ``outside``:
-    the rest (client, HTTP, the event loop, sockets; all of it on the same shared cores)."""
+    the rest (client, HTTP, the event loop, sockets; all of it on the same shared cores); then the
+    handler's parts the server named (``queue``, ``batch``, ``read``, ``calibrate``, ``fuse``,
+    ``rerank``: :func:`serving.http_middleware.server_timing`)."""
     rows = [(r[1] * 1000.0, r[4]) for r in records if r[2] and r[4]]
     if not rows:
         return {}
     parts = {"wait": [t.get("wait", 0.0) for _, t in rows], "handler": [t.get("handler", 0.0) for _, t in rows],
              "outside": [lat - t.get("wait", 0.0) - t.get("handler", 0.0) for lat, t in rows]}
+    for stage in STAGES:
+        values = [t[stage] for _, t in rows if stage in t]
+        if values:
+            parts[stage] = values
     return {k: {"p50_ms": float(np.percentile(v, 50)), "p99_ms": float(np.percentile(v, 99))} for k, v in parts.items()}
 
 
@@ -232,8 +239,9 @@ def main() -> int:
     ap.add_argument("--quick", action="store_true", help="short phases: single 20 s, steady 30 s, swaps 30 s")
     ap.add_argument("--json", action="store_true", help="print only the contract's JSON object on stdout")
     ap.add_argument("--py-spy", type=Path, default=None, dest="py_spy",
-                    help="record the server's stacks with py-spy during the first steady phase (collapsed stacks "
-                         "to this file; see the profile notes in serving/scoring.py)")
+                    help="record the server's stacks with py-spy during the first steady phase, or with "
+                         "--single-only during the single-client phase (raw collapsed stacks to this file; see the "
+                         "profile notes in serving/scoring.py)")
     ap.add_argument("--output", type=Path, default=None)
     args = ap.parse_args()
     if args.py_spy and args.baseline_ref:  # the profile samples the steady phase, which alternates two servers then
@@ -304,6 +312,19 @@ def steady_round(clients: "Clients", server: subprocess.Popen, seconds: float) -
 
 def per_core(records: list[tuple], cpu: float) -> float:
     return sum(1 for r in records if r[2]) / max(cpu, 1e-9)
+
+
+def _py_spy(args: argparse.Namespace, pid: int, seconds: float) -> subprocess.Popen | None:
+    """py-spy sampling the server for ``seconds`` into ``--py-spy`` (None without the flag).
+
+    ``--nonblocking`` samples without pausing the server, so the profile does not slow what it measures."""
+    if not args.py_spy:
+        return None
+    args.py_spy.parent.mkdir(parents=True, exist_ok=True)
+    return subprocess.Popen([str(Path(sys.executable).parent / "py-spy"), "record", "--pid", str(pid),
+                             "--duration", str(int(seconds)), "--rate", "250", "--format", "raw",
+                             "--nonblocking", "--output", str(args.py_spy)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
 def run(args: argparse.Namespace) -> dict:
@@ -405,7 +426,10 @@ def phases(args, result, url, server, base_url, baseline, bodies, registry, stat
         result["single_client_baseline"] = {"ref": args.baseline_ref,
                                             **percentiles(lat([r for part in theirs for r in part]))}
     else:
+        spy = _py_spy(args, server.pid, args.single_s) if args.single_only else None
         single = Clients(f"{url}/rerank", bodies, 1).run(args.single_s, "single")
+        if spy is not None:
+            spy.wait(30)
     # The floor under any endpoint on this machine at this moment: the same client and HTTP
     # stack on GET /healthz (no body, no feature read, no model).
     floor = Clients(f"{url}/healthz", [], 1).run(min(10.0, args.single_s / 2), "floor")
@@ -426,13 +450,7 @@ def phases(args, result, url, server, base_url, baseline, bodies, registry, stat
         steady, cpu = [r for part, _ in mine for r in part], sum(c for _, c in mine)
         stack.stop_pid(baseline.pid, grace=10)  # the swap phase measures this tree alone
     else:
-        spy = None
-        if args.py_spy:  # --nonblocking: samples without pausing the server
-            args.py_spy.parent.mkdir(parents=True, exist_ok=True)
-            spy = subprocess.Popen([str(Path(sys.executable).parent / "py-spy"), "record", "--pid", str(server.pid),
-                                    "--duration", str(int(args.steady_s / 2)), "--rate", "250", "--format", "raw",
-                                    "--nonblocking", "--output", str(args.py_spy)],
-                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        spy = _py_spy(args, server.pid, args.steady_s / 2)
         steady, cpu = steady_round(clients, server, args.steady_s / 2)
         if spy is not None:
             spy.wait(30)
@@ -480,7 +498,7 @@ def _report(args: argparse.Namespace, result: dict) -> None:
     fl = result["http_floor_single_client"]
     print(f"HTTP floor (GET /healthz, one client, same run): p50 {fl['p50_ms']:.2f} ms  p99 {fl['p99_ms']:.2f} ms")
     for part, v in result.get("single_client_split", {}).items():
-        print(f"  {part:8s} p50 {v['p50_ms']:.2f} ms  p99 {v['p99_ms']:.2f} ms (Server-Timing: wait and handler)")
+        print(f"  {part:9s} p50 {v['p50_ms']:.2f} ms  p99 {v['p99_ms']:.2f} ms (Server-Timing)")
     if "single_client_baseline" in result:
         b = result["single_client_baseline"]
         print(f"single client on {b['ref']} (same run, interleaved): p50 {b['p50_ms']:.2f} ms  p99 {b['p99_ms']:.2f} ms"

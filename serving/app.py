@@ -226,7 +226,9 @@ def create_app(runtime: ServingRuntime) -> FastAPI:
             bundle = runtime.holder.bundle  # read once: this request finishes on this bundle
             prepared = prepare(body, config)
             submitted = True
+            handed = time.perf_counter()
             out = await batcher.submit(bundle, prepared)
+            scored_ms = (time.perf_counter() - handed) * 1000.0
         finally:
             if not submitted:
                 batcher.unexpect()
@@ -242,7 +244,10 @@ def create_app(runtime: ServingRuntime) -> FastAPI:
         metrics.requests.labels(status="200").inc()
         if out["degraded"]:
             metrics.degraded.labels(reason=out["degraded"]).inc()
-        timing = server_timing(request.scope.get("state", {}).get("arrived"), started, finished)
+        stages = dict(out.get("stages") or {})
+        if "batch" in stages:
+            stages["queue"] = scored_ms - stages["batch"]
+        timing = server_timing(request.scope.get("state", {}).get("arrived"), started, finished, stages)
         return Response(content, media_type="application/json", headers={"Server-Timing": timing})
 
     add_read_routes(app, runtime, metrics)

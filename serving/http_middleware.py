@@ -97,8 +97,23 @@ class ArrivalStamp:
         await self.app(scope, receive, send)
 
 
-def server_timing(arrived: float | None, started: float, finished: float) -> str:
+#: The handler's parts in ``Server-Timing``, in this order (see :func:`server_timing`).
+STAGES = ("queue", "batch", "read", "calibrate", "fuse", "rerank")
+
+
+def server_timing(arrived: float | None, started: float, finished: float,
+                  stages: dict[str, float] | None = None) -> str:
     """The ``Server-Timing`` value of one rerank (milliseconds): ``wait`` from arrival to the
-    handler, ``handler`` for the handler (feature read, models, response body)."""
-    handler = f"handler;dur={(finished - started) * 1000:.3f}"
-    return handler if arrived is None else f"wait;dur={max(0.0, started - arrived) * 1000:.3f}, {handler}"
+    handler, ``handler`` for the handler (feature read, models, response body), then the parts of
+    the handler that ``stages`` (milliseconds) names, in :data:`STAGES` order: ``queue`` (from
+    handing the request to the micro-batcher until its answer is back, less ``batch``: waiting for
+    the batch to close or for the batch ahead, and the thread hand-offs), ``batch`` (scoring the
+    micro-batch this request was in, :func:`serving.scoring.score_batch`), within it ``calibrate``,
+    ``fuse`` and ``rerank``, and ``read`` (the feature-store read, which overlaps ``calibrate`` and
+    ``fuse``). The stages are the batch's, shared by every request scored in it."""
+    parts = [] if arrived is None else [f"wait;dur={max(0.0, started - arrived) * 1000:.3f}"]
+    parts.append(f"handler;dur={(finished - started) * 1000:.3f}")
+    for name in STAGES:
+        if stages and name in stages:
+            parts.append(f"{name};dur={max(0.0, stages[name]):.3f}")
+    return ", ".join(parts)

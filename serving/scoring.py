@@ -54,6 +54,7 @@ Per item in Python remain: reading each candidate's task scores out of the valid
 from __future__ import annotations
 
 import random
+import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import wait as futures_wait
@@ -169,34 +170,61 @@ def _fetch_features(batch: Sequence[Prepared], source: Any) -> list[tuple[torch.
 _READER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="feature-read")
 
 
+def _timed_fetch(batch: Sequence[Prepared], source: Any) -> tuple[list[tuple[torch.Tensor, str | None]], float]:
+    """:func:`_fetch_features` and how long it took (seconds), wherever it runs."""
+    started = time.perf_counter()
+    features = _fetch_features(batch, source)
+    return features, time.perf_counter() - started
+
+
 def score_batch(bundle: Bundle, batch: Sequence[Prepared], config: ServeConfig,
                 feature_source: Any = None) -> list[dict[str, Any]]:
     """Calibrate -> fuse -> rerank ``batch`` on one bundle; one answer dict per request (see :func:`rerank_once`).
 
     The feature-store read (only the reranker needs its rows) runs on another thread while this one
     calibrates and fuses: the store's own time (a Redis script call, in another process) overlaps
-    the models' instead of adding to it. A model that raises still waits for the read to end."""
+    the models' instead of adding to it. A model that raises still waits for the read to end.
+
+    Each answer's ``stages`` holds the batch's wall-clock milliseconds per stage (``serving.app``
+    sends them in ``Server-Timing``): ``batch`` (all of this call), ``calibrate``, ``fuse``,
+    ``rerank``, and ``read`` (the feature-store read's own duration, on the helper thread, so it
+    overlaps the first two; absent when no request of the batch needed a read). Measuring costs a
+    few ``perf_counter`` calls per batch."""
+    clock = time.perf_counter
+    started = clock()
     reading = None
     if feature_source is not None and any(p.features is None for p in batch):
-        reading = _READER.submit(_fetch_features, batch, feature_source)
+        reading = _READER.submit(_timed_fetch, batch, feature_source)
     try:
         calibrated = components.calibrate_many(bundle.calibrator, [(p.raw, p.calibration_context) for p in batch])
+        calibrated_at = clock()
         fused = components.fusion_many(bundle.fusion, [(c, p.context) for c, p in zip(calibrated, batch)],
                                        [p.explore for p in batch], config.default_fusion_weights)
+        fused_at = clock()
     finally:  # a model that raised still lets the read end before this batch's error goes up
         if reading is not None:
             futures_wait([reading])
-    features = reading.result() if reading is not None else _fetch_features(batch, feature_source)
+    features, read_s = reading.result() if reading is not None else _timed_fetch(batch, feature_source)
+    read_at = clock()
     requests = [RerankRequest(item_ids=tuple(p.item_ids), features=f, task_scores=c,
                               context={**p.context, "fusion_weights": w}, upstream_scores=p.raw)
                 for p, (f, _), c, (w, _) in zip(batch, features, calibrated, fused)]
     results = components.rerank_many(bundle.reranker, requests, [p.explore for p in batch])
+    reranked_at = clock()
     versions = bundle.model_versions()
     reference = getattr(feature_source, "reference", None)
-    return [_answer(p, request, result, cal, weights, fusion_logprob, degraded, versions, reference, config,
-                    len(batch))
-            for p, request, result, cal, (weights, fusion_logprob), (_, degraded)
-            in zip(batch, requests, results, calibrated, fused, features)]
+    answers = [_answer(p, request, result, cal, weights, fusion_logprob, degraded, versions, reference, config,
+                       len(batch))
+               for p, request, result, cal, (weights, fusion_logprob), (_, degraded)
+               in zip(batch, requests, results, calibrated, fused, features)]
+    stages = {"batch": clock() - started, "calibrate": calibrated_at - started, "fuse": fused_at - calibrated_at,
+              "rerank": reranked_at - read_at}
+    if reading is not None:
+        stages["read"] = read_s
+    stages = {name: seconds * 1000.0 for name, seconds in stages.items()}
+    for answer in answers:
+        answer["stages"] = stages
+    return answers
 
 
 def _answer(p: Prepared, request: RerankRequest, result: Any, calibrated: dict[str, torch.Tensor],

@@ -118,15 +118,26 @@ def test_rerank_says_its_wait_and_handler_time_in_server_timing(served, monkeypa
     names = [part.strip().split(";")[0] for part in response.headers["server-timing"].split(",")]
     durations = {name: float(part.split("dur=")[1]) for name, part in
                  zip(names, response.headers["server-timing"].split(","))}
-    assert names == ["wait", "handler"]
+    assert names == ["wait", "handler", "queue", "batch", "calibrate", "fuse", "rerank"]  # no feature read here
     assert 30.0 <= durations["handler"] < 5000.0  # the model's 30 ms sleep is inside the handler
     assert 0.0 <= durations["wait"] < durations["handler"]
+    assert 30.0 <= durations["rerank"] <= durations["batch"] <= durations["handler"]  # the sleep is in rerank
+    assert durations["calibrate"] + durations["fuse"] + durations["rerank"] <= durations["batch"] + 0.01
+    assert durations["queue"] + durations["batch"] <= durations["handler"]
     assert "server-timing" not in client.post("/rerank", json=body(6)).headers  # a 422 has no model time
 
 
 def test_server_timing_without_an_arrival_stamp_names_only_the_handler():
     assert server_timing(None, 1.0, 1.0025) == "handler;dur=2.500"
     assert server_timing(0.999, 1.0, 1.0025) == "wait;dur=1.000, handler;dur=2.500"
+
+
+def test_server_timing_names_the_handler_stages_in_order_and_skips_unknown_ones():
+    stages = {"rerank": 0.5, "read": 0.25, "queue": -0.001, "batch": 2.0, "calibrate": 1.0, "fuse": 0.25,
+              "elsewhere": 9.0}
+    assert server_timing(0.999, 1.0, 1.0025, stages) == (
+        "wait;dur=1.000, handler;dur=2.500, queue;dur=0.000, batch;dur=2.000, read;dur=0.250, "
+        "calibrate;dur=1.000, fuse;dur=0.250, rerank;dur=0.500")
 
 
 def test_exploration_logs_a_plackett_luce_log_prob_and_a_valid_impression(served):

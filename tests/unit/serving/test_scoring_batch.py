@@ -173,6 +173,28 @@ def test_the_feature_read_overlaps_the_models_and_answers_as_a_read_on_the_scori
         assert o["degraded"] is None and o["feature_ref"] == "test:features"
 
 
+def test_the_batch_says_how_long_each_stage_took_with_the_read_overlapping_the_models(bundle, monkeypatch):
+    config = ServeConfig(explore=False)
+    bodies = [body(i, n, features=False) for i, n in enumerate((5, 3))]
+    slow_fusion = components.fusion_many
+
+    def fusion_slowly(*args, **kwargs):
+        time.sleep(0.03)
+        return slow_fusion(*args, **kwargs)
+
+    monkeypatch.setattr(components, "fusion_many", fusion_slowly)
+    out = score_batch(bundle, [prepare(b, config) for b in bodies], config, SlowSource(seconds=0.05))
+    stages = out[0]["stages"]
+    assert all(o["stages"] == stages for o in out)  # the batch's stages, shared by its requests
+    assert set(stages) == {"batch", "read", "calibrate", "fuse", "rerank"}
+    assert 50.0 <= stages["read"] <= stages["batch"] and 30.0 <= stages["fuse"]
+    assert stages["calibrate"] + stages["fuse"] + stages["rerank"] <= stages["batch"]
+    # the read ran beside calibrate and fuse: the batch took less than the stages one after another
+    assert stages["batch"] < stages["read"] + stages["calibrate"] + stages["fuse"] + stages["rerank"]
+    inline = score_batch(bundle, [prepare(body(0, 4), config)], config, SlowSource(seconds=0.05))
+    assert "read" not in inline[0]["stages"]  # features in the request: nothing was read
+
+
 def test_a_model_that_raises_still_waits_for_the_read_and_a_failed_read_raises(bundle, monkeypatch):
     config = ServeConfig(explore=False)
     prepared = [prepare(body(0, 4, features=False), config)]
