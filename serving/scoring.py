@@ -45,6 +45,15 @@ What is left (py-spy of the server, 50 candidates x 300 Feast features,
   each (outputs equal; the interpreter costs about what eager dispatch does per op, and the
   server's p50 / per-core figures were 1.005x / 0.94x of the eager path's in one A/B).
 
+* one client, by the ``Server-Timing`` stages (33acd82, BENCHMARKS.md "Where the handler's time
+  goes"): the batch's calibrate / fuse / rerank take about twice their in-process time (2.1 / 0.7 /
+  0.7 vs 0.9 / 0.45 / 0.4 ms), and the same calibration repeated at once in the server takes its
+  in-process time. The scoring thread waits for the GIL after its torch ops while the event loop,
+  the feature-read helper, the emitter and the Kafka thread run their ~2.4 ms of Python a request.
+  A read-through window on the item features (no Redis read for 95 % of the rows) and a 0.1 ms
+  switch interval did not move the client's p50 beyond run-to-run noise. Taking the models out of
+  this process's GIL is the next step.
+
 Per item in Python remain: reading each candidate's task scores out of the validated body
 (``np.fromiter``), the answer's per-item dicts (:func:`response_json`) and the impression's
 (:func:`impression_factory`, on the emitter's thread). The UMNN quadrature is compute-bound at its
