@@ -15,7 +15,10 @@ Ranks are separate processes started here; results come back as JSON files.
 On a shared machine the wall-clock ``speedup`` measures the scheduler: a rank that is not running
 holds the others in the next all-reduce. ``cpu_speedup`` (the 1-rank process's CPU seconds over the
 busiest rank's) and ``collective_s_per_rank`` (seconds spent inside all-reduce/all-gather, and in the wait
-for an overlapped all-reduce, mostly waiting for the other rank) show what the ranks themselves cost.
+for an overlapped all-reduce, mostly waiting for the other rank) show what the ranks themselves cost;
+``collective_s_by_kind`` splits each rank's into ``all_gather`` (the step's layout), ``all_reduce`` (the
+calls, which only start the overlapped ones), ``grads_wait`` (waiting for the gradient sums and writing
+them back) and ``moments_wait`` (waiting for the running moments' sums); per pass, like the total.
 
 ``independent_speedup`` is the machine's ceiling for the same split: the N processes learn the
 same shares at the same time with no collective at all (N unrelated models; one barrier before the
@@ -89,34 +92,38 @@ def rank_main(rank: int, world: int, port: int, steps: int, lists: int, out: Pat
             built.add(labeled_example(sim, r, range(len(r.candidates)), source="bench"))
         batches.append(built)
     waited = [0.0]  # seconds inside collectives (waiting for the other ranks + the transfer)
+    by_kind: dict[str, float] = {}  # the same seconds by kind of call (collective_s_by_kind)
 
-    def timing(call):
+    def timing(call, kind: str):
         def timed(*args, **kwargs):
             t0 = time.perf_counter()
             try:
                 return call(*args, **kwargs)
             finally:
-                waited[0] += time.perf_counter() - t0
+                dt = time.perf_counter() - t0
+                waited[0] += dt
+                by_kind[kind] = by_kind.get(kind, 0.0) + dt
         return timed
 
     synced = world > 1 and not independent
     if synced:
         for name in ("all_reduce", "all_gather"):
-            setattr(torch.distributed, name, timing(getattr(torch.distributed, name)))
-        for pending in (sync_module.PendingGrads, sync_module.PendingSums):  # an overlapped all-reduce's wait
-            pending.wait = timing(pending.wait)
+            setattr(torch.distributed, name, timing(getattr(torch.distributed, name), name))
+        for pending, kind in ((sync_module.PendingGrads, "grads_wait"), (sync_module.PendingSums, "moments_wait")):
+            pending.wait = timing(pending.wait, kind)  # an overlapped all-reduce's wait
     if world > 1:
         init_group(device, rank, world, "127.0.0.1", port)  # gloo on the CPU, nccl on CUDA
     if synced:
         sync_module.attach(learner, device)
     learner.learn_built(batches[0])
     freeze_startup_heap()  # as a learner rank does after start-up (learners.distributed.rank)
-    doc: dict = {"rank": rank, "rep_seconds": [], "rep_cpu_s": [], "collective_s": 0.0,
+    doc: dict = {"rank": rank, "rep_seconds": [], "rep_cpu_s": [], "collective_s": 0.0, "collective_s_by_kind": {},
                  "lists": sum(b.count for b in batches[1:])}
     for rep in range(reps):
         if world > 1:
             torch.distributed.barrier()
         waited[0] = 0.0
+        by_kind.clear()
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         started, cpu = time.perf_counter(), time.process_time()
@@ -127,6 +134,8 @@ def rank_main(rank: int, world: int, port: int, steps: int, lists: int, out: Pat
         doc["rep_seconds"].append(time.perf_counter() - started)
         doc["rep_cpu_s"].append(time.process_time() - cpu)
         doc["collective_s"] += waited[0] / reps
+        for kind, seconds in by_kind.items():
+            doc["collective_s_by_kind"][kind] = doc["collective_s_by_kind"].get(kind, 0.0) + seconds / reps
         if rep == 0 and rank == 0 and not independent:  # after one pass over the lists, as one process would
             test_sim = SessionSimulator(letor, kuairand, config, seed=10_000, namespace="heldout")
             held_out = HeldOut.build(test_sim, 200, letor.n_features)
@@ -193,6 +202,7 @@ def main() -> None:
            "speedup": one_s / many_s, "cpu_s_one_rank": cpu(one)[0],
            "cpu_speedup": cpu(one)[0] / max(cpu(many)), "cpu_s_per_rank": cpu(many),
            "collective_s_per_rank": [r["collective_s"] for r in many],
+           "collective_s_by_kind": [r["collective_s_by_kind"] for r in many],
            "ndcg10_one_rank": one[0]["ndcg10"], "ndcg10_ranks": many[0]["ndcg10"],
            "independent_speedup": one_s / apart_s, "speedup_vs_independent": apart_s / many_s,
            "independent_cpu_s_per_rank": cpu(apart), "load_average": list(os.getloadavg())}

@@ -69,6 +69,11 @@ def test_the_prepared_check_writes_its_results(tmp_path):
     ddp = json.loads((out / "ddp_bench.json").read_text())
     assert ddp["device"] == "cpu" and ddp["backend"] == "gloo" and ddp["speedup"] > 0
     assert ddp["independent_speedup"] > 0
+    # each rank's collective seconds split by kind, adding up to its total (one all-gather for the
+    # step's layout, the gradient and moments all-reduces, their waits)
+    for total, kinds in zip(ddp["collective_s_per_rank"], ddp["collective_s_by_kind"]):
+        assert {"all_gather", "all_reduce", "grads_wait", "moments_wait"} <= kinds.keys()
+        assert all(v >= 0 for v in kinds.values()) and sum(kinds.values()) == pytest.approx(total)
 
 
 def test_the_prepare_script_copies_the_data_it_carries(tmp_path):
