@@ -231,8 +231,8 @@ def _f32_ok(impression: ImpressionS) -> bool:
     items = impression.items
     blobs = list(map(_F32, items))
     if None in blobs:  # some items spell their features as numbers, or have none: only the others
-        kept = [(item, blob) for item, blob in zip(items, blobs) if blob is not None]
-        items, blobs = [item for item, _ in kept], [blob for _, blob in kept]
+        items = [item for item, blob in zip(items, blobs) if blob is not None]
+        blobs = [blob for blob in blobs if blob is not None]
     if list(map(_FEATURES, items)).count(None) != len(items) or any(n % 4 for n in set(map(len, blobs))):
         return False
     if not blobs:

@@ -244,9 +244,7 @@ def create_app(runtime: ServingRuntime) -> FastAPI:
         metrics.requests.labels(status="200").inc()
         if out["degraded"]:
             metrics.degraded.labels(reason=out["degraded"]).inc()
-        stages = dict(out.get("stages") or {})
-        if "batch" in stages:
-            stages["queue"] = scored_ms - stages["batch"]
+        stages = {**out["stages"], "queue": scored_ms - out["stages"]["batch"]}  # score_batch's, plus the wait
         timing = server_timing(request.scope.get("state", {}).get("arrived"), started, finished, stages)
         return Response(content, media_type="application/json", headers={"Server-Timing": timing})
 
