@@ -11,6 +11,13 @@ same as inline; :meth:`UpdateStage.drain` waits for all of them and re-raises th
 (a non-finite loss stops the learner as it did before, just one call later; the stage stays
 failed and runs nothing more).
 
+The same also needs the same intra-op thread count: torch sets a new thread's count from a
+process-wide value that ``torch.set_num_threads`` called on *another* thread changes (a server's
+start-up on its event-loop thread does), while a thread that already ran a parallel op keeps its
+own. A reduction split over 1 thread and over 2 rounds differently, so the worker thread takes
+the count of the thread that started it. (Found because the inline-vs-threaded test lost
+bit-equality when it ran after a test that served through a TestClient.)
+
 Measured (``bench/learn_bench.py``, ``prefetch_speedup``; BENCHMARKS.md, issue 16): at the
 learners' sizes the overlap buys little, 1.00-1.07x on a quiet 2-core machine, because the update
 holds the GIL most of the time (many kernels of tens of microseconds between Python-level autograd
@@ -25,6 +32,8 @@ from __future__ import annotations
 import queue
 import threading
 from typing import Callable
+
+import torch
 
 Task = Callable[[], None]
 
@@ -48,7 +57,8 @@ class UpdateStage:
             task()
             return
         if self._thread is None:
-            self._thread = threading.Thread(target=self._run, name=self.name, daemon=True)
+            self._thread = threading.Thread(target=self._run, args=(torch.get_num_threads(),), name=self.name,
+                                            daemon=True)
             self._thread.start()
         self._tasks.put(task)
 
@@ -71,7 +81,8 @@ class UpdateStage:
         if self._error is not None:  # sticky: a failed stage stays failed
             raise self._error
 
-    def _run(self) -> None:
+    def _run(self, threads: int) -> None:
+        torch.set_num_threads(threads)  # the submitting thread's count (see the module docstring)
         while True:
             task = self._tasks.get()
             try:
