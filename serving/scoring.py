@@ -51,8 +51,14 @@ What is left (py-spy of the server, 50 candidates x 300 Feast features,
   in-process time. The scoring thread waits for the GIL after its torch ops while the event loop,
   the feature-read helper, the emitter and the Kafka thread run their ~2.4 ms of Python a request.
   A read-through window on the item features (no Redis read for 95 % of the rows) and a 0.1 ms
-  switch interval did not move the client's p50 beyond run-to-run noise. Taking the models out of
-  this process's GIL is the next step.
+  switch interval did not move the client's p50 beyond run-to-run noise.
+* the GIL is not what doubles the stages (2026-12-07, BENCHMARKS.md "A model process, tried"): the
+  same models in a process of their own, fed each batch over a Unix socket, took as long there
+  (calibrate / fuse / rerank 1.7 / 0.9 / 0.9 ms) and the client's p50 did not move (6.75 vs 6.52 ms;
+  8 clients 205 vs 231 requests per core-second); without the concurrent feature read, the
+  emitter and the Kafka consumers the stages were as slow too. In process, the same passes take
+  1.3-1.5x their back-to-back time when other Python runs between them, and more while the bench's
+  client, broker and Redis share the 2 cores. What is left is the models' own compute.
 
 Per item in Python remain: reading each candidate's task scores out of the validated body
 (``np.fromiter``), the answer's per-item dicts (:func:`response_json`) and the impression's
