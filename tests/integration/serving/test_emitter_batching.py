@@ -50,3 +50,24 @@ def test_impressions_offered_within_the_linger_share_produce_requests(settings, 
     one_each = produce_requests(settings, monkeypatch, {"linger_ms": 500, "batch_size": 16384})
     assert serving <= IMPRESSIONS // 8, f"{serving} produce requests for {IMPRESSIONS} impressions"
     assert one_each >= IMPRESSIONS // 4, f"kafka-python's default batch size: {one_each} requests"  # the test can tell
+
+
+def test_the_emitter_bench_prints_both_batch_sizes_with_every_impression_acknowledged():
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[3]
+    run = subprocess.run([sys.executable, str(root / "bench" / "emitter_cost.py"), "--json", "--rounds", "1",
+                          "--seconds", "1", "--rate", "250"], capture_output=True, text=True, timeout=180, cwd=root)
+    assert run.returncode == 0, run.stderr[-3000:]
+    doc = json.loads(run.stdout)
+    assert doc["acked_all"] and doc["impression_bytes"] > 8000  # a served 50-item impression
+    assert doc["batch_bytes"] == {"serving": 256 * 1024, "kafka_python_default": 16384}
+    for side in ("serving", "kafka_python_default"):
+        assert doc[side]["cpu_us_per_impression"] > 0
+    # more impressions share a request with the serving size (the default holds one impression per batch)
+    assert doc["serving"]["records_per_request"] > 2 * doc["kafka_python_default"]["records_per_request"]
+    assert doc["ratios"]["cpu_us_per_impression"] == doc["serving"]["cpu_us_per_impression"] / doc[
+        "kafka_python_default"]["cpu_us_per_impression"]
