@@ -74,13 +74,13 @@ class ImpressionEmitter:
         self._producer = None
         # acks=1 and no idempotence (which needs acks=all): an impression waits for one broker,
         # never for a quorum, and a failed one is counted and dropped, not retried in order
-        max_request = producer_max_request_size(max_record_bytes)
         # batch_size: kafka-python's default (16 KB) holds one impression of 50 items (~12 KB), so each
         # send started a batch, woke the I/O thread and went out in a produce request of its own: the
         # linger batched nothing. A batch now fills for up to the linger (bench/emitter_cost.py).
         self._producer_config = dict(acks=1, enable_idempotence=False, linger_ms=5, max_block_ms=1000, request_timeout_ms=3000,
                                      delivery_timeout_ms=6000, retries=2, reconnect_backoff_max_ms=1000,
-                                     max_request_size=max_request, batch_size=min(max_record_bytes, BATCH_BYTES))
+                                     max_request_size=producer_max_request_size(max_record_bytes),
+                                     batch_size=min(max_record_bytes, BATCH_BYTES))
         self._producer_config.update(producer_config or {})
         self._rebuild = threading.Event()  # set by a fatal send error (on the producer's I/O thread)
         self._resend: collections.deque[tuple[bytes, bytes]] = collections.deque()
