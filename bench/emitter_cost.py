@@ -24,10 +24,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -35,7 +33,6 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from common import stack  # noqa: E402
-from common.config import load_settings  # noqa: E402
 
 DEFAULT_BATCH_BYTES = 16384  # kafka-python's own default
 
@@ -71,19 +68,6 @@ def records_per_request(emitter) -> float:
     return float(producer.metrics().get("producer-metrics", {}).get("records-per-request-avg", float("nan")))
 
 
-def group_cpu_s(pgid: int) -> float:
-    """CPU seconds of the processes of group ``pgid`` (the broker and any child it starts)."""
-    total = 0.0
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[2]) == pgid:
-            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    return total
-
-
 def measure(bootstrap: str, topic: str, value: bytes, batch_bytes: int | None, rate: float, seconds: float,
             broker_pid: int | None) -> dict[str, float]:
     """One round: offer ``value`` at ``rate``/s for ``seconds``; CPU and requests per impression."""
@@ -97,7 +81,7 @@ def measure(bootstrap: str, topic: str, value: bytes, batch_bytes: int | None, r
         for k in range(20):  # connect, fetch metadata, warm the path
             emitter.offer(f"warm-{k}".encode(), value)
         emitter.flush(30)
-        cpu0, broker0 = time.process_time(), group_cpu_s(broker_pid) if broker_pid else 0.0
+        cpu0, broker0 = time.process_time(), stack.group_cpu_s(broker_pid) if broker_pid else 0.0
         n = int(rate * seconds)
         started = time.monotonic()
         for k in range(n):
@@ -107,7 +91,7 @@ def measure(bootstrap: str, topic: str, value: bytes, batch_bytes: int | None, r
                 time.sleep(delay)
         emitter.flush(30)
         cpu = time.process_time() - cpu0
-        broker = (group_cpu_s(broker_pid) - broker0) if broker_pid else float("nan")
+        broker = (stack.group_cpu_s(broker_pid) - broker0) if broker_pid else float("nan")
         acked = emitter.stats.acked - 20
         return {"impressions": n, "acked": acked, "cpu_us_per_impression": cpu / n * 1e6,
                 "broker_cpu_us_per_impression": broker / n * 1e6,
@@ -129,14 +113,7 @@ def main() -> int:
         args.rounds, args.seconds = 2, 5.0
     from serving.emitter import BATCH_BYTES  # noqa: PLC0415
 
-    home = Path(tempfile.mkdtemp(prefix="emitter-cost-"))
-    env = dict(os.environ, STREAMRANK_HOME=str(home))
-    env.pop("STREAMRANK_KAFKA", None)
-    env.pop("STREAMRANK_REDIS", None)
-    base = load_settings(env)
-    state = stack.up(base)
-    try:
-        settings = base.with_endpoints(kafka=state["kafka"], redis=state["redis"])
+    with stack.private_stack("emitter-cost-") as (settings, state):
         value = one_impression(args.candidates)
         sides = {"serving": None, "kafka_python_default": DEFAULT_BATCH_BYTES}
         rounds: dict[str, list[dict[str, float]]] = {name: [] for name in sides}
@@ -153,8 +130,6 @@ def main() -> int:
                **med, "ratios": {k: med["serving"][k] / med["kafka_python_default"][k]
                                  if med["kafka_python_default"][k] else None for k in keys},
                "acked_all": all(x["acked"] >= x["impressions"] for rows in rounds.values() for x in rows)}
-    finally:
-        stack.down(base)
     if args.json:
         print(json.dumps(doc))
     else:

@@ -73,20 +73,6 @@ def percentiles(values: list[float]) -> dict[str, float]:
             "p99_ms": float(np.percentile(arr, 99)), "max_ms": float(arr.max())}
 
 
-def cpu_seconds(pgid: int) -> float:
-    """User + system CPU seconds so far of the live processes of process group ``pgid`` (the server
-    and its worker processes, if any; Linux ``/proc/PID/stat``)."""
-    total = 0
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:  # the process ended meanwhile
-            continue
-        if int(fields[2]) == pgid:
-            total += int(fields[11]) + int(fields[12])
-    return total / os.sysconf("SC_CLK_TCK")
-
-
 def parse_server_timing(value: str | None) -> dict[str, float]:
     """``"wait;dur=0.1, handler;dur=2.5"`` -> ``{"wait": 0.1, "handler": 2.5}`` (milliseconds)."""
     out: dict[str, float] = {}
@@ -305,9 +291,9 @@ def wait_ready(url: str, server: subprocess.Popen, port: int, what: str, roles: 
 
 def steady_round(clients: "Clients", server: subprocess.Popen, seconds: float) -> tuple[list[tuple], float]:
     """``seconds`` of the clients against one server: its records and the server's CPU seconds meanwhile."""
-    cpu0 = cpu_seconds(server.pid)
+    cpu0 = stack.group_cpu_s(server.pid)
     records = clients.run(seconds, "steady")
-    return records, cpu_seconds(server.pid) - cpu0
+    return records, stack.group_cpu_s(server.pid) - cpu0
 
 
 def per_core(records: list[tuple], cpu: float) -> float:

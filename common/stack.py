@@ -25,15 +25,18 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 from common.retention import STATUS_FILE as RETENTION_STATUS
 from common.retention import TRIMMED_TOPICS
 from common.retention import read_status as read_retention_status
 from common.topics import broker_partitions, ensure_project_topics
-from common.config import STACK_STATE_FILE, Settings, read_stack_state
+from common.config import STACK_STATE_FILE, Settings, load_settings, read_stack_state
 from common.errors import StreamrankError
 from common.waiting import WaitAborted, WaitTimeout, poll_until
 
@@ -84,6 +87,35 @@ def process_cpu_s(pid: int) -> float:
     """User + system CPU seconds of process ``pid`` so far (``/proc/PID/stat``; Linux only)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def group_cpu_s(pgid: int) -> float:
+    """User + system CPU seconds of the live processes of process group ``pgid`` (a service started
+    in its own session, and any child it starts; Linux ``/proc``)."""
+    total = 0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:  # the process ended meanwhile
+            continue
+        if int(fields[2]) == pgid:
+            total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+@contextmanager
+def private_stack(prefix: str) -> Iterator[tuple[Settings, dict]]:
+    """A bench's own embedded stack in a new temporary home, whatever ``STREAMRANK_KAFKA`` /
+    ``STREAMRANK_REDIS`` say: (settings with its endpoints, the stack state); stopped on exit."""
+    env = dict(os.environ, STREAMRANK_HOME=tempfile.mkdtemp(prefix=prefix))
+    env.pop("STREAMRANK_KAFKA", None)
+    env.pop("STREAMRANK_REDIS", None)
+    base = load_settings(env)
+    state = up(base)
+    try:
+        yield base.with_endpoints(kafka=state["kafka"], redis=state["redis"]), state
+    finally:
+        down(base)
 
 
 @dataclass(frozen=True)
