@@ -91,8 +91,8 @@ def rank_main(rank: int, world: int, port: int, steps: int, lists: int, out: Pat
         for r in part:
             built.add(labeled_example(sim, r, range(len(r.candidates)), source="bench"))
         batches.append(built)
-    waited = [0.0]  # seconds inside collectives (waiting for the other ranks + the transfer)
-    by_kind: dict[str, float] = {}  # the same seconds by kind of call (collective_s_by_kind)
+    # seconds inside collectives (waiting for the other ranks + the transfer), by kind of call
+    by_kind: dict[str, float] = {}
 
     def timing(call, kind: str):
         def timed(*args, **kwargs):
@@ -100,9 +100,7 @@ def rank_main(rank: int, world: int, port: int, steps: int, lists: int, out: Pat
             try:
                 return call(*args, **kwargs)
             finally:
-                dt = time.perf_counter() - t0
-                waited[0] += dt
-                by_kind[kind] = by_kind.get(kind, 0.0) + dt
+                by_kind[kind] = by_kind.get(kind, 0.0) + time.perf_counter() - t0
         return timed
 
     synced = world > 1 and not independent
@@ -122,7 +120,6 @@ def rank_main(rank: int, world: int, port: int, steps: int, lists: int, out: Pat
     for rep in range(reps):
         if world > 1:
             torch.distributed.barrier()
-        waited[0] = 0.0
         by_kind.clear()
         if device.type == "cuda":
             torch.cuda.synchronize(device)
@@ -133,7 +130,7 @@ def rank_main(rank: int, world: int, port: int, steps: int, lists: int, out: Pat
             torch.cuda.synchronize(device)
         doc["rep_seconds"].append(time.perf_counter() - started)
         doc["rep_cpu_s"].append(time.process_time() - cpu)
-        doc["collective_s"] += waited[0] / reps
+        doc["collective_s"] += sum(by_kind.values()) / reps
         for kind, seconds in by_kind.items():
             doc["collective_s_by_kind"][kind] = doc["collective_s_by_kind"].get(kind, 0.0) + seconds / reps
         if rep == 0 and rank == 0 and not independent:  # after one pass over the lists, as one process would

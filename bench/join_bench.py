@@ -143,32 +143,18 @@ def faust_noop_rate(settings, expected: int) -> float:
     raise RuntimeError(f"faust no-op run failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}")
 
 
-def group_cpu_s(pgid: int | None) -> float:
-    """CPU seconds of every process in process group ``pgid`` (the broker and its launcher); 0 if unknown."""
-    if pgid is None:
-        return 0.0
-    total = 0.0
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[2]) == pgid:
-            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    return total
-
-
 def worker_rate(settings, env: dict, expected: int, n_impressions: int, log_dir: Path,
                 broker_pgid: int | None = None) -> tuple[float, dict]:
     """Events/s of a worker subprocess, and its status doc plus ``cpu_s``: CPU it used from ready to done
     (start-up and group join excluded; less sensitive than wall time to other load on the machine)."""
+    def broker_cpu_s() -> float:  # the broker and its launcher; 0 when the broker is not ours
+        return stack.group_cpu_s(broker_pgid) if broker_pgid else 0.0
+
     worker = WorkerProcess(settings, env, "bench-worker", log_dir).start()
     try:
         worker.wait_ready(120)
         cpu_at_ready = process_cpu_s(worker.proc.pid)
-        broker_at_ready = group_cpu_s(broker_pgid)
+        broker_at_ready = broker_cpu_s()
         deadline = time.monotonic() + 600
         while time.monotonic() < deadline:
             doc = worker.status() or {}
@@ -179,7 +165,7 @@ def worker_rate(settings, env: dict, expected: int, n_impressions: int, log_dir:
         else:
             raise TimeoutError(f"worker did not finish:\n{worker.log_tail()}")
         doc["cpu_s"] = process_cpu_s(worker.proc.pid) - cpu_at_ready
-        doc["broker_cpu_s"] = group_cpu_s(broker_pgid) - broker_at_ready
+        doc["broker_cpu_s"] = broker_cpu_s() - broker_at_ready
         span = doc["last_input_at"] - doc["first_input_at"]
         return counts["events_in"] / span, doc
     finally:

@@ -48,10 +48,8 @@ What is left (py-spy of the server, 50 candidates x 300 Feast features,
 * one client, by the ``Server-Timing`` stages (33acd82, BENCHMARKS.md "Where the handler's time
   goes"): the batch's calibrate / fuse / rerank take about twice their in-process time (2.1 / 0.7 /
   0.7 vs 0.9 / 0.4 / 0.4 ms), and the same calibration repeated at once in the server takes its
-  in-process time. The scoring thread waits for the GIL after its torch ops while the event loop,
-  the feature-read helper, the emitter and the Kafka thread run their ~2.4 ms of Python a request.
-  A read-through window on the item features (no Redis read for 95 % of the rows) and a 0.1 ms
-  switch interval did not move the client's p50 beyond run-to-run noise.
+  in-process time. A read-through window on the item features (no Redis read for 95 % of the rows)
+  and a 0.1 ms switch interval did not move the client's p50 beyond run-to-run noise.
 * the GIL is not what doubles the stages (2026-12-07, BENCHMARKS.md "A model process, tried"): the
   same models in a process of their own, fed each batch over a Unix socket, took as long there
   (calibrate / fuse / rerank 1.7 / 0.9 / 0.9 ms) and the client's p50 did not move (6.75 vs 6.52 ms;

@@ -7,6 +7,11 @@ CPU per impression: ``bench/emitter_cost.py``). Counted here: kafka-python's pro
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 from kafka.producer.sender import Sender
 
@@ -15,6 +20,7 @@ from serving.emitter import ImpressionEmitter
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
+ROOT = Path(__file__).resolve().parents[3]
 IMPRESSIONS = 40
 VALUE = b'{"items": "' + b"a" * 12_000 + b'"}'  # the size of a 50-item impression with features by reference
 
@@ -53,14 +59,8 @@ def test_impressions_offered_within_the_linger_share_produce_requests(settings, 
 
 
 def test_the_emitter_bench_prints_both_batch_sizes_with_every_impression_acknowledged():
-    import json
-    import subprocess
-    import sys
-    from pathlib import Path
-
-    root = Path(__file__).resolve().parents[3]
-    run = subprocess.run([sys.executable, str(root / "bench" / "emitter_cost.py"), "--json", "--rounds", "1",
-                          "--seconds", "1", "--rate", "250"], capture_output=True, text=True, timeout=180, cwd=root)
+    run = subprocess.run([sys.executable, str(ROOT / "bench" / "emitter_cost.py"), "--json", "--rounds", "1",
+                          "--seconds", "1", "--rate", "250"], capture_output=True, text=True, timeout=180, cwd=ROOT)
     assert run.returncode == 0, run.stderr[-3000:]
     doc = json.loads(run.stdout)
     assert doc["acked_all"] and doc["impression_bytes"] > 8000  # a served 50-item impression
