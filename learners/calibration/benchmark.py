@@ -13,7 +13,8 @@ bootstrap draws serve every method of a seed, so differences between methods are
 Methods (:func:`learners.calibration.evaluation.method_factories`): the UMNN calibrators get the
 task's context fields (sim: position, user group; MovieLens: user group, genre, popularity);
 Platt, isotonic and histogram binning are context-free, as usual. The UMNN variants predict with
-Polyak/EMA-averaged weights (:data:`UMNN_SETTINGS`; ``--umnn KEY=VALUE`` replaces them). The SCLoss ablation compares
+Polyak/EMA-averaged weights and replay the early stream (:data:`UMNN_SETTINGS`; ``--umnn KEY=VALUE``
+replaces them). The SCLoss ablation compares
 ``umnn_scloss`` (adaptive quantile bins), ``umnn_scloss@fixed_bins`` (the paper's 10
 equal-width bins) and ``umnn`` (no SCLoss), with the number of SCLoss bins that hold at least
 1 % of the predictions (``sc_bins_used``).
@@ -41,12 +42,15 @@ REPLICATES = {"quick": 200, "full": 1000}
 ABLATION = ("umnn_scloss", FIXED_BINS, "umnn")
 BASELINES = ("isotonic", "platt")
 #: the UMNN variants' online-SGD settings in this benchmark: predict with the averaged weights
-#: (:class:`~learners.calibration.config.CalibrationConfig` ``average``). Chosen on seed 100, which no
-#: reported run uses, among averaging, an inverse-sqrt lr schedule, SCLoss λ 0.1 and 1, and 3 passes a
-#: batch (BENCHMARKS.md, "Choosing the online settings"); lr and the SCLoss settings stay the paper's.
+#: (:class:`~learners.calibration.config.CalibrationConfig` ``average``) and replay the rows learned so far
+#: during the first 60 updates, 2 extra steps each (``replay_updates``/``replay_steps``,
+#: :mod:`learners.calibration.replay`). Averaging was chosen on seed 100 among averaging, an inverse-sqrt lr
+#: schedule, SCLoss λ 0.1 and 1, and 3 passes a batch; the replay on seeds 100-104 among lr 3e-2 / 1e-1,
+#: batches of 8-32 lists and replay for 30 / 60 / 100 / all updates (BENCHMARKS.md, "Choosing the online
+#: settings"); no reported run uses those seeds. lr and the SCLoss settings stay the paper's.
 #: Over the ~230 steps of a full simulator stream the decay is ``(1+t)/(10+t)`` throughout (< 0.99):
 #: the new iterate's weight ``9/(10+t)``, a polynomial-decay average (Shamir & Zhang 2013).
-UMNN_SETTINGS: dict[str, Any] = {"average": 0.99}
+UMNN_SETTINGS: dict[str, Any] = {"average": 0.99, "replay_updates": 60, "replay_steps": 2}
 TRUTH_NOTE = ("p_true scored as a prediction: its label ECE is the floor that label noise alone gives a perfectly "
               "calibrated predictor with this spread of p (100 equal-width bins), not a method")
 

@@ -1,7 +1,8 @@
 """What shapes a calibration learner: :class:`CalibrationConfig` (saved in the checkpoint meta).
 
 The UMNN/Platt fields follow UMC's settings; the online-SGD options (``average``, ``lr_schedule``,
-``lr_warmup``, ``passes``) are described in :mod:`learners.calibration.learner`'s docstring; the
+``lr_warmup``, ``passes``, and the warm-up replay's ``replay_updates``, ``replay_steps``,
+``replay_rows``) are described in :mod:`learners.calibration.learner`'s docstring; the
 ``hist_*`` fields shape the isotonic / histogram-binning baselines
 (:mod:`learners.calibration.binning_learner`).
 """
@@ -19,7 +20,7 @@ DEFAULT_TASKS = ("click", "long_view")
 DEFAULT_FIELDS = ("position", "item", "user")
 LR_SCHEDULES = ("constant", "inv_sqrt")
 #: Settings added after the first calibration snapshots were published (see ``as_json``).
-LATER_SETTINGS = ("average", "lr_schedule", "lr_warmup", "passes")
+LATER_SETTINGS = ("average", "lr_schedule", "lr_warmup", "passes", "replay_updates", "replay_steps", "replay_rows")
 
 
 @dataclass(frozen=True)
@@ -45,6 +46,9 @@ class CalibrationConfig:
     lr_schedule: str = "constant"  # or "inv_sqrt": linear warm-up over lr_warmup steps, then lr * sqrt(w / t)
     lr_warmup: int = 1
     passes: int = 1  # optimizer steps on each batch
+    replay_updates: int = 0  # warm-up replay (learners.calibration.replay) during the first N updates; 0: off
+    replay_steps: int = 1  # extra steps per warm-up update, each on a uniform draw from the rows learned so far
+    replay_rows: int = 50_000  # the reservoir's capacity per task (Algorithm R beyond it)
     # isotonic / histogram
     hist_bins: int = 200
     hist_logit_range: float = 12.0
@@ -68,6 +72,12 @@ class CalibrationConfig:
             raise ValueError(f"lr_warmup must be >= 1, got {self.lr_warmup}")
         if self.passes < 1:
             raise ValueError(f"passes must be >= 1, got {self.passes}")
+        if self.replay_updates < 0:
+            raise ValueError(f"replay_updates must be >= 0 (0: no replay), got {self.replay_updates}")
+        if self.replay_steps < 1:
+            raise ValueError(f"replay_steps must be >= 1, got {self.replay_steps}")
+        if self.replay_rows < 1:
+            raise ValueError(f"replay_rows must be >= 1, got {self.replay_rows}")
         SCLossConfig(self.sc_bins, self.sc_beta, self.sc_weight, self.sc_binning)  # validates
 
     @classmethod

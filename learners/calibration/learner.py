@@ -43,6 +43,10 @@ Online-SGD options of UMNN/Platt (all off by default, so a default learner is as
   step counter, so it needs no extra state.
 * ``passes``: optimizer steps on each batch (``learn_many``); the schedule and the average count
   steps, ``updates`` counts batches.
+* ``replay_updates`` = :math:`W`, ``replay_steps`` = :math:`S`, ``replay_rows``: warm-up replay
+  (:mod:`learners.calibration.replay`): each of the first :math:`W` updates is followed by
+  :math:`S` steps on rows drawn from a reservoir of the rows learned so far, then the reservoir is
+  dropped. Replay steps count as optimizer steps, not as updates.
 
 Learning (``learn_many``) is deterministic given the seed and input order; the state holds
 the modules (and the averaged copy when ``average > 0``), Adam's moments, SCLoss caches, the
@@ -74,6 +78,7 @@ from learners.calibration.baselines import PlattHead
 from learners.calibration.batched import BatchedServing
 from learners.calibration.config import CalibrationConfig, average_decay
 from learners.calibration.context import P_CLIP, ContextEncoder, TaskRows, extract_rows, request_context
+from learners.calibration.replay import WarmupReplay
 from learners.calibration.scloss import SCLossConfig, SmoothCalibrationLoss
 from learners.calibration.umnn import UMNNCalibrator
 from learners.ingest.rows import RowArrays
@@ -195,6 +200,7 @@ class NeuralCalibrationLearner(BatchedServing, _CalibrationBase):
         sc = SCLossConfig(config.sc_bins, config.sc_beta, config.sc_weight, config.sc_binning)
         self.sc_losses = {task: SmoothCalibrationLoss(sc) for task in config.tasks}
         self.serving_fast = head == "umnn"  # False: serve through the modules (the reference path)
+        self.replay = WarmupReplay(config.tasks, config.replay_rows) if config.replay_updates else None
 
     def to(self, device: torch.device | str) -> "NeuralCalibrationLearner":
         """Train on ``device`` (module and Adam state move; SCLoss's K-bin caches stay on the CPU)."""
@@ -292,10 +298,23 @@ class NeuralCalibrationLearner(BatchedServing, _CalibrationBase):
         metrics = self.update_tensors(on_device)  # the first pass's losses: before any step on this batch
         for _ in range(self.config.passes - 1):
             self.update_tensors(on_device)
+        self._replay(task_batches)
         if self.optimizer_steps > steps_before:
             self.updates += 1
         self._count(built, metrics)
         return metrics
+
+    def _replay(self, task_batches: dict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor]]) -> None:
+        """Warm-up replay after the batch's own steps (module docstring); drops the reservoir after update W."""
+        if self.replay is None or self.updates >= self.config.replay_updates:
+            return
+        self.replay.add(task_batches, self.generator)
+        sizes = {task: int(batch[0].shape[0]) for task, batch in task_batches.items()}
+        for _ in range(self.config.replay_steps):
+            drawn = self.replay.sample(sizes, self.generator)
+            self.update_tensors({t: tuple(x.to(self.device) for x in b) for t, b in drawn.items()})
+        if self.updates + 1 >= self.config.replay_updates:
+            self.replay.clear()
 
     def state_dict(self) -> LearnerState:
         tensors = module_tensors("model", self.module)
@@ -306,6 +325,8 @@ class NeuralCalibrationLearner(BatchedServing, _CalibrationBase):
         if self.average_module is not None:
             tensors.update(module_tensors("average", self.average_module))
         tensors.update(generator_tensors({"torch": self.generator}))
+        if self.replay is not None:
+            tensors.update(self.replay.state_tensors("replay."))
         meta = self._meta()
         meta["counters"]["optimizer_steps"] = self.optimizer_steps
         meta["head"] = self.head_kind
@@ -322,6 +343,8 @@ class NeuralCalibrationLearner(BatchedServing, _CalibrationBase):
         for task, sc in self.sc_losses.items():
             sc.load_tensors(state.tensors, f"sc.{task}.")
         load_generators({"torch": self.generator}, state.tensors)
+        if self.replay is not None:
+            self.replay.load_tensors(state.tensors, "replay.")
         self.serving_path(rebuild=True)  # stacked here, once per snapshot, not by the first request
 
 

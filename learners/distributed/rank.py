@@ -82,6 +82,9 @@ class Rank:
             raise ValueError(f"{options.model}: data-parallel training needs gradient learners without SCLoss "
                              "(ldro, grpo, drpo, platt, umnn with --set sc_weight=0): SCLoss's bin caches and the "
                              "histogram baselines are batch statistics that are not all-reduced")
+        if getattr(getattr(learner, "config", None), "replay_updates", 0):
+            raise ValueError(f"{options.model}: data-parallel training does not take the warm-up replay "
+                             "(replay_updates > 0): each rank's reservoir holds only its own partitions' rows")
         attach(learner, getattr(learner, "device", None))
         self.learner = learner
         self.store = CheckpointStore(options.checkpoint_dir, options.model)
