@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import pytest
 import torch
+from safetensors.torch import load as safetensors_load
+from safetensors.torch import save as safetensors_save
 
 from learners.calibration.config import CalibrationConfig
 from learners.calibration.context import P_CLIP
@@ -105,11 +107,14 @@ def test_replay_steps_are_steps_on_the_drawn_rows(examples):
 
 
 def test_a_checkpoint_in_the_warm_up_carries_the_reservoir(examples):
+    """Through safetensors bytes, as a checkpoint or a snapshot: the resumed learner continues exactly."""
     a = build_umnn(replay_updates=4, replay_steps=1, average=0.9, **SMALL)
     for i in range(0, 20, 10):
         a.learn_many(examples[i:i + 10])
     b = build_umnn(replay_updates=4, replay_steps=1, average=0.9, **SMALL)
-    b.load_state_dict(a.state_dict())
+    state = a.state_dict()
+    state.tensors = safetensors_load(safetensors_save(state.tensors))  # as a checkpoint or snapshot carries it
+    b.load_state_dict(state)
     assert torch.equal(a.replay.rows["click"][0], b.replay.rows["click"][0])
     assert b.replay.offered == a.replay.offered
     for learner in (a, b):
