@@ -71,6 +71,17 @@ def stand_in() -> LabeledList:
                        join=JoinInfo(closed_by="flush", window_s=0.0, feedback_count=0, closed_at_ts=0.0))
 
 
+def check_data_parallel(model: str, learner: Any) -> None:
+    """Refuse a learner whose training data-parallel ranks cannot reproduce (ValueError naming why)."""
+    if not hasattr(learner, "sync") or getattr(getattr(learner, "config", None), "sc_weight", 0.0):
+        raise ValueError(f"{model}: data-parallel training needs gradient learners without SCLoss "
+                         "(ldro, grpo, drpo, platt, umnn with --set sc_weight=0): SCLoss's bin caches and the "
+                         "histogram baselines are batch statistics that are not all-reduced")
+    if getattr(getattr(learner, "config", None), "replay_updates", 0):
+        raise ValueError(f"{model}: data-parallel training does not take the warm-up replay "
+                         "(replay_updates > 0): each rank's reservoir holds only its own partitions' rows")
+
+
 class Rank:
     """The lockstep loop of one rank: read owned partitions, step together, checkpoint together."""
 
@@ -78,13 +89,7 @@ class Rank:
         self.settings, self.options = settings, options
         self.info = init_group(_device(options.device), options.rank, options.world, "127.0.0.1", options.port)
         learner = build_learner(options.model, device=options.device, **dict(options.model_config))
-        if not hasattr(learner, "sync") or getattr(getattr(learner, "config", None), "sc_weight", 0.0):
-            raise ValueError(f"{options.model}: data-parallel training needs gradient learners without SCLoss "
-                             "(ldro, grpo, drpo, platt, umnn with --set sc_weight=0): SCLoss's bin caches and the "
-                             "histogram baselines are batch statistics that are not all-reduced")
-        if getattr(getattr(learner, "config", None), "replay_updates", 0):
-            raise ValueError(f"{options.model}: data-parallel training does not take the warm-up replay "
-                             "(replay_updates > 0): each rank's reservoir holds only its own partitions' rows")
+        check_data_parallel(options.model, learner)
         attach(learner, getattr(learner, "device", None))
         self.learner = learner
         self.store = CheckpointStore(options.checkpoint_dir, options.model)

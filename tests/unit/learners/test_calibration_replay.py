@@ -17,6 +17,7 @@ from learners.calibration.config import CalibrationConfig
 from learners.calibration.context import P_CLIP
 from learners.calibration.learner import build_umnn
 from learners.calibration.replay import WarmupReplay
+from learners.distributed.rank import check_data_parallel
 from simulator.examples import simulated_examples
 
 SMALL = {"steps": 16, "context_hidden": (32, 32), "integrand_hidden": (16, 16), "tasks": ("click",),
@@ -141,3 +142,11 @@ def test_the_replay_settings_are_left_out_of_the_snapshot_at_their_defaults():
     used = CalibrationConfig(replay_updates=60, replay_steps=2).as_json()
     assert used["replay_updates"] == 60 and used["replay_steps"] == 2 and "replay_rows" not in used
     assert build_umnn().replay is None
+
+
+def test_data_parallel_ranks_refuse_the_replay_and_scloss():
+    check_data_parallel("umnn", build_umnn(sc_weight=0.0, **SMALL))  # what ranks can train
+    with pytest.raises(ValueError, match="warm-up replay"):
+        check_data_parallel("umnn", build_umnn(sc_weight=0.0, replay_updates=5, **SMALL))
+    with pytest.raises(ValueError, match="without SCLoss"):
+        check_data_parallel("umnn", build_umnn(**SMALL))
