@@ -46,7 +46,7 @@ def test_under_capacity_the_reservoir_keeps_every_row_in_order():
 
 def test_beyond_capacity_every_row_is_kept_with_the_same_probability():
     """Algorithm R: after N rows each row is in the reservoir with probability capacity / N."""
-    capacity, batches, per = 20, 10, 20  # 200 rows offered, each kept with probability 0.1
+    capacity, batches, per = 21, 14, 15  # 210 rows, each kept with probability 0.1; the 2nd batch straddles the fill
     counts = torch.zeros(batches * per)
     draws = 400
     for seed in range(draws):
@@ -64,11 +64,71 @@ def test_beyond_capacity_every_row_is_kept_with_the_same_probability():
     assert rate.min() > 0.03 and rate.max() < 0.2
 
 
+@pytest.mark.parametrize("offered", [2, 3])
+def test_algorithm_r_in_its_smallest_case(offered):
+    """One slot, rows offered in one batch: each row ends up in it with probability 1 / offered."""
+    draws = 3000
+    counts = torch.zeros(offered)
+    for seed in range(draws):
+        replay = WarmupReplay(["click"], capacity=1)
+        replay.add({"click": _rows(0, offered)}, torch.Generator().manual_seed(seed))
+        counts[int(replay.rows["click"][0][0])] += 1
+    assert (counts / draws).tolist() == pytest.approx([1 / offered] * offered, abs=0.035)
+
+
+def test_the_draws_come_from_the_given_generator_only():
+    kept = []
+    for global_seed in (1, 2):
+        torch.manual_seed(global_seed)  # the global RNG must not matter
+        replay = WarmupReplay(["click"], capacity=5)
+        g = torch.Generator().manual_seed(7)
+        for b in range(6):
+            replay.add({"click": _rows(b * 4, 4)}, g)
+        kept.append((replay.rows["click"][0].clone(), replay.sample({"click": 3}, g)["click"][0]))
+    assert torch.equal(kept[0][0], kept[1][0]) and torch.equal(kept[0][1], kept[1][1])
+
+
+def test_single_rows_empty_batches_and_a_cleared_reservoir_count_right():
+    replay = WarmupReplay(["like", "click"], capacity=4)
+    g = torch.Generator().manual_seed(0)
+    replay.add({"like": _rows(0, 0), "click": _rows(0, 1)}, g)  # an empty task first, then one row
+    assert replay.size("click") == 1 and replay.size("like") == 0 and replay.offered == {"like": 0, "click": 1}
+    replay.add({"click": _rows(1, 5)}, g)
+    assert replay.size("click") == 4 and replay.offered["click"] == 6
+    replay.clear()
+    assert replay.rows == {} and replay.offered == {"like": 0, "click": 0}
+    replay.add({"click": _rows(10, 3)}, g)
+    assert replay.offered["click"] == 3 and replay.rows["click"][0].tolist() == [10.0, 11.0, 12.0]
+
+
+def test_the_capacity_must_be_positive():
+    assert WarmupReplay(["click"], capacity=1).capacity == 1
+    with pytest.raises(ValueError, match="replay_rows"):
+        WarmupReplay(["click"], capacity=0)
+
+
+def test_a_reservoir_from_a_checkpoint_is_checked():
+    tasks = ["click", "like"]
+
+    def tensors(logit: int, label: int, index: int, task: str = "like") -> dict[str, torch.Tensor]:
+        return {f"r.{task}.logit": torch.zeros(logit), f"r.{task}.label": torch.zeros(label),
+                f"r.{task}.index": torch.zeros(index, 1, dtype=torch.long), f"r.{task}.offered": torch.tensor([9])}
+
+    replay = WarmupReplay(tasks, capacity=3)
+    replay.load_tensors(tensors(3, 3, 3), "r.")  # full to the capacity; only the second task has rows
+    assert replay.size("like") == 3 and replay.size("click") == 0 and replay.offered["like"] == 9
+    for bad in (tensors(3, 2, 2), tensors(3, 2, 3), tensors(2, 3, 3), tensors(4, 4, 4)):
+        with pytest.raises(ValueError, match="reservoir of 'like'.*malformed"):
+            WarmupReplay(tasks, capacity=3).load_tensors(bad, "r.")
+
+
 def test_a_replay_batch_is_drawn_without_replacement_from_the_reservoir():
     replay = WarmupReplay(["click", "like"], capacity=100)
     g = torch.Generator().manual_seed(1)
     replay.add({"click": _rows(0, 30), "like": _rows(500, 5)}, g)
-    drawn = replay.sample({"click": 12, "like": 9, "long_view": 4}, g)
+    assert replay.sample({"click": 0}, g) == {}
+    assert len(replay.sample({"click": 1}, g)["click"][0]) == 1
+    drawn = replay.sample({"long_view": 4, "click": 12, "like": 9}, g)
     assert set(drawn) == {"click", "like"}  # nothing learned of long_view yet
     click, like = drawn["click"][0], drawn["like"][0]
     assert len(click) == 12 and len(set(click.tolist())) == 12 and set(click.tolist()) <= set(range(30))
