@@ -61,7 +61,7 @@ class WarmupReplay:
             if head:
                 kept = tuple(torch.cat([old, new[:head]]) for old, new in zip(kept, (logit, label, index)))
             seen = self.offered[task] + head
-            if head < n:  # full: row number `seen + j` replaces a random slot with probability capacity / (seen + j + 1)
+            if head < n:  # full: row `seen + j` replaces a random slot with probability capacity / (seen + j + 1)
                 kept = tuple(t.clone() for t in kept)
                 counts = torch.arange(seen, seen + n - head, dtype=torch.float64) + 1.0
                 slots = torch.floor(torch.rand(n - head, generator=generator, dtype=torch.float64) * counts).long()

@@ -147,8 +147,8 @@ def _run_rank(settings, model: str, checkpoint_dir: str | None, batch_size: int,
 @click.option("--seeds", default=1, show_default=True,
               help="sim/movielens: run seeds SEED..SEED+N-1 (intervals over all)")
 @click.option("--umnn", "umnn_settings", multiple=True, metavar="KEY=VALUE",
-              help="sim/movielens: a learner setting of the UMNN variants (e.g. average=0.99, lr_schedule=inv_sqrt, "
-                   "sc_weight=0.1); repeatable; replaces the benchmark's defaults (UMNN_SETTINGS)")
+              help="sim/movielens: a learner setting of the UMNN variants (e.g. average=0.99, replay_updates=60, "
+                   "lr_schedule=inv_sqrt, sc_weight=0.1); repeatable; replaces the benchmark's defaults (UMNN_SETTINGS)")
 @click.option("--quick", is_flag=True, help="sim/movielens: the short form (4,000 simulated requests, 200 replicates)")
 @click.option("--bootstrap", "replicates", type=int, default=None,
               help="sim/movielens: bootstrap replicates (default 200 with --quick, else 1000)")

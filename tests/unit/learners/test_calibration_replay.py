@@ -18,6 +18,7 @@ from learners.calibration.context import P_CLIP
 from learners.calibration.learner import build_umnn
 from learners.calibration.replay import WarmupReplay
 from learners.distributed.rank import check_data_parallel
+from serving.components import build_component_model
 from simulator.examples import simulated_examples
 
 SMALL = {"steps": 16, "context_hidden": (32, 32), "integrand_hidden": (16, 16), "tasks": ("click",),
@@ -210,3 +211,17 @@ def test_data_parallel_ranks_refuse_the_replay_and_scloss():
         check_data_parallel("umnn", build_umnn(sc_weight=0.0, replay_updates=5, **SMALL))
     with pytest.raises(ValueError, match="without SCLoss"):
         check_data_parallel("umnn", build_umnn(**SMALL))
+
+
+def test_a_snapshot_taken_in_the_warm_up_loads_in_the_server(examples):
+    """The serving side rebuilds the calibrator from the snapshot's config, reservoir included."""
+    learner = build_umnn(replay_updates=10, **SMALL)
+    learner.learn_many(examples[:10])
+    state = learner.state_dict()
+    assert "replay.click.logit" in state.tensors
+    state.tensors = safetensors_load(safetensors_save(state.tensors))
+    served = build_component_model("umnn", state)
+    raw = torch.linspace(0.01, 0.9, 10)
+    context = {"position": [1 + i % 5 for i in range(10)]}
+    assert torch.equal(served.calibrate({"click": raw}, context)["click"],
+                       learner.calibrate({"click": raw}, context)["click"])
