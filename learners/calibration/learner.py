@@ -50,7 +50,7 @@ Online-SGD options of UMNN/Platt (all off by default, so a default learner is as
 
 Learning (``learn_many``) is deterministic given the seed and input order; the state holds
 the modules (and the averaged copy when ``average > 0``), Adam's moments, SCLoss caches, the
-RNG state and counters.
+RNG state, counters, and the replay reservoir while the warm-up lasts.
 """
 
 from __future__ import annotations
@@ -306,8 +306,8 @@ class NeuralCalibrationLearner(BatchedServing, _CalibrationBase):
 
     def _replay(self, task_batches: dict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor]]) -> None:
         """Warm-up replay after the batch's own steps (module docstring); drops the reservoir after update W."""
-        if self.replay is None or self.updates >= self.config.replay_updates:
-            return
+        if self.replay is None or not task_batches or self.updates >= self.config.replay_updates:
+            return  # (a batch without rows takes no step and does not count as an update)
         self.replay.add(task_batches, self.generator)
         sizes = {task: int(batch[0].shape[0]) for task, batch in task_batches.items()}
         for _ in range(self.config.replay_steps):

@@ -225,3 +225,12 @@ def test_a_snapshot_taken_in_the_warm_up_loads_in_the_server(examples):
     context = {"position": [1 + i % 5 for i in range(10)]}
     assert torch.equal(served.calibrate({"click": raw}, context)["click"],
                        learner.calibrate({"click": raw}, context)["click"])
+
+
+def test_a_batch_without_rows_does_not_end_the_warm_up(examples):
+    learner = build_umnn(replay_updates=2, replay_steps=1, **SMALL)
+    learner.learn_many(examples[:10])
+    learner.learn_many([])  # no rows: no step, not an update, the reservoir stays
+    assert learner.updates == 1 and learner.optimizer_steps == 2 and learner.replay.size("click") > 0
+    learner.learn_many(examples[10:20])
+    assert learner.updates == 2 and learner.optimizer_steps == 4 and learner.replay.size("click") == 0
