@@ -91,14 +91,15 @@ def process_cpu_s(pid: int) -> float:
 
 def group_cpu_s(pgid: int) -> float:
     """User + system CPU seconds of the live processes of process group ``pgid`` (a service started
-    in its own session, and any child it starts; Linux ``/proc``)."""
+    in its own session, and any child it starts; Linux ``/proc``). Zombies are not live (as in
+    :func:`group_alive`): a stopped group's exited child awaiting its reaper reads 0 too."""
     total = 0
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:  # the process ended meanwhile
+            fields = stat.read_text().rsplit(")", 1)[1].split()  # after "comm)": state, ppid, pgrp, ...
+        except (OSError, IndexError):  # the process ended meanwhile
             continue
-        if int(fields[2]) == pgid:
+        if int(fields[2]) == pgid and fields[0] != "Z":
             total += int(fields[11]) + int(fields[12])
     return total / os.sysconf("SC_CLK_TCK")
 
