@@ -93,15 +93,20 @@ def group_cpu_s(pgid: int) -> float:
     """User + system CPU seconds of the live processes of process group ``pgid`` (a service started
     in its own session, and any child it starts; Linux ``/proc``). Zombies are not live (as in
     :func:`group_alive`): a stopped group's exited child awaiting its reaper reads 0 too."""
-    total = 0
+    ticks = sum(int(fields[11]) + int(fields[12]) for fields in _live_group_stats(pgid))
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def _live_group_stats(pgid: int) -> Iterator[list[str]]:
+    """The ``/proc/PID/stat`` fields after ``comm)`` (state, ppid, pgrp, ...) of each live (non-zombie)
+    process of group ``pgid``; a process that ends while it is read is skipped."""
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()  # after "comm)": state, ppid, pgrp, ...
-        except (OSError, IndexError):  # the process ended meanwhile
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
             continue
-        if int(fields[2]) == pgid and fields[0] != "Z":
-            total += int(fields[11]) + int(fields[12])
-    return total / os.sysconf("SC_CLK_TCK")
+        if len(fields) > 12 and int(fields[2]) == pgid and fields[0] != "Z":
+            yield fields
 
 
 @contextmanager
@@ -223,19 +228,9 @@ def redis_ready(url: str) -> bool:
 def group_alive(pgid: int) -> bool:
     """Whether any live (non-zombie) process of process group ``pgid`` is left (from /proc;
     without /proc, whether the leader is)."""
-    proc = Path("/proc")
-    if not proc.is_dir():
+    if not Path("/proc").is_dir():
         return pid_alive(pgid)
-    for entry in proc.iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()  # after "comm)": state, ppid, pgrp
-        except (OSError, IndexError):
-            continue
-        if len(fields) > 2 and int(fields[2]) == pgid and fields[0] != "Z":
-            return True
-    return False
+    return next(_live_group_stats(pgid), None) is not None
 
 
 def stop_pid(pid: int, grace: float = 10.0) -> None:

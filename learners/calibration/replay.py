@@ -62,12 +62,16 @@ class WarmupReplay:
                 kept = tuple(torch.cat([old, new[:head]]) for old, new in zip(kept, (logit, label, index)))
             seen = self.offered[task] + head
             if head < n:  # full: row `seen + j` replaces a random slot with probability capacity / (seen + j + 1)
-                kept = tuple(t.clone() for t in kept)
+                kept = tuple(t.clone() for t in kept)  # state_tensors handed out the stored ones
                 counts = torch.arange(seen, seen + n - head, dtype=torch.float64) + 1.0
                 slots = torch.floor(torch.rand(n - head, generator=generator, dtype=torch.float64) * counts).long()
-                for j in torch.nonzero(slots < self.capacity).flatten().tolist():
-                    for dst, src in zip(kept, (logit, label, index)):
-                        dst[slots[j]] = src[head + j]
+                taken = torch.nonzero(slots < self.capacity).flatten()
+                # rows placed one after another: a slot keeps the last row that drew it
+                latest = torch.full((self.capacity,), -1, dtype=torch.long).scatter_reduce(
+                    0, slots[taken], taken, reduce="amax")
+                placed = torch.nonzero(latest >= 0).flatten()
+                for dst, src in zip(kept, (logit, label, index)):
+                    dst[placed] = src[head + latest[placed]]
             self.rows[task] = kept  # type: ignore[assignment]
             self.offered[task] += n
 
