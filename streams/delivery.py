@@ -45,14 +45,21 @@ class PendingDeliveries:
         self._track(self.examples, future)
 
     def track_changelog(self, future: asyncio.Future) -> None:
-        if not future.done():
+        """Track one changelog write. A write already done when it is tracked is checked at once: a
+        batch can fail while the flush that sent it still awaits the sends of other partitions."""
+        if future.done():
+            self._note_changelog(future)
+        else:
             future.add_done_callback(self._note_changelog)
         self._track(self.changelog, future)
 
     def _note_changelog(self, future: asyncio.Future) -> None:
-        """A changelog write the broker refused is lost state: no later commit may pass it (a failed
-        example is not: its entry is reopened and rewritten)."""
-        if not future.cancelled() and future.exception() is not None:
+        """A changelog write the broker refused, or one cancelled before it was acked (the producer
+        closed under it), is lost state: no later commit may pass it (a failed example is not: its
+        entry is reopened and rewritten)."""
+        if future.cancelled():
+            self.changelog_error = asyncio.CancelledError("a changelog write was cancelled before its ack")
+        elif future.exception() is not None:
             self.changelog_error = future.exception()
 
     @staticmethod

@@ -51,6 +51,9 @@ class PacedReplay(threading.Thread):
         assert not self.is_alive(), "replay did not finish"
         if self.error:
             raise self.error
+        # the expected examples come from the log: every line must have reached the broker, in log order
+        summary = self.summary.as_dict()
+        assert (summary["errors"], summary["producer_rebuilds"], summary["lost"]) == (0, 0, 0), summary
 
 
 def wait_for_progress(worker, examples_out: int, timeout: float = 40.0) -> None:
@@ -79,6 +82,15 @@ def check_no_loss_and_stable_ids(log: Path, examples: list[LabeledList]) -> dict
     return by_id
 
 
+def check_with_logs(log: Path, examples: list[LabeledList], workers: tuple) -> dict[str, list[LabeledList]]:
+    """:func:`check_no_loss_and_stable_ids`, with the workers' log tails on a failure (it is rare)."""
+    try:
+        return check_no_loss_and_stable_ids(log, examples)
+    except AssertionError as exc:
+        tails = "\n".join(worker.log_tail(40) for worker in workers)
+        raise AssertionError(f"{exc}\n{tails}") from exc
+
+
 def test_kill9_mid_replay_and_restart_loses_no_example(settings, tmp_path, long_log):
     request_ids = {d["request_id"] for d in log_events(long_log) if d["schema"] == "streamrank.impression.v1"}
     first = start_worker(settings, tmp_path, "kill-a")
@@ -91,7 +103,7 @@ def test_kill9_mid_replay_and_restart_loses_no_example(settings, tmp_path, long_
         second = start_worker(settings, tmp_path, "kill-b")
         feeder.finish()
         examples = wait_for_examples(settings, request_ids, timeout_s=60, workers=(second,))
-        by_id = check_no_loss_and_stable_ids(long_log, examples)
+        by_id = check_with_logs(long_log, examples, (first, second))
         assert second.status()["counts"]["examples_out"] > 0
         print(f"{len(examples)} examples for {len(by_id)} impressions "
               f"({len(examples) - len(by_id)} re-deliveries)")
@@ -121,7 +133,7 @@ def test_two_workers_split_partitions_and_survive_a_rebalance_and_a_kill9(settin
         a.kill9()  # b takes over every partition from the changelogs
         feeder.finish()
         examples = wait_for_examples(settings, request_ids, timeout_s=60, workers=(b,))
-        check_no_loss_and_stable_ids(long_log, examples)
+        check_with_logs(long_log, examples, (a, b))
         assert sorted(b.status()["assigned"]) == list(range(settings.partitions))
     finally:
         a.kill9()

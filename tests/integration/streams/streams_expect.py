@@ -119,15 +119,18 @@ def expected_from_log(events: list[dict], window_s: float = WINDOW_S, weights: d
 
 
 def assert_matches_expected(example: LabeledList, expected: dict) -> None:
+    """The example's labels and rewards are those computed from the log; a mismatch names what
+    differs and how the example was closed (the evidence a rare fault-test failure needs)."""
     got = [{"item_id": lab.item_id, "position": lab.position, "click": lab.click, "long_view": lab.long_view,
             "like": lab.like, "follow": lab.follow, "share": lab.share, "play_time_ms": lab.play_time_ms,
             "reward": lab.reward} for lab in example.labels]
-    assert len(got) == len(expected["labels"]), example.request_id
+    context = f"{example.request_id}: join {example.join!r}"
+    assert len(got) == len(expected["labels"]), context
     for g, e in zip(got, expected["labels"]):
         assert {k: v for k, v in g.items() if k != "reward"} == {k: v for k, v in e.items() if k != "reward"}, \
-            example.request_id
-        assert math.isclose(g["reward"], e["reward"], rel_tol=1e-9, abs_tol=1e-9), example.request_id
-    assert math.isclose(example.list_reward, expected["list_reward"], rel_tol=1e-9, abs_tol=1e-9)
-    assert example.query_reward == expected["query_reward"], example.request_id
-    assert example.reformulated == expected["reformulated"]
-    assert example.join.feedback_count == expected["feedback_count"], example.request_id
+            f"{context}\ngot labels      {got}\nexpected labels {expected['labels']}"
+        assert math.isclose(g["reward"], e["reward"], rel_tol=1e-9, abs_tol=1e-9), context
+    assert math.isclose(example.list_reward, expected["list_reward"], rel_tol=1e-9, abs_tol=1e-9), context
+    assert example.query_reward == expected["query_reward"], context
+    assert example.reformulated == expected["reformulated"], context
+    assert example.join.feedback_count == expected["feedback_count"], context

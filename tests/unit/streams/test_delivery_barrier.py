@@ -71,3 +71,36 @@ def test_settle_refuses_every_later_commit_once_a_changelog_write_failed():
                 await deliveries.settle()
 
     asyncio.run(scenario())
+
+
+@pytest.mark.parametrize("outcome", ["failed", "cancelled"])
+def test_a_changelog_write_already_lost_when_tracked_refuses_the_commit(outcome):
+    """A flush tracks its batch futures only after it sent every partition's batch: one may have
+    failed (or been cancelled) by then, and its loss must still stop the commit."""
+    async def scenario() -> None:
+        loop = asyncio.get_running_loop()
+        deliveries = PendingDeliveries(timeout_s=1.0)
+        lost = loop.create_future()
+        if outcome == "failed":
+            lost.set_exception(RuntimeError("broker down"))
+        else:
+            lost.cancel()
+        deliveries.track_changelog(lost)
+        with pytest.raises(RuntimeError, match="changelog write failed"):
+            await deliveries.settle()
+
+    asyncio.run(scenario())
+
+
+def test_a_changelog_write_acked_before_it_was_tracked_lets_the_commit_through():
+    async def scenario() -> PendingDeliveries:
+        loop = asyncio.get_running_loop()
+        deliveries = PendingDeliveries(timeout_s=1.0)
+        acked = loop.create_future()
+        acked.set_result(None)
+        deliveries.track_changelog(acked)
+        await deliveries.settle()
+        return deliveries
+
+    deliveries = asyncio.run(scenario())
+    assert deliveries.changelog_error is None and not deliveries.changelog
