@@ -43,13 +43,17 @@ class ConsumerPositions:
 
         Idleness is processing time, so it closes the tail of a finished replay; requiring zero
         lag keeps a stalled or rebalancing worker from closing windows whose feedback is
-        still waiting in the topic.
+        still waiting in the topic. A lag not known yet (no fetch of that topic-partition has
+        answered since the assignment, so no high watermark) is not zero: right after a restart
+        or a rebalance a slow first fetch would otherwise close the recovered windows before
+        their feedback was read.
         """
         last = self.last_input.setdefault(partition, now)
         if now - last < self.idle_timeout_s:
             return False
         for logical_topic in self.logical:
-            if self.metrics.lag.get(f"{logical_topic}/{partition}", 0) > 0:
+            lag = self.metrics.lag.get(f"{logical_topic}/{partition}")
+            if lag is None or lag > 0:
                 return False
         return True
 

@@ -143,3 +143,24 @@ def test_the_joiner_marks_a_partition_caught_up_only_when_it_processed_up_to_the
     joiner.positions.app = SimpleNamespace()  # no consumer (start-up): nothing is caught up
     joiner.positions.update_caught_up(joiner.watermarks)
     assert joiner.watermarks.impressions_caught_up == set()
+
+
+def test_a_partition_is_idle_only_after_the_timeout_with_both_lags_known_and_zero():
+    """Unknown lag (no fetch answered since the assignment) must not count as zero lag."""
+    from streams.positions import ConsumerPositions  # noqa: PLC0415
+
+    imp_topic, fb_topic = SETTINGS.topics.impressions, SETTINGS.topics.feedback
+    metrics = StreamMetrics("w")
+    positions = ConsumerPositions(SimpleNamespace(), SETTINGS, metrics, idle_timeout_s=2.0)
+    assert not positions.partition_idle(0, now=100.0)  # the idle clock starts at the first look
+    metrics.lag = {}
+    assert not positions.partition_idle(0, now=103.0)  # lags unknown: not idle
+    metrics.lag = {f"{imp_topic}/0": 0}
+    assert not positions.partition_idle(0, now=103.0)  # the feedback lag still unknown
+    metrics.lag = {f"{imp_topic}/0": 0, f"{fb_topic}/0": 3}
+    assert not positions.partition_idle(0, now=103.0)  # feedback waiting in the topic
+    metrics.lag = {f"{imp_topic}/0": 0, f"{fb_topic}/0": 0}
+    assert positions.partition_idle(0, now=103.0)
+    positions.read(fb_topic, 0, offset=7, now=103.5)  # new input restarts the clock
+    assert not positions.partition_idle(0, now=104.0)
+    assert positions.partition_idle(0, now=105.5)
