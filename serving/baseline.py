@@ -38,7 +38,7 @@ def logit(p: torch.Tensor) -> torch.Tensor:
 
 
 def pl_logprob(scores: torch.Tensor, order: Sequence[int], top_k: int | None = None) -> float:
-    """Plackett--Luce log-probability of ``order`` (candidate indices, best first) under ``scores``.
+    r"""Plackett--Luce log-probability of ``order`` (candidate indices, best first) under ``scores``.
 
     With ``top_k``: the log-probability of the first ``top_k`` placements only,
     :math:`\sum_{k \le K} [s_{y_k} - \log\sum_{j \ge k} e^{s_{y_j}}]` (the prefix of the same sum).

@@ -444,7 +444,7 @@ def test_binary_features_round_trip_through_encode_and_read_as_float32():
     raw(example(labels=[{"item_id": "d1", "position": 1, "play_time_ms": -1.0}, {"item_id": "d2", "position": 2}])),
     raw(example(labels=[])), raw(example()).replace(b'"list_reward": 1.5', b'"list_reward": 1.5, "list_reward": "x"'),
     raw(example()).replace(b'"list_reward": 1.5', b'"list_reward": "x", "list_reward": 1.5'),
-    raw(example()).replace(b'"example_id": "x1"', b'"example_id": "x\ud800"'), raw(example())[:-1], b"[]", b"",
+    raw(example()).replace(b'"example_id": "x1"', b'"example_id": "x\\ud800"'), raw(example())[:-1], b"[]", b"",
     raw(example()).replace(b'"example_id": "x1"', b'"example_id": "x\xff"'), b" " + raw(example()),
     raw(example()) + b"\n", raw(example(example_id="x" * 257)), raw(example(example_id="")),
 ])
