@@ -1,8 +1,14 @@
 """kill -9 a streams worker mid-replay (alone, and in a two-worker group): no example is lost,
-and a re-delivered example carries the same example id and the same labels."""
+and a re-delivered example carries the same example id and the same labels.
+
+CI runs one kill point per case; ``--long`` adds a sweep of kill points (from the first examples to
+the end of the replay, each with a seeded extra delay, so kills land mid-batch, mid-flush and
+mid-commit), because a crash-window bug shows in a few runs of a hundred (tests/long_runs.py).
+"""
 
 from __future__ import annotations
 
+import random
 import threading
 import time
 from collections import defaultdict
@@ -54,6 +60,10 @@ class PacedReplay(threading.Thread):
         # the expected examples come from the log: every line must have reached the broker, in log order
         summary = self.summary.as_dict()
         assert (summary["errors"], summary["producer_rebuilds"], summary["lost"]) == (0, 0, 0), summary
+
+
+#: kill points of the long sweep (``--long``); each one is a fresh pair of workers and topics
+SWEEP_RUNS = 24
 
 
 def wait_for_progress(worker, examples_out: int, timeout: float = 40.0) -> None:
@@ -139,3 +149,29 @@ def test_two_workers_split_partitions_and_survive_a_rebalance_and_a_kill9(settin
         a.kill9()
         if b is not None:
             b.stop()
+
+
+@pytest.mark.long
+@pytest.mark.parametrize("run", range(SWEEP_RUNS))
+def test_kill9_at_many_points_loses_no_example_and_keeps_every_label(settings, tmp_path, long_log, run):
+    """The first test at a different kill point per run: after 2 %..85 % of the examples, plus a
+    seeded delay of up to 1 s (the status file that gives the progress is written once a second)."""
+    rng = random.Random(run)
+    request_ids = {d["request_id"] for d in log_events(long_log) if d["schema"] == "streamrank.impression.v1"}
+    first = start_worker(settings, tmp_path, "sweep-a")
+    second = None
+    feeder = PacedReplay(long_log, settings, REPLAY_SECONDS)
+    try:
+        feeder.start()
+        fraction = 0.02 + 0.83 * run / max(1, SWEEP_RUNS - 1)
+        wait_for_progress(first, max(1, int(len(request_ids) * fraction)))
+        time.sleep(rng.uniform(0.0, 1.0))
+        first.kill9()
+        second = start_worker(settings, tmp_path, "sweep-b")
+        feeder.finish()
+        examples = wait_for_examples(settings, request_ids, timeout_s=60, workers=(second,))
+        check_with_logs(long_log, examples, (first, second))
+    finally:
+        first.kill9()
+        if second is not None:
+            second.stop()
