@@ -101,26 +101,34 @@ def check_with_logs(log: Path, examples: list[LabeledList], workers: tuple) -> d
         raise AssertionError(f"{exc}\n{tails}") from exc
 
 
-def test_kill9_mid_replay_and_restart_loses_no_example(settings, tmp_path, long_log):
-    request_ids = {d["request_id"] for d in log_events(long_log) if d["schema"] == "streamrank.impression.v1"}
+def kill_mid_replay_and_restart(settings, tmp_path: Path, log: Path, share_before_kill: float,
+                                extra_delay_s: float = 0.0) -> tuple[list[LabeledList], dict, dict]:
+    """Replay ``log``, kill -9 the worker once ``share_before_kill`` of the impressions have examples
+    (and ``extra_delay_s`` later), start a new worker, and check every example. Returns the examples,
+    them by id, and the new worker's last status."""
+    request_ids = {d["request_id"] for d in log_events(log) if d["schema"] == "streamrank.impression.v1"}
     first = start_worker(settings, tmp_path, "kill-a")
     second = None
-    feeder = PacedReplay(long_log, settings, REPLAY_SECONDS)
+    feeder = PacedReplay(log, settings, REPLAY_SECONDS)
     try:
         feeder.start()
-        wait_for_progress(first, len(request_ids) // 5)
+        wait_for_progress(first, max(1, int(len(request_ids) * share_before_kill)))
+        time.sleep(extra_delay_s)
         first.kill9()
         second = start_worker(settings, tmp_path, "kill-b")
         feeder.finish()
         examples = wait_for_examples(settings, request_ids, timeout_s=60, workers=(second,))
-        by_id = check_with_logs(long_log, examples, (first, second))
-        assert second.status()["counts"]["examples_out"] > 0
-        print(f"{len(examples)} examples for {len(by_id)} impressions "
-              f"({len(examples) - len(by_id)} re-deliveries)")
+        return examples, check_with_logs(log, examples, (first, second)), second.status()
     finally:
         first.kill9()
         if second is not None:
             second.stop()
+
+
+def test_kill9_mid_replay_and_restart_loses_no_example(settings, tmp_path, long_log):
+    examples, by_id, restarted = kill_mid_replay_and_restart(settings, tmp_path, long_log, 0.2)
+    assert restarted["counts"]["examples_out"] > 0
+    print(f"{len(examples)} examples for {len(by_id)} impressions ({len(examples) - len(by_id)} re-deliveries)")
 
 
 def test_two_workers_split_partitions_and_survive_a_rebalance_and_a_kill9(settings, tmp_path, long_log):
@@ -156,22 +164,5 @@ def test_two_workers_split_partitions_and_survive_a_rebalance_and_a_kill9(settin
 def test_kill9_at_many_points_loses_no_example_and_keeps_every_label(settings, tmp_path, long_log, run):
     """The first test at a different kill point per run: after 2 %..85 % of the examples, plus a
     seeded delay of up to 1 s (the status file that gives the progress is written once a second)."""
-    rng = random.Random(run)
-    request_ids = {d["request_id"] for d in log_events(long_log) if d["schema"] == "streamrank.impression.v1"}
-    first = start_worker(settings, tmp_path, "sweep-a")
-    second = None
-    feeder = PacedReplay(long_log, settings, REPLAY_SECONDS)
-    try:
-        feeder.start()
-        fraction = 0.02 + 0.83 * run / max(1, SWEEP_RUNS - 1)
-        wait_for_progress(first, max(1, int(len(request_ids) * fraction)))
-        time.sleep(rng.uniform(0.0, 1.0))
-        first.kill9()
-        second = start_worker(settings, tmp_path, "sweep-b")
-        feeder.finish()
-        examples = wait_for_examples(settings, request_ids, timeout_s=60, workers=(second,))
-        check_with_logs(long_log, examples, (first, second))
-    finally:
-        first.kill9()
-        if second is not None:
-            second.stop()
+    share = 0.02 + 0.83 * run / max(1, SWEEP_RUNS - 1)
+    kill_mid_replay_and_restart(settings, tmp_path, long_log, share, random.Random(run).uniform(0.0, 1.0))
