@@ -15,6 +15,7 @@ from collections import defaultdict
 from pathlib import Path
 
 import pytest
+from crash_evidence import crash_evidence
 from streams_expect import assert_matches_expected, expected_from_log, log_events, start_worker, wait_for_examples
 
 from contracts.events import LabeledList
@@ -92,13 +93,14 @@ def check_no_loss_and_stable_ids(log: Path, examples: list[LabeledList]) -> dict
     return by_id
 
 
-def check_with_logs(log: Path, examples: list[LabeledList], workers: tuple) -> dict[str, list[LabeledList]]:
-    """:func:`check_no_loss_and_stable_ids`, with the workers' log tails on a failure (it is rare)."""
+def check_with_logs(settings, log: Path, examples: list[LabeledList], workers: tuple) -> dict[str, list[LabeledList]]:
+    """:func:`check_no_loss_and_stable_ids`; a failure (rare) also prints the suspect requests' source
+    offsets, changelog records and the group's commits (crash_evidence.py), and the workers' log tails."""
     try:
         return check_no_loss_and_stable_ids(log, examples)
     except AssertionError as exc:
         tails = "\n".join(worker.log_tail(40) for worker in workers)
-        raise AssertionError(f"{exc}\n{tails}") from exc
+        raise AssertionError(f"{exc}\n{crash_evidence(settings, log, examples)}\n{tails}") from exc
 
 
 def kill_mid_replay_and_restart(settings, tmp_path: Path, log: Path, share_before_kill: float,
@@ -118,7 +120,7 @@ def kill_mid_replay_and_restart(settings, tmp_path: Path, log: Path, share_befor
         second = start_worker(settings, tmp_path, "kill-b")
         feeder.finish()
         examples = wait_for_examples(settings, request_ids, timeout_s=60, workers=(second,))
-        return examples, check_with_logs(log, examples, (first, second)), second.status()
+        return examples, check_with_logs(settings, log, examples, (first, second)), second.status()
     finally:
         first.kill9()
         if second is not None:
@@ -151,7 +153,7 @@ def test_two_workers_split_partitions_and_survive_a_rebalance_and_a_kill9(settin
         a.kill9()  # b takes over every partition from the changelogs
         feeder.finish()
         examples = wait_for_examples(settings, request_ids, timeout_s=60, workers=(b,))
-        check_with_logs(long_log, examples, (a, b))
+        check_with_logs(settings, long_log, examples, (a, b))
         assert sorted(b.status()["assigned"]) == list(range(settings.partitions))
     finally:
         a.kill9()
