@@ -99,8 +99,9 @@ def check_with_logs(settings, log: Path, examples: list[LabeledList], workers: t
     try:
         return check_no_loss_and_stable_ids(log, examples)
     except AssertionError as exc:
-        tails = "\n".join(worker.log_tail(40) for worker in workers)
-        raise AssertionError(f"{exc}\n{crash_evidence(settings, log, examples)}\n{tails}") from exc
+        tails = "\n".join(worker.log_tail(150) for worker in workers)  # the restart, recovery included
+        # the evidence last: CI shows the tail of the output
+        raise AssertionError(f"{exc}\n{tails}\n{crash_evidence(settings, log, examples)}") from exc
 
 
 def kill_mid_replay_and_restart(settings, tmp_path: Path, log: Path, share_before_kill: float,
