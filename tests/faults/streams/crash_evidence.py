@@ -14,31 +14,27 @@ import json
 from collections import Counter
 from pathlib import Path
 
-from streams_expect import assert_matches_expected, expected_from_log, log_events
+from streams_expect import assert_copies_agree, expected_from_log, log_events
 
-from contracts.events import LabeledList
+from common.retention import committed_floors
+from contracts.events import IMPRESSION_SCHEMA, LabeledList
 from streams.app import app_id
 from streams.consume import read_topic
 from streams.records import partition_for_key
 
-IMPRESSION = "streamrank.impression.v1"
-
 
 def suspect_request_ids(log: Path, examples: list[LabeledList], limit: int = 3) -> list[str]:
-    """Request ids with no example, with copies that differ, or with labels unlike the log's."""
+    """Request ids with no example, or whose copies fail the kill -9 test's per-example check."""
     expected = expected_from_log(log_events(log))
-    by_request: dict[str, list[LabeledList]] = {}
+    by_id: dict[str, list[LabeledList]] = {}
     for example in examples:
-        by_request.setdefault(example.request_id, []).append(example)
-    suspects = [rid for rid in expected if rid not in by_request]
-    for rid, copies in by_request.items():
-        if rid not in expected or len({(tuple(c.labels), c.list_reward) for c in copies}) > 1:
-            suspects.append(rid)
-            continue
+        by_id.setdefault(example.example_id, []).append(example)
+    suspects = set(expected) - {e.request_id for e in examples}
+    for example_id, copies in by_id.items():
         try:
-            assert_matches_expected(copies[0], expected[rid])
-        except AssertionError:
-            suspects.append(rid)
+            assert_copies_agree(example_id, copies, expected)
+        except (AssertionError, KeyError):  # KeyError: a request the log has no impression for
+            suspects.update(c.request_id for c in copies)
     return sorted(suspects)[:limit]
 
 
@@ -48,7 +44,7 @@ def event_positions(log: Path, partitions: int, request_ids: set[str]) -> list[s
     next_offset: Counter = Counter()
     lines = []
     for doc in log_events(log):
-        topic = "impressions" if doc["schema"] == IMPRESSION else "feedback"
+        topic = "impressions" if doc["schema"] == IMPRESSION_SCHEMA else "feedback"
         place = (topic, partition_for_key(doc["request_id"], partitions))
         if doc["request_id"] in request_ids:
             what = "impression" if topic == "impressions" else doc["kind"]
@@ -80,16 +76,19 @@ def changelog_records(settings, request_ids: set[str]) -> list[str]:
 
 
 def committed_offsets(settings) -> str:
+    """The source offsets committed on the test's topics (only its join group reads them), read as
+    the storage keeper reads them (:func:`common.retention.committed_floors`)."""
     from kafka import KafkaAdminClient  # noqa: PLC0415
+    from kafka.structs import TopicPartition  # noqa: PLC0415
 
+    tps = [TopicPartition(settings.topics.name(logical), p) for logical in ("impressions", "feedback")
+           for p in range(settings.partitions)]
     admin = KafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap, request_timeout_ms=10000)
     try:
-        group = app_id(settings)
-        offsets = admin.list_group_offsets({group: None}).get(group) or {}  # as common.retention reads them
+        floors = committed_floors(admin, tps)
     finally:
         admin.close()
-    return ", ".join(sorted(f"{tp.topic}/{tp.partition}={getattr(meta, 'offset', meta)}"
-                            for tp, meta in offsets.items()))
+    return ", ".join(f"{tp.topic}/{tp.partition}={floors.get(tp)}" for tp in tps)
 
 
 def crash_evidence(settings, log: Path, examples: list[LabeledList]) -> str:

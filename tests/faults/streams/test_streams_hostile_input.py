@@ -16,7 +16,14 @@ import pytest
 from hypothesis import HealthCheck, Phase, given
 from hypothesis import settings as hyp_settings
 from hypothesis import strategies as st
-from streams_expect import assert_matches_expected, expected_from_log, log_events, start_worker, wait_for_examples
+from streams_expect import (
+    assert_matches_expected,
+    expected_from_log,
+    impression_request_ids,
+    log_events,
+    start_worker,
+    wait_for_examples,
+)
 
 from contracts.events import FEEDBACK_KINDS
 from simulator.logs import write_simulated_log
@@ -232,7 +239,7 @@ def test_hostile_records_go_to_dead_letter_and_valid_ones_still_become_examples(
         read_topic(settings.kafka_bootstrap, settings.topics.dead_letter,
                    lambda r: letters.append(DeadLetter.from_record(r)), expected=len(provenance), idle_s=30,
                    timeout_s=120)
-        request_ids = {d["request_id"] for d in log_events(valid_log) if d["schema"] == "streamrank.impression.v1"}
+        request_ids = impression_request_ids(valid_log)
         examples = wait_for_examples(settings, request_ids, workers=(worker,))
         assert worker.alive(), worker.log_tail()
         status = worker.status()

@@ -16,11 +16,17 @@ from pathlib import Path
 
 import pytest
 from crash_evidence import crash_evidence
-from streams_expect import assert_matches_expected, expected_from_log, log_events, start_worker, wait_for_examples
+from streams_expect import (
+    assert_copies_agree,
+    expected_from_log,
+    impression_request_ids,
+    log_events,
+    start_worker,
+    wait_for_examples,
+)
 
 from contracts.events import LabeledList
 from simulator.logs import write_simulated_log
-from streams.labeling import example_id_for
 from streams.replay import replay
 
 pytestmark = [pytest.mark.faults, pytest.mark.timeout(150)]
@@ -84,11 +90,7 @@ def check_no_loss_and_stable_ids(log: Path, examples: list[LabeledList]) -> dict
         by_id[example.example_id].append(example)
     assert {e.request_id for e in examples} == set(expected)
     for example_id, copies in by_id.items():
-        assert {c.request_id for c in copies} == {copies[0].request_id}
-        assert example_id == example_id_for(copies[0].impression)
-        # a re-delivered example is the same example: same labels and rewards
-        assert len({(tuple(c.labels), c.list_reward, c.query_reward) for c in copies}) == 1, example_id
-        assert_matches_expected(copies[0], expected[copies[0].request_id])
+        assert_copies_agree(example_id, copies, expected)
     assert len(by_id) == len(expected), "one example id per impression"
     return by_id
 
@@ -109,7 +111,7 @@ def kill_mid_replay_and_restart(settings, tmp_path: Path, log: Path, share_befor
     """Replay ``log``, kill -9 the worker once ``share_before_kill`` of the impressions have examples
     (and ``extra_delay_s`` later), start a new worker, and check every example. Returns the examples,
     them by id, and the new worker's last status."""
-    request_ids = {d["request_id"] for d in log_events(log) if d["schema"] == "streamrank.impression.v1"}
+    request_ids = impression_request_ids(log)
     first = start_worker(settings, tmp_path, "kill-a")
     second = None
     feeder = PacedReplay(log, settings, REPLAY_SECONDS)
@@ -135,7 +137,7 @@ def test_kill9_mid_replay_and_restart_loses_no_example(settings, tmp_path, long_
 
 
 def test_two_workers_split_partitions_and_survive_a_rebalance_and_a_kill9(settings, tmp_path, long_log):
-    request_ids = {d["request_id"] for d in log_events(long_log) if d["schema"] == "streamrank.impression.v1"}
+    request_ids = impression_request_ids(long_log)
     a = start_worker(settings, tmp_path, "group-a")
     b = None
     feeder = PacedReplay(long_log, settings, 2.5 * REPLAY_SECONDS)  # long enough for a rebalance mid-replay

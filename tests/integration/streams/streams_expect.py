@@ -12,8 +12,9 @@ from pathlib import Path
 from support import settings_env
 
 from common.config import Settings
-from contracts.events import LabeledList, decode
+from contracts.events import IMPRESSION_SCHEMA, LabeledList, decode
 from streams.consume import read_topic
+from streams.labeling import example_id_for
 from streams.worker_process import WorkerProcess
 
 WINDOW_S = 20.0
@@ -78,6 +79,11 @@ def log_events(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_bytes().splitlines() if line.strip()]
 
 
+def impression_request_ids(path: Path) -> set[str]:
+    """The request ids of a log's impressions: the requests that must each get an example."""
+    return {d["request_id"] for d in log_events(path) if d["schema"] == IMPRESSION_SCHEMA}
+
+
 def expected_from_log(events: list[dict], window_s: float = WINDOW_S, weights: dict = WEIGHTS) -> dict[str, dict]:
     """Per request_id: item labels, item/list/query rewards, computed directly from the log."""
     impressions: dict[str, dict] = {}
@@ -134,3 +140,12 @@ def assert_matches_expected(example: LabeledList, expected: dict) -> None:
     assert example.query_reward == expected["query_reward"], context
     assert example.reformulated == expected["reformulated"], context
     assert example.join.feedback_count == expected["feedback_count"], context
+
+
+def assert_copies_agree(example_id: str, copies: list[LabeledList], expected: dict[str, dict]) -> None:
+    """Every copy of one example (re-deliveries after a crash) is the same example: one request, the
+    id of its impression, the same labels and rewards, and those computed from the log."""
+    assert {c.request_id for c in copies} == {copies[0].request_id}
+    assert example_id == example_id_for(copies[0].impression)
+    assert len({(tuple(c.labels), c.list_reward, c.query_reward) for c in copies}) == 1, example_id
+    assert_matches_expected(copies[0], expected[copies[0].request_id])

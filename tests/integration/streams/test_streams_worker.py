@@ -13,6 +13,7 @@ import pytest
 from streams_expect import (
     assert_matches_expected,
     expected_from_log,
+    impression_request_ids,
     log_events,
     start_worker,
     wait_for_examples,
@@ -74,8 +75,7 @@ def test_letor_replay_gives_one_example_per_impression_with_independently_comput
         summary = replay([letor_log], settings, progress=False)
         assert summary.errors == []
         n_imp = summary.by_topic["impressions"]
-        examples = wait_for_examples(settings, {d["request_id"] for d in log_events(letor_log)
-                                                if d["schema"] == "streamrank.impression.v1"}, workers=(worker,))
+        examples = wait_for_examples(settings, impression_request_ids(letor_log), workers=(worker,))
         assert len(examples) == n_imp
         expected = check_one_correct_example_per_impression(settings, letor_log, examples)
         # the log exercises every reward path
@@ -115,7 +115,7 @@ def test_obd_replay_gives_one_example_per_impression_with_click_labels(settings,
     try:
         summary = replay([obd_log], settings, progress=False)
         assert summary.by_topic["impressions"] == 300 and summary.by_topic["feedback"] == 20
-        request_ids = {d["request_id"] for d in log_events(obd_log) if d["schema"] == "streamrank.impression.v1"}
+        request_ids = impression_request_ids(obd_log)
         examples = wait_for_examples(settings, request_ids, workers=(worker,))
         expected = check_one_correct_example_per_impression(settings, obd_log, examples)
         clicks = sum(e.labels[0].click for e in examples)
