@@ -78,6 +78,7 @@ TESTS = (
     "tests/unit/learners/policy/test_plackett_luce.py",
     "tests/unit/learners/policy/test_plackett_luce_properties.py",
     "tests/unit/learners/policy/test_drpo_objective_cases.py",
+    "tests/unit/learners/policy/test_ranking_objective_cases.py",
     "tests/unit/learners/test_calibration_umnn.py",
     "tests/unit/learners/test_calibration_quadrature.py",
     "tests/unit/learners/test_calibration_learners.py",

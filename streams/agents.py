@@ -170,12 +170,12 @@ class Joiner:
             entry = self.state.get(rid.encode("utf-8"))
             entry = new_entry() if entry is None else entry
         if isinstance(checked, IMPRESSIONS):
-            result = apply_impression(entry, checked)
-            if result.outcome == "conflict":
+            outcome = apply_impression(entry, checked)
+            if outcome == "conflict":
                 dead.append(conflict_letter(entry["imp"], topic, partition, record))
                 return None
             self.watermarks.observe(partition, logical, checked.ts)
-            if result.outcome == "duplicate":
+            if outcome == "duplicate":
                 self.metrics.inc("duplicates")
                 return checked
             self.metrics.inc("impressions_in")
@@ -188,15 +188,15 @@ class Joiner:
                 self.session_ended.add(rid)
         else:
             self.watermarks.observe(partition, logical, checked.ts)
-            result = apply_feedback(entry, checked, self.config)
-            if result.outcome in ("late", "outside_window"):
-                self.metrics.inc(result.outcome)
+            outcome = apply_feedback(entry, checked, self.config)
+            if outcome in ("late", "outside_window"):
+                self.metrics.inc(outcome)
                 return checked
-            if result.outcome == "duplicate":  # counted in the entry, written with its next change
+            if outcome == "duplicate":  # counted in the entry, written with its next change
                 self.metrics.inc("duplicates")
                 return checked
             self.metrics.inc("feedback_in")
-            if result.outcome == "early":
+            if outcome == "early":
                 self.metrics.inc("early_feedback")
                 self.held_since.setdefault(rid, time.monotonic())
             elif entry["end"]:

@@ -83,12 +83,10 @@ class JoinConfig:
         return cls(**{k: float(v) for k, v in values.items()})
 
 
-@dataclass
-class ApplyResult:
-    """What applying one event did (the agent turns these into metrics)."""
-
-    outcome: Literal["applied", "duplicate", "late", "outside_window", "conflict", "early"]
-    changed: bool
+#: What applying one event did (the agent turns it into metrics and decides whether the entry is
+#: written): ``applied``, ``early`` (held for its impression), ``duplicate``, ``late`` /
+#: ``outside_window`` (after close, see :func:`after_close`) or ``conflict`` (a different impression).
+Outcome = Literal["applied", "duplicate", "late", "outside_window", "conflict", "early"]
 
 
 def new_entry() -> dict:
@@ -102,19 +100,15 @@ def new_entry() -> dict:
             "closed": None}
 
 
-def deadline(entry: dict, config: JoinConfig) -> float | None:
-    return None if entry["t0"] is None else entry["t0"] + config.window_s
-
-
-def apply_impression(entry: dict, impression: Impression) -> ApplyResult:
+def apply_impression(entry: dict, impression: Impression) -> Outcome:
     """Attach an impression to its entry (held early feedback joins it)."""
     if entry["imp"] is not None:
         if entry["imp"] == impression.event_id:
-            return ApplyResult("duplicate", False)
-        return ApplyResult("conflict", False)
+            return "duplicate"
+        return "conflict"
     entry["imp"] = impression.event_id
     entry["t0"] = impression.ts
-    return ApplyResult("applied", True)
+    return "applied"
 
 
 def after_close(t0: float | None, feedback: Feedback, config: JoinConfig) -> Literal["late", "outside_window"]:
@@ -124,15 +118,15 @@ def after_close(t0: float | None, feedback: Feedback, config: JoinConfig) -> Lit
     return "outside_window" if t0 is not None and feedback.ts > t0 + config.window_s else "late"
 
 
-def apply_feedback(entry: dict, feedback: Feedback, config: JoinConfig) -> ApplyResult:
+def apply_feedback(entry: dict, feedback: Feedback, config: JoinConfig) -> Outcome:
     """Add one feedback event to its (open) entry; see the module docstring for the policy."""
     if entry["closed"] is not None:
-        return ApplyResult(after_close(entry["t0"], feedback, config), False)
+        return after_close(entry["t0"], feedback, config)
     if feedback.event_id in entry["fb"]:
         entry["dups"] += 1
-        return ApplyResult("duplicate", True)
+        return "duplicate"
     if entry["t0"] is not None and feedback.ts > entry["t0"] + config.window_s:
-        return ApplyResult("outside_window", False)
+        return "outside_window"
     entry["fb"][feedback.event_id] = [feedback.item_id, feedback.kind, feedback.value, feedback.ts]
     if feedback.kind == "session_end":
         entry["end"] = True
@@ -140,8 +134,8 @@ def apply_feedback(entry: dict, feedback: Feedback, config: JoinConfig) -> Apply
         entry["early"] += 1
         if entry["first_fb_ts"] is None or feedback.ts < entry["first_fb_ts"]:
             entry["first_fb_ts"] = feedback.ts
-        return ApplyResult("early", True)
-    return ApplyResult("applied", True)
+        return "early"
+    return "applied"
 
 
 def close_reason(entry: dict, watermark: float, config: JoinConfig) -> ClosedBy | None:

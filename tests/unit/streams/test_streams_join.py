@@ -41,8 +41,8 @@ def fb(n: int, kind: str = "click", item: str | None = "a", ts: float = 1010.0, 
 
 def test_feedback_joins_its_impression_and_the_window_closes_at_the_watermark():
     entry = new_entry()
-    assert apply_impression(entry, imp()).outcome == "applied"
-    assert apply_feedback(entry, fb(0), CFG).outcome == "applied"
+    assert apply_impression(entry, imp()) == "applied"
+    assert apply_feedback(entry, fb(0), CFG) == "applied"
     assert close_reason(entry, 1059.9, CFG) is None
     assert close_reason(entry, 1060.0, CFG) == "window"
     example = close_entry(entry, imp(), CFG, W, "window", 1060.0)
@@ -55,10 +55,10 @@ def test_feedback_joins_its_impression_and_the_window_closes_at_the_watermark():
 def test_duplicate_feedback_counts_once():
     entry = new_entry()
     apply_impression(entry, imp())
-    assert apply_feedback(entry, fb(0, "like"), CFG).outcome == "applied"
-    assert apply_feedback(entry, fb(0, "like"), CFG).outcome == "duplicate"
-    assert apply_feedback(entry, fb(1, "play_time_ms", value=4000.0), CFG).outcome == "applied"
-    assert apply_feedback(entry, fb(1, "play_time_ms", value=4000.0), CFG).outcome == "duplicate"
+    assert apply_feedback(entry, fb(0, "like"), CFG) == "applied"
+    assert apply_feedback(entry, fb(0, "like"), CFG) == "duplicate"
+    assert apply_feedback(entry, fb(1, "play_time_ms", value=4000.0), CFG) == "applied"
+    assert apply_feedback(entry, fb(1, "play_time_ms", value=4000.0), CFG) == "duplicate"
     example = close_entry(entry, imp(), CFG, W, "window", 2000.0)
     assert example.join.duplicate_count == 2 and example.join.feedback_count == 2
     assert example.labels[0].like == 1 and example.labels[0].play_time_ms == 4000.0
@@ -67,7 +67,7 @@ def test_duplicate_feedback_counts_once():
 
 def test_feedback_before_its_impression_is_held_and_joined():
     entry = new_entry()
-    assert apply_feedback(entry, fb(0), CFG).outcome == "early"
+    assert apply_feedback(entry, fb(0), CFG) == "early"
     assert close_reason(entry, 10**9, CFG) is None  # no impression yet: nothing to close
     apply_impression(entry, imp())
     example = close_entry(entry, imp(), CFG, W, "window", 1060.0)
@@ -77,13 +77,37 @@ def test_feedback_before_its_impression_is_held_and_joined():
 def test_feedback_after_the_window_or_after_close_is_dropped():
     entry = new_entry()
     apply_impression(entry, imp())
-    assert apply_feedback(entry, fb(0, ts=1060.0 + 1e-6), CFG).outcome == "outside_window"
-    assert apply_feedback(entry, fb(1, ts=1060.0), CFG).outcome == "applied"  # the bound is inclusive
+    assert apply_feedback(entry, fb(0, ts=1060.0 + 1e-6), CFG) == "outside_window"
+    assert apply_feedback(entry, fb(1, ts=1060.0), CFG) == "applied"  # the bound is inclusive
     close_entry(entry, imp(), CFG, W, "window", 1061.0)
-    assert apply_feedback(entry, fb(2, ts=1020.0), CFG).outcome == "late"
+    assert apply_feedback(entry, fb(2, ts=1020.0), CFG) == "late"
     # after the close, feedback past the window is what it always was: outside the window, not a loss
-    assert apply_feedback(entry, fb(3, ts=1060.0 + 1e-6), CFG).outcome == "outside_window"
-    assert apply_impression(entry, imp()).outcome == "duplicate"
+    assert apply_feedback(entry, fb(3, ts=1060.0 + 1e-6), CFG) == "outside_window"
+    assert apply_impression(entry, imp()) == "duplicate"
+
+
+def test_feedback_at_exactly_the_window_end_after_the_close_is_a_loss_not_outside_the_window():
+    """The window keeps feedback at t0 + W (inclusive), so such feedback arriving after the close is
+    ``late`` (what the allowed lateness did not wait for); a microsecond later it is outside."""
+    entry = new_entry()
+    apply_impression(entry, imp(ts=1000.0))
+    close_entry(entry, imp(), CFG, W, "window", 1061.0)
+    assert apply_feedback(entry, fb(0, ts=1060.0), CFG) == "late"
+    assert apply_feedback(entry, fb(1, ts=1060.0 + 1e-6), CFG) == "outside_window"
+    assert entry["fb"] == {} and entry["dups"] == 0  # after the close nothing is recorded
+
+
+@pytest.mark.parametrize("watermark, expected", [
+    (0.5, 0.5),  # a finite watermark below 1 s is kept as it is
+    (-3.0, 0.0),  # event time before the epoch: clamped at 0 (closed_at_ts is a timestamp)
+    (float("-inf"), 0.25),  # no watermark yet: the impression time
+])
+def test_closed_at_is_the_watermark_clamped_at_zero_or_the_impression_time(watermark, expected):
+    entry = new_entry()
+    apply_impression(entry, imp(ts=0.25))
+    example = close_entry(entry, imp(ts=0.25), CFG, W, "flush", watermark)
+    assert example.join.closed_at_ts == expected
+    assert entry["closed"] == {"by": "flush", "at": expected}
 
 
 def test_held_feedback_outside_the_window_is_excluded_when_the_impression_arrives():
@@ -102,7 +126,7 @@ def test_feedback_at_exactly_the_window_end_counts_whether_it_came_early_or_late
     events = [fb(0, "like", ts=1060.0), fb(1, "click", item="b", ts=1060.0 + 1e-6)]
     if not held:
         apply_impression(entry, imp(ts=1000.0))
-    outcomes = [apply_feedback(entry, event, CFG).outcome for event in events]
+    outcomes = [apply_feedback(entry, event, CFG) for event in events]
     assert outcomes == (["early", "early"] if held else ["applied", "outside_window"])
     if held:
         apply_impression(entry, imp(ts=1000.0))
@@ -114,7 +138,7 @@ def test_feedback_at_exactly_the_window_end_counts_whether_it_came_early_or_late
 def test_a_second_impression_for_the_same_request_is_a_conflict():
     entry = new_entry()
     apply_impression(entry, imp())
-    assert apply_impression(entry, imp(event_id="other")).outcome == "conflict"
+    assert apply_impression(entry, imp(event_id="other")) == "conflict"
     assert entry["imp"] == "r1:imp"
 
 
@@ -163,6 +187,15 @@ def test_a_caught_up_partition_takes_the_newest_impression_of_any_partition():
     assert marks.get(2) == 103.75  # no impression of its own yet, caught up: the others' bound it
     marks.forget(2)
     assert 2 not in marks.impressions_caught_up
+
+
+def test_a_caught_up_partition_with_no_impression_anywhere_has_no_watermark():
+    marks = Watermarks(allowed_lateness_s=1.0)
+    marks.observe(0, "feedback", 50.0)
+    marks.set_caught_up({0})
+    assert marks.get(0) == float("-inf")  # no impression read on any partition: nothing closes
+    marks.forget(7)  # forgetting a partition never seen is not an error
+    assert marks.get(0) == float("-inf") and marks.impressions_caught_up == {0}
 
 
 def test_tombstones_and_orphans_expire_by_event_time():

@@ -165,3 +165,24 @@ def test_values_the_models_reject_still_raise():
         label_impression_json(imp(), outcome, weights, join)
     with pytest.raises(ValidationError):
         label_impression_json(imp(), outcome, RewardWeights(), {**join, "closed_by": "timeout"})
+
+
+def test_a_fast_decoded_impression_gives_the_same_example_with_the_records_own_bytes():
+    """The worker's batch path hands ``close_entry_json`` a fast-decoded impression and its record's
+    bytes: the example must decode to the model path's, carry those bytes as its impression, and
+    leave the same tombstone."""
+    from contracts.fast_decode import ImpressionS, accept  # noqa: PLC0415
+
+    impression = imp(query="q", items=[ShownItem(item_id="a", position=1, duration_ms=10_000.0),
+                                       ShownItem(item_id="b", position=2, scores={"click": 0.25})])
+    raw = encode(impression)
+    fast = accept(raw)
+    assert type(fast) is ImpressionS
+    feedback = [fb(0), fb(1, "play_time_ms", value=4000.0), fb(2, "like", item="b", ts=1020.0)]
+    model_entry, fast_entry = joined(impression, feedback), joined(impression, feedback)
+    expected = close_entry(model_entry, impression, CFG, W, "window", 1061.0, impression_offset="t/1/9")
+    got = close_entry_json(fast_entry, fast, CFG, W, "window", 1061.0, impression_offset="t/1/9", raw=raw)
+    assert isinstance(got, bytes)
+    assert decode(got) == expected
+    assert raw in got  # the record's own bytes, not a re-encoding
+    assert fast_entry == model_entry

@@ -70,6 +70,16 @@ def test_watch_ratio_never_negative():
     assert watch_ratio(-5.0, 100.0, 1000.0) == 0.0
 
 
+@pytest.mark.parametrize("duration, expected", [
+    (0.5, 0.5),  # any positive duration is the denominator, even under 1 ms
+    (0.0, 0.25 / 1000.0),  # unknown (0 or None): the reference play time
+    (None, 0.25 / 1000.0),
+    (-2.0, 0.25 / 1000.0),
+])
+def test_watch_ratio_divides_by_a_positive_duration_else_the_reference(duration, expected):
+    assert watch_ratio(0.25, duration, 1000.0) == pytest.approx(expected, rel=1e-12)
+
+
 def test_weights_come_from_a_mapping_and_unknown_names_are_refused():
     assert RewardWeights.from_mapping({"click": "2.5"}).click == 2.5
     with pytest.raises(ValueError, match="unknown reward weights"):

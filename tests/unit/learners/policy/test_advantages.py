@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from learners.policy.advantages import RunningMoments, decoupled, dual_relative, group_normalised
+from learners.policy.advantages import RunningMoments, begin_decoupled, decoupled, dual_relative, group_normalised
 
 
 def test_group_normalised_has_zero_mean_unit_std_per_group():
@@ -96,3 +96,49 @@ def test_padding_never_reaches_the_running_statistics(name):
         z = (real[1] - first_mean) / (first_std + 1e-6)
         group = (real[1] - real[1].mean()) / (real[1].std(unbiased=False) + 1e-6)
         assert padded[1, :2].tolist() == pytest.approx((z + group).tolist())
+
+
+def test_group_mean_and_std_without_a_mask_use_every_slot():
+    from learners.policy.advantages import group_mean, group_std  # noqa: PLC0415
+
+    rewards = torch.tensor([[1.0, 2.0, 6.0], [4.0, 4.0, 4.0]], dtype=torch.float64)
+    assert group_mean(rewards).tolist() == [[3.0], [4.0]]
+    assert group_std(rewards).flatten().tolist() == pytest.approx([np.sqrt(14.0 / 3.0), 0.0], rel=1e-12)
+
+
+def _one_batch_std(centred: list[float]) -> float:
+    return float(np.std(centred))  # the first batch is scaled by its own (population) std
+
+
+@pytest.mark.parametrize("eps", [None, 0.5])
+def test_decoupled_divides_by_the_running_std_plus_the_given_eps(eps):
+    """``eps`` is 1e-6 unless given, and a given one reaches the division (hand-computed: the first
+    batch's running std is its own population std of the centred rewards)."""
+    rewards = torch.tensor([[1.0, 2.0, 6.0], [0.0, 1.0, 2.0]], dtype=torch.float64)
+    centred = [-2.0, -1.0, 3.0, -1.0, 0.0, 1.0]
+    kwargs = {} if eps is None else {"eps": eps}
+    scale = _one_batch_std(centred) + (1e-6 if eps is None else eps)
+    adv = decoupled(rewards, RunningMoments(decay=0.9), **kwargs)
+    assert adv.flatten().tolist() == pytest.approx([c / scale for c in centred], rel=1e-12)
+    two_halves = begin_decoupled(rewards, RunningMoments(decay=0.9), **kwargs)()  # the data-parallel form
+    assert two_halves.flatten().tolist() == pytest.approx([c / scale for c in centred], rel=1e-12)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float64])
+def test_group_statistics_keep_the_rewards_dtype(dtype):
+    from learners.policy.advantages import group_mean, group_std  # noqa: PLC0415
+
+    rewards = torch.tensor([[1.0, 2.0, 6.0], [4.0, 4.0, 5.0]], dtype=dtype)
+    mask = torch.tensor([[True, True, False], [True, False, True]])
+    assert group_mean(rewards, mask).dtype == dtype and group_std(rewards, mask).dtype == dtype
+    assert group_mean(rewards, mask).flatten().tolist() == [1.5, 4.5]
+    assert group_std(rewards, mask).flatten().tolist() == [0.5, 0.5]
+
+
+def test_dual_relative_adds_both_z_scores_with_the_given_eps_in_each_denominator():
+    rewards = torch.tensor([[1.0, 3.0]], dtype=torch.float64)
+    eps = 0.5
+    adv = dual_relative(rewards, RunningMoments(decay=0.9), eps=eps)
+    # within the group: mean 2, std 1; across batches (first batch): mean 2, std 1
+    expected = [2 * (-1.0 / (1.0 + eps)), 2 * (1.0 / (1.0 + eps))]
+    assert adv[0].tolist() == pytest.approx(expected, rel=1e-12)
