@@ -66,6 +66,7 @@ Per item in Python remain: reading each candidate's task scores out of the valid
 
 from __future__ import annotations
 
+import os
 import random
 import time
 import uuid
@@ -178,9 +179,25 @@ def _fetch_features(batch: Sequence[Prepared], source: Any) -> list[tuple[torch.
     return out  # type: ignore[return-value]
 
 
+def _new_reader() -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(max_workers=1, thread_name_prefix="feature-read")
+
+
 #: The one thread that reads features while the scoring thread calibrates and fuses (see
 #: :func:`score_batch`); an executor starts its thread at the first submit, in the process that submits.
-_READER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="feature-read")
+_READER = _new_reader()
+
+
+def _reader_after_fork() -> None:
+    """A forked child gets a new executor: the parent's worker thread does not exist in the child,
+    but its executor would still count it and queue reads that nothing runs, so the child's first
+    feature read would wait forever (a server forked from a process that had scored with reads:
+    a pre-forking process manager, or mutmut's forked test runs)."""
+    global _READER
+    _READER = _new_reader()
+
+
+os.register_at_fork(after_in_child=_reader_after_fork)
 
 
 def _timed_fetch(batch: Sequence[Prepared], source: Any) -> tuple[list[tuple[torch.Tensor, str | None]], float]:

@@ -211,3 +211,24 @@ def test_a_model_that_raises_still_waits_for_the_read_and_a_failed_read_raises(b
     assert source.ended_at is not None and source.ended_at <= returned_at
     with pytest.raises(ConnectionError, match="store down"):
         score_batch(bundle, prepared, config, SlowSource(seconds=0.0, fail=True))
+
+
+def test_a_forked_child_reads_features_on_its_own_thread():
+    """The feature-read executor is module state: after a fork the parent's worker thread is gone,
+    so the child must get a new executor, or its first read waits forever."""
+    import os  # noqa: PLC0415
+    from concurrent.futures import wait as futures_wait  # noqa: PLC0415
+
+    from serving import scoring  # noqa: PLC0415
+
+    assert scoring._READER.submit(lambda: 1).result(timeout=10) == 1  # the parent's thread is running
+    pid = os.fork()
+    if pid == 0:  # the child: exit 0 only if a read runs
+        try:
+            done, _ = futures_wait([scoring._READER.submit(lambda: 2)], timeout=5)
+            os._exit(0 if done else 3)
+        except BaseException:  # noqa: BLE001 - any failure is the child's exit status
+            os._exit(4)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert scoring._READER.submit(lambda: 5).result(timeout=10) == 5  # the parent's executor is unchanged
