@@ -19,6 +19,11 @@ replaces them). The SCLoss ablation compares
 equal-width bins) and ``umnn`` (no SCLoss), with the number of SCLoss bins that hold at least
 1 % of the predictions (``sc_bins_used``).
 
+On the simulator, ``held_out`` scores each method's final state, frozen, on a fresh stream
+(seed + :data:`HELD_OUT_SEED`) that no learner saw, as a published snapshot would serve it: label
+ECE beside its label-noise floor, so that calibrators of different sharpness are compared on what
+exceeds the binned estimator's noise, and the errors against the truth.
+
 ``goals`` (issue 20): UMNN+SCLoss field-ECE below isotonic's and Platt's with disjoint 95 %
 intervals (per field), and its ECE no worse (point value not above theirs).
 """
@@ -33,6 +38,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from evaluation.bootstrap import Interval, Samples, bootstrap_samples, difference, nest, summarise
+from evaluation.metrics import ece, field_ece
 from learners.calibration.benchmark_data import SIM_REQUESTS, CalibrationTask, movielens_task, sim_task
 from learners.calibration.evaluation import DEFAULT_METHODS, FIXED_BINS, check_methods, method_factories, prequential
 
@@ -51,6 +57,11 @@ BASELINES = ("isotonic", "platt")
 #: Over the ~230 steps of a full simulator stream the decay is ``(1+t)/(10+t)`` throughout (< 0.99):
 #: the new iterate's weight ``9/(10+t)``, a polynomial-decay average (Shamir & Zhang 2013).
 UMNN_SETTINGS: dict[str, Any] = {"average": 0.99, "replay_updates": 60, "replay_steps": 2}
+#: The held-out stream of simulator seed S is seed S + HELD_OUT_SEED (no reported or selection run uses those seeds).
+HELD_OUT_SEED = 1000
+HELD_OUT_NOTE = ("each method's final state after the prequential stream, frozen and scored on a fresh stream of the "
+                 "simulator (seed + 1000) that no learner saw: what a published snapshot serves; point values, mean "
+                 "over seeds; label_noise_floor as above, for these predictions")
 TRUTH_NOTE = ("p_true scored as a prediction: its label ECE is the floor that label noise alone gives a perfectly "
               "calibrated predictor with this spread of p (100 equal-width bins), not a method")
 
@@ -88,23 +99,45 @@ def bins_used(learner: Any, predictions: np.ndarray, share: float = 0.01) -> int
 
 def run_methods(task: CalibrationTask, methods: Sequence[str], batch_size: int, lr: float, seed: int,
                 progress: bool, umnn_settings: dict[str, Any] | None = None
-                ) -> tuple[dict[str, np.ndarray], dict[str, float], dict[str, int]]:
-    """Prequential predictions of every method, seconds per method, SCLoss bins used (UMNN+SCLoss variants)."""
+                ) -> tuple[dict[str, np.ndarray], dict[str, float], dict[str, int], dict[str, Any]]:
+    """Prequential predictions of every method, seconds per method, SCLoss bins used (UMNN+SCLoss
+    variants), and each learner in its final state (none for the backbone)."""
     factories = method_factories(lr, task.context_fields, seed, umnn_settings)
     predictions: dict[str, np.ndarray] = {}
     seconds: dict[str, float] = {}
     used: dict[str, int] = {}
+    learners: dict[str, Any] = {}
     for method in methods:
         start = time.perf_counter()
         if method == "backbone":
             predictions[method] = task.p_hat
         else:
-            learner = factories[method]()
+            learner = learners[method] = factories[method]()
             predictions[method] = np.clip(prequential(learner, task.examples, batch_size, method, progress), 0, 1)
             if method in ("umnn_scloss", FIXED_BINS):
                 used[method] = bins_used(learner, predictions[method])
         seconds[method] = time.perf_counter() - start
-    return predictions, seconds, used
+    return predictions, seconds, used, learners
+
+
+def frozen_predictions(learner: Any, task: CalibrationTask, batch_size: int) -> np.ndarray:
+    """``learner``'s click predictions for ``task``'s rows without learning them (scoring leaves its state as it is)."""
+    if learner is None:  # the backbone
+        return task.p_hat
+    scored = [learner.score(task.examples[i:i + batch_size])["click"].numpy().astype(np.float64)
+              for i in range(0, len(task.examples), batch_size)]
+    return np.clip(np.concatenate(scored) if scored else np.zeros(0), 0, 1)
+
+
+def held_out_metrics(predictions: np.ndarray, task: CalibrationTask, seed: int) -> dict[str, float]:
+    """Point values on a stream with known truth: label ECE and its noise floor, ECE and field-ECE
+    against the truth, mean |p - p*|."""
+    assert task.p_true is not None
+    out = {"ece": ece(task.labels, predictions), "label_noise_floor": label_noise_floor(predictions, task.p_true, seed=seed),
+           "ece_true": ece(task.p_true, predictions), "mae_true": float(np.mean(np.abs(predictions - task.p_true)))}
+    for name, values in task.fields.items():
+        out[f"field_ece_true.{name}"] = field_ece(task.p_true, predictions, values)
+    return out
 
 
 def label_noise_floor(p: np.ndarray, p_true: np.ndarray, bins: int = 100, draws: int = 50, seed: int = 0) -> float:
@@ -173,9 +206,15 @@ def evaluate_benchmark(data: str, methods: Sequence[str] = DEFAULT_METHODS, seed
     umnn_settings = dict(UMNN_SETTINGS if umnn_settings is None else umnn_settings)
     truth: list[Samples] = []
     floors: dict[str, list[float]] = {}
+    held: dict[str, list[dict[str, float]]] = {}
     for seed in range(first_seed, first_seed + seeds):
         task = build_task(data, seed, quick, limit, directory, train_fraction)
-        predictions, secs, bins = run_methods(task, run, batch_size, lr, seed, progress, umnn_settings)
+        predictions, secs, bins, learners = run_methods(task, run, batch_size, lr, seed, progress, umnn_settings)
+        if data == "sim":  # the final models on a stream none of them saw (HELD_OUT_NOTE)
+            fresh = build_task(data, seed + HELD_OUT_SEED, quick, limit, directory, train_fraction)
+            for method in run:
+                held.setdefault(method, []).append(held_out_metrics(
+                    frozen_predictions(learners.get(method), fresh, batch_size), fresh, seed))
         if task.p_true is not None:  # the label-ECE floor of a perfectly calibrated predictor (see TRUTH_NOTE)
             truth.append(bootstrap_samples(task.labels, task.p_true, task.clusters, task.fields, task.p_true,
                                            replicates=replicates, seed=seed))
@@ -207,13 +246,30 @@ def evaluate_benchmark(data: str, methods: Sequence[str] = DEFAULT_METHODS, seed
         doc["label_noise_floor"] = {"note": "ECE against labels that label noise alone gives each method's bins "
                                             "(label_noise_floor(); mean over seeds)",
                                     **{m: float(np.mean(v)) for m, v in floors.items()}}
+    if held:
+        doc["held_out"] = {"note": HELD_OUT_NOTE, "seeds": [s + HELD_OUT_SEED for s in doc["seeds"]],
+                           **{m: _nest_values({k: float(np.mean([h[k] for h in hs])) for k in hs[0]})
+                              for m, hs in held.items()}}
     if ablation:
         doc["ablation"] = {m: nest(summaries[m]) for m in ABLATION}
         doc["ablation"]["sc_bins_used"] = {m: float(np.mean(v)) for m, v in used.items()}
     return BenchmarkResult(data, summaries, doc, task, predictions)
 
 
+def _nest_values(flat: dict[str, float]) -> dict[str, Any]:
+    """``{"field_ece_true.position": x}`` -> ``{"field_ece_true": {"position": x}}`` (as :func:`nest` does for intervals)."""
+    out: dict[str, Any] = {}
+    for name, value in flat.items():
+        head, _, field_name = name.partition(".")
+        if field_name:
+            out.setdefault(head, {})[field_name] = value
+        else:
+            out[head] = value
+    return out
+
+
 TABLE_METRICS = ("ece", "pcoc", "logloss", "auc", "mae_true", "ece_true")
+HELD_OUT_COLUMNS = ("ece", "label_noise_floor", "ece_true", "mae_true")
 
 
 def format_benchmark(result: BenchmarkResult) -> str:
@@ -226,6 +282,12 @@ def format_benchmark(result: BenchmarkResult) -> str:
     for method, summary in result.summaries.items():
         cells = [f"{summary[m].value:.4f} [{summary[m].lo:.4f}, {summary[m].hi:.4f}]" for m in metrics]
         lines.append(f"| {method} | " + " | ".join(cells) + " |")
+    held = result.doc.get("held_out")
+    if held:
+        lines += ["", f"Held out (the final models on fresh streams, seeds {held['seeds']}; point values):", "",
+                  "| method | " + " | ".join(HELD_OUT_COLUMNS) + " |", "|---" * (len(HELD_OUT_COLUMNS) + 1) + "|"]
+        lines += [f"| {method} | " + " | ".join(f"{held[method][c]:.4f}" for c in HELD_OUT_COLUMNS) + " |"
+                  for method in result.summaries if method in held]
     lines.append("")
     lines += [f"- {name}: {'yes' if ok else 'no'}" for name, ok in result.doc["goals"].items()]
     return "\n".join(lines)

@@ -65,6 +65,16 @@ def test_sim_quick_json_has_every_method_metric_interval_and_the_ablation(runner
     assert truth["mae_true"]["value"] == 0 and truth["ece_true"]["value"] == 0 and truth["ece"]["value"] > 0
     floors = doc["label_noise_floor"]
     assert METHODS <= set(floors) and all(0 < floors[m] < 1 for m in METHODS)
+    # the final models on a fresh stream of the simulator (seed 1000), which no learner saw
+    held = doc["held_out"]
+    assert held["seeds"] == [1000] and METHODS <= set(held)
+    for name in METHODS:
+        assert set(held[name]) == {"ece", "label_noise_floor", "ece_true", "mae_true", "field_ece_true"}, name
+        assert set(held[name]["field_ece_true"]) == {"position", "item", "user_group"}
+        assert 0 < held[name]["label_noise_floor"] < 1 and 0 < held[name]["ece"] < 1
+    assert held["backbone"]["mae_true"] > 0.01
+    # isotonic fits its map to the training labels: on the fresh stream its ECE is not its prequential one
+    assert held["isotonic"]["ece"] != doc["methods"]["isotonic"]["ece"]["value"]
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 

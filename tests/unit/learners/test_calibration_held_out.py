@@ -1,0 +1,58 @@
+"""The calibration benchmark's held-out block: final models, frozen, scored on a fresh simulated stream."""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+
+import learners.calibration.benchmark_data as benchmark_data
+from learners.calibration.benchmark import frozen_predictions, held_out_metrics
+from learners.calibration.evaluation import method_factories, prequential
+from simulator.kuairand import KuaiRandMarginals
+from simulator.letor import LetorDataset, LetorQuery
+
+ACTIVITIES = ("full_active", "high_active", "middle_active", "low_active", "2_14_day_new")
+
+
+@pytest.fixture(scope="module")
+def tasks():
+    """Two streams of the simulator (seeds 0 and 1000) on small synthetic LETOR/KuaiRand sources."""
+    rng = np.random.default_rng(0)
+    queries = tuple(LetorQuery(q, tuple(f"q{q}-d{j}" for j in range(12)), np.zeros((12, 2), np.float32),
+                               rng.integers(0, 5, size=12)) for q in range(30))
+    users = KuaiRandMarginals(np.arange(3), np.ones(3), np.arange(300),
+                              tuple(ACTIVITIES[i % len(ACTIVITIES)] for i in range(300)))
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(benchmark_data, "load_sources", lambda *_: (LetorDataset(queries, 2, 4), users))
+        return benchmark_data.sim_task(seed=0, requests=300), benchmark_data.sim_task(seed=1000, requests=300)
+
+
+@pytest.mark.parametrize("method", ["umnn_scloss", "isotonic"])
+def test_frozen_predictions_score_without_learning(tasks, method):
+    train, fresh = tasks
+    learner = method_factories(1e-2, train.context_fields, 0, {"average": 0.99})[method]()
+    prequential(learner, train.examples, 16, method, progress=False)
+    untouched = copy.deepcopy(learner)
+    first = frozen_predictions(learner, fresh, 7)
+    assert first.shape == fresh.labels.shape and np.all((first >= 0) & (first <= 1))
+    # batching changes only float32 rounding
+    assert np.allclose(first, frozen_predictions(learner, fresh, 64), rtol=0, atol=1e-6)
+    # the learner is as it was: the next prequential pass predicts what an unscored copy predicts
+    assert np.array_equal(prequential(learner, fresh.examples[:40], 16, method, progress=False),
+                          prequential(untouched, fresh.examples[:40], 16, method, progress=False))
+    assert frozen_predictions(None, fresh, 16) is fresh.p_hat  # the backbone is its own scores
+
+
+def test_held_out_metrics_against_the_truth_by_hand(tasks):
+    _, fresh = tasks
+    truth = held_out_metrics(fresh.p_true, fresh, seed=0)
+    assert truth["ece_true"] == 0 and truth["mae_true"] == 0
+    assert all(truth[f"field_ece_true.{name}"] == 0 for name in fresh.fields)
+    assert truth["ece"] > 0 and truth["label_noise_floor"] > 0  # labels are draws: only their noise is left
+    half = held_out_metrics(0.5 * fresh.p_true, fresh, seed=0)
+    # every prediction is below its truth, so each bin's gap and each field value's gap is one-signed
+    assert half["mae_true"] == pytest.approx(0.5 * fresh.p_true.mean(), rel=1e-12)
+    assert half["ece_true"] == pytest.approx(0.5 * fresh.p_true.mean(), rel=1e-12)
+    assert half["field_ece_true.user_group"] == pytest.approx(0.5 * fresh.p_true.mean(), rel=1e-12)
