@@ -310,6 +310,17 @@ def test_a_failed_fast_path_guess_falls_back_to_the_real_schema():
     assert isinstance(event, Impression) and event.context == {"schema": FEEDBACK_SCHEMA}
 
 
+@pytest.mark.parametrize("field, value", [("ts", "11.0"), ("value", "1"), ("event_id", 7)])
+def test_the_fast_path_is_as_strict_as_the_full_parse(field, value):
+    """A string number (or a number for a string) is refused whether or not the leading schema key
+    picks the model at once: the fast path must not coerce what the full parse refuses."""
+    doc = feedback(**{field: value})
+    err = refusal(json.dumps(doc))  # schema first: the fast path is tried
+    assert err.field == field
+    late = {k: v for k, v in doc.items() if k != "schema"} | {"schema": doc["schema"]}
+    assert refusal(json.dumps(late)).field == field  # the full parse refuses it the same way
+
+
 # --- round trips ------------------------------------------------------------------------------
 
 

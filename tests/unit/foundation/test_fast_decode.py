@@ -477,3 +477,14 @@ def test_replaced_copies_a_struct_or_a_model_with_the_changes():
         assert type(item) is type(event.impression.items[1]) and item.features is None
         assert event.impression.items[1].features == [0.1, 2.0]  # the original is untouched
         assert replaced(event, example_id="x2").example_id == "x2" and event.example_id == "x1"
+
+
+@pytest.mark.parametrize("broker_ts", [0.0, 0.5])
+def test_a_broker_timestamp_at_or_near_the_epoch_still_bounds_the_event_time(broker_ts):
+    """Only a negative broker timestamp means "none on the record"; 0 and 0.5 s are times like any other."""
+    with pytest.raises(EventError) as err:
+        check_event_time(100.0, broker_ts, 10.0)
+    gap = 100.0 - broker_ts
+    assert err.value.detail == (f"ts 100.0 is {gap:.3f} s after the record's broker timestamp {broker_ts!r} "
+                                f"(max skew 10.0 s)")
+    check_event_time(broker_ts + 10.0, broker_ts, 10.0)  # at the bound: kept

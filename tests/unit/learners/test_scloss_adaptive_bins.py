@@ -73,3 +73,33 @@ def test_the_learners_default_to_adaptive_bins_and_the_paper_bins_stay_available
     assert build_umnn(tasks=("click",), sc_binning="uniform").sc_losses["click"].config.binning == "uniform"
     with pytest.raises(ValueError, match=r"SCLoss binning must be one of uniform, quantile, got 'magic'"):
         CalibrationConfig(sc_binning="magic")
+
+
+@pytest.mark.parametrize("bins", [1, 2, 5])
+def test_a_fresh_quantile_state_has_k_minus_1_float64_edges_and_no_batch(bins):
+    state = SmoothCalibrationLoss(SCLossConfig(bins=bins, binning="quantile")).state_tensors("")
+    assert state["edges"].dtype == torch.float64 and state["edges"].shape == (bins - 1,)
+    assert state["edge_batches"].dtype == torch.float64 and state["edge_batches"].tolist() == [0.0]
+
+
+def test_the_edges_come_back_in_the_predictions_dtype_and_are_kept_in_float64():
+    loss = SmoothCalibrationLoss(SCLossConfig(bins=4, binning="quantile"))
+    p = torch.tensor([0.1, 0.2, 0.3, 0.9], dtype=torch.float32)
+    assert loss.boundaries(p).dtype == torch.float32
+    assert loss.edges.dtype == torch.float64
+
+
+def test_two_quantile_bins_split_at_the_median_and_one_bin_has_no_edges():
+    p = torch.tensor([0.1, 0.2, 0.3, 0.9], dtype=torch.float64)
+    y = torch.tensor([0.0, 1.0, 0.0, 1.0], dtype=torch.float64)
+    two = SmoothCalibrationLoss(SCLossConfig(bins=2, beta=0.0, binning="quantile"))
+    two(p, y)
+    assert two.edges.tolist() == [0.25] and two.edge_batches.tolist() == [1.0]
+    assert two.count.tolist() == [2.0, 2.0]
+    one = SmoothCalibrationLoss(SCLossConfig(bins=1, beta=0.0, binning="quantile"))
+    loss = one(p, y)
+    assert one.edges.shape == (0,) and one.edge_batches.tolist() == [0.0]  # nothing to estimate
+    assert float(loss) == pytest.approx(4 * (0.5 - 0.375) ** 2, rel=1e-12)  # one bin: the global gap
+    fresh = SmoothCalibrationLoss(SCLossConfig(bins=1, binning="quantile"))
+    fresh.load_tensors(one.state_tensors("s."), "s.")  # a one-bin state loads back
+    assert fresh.edges.shape == (0,)

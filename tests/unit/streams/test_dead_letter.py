@@ -117,3 +117,14 @@ def test_a_header_name_without_the_dl_prefix_does_not_count():
     headers = [(k.removeprefix(HEADER_PREFIX), v) for k, v in LETTER.headers()]
     with pytest.raises(ValueError, match=r"missing headers \['dl.offset', 'dl.partition', 'dl.reason', 'dl.topic'\]"):
         DeadLetter.from_record(record(headers))
+
+
+def test_a_conflicting_impression_letter_names_the_held_impression_and_keeps_the_record():
+    from streams.dead_letter import conflict_letter  # noqa: PLC0415
+
+    record = SimpleNamespace(offset=41, key=b"req-1", value=b'{"schema": "x"}')
+    letter = conflict_letter("req-1:imp", "streamrank.impressions", 3, record)
+    assert (letter.reason, letter.field) == ("conflicting_impression", "event_id")
+    assert letter.detail == "request already has impression 'req-1:imp'"
+    assert (letter.topic, letter.partition, letter.offset) == ("streamrank.impressions", 3, 41)
+    assert (letter.key, letter.value) == (b"req-1", b'{"schema": "x"}')

@@ -186,3 +186,22 @@ def test_a_fast_decoded_impression_gives_the_same_example_with_the_records_own_b
     assert decode(got) == expected
     assert raw in got  # the record's own bytes, not a re-encoding
     assert fast_entry == model_entry
+
+
+def test_a_fast_decoded_impression_takes_the_model_path_when_the_models_would_coerce():
+    """A count the models coerce (1.0 for an int field) is not written by the byte path: the example is
+    then the model path's for the decoded impression, as label_impression_json gives it."""
+    from contracts.fast_decode import accept  # noqa: PLC0415
+    from streams.labeling import label_impression_raw  # noqa: PLC0415
+
+    impression = imp()
+    raw = encode(impression)
+    outcome = ListOutcome()
+    outcome.add("a", "click", 1.0)
+    outcome.add("b", "play_time_ms", 2500.0)
+    join = {"closed_by": "window", "window_s": 60.0, "feedback_count": 2.0, "duplicate_count": 0,
+            "early_feedback_count": 0, "closed_at_ts": 1061.0, "impression_offset": "t/0/3"}
+    got = label_impression_raw(accept(raw), raw, outcome, RewardWeights(click=2.0), join)
+    assert got == label_impression_json(decode(raw), outcome, RewardWeights(click=2.0), join)
+    example = decode(got)
+    assert example.join.feedback_count == 2 and example.labels[0].click == 1 and example.list_reward > 0

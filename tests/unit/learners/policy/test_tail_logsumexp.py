@@ -71,3 +71,62 @@ def test_lists_without_items_give_an_empty_normaliser():
     for shape in ((3, 0), (0, 5)):
         out = pl.tail_logsumexp(torch.zeros(shape), torch.zeros(shape, dtype=torch.bool))
         assert out.shape == shape
+
+
+def _no_exact_path(monkeypatch):
+    def refuse(*_args, **_kwargs):
+        raise AssertionError("the exact path was taken")
+
+    monkeypatch.setattr(pl.torch, "logcumsumexp", refuse)
+
+
+def test_each_list_is_shifted_by_its_own_scores_whatever_the_others_in_the_batch(monkeypatch):
+    """A list's normaliser is the same alone or beside a list 700 nats lower: the shift and the spread are
+    per list (a batch-wide maximum or minimum would send both to the exact path, or shift one list by the
+    other's maximum)."""
+    high = torch.tensor([[3.0, 1.5, 2.0, -1.0]])
+    low = torch.tensor([[-700.0, -702.0, -699.5, -701.0]])
+    valid = torch.ones(1, 4, dtype=torch.bool)
+    alone, expected_low = pl.tail_logsumexp(high, valid), reference(low)
+    _no_exact_path(monkeypatch)
+    both = pl.tail_logsumexp(torch.cat([high, low]), torch.ones(2, 4, dtype=torch.bool))
+    assert torch.equal(both[:1], alone)
+    assert torch.allclose(both[1:], expected_low, atol=1e-4, rtol=0)
+
+
+def test_a_spread_of_exactly_the_limit_still_takes_the_fast_path(monkeypatch):
+    placed = torch.tensor([[0.0, -pl.SPREAD, -1.0]], dtype=torch.float64)
+    expected = reference(placed)
+    _no_exact_path(monkeypatch)
+    assert torch.allclose(pl.tail_logsumexp(placed, torch.ones_like(placed, dtype=torch.bool)), expected)
+
+
+def test_the_exact_path_reduces_along_the_last_dimension_of_sampled_orders():
+    """[B, G, n] with a spread past the limit: every order's own tail sums, not sums across orders."""
+    g = torch.Generator().manual_seed(3)
+    placed = torch.randn(2, 3, 4, generator=g, dtype=torch.float64)
+    placed[0, 1, 2] = -800.0
+    out = pl.tail_logsumexp(placed, torch.ones_like(placed, dtype=torch.bool))
+    by_hand = torch.stack([torch.stack([torch.stack([torch.logsumexp(placed[b, i, k:], 0) for k in range(4)])
+                                        for i in range(3)]) for b in range(2)])
+    assert torch.allclose(out, by_hand, atol=1e-12, rtol=0)
+
+
+def test_a_ranks_sample_is_its_rows_of_the_union_batchs_draw():
+    """rows=(offset, total): the noise of the whole union batch is drawn and this rank's rows are used,
+    so the ranks of a data-parallel update sample what one process would have sampled."""
+    scores = torch.randn(5, 6, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    union = pl.gumbel_max_sample(scores, 4, generator=torch.Generator().manual_seed(9))
+    part = pl.gumbel_max_sample(scores[2:4], 4, generator=torch.Generator().manual_seed(9), rows=(2, 5))
+    assert part.shape == (2, 4, 6)
+    assert torch.equal(part, union[2:4])
+    assert not torch.equal(part, union[0:2])
+
+
+@pytest.mark.parametrize("u, order", [(0.0, [1, 0]), (1.0, [1, 0])])
+def test_uniform_draws_of_exactly_0_or_1_still_give_finite_noise(monkeypatch, u, order):
+    """Clamped to [1e-20, 1 - 1e-7]: the Gumbel noise of such a draw is finite, so the scores still order
+    the items (infinite noise would tie them and leave the index order)."""
+    monkeypatch.setattr(pl.torch, "rand", lambda shape, generator=None, dtype=None: torch.full(shape, u, dtype=dtype))
+    scores = torch.tensor([[0.0, 1.0]], dtype=torch.float64)
+    assert pl.gumbel_max_sample(scores, 1)[0, 0].tolist() == order
