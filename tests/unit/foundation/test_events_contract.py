@@ -362,3 +362,19 @@ def test_write_schemas_writes_the_committed_files_byte_for_byte(tmp_path: Path):
         doc = json.loads(path.read_text())
         assert path.read_text() == json.dumps(doc, indent=2, sort_keys=True) + "\n"
     assert write_schemas(target) == paths  # idempotent: an existing directory is fine
+
+
+@pytest.mark.parametrize("features, context, expected", [
+    ([None, None], {"item_features": "items:vec"}, "items:vec"),  # rows to fill, by reference
+    ([[0.5], None], {"item_features": "items:vec"}, "items:vec"),  # one item without its own row is enough
+    ([[0.5], [0.25]], {"item_features": "items:vec"}, None),  # every item carries its row: nothing to fill
+    ([None, None], {}, None),  # no reference: nothing to fill from
+    ([None, None], {"item_features": 3}, None),  # a reference that is not a name
+], ids=["all-missing", "one-missing", "none-missing", "no-reference", "not-a-name"])
+def test_features_to_fill_names_the_reference_only_when_some_item_lacks_its_row(features, context, expected):
+    from contracts.events import features_to_fill  # noqa: PLC0415
+
+    items = [item(f"i{k}", k + 1, **({} if f is None else {"features": f})) for k, f in enumerate(features)]
+    example = decode(json.dumps(labeled(impression=impression(items=items, context=context),
+                                        labels=[{"item_id": "i0", "position": 1}, {"item_id": "i1", "position": 2}])))
+    assert features_to_fill(example) == expected

@@ -205,3 +205,21 @@ def test_a_fast_decoded_impression_takes_the_model_path_when_the_models_would_co
     assert got == label_impression_json(decode(raw), outcome, RewardWeights(click=2.0), join)
     example = decode(got)
     assert example.join.feedback_count == 2 and example.labels[0].click == 1 and example.list_reward > 0
+
+
+def test_the_byte_path_keeps_a_records_own_spelling_of_the_impression():
+    """A record written with other whitespace than ``encode`` writes: the example carries those very bytes
+    (the models' path would re-encode them), and decodes to the same example."""
+    import json  # noqa: PLC0415
+
+    from contracts.fast_decode import accept  # noqa: PLC0415
+    from streams.labeling import label_impression_raw  # noqa: PLC0415
+
+    impression = imp()
+    raw = json.dumps(json.loads(encode(impression)), indent=1).encode()
+    assert raw != encode(impression)
+    join = {"closed_by": "window", "window_s": 60.0, "feedback_count": 0, "duplicate_count": 0,
+            "early_feedback_count": 0, "closed_at_ts": 1061.0}
+    got = label_impression_raw(accept(raw), raw, ListOutcome(), W, join)
+    assert raw in got
+    assert decode(got) == decode(label_impression_json(impression, ListOutcome(), W, join))
