@@ -56,3 +56,24 @@ def test_held_out_metrics_against_the_truth_by_hand(tasks):
     assert half["mae_true"] == pytest.approx(0.5 * fresh.p_true.mean(), rel=1e-12)
     assert half["ece_true"] == pytest.approx(0.5 * fresh.p_true.mean(), rel=1e-12)
     assert half["field_ece_true.user_group"] == pytest.approx(0.5 * fresh.p_true.mean(), rel=1e-12)
+
+
+def test_the_table_lists_the_held_out_figures_per_method_in_the_methods_order(tasks):
+    from evaluation.bootstrap import Interval  # noqa: PLC0415
+    from learners.calibration.benchmark import BenchmarkResult, format_benchmark  # noqa: PLC0415
+
+    _, fresh = tasks
+    summaries = {m: {"ece": Interval(v, v - 0.001, v + 0.001)} for m, v in (("isotonic", 0.0028), ("umnn_scloss", 0.0035))}
+    held = {"seeds": [1000], "umnn_scloss": {"ece": 0.0043, "label_noise_floor": 0.0031, "ece_true": 0.0018,
+                                             "mae_true": 0.01},
+            "isotonic": {"ece": 0.0034, "label_noise_floor": 0.0021, "ece_true": 0.0021, "mae_true": 0.0206}}
+    text = format_benchmark(BenchmarkResult("sim", summaries, {"goals": {"ece <= isotonic": False}, "held_out": held},
+                                            fresh))
+    lines = text.splitlines()
+    assert "| isotonic | 0.0028 [0.0018, 0.0038] |" in lines
+    start = lines.index("| method | ece | label_noise_floor | ece_true | mae_true |")
+    assert lines[start + 2:start + 4] == ["| isotonic | 0.0034 | 0.0021 | 0.0021 | 0.0206 |",
+                                          "| umnn_scloss | 0.0043 | 0.0031 | 0.0018 | 0.0100 |"]
+    assert "seeds [1000]" in text and lines[-1] == "- ece <= isotonic: no"
+    no_held = format_benchmark(BenchmarkResult("movielens", summaries, {"goals": {}}, fresh))
+    assert "Held out" not in no_held
