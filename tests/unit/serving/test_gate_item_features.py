@@ -80,3 +80,32 @@ def test_lists_whose_named_features_cannot_be_read_are_left_out_not_scored_on_ze
     readable = {it.item_id for ex in examples[::2] for it in ex.impression.items}
     half = PromotionGate(GateConfig(min_samples=30), item_features=lambda f, ids: read(f, ids) if ids[0] in readable else None)
     assert half.decide(scorer(1.0), scorer(4.0), examples).n == len(examples) // 2
+
+
+def test_the_gates_requests_read_the_named_features_without_a_scorable_pass_first(logs):
+    examples, read = logs
+    gate = PromotionGate(GateConfig(min_samples=30), item_features=read)
+    assert gate.weights(scorer(1.0), examples[:20]) == pytest.approx(np.ones(20), rel=1e-6)
+
+
+def test_a_read_back_is_float32_whatever_the_store_answers_and_a_failed_read_names_the_example(logs):
+    from serving.gate import FeaturesUnavailable, request_from_example  # noqa: PLC0415
+
+    examples, read = logs
+    request = request_from_example(examples[0], lambda feature, ids: read(feature, ids).astype(np.float64).tolist())
+    assert request.features.dtype == torch.float32 and request.features.shape == (6, 1)
+    assert torch.equal(request.features, torch.from_numpy(read(FEATURE, request.item_ids)))
+    with pytest.raises(FeaturesUnavailable, match=rf"^example {examples[0].example_id}: item features "
+                                                  rf"'documents:vector' cannot be read$"):
+        request_from_example(examples[0], lambda feature, ids: read(feature, ids)[:3])  # rows missing
+
+
+def test_a_one_item_list_carrying_its_own_features_needs_no_read():
+    from serving.gate import request_from_example  # noqa: PLC0415
+
+    imp = Impression(schema=IMPRESSION_SCHEMA, event_id="e", request_id="r", ts=1.0, user_id="u",
+                     items=[ShownItem(item_id="a", position=1, scores={"click": 0.3}, features=[0.5, 0.25])])
+    example = label_impression(imp, ListOutcome(), RewardWeights(), JoinInfo(closed_by="window", window_s=1,
+                                                                             feedback_count=0, closed_at_ts=1.0))
+    request = request_from_example(example, None)
+    assert request.features.tolist() == [[0.5, 0.25]]
