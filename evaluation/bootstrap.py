@@ -172,13 +172,15 @@ def difference(a: Sequence[Samples], b: Sequence[Samples], level: float = 0.95) 
     return summarise([{k: sa[k] - sb[k] for k in sa if k in sb} for sa, sb in zip(a, b)], level)
 
 
-def nest(flat: Mapping[str, Interval]) -> dict[str, Any]:
-    """``{"field_ece.position": I}`` -> ``{"field_ece": {"position": {value, ci95}}}`` (JSON-ready)."""
+def nest(flat: Mapping[str, Interval | float]) -> dict[str, Any]:
+    """``{"field_ece.position": I}`` -> ``{"field_ece": {"position": {value, ci95}}}`` (JSON-ready);
+    plain point values (a float instead of an :class:`Interval`) are nested as they are."""
     out: dict[str, Any] = {}
-    for name, interval in flat.items():
+    for name, value in flat.items():
         head, _, field = name.partition(".")
+        doc = value.as_json() if isinstance(value, Interval) else value
         if field:
-            out.setdefault(head, {})[field] = interval.as_json()
+            out.setdefault(head, {})[field] = doc
         else:
-            out[head] = interval.as_json()
+            out[head] = doc
     return out

@@ -60,8 +60,8 @@ UMNN_SETTINGS: dict[str, Any] = {"average": 0.99, "replay_updates": 60, "replay_
 #: The held-out stream of simulator seed S is seed S + HELD_OUT_SEED (no reported or selection run uses those seeds).
 HELD_OUT_SEED = 1000
 HELD_OUT_NOTE = ("each method's final state after the prequential stream, frozen and scored on a fresh stream of the "
-                 "simulator (seed + 1000) that no learner saw: what a published snapshot serves; point values, mean "
-                 "over seeds; label_noise_floor as above, for these predictions")
+                 f"simulator (seed + {HELD_OUT_SEED}) that no learner saw: what a published snapshot serves; point "
+                 "values, mean over seeds; label_noise_floor as above, for these predictions")
 TRUTH_NOTE = ("p_true scored as a prediction: its label ECE is the floor that label noise alone gives a perfectly "
               "calibrated predictor with this spread of p (100 equal-width bins), not a method")
 
@@ -248,24 +248,12 @@ def evaluate_benchmark(data: str, methods: Sequence[str] = DEFAULT_METHODS, seed
                                     **{m: float(np.mean(v)) for m, v in floors.items()}}
     if held:
         doc["held_out"] = {"note": HELD_OUT_NOTE, "seeds": [s + HELD_OUT_SEED for s in doc["seeds"]],
-                           **{m: _nest_values({k: float(np.mean([h[k] for h in hs])) for k in hs[0]})
+                           **{m: nest({k: float(np.mean([h[k] for h in hs])) for k in hs[0]})
                               for m, hs in held.items()}}
     if ablation:
         doc["ablation"] = {m: nest(summaries[m]) for m in ABLATION}
         doc["ablation"]["sc_bins_used"] = {m: float(np.mean(v)) for m, v in used.items()}
     return BenchmarkResult(data, summaries, doc, task, predictions)
-
-
-def _nest_values(flat: dict[str, float]) -> dict[str, Any]:
-    """``{"field_ece_true.position": x}`` -> ``{"field_ece_true": {"position": x}}`` (as :func:`nest` does for intervals)."""
-    out: dict[str, Any] = {}
-    for name, value in flat.items():
-        head, _, field_name = name.partition(".")
-        if field_name:
-            out.setdefault(head, {})[field_name] = value
-        else:
-            out[head] = value
-    return out
 
 
 TABLE_METRICS = ("ece", "pcoc", "logloss", "auc", "mae_true", "ece_true")

@@ -91,6 +91,7 @@ def test_seeds_average_and_paired_differences_and_nesting():
     assert diff.value == pytest.approx(a[0]["pcoc"][0] - b[0]["pcoc"][0]) and diff.hi < 0
     doc = nest(summarise(a))
     assert set(doc["field_ece"]) == {"f"} and set(doc["ece"]) == {"value", "ci95"} and len(doc["ece"]["ci95"]) == 2
+    assert nest({"ece": 0.5, "field_ece.f": 0.25}) == {"ece": 0.5, "field_ece": {"f": 0.25}}  # point values as they are
     assert Interval(1, 0, 2).overlaps(Interval(1.5, 1.5, 3)) and not Interval(1, 0, 1).overlaps(Interval(2, 1.5, 3))
 
 

@@ -10,22 +10,13 @@ import pytest
 import learners.calibration.benchmark_data as benchmark_data
 from learners.calibration.benchmark import frozen_predictions, held_out_metrics
 from learners.calibration.evaluation import method_factories, prequential
-from simulator.kuairand import KuaiRandMarginals
-from simulator.letor import LetorDataset, LetorQuery
-
-ACTIVITIES = ("full_active", "high_active", "middle_active", "low_active", "2_14_day_new")
 
 
 @pytest.fixture(scope="module")
-def tasks():
-    """Two streams of the simulator (seeds 0 and 1000) on small synthetic LETOR/KuaiRand sources."""
-    rng = np.random.default_rng(0)
-    queries = tuple(LetorQuery(q, tuple(f"q{q}-d{j}" for j in range(12)), np.zeros((12, 2), np.float32),
-                               rng.integers(0, 5, size=12)) for q in range(30))
-    users = KuaiRandMarginals(np.arange(3), np.ones(3), np.arange(300),
-                              tuple(ACTIVITIES[i % len(ACTIVITIES)] for i in range(300)))
+def tasks(sources):
+    """Two streams of the simulator (seeds 0 and 1000) on the small synthetic sources (conftest)."""
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(benchmark_data, "load_sources", lambda *_: (LetorDataset(queries, 2, 4), users))
+        patch.setattr(benchmark_data, "load_sources", lambda *_: sources)
         return benchmark_data.sim_task(seed=0, requests=300), benchmark_data.sim_task(seed=1000, requests=300)
 
 
