@@ -29,6 +29,11 @@ process used meanwhile (``/proc/PID/stat``), so the clients' own CPU on the shar
 count against the server. With ``--baseline-ref`` the baseline server's steady phase is measured
 the same way, alternating with this tree's (the idle server paused), and the ratio is printed.
 
+What the machine can do, first: ``details.machine`` names the CPU (the VM type changes between
+sessions, and with it every absolute figure) and ``details.model_floor`` times the three served
+models alone in this process before any server starts (``bench/compute_floor.py``): one request's
+latency cannot go below ``one_request_ms`` on this machine, whatever the HTTP path does.
+
 Contract (issue 19): ``--quick --json`` (about 3 minutes; with ``--baseline-ref`` about 4) prints
 one JSON object with ``one_client: {p50_ms, p99_ms}``, ``eight_clients: {requests_per_core,
 p99_ms}``, ``http_floor: {p50_ms, p99_ms}`` and ``swaps: {failed, p99_ratio}``; the rest of the
@@ -62,6 +67,7 @@ sys.path.insert(0, str(ROOT))
 
 from common import stack  # noqa: E402
 from common.config import load_settings  # noqa: E402
+from compute_floor import machine_info, model_floor  # noqa: E402
 from serving.http_middleware import STAGES  # noqa: E402
 
 
@@ -323,8 +329,12 @@ def run(args: argparse.Namespace) -> dict:
     state = stack.up(base)
     settings = base.with_endpoints(kafka=state["kafka"], redis=state["redis"])
     servers: list[subprocess.Popen] = []
-    result: dict = {"args": {k: str(v) for k, v in vars(args).items()}}
+    result: dict = {"args": {k: str(v) for k, v in vars(args).items()}, "machine": machine_info()}
     try:
+        # Before anything else runs: what the models alone cost on this machine (bench/compute_floor.py).
+        result["model_floor"] = model_floor(args.candidates, calls=10 if args.quick else 20)
+        print(f"models alone in process (one torch thread): {result['model_floor']['one_request_ms']:.2f} ms for one "
+              f"request, {result['model_floor']['batched_ms_per_request']:.2f} ms per request in a batch of 8", flush=True)
         print(f"stack up: kafka {settings.kafka} redis {settings.redis}", flush=True)
         if args.features == "feast":
             from feature_store.feast_repo import apply, materialize_all  # noqa: PLC0415
@@ -479,7 +489,14 @@ def _report(args: argparse.Namespace, result: dict) -> None:
     if args.output:
         args.output.parent.mkdir(parents=True, exist_ok=True)
         args.output.write_text(json.dumps(result, indent=2))
-    print(f"\nsingle client, {args.candidates} candidates (features via {args.features}): "
+    m, floor = result["machine"], result.get("model_floor")
+    print(f"\nmachine: {m['cpu']}, {m['logical_cpus']} logical CPUs, flags {' '.join(m['flags']) or '-'}, "
+          f"load average {m['load_average']} at the start")
+    if floor:
+        print(f"models alone (UMNN -> DRPO -> LDRO in process, no HTTP, no feature read): one request "
+              f"{floor['one_request_ms']:.2f} ms, {floor['batched_ms_per_request']:.2f} ms per request in a batch of "
+              f"{floor['batch']}")
+    print(f"single client, {args.candidates} candidates (features via {args.features}): "
           f"p50 {result['single_client']['p50_ms']:.2f} ms  p99 {result['single_client']['p99_ms']:.2f} ms (goal p99 <= 10)")
     fl = result["http_floor_single_client"]
     print(f"HTTP floor (GET /healthz, one client, same run): p50 {fl['p50_ms']:.2f} ms  p99 {fl['p99_ms']:.2f} ms")
