@@ -295,11 +295,12 @@ def wait_ready(url: str, server: subprocess.Popen, port: int, what: str, roles: 
                      f"{what}: version 1 of {', '.join(roles)} (a refused snapshot is in its server.log)")
 
 
-def steady_round(clients: "Clients", server: subprocess.Popen, seconds: float) -> tuple[list[tuple], float]:
-    """``seconds`` of the clients against one server: its records and the server's CPU seconds meanwhile."""
-    cpu0 = stack.group_cpu_s(server.pid)
+def steady_round(clients: "Clients", server: subprocess.Popen, seconds: float) -> tuple[list[tuple], float, int]:
+    """``seconds`` of the clients against one server: its records, and the server's CPU seconds and
+    minor page faults meanwhile."""
+    cpu0, faults0 = stack.group_cpu_s(server.pid), stack.group_minor_faults(server.pid)
     records = clients.run(seconds, "steady")
-    return records, stack.group_cpu_s(server.pid) - cpu0
+    return records, stack.group_cpu_s(server.pid) - cpu0, stack.group_minor_faults(server.pid) - faults0
 
 
 def per_core(records: list[tuple], cpu: float) -> float:
@@ -440,14 +441,16 @@ def phases(args, result, url, server, base_url, baseline, bodies, registry, stat
         base_clients = Clients(f"{base_url}/rerank", bodies, args.clients)
         mine, theirs = alternate(args, server, baseline, args.steady_s / 2, lambda b, s: steady_round(
             base_clients if b else clients, baseline if b else server, s))
-        records = [r for part, _ in theirs for r in part]
+        records = [r for part, _, _ in theirs for r in part]
         result["steady_baseline"] = {"ref": args.baseline_ref, **percentiles(lat(records)),
-                                     "requests_per_core": per_core(records, sum(c for _, c in theirs))}
-        steady, cpu = [r for part, _ in mine for r in part], sum(c for _, c in mine)
+                                     "requests_per_core": per_core(records, sum(c for _, c, _ in theirs)),
+                                     "minor_faults_per_request": sum(f for _, _, f in theirs) / max(len(records), 1)}
+        steady, cpu = [r for part, _, _ in mine for r in part], sum(c for _, c, _ in mine)
+        faults = sum(f for _, _, f in mine)
         stack.stop_pid(baseline.pid, grace=10)  # the swap phase measures this tree alone
     else:
         spy = _py_spy(args, server.pid, args.steady_s / 2)
-        steady, cpu = steady_round(clients, server, args.steady_s / 2)
+        steady, cpu, faults = steady_round(clients, server, args.steady_s / 2)
         if spy is not None:
             spy.wait(30)
     stop, published = threading.Event(), []
@@ -460,8 +463,8 @@ def phases(args, result, url, server, base_url, baseline, bodies, registry, stat
     pub.join()
     swap_end = time.monotonic()
     time.sleep(2.0)
-    more, more_cpu = steady_round(clients, server, args.steady_s / 2)
-    steady, cpu = steady + more, cpu + more_cpu
+    more, more_cpu, more_faults = steady_round(clients, server, args.steady_s / 2)
+    steady, cpu, faults = steady + more, cpu + more_cpu, faults + more_faults
     models = httpx.get(f"{url}/models").json()
     health = httpx.get(f"{url}/healthz").json()
     swap_decisions = [d for d in models["decisions"] if d["model"] == "ldro" and d["action"] == "swapped"]
@@ -469,6 +472,7 @@ def phases(args, result, url, server, base_url, baseline, bodies, registry, stat
         "steady": percentiles(lat(steady)),
         "steady_requests_per_core": per_core(steady, cpu),
         "steady_server_cpu_s": cpu,
+        "steady_minor_faults_per_request": faults / max(len(steady), 1),
         "during_swaps": percentiles(lat(swaps)),
         "failed_requests": sum(1 for r in single + steady + swaps if not r[2]),
         "requests": len(single) + len(steady) + len(swaps),
@@ -513,12 +517,12 @@ def _report(args: argparse.Namespace, result: dict) -> None:
           f"{result['steady']['p99_ms']:.2f} ms, during swaps p99 {result['during_swaps']['p99_ms']:.2f} ms -> ratio "
           f"{result['p99_ratio_swaps_over_steady']:.3f} (goal <= 1.25); {result['snapshots_published']} snapshots "
           f"published, {result['swaps_seen_by_server']} swaps, {result['failed_requests']} failed of "
-          f"{result['requests']} requests")
+          f"{result['requests']} requests; {result['steady_minor_faults_per_request']:.0f} minor page faults a request")
     if "steady_baseline" in result:
         b = result["steady_baseline"]
         print(f"{args.clients} clients on {b['ref']} (same run, interleaved): {b['requests_per_core']:.0f} requests per "
-              f"server core-second, p99 {b['p99_ms']:.2f} ms -> this tree / baseline: "
-              f"{result['steady_requests_per_core'] / b['requests_per_core']:.2f}x per core")
+              f"server core-second, p99 {b['p99_ms']:.2f} ms, {b['minor_faults_per_request']:.0f} minor page faults a "
+              f"request -> this tree / baseline: {result['steady_requests_per_core'] / b['requests_per_core']:.2f}x per core")
 
 
 if __name__ == "__main__":

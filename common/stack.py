@@ -97,6 +97,13 @@ def group_cpu_s(pgid: int) -> float:
     return ticks / os.sysconf("SC_CLK_TCK")
 
 
+def group_minor_faults(pgid: int) -> int:
+    """Minor page faults so far of the live processes of process group ``pgid`` (``/proc/PID/stat``'s
+    ``minflt``; Linux only): pages the kernel had to hand a process again, e.g. after its malloc
+    returned them (common.allocator)."""
+    return sum(int(fields[7]) for fields in _live_group_stats(pgid))
+
+
 def _live_group_stats(pgid: int) -> Iterator[list[str]]:
     """The ``/proc/PID/stat`` fields after ``comm)`` (state, ppid, pgrp, ...) of each live (non-zombie)
     process of group ``pgid``; a process that ends while it is read is skipped."""
