@@ -99,8 +99,8 @@ def group_cpu_s(pgid: int) -> float:
 
 def group_minor_faults(pgid: int) -> int:
     """Minor page faults so far of the live processes of process group ``pgid`` (``/proc/PID/stat``'s
-    ``minflt``; Linux only): pages the kernel had to hand a process again, e.g. after its malloc
-    returned them (common.allocator)."""
+    ``minflt``; Linux only): pages the kernel had to hand the processes, e.g. again after their malloc
+    returned them to it."""
     return sum(int(fields[7]) for fields in _live_group_stats(pgid))
 
 

@@ -31,7 +31,6 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 
 from common.config import Settings
-from common.allocator import keep_freed_memory
 from common.heap import freeze_startup_heap
 from contracts.rerank import RerankResponse
 from serving.dashboard import DashboardFeeds, DashboardRecorder
@@ -189,7 +188,6 @@ def create_app(runtime: ServingRuntime) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI):
-        keep_freed_memory(config.keep_freed_mb)  # before the threads that allocate start (common.allocator)
         torch.set_num_threads(max(1, config.torch_threads))
         if config.gil_switch_ms > 0:  # see ServeConfig.gil_switch_ms
             sys.setswitchinterval(config.gil_switch_ms / 1000.0)

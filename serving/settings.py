@@ -74,10 +74,6 @@ class ServeConfig:
     #: this long for the GIL while another thread runs Python: a snapshot load on the watcher's
     #: thread, the Kafka clients' threads, the emitter building an impression.
     gil_switch_ms: float = 1.0
-    #: Freed memory the server keeps for its next requests instead of returning it to the kernel
-    #: (common.allocator: glibc's mmap and trim thresholds; 0: glibc's defaults). Each request
-    #: frees and takes again a few MB; returned pages cost a page fault each when taken again.
-    keep_freed_mb: int = 256
     feature_source: str = "request"  # "feast": fetch item features the request does not carry
     #: with ``feature_source="feast"``: run the repair job that re-materializes the online store's rows
     #: when they are lost (feature_store.scheduling.MaterializeRepair)
@@ -104,8 +100,6 @@ class ServeConfig:
             raise ValueError(f"emit_linger_ms must be >= 0, got {self.emit_linger_ms}")
         if self.gil_switch_ms < 0:
             raise ValueError(f"gil_switch_ms must be >= 0, got {self.gil_switch_ms}")
-        if self.keep_freed_mb < 0:
-            raise ValueError(f"keep_freed_mb must be >= 0, got {self.keep_freed_mb}")
         if self.batch_window_ms < 0 or self.max_batch < 1:
             raise ValueError(f"batch_window_ms must be >= 0 and max_batch >= 1, got {self.batch_window_ms}, "
                              f"{self.max_batch}")

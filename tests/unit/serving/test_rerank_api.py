@@ -294,20 +294,6 @@ def test_server_start_freezes_the_startup_heap(tmp_path):
         gc.unfreeze()
 
 
-def test_server_start_keeps_freed_memory_as_configured(tmp_path, monkeypatch):
-    """The allocator settings (common.allocator) are applied at start-up with the configured size."""
-    import serving.app
-
-    calls = []
-    monkeypatch.setattr(serving.app, "keep_freed_memory", calls.append)
-    runtime = build_runtime(Settings(home=tmp_path, kafka=None, redis=None), ServeConfig(keep_freed_mb=64),
-                            with_watcher=False)
-    with TestClient(create_app(runtime)):
-        assert calls == [64]
-    with pytest.raises(ValueError, match="keep_freed_mb must be >= 0"):
-        ServeConfig(keep_freed_mb=-1)
-
-
 def test_response_json_is_the_documented_model_and_stays_json_with_a_nan_score():
     from contracts.rerank import RerankBody, RerankResponse
     from serving.scoring import response_json
