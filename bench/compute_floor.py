@@ -49,19 +49,27 @@ def machine_info(cpuinfo: str | None = None) -> dict[str, Any]:
             "load_average": [round(x, 2) for x in load]}
 
 
-def _request(candidates: int, index: int, seed: int = 0):
+def request_doc(candidates: int, index: int = 0, seed: int = 0) -> dict[str, Any]:
+    """A ``POST /rerank`` body with ``candidates`` candidates, three task scores and 300 inline features each."""
     import numpy as np  # noqa: PLC0415
 
-    from contracts.rerank import RerankBody  # noqa: PLC0415
-
     rng = np.random.default_rng(seed + index)
-    return RerankBody.model_validate({
-        "request_id": f"floor-{index}", "user_id": f"u{index}", "query": "q",
-        "candidates": [{"item_id": f"i{k}", "scores": {"click": float(rng.uniform(0.05, 0.9)),
-                                                       "long_view": float(rng.uniform(0.01, 0.5)),
-                                                       "watch_time": float(rng.uniform(0.1, 0.9))},
-                        "features": [float(x) for x in rng.random(300).astype("float32")]}
-                       for k in range(candidates)]})
+    return {"request_id": f"r{index}", "user_id": f"u{index}", "query": "q",
+            "candidates": [{"item_id": f"i{k}", "scores": {"click": float(rng.uniform(0.05, 0.9)),
+                                                          "long_view": float(rng.uniform(0.01, 0.5)),
+                                                          "watch_time": float(rng.uniform(0.1, 0.9))},
+                            "features": [float(x) for x in rng.random(300).astype("float32")]}
+                           for k in range(candidates)]}
+
+
+def served_components() -> dict[str, Any]:
+    """Fresh UMNN / DRPO / LDRO components by role (``Bundle(**served_components())`` is the full pipeline)."""
+    from learners.registry import build_learner  # noqa: PLC0415
+    from serving.components import Component  # noqa: PLC0415
+
+    return {"calibrator": Component("calibrator", "umnn", "1", build_learner("umnn")),
+            "fusion": Component("fusion", "drpo", "1", build_learner("drpo")),
+            "reranker": Component("reranker", "ldro", "1", build_learner("ldro"))}
 
 
 def model_floor(candidates: int = 50, calls: int = 20, batch: int = 8, rounds: int = 3) -> dict[str, Any]:
@@ -73,8 +81,7 @@ def model_floor(candidates: int = 50, calls: int = 20, batch: int = 8, rounds: i
     """
     import torch  # noqa: PLC0415
 
-    from learners.registry import build_learner  # noqa: PLC0415
-    from serving.components import Component  # noqa: PLC0415
+    from contracts.rerank import RerankBody  # noqa: PLC0415
     from serving.holder import Bundle  # noqa: PLC0415
     from serving.scoring import prepare, score_batch  # noqa: PLC0415
     from serving.settings import ServeConfig  # noqa: PLC0415
@@ -84,11 +91,9 @@ def model_floor(candidates: int = 50, calls: int = 20, batch: int = 8, rounds: i
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        bundle = Bundle(calibrator=Component("calibrator", "umnn", "1", build_learner("umnn")),
-                        fusion=Component("fusion", "drpo", "1", build_learner("drpo")),
-                        reranker=Component("reranker", "ldro", "1", build_learner("ldro")))
+        bundle = Bundle(**served_components())
         config = ServeConfig(explore=False)
-        bodies = [_request(candidates, i) for i in range(batch)]
+        bodies = [RerankBody.model_validate(request_doc(candidates, i)) for i in range(batch)]
         score_batch(bundle, [prepare(bodies[0], config)], config)  # warm-up: first-call allocations
         score_batch(bundle, [prepare(b, config) for b in bodies], config)
         one, batched = [], []

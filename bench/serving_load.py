@@ -58,6 +58,7 @@ import threading
 import time
 from dataclasses import replace
 from pathlib import Path
+from typing import NamedTuple
 from urllib.parse import urlsplit
 
 import numpy as np
@@ -295,12 +296,24 @@ def wait_ready(url: str, server: subprocess.Popen, port: int, what: str, roles: 
                      f"{what}: version 1 of {', '.join(roles)} (a refused snapshot is in its server.log)")
 
 
-def steady_round(clients: "Clients", server: subprocess.Popen, seconds: float) -> tuple[list[tuple], float, int]:
-    """``seconds`` of the clients against one server: its records, and the server's CPU seconds and
-    minor page faults meanwhile."""
+class Round(NamedTuple):
+    """One steady round against one server: the client's records, the server's CPU seconds and minor faults."""
+
+    records: list[tuple]
+    cpu_s: float
+    faults: int
+
+
+def steady_round(clients: "Clients", server: subprocess.Popen, seconds: float) -> Round:
+    """``seconds`` of the clients against one server, with the server's CPU and page faults meanwhile."""
     cpu0, faults0 = stack.group_cpu_s(server.pid), stack.group_minor_faults(server.pid)
     records = clients.run(seconds, "steady")
-    return records, stack.group_cpu_s(server.pid) - cpu0, stack.group_minor_faults(server.pid) - faults0
+    return Round(records, stack.group_cpu_s(server.pid) - cpu0, stack.group_minor_faults(server.pid) - faults0)
+
+
+def merged(rounds: list[Round]) -> Round:
+    return Round([r for part in rounds for r in part.records], sum(p.cpu_s for p in rounds),
+                 sum(p.faults for p in rounds))
 
 
 def per_core(records: list[tuple], cpu: float) -> float:
@@ -441,16 +454,15 @@ def phases(args, result, url, server, base_url, baseline, bodies, registry, stat
         base_clients = Clients(f"{base_url}/rerank", bodies, args.clients)
         mine, theirs = alternate(args, server, baseline, args.steady_s / 2, lambda b, s: steady_round(
             base_clients if b else clients, baseline if b else server, s))
-        records = [r for part, _, _ in theirs for r in part]
-        result["steady_baseline"] = {"ref": args.baseline_ref, **percentiles(lat(records)),
-                                     "requests_per_core": per_core(records, sum(c for _, c, _ in theirs)),
-                                     "minor_faults_per_request": sum(f for _, _, f in theirs) / max(len(records), 1)}
-        steady, cpu = [r for part, _, _ in mine for r in part], sum(c for _, c, _ in mine)
-        faults = sum(f for _, _, f in mine)
+        base = merged(theirs)
+        result["steady_baseline"] = {"ref": args.baseline_ref, **percentiles(lat(base.records)),
+                                     "requests_per_core": per_core(base.records, base.cpu_s),
+                                     "minor_faults_per_request": base.faults / max(len(base.records), 1)}
+        first = merged(mine)
         stack.stop_pid(baseline.pid, grace=10)  # the swap phase measures this tree alone
     else:
         spy = _py_spy(args, server.pid, args.steady_s / 2)
-        steady, cpu, faults = steady_round(clients, server, args.steady_s / 2)
+        first = steady_round(clients, server, args.steady_s / 2)
         if spy is not None:
             spy.wait(30)
     stop, published = threading.Event(), []
@@ -463,8 +475,7 @@ def phases(args, result, url, server, base_url, baseline, bodies, registry, stat
     pub.join()
     swap_end = time.monotonic()
     time.sleep(2.0)
-    more, more_cpu, more_faults = steady_round(clients, server, args.steady_s / 2)
-    steady, cpu, faults = steady + more, cpu + more_cpu, faults + more_faults
+    steady, cpu, faults = merged([first, steady_round(clients, server, args.steady_s / 2)])
     models = httpx.get(f"{url}/models").json()
     health = httpx.get(f"{url}/healthz").json()
     swap_decisions = [d for d in models["decisions"] if d["model"] == "ldro" and d["action"] == "swapped"]

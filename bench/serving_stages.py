@@ -24,15 +24,13 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from contracts.rerank import RerankBody  # noqa: E402
-from learners.registry import build_learner  # noqa: E402
+from compute_floor import request_doc, served_components  # noqa: E402
 from serving.scoring import prepare, rerank_once, score_batch  # noqa: E402
-from serving.components import Component  # noqa: E402
 from serving.holder import Bundle  # noqa: E402
 from serving.settings import ServeConfig  # noqa: E402
 
@@ -49,17 +47,10 @@ def main() -> int:
     if args.quick:
         args.rounds, args.calls = 3, 10
     torch.set_num_threads(1)
-    rng = np.random.default_rng(0)
-    doc = {"request_id": "r", "user_id": "u", "query": "q",
-           "candidates": [{"item_id": f"i{k}", "scores": {"click": float(rng.uniform(0.05, 0.9)),
-                                                        "long_view": float(rng.uniform(0.01, 0.5)),
-                                                        "watch_time": float(rng.uniform(0.1, 0.9))},
-                           "features": [round(float(x), 4) for x in rng.random(300)]}
-                          for k in range(args.candidates)]}
+    doc = request_doc(args.candidates)
     body = RerankBody.model_validate(doc)
-    cal = Component("calibrator", "umnn", "1", build_learner("umnn"))
-    fus = Component("fusion", "drpo", "1", build_learner("drpo"))
-    rer = Component("reranker", "ldro", "1", build_learner("ldro"))
+    parts = served_components()
+    cal, fus, rer = parts["calibrator"], parts["fusion"], parts["reranker"]
     variants = {"cold start (no model)": Bundle(), "ldro": Bundle(reranker=rer), "drpo+ldro": Bundle(fusion=fus, reranker=rer),
                 "umnn+ldro": Bundle(calibrator=cal, reranker=rer), "umnn+drpo+ldro": Bundle(calibrator=cal, fusion=fus, reranker=rer)}
     config = ServeConfig(explore=False)
